@@ -1,0 +1,17 @@
+"""int8 kernels: each module defines one KernelDef (C binding + numpy reference)."""
+
+from mcuc.kernels import (  # noqa: F401  (importing registers each kernel)
+    add,
+    conv2d,
+    copy,
+    layernorm,
+    linear,
+    lut,
+    matmul,
+    mean,
+    rescale,
+    softmax,
+)
+from mcuc.kernels.registry import REGISTRY, Field, KernelDef, get, register
+
+__all__ = ["REGISTRY", "Field", "KernelDef", "get", "register"]

@@ -1,0 +1,71 @@
+"""The kernel registry: one Python definition per C kernel.
+
+A KernelDef says what codegen needs (C function and parameter struct, field by field)
+and what the integer reference needs (a numpy function that is the specification the
+C code must match bit for bit). Adding a kernel means one module in this package, one C
+file in runtime_c/src and one test; nothing else changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# C types a parameter field may have. Array types ("int8[]" ...) become const arrays in
+# weights.c referenced by pointer; "int32[6]" is an inline fixed array in the struct.
+FIELD_TYPES = ("int32", "int64", "int8[]", "int32[]", "uint32[]", "int32[6]")
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    ctype: str
+    nullable: bool = False  # array pointers only: None renders as NULL
+
+    def __post_init__(self) -> None:
+        if self.ctype not in FIELD_TYPES:
+            raise ValueError(f"unknown field type {self.ctype!r}")
+
+
+# ref(params, *inputs) -> output; inputs and output are flat int8 numpy arrays.
+RefFn = Callable[..., np.ndarray]
+
+
+@dataclass(frozen=True)
+class KernelDef:
+    name: str                 # registry key, e.g. "linear"
+    c_func: str               # e.g. "mcuc_linear_s8"
+    c_params_type: str        # e.g. "mcuc_linear_params_t"
+    fields: tuple[Field, ...]
+    n_inputs: int             # activation (or constant int8) pointers before the output
+    ref: RefFn
+    inplace_ok: bool = False  # output may share the first input's memory
+    macs: Callable[[dict], int] = field(default=lambda p: 0)
+
+    def check_params(self, params: dict) -> None:
+        missing = [f.name for f in self.fields if f.name not in params and not f.nullable]
+        extra = sorted(set(params) - {f.name for f in self.fields})
+        if missing or extra:
+            raise ValueError(f"{self.name}: missing params {missing}, unknown {extra}")
+
+
+REGISTRY: dict[str, KernelDef] = {}
+
+
+def register(kdef: KernelDef) -> KernelDef:
+    if kdef.name in REGISTRY:
+        raise ValueError(f"kernel {kdef.name} registered twice")
+    REGISTRY[kdef.name] = kdef
+    return kdef
+
+
+def get(name: str) -> KernelDef:
+    _load_all()
+    return REGISTRY[name]
+
+
+def _load_all() -> None:
+    # Importing the package registers every kernel module it lists.
+    from mcuc import kernels  # noqa: F401
