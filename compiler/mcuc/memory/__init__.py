@@ -1,0 +1,33 @@
+"""Activation-memory planning: assign every activation buffer an offset in one arena."""
+
+from mcuc.memory.buffers import (
+    ARENA_ALIGN,
+    Buffer,
+    Plan,
+    PlanError,
+    live_at,
+    lower_bound,
+    usage_timeline,
+)
+from mcuc.memory.planner import (
+    STRATEGIES,
+    plan,
+    plan_greedy_by_breadth,
+    plan_greedy_by_size,
+)
+from mcuc.memory.validate import validate
+
+__all__ = [
+    "ARENA_ALIGN",
+    "STRATEGIES",
+    "Buffer",
+    "Plan",
+    "PlanError",
+    "live_at",
+    "lower_bound",
+    "plan",
+    "plan_greedy_by_breadth",
+    "plan_greedy_by_size",
+    "usage_timeline",
+    "validate",
+]

@@ -1,0 +1,137 @@
+"""Offset assignment for the activation arena.
+
+Each strategy is an ordering of the buffers; placement is then the same first-fit rule TFLite
+Micro's GreedyMemoryPlanner uses: put the buffer at the lowest aligned offset that does not
+overlap any already-placed buffer whose lifetime overlaps its own. Finding the optimum is
+NP-hard (it is dynamic storage allocation), and the architecture search calls this for every
+candidate, so we run a couple of cheap orderings and keep the smallest arena.
+"""
+
+from __future__ import annotations
+
+from bisect import insort
+from collections.abc import Callable, Sequence
+
+from mcuc.memory.buffers import (
+    ARENA_ALIGN,
+    Buffer,
+    Plan,
+    align_up,
+    check_unique_names,
+    lower_bound,
+)
+
+Order = Callable[[Sequence[Buffer]], list[int]]
+
+
+def _place(buffers: Sequence[Buffer], order: list[int], name: str, lb: int) -> Plan:
+    """First-fit placement of `buffers` in the given order.
+
+    `placed` is kept sorted by offset, so the scan for the lowest gap is one pass that stops
+    at the first gap large enough: O(n) per buffer, O(n^2) overall, with small constants.
+    """
+    placed: list[tuple[int, int, int, int]] = []  # (offset, end, first, last), by offset
+    offsets: dict[str, int] = {}
+    end_max = 0
+    for i in order:
+        b = buffers[i]
+        size, first, last, align = b.size, b.first, b.last, b.align
+        if size == 0:
+            offsets[b.name] = 0  # occupies no bytes, so conflicts with nothing
+            continue
+        cand = 0
+        for off, end, pfirst, plast in placed:
+            if pfirst > last or plast < first:
+                continue  # lifetimes disjoint: may share bytes
+            if off >= cand + size:
+                break  # gap [cand, off) fits; later buffers start at >= off
+            if end > cand:
+                cand = align_up(end, align)
+        offsets[b.name] = cand
+        insort(placed, (cand, cand + size, first, last))
+        end_max = max(end_max, cand + size)
+    return Plan(
+        offsets=offsets,
+        arena_bytes=align_up(end_max, ARENA_ALIGN),
+        lower_bound_bytes=lb,
+        planner=name,
+    )
+
+
+def _order_by_size(buffers: Sequence[Buffer]) -> list[int]:
+    """Largest first (big buffers are hardest to fit later), ties by earlier first step."""
+    return sorted(
+        range(len(buffers)),
+        key=lambda i: (-buffers[i].size, buffers[i].first, buffers[i].name),
+    )
+
+
+def _order_by_breadth(buffers: Sequence[Buffer]) -> list[int]:
+    """Buffers that live through the most crowded step first, then by size.
+
+    The peak step determines the arena; packing its residents tightly first, before smaller
+    peaks constrain them, often beats pure size order when a big buffer lives in a quiet
+    part of the schedule.
+    """
+    if not buffers:
+        return []
+    lo = min(b.first for b in buffers)
+    hi = max(b.last for b in buffers)
+    diff = [0] * (hi - lo + 2)
+    for b in buffers:
+        diff[b.first - lo] += b.size
+        diff[b.last - lo + 1] -= b.size
+    usage: list[int] = []
+    live = 0
+    for d in diff[:-1]:
+        live += d
+        usage.append(live)
+    breadth = [max(usage[b.first - lo : b.last - lo + 1]) for b in buffers]
+    return sorted(
+        range(len(buffers)),
+        key=lambda i: (-breadth[i], -buffers[i].size, buffers[i].first, buffers[i].name),
+    )
+
+
+STRATEGIES: dict[str, Order] = {
+    "greedy-size": _order_by_size,
+    "greedy-breadth": _order_by_breadth,
+}
+
+
+def plan_greedy_by_size(buffers: Sequence[Buffer]) -> Plan:
+    """TFLite Micro's GreedyMemoryPlanner: size-descending first-fit."""
+    buffers = list(buffers)
+    check_unique_names(buffers)
+    return _place(buffers, _order_by_size(buffers), "greedy-size", lower_bound(buffers))
+
+
+def plan_greedy_by_breadth(buffers: Sequence[Buffer]) -> Plan:
+    """First-fit ordered by the peak live bytes over each buffer's lifetime, then size."""
+    buffers = list(buffers)
+    check_unique_names(buffers)
+    return _place(buffers, _order_by_breadth(buffers), "greedy-breadth", lower_bound(buffers))
+
+
+def plan(buffers: Sequence[Buffer], strategy: str = "best") -> Plan:
+    """Plan with one named strategy, or with "best": every strategy, smallest arena wins.
+
+    Ties go to the first strategy in STRATEGIES, so results are deterministic.
+    """
+    buffers = list(buffers)
+    check_unique_names(buffers)
+    lb = lower_bound(buffers)
+    if strategy == "best":
+        best: Plan | None = None
+        for name, order in STRATEGIES.items():
+            p = _place(buffers, order(buffers), name, lb)
+            if best is None or p.arena_bytes < best.arena_bytes:
+                best = p
+            if best.arena_bytes == align_up(best.lower_bound_bytes, ARENA_ALIGN):
+                break  # provably optimal; no strategy can do better
+        assert best is not None
+        return best
+    if strategy not in STRATEGIES:
+        valid = ", ".join(["best", *STRATEGIES])
+        raise ValueError(f"unknown planning strategy {strategy!r} (valid: {valid})")
+    return _place(buffers, STRATEGIES[strategy](buffers), strategy, lb)
