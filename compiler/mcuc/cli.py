@@ -1,0 +1,115 @@
+"""Command line: parse, call the library, print. No logic lives here."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from mcuc import McucError, __version__
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        dims = tuple(int(d) for d in text.replace("x", ",").split(",") if d)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad shape {text!r}; use e.g. 1,1,28,28") from None
+    if not dims or any(d <= 0 for d in dims):
+        raise argparse.ArgumentTypeError(f"bad shape {text!r}")
+    return dims
+
+
+def _disabled(text: str) -> tuple[str, ...]:
+    return tuple(t.strip() for t in text.split(",") if t.strip())
+
+
+def cmd_build(a: argparse.Namespace) -> int:
+    from mcuc.pipeline import build
+    from mcuc.report import format_report
+
+    report = build(a.model, a.board, a.calib, a.out, a.input_shape, a.disable,
+                   progress=sys.stderr.isatty())
+    print(format_report(report))
+    print(f"\nwrote {a.out}/ (model.c, model.h, weights.c, report.json)")
+    return 0
+
+
+def cmd_run(a: argparse.Namespace) -> int:
+    from mcuc.runner import load_input, run_built
+
+    res = run_built(a.out, load_input(a.input))
+    if a.json:
+        print(json.dumps({"output": res.output.tolist(), "argmax": res.argmax,
+                          "scores": [round(float(s), 6) for s in res.scores]}))
+    else:
+        print("output (int8): " + " ".join(str(int(v)) for v in res.output))
+        print("scores       : " + " ".join(f"{s:.4f}" for s in res.scores))
+        print(f"argmax       : {res.argmax}")
+    return 0
+
+
+def cmd_demo(a: argparse.Namespace) -> int:
+    from mcuc.demo import demo
+
+    return demo(Path(a.out))
+
+
+def cmd_boards(a: argparse.Namespace) -> int:
+    from mcuc.boards import list_boards, load_board
+
+    for name in list_boards():
+        b = load_board(name)
+        sram = f"{b.sram_bytes // 1024} KiB" if b.sram_bytes else "-"
+        flash = f"{b.flash_bytes // 1024} KiB" if b.flash_bytes else "-"
+        clock = f"{b.clock_hz / 1e6:.0f} MHz" if b.clock_hz else "-"
+        print(f"{b.name:<12} {b.core:<12} SRAM {sram:>9}  flash {flash:>9}  {clock:>8}  "
+              f"emulators: {', '.join(b.emulators) or '-'}   {b.description}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mcuc", description="Vision transformers on MCUs.")
+    p.add_argument("--version", action="version", version=f"mcuc {__version__}")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    b = sub.add_parser("build", help="compile a model into C (and a program) for a board")
+    b.add_argument("--model", help="ONNX file (default: the bundled Fashion-MNIST ViT)")
+    b.add_argument("--board", default="host", help="target board (see `mcuc boards`)")
+    b.add_argument("--calib", default="fashion-mnist",
+                   help="calibration inputs: a .npy file or 'fashion-mnist'")
+    b.add_argument("--out", default="build/model", help="output directory")
+    b.add_argument("--input-shape", type=_shape, help="override the input shape, e.g. 1,1,28,28")
+    b.add_argument("--disable", type=_disabled, default=(),
+                   help="comma-separated memory techniques to turn off (ablations)")
+    b.set_defaults(fn=cmd_build)
+
+    r = sub.add_parser("run", help="run a built model on one input")
+    r.add_argument("out", help="build directory made by `mcuc build`")
+    r.add_argument("--input", required=True, help=".npy input (float, or int8 quantized)")
+    r.add_argument("--json", action="store_true", help="print JSON")
+    r.set_defaults(fn=cmd_run)
+
+    d = sub.add_parser("demo", help="build the default model, run it on test images")
+    d.add_argument("--out", default="build/demo")
+    d.set_defaults(fn=cmd_demo)
+
+    bl = sub.add_parser("boards", help="list the known boards")
+    bl.set_defaults(fn=cmd_boards)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except McucError as e:
+        print(f"mcuc: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mcuc: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""Codegen: render a planned Schedule into model.h, model.c, weights.{h,c} and a driver."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+import numpy as np
+
+from mcuc import __version__
+from mcuc.kernels import registry
+from mcuc.memory import Plan
+from mcuc.paths import runtime_dir, templates_dir
+from mcuc.schedule.schedule import Schedule
+
+CTYPES = {"int8[]": ("int8_t", np.int8), "int32[]": ("int32_t", np.int32),
+          "uint32[]": ("uint32_t", np.uint32)}
+
+
+@dataclass
+class CArray:
+    name: str
+    ctype: str
+    size: int
+    body: str
+    comment: str
+
+
+def _body(values: np.ndarray, per_line: int = 16) -> str:
+    flat = [str(int(v)) for v in np.asarray(values).reshape(-1)]
+    if not flat:
+        return "    0"
+    lines = [", ".join(flat[i: i + per_line]) for i in range(0, len(flat), per_line)]
+    return "    " + ",\n    ".join(lines)
+
+
+def _int(v: int, ctype: str) -> str:
+    v = int(v)
+    if ctype == "int64":
+        return f"INT64_C({v})"
+    return "INT32_MIN" if v == -(2**31) else str(v)
+
+
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates_dir())),
+        undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+        trim_blocks=False, lstrip_blocks=False,
+    )
+
+
+def _context(schedule: Schedule, plan: Plan, model_name: str) -> dict:
+    arrays: list[CArray] = []
+    for name, data in schedule.consts.items():
+        arrays.append(CArray(name, "int8_t", int(data.size), _body(data), "constant tensor"))
+    steps = []
+    for i, st in enumerate(schedule.steps):
+        kdef = registry.get(st.kernel)
+        fields = []
+        for f in kdef.fields:
+            v = st.params.get(f.name)
+            if f.ctype in CTYPES:
+                if v is None:
+                    value = "NULL"
+                else:
+                    ctype, dtype = CTYPES[f.ctype]
+                    arr = np.asarray(v).astype(dtype).reshape(-1)
+                    aname = f"{st.name}_{f.name}"
+                    arrays.append(CArray(aname, ctype, int(arr.size), _body(arr),
+                                         f"{st.name}.{f.name}"))
+                    value = aname
+            elif f.ctype == "int32[6]":
+                value = "{" + ", ".join(_int(x, "int32") for x in v) + "}"
+            else:
+                value = _int(v, f.ctype)
+            fields.append({"name": f.name, "value": value})
+        args = [f"a + {plan.offsets[op.name]}" if op.kind == "buf" else op.name
+                for op in st.inputs]
+        args.append(f"a + {plan.offsets[st.output]}")
+        ins = ", ".join(op.name for op in st.inputs)
+        steps.append({
+            "name": st.name, "kernel": st.kernel, "op": st.op, "macs": st.macs,
+            "c_func": kdef.c_func, "c_params_type": kdef.c_params_type, "fields": fields,
+            "args": args, "comment": f"{i}: {st.op} ({ins}) -> {st.output}",
+        })
+    buffers = sorted(
+        ({"name": b.name, "offset": plan.offsets[b.name], "size": b.size, "shape": b.shape}
+         for b in schedule.buffers.values() if b.name in plan.offsets),
+        key=lambda b: (b["offset"], b["name"]))
+    return {
+        "model_name": model_name, "version": __version__, "steps": steps, "arrays": arrays,
+        "buffers": buffers, "arena_bytes": plan.arena_bytes,
+        "lower_bound_bytes": plan.lower_bound_bytes, "macs": schedule.macs(),
+        "weights_bytes": schedule.weights_bytes(),
+        "input_shape": list(schedule.input_shape), "output_shape": list(schedule.output_shape),
+        "input_size": int(np.prod(schedule.input_shape)),
+        "output_size": int(np.prod(schedule.output_shape)),
+        "input_scale": repr(float(np.float32(schedule.input_qp.scale))),
+        "input_zp": schedule.input_qp.zero_point,
+        "output_scale": repr(float(np.float32(schedule.output_qp.scale))),
+        "output_zp": schedule.output_qp.zero_point,
+        "input_offset": plan.offsets[schedule.input_buffer],
+        "output_offset": plan.offsets[schedule.output_buffer],
+        "exe": "model",
+    }
+
+
+def render(schedule: Schedule, plan: Plan, out_dir: Path, model_name: str = "model",
+           driver: str = "main_host.c.j2", makefile: str | None = "Makefile.host.j2") -> None:
+    """Write the generated sources and a copy of the runtime into `out_dir`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    env = _environment()
+    ctx = _context(schedule, plan, model_name)
+    files = {"model.h": "model.h.j2", "model.c": "model.c.j2", "weights.h": "weights.h.j2",
+             "weights.c": "weights.c.j2", "main.c": driver}
+    if makefile:
+        files["Makefile"] = makefile
+    for out, tpl in files.items():
+        (out_dir / out).write_text(env.get_template(tpl).render(**ctx))
+    rt = out_dir / "runtime"
+    if rt.exists():
+        shutil.rmtree(rt)
+    shutil.copytree(runtime_dir(), rt, ignore=shutil.ignore_patterns("*.o", "*.so"))

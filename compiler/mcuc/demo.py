@@ -1,0 +1,34 @@
+"""`make demo`: build the bundled model, run the C program on test images, report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from mcuc.datasets import load_fashion_mnist
+from mcuc.pipeline import build
+from mcuc.report import format_report
+from mcuc.runner import run_built
+
+CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+           "Sneaker", "Bag", "Ankle boot"]
+
+
+def demo(out: Path, n_images: int = 20) -> int:
+    print("mcuc demo: building the bundled Fashion-MNIST ViT for the host ...")
+    report = build(None, "host", "fashion-mnist", out)
+    print(format_report(report))
+    x, y = load_fashion_mnist("test", limit=n_images)
+    print(f"\nrunning the compiled C program on {n_images} Fashion-MNIST test images:")
+    correct = 0
+    for i in range(n_images):
+        res = run_built(out, x[i])
+        ok = res.argmax == int(y[i])
+        correct += ok
+        print(f"  image {i:>2}: predicted {CLASSES[res.argmax]:<12} "
+              f"true {CLASSES[int(y[i])]:<12} {'ok' if ok else 'MISS'}  "
+              f"(score {float(np.max(res.scores)):.2f})")
+    print(f"\n{correct}/{n_images} correct; arena {report['arena_bytes']:,} B, "
+          f"weights {report['weights_bytes']:,} B; build in {out}/")
+    return 0

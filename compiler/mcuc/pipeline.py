@@ -1,0 +1,144 @@
+"""The compiler as a library: model in, planned schedule and C sources out.
+
+frontend -> calibrate -> lower (schedule) -> plan (+ validate) -> render -> build.
+Every CLI command is a thin wrapper over these functions.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mcuc import McucError, memory
+from mcuc.boards import Board, load_board
+from mcuc.codegen.render import render
+from mcuc.ir.graph import Graph
+from mcuc.quant.calibrate import QGraph, calibrate
+from mcuc.schedule.lower import lower
+from mcuc.schedule.schedule import Schedule
+
+DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "default.onnx"
+
+
+@dataclass
+class Compiled:
+    graph: Graph
+    qgraph: QGraph
+    schedule: Schedule
+    plan: memory.Plan
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def load_graph(model=None, input_shape: tuple[int, ...] | None = None) -> Graph:
+    """Import and canonicalize a model: ONNX path, torch module, or None for the default."""
+    from mcuc.frontend import load_model
+
+    if model is None:
+        model = DEFAULT_MODEL
+        if not model.is_file():
+            raise McucError(f"the bundled default model is missing ({model})")
+    if isinstance(model, str | Path) and not Path(model).is_file():
+        raise McucError(f"model file not found: {model}")
+    return load_model(model, input_shape)
+
+
+def calibration_samples(graph: Graph, calib, count: int = 64) -> np.ndarray:
+    """Calibration inputs from an array, a .npy path or a dataset name."""
+    shape = tuple(graph.tensors[graph.inputs[0]].shape)
+    if isinstance(calib, np.ndarray):
+        arr = calib.astype(np.float32)
+    else:
+        from mcuc.datasets import load_calibration
+
+        arr = load_calibration(str(calib), shape, count=count)
+    if tuple(arr.shape[1:]) == shape[1:]:
+        return arr
+    if tuple(arr.shape[1:]) == shape:
+        return arr.reshape((arr.shape[0],) + shape[1:])
+    raise McucError(f"calibration data has shape {arr.shape}; model input is {shape}")
+
+
+def compile_graph(graph: Graph, samples: np.ndarray, disabled: tuple[str, ...] = (),
+                  strategy: str = "best", progress: bool = False) -> Compiled:
+    t: dict[str, float] = {}
+    t0 = time.perf_counter()
+    qg = calibrate(graph, samples, progress=progress)
+    t["calibrate_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    schedule = lower(qg, disabled)
+    t["schedule_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    bufs = schedule.liveness()
+    plan = memory.plan(bufs, strategy)
+    memory.validate(bufs, plan)
+    t["plan_s"] = time.perf_counter() - t0
+    return Compiled(graph, qg, schedule, plan, t)
+
+
+def layer_table(c: Compiled) -> list[dict]:
+    """Per step: kernel, MACs and the activation bytes live while it runs."""
+    timeline = memory.usage_timeline(c.schedule.liveness(), c.schedule.n_times)
+    return [
+        {"name": st.name, "op": st.op, "kernel": st.kernel, "macs": st.macs,
+         "bytes_live": int(timeline[k + 1]),
+         "output_bytes": c.schedule.buffers[st.output].size}
+        for k, st in enumerate(c.schedule.steps)
+    ]
+
+
+def make_report(c: Compiled, board: Board, model_desc: str) -> dict:
+    s = c.schedule
+    return {
+        "model": model_desc,
+        "board": board.name,
+        "arena_bytes": c.plan.arena_bytes,
+        "arena_lower_bound_bytes": c.plan.lower_bound_bytes,
+        "planner": c.plan.planner,
+        "weights_bytes": s.weights_bytes(),
+        "macs": s.macs(),
+        "steps": len(s.steps),
+        "input": {"shape": list(s.input_shape), **s.input_qp.to_dict()},
+        "output": {"shape": list(s.output_shape), **s.output_qp.to_dict()},
+        "layers": layer_table(c),
+        "timings": {k: round(v, 4) for k, v in c.timings.items()},
+    }
+
+
+def build(model=None, board: str = "host", calib="fashion-mnist", out_dir: Path | str = "build",
+          input_shape: tuple[int, ...] | None = None, disabled: tuple[str, ...] = (),
+          progress: bool = False, compile_c: bool = True) -> dict:
+    """Compile a model for a board into out_dir; returns the report (also report.json)."""
+    t_start = time.perf_counter()
+    b = load_board(board)
+    out = Path(out_dir)
+    graph = load_graph(model, input_shape)
+    samples = calibration_samples(graph, calib)
+    c = compile_graph(graph, samples, disabled, progress=progress)
+    t0 = time.perf_counter()
+    render(c.schedule, c.plan, out, model_name=graph.name or "model")
+    c.timings["codegen_s"] = time.perf_counter() - t0
+    if compile_c and b.core == "host":
+        from mcuc.sim.host import build_host
+
+        t0 = time.perf_counter()
+        build_host(out)
+        c.timings["c_compile_s"] = time.perf_counter() - t0
+    c.timings["total_s"] = time.perf_counter() - t_start
+    desc = str(model) if model is not None else f"default ({DEFAULT_MODEL.name})"
+    report = make_report(c, b, desc)
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    _save_runtime_meta(c, out, b.name)
+    return report
+
+
+def _save_runtime_meta(c: Compiled, out: Path, board: str) -> None:
+    """What `mcuc run` needs later: shapes and quantization of input and output."""
+    s = c.schedule
+    meta = {"board": board, "input_shape": list(s.input_shape),
+            "input": s.input_qp.to_dict(), "output_shape": list(s.output_shape),
+            "output": s.output_qp.to_dict(), "exe": "model"}
+    (out / "mcuc.json").write_text(json.dumps(meta, indent=2) + "\n")

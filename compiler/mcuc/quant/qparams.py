@@ -1,0 +1,77 @@
+"""Quantization parameters: per-tensor affine activations, per-channel symmetric weights."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+QMIN, QMAX = -128, 127
+
+
+def round_half_away(x: np.ndarray | float) -> np.ndarray:
+    """Round halves away from zero: the rounding every compile-time constant uses."""
+    x = np.asarray(x, dtype=np.float64)
+    return np.sign(x) * np.floor(np.abs(x) + 0.5)
+
+
+@dataclass(frozen=True)
+class QParams:
+    """real = scale * (q - zero_point), q in [-128, 127]."""
+
+    scale: float
+    zero_point: int
+
+    @staticmethod
+    def from_range(lo: float, hi: float) -> QParams:
+        lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
+        if hi - lo < 1e-12:
+            return QParams(1.0 / 256.0, 0)
+        scale = (hi - lo) / (QMAX - QMIN)
+        zp = int(round_half_away(QMIN - lo / scale))
+        return QParams(scale, max(QMIN, min(QMAX, zp)))
+
+    def quantize(self, x: np.ndarray) -> np.ndarray:
+        q = round_half_away(np.asarray(x, dtype=np.float64) / self.scale) + self.zero_point
+        return np.clip(q, QMIN, QMAX).astype(np.int8)
+
+    def dequantize(self, q: np.ndarray) -> np.ndarray:
+        return (np.asarray(q, dtype=np.float64) - self.zero_point) * self.scale
+
+    def to_dict(self) -> dict:
+        return {"scale": self.scale, "zero_point": self.zero_point}
+
+
+# Softmax output is fixed, as in TFLM: [0, 1) in steps of 1/256.
+SOFTMAX_OUT = QParams(1.0 / 256.0, -128)
+
+
+def quantize_weights_per_channel(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 per output channel (axis 0); returns (int8 weights, float scales)."""
+    flat = np.asarray(w, dtype=np.float64).reshape(w.shape[0], -1)
+    amax = np.abs(flat).max(axis=1)
+    scales = np.where(amax > 0, amax / 127.0, 1.0)
+    q = np.clip(round_half_away(flat / scales[:, None]), -127, 127).astype(np.int8)
+    return q.reshape(w.shape), scales
+
+
+def quantize_bias(b: np.ndarray | None, s_x: float, s_w: np.ndarray) -> np.ndarray | None:
+    if b is None:
+        return None
+    q = round_half_away(np.asarray(b, dtype=np.float64) / (s_x * s_w))
+    return np.clip(q, -(2**31), 2**31 - 1).astype(np.int32)
+
+
+def prepare_input(x: np.ndarray, shape: tuple[int, ...], qp: QParams) -> np.ndarray:
+    """A user's input as flat int8: int8 arrays pass as they are, floats are quantized."""
+    from mcuc import McucError
+
+    x = np.asarray(x)
+    shape = tuple(shape)
+    if x.shape != shape and (1,) + tuple(x.shape) != shape:
+        raise McucError(f"input has shape {tuple(x.shape)}; the model expects {shape}")
+    if x.dtype == np.int8:
+        return x.reshape(-1)
+    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+        raise McucError(f"input dtype {x.dtype} is neither int8 nor a number type")
+    return qp.quantize(x.astype(np.float64)).reshape(-1)

@@ -1,0 +1,51 @@
+"""The integer reference: runs a Schedule with the numpy kernels. This is the spec.
+
+With a Plan it runs inside one int8 arena at the planned offsets, exactly as model.c
+does, so a wrong plan corrupts the reference as it would corrupt the firmware; without a
+plan every buffer has its own array.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mcuc.kernels import registry
+from mcuc.memory import Plan
+from mcuc.quant.qparams import prepare_input
+from mcuc.schedule.schedule import Schedule
+
+
+def quantize_input(schedule: Schedule, x: np.ndarray) -> np.ndarray:
+    return prepare_input(x, schedule.input_shape, schedule.input_qp)
+
+
+def run(schedule: Schedule, x_q: np.ndarray, plan: Plan | None = None,
+        trace: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    """int8 output of one inference; `trace` (if given) receives each step's output."""
+    x_q = np.asarray(x_q, dtype=np.int8).reshape(-1)
+    sizes = {n: b.size for n, b in schedule.buffers.items()}
+    if plan is not None:
+        arena = np.zeros(plan.arena_bytes, dtype=np.int8)
+
+        def view(name: str) -> np.ndarray:
+            off = plan.offsets[name]
+            return arena[off: off + sizes[name]]
+    else:
+        store = {n: np.zeros(s, dtype=np.int8) for n, s in sizes.items()}
+
+        def view(name: str) -> np.ndarray:
+            return store[name]
+
+    view(schedule.input_buffer)[:] = x_q
+    for st in schedule.steps:
+        kdef = registry.get(st.kernel)
+        args = [view(op.name) if op.kind == "buf" else schedule.consts[op.name]
+                for op in st.inputs]
+        out = view(st.output)
+        # Copies into part of a buffer (Concat) read the current contents and update them.
+        result = kdef.ref(st.params, *[a.copy() for a in args], out.copy()) \
+            if st.kernel == "copy" else kdef.ref(st.params, *[a.copy() for a in args])
+        out[:] = np.asarray(result, dtype=np.int8).reshape(-1)[: out.size]
+        if trace is not None:
+            trace[st.name] = out.copy()
+    return view(schedule.output_buffer).copy()

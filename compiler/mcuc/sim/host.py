@@ -1,0 +1,56 @@
+"""Host runner: build the generated C with the system compiler and run it."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from mcuc import McucError
+
+
+def build_host(out_dir: Path, sanitize: bool = False, exe: str = "model") -> Path:
+    """Compile OUT/ with its Makefile; returns the executable path."""
+    if shutil.which("make") is None or shutil.which("gcc") is None:
+        raise McucError("building for the host needs make and gcc (apt-get install gcc make)")
+    cmd = ["make", "-s", "-C", str(out_dir), exe]
+    if sanitize:
+        cmd.append("SAN=1")
+    (out_dir / exe).unlink(missing_ok=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise McucError(f"host C build failed: {(proc.stderr or proc.stdout).strip()[:2000]}")
+    return out_dir / exe
+
+
+def parse_output(text: str) -> tuple[np.ndarray, int]:
+    """The MCUC_OUTPUT line (int8 values) and the MCUC_STATUS code a driver prints."""
+    values, status = None, None
+    for line in text.splitlines():
+        if line.startswith("MCUC_OUTPUT"):
+            values = np.array([int(v) for v in line.split()[1:]], dtype=np.int8)
+        elif line.startswith("MCUC_STATUS"):
+            status = int(line.split()[1])
+    if values is None or status is None:
+        raise McucError(f"the program printed no result: {text.strip()[:500]!r}")
+    return values, status
+
+
+def run_host(exe: Path, x_q: np.ndarray, timeout: float = 60.0) -> np.ndarray:
+    """Run one inference of a host build on int8 input `x_q`."""
+    with tempfile.NamedTemporaryFile(suffix=".bin", delete=False) as f:
+        f.write(np.asarray(x_q, dtype=np.int8).tobytes())
+        path = f.name
+    try:
+        proc = subprocess.run([str(exe), path], capture_output=True, text=True, timeout=timeout)
+    finally:
+        Path(path).unlink(missing_ok=True)
+    if proc.returncode not in (0, 1):
+        raise McucError(f"{exe} failed (exit {proc.returncode}): {proc.stderr.strip()[:2000]}")
+    values, status = parse_output(proc.stdout)
+    if status != 0:
+        raise McucError(f"mcuc_run returned error code {status}")
+    return values
