@@ -12,7 +12,8 @@ static inline int8_t mcuc_clamp_s8(int32_t v)
     return (int8_t)(v < -128 ? -128 : (v > 127 ? 127 : v));
 }
 
-/* round(a * b / 2^31), halves away from zero; the one overflow case saturates. */
+/* round(a * b / 2^31), halves toward +infinity (gemmlowp's nudge: positive halves round
+ * up, negative halves toward zero); the one overflow case saturates. */
 static inline int32_t mcuc_srdhm(int32_t a, int32_t b)
 {
     if (a == INT32_MIN && b == INT32_MIN) {

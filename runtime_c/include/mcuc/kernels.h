@@ -11,6 +11,8 @@
  *   - weights int8 symmetric per output channel; bias int32 at scale s_x * s_w[c]
  *   - requantization: mcuc_requantize() in fixedpoint.h (gemmlowp double rounding)
  *   - results are clamped to [-128, 127]
+ *   - zero points are in [-128, 127]; arithmetic in these comments is on exact integers
+ *   - "acc" sums are exact (int64 in C) and saturated to int32 before requantize
  */
 #ifndef MCUC_KERNELS_H
 #define MCUC_KERNELS_H
@@ -65,7 +67,7 @@ void mcuc_matmul_s8(const mcuc_matmul_params_t *p, const int8_t *a, const int8_t
 /* Elementwise add, b broadcast as b[i % b_size] (TFLM-style, left shift 20):
  *   av = requantize((a[i] - a_zp) << 20, a_mult, a_shift)
  *   bv = requantize((b[i % b_size] - b_zp) << 20, b_mult, b_shift)
- *   y[i] = clamp(y_zp + requantize(av + bv, y_mult, y_shift))
+ *   y[i] = clamp(y_zp + requantize(sat_int32(av + bv), y_mult, y_shift))
  * y may alias a (in place). */
 typedef struct {
     int32_t size, b_size;
@@ -92,7 +94,8 @@ void mcuc_lut_s8(const mcuc_lut_params_t *p, const int8_t *x, int8_t *y);
 /* Softmax over each row of x [rows][cols]; output scale 1/256, zero point -128.
  * mx = max_j x[j]; e_j = exp_table[mx - x[j]] (uint32, <= 2^20);
  * sum = sum_j e_j (uint32); y[j] = min(127, -128 + (e_j * 256 + sum / 2) / sum)
- * (unsigned integer division). y may alias x. */
+ * (unsigned integer division). y may alias x.
+ * Requires exp_table[0] > 0 and the row sum < 2^32 (cols <= 4095 for a 2^20 table). */
 typedef struct {
     int32_t rows, cols;
     const uint32_t *exp_table; /* 256 entries, index = mx - x */
@@ -106,7 +109,7 @@ void mcuc_softmax_s8(const mcuc_softmax_params_t *p, const int8_t *x, int8_t *y)
  *   y[i] = clamp(y_zp + round_div(d_i * gamma_q[i] + beta_q[i] * sigma, sigma << 16))
  * round_div rounds half away from zero (int64). gamma_q = round(gamma / s_y * 2^16),
  * beta_q = round(beta / s_y * 2^16), eps_q = round(eps * cols^2 / s_x^2).
- * y may alias x. */
+ * Requires 0 <= eps_q < 2^61 and cols <= 32767 (no int64 overflow). y may alias x. */
 typedef struct {
     int32_t rows, cols;
     int32_t y_zp;

@@ -1,0 +1,78 @@
+"""layernorm reference: integer-only LayerNorm over each row.
+
+Working on d_i = cols * x_i - sum (cols times the centred value) keeps the mean exact,
+and the input scale and zero point cancel out except inside eps_q; the only
+irrational step is an exact floor square root. Fully vectorised over rows.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mcuc.kernels.fixedpoint import INT32_MAX, clamp_s8, round_half_away
+from mcuc.kernels.registry import Field, KernelDef, register
+
+FRAC = 16  # gamma_q / beta_q fixed-point fraction bits
+
+
+def isqrt(v: np.ndarray) -> np.ndarray:
+    """Exact floor(sqrt(v)) for int64 0 <= v < 2^62 (float guess, then integer fix-up)."""
+    v = np.asarray(v, dtype=np.int64)
+    s = np.floor(np.sqrt(v.astype(np.float64))).astype(np.int64)
+    for _ in range(2):  # the float guess is off by at most one; fix both ways
+        s = np.where(s * s > v, s - 1, s)
+        s = np.where((s + 1) * (s + 1) <= v, s + 1, s)
+    return s
+
+
+def ref(p: dict, x: np.ndarray) -> np.ndarray:
+    rows, cols = p["rows"], p["cols"]
+    if rows * cols == 0:
+        return np.zeros(0, dtype=np.int8)
+    if p["eps_q"] < 0:
+        raise ValueError("layernorm eps_q must be >= 0")
+    xv = x[: rows * cols].astype(np.int64).reshape(rows, cols)
+    d = cols * xv - xv.sum(axis=1, keepdims=True)
+    var = (d * d).sum(axis=1, keepdims=True) // cols + p["eps_q"]  # >= 0: floor == trunc
+    if var.max() >= 2**62:
+        raise ValueError("layernorm variance overflows (cols too large or eps_q too big)")
+    sigma = np.maximum(isqrt(var), 1)
+    gamma = np.asarray(p["gamma_q"], dtype=np.int64)[:cols]
+    beta = np.asarray(p["beta_q"], dtype=np.int64)[:cols]
+    num = d * gamma + beta * sigma
+    den = sigma << FRAC
+    q = np.sign(num) * ((np.abs(num) + den // 2) // den)  # den is even: exact halves
+    return clamp_s8(p["y_zp"] + q).reshape(-1)
+
+
+def make_params(
+    gamma: np.ndarray, beta: np.ndarray, eps: float, cols: int, s_x: float, s_y: float
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """(gamma_q int32[cols], beta_q int32[cols], eps_q) as the header defines them."""
+    gq = round_half_away(np.asarray(gamma, dtype=np.float64) / s_y * (1 << FRAC))
+    bq = round_half_away(np.asarray(beta, dtype=np.float64) / s_y * (1 << FRAC))
+    if max(np.abs(gq).max(initial=0), np.abs(bq).max(initial=0)) > INT32_MAX:
+        raise ValueError("layernorm gamma/beta too large for the output scale")
+    eps_q = int(round_half_away(eps * cols * cols / (s_x * s_x)))
+    return gq.astype(np.int32), bq.astype(np.int32), eps_q
+
+
+KERNEL = register(
+    KernelDef(
+        name="layernorm",
+        c_func="mcuc_layernorm_s8",
+        c_params_type="mcuc_layernorm_params_t",
+        fields=(
+            Field("rows", "int32"),
+            Field("cols", "int32"),
+            Field("y_zp", "int32"),
+            Field("eps_q", "int64"),
+            Field("gamma_q", "int32[]"),
+            Field("beta_q", "int32[]"),
+        ),
+        n_inputs=1,
+        ref=ref,
+        inplace_ok=True,
+        macs=lambda p: 0,  # only GEMM-like kernels count MACs
+    )
+)

@@ -1,0 +1,61 @@
+"""linear reference (token-wise x @ W.T + b) and the helpers that build its constants.
+
+The accumulator is exact (int64) and saturated to int32 before requantization, as the
+C kernel does; conv2d reuses the helpers since its weights are also per-channel.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mcuc.kernels.fixedpoint import (
+    INT32_MAX,
+    INT32_MIN,
+    clamp_s8,
+    quantize_multipliers,
+    requantize,
+    round_half_away,
+    sat32,
+)
+from mcuc.kernels.registry import Field, KernelDef, register
+
+
+def ref(p: dict, x: np.ndarray) -> np.ndarray:
+    rows, k, n = p["rows"], p["k"], p["n"]
+    xs = x.astype(np.int64).reshape(rows, k) - p["x_zp"]
+    w = p["weights"].astype(np.int64).reshape(n, k)
+    acc = xs @ w.T
+    if p.get("bias") is not None:
+        acc = acc + p["bias"].astype(np.int64)
+    y = p["y_zp"] + requantize(sat32(acc), p["mult"], p["shift"])
+    return clamp_s8(y).reshape(-1)
+
+
+def make_requant(s_x: float, s_w: np.ndarray, s_y: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per-output-channel (mult, shift) for real multiplier s_x * s_w[c] / s_y."""
+    return quantize_multipliers(s_x * np.asarray(s_w, dtype=np.float64) / s_y)
+
+
+def quantize_bias(bias: np.ndarray, s_x: float, s_w: np.ndarray) -> np.ndarray:
+    """int32 bias at scale s_x * s_w[c], rounded half away from zero and saturated."""
+    q = round_half_away(np.asarray(bias, dtype=np.float64) / (s_x * np.asarray(s_w)))
+    return np.clip(q, INT32_MIN, INT32_MAX).astype(np.int32)
+
+
+KERNEL = register(
+    KernelDef(
+        name="linear",
+        c_func="mcuc_linear_s8",
+        c_params_type="mcuc_linear_params_t",
+        fields=(
+            *(Field(n, "int32") for n in ("rows", "k", "n", "x_zp", "y_zp")),
+            Field("weights", "int8[]"),
+            Field("bias", "int32[]", nullable=True),
+            Field("mult", "int32[]"),
+            Field("shift", "int32[]"),
+        ),
+        n_inputs=1,
+        ref=ref,
+        macs=lambda p: p["rows"] * p["k"] * p["n"],
+    )
+)

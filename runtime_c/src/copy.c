@@ -1,0 +1,48 @@
+/* Strided copy: an index counter over the outer ndim - 1 dims and a plain loop over the
+ * innermost one, so transposes and slices cost one add per element. */
+#include "mcuc/kernels.h"
+
+void mcuc_copy_s8(const mcuc_copy_params_t *p, const int8_t *x, int8_t *y)
+{
+    const int32_t nd = p->ndim;
+    for (int32_t k = 0; k < nd; ++k) {
+        if (p->shape[k] <= 0) {
+            return;
+        }
+    }
+    /* ndim 0 is a single element: one innermost run of length 1. */
+    const int32_t n_in = nd > 0 ? p->shape[nd - 1] : 1;
+    const int32_t s_in = nd > 0 ? p->in_strides[nd - 1] : 0;
+    const int32_t s_out = nd > 0 ? p->out_strides[nd - 1] : 0;
+    int32_t idx[MCUC_MAX_DIMS] = {0};
+    int32_t in = p->in_offset;
+    int32_t out = p->out_offset;
+    for (;;) {
+        int32_t xi = in, yi = out;
+        if (p->requant) {
+            for (int32_t i = 0; i < n_in; ++i, xi += s_in, yi += s_out) {
+                const int64_t v = (int64_t)p->y_zp
+                                  + mcuc_requantize(x[xi] - p->x_zp, p->mult, p->shift);
+                y[yi] = (int8_t)(v < -128 ? -128 : (v > 127 ? 127 : v));
+            }
+        } else {
+            for (int32_t i = 0; i < n_in; ++i, xi += s_in, yi += s_out) {
+                y[yi] = x[xi];
+            }
+        }
+        int32_t k = nd - 2;
+        for (; k >= 0; --k) {
+            in += p->in_strides[k];
+            out += p->out_strides[k];
+            if (++idx[k] < p->shape[k]) {
+                break;
+            }
+            in -= p->in_strides[k] * p->shape[k];
+            out -= p->out_strides[k] * p->shape[k];
+            idx[k] = 0;
+        }
+        if (k < 0) {
+            return;
+        }
+    }
+}
