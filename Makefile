@@ -1,0 +1,44 @@
+# mcuc developer entry points. `make test` is what CI runs (.ci/run).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PYTEST := $(VENV)/bin/pytest
+RUFF   := $(VENV)/bin/ruff
+LINT_PATHS := compiler tests scripts
+
+.PHONY: help setup demo test bench lint clean distclean
+
+help:
+	@echo "make setup      install Debian packages and .venv (idempotent)"
+	@echo "make demo       compile and run the bundled default model"
+	@echo "make test       run the test suite and ruff"
+	@echo "make bench      run the benchmarks"
+	@echo "make lint       ruff only"
+	@echo "make clean      remove build outputs and caches (keeps .venv)"
+	@echo "make distclean  clean, and remove .venv"
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	$(VENV)/bin/mcuc demo
+
+test: setup
+	$(PYTEST) -q -p no:cacheprovider
+	$(RUFF) check $(LINT_PATHS)
+
+bench: setup
+	$(PY) -m mcuc.bench
+
+lint: setup
+	$(RUFF) check $(LINT_PATHS)
+
+clean:
+	rm -rf build out dist .pytest_cache .ruff_cache .hypothesis
+	find . -path ./$(VENV) -prune -o \( -name __pycache__ -o -name '*.egg-info' \) \
+		-type d -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)

@@ -1,0 +1,238 @@
+"""Train, evaluate and export the small ViTs that mcuc compiles.
+
+Kept deliberately plain (AdamW, one-cycle schedule, optional label smoothing and light
+augmentation) so that the bundled default model can be reproduced on a laptop CPU in
+minutes, and so that tests can train a toy model in seconds with the same code path.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from mcuc import McucError
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch so that a training run is repeatable on one machine."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def augment_batch(xb: torch.Tensor, gen: torch.Generator, pad: int = 2) -> torch.Tensor:
+    """Random crop (zero padding `pad`) and horizontal flip, per image, vectorised.
+
+    Fashion-MNIST items are roughly left/right symmetric and centred, so small shifts and
+    flips add a little accuracy at almost no cost; rotations would only hurt.
+    """
+    n, _, h, w = xb.shape
+    padded = nn.functional.pad(xb, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+    rows = (dy[:, None] + torch.arange(h)[None, :])[:, None, :, None]  # [n,1,h,1]
+    cols = (dx[:, None] + torch.arange(w)[None, :])[:, None, None, :]  # [n,1,1,w]
+    batch = torch.arange(n)[:, None, None, None]
+    chans = torch.arange(xb.shape[1])[None, :, None, None]
+    out = padded[batch, chans, rows, cols]
+    flip = torch.rand(n, generator=gen) < 0.5
+    out[flip] = out[flip].flip(-1)
+    return out
+
+
+def train(
+    model: nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    epochs: int,
+    batch_size: int = 128,
+    lr: float = 2e-3,
+    seed: int = 0,
+    progress: bool = True,
+    weight_decay: float = 0.05,
+    label_smoothing: float = 0.1,
+    augment: bool = False,
+    warmup_frac: float = 0.1,
+    on_epoch: Callable[[int, float], None] | None = None,
+) -> nn.Module:
+    """Train `model` in place on (x float32 [N,C,H,W], y int [N]) and return it.
+
+    AdamW with a one-cycle (linear warm-up, cosine decay) schedule: it converges fast
+    without tuning, which matters for a few CPU epochs. The loss history (mean loss per
+    epoch) is left on `model.train_losses` for callers and tests.
+    """
+    if epochs <= 0:
+        raise McucError(f"epochs must be positive, not {epochs}")
+    if len(x) != len(y) or len(x) == 0:
+        raise McucError(f"need matching, non-empty x and y (got {len(x)} and {len(y)})")
+    seed_everything(seed)
+    gen = torch.Generator().manual_seed(seed)
+    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    yt = torch.from_numpy(np.asarray(y, dtype=np.int64))
+    steps_per_epoch = math.ceil(len(xt) / batch_size)
+    total_steps = epochs * steps_per_epoch
+
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        # Biases, norms and embeddings are not decayed: decaying them only costs accuracy.
+        (no_decay if p.ndim <= 1 or "embed" in name or "token" in name else decay).append(p)
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0}],
+        lr=lr,
+    )
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=lr, total_steps=total_steps, pct_start=warmup_frac,
+        anneal_strategy="cos", div_factor=25.0, final_div_factor=1e3,
+    )
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+    losses: list[float] = []
+    model.train()
+    for epoch in range(epochs):
+        perm = torch.randperm(len(xt), generator=gen)
+        total, seen = 0.0, 0
+        bar = tqdm(
+            range(steps_per_epoch), desc=f"epoch {epoch + 1}/{epochs}", disable=not progress,
+            leave=True, dynamic_ncols=True,
+        )
+        for step in bar:
+            idx = perm[step * batch_size : (step + 1) * batch_size]
+            xb, yb = xt[idx], yt[idx]
+            if augment:
+                xb = augment_batch(xb, gen)
+            loss = loss_fn(model(xb), yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            total += loss.item() * len(idx)
+            seen += len(idx)
+            if step % 20 == 0 or step == steps_per_epoch - 1:
+                bar.set_postfix(loss=f"{total / seen:.4f}", lr=f"{sched.get_last_lr()[0]:.2e}")
+        losses.append(total / seen)
+        if on_epoch is not None:
+            on_epoch(epoch, losses[-1])
+    model.eval()
+    model.train_losses = losses  # type: ignore[attr-defined]
+    return model
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """Float logits [N, classes] in eval mode, batched so the full test set fits anywhere."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for i in range(0, len(x), batch_size):
+        xb = torch.from_numpy(np.ascontiguousarray(x[i : i + batch_size], dtype=np.float32))
+        out.append(model(xb).numpy())
+    model.train(was_training)
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
+    """Top-1 accuracy in [0, 1]."""
+    if len(x) == 0:
+        raise McucError("cannot evaluate on an empty set")
+    return float((predict(model, x).argmax(axis=1) == np.asarray(y)).mean())
+
+
+def _export_torchscript(
+    model: nn.Module, dummy: torch.Tensor, path: Path, opset: int
+) -> None:
+    """The legacy TorchScript exporter: plain opset ops, weights inlined, no onnxscript
+    functions, which keeps the graph simple for the mcuc frontend."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        # nn.MultiheadAttention's shape checks trip the tracer; they are constants at batch 1.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        torch.onnx.export(
+            model, (dummy,), str(path), dynamo=False, opset_version=opset,
+            input_names=["input"], output_names=["logits"], do_constant_folding=True,
+            export_params=True,
+        )
+
+
+def _export_dynamo(model: nn.Module, dummy: torch.Tensor, path: Path, opset: int) -> None:
+    """The torch.export-based exporter, used when the legacy one is unavailable."""
+    prog = torch.onnx.export(
+        model, (dummy,), dynamo=True, opset_version=opset, input_names=["input"],
+        output_names=["logits"], external_data=False,
+    )
+    prog.save(str(path), external_data=False)
+
+
+def export_onnx(
+    model: nn.Module,
+    input_shape: tuple[int, ...] | list[int],
+    path: Path | str,
+    opset: int = 17,
+    atol: float = 1e-4,
+    seed: int = 0,
+) -> Path:
+    """Export `model` (eval mode, fixed batch 1, weights inlined) to ONNX at `path`.
+
+    torch 2.13 still ships the TorchScript exporter behind `dynamo=False`; it is preferred
+    because it emits plain opset ops. Falls back to the dynamo exporter if the legacy one
+    is gone. The file is then run in onnxruntime and must match torch within `atol`, so a
+    silently wrong export never reaches the compiler.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shape = tuple(int(d) for d in input_shape)
+    if shape[0] != 1:
+        raise McucError(f"mcuc models have batch 1; got input shape {list(shape)}")
+    was_training = model.training
+    model.eval()
+    dummy = torch.rand(shape, generator=torch.Generator().manual_seed(seed))
+    try:
+        try:
+            _export_torchscript(model, dummy, path, opset)
+        except (ImportError, AttributeError, TypeError):
+            _export_dynamo(model, dummy, path, opset)
+        with torch.no_grad():
+            ref = model(dummy).numpy()
+    finally:
+        model.train(was_training)
+    got = run_onnx(path, dummy.numpy())
+    err = float(np.max(np.abs(got - ref)))
+    if not np.isfinite(err) or err > atol:
+        raise McucError(f"ONNX export of {path} differs from torch by {err:.3g} (> {atol})")
+    return path
+
+
+def run_onnx(path: Path | str, x: np.ndarray) -> np.ndarray:
+    """Run one input through onnxruntime on CPU; used to verify exports."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    return sess.run(None, {name: np.ascontiguousarray(x, dtype=np.float32)})[0]
+
+
+def count_params(model: nn.Module) -> int:
+    """Trainable parameters; the MCU flash budget is roughly this many bytes at int8."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+class Timer:
+    """Wall-clock context manager: `with Timer() as t: ...; t.seconds`."""
+
+    def __enter__(self) -> Timer:
+        self._t0 = time.perf_counter()
+        self.seconds = 0.0
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self._t0

@@ -1,0 +1,106 @@
+"""Training loop and ONNX export, on a toy ViT that trains in seconds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+from mcuc import McucError  # noqa: E402
+from mcuc.datasets import load_fashion_mnist  # noqa: E402
+from mcuc.models.train import (  # noqa: E402
+    augment_batch,
+    count_params,
+    evaluate,
+    export_onnx,
+    predict,
+    run_onnx,
+    train,
+)
+from mcuc.models.vit import ViTConfig, build_vit  # noqa: E402
+
+TINY = dict(patch=7, dim=32, depth=1, heads=2, mlp_ratio=2.0)
+
+
+def mean_loss(model: torch.nn.Module, x: np.ndarray, y: np.ndarray) -> float:
+    logits = torch.from_numpy(predict(model, x))
+    return float(torch.nn.functional.cross_entropy(logits, torch.from_numpy(y)))
+
+
+def test_one_epoch_lowers_loss() -> None:
+    x, y = load_fashion_mnist("train", limit=512)
+    torch.manual_seed(0)
+    model = build_vit(ViTConfig(**TINY))
+    before = mean_loss(model, x, y)
+    train(model, x, y, epochs=1, batch_size=16, lr=3e-3, seed=0, progress=False,
+          label_smoothing=0.0)
+    after = mean_loss(model, x, y)
+    assert not model.training
+    assert len(model.train_losses) == 1
+    # From chance (ln 10 = 2.30) to about 2.03 after 32 steps; leave margin for BLAS noise.
+    assert after < before - 0.15, (before, after)
+    assert evaluate(model, x, y) > 0.15
+
+
+def test_training_is_repeatable() -> None:
+    x, y = load_fashion_mnist("train", limit=128)
+    outs = []
+    for _ in range(2):
+        torch.manual_seed(1)
+        model = build_vit(ViTConfig(**TINY))
+        train(model, x, y, epochs=1, batch_size=32, seed=5, progress=False, augment=True)
+        outs.append(predict(model, x[:8]))
+    np.testing.assert_array_equal(outs[0], outs[1])
+
+
+def test_train_rejects_bad_input() -> None:
+    model = build_vit(ViTConfig(**TINY))
+    x = np.zeros((4, 1, 28, 28), np.float32)
+    with pytest.raises(McucError):
+        train(model, x, np.zeros(3, np.int64), epochs=1, progress=False)
+    with pytest.raises(McucError):
+        train(model, x, np.zeros(4, np.int64), epochs=0, progress=False)
+
+
+def test_augment_batch_shifts_and_flips() -> None:
+    gen = torch.Generator().manual_seed(0)
+    xb = torch.rand(64, 1, 28, 28)
+    out = augment_batch(xb, gen, pad=2)
+    assert out.shape == xb.shape
+    # Each output is the input shifted by at most 2 pixels, possibly mirrored.
+    for i in range(8):
+        padded = torch.nn.functional.pad(xb[i], (2, 2, 2, 2))
+        cands = [padded[:, dy:dy + 28, dx:dx + 28] for dy in range(5) for dx in range(5)]
+        cands += [c.flip(-1) for c in cands]
+        assert any(torch.equal(out[i], c) for c in cands)
+
+
+@pytest.mark.parametrize("encoder,pool", [("mcuc", "cls"), ("torch", "mean")])
+def test_export_onnx_matches_torch(tmp_path: Path, encoder: str, pool: str) -> None:
+    torch.manual_seed(0)
+    model = build_vit(ViTConfig(**TINY, encoder=encoder, pool=pool))
+    x, y = load_fashion_mnist("train", limit=256)
+    train(model, x, y, epochs=1, batch_size=64, progress=False)
+    path = export_onnx(model, (1, 1, 28, 28), tmp_path / "m.onnx")
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto)
+    assert [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim] == [1, 1, 28, 28]
+    assert not proto.graph.initializer or all(
+        i.data_location != onnx.TensorProto.EXTERNAL for i in proto.graph.initializer
+    )
+    assert sum(int(np.prod(i.dims)) for i in proto.graph.initializer) >= count_params(model) // 2
+    xt, _ = load_fashion_mnist("test", limit=4)
+    for img in xt:
+        got = run_onnx(path, img[None])
+        ref = predict(model, img[None])
+        np.testing.assert_allclose(got, ref, atol=1e-4, rtol=0)
+
+
+def test_export_rejects_batched_shape(tmp_path: Path) -> None:
+    with pytest.raises(McucError, match="batch 1"):
+        export_onnx(build_vit(ViTConfig(**TINY)), (2, 1, 28, 28), tmp_path / "m.onnx")
