@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mcuc.codegen.render import render
 from mcuc.models.vit import ViTConfig, build_vit
 from mcuc.pipeline import Compiled, compile_graph
-from mcuc.codegen.render import render
 
 
 def random_config(seed: int) -> ViTConfig:

@@ -12,10 +12,11 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from helpers import input_shape, random_config, random_model
 from onnx import TensorProto, helper
 
 from mcuc.cli import main
+
+from helpers import input_shape, random_config, random_model
 
 
 def _error_line(capsys, argv: list[str]) -> str:

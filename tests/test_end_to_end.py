@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import compile_random, random_inputs, write_c
 
 from mcuc.memory import validate
 from mcuc.schedule import execute
 from mcuc.sim.host import build_host, run_host
+
+from helpers import compile_random, random_inputs, write_c
 
 SEEDS = list(range(20))
 

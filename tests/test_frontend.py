@@ -20,11 +20,12 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-import zoo
 from mcuc import McucError
 from mcuc.frontend import CANONICAL, canonicalize, from_torch, import_onnx, load_model
 from mcuc.ir import interpreter
 from mcuc.ir.graph import Graph
+
+import zoo
 
 TOL = 1e-4
 OPSETS = (17, 18, 20)

@@ -20,15 +20,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ckernels import (
-    CFLAGS,
-    SOURCES,
-    CKernels,
-    emit_driver,
-    gcc,
-    struct_layout_c,
-    struct_layout_py,
-)
 from mcuc.kernels import REGISTRY, add, copy, fixedpoint, layernorm, linear, lut, softmax
 from mcuc.kernels.fixedpoint import (
     INT32_MAX,
@@ -38,6 +29,16 @@ from mcuc.kernels.fixedpoint import (
     rdbpot,
     requantize,
     srdhm,
+)
+
+from ckernels import (
+    CFLAGS,
+    SOURCES,
+    CKernels,
+    emit_driver,
+    gcc,
+    struct_layout_c,
+    struct_layout_py,
 )
 
 N_RANDOM = 400  # random cases per kernel

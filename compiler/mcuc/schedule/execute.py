@@ -43,8 +43,8 @@ def run(schedule: Schedule, x_q: np.ndarray, plan: Plan | None = None,
                 for op in st.inputs]
         out = view(st.output)
         # Copies into part of a buffer (Concat) read the current contents and update them.
-        result = kdef.ref(st.params, *[a.copy() for a in args], out.copy()) \
-            if st.kernel == "copy" else kdef.ref(st.params, *[a.copy() for a in args])
+        extra = {"out": out.copy()} if st.kernel == "copy" else {}
+        result = kdef.ref(st.params, *[a.copy() for a in args], **extra)
         out[:] = np.asarray(result, dtype=np.int8).reshape(-1)[: out.size]
         if trace is not None:
             trace[st.name] = out.copy()

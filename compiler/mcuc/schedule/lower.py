@@ -23,8 +23,8 @@ from mcuc.kernels import softmax as k_softmax
 from mcuc.kernels.fixedpoint import quantize_multiplier, quantize_multipliers
 from mcuc.quant.calibrate import QGraph
 from mcuc.quant.qparams import QParams, quantize_bias, quantize_weights_per_channel
-from mcuc.schedule.fuse import fold_scalar_muls
 from mcuc.schedule.copies import copy_params, slice_view, strides_of, transpose_is_view
+from mcuc.schedule.fuse import fold_scalar_muls
 from mcuc.schedule.schedule import BufferInfo, Operand, Schedule, Step
 
 UNARY_FUNCS = {
