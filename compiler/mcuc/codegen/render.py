@@ -76,9 +76,11 @@ def _context(schedule: Schedule, plan: Plan, model_name: str) -> dict:
             else:
                 value = _int(v, f.ctype)
             fields.append({"name": f.name, "value": value})
-        args = [f"a + {plan.offsets[op.name]}" if op.kind == "buf" else op.name
-                for op in st.inputs]
-        args.append(f"a + {plan.offsets[st.output]}")
+        off = lambda name: schedule.offset_of(name, plan.offsets)  # noqa: E731
+        args = [f"a + {off(op.name)}" if op.kind == "buf" else op.name for op in st.inputs]
+        args.append(f"a + {off(st.output)}")
+        if st.scratch:
+            args.append(f"a + {plan.offsets[schedule.scratch_name(st)]}")
         ins = ", ".join(op.name for op in st.inputs)
         steps.append({
             "name": st.name, "kernel": st.kernel, "op": st.op, "macs": st.macs,
@@ -86,8 +88,9 @@ def _context(schedule: Schedule, plan: Plan, model_name: str) -> dict:
             "args": args, "comment": f"{i}: {st.op} ({ins}) -> {st.output}",
         })
     buffers = sorted(
-        ({"name": b.name, "offset": plan.offsets[b.name], "size": b.size, "shape": b.shape}
-         for b in schedule.buffers.values() if b.name in plan.offsets),
+        ({"name": b.name, "offset": schedule.offset_of(b.name, plan.offsets), "size": b.size,
+          "shape": b.shape}
+         for b in schedule.buffers.values() if schedule.root(b.name)[0] in plan.offsets),
         key=lambda b: (b["offset"], b["name"]))
     return {
         "model_name": model_name, "version": __version__, "steps": steps, "arrays": arrays,
@@ -101,8 +104,8 @@ def _context(schedule: Schedule, plan: Plan, model_name: str) -> dict:
         "input_zp": schedule.input_qp.zero_point,
         "output_scale": repr(float(np.float32(schedule.output_qp.scale))),
         "output_zp": schedule.output_qp.zero_point,
-        "input_offset": plan.offsets[schedule.input_buffer],
-        "output_offset": plan.offsets[schedule.output_buffer],
+        "input_offset": schedule.offset_of(schedule.input_buffer, plan.offsets),
+        "output_offset": schedule.offset_of(schedule.output_buffer, plan.offsets),
         "exe": "model",
     }
 

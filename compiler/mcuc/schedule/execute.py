@@ -14,6 +14,8 @@ from mcuc.memory import Plan
 from mcuc.quant.qparams import prepare_input
 from mcuc.schedule.schedule import Schedule
 
+SCRATCH_FILL = np.int8(0x5A)
+
 
 def quantize_input(schedule: Schedule, x: np.ndarray) -> np.ndarray:
     return prepare_input(x, schedule.input_shape, schedule.input_qp)
@@ -28,13 +30,15 @@ def run(schedule: Schedule, x_q: np.ndarray, plan: Plan | None = None,
         arena = np.zeros(plan.arena_bytes, dtype=np.int8)
 
         def view(name: str) -> np.ndarray:
-            off = plan.offsets[name]
+            off = schedule.offset_of(name, plan.offsets)
             return arena[off: off + sizes[name]]
     else:
-        store = {n: np.zeros(s, dtype=np.int8) for n, s in sizes.items()}
+        roots = {n: np.zeros(s, dtype=np.int8) for n, s in sizes.items()
+                 if schedule.buffers[n].parent is None}
 
         def view(name: str) -> np.ndarray:
-            return store[name]
+            r, off = schedule.root(name)
+            return roots[r][off: off + sizes[name]]
 
     view(schedule.input_buffer)[:] = x_q
     for st in schedule.steps:
@@ -44,6 +48,11 @@ def run(schedule: Schedule, x_q: np.ndarray, plan: Plan | None = None,
         out = view(st.output)
         # Copies into part of a buffer (Concat) read the current contents and update them.
         extra = {"out": out.copy()} if st.kernel == "copy" else {}
+        if st.scratch and plan is not None:
+            # The kernel may scribble over its scratch; so does the reference, so a plan
+            # that puts scratch over a live buffer changes the planned result.
+            off = plan.offsets[schedule.scratch_name(st)]
+            arena[off: off + st.scratch] = SCRATCH_FILL
         result = kdef.ref(st.params, *[a.copy() for a in args], **extra)
         out[:] = np.asarray(result, dtype=np.int8).reshape(-1)[: out.size]
         if trace is not None:

@@ -25,6 +25,7 @@ from mcuc.quant.calibrate import QGraph
 from mcuc.quant.qparams import QParams, quantize_bias, quantize_weights_per_channel
 from mcuc.schedule.copies import copy_params, slice_view, strides_of, transpose_is_view
 from mcuc.schedule.fuse import fold_scalar_muls
+from mcuc.schedule.passes import apply_passes, check_disabled
 from mcuc.schedule.schedule import BufferInfo, Operand, Schedule, Step
 
 UNARY_FUNCS = {
@@ -57,6 +58,7 @@ class Lowerer:
         self.consts: dict[str, np.ndarray] = {}
         self.buf_of: dict[str, str] = {}       # activation tensor -> buffer
         self.names: set[str] = set()
+        self.inplace = True                     # write elementwise results over inputs
         self.users = self.g.consumers()
 
     # -- helpers -----------------------------------------------------------------
@@ -96,7 +98,7 @@ class Lowerer:
     def emit(self, node: Node, kernel: str, params: dict, inputs: list[Operand],
              out_tensor: str, inplace: bool = False, suffix: str = "") -> Step:
         kdef = registry.get(kernel)
-        if inplace and kdef.inplace_ok and inputs and inputs[0].kind == "buf" \
+        if inplace and self.inplace and kdef.inplace_ok and inputs and inputs[0].kind == "buf" \
                 and self._dies_here(inputs[0].name, node) \
                 and self.buffers[inputs[0].name].size == self.size(out_tensor):
             out = inputs[0].name
@@ -351,4 +353,9 @@ class Lowerer:
 
 
 def lower(qg: QGraph, disabled: tuple[str, ...] = ()) -> Schedule:
-    return Lowerer(fold_scalar_muls(qg)).run(disabled)
+    disabled = check_disabled(disabled)
+    if "fusion" not in disabled:
+        qg = fold_scalar_muls(qg)
+    lw = Lowerer(qg)
+    lw.inplace = "token-overwrite" not in disabled
+    return apply_passes(lw.run(disabled), disabled)

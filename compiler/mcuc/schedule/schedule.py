@@ -2,6 +2,12 @@
 
 Step k of the schedule runs at time k + 1: time 0 copies the input into its buffer and
 time len(steps) + 1 copies the output out, so the planner sees both ends alive.
+
+Two mechanisms let memory techniques share bytes on purpose:
+- a step's `scratch` bytes exist only while that step runs (a per-step buffer);
+- a buffer with a `parent` lives at a fixed byte offset inside its parent, so it may
+  overlap its siblings by design (an output written over input already consumed). The
+  planner places only root buffers; a root is live whenever any of its children is.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ class Step:
     output: str               # buffer name
     op: str                   # the IR op it came from
     macs: int = 0
+    scratch: int = 0          # bytes of per-step scratch passed after the output pointer
 
 
 @dataclass
@@ -39,6 +46,8 @@ class BufferInfo:
     name: str
     size: int                 # bytes (int8 elements)
     shape: tuple[int, ...]
+    parent: str | None = None  # lives inside this buffer, at `offset` bytes
+    offset: int = 0
 
 
 @dataclass
@@ -58,22 +67,46 @@ class Schedule:
     def n_times(self) -> int:
         return len(self.steps) + 2
 
+    def root(self, name: str) -> tuple[str, int]:
+        """The planned buffer that holds `name`, and the byte offset of `name` in it."""
+        off = 0
+        while (b := self.buffers[name]).parent is not None:
+            off += b.offset
+            name = b.parent
+        return name, off
+
+    @staticmethod
+    def scratch_name(step: Step) -> str:
+        return f"scratch_{step.name}"
+
     def liveness(self) -> list[Buffer]:
-        """First and last time each buffer is touched (inclusive), for the planner."""
-        first: dict[str, int] = {self.input_buffer: 0}
-        last: dict[str, int] = {self.input_buffer: 0}
+        """First and last time each root buffer is touched (inclusive), for the planner."""
+        first: dict[str, int] = {}
+        last: dict[str, int] = {}
+
+        def touch(name: str, t: int) -> None:
+            r = self.root(name)[0]
+            first.setdefault(r, t)
+            last[r] = t
+
+        touch(self.input_buffer, 0)
         for k, st in enumerate(self.steps, start=1):
             for op in st.inputs:
                 if op.kind == "buf":
-                    last[op.name] = k
-            first.setdefault(st.output, k)
-            last[st.output] = k
-        last[self.output_buffer] = self.n_times - 1
-        return [
-            Buffer(name, self.buffers[name].size, first[name], last[name], 4)
-            for name in self.buffers
-            if name in first
-        ]
+                    touch(op.name, k)
+            touch(st.output, k)
+        touch(self.output_buffer, self.n_times - 1)
+        out = [Buffer(name, self.buffers[name].size, first[name], last[name], 4)
+               for name in self.buffers if name in first]
+        for k, st in enumerate(self.steps, start=1):
+            if st.scratch:
+                out.append(Buffer(self.scratch_name(st), st.scratch, k, k, 4))
+        return out
+
+    def offset_of(self, name: str, offsets: dict[str, int]) -> int:
+        """Arena offset of any buffer (child buffers resolve through their root)."""
+        r, off = self.root(name)
+        return offsets[r] + off
 
     def macs(self) -> int:
         return sum(s.macs for s in self.steps)
