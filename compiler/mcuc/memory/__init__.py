@@ -9,9 +9,11 @@ from mcuc.memory.buffers import (
     lower_bound,
     usage_timeline,
 )
+from mcuc.memory.exact import SearchStats, search_exact
 from mcuc.memory.planner import (
     STRATEGIES,
     plan,
+    plan_exact,
     plan_greedy_by_breadth,
     plan_greedy_by_size,
 )
@@ -23,11 +25,14 @@ __all__ = [
     "Buffer",
     "Plan",
     "PlanError",
+    "SearchStats",
     "live_at",
     "lower_bound",
     "plan",
+    "plan_exact",
     "plan_greedy_by_breadth",
     "plan_greedy_by_size",
+    "search_exact",
     "usage_timeline",
     "validate",
 ]

@@ -55,6 +55,9 @@ class Plan:
     arena_bytes: int
     lower_bound_bytes: int
     planner: str
+    optimal: bool = False
+    """True when no valid plan has a smaller (ARENA_ALIGN-rounded) arena: the arena meets the
+    rounded lower bound, or the exact search exhausted its tree. False means "not proven"."""
 
     @property
     def overhead(self) -> float:

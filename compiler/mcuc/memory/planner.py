@@ -4,7 +4,10 @@ Each strategy is an ordering of the buffers; placement is then the same first-fi
 Micro's GreedyMemoryPlanner uses: put the buffer at the lowest aligned offset that does not
 overlap any already-placed buffer whose lifetime overlaps its own. Finding the optimum is
 NP-hard (it is dynamic storage allocation), and the architecture search calls this for every
-candidate, so we run a couple of cheap orderings and keep the smallest arena.
+candidate, so "best" runs a couple of cheap orderings and keeps the smallest arena.
+
+For final builds, "exact" adds a branch-and-bound search (mcuc.memory.exact) seeded with the
+best greedy plan, and "auto" runs that search briefly only where greedy is visibly off.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from mcuc.memory.buffers import (
     check_unique_names,
     lower_bound,
 )
+from mcuc.memory.exact import DEFAULT_NODE_LIMIT, search_exact
 
 Order = Callable[[Sequence[Buffer]], list[int]]
 
@@ -50,11 +54,13 @@ def _place(buffers: Sequence[Buffer], order: list[int], name: str, lb: int) -> P
         offsets[b.name] = cand
         insort(placed, (cand, cand + size, first, last))
         end_max = max(end_max, cand + size)
+    arena = align_up(end_max, ARENA_ALIGN)
     return Plan(
         offsets=offsets,
-        arena_bytes=align_up(end_max, ARENA_ALIGN),
+        arena_bytes=arena,
         lower_bound_bytes=lb,
         planner=name,
+        optimal=arena == align_up(lb, ARENA_ALIGN),
     )
 
 
@@ -113,25 +119,80 @@ def plan_greedy_by_breadth(buffers: Sequence[Buffer]) -> Plan:
     return _place(buffers, _order_by_breadth(buffers), "greedy-breadth", lower_bound(buffers))
 
 
-def plan(buffers: Sequence[Buffer], strategy: str = "best") -> Plan:
-    """Plan with one named strategy, or with "best": every strategy, smallest arena wins.
+AUTO_MAX_BUFFERS = 400
+""""auto" skips the exact search above this many buffers: nodes get slow and greedy is
+usually within a few percent on big schedules anyway."""
+AUTO_MIN_OVERHEAD = 0.01
+""""auto" searches only when the greedy arena exceeds the lower bound by more than this."""
+AUTO_TIME_LIMIT_S = 0.2
+EXACT_TIME_LIMIT_S = 1.0
 
-    Ties go to the first strategy in STRATEGIES, so results are deterministic.
+
+def _best_greedy(buffers: list[Buffer], lb: int) -> Plan:
+    best: Plan | None = None
+    for name, order in STRATEGIES.items():
+        p = _place(buffers, order(buffers), name, lb)
+        if best is None or p.arena_bytes < best.arena_bytes:
+            best = p
+        if best.optimal:
+            break  # meets the rounded bound; no strategy can do better
+    assert best is not None
+    return best
+
+
+def plan_exact(
+    buffers: Sequence[Buffer],
+    time_limit_s: float = EXACT_TIME_LIMIT_S,
+    node_limit: int = DEFAULT_NODE_LIMIT,
+) -> Plan:
+    """Best greedy plan, then branch and bound until optimal or a limit is hit.
+
+    Never worse than "best". `planner` is "exact" when the search found the returned plan,
+    else the greedy strategy that did; `optimal` says whether optimality was proven.
+    """
+    buffers = list(buffers)
+    check_unique_names(buffers)
+    seed = _best_greedy(buffers, lower_bound(buffers))
+    return search_exact(buffers, seed, time_limit_s, node_limit)[0]
+
+
+def plan(
+    buffers: Sequence[Buffer],
+    strategy: str = "best",
+    *,
+    time_limit_s: float | None = None,
+    node_limit: int = DEFAULT_NODE_LIMIT,
+) -> Plan:
+    """Plan with one named strategy, or a combination:
+
+    - "best" (default, milliseconds): every greedy strategy, smallest arena wins; ties go to
+      the first strategy in STRATEGIES, so results are deterministic. The architecture
+      search calls this for every candidate.
+    - "exact": "best", then branch and bound (plan_exact) for up to `time_limit_s`
+      (default 1 s) / `node_limit` nodes.
+    - "auto": "best", then, only if its arena exceeds the lower bound by more than 1% and
+      there are at most 400 buffers, the exact search for `time_limit_s` (default 0.2 s).
+      Costs nothing extra where greedy already meets the bound (most real schedules).
+
+    With a time limit, "exact" and "auto" may return different plans on machines of
+    different speed; pass a node limit and a generous time limit for reproducible output.
     """
     buffers = list(buffers)
     check_unique_names(buffers)
     lb = lower_bound(buffers)
     if strategy == "best":
-        best: Plan | None = None
-        for name, order in STRATEGIES.items():
-            p = _place(buffers, order(buffers), name, lb)
-            if best is None or p.arena_bytes < best.arena_bytes:
-                best = p
-            if best.arena_bytes == align_up(best.lower_bound_bytes, ARENA_ALIGN):
-                break  # provably optimal; no strategy can do better
-        assert best is not None
-        return best
+        return _best_greedy(buffers, lb)
+    if strategy in ("exact", "auto"):
+        seed = _best_greedy(buffers, lb)
+        if strategy == "auto":
+            if (seed.optimal or len(buffers) > AUTO_MAX_BUFFERS
+                    or seed.arena_bytes <= (1 + AUTO_MIN_OVERHEAD) * lb):
+                return seed
+            limit = AUTO_TIME_LIMIT_S if time_limit_s is None else time_limit_s
+        else:
+            limit = EXACT_TIME_LIMIT_S if time_limit_s is None else time_limit_s
+        return search_exact(buffers, seed, limit, node_limit)[0]
     if strategy not in STRATEGIES:
-        valid = ", ".join(["best", *STRATEGIES])
+        valid = ", ".join(["best", "exact", "auto", *STRATEGIES])
         raise ValueError(f"unknown planning strategy {strategy!r} (valid: {valid})")
     return _place(buffers, STRATEGIES[strategy](buffers), strategy, lb)
