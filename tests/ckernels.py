@@ -113,12 +113,17 @@ class CKernels:
             buf = np.full(out_size + GUARD, 0x5A, dtype=np.int8)
             if out_init is not None:
                 buf[:out_size] = out_init
+        # A kernel with scratch gets it after the output, pre-filled and guarded too.
+        n_scr = int(kdef.scratch(params))
+        scr = np.full(n_scr + GUARD, 0x5A, dtype=np.int8)
+        extra = [ctypes.c_void_p(scr.ctypes.data)] if n_scr else []
         fn = getattr(self.lib, kdef.c_func)
         fn.restype = None
         fn(ctypes.byref(st), *[ctypes.c_void_p(x.ctypes.data) for x in ins],
-           ctypes.c_void_p(buf.ctypes.data))
+           ctypes.c_void_p(buf.ctypes.data), *extra)
         if not inplace:
             assert np.all(buf[out_size:] == 0x5A), f"{name} wrote past its output"
+        assert np.all(scr[n_scr:] == 0x5A), f"{name} wrote past its scratch"
         return buf[:out_size].copy()
 
 
@@ -156,7 +161,12 @@ def emit_case(i: int, name: str, params: dict, inputs: list[np.ndarray],
     init = out_init if out_init is not None else np.zeros(expected.size, np.int8)
     g.append(f"static int8_t c{i}_out[{n}] = {_arr_lit(init)};")
     g.append(f"static const int8_t c{i}_exp[{n}] = {_arr_lit(expected)};")
-    body = (f"    {kdef.c_func}(&c{i}_p, {', '.join(args)}, c{i}_out);\n"
+    out_args = f"c{i}_out"
+    n_scr = int(kdef.scratch(params))
+    if n_scr:
+        g.append(f"static int8_t c{i}_scr[{n_scr}];")
+        out_args += f", c{i}_scr"
+    body = (f"    {kdef.c_func}(&c{i}_p, {', '.join(args)}, {out_args});\n"
             f"    if (memcmp(c{i}_out, c{i}_exp, {expected.size})) "
             f'{{ printf("case {i} ({name}) mismatch\\n"); bad = 1; }}')
     return "\n".join(g), body

@@ -30,6 +30,7 @@ from mcuc.kernels.fixedpoint import (
     requantize,
     srdhm,
 )
+from test_tokenwise import gen_patch_embed, gen_tokenwise
 
 from ckernels import (
     CFLAGS,
@@ -321,16 +322,78 @@ def gen_copy(rng: np.random.Generator) -> Case:
     return Case(p, [x], out_size, rng.integers(-128, 128, out_size).astype(np.int8))
 
 
+def rand_read_view(rng: np.random.Generator, shape: tuple[int, int, int]) -> tuple:
+    """(off, bs, rs, cs, buffer) reading a [b, r, c] operand through a random view.
+
+    Strides may be zero, negative or overlapping (reads only); the offset keeps every
+    index in bounds, with spare bytes on both sides.
+    """
+    if rng.random() < 0.5:  # a box laid out in a random axis order (transposes, slices)
+        full = [n + int(rng.integers(0, 3)) for n in shape]
+        order = rng.permutation(3)
+        st = copy.contiguous_strides([full[a] for a in order])
+        strides = [0, 0, 0]
+        for pos, a in enumerate(order):
+            strides[a] = st[pos]
+    else:
+        strides = [int(rng.integers(-6, 7)) for _ in range(3)]
+    lo = sum(min(0, s * (n - 1)) for s, n in zip(strides, shape, strict=True))
+    hi = sum(max(0, s * (n - 1)) for s, n in zip(strides, shape, strict=True))
+    off = -lo + int(rng.integers(0, 3))
+    buf = rand_s8(rng, off + hi + 1 + int(rng.integers(0, 3)))
+    return off, *strides, buf
+
+
+def gen_attention(rng: np.random.Generator) -> Case:
+    from mcuc.kernels import attention
+
+    bt, m, d, dv = (int(rng.integers(1, hi)) for hi in (4, 6, 9, 9))
+    n = int(rng.integers(1, 10)) if rng.random() < 0.9 else int(rng.integers(30, 70))
+    p: dict = dict(batch=bt, q_len=m, kv_len=n, d=d, dv=dv)
+    ins = []
+    for x, shape in (("q", (bt, m, d)), ("k", (bt, n, d)), ("v", (bt, n, dv))):
+        off, bs, rs, cs, buf = rand_read_view(rng, shape)
+        p.update({f"{x}_off": off, f"{x}_bs": bs, f"{x}_rs": rs, f"{x}_cs": cs})
+        p[f"{x}_table"] = (rng.integers(-128, 128, 256).astype(np.int8)
+                           if rng.random() < 0.3 else None)
+        ins.append(buf)
+    # Output: a box in a bigger tensor, random axis order: injective writes.
+    full = [e + int(rng.integers(0, 3)) for e in (bt, m, dv)]
+    order = rng.permutation(3)
+    st = copy.contiguous_strides([full[a] for a in order])
+    ost = [0, 0, 0]
+    for pos, a in enumerate(order):
+        ost[a] = st[pos]
+    o_off = sum(int(rng.integers(0, f - e + 1)) * s
+                for f, e, s in zip(full, (bt, m, dv), ost, strict=True))
+    p.update(o_off=o_off, o_bs=ost[0], o_rs=ost[1], o_cs=ost[2])
+    s_mult, s_shift = rand_requant(rng, fit=70 * 70 * math.sqrt(d))
+    o_mult, o_shift = rand_requant(rng, fit=256 * 70.0)
+    if rng.random() < 0.7:
+        table = softmax.make_exp_table(10.0 ** rng.uniform(-3, 0.5))
+    else:
+        top = int(rng.choice([2**20, 1000, 10]))
+        table = rng.integers(0, top, 256, endpoint=True).astype(np.uint32)
+        table[0] = rng.integers(1, top, endpoint=True)
+    p.update(q_zp=zp(rng), k_zp=zp(rng), s_zp=zp(rng), s_mult=s_mult, s_shift=s_shift,
+             v_zp=zp(rng), o_zp=zp(rng), o_mult=o_mult, o_shift=o_shift, exp_table=table)
+    out_size = int(np.prod(full))
+    assert attention.view_index(p, "o").max() < out_size
+    return Case(p, ins, out_size, rng.integers(-128, 128, out_size).astype(np.int8))
+
+
 GENERATORS: dict[str, Callable[[np.random.Generator], Case]] = {
+    "attention": gen_attention,
     "conv2d": gen_conv2d, "linear": gen_linear, "matmul": gen_matmul, "add": gen_add,
     "rescale": gen_rescale, "lut": gen_lut, "softmax": gen_softmax,
     "layernorm": gen_layernorm, "mean": gen_mean, "copy": gen_copy,
+    "tokenwise": gen_tokenwise, "patch_embed": gen_patch_embed,
 }
 
 
 def expected(name: str, case: Case) -> np.ndarray:
     ref = REGISTRY[name].ref
-    if name == "copy":
+    if name in ("copy", "attention"):  # they write through a view: update `out`
         init = case.out_init if case.out_init is not None else np.zeros(case.out_size, np.int8)
         return ref(case.params, *case.inputs, out=init.copy())
     return ref(case.params, *case.inputs)

@@ -1,4 +1,11 @@
-"""Boards are data: boards/<name>/board.toml describes one target."""
+"""Boards are data: boards/<name>/board.toml describes one target.
+
+The host board is a plain process; every other board is a Cortex-M MCU whose TOML
+names the core and FPU (gcc flags), its flash and RAM regions (the linker script is
+rendered from them), the stack reserve, the startup/system sources, how inputs arrive
+(flash samples or a semihosting file), and its emulators, flasher and Renode platform.
+Keeping all of that here means adding a board needs no Python change.
+"""
 
 from __future__ import annotations
 
@@ -22,10 +29,81 @@ class Board:
     emulators: tuple[str, ...]
     path: Path
     extra: dict = field(default_factory=dict, compare=False)
+    # MCU boards only (defaults describe the host):
+    mcpu: str = ""
+    fpu: str = ""
+    float_abi: str = ""
+    has_dwt: bool = False
+    flash_origin: int = 0
+    ram_origin: int = 0
+    stack_bytes: int = 0
+    sources: tuple[str, ...] = ()
+    irq_count: int = 0
+    output: str = "stdout"
+    inputs: str = "file"
+    exit: str = "process"
+    flasher: dict = field(default_factory=dict, compare=False)
+    renode: dict = field(default_factory=dict, compare=False)
+    qemu: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def is_mcu(self) -> bool:
+        """True for cross-built boards (everything except the host)."""
+        return self.core != "host"
+
+    @property
+    def semihosting(self) -> bool:
+        return self.inputs == "semihost-file"
+
+    @property
+    def default_engine(self) -> str | None:
+        return self.emulators[0] if self.emulators else None
+
+    def defines(self) -> list[str]:
+        """-D flags that tell the shared C sources what this board can do."""
+        out = [f"-DMCUC_IRQ_COUNT={self.irq_count}"]
+        if self.has_dwt:
+            out.append("-DMCUC_BOARD_HAS_CYCLES")
+        if self.semihosting:
+            out.append("-DMCUC_INPUTS_FROM_FILE")
+        return out
+
+    def source_paths(self) -> list[Path]:
+        """Board C sources, plus every header of boards/common (they include each other)."""
+        files = [(self.path / s).resolve() for s in self.sources]
+        files += sorted((self.path.parent / "common").glob("*.h"))
+        return files
+
+
+_TOP = {"name", "description", "core", "cc", "sram_bytes", "flash_bytes", "clock_hz",
+        "emulators", "cpu", "memory", "firmware", "flasher", "renode", "qemu"}
 
 
 def list_boards() -> list[str]:
     return sorted(p.parent.name for p in boards_dir().glob("*/board.toml"))
+
+
+def _mcu_fields(data: dict, path: Path) -> dict:
+    """The cross-build keys of an MCU board, checked so that a typo fails at load time."""
+    cpu, mem, fw = data["cpu"], data["memory"], data["firmware"]
+    flash, ram = mem["flash"], mem["ram"]
+    if int(flash["size"]) != int(data["flash_bytes"]) or int(ram["size"]) != int(
+            data["sram_bytes"]):
+        raise McucError(f"{path}: memory.flash/ram sizes disagree with flash_bytes/sram_bytes")
+    for src in fw["sources"]:
+        if not (path.parent / src).is_file():
+            raise McucError(f"{path}: firmware source {src} not found")
+    if fw.get("inputs") not in ("flash", "semihost-file"):
+        raise McucError(f"{path}: firmware.inputs must be 'flash' or 'semihost-file'")
+    return dict(
+        mcpu=cpu["mcpu"], fpu=cpu["fpu"], float_abi=cpu.get("float_abi", "hard"),
+        has_dwt=bool(cpu.get("dwt", False)), flash_origin=int(flash["origin"]),
+        ram_origin=int(ram["origin"]), stack_bytes=int(mem.get("stack_bytes", 8192)),
+        sources=tuple(fw["sources"]), irq_count=int(fw.get("irq_count", 32)),
+        output=fw.get("output", "uart"), inputs=fw["inputs"], exit=fw.get("exit", "loop"),
+        flasher=dict(data.get("flasher", {})), renode=dict(data.get("renode", {})),
+        qemu=dict(data.get("qemu", {})),
+    )
 
 
 def load_board(name: str) -> Board:
@@ -36,15 +114,14 @@ def load_board(name: str) -> Board:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:
         raise McucError(f"{path}: invalid TOML: {e}") from None
-    known = {"name", "description", "core", "cc", "sram_bytes", "flash_bytes", "clock_hz",
-             "emulators"}
     try:
+        mcu = _mcu_fields(data, path) if data["core"] != "host" else {}
         return Board(
             name=data["name"], description=data.get("description", ""), core=data["core"],
             cc=data.get("cc", "gcc"), sram_bytes=int(data.get("sram_bytes", 0)),
             flash_bytes=int(data.get("flash_bytes", 0)), clock_hz=int(data.get("clock_hz", 0)),
             emulators=tuple(data.get("emulators", ())), path=path.parent,
-            extra={k: v for k, v in data.items() if k not in known},
+            extra={k: v for k, v in data.items() if k not in _TOP}, **mcu,
         )
     except KeyError as e:
         raise McucError(f"{path}: missing key {e}") from None

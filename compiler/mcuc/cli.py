@@ -29,8 +29,12 @@ def cmd_build(a: argparse.Namespace) -> int:
     from mcuc.report import format_report
 
     report = build(a.model, a.board, a.calib, a.out, a.input_shape, a.disable,
-                   progress=sys.stderr.isatty())
+                   progress=sys.stderr.isatty(), samples=a.samples)
     print(format_report(report))
+    if "flash_bytes" in report:
+        from mcuc.firmware import format_sizes
+
+        print(format_sizes(report))
     print(f"\nwrote {a.out}/ (model.c, model.h, weights.c, report.json)")
     return 0
 
@@ -38,14 +42,25 @@ def cmd_build(a: argparse.Namespace) -> int:
 def cmd_run(a: argparse.Namespace) -> int:
     from mcuc.runner import load_input, run_built
 
-    res = run_built(a.out, load_input(a.input))
+    res = run_built(a.out, load_input(a.input), a.engine)
     if a.json:
         print(json.dumps({"output": res.output.tolist(), "argmax": res.argmax,
-                          "scores": [round(float(s), 6) for s in res.scores]}))
+                          "scores": [round(float(s), 6) for s in res.scores],
+                          "engine": res.engine, "instructions": res.instructions}))
     else:
         print("output (int8): " + " ".join(str(int(v)) for v in res.output))
         print("scores       : " + " ".join(f"{s:.4f}" for s in res.scores))
         print(f"argmax       : {res.argmax}")
+        if res.instructions is not None:
+            print(f"instructions : {res.instructions:,} ({res.engine})")
+    return 0
+
+
+def cmd_flash(a: argparse.Namespace) -> int:
+    from mcuc.flash import flash
+
+    line = flash(a.out, dry_run=a.dry_run)
+    print(line if a.dry_run else f"flashed: {line}")
     return 0
 
 
@@ -82,13 +97,22 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--input-shape", type=_shape, help="override the input shape, e.g. 1,1,28,28")
     b.add_argument("--disable", type=_disabled, default=(),
                    help="comma-separated memory techniques to turn off (ablations)")
+    b.add_argument("--samples", type=int, default=4,
+                   help="calibration images baked into flash for the self-test (MCU boards)")
     b.set_defaults(fn=cmd_build)
 
     r = sub.add_parser("run", help="run a built model on one input")
     r.add_argument("out", help="build directory made by `mcuc build`")
     r.add_argument("--input", required=True, help=".npy input (float, or int8 quantized)")
     r.add_argument("--json", action="store_true", help="print JSON")
+    r.add_argument("--engine", choices=["qemu", "unicorn", "renode"],
+                   help="emulator for MCU builds (default: the board's first)")
     r.set_defaults(fn=cmd_run)
+
+    f = sub.add_parser("flash", help="program a built firmware onto its board (openocd)")
+    f.add_argument("out", help="build directory made by `mcuc build --board <mcu>`")
+    f.add_argument("--dry-run", action="store_true", help="print the command, do not run it")
+    f.set_defaults(fn=cmd_flash)
 
     d = sub.add_parser("demo", help="build the default model, run it on test images")
     d.add_argument("--out", default="build/demo")

@@ -110,16 +110,37 @@ def make_report(c: Compiled, board: Board, model_desc: str) -> dict:
 
 def build(model=None, board: str = "host", calib="fashion-mnist", out_dir: Path | str = "build",
           input_shape: tuple[int, ...] | None = None, disabled: tuple[str, ...] = (),
-          progress: bool = False, compile_c: bool = True) -> dict:
-    """Compile a model for a board into out_dir; returns the report (also report.json)."""
+          progress: bool = False, compile_c: bool = True, samples: int = 4,
+          emulate: bool = True) -> dict:
+    """Compile a model for a board into out_dir; returns the report (also report.json).
+
+    For an MCU board the fit check runs before any C is written, then the firmware is
+    cross-built and, where the board has an emulator here, run once to measure stack
+    (and instructions) for the report. `samples` calibration images are baked into flash
+    on boards without a semihosting input file.
+    """
     t_start = time.perf_counter()
     b = load_board(board)
     out = Path(out_dir)
     graph = load_graph(model, input_shape)
-    samples = calibration_samples(graph, calib)
-    c = compile_graph(graph, samples, disabled, progress=progress)
+    calib_x = calibration_samples(graph, calib)
+    c = compile_graph(graph, calib_x, disabled, progress=progress)
+    name = graph.name or "model"
+    fit = None
+    if b.is_mcu:
+        from mcuc import firmware
+
+        fit = _estimate(c, b, samples)
+        firmware.check_fit(b, fit)
     t0 = time.perf_counter()
-    render(c.schedule, c.plan, out, model_name=graph.name or "model")
+    render(c.schedule, c.plan, out, model_name=name,
+           makefile=None if b.is_mcu else "Makefile.host.j2")
+    fw: dict = {}
+    if b.is_mcu:
+        from mcuc.firmware import render_mcu
+
+        samples_q = _quantized_samples(c, calib_x, samples)
+        render_mcu(b, out, name, samples_q)
     c.timings["codegen_s"] = time.perf_counter() - t0
     if compile_c and b.core == "host":
         from mcuc.sim.host import build_host
@@ -127,18 +148,59 @@ def build(model=None, board: str = "host", calib="fashion-mnist", out_dir: Path 
         t0 = time.perf_counter()
         build_host(out)
         c.timings["c_compile_s"] = time.perf_counter() - t0
+    elif compile_c:
+        from mcuc.firmware import build_and_measure
+
+        t0 = time.perf_counter()
+        fw = build_and_measure(b, out, fit, samples_q, emulate=emulate)
+        c.timings["c_compile_s"] = time.perf_counter() - t0
     c.timings["total_s"] = time.perf_counter() - t_start
     desc = str(model) if model is not None else f"default ({DEFAULT_MODEL.name})"
     report = make_report(c, b, desc)
+    if b.is_mcu:
+        _add_firmware(report, fw)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    _save_runtime_meta(c, out, b.name)
+    _save_runtime_meta(c, out, b.name, name if b.is_mcu else None)
     return report
 
 
-def _save_runtime_meta(c: Compiled, out: Path, board: str) -> None:
+def _estimate(c: Compiled, b: Board, samples: int):
+    from mcuc import firmware
+
+    s = c.schedule
+    return firmware.estimate(b, c.plan.arena_bytes, s.weights_bytes(), len(s.steps),
+                             int(np.prod(s.input_shape)), int(np.prod(s.output_shape)),
+                             samples)
+
+
+def _quantized_samples(c: Compiled, calib_x: np.ndarray, samples: int) -> np.ndarray:
+    """The first `samples` calibration images as int8 model inputs (rows)."""
+    from mcuc.schedule.execute import quantize_input
+
+    if samples < 1:
+        raise McucError(f"--samples must be at least 1, not {samples}")
+    xs = [calib_x[i % len(calib_x)] for i in range(samples)]
+    return np.stack([quantize_input(c.schedule, x[None]).reshape(-1) for x in xs])
+
+
+def _add_firmware(report: dict, fw: dict) -> None:
+    """Firmware keys: sizes from the ELF, stack/instructions from an emulator run."""
+    for key in ("flash_bytes", "ram_bytes", "stack_bytes", "instructions", "cycles"):
+        report[key] = fw.get(key)
+    report["firmware"] = {k: v for k, v in fw.items() if k != "instructions_per_step"}
+    per_step = fw.get("instructions_per_step") or {}
+    for i, row in enumerate(report["layers"]):
+        row["instructions"] = per_step.get(i)
+
+
+def _save_runtime_meta(c: Compiled, out: Path, board: str, fw_name: str | None = None) -> None:
     """What `mcuc run` needs later: shapes and quantization of input and output."""
     s = c.schedule
     meta = {"board": board, "input_shape": list(s.input_shape),
             "input": s.input_qp.to_dict(), "output_shape": list(s.output_shape),
             "output": s.output_qp.to_dict(), "exe": "model"}
+    if fw_name is not None:
+        from mcuc.sim.renode import script_name
+
+        meta.update(exe=None, elf="firmware.elf", renode=f"renode/{script_name(fw_name)}")
     (out / "mcuc.json").write_text(json.dumps(meta, indent=2) + "\n")

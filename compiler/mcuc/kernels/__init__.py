@@ -2,6 +2,7 @@
 
 from mcuc.kernels import (  # noqa: F401  (importing registers each kernel)
     add,
+    attention,
     conv2d,
     copy,
     layernorm,
@@ -9,8 +10,10 @@ from mcuc.kernels import (  # noqa: F401  (importing registers each kernel)
     lut,
     matmul,
     mean,
+    patch_embed,
     rescale,
     softmax,
+    tokenwise,
 )
 from mcuc.kernels.registry import REGISTRY, Field, KernelDef, get, register
 

@@ -43,6 +43,9 @@ class KernelDef:
     ref: RefFn
     inplace_ok: bool = False  # output may share the first input's memory
     macs: Callable[[dict], int] = field(default=lambda p: 0)
+    # Bytes of per-call scratch the C function takes after the output pointer (a fused
+    # kernel's row buffer); 0 = the function takes no scratch argument.
+    scratch: Callable[[dict], int] = field(default=lambda p: 0)
 
     def check_params(self, params: dict) -> None:
         missing = [f.name for f in self.fields if f.name not in params and not f.nullable]

@@ -12,14 +12,24 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from mcuc import McucError
+from mcuc.schedule.attention import fuse_attention, split_heads
+from mcuc.schedule.patch import decompose_patches
 from mcuc.schedule.schedule import Schedule
+from mcuc.schedule.tokenwise import fuse_tokenwise, overwrite_tokens
 
 TECHNIQUES = ("fusion", "token-overwrite", "patch-decomp", "head-split")
 
 Pass = Callable[[Schedule], Schedule]
 
 # (technique, pass) in the order they run. Passes register here as they are written.
-PASSES: list[tuple[str, Pass]] = []
+PASSES: list[tuple[str, Pass]] = [
+    ("fusion", fuse_attention),   # matmul -> softmax -> matmul becomes one attention step
+    ("head-split", split_heads),  # attention reads q/k/v and writes its output in place
+    ("fusion", fuse_tokenwise),   # [LN ->] linear [-> lut] [-> linear] [-> +res] in one step
+    ("patch-decomp", decompose_patches),  # patch conv + transpose -> tokens over the image
+    # Last: it plans the finished schedule to choose tile sizes.
+    ("token-overwrite", overwrite_tokens),  # tokenwise outputs over dying inputs, tiles
+]
 
 
 def check_disabled(disabled: tuple[str, ...]) -> tuple[str, ...]:

@@ -145,6 +145,82 @@ typedef struct {
 } mcuc_mean_params_t;
 void mcuc_mean_s8(const mcuc_mean_params_t *p, const int8_t *x, int8_t *y);
 
+/* Fused attention: matmul -> softmax_s8 -> matmul, one row of scores at a time.
+ * Operand X[b][r][c] is read at X[X_off + b * X_bs + r * X_rs + c * X_cs] (element
+ * units) for X in q [batch][q_len][d], k [batch][kv_len][d], v [batch][kv_len][dv];
+ * y [batch][q_len][dv] is written the same way through (o_off, o_bs, o_rs, o_cs).
+ * If X_table is not NULL an operand value x is replaced by X_table[x + 128] on read.
+ * For each b and query row i, into the kv_len bytes of scratch:
+ *   s[j] = clamp(s_zp + requantize(sat32(sum_d (q[b][i][d] - q_zp) * (k[b][j][d] - k_zp)),
+ *                                  s_mult, s_shift))
+ *   p = mcuc_softmax_s8's row computation on s (same exp_table, same integer math)
+ *   y[b][i][c] = clamp(o_zp + requantize(sat32(sum_j (p[j] + 128) * (v[b][j][c] - v_zp)),
+ *                                        o_mult, o_shift))
+ * i.e. bit-identical to the unfused chain; the score matrix never exists.
+ * y must not alias q, k, v or the scratch; the y view must not write one element twice. */
+typedef struct {
+    int32_t batch, q_len, kv_len, d, dv;
+    int32_t q_off, q_bs, q_rs, q_cs;
+    int32_t k_off, k_bs, k_rs, k_cs;
+    int32_t v_off, v_bs, v_rs, v_cs;
+    int32_t o_off, o_bs, o_rs, o_cs;
+    int32_t q_zp, k_zp, s_zp, s_mult, s_shift;
+    int32_t v_zp, o_zp, o_mult, o_shift;
+    const uint32_t *exp_table; /* 256 entries, index = mx - s */
+    const int8_t *q_table;     /* 256 entries or NULL */
+    const int8_t *k_table;     /* 256 entries or NULL */
+    const int8_t *v_table;     /* 256 entries or NULL */
+} mcuc_attention_params_t;
+void mcuc_attention_s8(const mcuc_attention_params_t *p, const int8_t *q, const int8_t *k,
+                       const int8_t *v, int8_t *y, int8_t *scratch);
+
+/* Token-wise fused block over tiles of `tile` rows (see compiler/mcuc/kernels/tokenwise.py):
+ *   [layernorm_s8 ->] linear_s8 (k -> h) [-> lut_s8] [-> linear_s8 (h -> n)] [-> add_s8 with r]
+ * Each stage is exactly the unfused kernel with the prefixed params (ln_, l1_, lut_, l2_,
+ * add_ with a = residual r, b = branch); fields of absent stages are ignored.
+ * x [rows][k], r [rows][n] (pass x when has_res == 0), y [rows][n].
+ * y may alias x exactly (same start, n <= k) or r exactly; y_free must then be 0.
+ * scratch: tile * (a_w + b_w) bytes as tokenwise.layout() defines (at least 1). */
+typedef struct {
+    int32_t rows, tile, k, h, n;
+    int32_t has_ln, has_lut, has_l2, has_res, y_free;
+    int32_t ln_y_zp;
+    int64_t ln_eps_q;
+    const int32_t *ln_gamma_q;
+    const int32_t *ln_beta_q;
+    int32_t l1_x_zp, l1_y_zp;
+    const int8_t *l1_weights;
+    const int32_t *l1_bias; /* may be NULL */
+    const int32_t *l1_mult;
+    const int32_t *l1_shift;
+    const int8_t *lut_table;
+    int32_t l2_x_zp, l2_y_zp;
+    const int8_t *l2_weights;
+    const int32_t *l2_bias; /* may be NULL */
+    const int32_t *l2_mult;
+    const int32_t *l2_shift;
+    int32_t add_a_zp, add_b_zp, add_y_zp;
+    int32_t add_a_mult, add_a_shift, add_b_mult, add_b_shift, add_y_mult, add_y_shift;
+} mcuc_tokenwise_params_t;
+void mcuc_tokenwise_s8(const mcuc_tokenwise_params_t *p, const int8_t *x, const int8_t *r,
+                       int8_t *y, int8_t *scratch);
+
+/* Patch embedding: conv2d_s8 with kernel == stride and no padding, then the transpose to
+ * tokens, in one pass: x CHW [c_in][h_in][w_in], weights [d][c_in][ph][pw], y [hp * wp][d]
+ *   acc = bias[o] + sum (x - x_zp) * w;  y[t][o] = clamp(y_zp + requantize(acc, mult[o], shift[o]))
+ * Patches are computed one row of patches (band) at a time, band 0 first, so y may overlap
+ * x when every byte of y's band j lies below x's band j of channel 0 (patch.py). */
+typedef struct {
+    int32_t c_in, h_in, w_in;
+    int32_t d, ph, pw, hp, wp;
+    int32_t x_zp, y_zp;
+    const int8_t *weights;
+    const int32_t *bias; /* may be NULL */
+    const int32_t *mult;
+    const int32_t *shift;
+} mcuc_patch_embed_params_t;
+void mcuc_patch_embed_s8(const mcuc_patch_embed_params_t *p, const int8_t *x, int8_t *y);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,357 @@
+"""Firmware for MCU boards: render the driver and linker script, cross-build, check fit.
+
+The fit check runs twice. Before rendering anything, an estimate from the memory plan
+and the weights (plus a code estimate) stops a model that cannot fit with one line that
+names the culprit (arena, weights, code, stack) and the overshoot in bytes - rendering
+megabytes of C for a model that will never link is a waste, and a raw linker error is
+not an answer. After the link, the ELF's section sizes are the truth: they go into the
+report, and if the linker still refused, its overflow figure becomes the same one line.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+import numpy as np
+
+from mcuc import McucError
+from mcuc.boards import Board
+from mcuc.paths import templates_dir
+
+# Code estimate (runtime kernels + startup + system + driver, at -O2, measured on the
+# default model: ~9-11 KB on the M7 and M4) and per-step kernel parameter structs.
+CODE_BASE_BYTES = 12 * 1024
+CODE_PER_STEP_BYTES = 96
+# .data/.bss besides the arena: board state, the output line buffer, the input buffer.
+DATA_BASE_BYTES = 512
+ELF_NAME = "firmware.elf"
+
+
+@dataclass(frozen=True)
+class Fit:
+    """What one image needs of a board, in bytes (estimates before link)."""
+    arena: int
+    stack: int
+    data: int
+    weights: int
+    code: int
+    samples: int
+    sram_limit: int
+    flash_limit: int
+
+    @property
+    def sram(self) -> int:
+        return self.arena + self.stack + self.data
+
+    @property
+    def flash(self) -> int:
+        return self.weights + self.code + self.samples
+
+    def problems(self) -> list[str]:
+        """One phrase per memory that overflows, naming its largest consumer."""
+        out = []
+        if self.sram > self.sram_limit:
+            parts = {"arena": self.arena, "stack": self.stack, "data": self.data}
+            out.append(_phrase("SRAM", parts, self.sram, self.sram_limit))
+        if self.flash > self.flash_limit:
+            parts = {"weights": self.weights, "code": self.code, "samples": self.samples}
+            out.append(_phrase("flash", parts, self.flash, self.flash_limit))
+        return out
+
+
+def _phrase(memory: str, parts: dict[str, int], need: int, limit: int) -> str:
+    culprit = max(parts, key=lambda k: parts[k])
+    rest = ", ".join(f"{k} {v:,}" for k, v in parts.items() if k != culprit)
+    return (f"{culprit} {parts[culprit]:,} B does not fit in {limit:,} B of {memory} "
+            f"(with {rest}: {need:,} B, over by {need - limit:,} bytes)")
+
+
+def estimate(board: Board, arena_bytes: int, weights_bytes: int, n_steps: int,
+             input_size: int, output_size: int, n_samples: int) -> Fit:
+    data = DATA_BASE_BYTES + 5 * output_size + (input_size if board.semihosting else 0)
+    samples = 0 if board.semihosting else n_samples * input_size
+    return Fit(arena=arena_bytes, stack=board.stack_bytes, data=data, weights=weights_bytes,
+               code=CODE_BASE_BYTES + CODE_PER_STEP_BYTES * n_steps, samples=samples,
+               sram_limit=board.sram_bytes, flash_limit=board.flash_bytes)
+
+
+def check_fit(board: Board, fit: Fit) -> None:
+    """Raise the one-line 'does not fit' error when the estimate overflows a memory."""
+    problems = fit.problems()
+    if problems:
+        raise McucError(f"model does not fit {board.name}: " + "; ".join(problems))
+
+
+def _env() -> jinja2.Environment:
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates_dir())),
+                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+
+
+def _c_rows(samples: np.ndarray) -> list[str]:
+    rows = []
+    for s in samples:
+        flat = [str(int(v)) for v in s.reshape(-1)]
+        lines = [", ".join(flat[i:i + 20]) for i in range(0, len(flat), 20)]
+        rows.append("        " + ",\n        ".join(lines))
+    return rows
+
+
+def render_firmware(board: Board, out: Path, model_name: str,
+                    samples_q: np.ndarray | None) -> None:
+    """Write main.c, Makefile, linker.ld, mcuc_prof.h, samples.{c,h} and board/ into out.
+
+    The model sources (model.c, weights.c, runtime/) come from codegen.render first;
+    this adds what turns them into a bootable image for `board`.
+    """
+    env = _env()
+    board_dir = out / "board"
+    if board_dir.exists():
+        shutil.rmtree(board_dir)
+    board_dir.mkdir(parents=True)
+    for src in board.source_paths():
+        shutil.copy2(src, board_dir / src.name)
+    has_samples = not board.semihosting
+    ctx = {"board": board, "model_name": model_name, "defines": board.defines(),
+           "has_samples": has_samples,
+           "board_sources": [f"board/{Path(s).name}" for s in board.sources]}
+    files = {"main.c": "main_firmware.c.j2", "Makefile": "Makefile.arm.j2",
+             "linker.ld": "linker_cortexm.ld.j2", "mcuc_prof.h": "mcuc_prof.h.j2"}
+    if has_samples:
+        if samples_q is None or len(samples_q) == 0:
+            raise McucError(f"board {board.name} bakes inputs into flash: need >= 1 sample")
+        ctx["n_samples"] = len(samples_q)
+        ctx["samples"] = _c_rows(np.asarray(samples_q, dtype=np.int8))
+        files.update({"samples.c": "samples.c.j2", "samples.h": "samples.h.j2"})
+    for name, tpl in files.items():
+        (out / name).write_text(env.get_template(tpl).render(**ctx))
+
+
+_OVERFLOW = re.compile(r"region `(\w+)' overflowed by (\d+) bytes")
+
+
+def cross_build(out: Path, board: Board, fit: Fit | None = None, jobs: int = 2) -> Path:
+    """Run make in out; returns the ELF. Linker overflows become the one-line error."""
+    if shutil.which("arm-none-eabi-gcc") is None or shutil.which("make") is None:
+        raise McucError("building for MCU boards needs make and arm-none-eabi-gcc "
+                        "(apt-get install make gcc-arm-none-eabi libnewlib-arm-none-eabi)")
+    (out / ELF_NAME).unlink(missing_ok=True)
+    proc = subprocess.run(["make", "-s", "-C", str(out), f"-j{jobs}", "all"],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        text = proc.stderr + proc.stdout
+        overflows = _OVERFLOW.findall(text)
+        if overflows:
+            what = "; ".join(f"{'flash' if r.upper() == 'FLASH' else 'SRAM'} over by "
+                             f"{int(n):,} bytes" for r, n in overflows)
+            hint = (f" (estimate: arena {fit.arena:,} B, weights {fit.weights:,} B, "
+                    f"code ~{fit.code:,} B, stack {fit.stack:,} B)") if fit else ""
+            raise McucError(f"model does not fit {board.name} (linker): {what}{hint}")
+        first = next((ln for ln in text.splitlines() if "error" in ln.lower()),
+                     text.strip().splitlines()[-1] if text.strip() else "unknown error")
+        raise McucError(f"cross build for {board.name} failed: {first.strip()[:300]}")
+    return out / ELF_NAME
+
+
+def elf_sizes(elf: Path, board: Board) -> dict[str, int]:
+    """Section sizes from the ELF, grouped by memory (flash: vectors, text, rodata and
+    the .data image; RAM: stack reserve, data, bss, arena)."""
+    from elftools.elf.elffile import ELFFile
+
+    sec: dict[str, int] = {}
+    in_flash = in_ram = code = 0
+    with open(elf, "rb") as f:
+        ef = ELFFile(f)
+        for s in ef.iter_sections():
+            if not s["sh_flags"] & 0x2 or s["sh_size"] == 0:   # SHF_ALLOC
+                continue
+            name, size, addr = s.name, int(s["sh_size"]), int(s["sh_addr"])
+            sec[name] = size
+            if board.flash_origin <= addr < board.flash_origin + board.flash_bytes:
+                in_flash += size
+                code += size if name != ".rodata" else 0   # vectors, text, exidx
+            elif board.ram_origin <= addr < board.ram_origin + board.sram_bytes:
+                in_ram += size
+                if s["sh_type"] != "SHT_NOBITS":  # .data also occupies flash (its image)
+                    in_flash += size
+    return {
+        "flash_bytes": in_flash, "ram_bytes": in_ram,
+        "text_bytes": code,
+        "rodata_bytes": sec.get(".rodata", 0), "data_bytes": sec.get(".data", 0),
+        "bss_bytes": sec.get(".bss", 0), "arena_section_bytes": sec.get(".mcuc_arena", 0),
+        "stack_reserve_bytes": sec.get(".stack", 0),
+    }
+
+
+def confirm_fit(board: Board, sizes: dict[str, int]) -> None:
+    """The ELF is the final word: a linked image must sit inside the board's memories."""
+    over = []
+    if sizes["flash_bytes"] > board.flash_bytes:
+        over.append(f"flash over by {sizes['flash_bytes'] - board.flash_bytes:,} bytes")
+    if sizes["ram_bytes"] > board.sram_bytes:
+        over.append(f"SRAM over by {sizes['ram_bytes'] - board.sram_bytes:,} bytes")
+    if over:
+        raise McucError(f"model does not fit {board.name} (ELF): {'; '.join(over)}")
+
+
+def symbol(elf: Path, name: str) -> tuple[int, int]:
+    """(address, size) of a global symbol."""
+    from elftools.elf.elffile import ELFFile
+
+    with open(elf, "rb") as f:
+        tab = ELFFile(f).get_section_by_name(".symtab")
+        syms = tab.get_symbol_by_name(name) if tab is not None else None
+        if not syms:
+            raise McucError(f"{elf} has no symbol {name}")
+        return int(syms[0]["st_value"]), int(syms[0]["st_size"])
+
+
+def patch_samples(elf: Path, inputs: np.ndarray, dest: Path) -> Path:
+    """Copy elf to dest with inputs written over the start of mcuc_samples and
+    mcuc_sample_count set to their number (both in the flash image), so that an emulator
+    runs the real firmware on exactly these inputs."""
+    data = np.ascontiguousarray(inputs, dtype=np.int8).tobytes()
+    n = inputs.shape[0] if inputs.ndim > 1 else 1
+    _, size = symbol(elf, "mcuc_samples")
+    if len(data) > size:
+        raise McucError(f"{n} inputs do not fit mcuc_samples ({size} B); "
+                        "rebuild with more --samples")
+    return patch_elf(elf, {"mcuc_samples": data,
+                           "mcuc_sample_count": int(n).to_bytes(4, "little")}, dest)
+
+
+def patch_elf(elf: Path, values: dict[str, bytes], dest: Path) -> Path:
+    """Copy elf to dest with each symbol's initial bytes replaced in its load segment."""
+    from elftools.elf.elffile import ELFFile
+
+    blob = bytearray(elf.read_bytes())
+    with open(elf, "rb") as f:
+        segs = [s for s in ELFFile(f).iter_segments() if s["p_type"] == "PT_LOAD"]
+        for name, data in values.items():
+            addr, size = symbol(elf, name)
+            if len(data) > size:
+                raise McucError(f"{len(data)} bytes do not fit {name} ({size} B)")
+            for seg in segs:
+                lo = int(seg["p_vaddr"])
+                if lo <= addr and addr + size <= lo + int(seg["p_filesz"]):
+                    off = int(seg["p_offset"]) + addr - lo
+                    blob[off:off + len(data)] = data
+                    break
+            else:
+                raise McucError(f"{name} of {elf} is not in a loadable segment")
+    dest.write_bytes(bytes(blob))
+    return dest
+
+
+def parse_protocol(text: str) -> dict:
+    """The firmware protocol lines: outputs, stack, cycles, status, done."""
+    res: dict = {"outputs": [], "stack_bytes": None, "cycles": None, "status": None,
+                 "begin": False, "done": False}
+    for line in text.replace("\r", "").splitlines():
+        parts = line.split()
+        if not parts:
+            continue
+        key = parts[0]
+        if key == "MCUC_BEGIN":
+            res["begin"] = True
+        elif key == "MCUC_OUTPUT":
+            res["outputs"].append(np.array([int(v) for v in parts[1:]], dtype=np.int8))
+        elif key == "MCUC_STACK":
+            res["stack_bytes"] = int(parts[1])
+        elif key == "MCUC_CYCLES":
+            res["cycles"] = int(parts[1])
+        elif key == "MCUC_STATUS":
+            res["status"] = int(parts[1])
+        elif key == "MCUC_DONE":
+            res["done"] = True
+    return res
+
+
+def render_mcu(board: Board, out: Path, model_name: str, samples_q: np.ndarray) -> None:
+    """Everything board-specific beside the model sources: firmware, Renode files."""
+    from mcuc.sim import renode
+
+    render_firmware(board, out, model_name, samples_q)
+    renode.write_files(out, board, model_name)
+
+
+def unicorn_available() -> bool:
+    try:
+        from mcuc.sim import unicorn_m7
+    except ImportError:
+        return False
+    return hasattr(unicorn_m7, "run_elf")
+
+
+def run_unicorn(elf: Path, inputs: np.ndarray | None = None, semihosted: bool = False) -> dict:
+    """Run the real ELF in the Unicorn engine; returns the parsed protocol plus instruction
+    counts. Inputs go over mcuc_samples (flash boards) or into the semihosting file."""
+    import tempfile
+
+    from mcuc.sim.unicorn_m7 import run_elf
+
+    files = None
+    with tempfile.TemporaryDirectory(prefix="mcuc-unicorn-") as tmp:
+        path = elf
+        if inputs is not None and semihosted:
+            files = {"mcuc_inputs.bin": np.ascontiguousarray(inputs, np.int8).tobytes()}
+        elif inputs is not None:
+            path = patch_samples(elf, inputs, Path(tmp) / ELF_NAME)
+        r = run_elf(str(path), semihost_files=files, profile=True)
+    res = parse_protocol(r.stdout)
+    if not res["done"] or res["status"] is None:
+        tail = " | ".join(r.stdout.strip().splitlines()[-3:])
+        raise McucError(f"firmware in Unicorn did not complete: {tail[:300]!r}")
+    if res["status"] != 0:
+        raise McucError(f"firmware in Unicorn reported MCUC_STATUS {res['status']}")
+    res["instructions"] = int(r.instructions) if r.instructions else None
+    res["instructions_per_step"] = {int(k): int(v) for k, v in
+                                    (r.instructions_per_step or {}).items()}
+    if r.stack_bytes is not None and res["stack_bytes"] is None:
+        res["stack_bytes"] = int(r.stack_bytes)
+    return res
+
+
+def build_and_measure(board: Board, out: Path, fit: Fit | None, samples_q: np.ndarray,
+                      emulate: bool = True) -> dict:
+    """Cross-build, confirm the fit from the ELF and, where an emulator for the board is
+    at hand, run one inference to measure the stack (and instructions)."""
+    elf = cross_build(out, board, fit)
+    info: dict = elf_sizes(elf, board)
+    confirm_fit(board, info)
+    info.update(stack_bytes=None, instructions=None, cycles=None, emulator=None)
+    if not emulate:
+        return info
+    if board.semihosting and "qemu" in board.emulators:
+        from mcuc.sim.qemu import run_qemu_full
+
+        res = run_qemu_full(elf, samples_q[:1], machine=board.qemu.get("machine", "mps2-an500"))
+        info.update(stack_bytes=res.stack_bytes, emulator="qemu")
+        if unicorn_available():   # QEMU cannot count instructions; the Unicorn engine can
+            counted = run_unicorn(elf, samples_q[:1], semihosted=True)
+            info.update(instructions=counted["instructions"],
+                        instructions_per_step=counted["instructions_per_step"],
+                        emulator="qemu+unicorn")
+    elif "unicorn" in board.emulators and unicorn_available():
+        res = run_unicorn(elf, samples_q[:1])
+        info.update(stack_bytes=res["stack_bytes"], instructions=res["instructions"],
+                    instructions_per_step=res["instructions_per_step"],
+                    cycles=res["cycles"], emulator="unicorn")
+    return info
+
+
+def format_sizes(report: dict) -> str:
+    """The firmware lines of `mcuc build`'s summary."""
+    def opt(v: int | None, unit: str) -> str:
+        return f"{v:,} {unit}" if v is not None else "not measured (no emulator here)"
+
+    return "\n".join([
+        f"firmware flash     {report['flash_bytes']:,} B (text+rodata+data, from the ELF)",
+        f"firmware RAM       {report['ram_bytes']:,} B (data+bss+arena+stack reserve)",
+        f"stack used         {opt(report.get('stack_bytes'), 'B')}",
+        f"instructions       {opt(report.get('instructions'), '')}",
+    ])

@@ -1,0 +1,149 @@
+"""Patch-embedding decomposition (technique "patch-decomp").
+
+Why: the patch embedding is the one step where the whole image and all patch tokens are
+live together, and lowering adds a CHW conv output plus a transpose copy on top. A
+non-overlapping patch conv (kernel == stride, no padding) reads image band j (rows
+[j*ph, (j+1)*ph) of each channel) only to produce token band j (tokens [j*wp, (j+1)*wp)),
+so it can run band by band and write tokens over image rows already consumed.
+
+The pass replaces conv2d + the transpose copy to tokens by one `patch_embed` step
+writing tokens [N, D] directly, and when the image dies there, places both in one parent
+buffer: tokens y at offset 0, image x at offset `a`.
+
+Proof that no image byte is overwritten before it is read. Let Bo = wp*d (bytes of one
+token band), Bx = ph*w_in (bytes of one band of one channel), and C = c_in. The kernel
+processes bands j = 0, 1, ...; while it works on band j it writes only [j*Bo, (j+1)*Bo)
+and still needs exactly the image bands j.. of every channel. In CHW layout the lowest
+of those bytes is channel 0's band j, at a + j*Bx (every other channel lies above it).
+So it suffices that (j+1)*Bo <= a + j*Bx for every j in [0, hp), i.e.
+
+    a = max over j of ((j+1)*Bo - j*Bx) = Bo + (hp-1)*max(0, Bo - Bx),
+
+and the parent holds max(N*d, a + C*h_in*w_in) bytes. For C == 1 that is
+max(image, tokens) + min(Bx, Bo) up to the band rounding, instead of image + tokens
+(+ tokens again for the transpose). For C > 1 only channel 0's consumed rows are reused
+(channel c's band j is read at the same time as channel 0's), so the saving is one plane
+minus one band; an HWC input would make every band contiguous, but the model's input is
+CHW and converting it would cost a full copy.
+
+The parent lives as long as the tokens do, so when the tokens buffer outlives the
+patch step by far (no class-token concat right after it, or a large image), holding the
+image's bytes that long may cost more than it saves. So the pass plans the schedule
+unchanged, fused, and fused + overlapped, and keeps the most decomposed variant among
+those with the smallest arena (the token-overwrite pass, which runs later and changes
+the other peaks, re-checks the overlap the same way).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from mcuc.kernels import registry
+from mcuc.schedule.access import Touches, arena
+from mcuc.schedule.copies import copy_params
+from mcuc.schedule.schedule import BufferInfo, Schedule, Step
+
+
+def decompose_patches(schedule: Schedule) -> Schedule:
+    """Fuse each patch conv + transpose into patch_embed, and overlap it with its image."""
+    s = schedule
+    i = 0
+    while i < len(s.steps) - 1:
+        fused = _fuse(s, i)
+        if fused is not None:
+            # Each variant needs less memory at every step than the one before, but the
+            # planner is a heuristic: keep the most decomposed one with the least arena.
+            options = [s, fused]
+            if (both := _overlap(fused, i)) is not None:
+                options.append(both)
+            sizes = [arena(o) for o in options]
+            s = options[max(range(len(options)), key=lambda k: (-sizes[k], k))]
+        i += 1
+    return s
+
+
+def _is_patch_conv(p: dict) -> bool:
+    return (p["kh"] == p["stride_h"] and p["kw"] == p["stride_w"] and p["pad_top"] == 0
+            and p["pad_left"] == 0 and p["h_out"] * p["kh"] <= p["h_in"]
+            and p["w_out"] * p["kw"] <= p["w_in"])
+
+
+def _fuse(s: Schedule, i: int) -> Schedule | None:
+    conv, tr = s.steps[i], s.steps[i + 1]
+    if conv.kernel != "conv2d" or tr.kernel != "copy" or not _is_patch_conv(conv.params):
+        return None
+    c = conv.output
+    if tr.inputs[0].kind != "buf" or tr.inputs[0].name != c or conv.inputs[0].kind != "buf":
+        return None
+    acc = Touches(s)
+    if not acc.plain(c) or acc.of(c) != [i, i + 1] or acc.of(tr.output) and \
+            min(acc.of(tr.output)) < i + 1:
+        return None
+    cp = conv.params
+    d, n = cp["c_out"], cp["h_out"] * cp["w_out"]
+    want = copy_params([n, d], [1, n], 0, [d, 1], 0)
+    if tr.params != want or s.buffers[tr.output].size != n * d:
+        return None
+    p = {"c_in": cp["c_in"], "h_in": cp["h_in"], "w_in": cp["w_in"], "d": d,
+         "ph": cp["kh"], "pw": cp["kw"], "hp": cp["h_out"], "wp": cp["w_out"],
+         "x_zp": cp["x_zp"], "y_zp": cp["y_zp"], "weights": cp["weights"],
+         "bias": cp.get("bias"), "mult": cp["mult"], "shift": cp["shift"]}
+    kdef = registry.get("patch_embed")
+    kdef.check_params(p)
+    step = Step(f"{conv.name}_patch_embed", "patch_embed", p, list(conv.inputs), tr.output,
+                "Conv+Transpose", int(kdef.macs(p)), 0)
+    if step.name in {st.name for st in s.steps}:
+        return None
+    steps = s.steps[:i] + [step] + s.steps[i + 2:]
+    bufs = {nm: b for nm, b in s.buffers.items() if nm != c}
+    return replace(s, steps=steps, buffers=bufs)
+
+
+def image_offset(p: dict) -> int:
+    """Offset `a` of the image above the tokens (module doc): the write frontier of band
+    j, (j+1)*Bo, stays at or below the lowest live image byte, a + j*Bx."""
+    bo, bx = p["wp"] * p["d"], p["ph"] * p["w_in"]
+    return max(((j + 1) * bo - j * bx for j in range(p["hp"])), default=0)
+
+
+def _overlap(s: Schedule, i: int) -> Schedule | None:
+    st = s.steps[i]
+    x, y = st.inputs[0].name, st.output
+    acc = Touches(s)
+    if not (acc.plain(x) and acc.plain(y) and acc.dies_at(x, i) and min(acc.of(y)) == i):
+        return None
+    a = image_offset(st.params)
+    size = max(s.buffers[y].size, a + s.buffers[x].size)
+    name, k = f"patch_{y}", 0
+    while name in s.buffers:
+        k += 1
+        name = f"patch_{y}_{k}"
+    bufs = dict(s.buffers)
+    bufs[name] = BufferInfo(name, size, (size,))
+    bufs[x] = replace(bufs[x], parent=name, offset=a)
+    bufs[y] = replace(bufs[y], parent=name, offset=0)
+    return replace(s, buffers=bufs)
+
+
+def overlapped(s: Schedule) -> list[int]:
+    """Indices of patch_embed steps whose image and tokens share a parent."""
+    out = []
+    for i, st in enumerate(s.steps):
+        if st.kernel == "patch_embed":
+            bx, by = s.buffers[st.inputs[0].name], s.buffers[st.output]
+            if bx.parent is not None and bx.parent == by.parent:
+                out.append(i)
+    return out
+
+
+def separate(s: Schedule, i: int) -> Schedule:
+    """Undo the overlap of step i (for a later pass that finds it no longer pays)."""
+    st = s.steps[i]
+    x, y = st.inputs[0].name, st.output
+    bufs = dict(s.buffers)
+    parent = bufs[x].parent
+    bufs[x] = replace(bufs[x], parent=None, offset=0)
+    bufs[y] = replace(bufs[y], parent=None, offset=0)
+    if parent is not None:
+        del bufs[parent]
+    return replace(s, buffers=bufs)

@@ -1,0 +1,272 @@
+"""Token-wise operator integration ("fusion") and token overwriting ("token-overwrite").
+
+Why: between two attention layers a ViT only runs row-wise ops, and lowering gives each
+one a full [tokens, width] buffer: the LayerNorm output before qkv and fc1, the MLP
+hidden layer (the widest activation after attention), the projection before each
+residual add. None of them has to exist for more than a few tokens at a time.
+
+- `fuse_tokenwise` (technique "fusion") finds runs of consecutive steps
+      [layernorm ->] linear [-> lut] [-> linear] [-> add(residual)]
+  whose intermediates are read only by the next step of the run, and replaces each run
+  by one `tokenwise` step over all tokens (tile = rows) writing the run's own output
+  buffer. The intermediates become per-step scratch; the kernel composes the unfused
+  kernels, so results are bit-identical.
+- `overwrite_tokens` (technique "token-overwrite") then lets each tokenwise step write
+  over an input that dies at that step (the residual rows, else the chain input when the
+  output is no wider), and picks the tile size T. Both are safe because the kernel reads
+  a tile's rows before writing its output rows, and output row i never lies beyond input
+  row i (kernels/tokenwise.py).
+
+Tile rule: T = 1 gives the least scratch, so the arena with every step at T = 1 is the
+arena to keep; each step then gets the largest T in TILE_CANDIDATES whose scratch still
+fits under that arena next to the bytes live at its step, and the schedule is re-planned
+to check it (steps are put back to T = 1, biggest scratch first, until it holds). Larger
+tiles reread the weights fewer times, so this is the fastest schedule at the smallest
+arena. Planning takes milliseconds, so a few re-plans are cheap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from mcuc import memory
+from mcuc.kernels import registry
+from mcuc.kernels import tokenwise as k_tw
+from mcuc.schedule import patch
+from mcuc.schedule.access import Touches, arena, overlaps, span
+from mcuc.schedule.schedule import Operand, Schedule, Step
+
+TILE_CANDIDATES = (1, 2, 4, 8, 16, 32)
+LINEAR_KEYS = k_tw.LINEAR_FIELDS
+ADD_SIDES = ("zp", "mult", "shift")
+
+
+def alias_ok(s: Schedule, y: str, x: str, r: str, k: int, n: int) -> bool | None:
+    """None if y overlaps x or r in a way the kernel cannot take, else y_free."""
+    y_free = True
+    for src, ok in ((x, n <= k), (r, True)):
+        if overlaps(s, y, src):
+            if not ok or span(s, y)[1] != span(s, src)[1]:
+                return None
+            y_free = False
+    return y_free
+
+
+# --------------------------------------------------------------------------- fusion
+
+def fuse_tokenwise(schedule: Schedule) -> Schedule:
+    """Replace every row-wise run (see module doc) by one tokenwise step, tile = rows."""
+    s = schedule
+    i = 0
+    while i < len(s.steps):
+        run = _match(s, i)
+        if run is not None:
+            s = _fuse(s, i, *run)
+        i += 1
+    return s
+
+
+def _feeds(s: Schedule, a: int, b: int) -> bool:
+    op = s.steps[b].inputs[0]
+    return op.kind == "buf" and op.name == s.steps[a].output
+
+
+def _stages(s: Schedule, i: int) -> list[tuple[str, int]]:
+    """The longest run of stages starting at step i, by kernel kinds and shapes only."""
+    steps, out = s.steps, []
+    j = i
+    if steps[j].kernel == "layernorm":
+        out.append(("ln", j))
+        j += 1
+    if j >= len(steps) or steps[j].kernel != "linear" or (out and not _feeds(s, j - 1, j)):
+        return []
+    if out and (steps[i].params["cols"], steps[i].params["rows"]) != \
+            (steps[j].params["k"], steps[j].params["rows"]):
+        return []
+    l1 = steps[j].params
+    rows, width = l1["rows"], l1["n"]
+    out.append(("l1", j))
+    j += 1
+    if j < len(steps) and steps[j].kernel == "lut" and _feeds(s, j - 1, j) \
+            and steps[j].params["size"] == rows * width:
+        out.append(("lut", j))
+        j += 1
+    if j < len(steps) and steps[j].kernel == "linear" and _feeds(s, j - 1, j) \
+            and (steps[j].params["rows"], steps[j].params["k"]) == (rows, width):
+        out.append(("l2", j))
+        width = steps[j].params["n"]
+        j += 1
+    if j < len(steps) and steps[j].kernel == "add":
+        p, ins = steps[j].params, steps[j].inputs
+        prev = steps[j - 1].output
+        names = [op.name if op.kind == "buf" else None for op in ins]
+        if p["size"] == p["b_size"] == rows * width and prev in names \
+                and None not in names and names[0] != names[1]:
+            out.append(("add", j))
+    return out
+
+
+def _match(s: Schedule, i: int) -> tuple[list[tuple[str, int]], str] | None:
+    """The longest valid prefix (>= 2 steps) of the run at i, and its residual buffer."""
+    stages = _stages(s, i)
+    acc = Touches(s)
+    while len(stages) >= 2:
+        last = stages[-1][1]
+        x_op = s.steps[i].inputs[0]
+        r = x_op.name
+        if stages[-1][0] == "add":
+            prev = s.steps[last - 1].output
+            r = next(op.name for op in s.steps[last].inputs if op.name != prev)
+        if x_op.kind == "buf" and _valid(s, acc, stages, x_op.name, r):
+            return stages, r
+        stages = stages[:-1]
+    return None
+
+
+def _valid(s: Schedule, acc: Touches, stages: list[tuple[str, int]], x: str, r: str) -> bool:
+    first, last = stages[0][1], stages[-1][1]
+    chain = set(range(first, last + 1))
+    y = s.steps[last].output
+    internal = {s.steps[j].output for _, j in stages[:-1]} - {y}
+    for b in internal:
+        if b in (x, r) or not acc.plain(b) or not set(acc.of(b)) <= chain:
+            return False
+        writer = next(j for j in sorted(chain) if s.root(s.steps[j].output)[0] == b)
+        if min(acc.of(b)) != writer or b in (op.name for op in s.steps[writer].inputs):
+            return False
+        if overlaps(s, b, x) or overlaps(s, b, r):
+            return False
+    if y != x and y != r and y in {s.steps[j].output for _, j in stages[:-1]}:
+        # The last step wrote in place over an intermediate: that buffer is new here.
+        if not acc.plain(y) or min(acc.of(y)) < first:
+            return False
+    p = tokenwise_params(s, stages, r)
+    return alias_ok(s, y, x, r, p["k"], p["n"]) is not None
+
+
+def _add_params(st: Step, r: str) -> dict:
+    """The residual add's params with the residual as `a` (exact: a + b is symmetric)."""
+    p = st.params
+    swap = st.inputs[0].name != r
+    out = {"add_y_zp": p["y_zp"], "add_y_mult": p["y_mult"], "add_y_shift": p["y_shift"]}
+    for side, src in (("a", "b" if swap else "a"), ("b", "a" if swap else "b")):
+        for f in ADD_SIDES:
+            out[f"add_{side}_{f}"] = p[f"{src}_{f}"]
+    return out
+
+
+def tokenwise_params(s: Schedule, stages: list[tuple[str, int]], r: str) -> dict:
+    """The fused step's params from the unfused steps' (tile = rows)."""
+    got = {name: s.steps[j] for name, j in stages}
+    l1 = got["l1"].params
+    p: dict = {"rows": l1["rows"], "tile": l1["rows"], "k": l1["k"], "h": l1["n"],
+               "n": got["l2"].params["n"] if "l2" in got else l1["n"], "y_free": 1,
+               "ln_y_zp": 0, "ln_eps_q": 0, "ln_gamma_q": None, "ln_beta_q": None,
+               "lut_table": None, "l2_x_zp": 0, "l2_y_zp": 0}
+    for flag in ("ln", "lut", "l2"):
+        p[f"has_{flag}"] = int(flag in got)
+    p["has_res"] = int("add" in got)
+    if "ln" in got:
+        p.update({f"ln_{f}": got["ln"].params[f] for f in k_tw.LN_FIELDS})
+    for name in ("l1", "l2"):
+        for f in LINEAR_KEYS:
+            p[f"{name}_{f}"] = got[name].params.get(f) if name in got else p.get(f"{name}_{f}")
+    if "lut" in got:
+        p["lut_table"] = got["lut"].params["table"]
+    if "add" in got:
+        p.update(_add_params(got["add"], r))
+    else:
+        p.update({f"add_{f}": 0 for f in k_tw.ADD_FIELDS})
+    return p
+
+
+def _fuse(s: Schedule, i: int, stages: list[tuple[str, int]], r: str) -> Schedule:
+    last = stages[-1][1]
+    x, y = s.steps[i].inputs[0].name, s.steps[last].output
+    p = tokenwise_params(s, stages, r)
+    p["y_free"] = int(bool(alias_ok(s, y, x, r, p["k"], p["n"])))
+    kdef = registry.get("tokenwise")
+    kdef.check_params(p)
+    taken = {st.name for st in s.steps}
+    name, k = f"{s.steps[i].name}_tokenwise", 0
+    while name in taken:
+        k += 1
+        name = f"{s.steps[i].name}_tokenwise_{k}"
+    step = Step(name, "tokenwise", p, [Operand("buf", x), Operand("buf", r)], y,
+                "+".join(s.steps[j].op for _, j in stages), int(kdef.macs(p)),
+                int(kdef.scratch(p)))
+    internal = {s.steps[j].output for _, j in stages[:-1]} - {y, x, r}
+    steps = s.steps[:i] + [step] + s.steps[last + 1:]
+    bufs = {nm: b for nm, b in s.buffers.items() if nm not in internal}
+    return replace(s, steps=steps, buffers=bufs)
+
+
+# --------------------------------------------------------------------------- overwrite
+
+def overwrite_tokens(schedule: Schedule) -> Schedule:
+    """Write each tokenwise step over an input that dies there, then choose tiles.
+
+    Never returns a schedule with a larger planned arena than it was given."""
+    s = replace(schedule, steps=list(schedule.steps), buffers=dict(schedule.buffers))
+    for i, st in enumerate(s.steps):
+        if st.kernel == "tokenwise" and st.params["y_free"]:
+            _overwrite(s, i)
+    best = choose_tiles(s)
+    # A patch overlap (patch.py) keeps the image's bytes while the tokens live; with the
+    # smaller peaks this pass leaves, that can become the peak. Keep it only if it pays.
+    for i in patch.overlapped(s):
+        alt = choose_tiles(patch.separate(s, i))
+        if arena(alt) < arena(best):
+            best = alt
+    return best if arena(best) <= arena(schedule) else schedule
+
+
+def _overwrite(s: Schedule, i: int) -> None:
+    """Make the output a child of a dying input (residual first), in place in `s`."""
+    st, acc = s.steps[i], Touches(s)
+    p = st.params
+    x, r, y = st.inputs[0].name, st.inputs[1].name, st.output
+    if not acc.plain(y) or min(acc.of(y)) != i or y == s.input_buffer:
+        return
+    size = s.buffers[y].size
+    options = ([r] if p["has_res"] else []) + ([x] if p["n"] <= p["k"] else [])
+    for src in options:
+        if acc.dies_at(src, i) and s.buffers[src].size >= size:
+            s.buffers[y] = replace(s.buffers[y], parent=src, offset=0)
+            s.steps[i] = _with_params(st, dict(p, y_free=0))
+            return
+
+
+def _with_params(st: Step, p: dict) -> Step:
+    return replace(st, params=p, scratch=int(k_tw.scratch_bytes(p)))
+
+
+def choose_tiles(s: Schedule) -> Schedule:
+    """Tile sizes by the rule in the module doc; returns a new Schedule."""
+    tw = [i for i, st in enumerate(s.steps) if st.kernel == "tokenwise"]
+    if not tw:
+        return s
+    steps = list(s.steps)
+    for i in tw:
+        steps[i] = _with_params(steps[i], dict(steps[i].params, tile=1))
+    base = replace(s, steps=steps)
+    budget = arena(base)
+    usage = memory.usage_timeline(base.liveness(), base.n_times)
+    chosen = list(steps)
+    for i in tw:
+        p = steps[i].params
+        others = int(usage[i + 1]) - steps[i].scratch
+        for t in sorted({min(c, p["rows"]) for c in (*TILE_CANDIDATES, p["rows"])},
+                        reverse=True):
+            cand = dict(p, tile=t)
+            if t == 1 or others + k_tw.scratch_bytes(cand) <= budget:
+                chosen[i] = _with_params(steps[i], cand)
+                break
+    out = replace(s, steps=chosen)
+    grown = sorted(tw, key=lambda i: chosen[i].scratch - steps[i].scratch, reverse=True)
+    for i in grown:
+        if arena(out) <= budget:
+            break
+        chosen[i] = steps[i]
+        out = replace(s, steps=list(chosen))
+    return out

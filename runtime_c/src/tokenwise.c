@@ -1,0 +1,70 @@
+/* Token-wise fused block: each tile of rows goes through the unfused kernels (so the
+ * integer math is theirs, bit for bit) with intermediates in one tile of scratch.
+ * The stage placement rule is tokenwise.layout() in the compiler; keep them in step. */
+#include <string.h>
+
+#include "mcuc/kernels.h"
+
+void mcuc_tokenwise_s8(const mcuc_tokenwise_params_t *p, const int8_t *x, const int8_t *r,
+                       int8_t *y, int8_t *scratch)
+{
+    const int32_t k = p->k, h = p->h, n = p->n, tile = p->tile;
+    const int ln_in_y = p->has_l2 && p->y_free && k <= n;
+    const int l1_in_b = p->has_l2 || (!p->y_free && p->has_ln);
+    const int final_in_a = !p->y_free && (p->has_l2 || !l1_in_b);
+    int32_t a_w = (p->has_ln && !ln_in_y) ? k : 0;
+    if (final_in_a && n > a_w) {
+        a_w = n;
+    }
+    int8_t *A = scratch;
+    int8_t *B = scratch + (int64_t)tile * a_w;
+
+    for (int32_t r0 = 0; r0 < p->rows; r0 += tile) {
+        const int32_t t = p->rows - r0 < tile ? p->rows - r0 : tile;
+        const int8_t *xt = x + (int64_t)r0 * k;
+        const int8_t *rt = r + (int64_t)r0 * n;
+        int8_t *yt = y + (int64_t)r0 * n;
+
+        const int8_t *in1 = xt;
+        if (p->has_ln) {
+            const mcuc_layernorm_params_t lp = {t, k, p->ln_y_zp, p->ln_eps_q,
+                                                p->ln_gamma_q, p->ln_beta_q};
+            int8_t *dst = ln_in_y ? yt : A;
+            mcuc_layernorm_s8(&lp, xt, dst);
+            in1 = dst;
+        }
+        int8_t *f = l1_in_b ? B : (p->y_free ? yt : A);
+        const mcuc_linear_params_t l1 = {t, k, h, p->l1_x_zp, p->l1_y_zp, p->l1_weights,
+                                         p->l1_bias, p->l1_mult, p->l1_shift};
+        mcuc_linear_s8(&l1, in1, f);
+        if (p->has_lut) {
+            const mcuc_lut_params_t up = {t * h, p->lut_table};
+            mcuc_lut_s8(&up, f, f);
+        }
+        if (p->has_l2) {
+            int8_t *dst = p->y_free ? yt : A;
+            const mcuc_linear_params_t l2 = {t, h, n, p->l2_x_zp, p->l2_y_zp, p->l2_weights,
+                                             p->l2_bias, p->l2_mult, p->l2_shift};
+            mcuc_linear_s8(&l2, f, dst);
+            f = dst;
+        }
+        if (p->has_res) {
+            /* a + b is summed exactly before rounding, so the operands may swap: the one
+             * y aliases (if any) goes first, as add_s8 allows. */
+            const mcuc_add_params_t res = {t * n, t * n, p->add_a_zp, p->add_b_zp, p->add_y_zp,
+                                           p->add_a_mult, p->add_a_shift, p->add_b_mult,
+                                           p->add_b_shift, p->add_y_mult, p->add_y_shift};
+            if (f == yt) {
+                const mcuc_add_params_t sw = {t * n, t * n, p->add_b_zp, p->add_a_zp,
+                                              p->add_y_zp, p->add_b_mult, p->add_b_shift,
+                                              p->add_a_mult, p->add_a_shift, p->add_y_mult,
+                                              p->add_y_shift};
+                mcuc_add_s8(&sw, f, rt, yt);
+            } else {
+                mcuc_add_s8(&res, rt, f, yt);
+            }
+        } else if (f != yt) {
+            memcpy(yt, f, (size_t)t * (size_t)n);
+        }
+    }
+}
