@@ -31,6 +31,7 @@ test: setup
 
 bench: setup
 	$(PY) -m mcuc.bench
+	$(PY) -m mcuc.bench_memory
 
 lint: setup
 	$(RUFF) check $(LINT_PATHS)

@@ -31,11 +31,7 @@ def cmd_build(a: argparse.Namespace) -> int:
     report = build(a.model, a.board, a.calib, a.out, a.input_shape, a.disable,
                    progress=sys.stderr.isatty(), samples=a.samples)
     print(format_report(report))
-    if "flash_bytes" in report:
-        from mcuc.firmware import format_sizes
-
-        print(format_sizes(report))
-    print(f"\nwrote {a.out}/ (model.c, model.h, weights.c, report.json)")
+    print(f"\nwrote {a.out}/ (model.c, model.h, weights.c, report.json, memory.png)")
     return 0
 
 

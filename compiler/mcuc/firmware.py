@@ -342,16 +342,3 @@ def build_and_measure(board: Board, out: Path, fit: Fit | None, samples_q: np.nd
                     instructions_per_step=res["instructions_per_step"],
                     cycles=res["cycles"], emulator="unicorn")
     return info
-
-
-def format_sizes(report: dict) -> str:
-    """The firmware lines of `mcuc build`'s summary."""
-    def opt(v: int | None, unit: str) -> str:
-        return f"{v:,} {unit}" if v is not None else "not measured (no emulator here)"
-
-    return "\n".join([
-        f"firmware flash     {report['flash_bytes']:,} B (text+rodata+data, from the ELF)",
-        f"firmware RAM       {report['ram_bytes']:,} B (data+bss+arena+stack reserve)",
-        f"stack used         {opt(report.get('stack_bytes'), 'B')}",
-        f"instructions       {opt(report.get('instructions'), '')}",
-    ])

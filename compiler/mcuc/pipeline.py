@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from mcuc import McucError, memory
+from mcuc.ablation import ablation
 from mcuc.boards import Board, load_board
 from mcuc.codegen.render import render
 from mcuc.ir.graph import Graph
@@ -157,11 +158,22 @@ def build(model=None, board: str = "host", calib="fashion-mnist", out_dir: Path 
     c.timings["total_s"] = time.perf_counter() - t_start
     desc = str(model) if model is not None else f"default ({DEFAULT_MODEL.name})"
     report = make_report(c, b, desc)
+    report["disabled"] = list(c.schedule.disabled)
+    report.update(ablation(c.qgraph, c.plan.arena_bytes))
+    _plot_memory(c, out / "memory.png", desc)
     if b.is_mcu:
         _add_firmware(report, fw)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     _save_runtime_meta(c, out, b.name, name if b.is_mcu else None)
     return report
+
+
+def _plot_memory(c: Compiled, path: Path, desc: str) -> None:
+    from mcuc.memory.plot import plot_plan
+
+    plot_plan(c.schedule.liveness(), c.plan, path,
+              title=f"{desc}: arena {c.plan.arena_bytes:,} B "
+                    f"(lower bound {c.plan.lower_bound_bytes:,} B)")
 
 
 def _estimate(c: Compiled, b: Board, samples: int):

@@ -11,11 +11,14 @@ def format_report(r: dict) -> str:
     layers = r["layers"]
     peak = max((row["bytes_live"] for row in layers), default=0)
     w = max([len(row["name"]) for row in layers] + [4])
-    lines = [f"{'#':>3}  {'step':<{w}}  {'kernel':<9} {'MACs':>10} {'live bytes':>11}"]
+    instr = any(row.get("instructions") is not None for row in layers)
+    lines = [f"{'#':>3}  {'step':<{w}}  {'kernel':<10} {'MACs':>10} {'live bytes':>11}"
+             + (f" {'instructions':>13}" if instr else "")]
     for i, row in enumerate(layers):
         mark = "  <- peak" if row["bytes_live"] == peak else ""
-        lines.append(f"{i:>3}  {row['name']:<{w}}  {row['kernel']:<9} {row['macs']:>10,} "
-                     f"{row['bytes_live']:>11,}{mark}")
+        ins = f" {row.get('instructions') or 0:>13,}" if instr else ""
+        lines.append(f"{i:>3}  {row['name']:<{w}}  {row['kernel']:<10} {row['macs']:>10,} "
+                     f"{row['bytes_live']:>11,}{ins}{mark}")
     ratio = r["arena_bytes"] / max(1, r["arena_lower_bound_bytes"])
     lines += [
         "",
@@ -24,6 +27,16 @@ def format_report(r: dict) -> str:
         f"lower bound {r['arena_lower_bound_bytes']:,} B (x{ratio:.3f}, {r['planner']})",
         f"weights (flash)    {r['weights_bytes']:,} B ({_kb(r['weights_bytes'])})",
         f"MACs               {r['macs']:,}",
-        f"compile time       {r['timings'].get('total_s', 0.0):.2f} s",
     ]
+    if "naive_arena_bytes" in r:
+        saved = ", ".join(f"{k} {v:,}" for k, v in r["technique_savings_bytes"].items())
+        lines.append(f"naive arena        {r['naive_arena_bytes']:,} B (no techniques); "
+                     f"saved by each: {saved} B")
+    for key, label in (("flash_bytes", "flash (ELF)"), ("ram_bytes", "RAM (ELF+stack)"),
+                       ("stack_bytes", "stack used"), ("instructions", "instructions")):
+        if r.get(key) is not None:
+            lines.append(f"{label:<18} {r[key]:,}")
+    if r.get("instructions") and r.get("macs"):
+        lines.append(f"instructions/MAC   {r['instructions'] / r['macs']:.2f}")
+    lines.append(f"compile time       {r['timings'].get('total_s', 0.0):.2f} s")
     return "\n".join(lines)
