@@ -12,7 +12,6 @@ import json
 
 import numpy as np
 import pytest
-from helpers import input_shape, random_config, random_inputs, random_model, write_c
 
 from mcuc.cli import main
 from mcuc.frontend import load_model
@@ -21,6 +20,8 @@ from mcuc.pipeline import compile_graph
 from mcuc.schedule import execute
 from mcuc.schedule.passes import TECHNIQUES
 from mcuc.sim.host import build_host, run_host
+
+from helpers import input_shape, random_config, random_inputs, random_model, write_c
 
 COMBOS = [c for r in range(len(TECHNIQUES) + 1) for c in itertools.combinations(TECHNIQUES, r)]
 
