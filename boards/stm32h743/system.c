@@ -120,21 +120,3 @@ int mcuc_board_init(void)
     mcuc_dwt_start();
     return err;
 }
-
-uint32_t mcuc_board_cycles(void)
-{
-    return DWT_CYCCNT;
-}
-
-void mcuc_board_exit(int status)
-{
-    (void)status;
-    for (;;) {
-    }
-}
-
-void mcuc_board_fault(void)
-{
-    mcuc_board_puts("MCUC_FAULT\n");
-    mcuc_board_exit(1);
-}

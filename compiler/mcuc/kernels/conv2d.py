@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from mcuc.kernels.fixedpoint import clamp_s8, requantize, sat32
-from mcuc.kernels.registry import Field, KernelDef, register
+from mcuc.kernels.registry import WEIGHTED_FIELDS, Field, KernelDef, register
 
 
 def ref(p: dict, x: np.ndarray) -> np.ndarray:
@@ -53,10 +53,7 @@ KERNEL = register(
         c_params_type="mcuc_conv2d_params_t",
         fields=(
             *(Field(n, "int32") for n in _I32),
-            Field("weights", "int8[]"),
-            Field("bias", "int32[]", nullable=True),
-            Field("mult", "int32[]"),
-            Field("shift", "int32[]"),
+            *WEIGHTED_FIELDS,
         ),
         n_inputs=1,
         ref=ref,

@@ -17,7 +17,7 @@ from mcuc.kernels.fixedpoint import (
     round_half_away,
     sat32,
 )
-from mcuc.kernels.registry import Field, KernelDef, register
+from mcuc.kernels.registry import WEIGHTED_FIELDS, Field, KernelDef, register
 
 
 def ref(p: dict, x: np.ndarray) -> np.ndarray:
@@ -49,10 +49,7 @@ KERNEL = register(
         c_params_type="mcuc_linear_params_t",
         fields=(
             *(Field(n, "int32") for n in ("rows", "k", "n", "x_zp", "y_zp")),
-            Field("weights", "int8[]"),
-            Field("bias", "int32[]", nullable=True),
-            Field("mult", "int32[]"),
-            Field("shift", "int32[]"),
+            *WEIGHTED_FIELDS,
         ),
         n_inputs=1,
         ref=ref,

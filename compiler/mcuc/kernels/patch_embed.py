@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from mcuc.kernels import conv2d as k_conv
-from mcuc.kernels.registry import Field, KernelDef, register
+from mcuc.kernels.registry import WEIGHTED_FIELDS, Field, KernelDef, register
 
 
 def conv_params(p: dict) -> dict:
@@ -44,10 +44,7 @@ KERNEL = register(
         fields=(
             *(Field(n, "int32") for n in ("c_in", "h_in", "w_in", "d", "ph", "pw", "hp",
                                           "wp", "x_zp", "y_zp")),
-            Field("weights", "int8[]"),
-            Field("bias", "int32[]", nullable=True),
-            Field("mult", "int32[]"),
-            Field("shift", "int32[]"),
+            *WEIGHTED_FIELDS,
         ),
         n_inputs=1,
         ref=ref,

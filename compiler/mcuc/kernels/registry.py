@@ -29,6 +29,16 @@ class Field:
             raise ValueError(f"unknown field type {self.ctype!r}")
 
 
+# The constant-data fields of every kernel with per-output-channel weights, in struct
+# order: int8 weights, optional int32 bias, per-channel requantization multiplier/shift.
+WEIGHTED_FIELDS = (
+    Field("weights", "int8[]"),
+    Field("bias", "int32[]", nullable=True),
+    Field("mult", "int32[]"),
+    Field("shift", "int32[]"),
+)
+
+
 # ref(params, *inputs) -> output; inputs and output are flat int8 numpy arrays.
 RefFn = Callable[..., np.ndarray]
 
