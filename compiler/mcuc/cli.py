@@ -29,7 +29,8 @@ def cmd_build(a: argparse.Namespace) -> int:
     from mcuc.report import format_report
 
     report = build(a.model, a.board, a.calib, a.out, a.input_shape, a.disable,
-                   progress=sys.stderr.isatty(), samples=a.samples)
+                   progress=sys.stderr.isatty(), samples=a.samples,
+                   stream_input=a.stream_input)
     print(format_report(report))
     print(f"\nwrote {a.out}/ (model.c, model.h, weights.c, report.json, memory.png)")
     return 0
@@ -95,6 +96,9 @@ def parser() -> argparse.ArgumentParser:
                    help="comma-separated memory techniques to turn off (ablations)")
     b.add_argument("--samples", type=int, default=4,
                    help="calibration images baked into flash for the self-test (MCU boards)")
+    b.add_argument("--stream-input", action="store_true",
+                   help="read the image band by band through a callback "
+                        "(mcuc_run_streaming); needs a patch-embedding first layer")
     b.set_defaults(fn=cmd_build)
 
     r = sub.add_parser("run", help="run a built model on one input")

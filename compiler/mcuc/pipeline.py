@@ -64,13 +64,20 @@ def calibration_samples(graph: Graph, calib, count: int = 64) -> np.ndarray:
 
 
 def compile_graph(graph: Graph, samples: np.ndarray, disabled: tuple[str, ...] = (),
-                  strategy: str = "best", progress: bool = False) -> Compiled:
+                  strategy: str = "best", progress: bool = False,
+                  stream_input: bool = False) -> Compiled:
+    """Calibrate, lower and plan. `stream_input` makes the image arrive band by band
+    through a callback (schedule/stream.py), so the arena never holds all of it."""
     t: dict[str, float] = {}
     t0 = time.perf_counter()
     qg = calibrate(graph, samples, progress=progress)
     t["calibrate_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     schedule = lower(qg, disabled)
+    if stream_input:
+        from mcuc.schedule.stream import stream_input as streamed
+
+        schedule = streamed(schedule)
     t["schedule_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     bufs = schedule.liveness()
@@ -112,20 +119,21 @@ def make_report(c: Compiled, board: Board, model_desc: str) -> dict:
 def build(model=None, board: str = "host", calib="fashion-mnist", out_dir: Path | str = "build",
           input_shape: tuple[int, ...] | None = None, disabled: tuple[str, ...] = (),
           progress: bool = False, compile_c: bool = True, samples: int = 4,
-          emulate: bool = True) -> dict:
+          emulate: bool = True, stream_input: bool = False) -> dict:
     """Compile a model for a board into out_dir; returns the report (also report.json).
 
     For an MCU board the fit check runs before any C is written, then the firmware is
     cross-built and, where the board has an emulator here, run once to measure stack
     (and instructions) for the report. `samples` calibration images are baked into flash
-    on boards without a semihosting input file.
+    on boards without a semihosting input file. `stream_input` adds
+    mcuc_run_streaming (the image supplied band by band by a callback) and plans for it.
     """
     t_start = time.perf_counter()
     b = load_board(board)
     out = Path(out_dir)
     graph = load_graph(model, input_shape)
     calib_x = calibration_samples(graph, calib)
-    c = compile_graph(graph, calib_x, disabled, progress=progress)
+    c = compile_graph(graph, calib_x, disabled, progress=progress, stream_input=stream_input)
     name = graph.name or "model"
     fit = None
     if b.is_mcu:
@@ -159,6 +167,8 @@ def build(model=None, board: str = "host", calib="fashion-mnist", out_dir: Path 
     desc = str(model) if model is not None else f"default ({DEFAULT_MODEL.name})"
     report = make_report(c, b, desc)
     report["disabled"] = list(c.schedule.disabled)
+    if c.schedule.stream:
+        report["stream_input"] = True
     report.update(ablation(c.qgraph, c.plan.arena_bytes))
     _plot_memory(c, out / "memory.png", desc)
     if b.is_mcu:

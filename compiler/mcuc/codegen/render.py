@@ -86,6 +86,8 @@ def _context(schedule: Schedule, plan: Plan, model_name: str) -> dict:
             "name": st.name, "kernel": st.kernel, "op": st.op, "macs": st.macs,
             "c_func": kdef.c_func, "c_params_type": kdef.c_params_type, "fields": fields,
             "args": args, "comment": f"{i}: {st.op} ({ins}) -> {st.output}",
+            # A streamed step runs once per band, its output moved by one token row.
+            "row_bytes": st.params["wp"] * st.params["d"] if st.params.get("stream") else 0,
         })
     buffers = sorted(
         ({"name": b.name, "offset": schedule.offset_of(b.name, plan.offsets), "size": b.size,
@@ -107,7 +109,18 @@ def _context(schedule: Schedule, plan: Plan, model_name: str) -> dict:
         "input_offset": schedule.offset_of(schedule.input_buffer, plan.offsets),
         "output_offset": schedule.offset_of(schedule.output_buffer, plan.offsets),
         "exe": "model",
+        "stream": _stream_context(schedule) if schedule.stream else None,
     }
+
+
+def _stream_context(schedule: Schedule) -> dict:
+    """Band geometry for model.h/model.c/main.c of a streaming build."""
+    from mcuc.schedule.stream import band_rows
+
+    bands, chans, rows, width = band_rows(schedule)
+    height = int(schedule.input_shape[-2])
+    return {"bands": bands, "channels": chans, "rows": rows, "width": width,
+            "height": height, "band_size": chans * rows * width}
 
 
 def render(schedule: Schedule, plan: Plan, out_dir: Path, model_name: str = "model",

@@ -12,13 +12,28 @@ import numpy as np
 from mcuc.kernels import registry
 from mcuc.memory import Plan
 from mcuc.quant.qparams import prepare_input
-from mcuc.schedule.schedule import Schedule
+from mcuc.schedule.schedule import Schedule, Step
 
 SCRATCH_FILL = np.int8(0x5A)
 
 
 def quantize_input(schedule: Schedule, x: np.ndarray) -> np.ndarray:
     return prepare_input(x, schedule.input_shape, schedule.input_qp)
+
+
+def _run_bands(schedule: Schedule, st: Step, x_q: np.ndarray, view) -> None:
+    """A streamed step: copy band r of the full image into the band buffer (as the
+    user callback does in C), then run the kernel for that band's token row."""
+    p = st.params
+    c, h, w = schedule.input_shape[-3:]
+    img = x_q.reshape(c, h, w)
+    band, out = view(st.inputs[0].name), view(st.output)
+    row = p["wp"] * p["d"]
+    kdef = registry.get(st.kernel)
+    for r in range(p["stream"]):
+        band[:] = img[:, r * p["ph"]: (r + 1) * p["ph"], :].reshape(-1)
+        res = np.asarray(kdef.ref(p, band.copy()), dtype=np.int8).reshape(-1)
+        out[r * row: (r + 1) * row] = res[:row]
 
 
 def run(schedule: Schedule, x_q: np.ndarray, plan: Plan | None = None,
@@ -40,8 +55,14 @@ def run(schedule: Schedule, x_q: np.ndarray, plan: Plan | None = None,
             r, off = schedule.root(name)
             return roots[r][off: off + sizes[name]]
 
-    view(schedule.input_buffer)[:] = x_q
+    if not schedule.stream:
+        view(schedule.input_buffer)[:] = x_q
     for st in schedule.steps:
+        if st.params.get("stream"):
+            _run_bands(schedule, st, x_q, view)
+            if trace is not None:
+                trace[st.name] = view(st.output).copy()
+            continue
         kdef = registry.get(st.kernel)
         args = [view(op.name) if op.kind == "buf" else schedule.consts[op.name]
                 for op in st.inputs]

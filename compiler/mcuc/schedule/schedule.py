@@ -62,6 +62,9 @@ class Schedule:
     input_qp: QParams
     output_qp: QParams
     disabled: tuple[str, ...] = field(default_factory=tuple)
+    # Streaming input (schedule/stream.py): input_buffer holds one band of the image, and
+    # the first step asks for each band in turn; input_shape stays the full image.
+    stream: bool = False
 
     @property
     def n_times(self) -> int:
