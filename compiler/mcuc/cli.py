@@ -64,7 +64,7 @@ def cmd_flash(a: argparse.Namespace) -> int:
 def cmd_demo(a: argparse.Namespace) -> int:
     from mcuc.demo import demo
 
-    return demo(Path(a.out))
+    return demo(Path(a.out), a.board, a.images)
 
 
 def cmd_boards(a: argparse.Namespace) -> int:
@@ -116,6 +116,8 @@ def parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="build the default model, run it on test images")
     d.add_argument("--out", default="build/demo")
+    d.add_argument("--board", default="stm32f746", help="board to build for")
+    d.add_argument("--images", type=int, default=10, help="test images to run")
     d.set_defaults(fn=cmd_demo)
 
     bl = sub.add_parser("boards", help="list the known boards")
