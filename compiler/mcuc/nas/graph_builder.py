@@ -15,8 +15,8 @@ import numpy as np
 
 from mcuc.ir.graph import Graph, Node, Tensor
 from mcuc.nas.space import SubnetConfig
-from mcuc.quant.calibrate import PASS_THROUGH, QGraph
-from mcuc.quant.qparams import SOFTMAX_OUT, QParams
+from mcuc.quant.calibrate import QGraph, assign_qparams
+from mcuc.quant.qparams import QParams
 
 LN_EPS = float(np.float32(1e-5))  # torch's LayerNorm eps, as the exporter stores it
 DUMMY_QP = QParams(1.0 / 64.0, 0)
@@ -117,16 +117,7 @@ def build_graph(cfg: SubnetConfig) -> Graph:
 
 
 def dummy_qgraph(graph: Graph, qp: QParams = DUMMY_QP) -> QGraph:
-    """QParams for every activation without calibration, following calibrate()'s rules
-    (views keep their input's, Softmax is fixed): buffer and constant sizes depend on
-    shapes only, never on scale values (tests/test_nas_space.py checks this)."""
-    qps: dict[str, QParams] = {name: qp for name in graph.inputs}
-    for node in graph.nodes:
-        for out in node.outputs:
-            if node.op in PASS_THROUGH:
-                qps[out] = qps[node.inputs[0]]
-            elif node.op == "Softmax":
-                qps[out] = SOFTMAX_OUT
-            else:
-                qps[out] = qp
-    return QGraph(graph, qps)
+    """QParams for every activation without calibration, by calibrate()'s own rules:
+    buffer and constant sizes depend on shapes only, never on scale values
+    (tests/test_nas_space.py checks this)."""
+    return assign_qparams(graph, lambda _name: qp)

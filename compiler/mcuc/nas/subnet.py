@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import math
 
-import torch
 from torch import nn
 
-from mcuc.models.vit import VisionTransformer, ViTConfig
+from mcuc.models.vit import Attention, Block, VisionTransformer, ViTConfig
 from mcuc.nas.space import SubnetConfig
 
 
@@ -28,38 +27,23 @@ def make_linear(d_in: int, d_out: int, rank: int | None) -> nn.Module:
                          nn.Linear(rank, d_out))
 
 
-class SubnetAttention(nn.Module):
-    """models/vit.py's Attention with (possibly low-rank) qkv and proj."""
+class SubnetAttention(Attention):
+    """models/vit.py's Attention (forward inherited) with (possibly low-rank) qkv and proj."""
 
     def __init__(self, dim: int, heads: int, rank: int | None) -> None:
-        super().__init__()
-        self.heads = heads
-        self.scale = (dim // heads) ** -0.5
+        super().__init__(dim, heads)
         self.qkv = make_linear(dim, 3 * dim, rank)
         self.proj = make_linear(dim, dim, rank)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, d = x.shape
-        qkv = self.qkv(x).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv[0], qkv[1], qkv[2]
-        attn = (q @ k.transpose(-2, -1)) * self.scale
-        attn = attn.softmax(dim=-1)
-        out = (attn @ v).transpose(1, 2).reshape(b, n, d)
-        return self.proj(out)
 
+class SubnetBlock(Block):
+    """models/vit.py's pre-norm Block (forward inherited) with per-block sizes and ranks."""
 
-class SubnetBlock(nn.Module):
     def __init__(self, dim: int, heads: int, hidden: int, rank: int | None) -> None:
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
+        super().__init__(dim, heads, hidden)
         self.attn = SubnetAttention(dim, heads, rank)
-        self.norm2 = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(make_linear(dim, hidden, rank), nn.GELU(),
                                  make_linear(hidden, dim, rank))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
 
 
 class SubnetViT(VisionTransformer):

@@ -7,6 +7,7 @@ is fixed at 1/256.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,11 +61,10 @@ def observe_ranges(
     return ranges
 
 
-def calibrate(graph: Graph, samples: np.ndarray, progress: bool = False) -> QGraph:
-    ranges = observe_ranges(graph, samples, progress)
-    qp: dict[str, QParams] = {}
-    for name in graph.inputs:
-        qp[name] = QParams.from_range(*ranges[name])
+def assign_qparams(graph: Graph, choose: Callable[[str], QParams]) -> QGraph:
+    """QParams for every activation: views keep their input's, Softmax output is fixed,
+    every other tensor (graph inputs included) gets `choose(name)`."""
+    qp: dict[str, QParams] = {name: choose(name) for name in graph.inputs}
     for node in graph.nodes:
         for out in node.outputs:
             if node.op in PASS_THROUGH:
@@ -72,5 +72,10 @@ def calibrate(graph: Graph, samples: np.ndarray, progress: bool = False) -> QGra
             elif node.op == "Softmax":
                 qp[out] = SOFTMAX_OUT
             else:
-                qp[out] = QParams.from_range(*ranges[out])
+                qp[out] = choose(out)
     return QGraph(graph, qp)
+
+
+def calibrate(graph: Graph, samples: np.ndarray, progress: bool = False) -> QGraph:
+    ranges = observe_ranges(graph, samples, progress)
+    return assign_qparams(graph, lambda name: QParams.from_range(*ranges[name]))
