@@ -8,13 +8,14 @@ PYTEST := $(VENV)/bin/pytest
 RUFF   := $(VENV)/bin/ruff
 LINT_PATHS := compiler tests scripts
 
-.PHONY: help setup demo test bench lint clean distclean
+.PHONY: help setup demo test bench bench-search lint clean distclean
 
 help:
 	@echo "make setup      install Debian packages and .venv (idempotent)"
 	@echo "make demo       compile and run the bundled default model"
 	@echo "make test       run the test suite and ruff"
 	@echo "make bench      run the benchmarks"
+	@echo "make bench-search  architecture search vs uniform ViTs at 4 budgets (long; CPU)"
 	@echo "make lint       ruff only"
 	@echo "make clean      remove build outputs and caches (keeps .venv)"
 	@echo "make distclean  clean, and remove .venv"
@@ -32,6 +33,9 @@ test: setup
 bench: setup
 	$(PY) -m mcuc.bench
 	$(PY) -m mcuc.bench_memory
+
+bench-search: setup
+	$(PY) -m mcuc.bench_search
 
 lint: setup
 	$(RUFF) check $(LINT_PATHS)

@@ -80,6 +80,52 @@ def cmd_boards(a: argparse.Namespace) -> int:
     return 0
 
 
+def add_search_args(s: argparse.ArgumentParser) -> None:
+    from mcuc.nas.search import SearchOptions, size_arg
+
+    o = SearchOptions()
+    s.add_argument("--board", default=o.board, help="board whose overheads and limits apply")
+    s.add_argument("--sram", type=size_arg, help="SRAM budget, e.g. 64K (default: the board's)")
+    s.add_argument("--flash", type=size_arg, help="flash budget, e.g. 256K (default: the board's)")
+    s.add_argument("--dataset", default=o.dataset, help="fashion-mnist or an image-folder path")
+    s.add_argument("--out", required=True, help="output folder (best.onnx, search.json, ...)")
+    s.add_argument("--space", help="search-space TOML (default: the bundled one)")
+    s.add_argument("--limit", type=int, help="use only the first N training images")
+    s.add_argument("--val", type=int, help="training images held out to score candidates "
+                                           "(default: 1/12 of them)")
+    s.add_argument("--epochs", type=int, default=o.epochs, help="supernet training epochs")
+    s.add_argument("--batch-size", type=int, default=o.batch_size)
+    s.add_argument("--lr", type=float, default=o.lr)
+    s.add_argument("--pool", type=int, default=o.pool,
+                   help="budget-feasible subnets the supernet trains")
+    s.add_argument("--population", type=int, default=o.population)
+    s.add_argument("--generations", type=int, default=o.generations)
+    s.add_argument("--parents", type=int, default=o.parents)
+    s.add_argument("--mutation-prob", type=float, default=o.mutation_prob)
+    s.add_argument("--finetune-epochs", type=int, default=o.finetune_epochs,
+                   help="fine-tune the chosen subnet alone for this many epochs")
+    s.add_argument("--seed", type=int, default=o.seed)
+    s.add_argument("--device", choices=["cpu", "cuda"], default=o.device)
+    s.add_argument("--supernet", help="reuse a trained supernet.pt instead of training one")
+    s.add_argument("--resume", action="store_true",
+                   help="continue an interrupted supernet training from OUT/supernet.pt")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def cmd_search(a: argparse.Namespace) -> int:
+    from mcuc.nas.search import SearchOptions, run_search
+
+    opts = SearchOptions(
+        board=a.board, sram=a.sram, flash=a.flash, dataset=a.dataset, limit=a.limit, val=a.val,
+        space=a.space, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, pool=a.pool,
+        population=a.population, generations=a.generations, parents=a.parents,
+        mutation_prob=a.mutation_prob, finetune_epochs=a.finetune_epochs, seed=a.seed,
+        device=a.device, supernet=a.supernet, resume=a.resume, progress=not a.quiet,
+        extra={"command": "mcuc " + " ".join(a.argv)})
+    run_search(opts, a.out)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mcuc", description="Vision transformers on MCUs.")
     p.add_argument("--version", action="version", version=f"mcuc {__version__}")
@@ -120,6 +166,11 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--images", type=int, default=10, help="test images to run")
     d.set_defaults(fn=cmd_demo)
 
+    s = sub.add_parser("search", help="find the most accurate ViT that fits a board "
+                                      "(one-shot supernet + evolutionary search)")
+    add_search_args(s)
+    s.set_defaults(fn=cmd_search)
+
     bl = sub.add_parser("boards", help="list the known boards")
     bl.set_defaults(fn=cmd_boards)
     return p
@@ -127,6 +178,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return args.fn(args)
     except McucError as e:

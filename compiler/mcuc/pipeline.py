@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -172,6 +172,8 @@ def build(model=None, board: str = "host", calib="fashion-mnist", out_dir: Path 
     report.update(ablation(c.qgraph, c.plan.arena_bytes))
     _plot_memory(c, out / "memory.png", desc)
     if b.is_mcu:
+        report["estimate"] = {"sram_bytes": fit.sram, "flash_bytes": fit.flash,
+                              **asdict(fit)}
         _add_firmware(report, fw)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     _save_runtime_meta(c, out, b.name, name if b.is_mcu else None)

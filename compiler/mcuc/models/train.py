@@ -49,6 +49,37 @@ def augment_batch(xb: torch.Tensor, gen: torch.Generator, pad: int = 2) -> torch
     return out
 
 
+NO_DECAY_NAMES = ("embed", "token", "pos", "patch_")
+
+
+def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW that decays matrices only: decaying biases, norms and embeddings costs accuracy."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        small = p.ndim <= 1 or any(k in name for k in NO_DECAY_NAMES)
+        (no_decay if small else decay).append(p)
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0}],
+        lr=lr,
+    )
+
+
+def one_cycle(opt: torch.optim.Optimizer, lr: float, total_steps: int, warmup_frac: float
+              ) -> torch.optim.lr_scheduler.OneCycleLR:
+    """Linear warm-up then cosine decay: converges fast without tuning, which matters on CPU.
+
+    Very short runs (tests, smoke runs) get at least two warm-up steps, so that neither
+    phase of the schedule is empty (torch divides by each phase's length)."""
+    total_steps = max(total_steps, 4)
+    pct = min(0.5, max(warmup_frac, 2.0 / total_steps))
+    return torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=lr, total_steps=total_steps, pct_start=pct,
+        anneal_strategy="cos", div_factor=25.0, final_div_factor=1e3,
+    )
+
+
 def train(
     model: nn.Module,
     x: np.ndarray,
@@ -81,20 +112,8 @@ def train(
     steps_per_epoch = math.ceil(len(xt) / batch_size)
     total_steps = epochs * steps_per_epoch
 
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        # Biases, norms and embeddings are not decayed: decaying them only costs accuracy.
-        (no_decay if p.ndim <= 1 or "embed" in name or "token" in name else decay).append(p)
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0}],
-        lr=lr,
-    )
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=lr, total_steps=total_steps, pct_start=warmup_frac,
-        anneal_strategy="cos", div_factor=25.0, final_div_factor=1e3,
-    )
+    opt = make_optimizer(model, lr, weight_decay)
+    sched = one_cycle(opt, lr, total_steps, warmup_frac)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
     losses: list[float] = []
     model.train()

@@ -140,6 +140,10 @@ class CostModel:
     def __len__(self) -> int:
         return len(self._cache)
 
+    def cached(self) -> list[Cost]:
+        """Every cost computed so far (to explain a budget nothing fits)."""
+        return list(self._cache.values())
+
     @property
     def candidates_per_s(self) -> float:
         """Uncached evaluations per second so far."""

@@ -1,0 +1,223 @@
+"""`mcuc search`: the most accurate ViT of a search space that the compiler fits on a board.
+
+The flow, each step a library call: hold out part of the train split; build the pool of
+budget-feasible subnets with the compiler's cost model; train the weight-sharing
+supernet on it (or load one); evolve candidates scored by inherited-weight accuracy on
+the held-out images; extract the winner, optionally fine-tune it, export best.onnx and
+best.pt, and compile best.onnx once more to check the prediction against the real
+compile. Everything lands in one folder with search.json and pareto.png.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mcuc import McucError
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KkMm]i?[Bb]?|[Bb])?\s*$")
+
+
+def parse_bytes(text: str) -> int:
+    """'64K', '256KB', '1M', '65536' -> bytes (K = 1024, as on every MCU datasheet)."""
+    m = _SIZE.match(str(text))
+    if not m:
+        raise McucError(f"cannot read {text!r} as a size (examples: 64K, 256KB, 1M, 65536)")
+    unit = (m.group(2) or "b")[0].lower()
+    return int(float(m.group(1)) * {"b": 1, "k": 1024, "m": 1024 * 1024}[unit])
+
+
+def size_arg(text: str) -> int:
+    """parse_bytes for argparse: a bad size becomes argparse's one-line usage error."""
+    import argparse
+
+    try:
+        return parse_bytes(text)
+    except McucError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+@dataclass
+class SearchOptions:
+    board: str = "stm32f746"
+    sram: int | None = None
+    flash: int | None = None
+    dataset: str = "fashion-mnist"
+    limit: int | None = None        # first N training images (quick runs)
+    val: int | None = None          # held-out images (default: 1/12 of the train split)
+    space: str | None = None        # search-space TOML (default: bundled)
+    epochs: int = 10                # supernet epochs
+    batch_size: int = 128
+    lr: float = 2e-3
+    pool: int = 500                 # budget-feasible subnets the supernet trains
+    population: int = 20
+    generations: int = 10
+    parents: int = 8
+    mutation_prob: float = 0.3
+    finetune_epochs: int = 0
+    finetune_lr: float = 5e-4
+    seed: int = 0
+    device: str = "cpu"
+    supernet: str | None = None     # a trained supernet.pt to reuse instead of training
+    resume: bool = False
+    progress: bool = True
+    extra: dict = field(default_factory=dict)
+
+
+def _log(opts: SearchOptions, msg: str) -> None:
+    if opts.progress:
+        print(msg, flush=True)
+
+
+def _supernet(opts: SearchOptions, space, x_tr, y_tr, pool, out: Path, meta: dict):
+    from mcuc.nas.train import CHECKPOINT, TrainSettings, load_supernet, train_supernet
+
+    if opts.supernet:
+        model, ck = load_supernet(opts.supernet)
+        if model.space != space:
+            raise McucError(f"supernet {opts.supernet} was trained on another search space")
+        old = ck.get("meta", {})
+        if old and (old.get("dataset"), old.get("val"), old.get("limit")) != \
+                (meta["dataset"], meta["val"], meta["limit"]):
+            raise McucError(f"supernet {opts.supernet} held out other images "
+                            f"({old.get('dataset')}, val {old.get('val')}, "
+                            f"limit {old.get('limit')}); pass the same --dataset/--val/--limit")
+        return model, {"path": str(opts.supernet), "epochs": ck["epoch"],
+                       "seconds": ck["seconds"], "losses": ck["losses"]}
+    settings = TrainSettings(epochs=opts.epochs, batch_size=opts.batch_size, lr=opts.lr,
+                             seed=opts.seed)
+    model = train_supernet(space, x_tr, y_tr, settings, pool, opts.device, out / CHECKPOINT,
+                           opts.resume, opts.progress, meta)
+    return model, {"path": str(out / CHECKPOINT), "epochs": settings.epochs,
+                   "seconds": model.train_seconds, "losses": model.train_losses}
+
+
+def verify_build(onnx_path: Path, calib: np.ndarray, board: str) -> dict:
+    """Compile the exported model as `mcuc build` does (real export, frontend and
+    calibration) and return what the build would report, without writing C."""
+    from mcuc.boards import load_board
+    from mcuc.pipeline import _estimate, compile_graph, load_graph
+
+    c = compile_graph(load_graph(onnx_path), calib)
+    fit = _estimate(c, load_board(board), 4)
+    return {"arena_bytes": c.plan.arena_bytes, "weights_bytes": c.schedule.weights_bytes(),
+            "flash_bytes": fit.flash, "ram_bytes": fit.sram, "macs": c.schedule.macs()}
+
+
+def run_search(opts: SearchOptions, out: Path | str) -> dict:
+    """Run the whole search into `out`; returns the summary also written to search.json."""
+    import torch
+
+    from mcuc.datasets import load_dataset
+    from mcuc.models.train import evaluate, export_onnx, train
+    from mcuc.nas.cost import CostModel
+    from mcuc.nas.evolution import evolve, plot_pareto, write_search_json
+    from mcuc.nas.space import load_space
+    from mcuc.nas.train import feasible_pool, holdout_split, resolve_device, subnet_accuracy
+
+    t_start = time.perf_counter()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    resolve_device(opts.device)
+    space = load_space(opts.space)
+    x, y, classes = load_dataset(opts.dataset, "train", limit=opts.limit)
+    if x.shape[1] != space.in_chans or len(classes) != space.num_classes:
+        raise McucError(f"dataset {opts.dataset} has {x.shape[1]} channel(s) and "
+                        f"{len(classes)} classes; the search space expects "
+                        f"{space.in_chans} and {space.num_classes} (edit the space TOML)")
+    val = opts.val if opts.val is not None else max(1, len(x) // 12)
+    tr, va = holdout_split(len(x), val, opts.seed)
+    cm = CostModel(opts.board, opts.sram, opts.flash)
+    _log(opts, f"mcuc search: {opts.board}, SRAM {cm.sram_limit:,} B, flash "
+               f"{cm.flash_limit:,} B; {len(tr):,} train / {len(va):,} held-out images")
+    t0 = time.perf_counter()
+    try:
+        pool = [] if opts.supernet else feasible_pool(
+            space, lambda c: cm.cost(c).fits, opts.pool, opts.seed, progress=opts.progress)
+    except McucError:
+        costs = cm.cached()
+        raise McucError(
+            f"no config of the search space fits {opts.board} in {len(costs)} draws: smallest "
+            f"RAM {min(c.ram_bytes for c in costs):,} B vs limit {cm.sram_limit:,} B, smallest "
+            f"flash {min(c.flash_bytes for c in costs):,} B vs limit {cm.flash_limit:,} B "
+            "(raise the budget or add smaller choices to the space)") from None
+    pool_s = time.perf_counter() - t0
+    if pool:
+        _log(opts, f"budget pool: {len(pool)} feasible subnets ({cm.misses} costed, "
+                   f"{cm.candidates_per_s:.1f} candidates/s)")
+    meta = {"dataset": str(opts.dataset), "limit": opts.limit, "val": val, "board": opts.board,
+            "sram": cm.sram_limit, "flash": cm.flash_limit}
+    model, sn_info = _supernet(opts, space, x[tr], y[tr], pool, out, meta)
+    dev = torch.device(opts.device)
+    model.to(dev)
+    xv = torch.from_numpy(x[va]).to(dev)
+    yv = torch.from_numpy(y[va]).to(dev)
+    result = evolve(space, cm, lambda c: subnet_accuracy(model, c, xv, yv),
+                    population=opts.population, generations=opts.generations,
+                    parents=opts.parents, mutation_prob=opts.mutation_prob, seed=opts.seed,
+                    progress=opts.progress)
+    best = result.best
+    net = model.cpu().extract(best.config)
+    inherited = evaluate(net, x[va], y[va])
+    finetuned = None
+    if opts.finetune_epochs > 0:
+        train(net, x[tr], y[tr], opts.finetune_epochs, batch_size=opts.batch_size,
+              lr=opts.finetune_lr, seed=opts.seed, progress=opts.progress, augment=True)
+        finetuned = evaluate(net, x[va], y[va])
+    cfg = best.config
+    export_onnx(net, cfg.input_shape, out / "best.onnx")
+    torch.save({"config": cfg.to_dict(), "state_dict": net.state_dict(),
+                "val_accuracy": finetuned if finetuned is not None else inherited},
+               out / "best.pt")
+    calib = x[tr][np.random.default_rng(opts.seed).choice(len(tr), min(64, len(tr)),
+                                                          replace=False)]
+    np.save(out / "calib.npy", calib)
+    built = verify_build(out / "best.onnx", calib, opts.board)
+    predicted = {k: getattr(best.cost, k) for k in built}
+    if built != predicted:
+        raise McucError(f"compiling best.onnx gave {built}, but the search predicted "
+                        f"{predicted}: the cost model and the compiler disagree (a bug)")
+    summary = {
+        "command": opts.extra.get("command"),
+        "options": {k: v for k, v in asdict(opts).items() if k != "extra"},
+        "board": opts.board, "sram_limit": cm.sram_limit, "flash_limit": cm.flash_limit,
+        "train_images": int(len(tr)), "val_images": int(len(va)),
+        "pool": {"size": len(pool), "seconds": round(pool_s, 2)},
+        "supernet": sn_info,
+        "best": {"config": cfg.to_dict(), "cost": best.cost.to_dict(),
+                 "val_accuracy_inherited": inherited, "val_accuracy_finetuned": finetuned,
+                 "compiled": built},
+        "search_seconds": round(result.seconds, 2),
+        "total_seconds": round(time.perf_counter() - t_start, 2),
+    }
+    write_search_json(result, out / "search.json", summary)
+    plot_pareto(result, out / "pareto.png", cm.sram_limit,
+                title=f"{opts.board}: {len(result.candidates)} candidates")
+    _log(opts, summary_line(summary, result))
+    return summary
+
+
+def summary_line(summary: dict, result) -> str:
+    b = summary["best"]
+    acc = b["val_accuracy_finetuned"] or b["val_accuracy_inherited"]
+    return (f"best: dim {b['config']['dim']}, depth {b['config']['depth']}, patch "
+            f"{b['config']['patch']}: held-out accuracy {100 * acc:.2f}%, arena "
+            f"{b['cost']['arena_bytes']:,} B, RAM {b['cost']['ram_bytes']:,} / "
+            f"{summary['sram_limit']:,} B, flash {b['cost']['flash_bytes']:,} / "
+            f"{summary['flash_limit']:,} B, {b['cost']['macs']:,} MACs; "
+            f"{len(result.candidates)} candidates in {summary['search_seconds']:.0f} s "
+            f"({result.candidates_per_s:.1f} costed/s)")
+
+
+def load_search(path: Path | str) -> dict:
+    p = Path(path)
+    if p.is_dir():
+        p = p / "search.json"
+    if not p.is_file():
+        raise McucError(f"no search.json at {p}")
+    return json.loads(p.read_text())

@@ -1,0 +1,167 @@
+"""`mcuc search` end to end on real Fashion-MNIST (a few hundred images, one epoch):
+the outputs exist and agree with each other, `mcuc build` on best.onnx allocates exactly
+what the search predicted, and the firmware in the emulator equals the integer
+reference on test images."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mcuc.cli import main
+from mcuc.datasets import load_fashion_mnist
+from mcuc.nas.search import parse_bytes
+from mcuc.nas.space import SubnetConfig, load_space
+from mcuc.pipeline import compile_graph, load_graph
+from mcuc.runner import run_built
+from mcuc.schedule import execute
+
+SRAM, FLASH = 48 * 1024, 256 * 1024
+QUICK = ["--limit", "400", "--val", "100", "--epochs", "1", "--pool", "12",
+         "--population", "6", "--generations", "2", "--parents", "3", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("search") / "run"
+    rc = main(["search", "--board", "stm32f746", "--sram", "48K", "--flash", "256K",
+               "--dataset", "fashion-mnist", "--finetune-epochs", "1", "--out", str(out),
+               *QUICK])
+    assert rc == 0
+    return out
+
+
+def test_outputs_exist_and_agree(searched: Path) -> None:
+    for name in ("best.onnx", "best.pt", "search.json", "pareto.png", "calib.npy",
+                 "supernet.pt"):
+        assert (searched / name).is_file() and (searched / name).stat().st_size > 0, name
+    s = json.loads((searched / "search.json").read_text())
+    cands = s["candidates"]
+    assert len(cands) >= 6 and s["stats"]["candidates_per_s"] > 0
+    assert len({json.dumps(c["config"], sort_keys=True) for c in cands}) == len(cands)
+    space = load_space()
+    for c in cands:
+        cfg = SubnetConfig.from_dict(c["config"])
+        space.check(cfg)
+        assert c["cost"]["ram_bytes"] <= SRAM and c["cost"]["flash_bytes"] <= FLASH
+        assert c["cost"]["fits"] and 0.0 <= c["accuracy"] <= 1.0
+    best = s["best"]
+    assert best["accuracy"] == max(c["accuracy"] for c in cands)
+    assert best["config"] in [p["config"] for p in s["pareto"]]
+    meta = s["meta"]
+    assert meta["sram_limit"] == SRAM and meta["flash_limit"] == FLASH
+    assert meta["best"]["config"] == best["config"]
+    assert meta["train_images"] + meta["val_images"] == 400
+    pt = torch.load(searched / "best.pt", weights_only=False)
+    assert pt["config"] == best["config"]
+
+
+def test_build_gives_exactly_the_predicted_sizes(searched: Path, tmp_path: Path) -> None:
+    """The acceptance test of the cost model: `mcuc build` on best.onnx allocates the
+    arena, weights, RAM and flash the search predicted, byte for byte (flash: the build's
+    pre-link estimate, which its fit check uses; the linked ELF must stay within it)."""
+    s = json.loads((searched / "search.json").read_text())
+    want = s["best"]["cost"]
+    out = tmp_path / "f746"
+    assert main(["build", "--board", "stm32f746", "--model", str(searched / "best.onnx"),
+                 "--calib", str(searched / "calib.npy"), "--out", str(out)]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["arena_bytes"] == want["arena_bytes"]
+    assert rep["weights_bytes"] == want["weights_bytes"]
+    assert rep["macs"] == want["macs"]
+    assert rep["estimate"]["flash_bytes"] == want["flash_bytes"]
+    assert rep["estimate"]["sram_bytes"] == want["ram_bytes"]
+    assert rep["flash_bytes"] <= want["flash_bytes"]
+    assert rep["ram_bytes"] <= SRAM
+
+    # and the firmware, in the emulator, is the compiler's integer reference bit for bit
+    x, _ = load_fashion_mnist("test", limit=2)
+    c = compile_graph(load_graph(searched / "best.onnx"), np.load(searched / "calib.npy"))
+    for xi in x:
+        got = run_built(out, xi[None])
+        ref = execute.run(c.schedule, execute.quantize_input(c.schedule, xi[None]), c.plan)
+        np.testing.assert_array_equal(got.output.reshape(-1), ref.reshape(-1))
+
+
+def test_reusing_the_supernet_skips_training(searched: Path, tmp_path: Path) -> None:
+    out = tmp_path / "again"
+    assert main(["search", "--sram", "48K", "--flash", "256K", "--supernet",
+                 str(searched / "supernet.pt"), "--out", str(out), *QUICK]) == 0
+    a = json.loads((searched / "search.json").read_text())
+    b = json.loads((out / "search.json").read_text())
+    assert not (out / "supernet.pt").exists()
+    # same supernet, same held-out images, same seed: the same candidates and scores
+    assert [c["config"] for c in a["candidates"]] == [c["config"] for c in b["candidates"]]
+    assert [c["accuracy"] for c in a["candidates"]] == [c["accuracy"] for c in b["candidates"]]
+
+
+def test_supernet_with_other_held_out_images_is_refused(searched: Path, tmp_path: Path,
+                                                         capsys) -> None:
+    args = ["search", "--supernet", str(searched / "supernet.pt"), "--out", str(tmp_path)]
+    assert main(args + [*QUICK[:2], "--val", "50", *QUICK[4:]]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "held out other images" in err and "\n" not in err
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--sram", "4K", "--pool", "2"], "no config of the search space fits"),
+    (["--dataset", "/nonexistent/folder"], "/nonexistent/folder"),
+    (["--space", "/nonexistent.toml"], "search space file not found"),
+    (["--device", "cuda"], "CUDA"),
+])
+def test_search_errors_are_one_line(args: list[str], needle: str, tmp_path: Path,
+                                    capsys) -> None:
+    if args[0] == "--device" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert main(["search", "--out", str(tmp_path), *QUICK, *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and "\n" not in err, err
+
+
+def test_bad_size_is_a_usage_error(tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["search", "--sram", "64Q", "--out", str(tmp_path)])
+    assert e.value.code == 2
+    assert "cannot read '64Q' as a size" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text, want", [("64K", 65536), ("256KB", 262144), ("1M", 1048576),
+                                        ("1000", 1000), ("0.5K", 512), ("320KiB", 327680)])
+def test_parse_bytes(text: str, want: int) -> None:
+    assert parse_bytes(text) == want
+
+
+def test_search_on_an_image_folder(tmp_path: Path) -> None:
+    """Any ImageFolder-style dataset: 3 classes of 12x12 grayscale PNGs (a bright
+    row band whose position is the class), with a space sized to match."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 40), ("test", 6)):
+        for k in range(3):
+            d = tmp_path / "data" / split / f"class{k}"
+            d.mkdir(parents=True)
+            for i in range(n):
+                img = rng.integers(0, 60, (12, 12), dtype=np.uint8)
+                img[4 * k:4 * k + 4] += 180
+                Image.fromarray(img, "L").save(d / f"{i}.png")
+    space = tmp_path / "space.toml"
+    space.write_text("num_classes = 3\nresolution = [12]\npatch = [4, 6]\ndim = [16, 24]\n"
+                     "depth = [1, 2]\nheads = [1, 2]\nmlp_ratio = [1.0, 2.0]\n"
+                     "lowrank_ratio = [1.0, 0.5]\n")
+    out = tmp_path / "run"
+    assert main(["search", "--dataset", str(tmp_path / "data"), "--space", str(space),
+                 "--sram", "32K", "--flash", "128K", "--val", "30", "--epochs", "25",
+                 "--batch-size", "16", "--lr", "3e-3",
+                 "--pool", "6", "--population", "4", "--generations", "2", "--quiet",
+                 "--out", str(out)]) == 0
+    s = json.loads((out / "search.json").read_text())
+    assert s["best"]["config"]["num_classes"] == 3 and s["best"]["config"]["resolution"] == 12
+    assert s["meta"]["train_images"] == 90 and s["meta"]["val_images"] == 30
+    assert np.load(out / "calib.npy").shape[1:] == (1, 12, 12)
+    # the supernet learned the task through the shared weights (chance is 1/3)
+    assert s["best"]["accuracy"] > 0.6
