@@ -21,6 +21,7 @@ of attention is handled alike. They return new Schedules; the input is not modif
 from __future__ import annotations
 
 import os
+from bisect import insort
 from dataclasses import replace
 
 import numpy as np
@@ -37,43 +38,113 @@ INT32_MAX = 2**31 - 1
 
 # --------------------------------------------------------------------------- access maps
 
-class _Access:
-    """Which steps read and write each root buffer, and which buffers are plain."""
+class _Work:
+    """A working copy of a schedule that both passes edit in place, rewrite by rewrite.
+
+    Steps are keyed by their index in the input schedule. Deleting steps keeps the
+    order of the other keys, so every comparison the passes make between keys is the one
+    they would make between indices of the schedule of that moment, and the access lists
+    (sorted keys of the steps that read / write each root) are updated per rewrite
+    instead of rebuilt. A rewrite only deletes steps, replaces one step by another that
+    reads and writes buffers the schedule already uses, and drops plain buffers nothing
+    uses any more: parents, roots and plainness never change.
+
+    While `deps` is a set, every read of what rewrites change (a step by key, an access
+    list by name) is recorded in it: a head-split attempt that failed fails again as long
+    as none of what it read has changed (the attempts are deterministic).
+    """
 
     def __init__(self, s: Schedule) -> None:
-        self.readers: dict[str, list[int]] = {}
-        self.writers: dict[str, list[int]] = {}
-        for i, st in enumerate(s.steps):
-            for op in st.inputs:
-                if op.kind == "buf":
-                    _add(self.readers, s.root(op.name)[0], i)
-            _add(self.writers, s.root(st.output)[0], i)
+        self.s = s
+        self.buffers = s.buffers
+        self.steps: dict[int, Step] = dict(enumerate(s.steps))
+        self._root: dict[str, str] = {}
         parents = {b.parent for b in s.buffers.values() if b.parent is not None}
         self._plain = {n for n, b in s.buffers.items() if b.parent is None and n not in parents}
-        self._io = {s.root(s.input_buffer)[0], s.root(s.output_buffer)[0]}
+        self._io = {self.root(s.input_buffer), self.root(s.output_buffer)}
+        self.readers: dict[str, list[int]] = {}
+        self.writers: dict[str, list[int]] = {}
+        self.dropped: set[str] = set()
+        self.rewrites = 0
+        self.deps: set[int | str] | None = None
+        for k, st in self.steps.items():
+            self._touch(k, st)
+
+    # -- what the rewrites read
+    def root(self, name: str) -> str:
+        r = self._root.get(name)
+        if r is None:
+            r = self._root[name] = self.s.root(name)[0]
+        return r
+
+    def roots(self, st: Step) -> set[str]:
+        return {self.root(op.name) for op in st.inputs if op.kind == "buf"}
+
+    def step(self, k: int) -> Step:
+        if self.deps is not None:
+            self.deps.add(k)
+        return self.steps[k]
 
     def plain(self, name: str, io_ok: bool = False) -> bool:
         """A root without children (so its accesses are all listed under its own name)."""
         return name in self._plain and (io_ok or name not in self._io)
 
     def reads(self, name: str) -> list[int]:
+        if self.deps is not None:
+            self.deps.add(name)
         return self.readers.get(name, [])
 
     def writes(self, name: str) -> list[int]:
+        if self.deps is not None:
+            self.deps.add(name)
         return self.writers.get(name, [])
 
     def written_between(self, name: str, lo: int, hi: int) -> bool:
         return any(lo < w < hi for w in self.writes(name))
 
+    # -- rewriting
+    def _touch(self, k: int, st: Step) -> set[str]:
+        roots = self.roots(st)
+        for r in roots:
+            insort(self.readers.setdefault(r, []), k)
+        out = self.root(st.output)
+        insort(self.writers.setdefault(out, []), k)
+        return roots | {out}
 
-def _add(d: dict[str, list[int]], key: str, i: int) -> None:
-    lst = d.setdefault(key, [])
-    if not lst or lst[-1] != i:
-        lst.append(i)
+    def _untouch(self, k: int, st: Step) -> set[str]:
+        roots = self.roots(st)
+        for r in roots:
+            self.readers[r].remove(k)
+        out = self.root(st.output)
+        self.writers[out].remove(k)
+        return roots | {out}
 
+    def apply(self, k: int, gone: tuple[int, ...], st: Step, drop: set[str]) -> set[int | str]:
+        """Delete steps `gone`, make `st` step `k`, drop the unused of the plain buffers
+        `drop`; returns the keys and the names whose access lists changed."""
+        changed: set[int | str] = {k, *gone}
+        for g in gone:
+            changed |= self._untouch(g, self.steps.pop(g))
+        changed |= self._untouch(k, self.steps[k])
+        self.steps[k] = st
+        changed |= self._touch(k, st)
+        io = (self.s.input_buffer, self.s.output_buffer)
+        for n in drop:  # plain, so used exactly when its access lists are not empty
+            if n not in io and not self.readers.get(n) and not self.writers.get(n):
+                self.dropped.add(n)
+        self.rewrites += 1
+        return changed
 
-def _roots(s: Schedule, st: Step) -> set[str]:
-    return {s.root(op.name)[0] for op in st.inputs if op.kind == "buf"}
+    def buffer_names(self) -> set[str]:
+        return {n for n in self.s.buffers if n not in self.dropped}
+
+    def result(self) -> Schedule:
+        """The edited schedule (the input itself if nothing was rewritten)."""
+        if not self.rewrites:
+            return self.s
+        return replace(self.s, steps=list(self.steps.values()),
+                       buffers={n: b for n, b in self.s.buffers.items()
+                                if n not in self.dropped})
 
 
 def _unique_name(base: str, taken: set[str]) -> str:
@@ -84,37 +155,27 @@ def _unique_name(base: str, taken: set[str]) -> str:
     return name
 
 
-def _without(s: Schedule, drop_steps: set[int], new_steps: dict[int, Step],
-             drop_bufs: set[str]) -> Schedule:
-    steps = [new_steps.get(i, st) for i, st in enumerate(s.steps) if i not in drop_steps]
-    used = {s.input_buffer, s.output_buffer}
-    for st in steps:
-        used.add(st.output)
-        used.update(op.name for op in st.inputs if op.kind == "buf")
-    bufs = {n: b for n, b in s.buffers.items() if n not in drop_bufs or n in used}
-    return replace(s, steps=steps, buffers=bufs)
-
-
 # --------------------------------------------------------------------------- fusion
 
 def fuse_attention(schedule: Schedule) -> Schedule:
     """Replace every matmul -> softmax -> matmul chain by one attention step."""
-    s = schedule
-    while (found := _find_chain(s)) is not None:
-        s = _fuse(s, *found)
-    return s
+    w = _Work(schedule)
+    while (found := _find_chain(w)) is not None:
+        a, b, c = found
+        drop = {w.steps[a].output, w.steps[b].output}
+        w.apply(c, (a, b), _fused_step(w, a, b, c), drop)
+    return w.result()
 
 
-def _find_chain(s: Schedule) -> tuple[int, int, int] | None:
-    acc = _Access(s)
-    for a, mm1 in enumerate(s.steps):
+def _find_chain(w: _Work) -> tuple[int, int, int] | None:
+    for a, mm1 in w.steps.items():
         if mm1.kernel != "matmul":
             continue
         x1 = mm1.output
-        if not acc.plain(x1) or not acc.reads(x1):
+        if not w.plain(x1) or not w.reads(x1):
             continue
-        b = acc.reads(x1)[0]
-        sm = s.steps[b]
+        b = w.reads(x1)[0]
+        sm = w.step(b)
         if (sm.kernel != "softmax" or sm.inputs[0].name != x1 or b <= a
                 or sm.params["cols"] != mm1.params["n"]
                 or sm.params["rows"] != mm1.params["batch"] * mm1.params["m"]):
@@ -122,22 +183,22 @@ def _find_chain(s: Schedule) -> tuple[int, int, int] | None:
         # Scores are read by the softmax only, probabilities by the second matmul only
         # (the softmax usually runs in place: then both live in one buffer).
         x2 = sm.output
-        if not acc.plain(x2) or not set(acc.writes(x2)) <= {a, b} \
-                or not set(acc.writes(x1)) <= {a, b} or not acc.reads(x2):
+        if not w.plain(x2) or not set(w.writes(x2)) <= {a, b} \
+                or not set(w.writes(x1)) <= {a, b} or not w.reads(x2):
             continue
-        c = acc.reads(x2)[-1]
-        if acc.reads(x2) != ([b, c] if x2 == x1 else [c]) or (x2 != x1 and acc.reads(x1) != [b]):
+        c = w.reads(x2)[-1]
+        if w.reads(x2) != ([b, c] if x2 == x1 else [c]) or (x2 != x1 and w.reads(x1) != [b]):
             continue
-        mm2 = s.steps[c]
+        mm2 = w.step(c)
         p1, p2 = mm1.params, mm2.params
         if (mm2.kernel != "matmul" or c <= b or mm2.inputs[0].name != x2
                 or mm2.inputs[1].name == x2 or p2["a_zp"] != k_att.P_ZP
                 or (p2["batch"], p2["m"], p2["k"]) != (p1["batch"], p1["m"], p1["n"])):
             continue
         # q and k are read at c instead of a: nothing may overwrite them in between.
-        if any(acc.written_between(r, a, c) for r in _roots(s, mm1)):
+        if any(w.written_between(r, a, c) for r in w.roots(mm1)):
             continue
-        if s.root(mm2.output)[0] in _roots(s, mm1) | _roots(s, mm2):
+        if w.root(mm2.output) in w.roots(mm1) | w.roots(mm2):
             continue
         return a, b, c
     return None
@@ -150,8 +211,8 @@ def _fused_name(names: list[str], taken: set[str]) -> str:
     return _unique_name(prefix + "attention", taken)
 
 
-def _fuse(s: Schedule, a: int, b: int, c: int) -> Schedule:
-    mm1, sm, mm2 = s.steps[a], s.steps[b], s.steps[c]
+def _fused_step(w: _Work, a: int, b: int, c: int) -> Step:
+    mm1, sm, mm2 = w.step(a), w.step(b), w.step(c)
     p1, p2 = mm1.params, mm2.params
     bt, m, d, n, dv = p1["batch"], p1["m"], p1["k"], p1["n"], p2["n"]
     params = {
@@ -169,37 +230,55 @@ def _fuse(s: Schedule, a: int, b: int, c: int) -> Schedule:
     kdef = registry.get("attention")
     kdef.check_params(params)
     # Step, buffer and constant names all become C identifiers: avoid every one of them.
-    taken = {st.name for st in s.steps} | set(s.buffers) | set(s.consts)
-    step = Step(_fused_name([mm1.name, sm.name, mm2.name], taken), "attention", params,
+    taken = {st.name for st in w.steps.values()} | w.buffer_names() | set(w.s.consts)
+    return Step(_fused_name([mm1.name, sm.name, mm2.name], taken), "attention", params,
                 [mm1.inputs[0], mm1.inputs[1], mm2.inputs[1]], mm2.output, "Attention",
                 int(kdef.macs(params)), int(kdef.scratch(params)))
-    return _without(s, {a, b}, {c: step}, {mm1.output, sm.output})
 
 
 # --------------------------------------------------------------------------- head-split
 
+_Rewrite = tuple[int, Step, set[str]]  # (step deleted, new attention step, buffers dropped)
+
+
 def split_heads(schedule: Schedule) -> Schedule:
-    """Fold the copies around each attention step into its strided views, to a fixpoint."""
-    s = schedule
+    """Fold the copies around each attention step into its strided views, to a fixpoint.
+
+    Attention steps are tried in order and the scan restarts after every rewrite; a step
+    whose attempts all failed is skipped until a rewrite changes something they read."""
+    w = _Work(schedule)
+    # Fixed: rewrites delete only copy and elementwise steps, and keep attention ones so.
+    attention = [k for k, st in w.steps.items() if st.kernel == "attention"]
+    done: dict[int, set[int | str]] = {}  # attention key -> what its failed attempts read
     changed = True
     while changed:
         changed = False
-        for a, st in enumerate(s.steps):
-            if st.kernel != "attention":
+        for a in attention:
+            if a in done:
                 continue
-            for x in dict.fromkeys(op.name for op in st.inputs if op.kind == "buf"):
-                for absorb in (_absorb_elementwise, _absorb_copy):
-                    new = absorb(s, a, x)
-                    if new is not None:
-                        s, changed = new, True
-                        break
-                if changed:
-                    break
-            if not changed and (new := _absorb_output(s, a)) is not None:
-                s, changed = new, True
-            if changed:
-                break  # step indices moved: rescan
-    return s
+            w.deps = deps = set()
+            found = _attempt(w, a)
+            w.deps = None
+            if found is None:
+                done[a] = deps
+                continue
+            gone, att, drop = found
+            touched = w.apply(a, (gone,), att, drop)
+            done = {k: d for k, d in done.items() if d.isdisjoint(touched)}
+            changed = True
+            break  # as if step indices moved: rescan
+    return w.result()
+
+
+def _attempt(w: _Work, a: int) -> _Rewrite | None:
+    """The first rewrite of attention step `a`: its inputs in order, then its output."""
+    st = w.step(a)
+    for x in dict.fromkeys(op.name for op in st.inputs if op.kind == "buf"):
+        for absorb in (_absorb_elementwise, _absorb_copy):
+            new = absorb(w, a, x)
+            if new is not None:
+                return new
+    return _absorb_output(w, a)
 
 
 def _slots(st: Step, x: str) -> list[str]:
@@ -230,27 +309,34 @@ def _copy_maps(st: Step) -> tuple[np.ndarray, np.ndarray]:
     return src, dst
 
 
+def _distinct(idx: np.ndarray, size: int) -> bool:
+    """No index repeats; all of them lie in [0, size)."""
+    seen = np.zeros(size, dtype=bool)
+    seen[idx] = True
+    return int(np.count_nonzero(seen)) == idx.size
+
+
 def _set_view(params: dict, slot: str, view: tuple[int, int, int, int]) -> None:
     for key, v in zip(("off", "bs", "rs", "cs"), view, strict=True):
         params[f"{slot}_{key}"] = v
 
 
-def _absorb_copy(s: Schedule, a: int, x: str) -> Schedule | None:
+def _absorb_copy(w: _Work, a: int, x: str) -> _Rewrite | None:
     """Attention reads x, x is one copy of y read by nobody else: read y directly."""
-    acc, att = _Access(s), s.steps[a]
-    if not acc.plain(x) or acc.reads(x) != [a] or len(acc.writes(x)) != 1:
+    att = w.step(a)
+    if not w.plain(x) or w.reads(x) != [a] or len(w.writes(x)) != 1:
         return None
-    ci = acc.writes(x)[0]
-    cp = s.steps[ci]
+    ci = w.writes(x)[0]
+    cp = w.step(ci)
     if cp.kernel != "copy" or cp.params["requant"] or ci > a or cp.inputs[0].kind != "buf":
         return None
     y = cp.inputs[0].name
-    ry = s.root(y)[0]
-    if ry == x or acc.written_between(ry, ci, a) or ry == s.root(att.output)[0]:
+    ry = w.root(y)
+    if ry == x or w.written_between(ry, ci, a) or ry == w.root(att.output):
         return None
     src, dst = _copy_maps(cp)
-    size = s.buffers[x].size
-    if dst.min() < 0 or dst.max() >= size or np.unique(dst).size != dst.size:
+    size = w.buffers[x].size
+    if dst.min() < 0 or dst.max() >= size or not _distinct(dst, size):
         return None
     inv = np.full(size, -1, dtype=np.int64)
     inv[dst] = src
@@ -263,26 +349,26 @@ def _absorb_copy(s: Schedule, a: int, x: str) -> Schedule | None:
         _set_view(params, slot, view)
     inputs = [Operand("buf", y) if op.kind == "buf" and op.name == x else op
               for op in att.inputs]
-    return _without(s, {ci}, {a: replace(att, params=params, inputs=inputs)}, {x})
+    return ci, replace(att, params=params, inputs=inputs), {x}
 
 
-def _absorb_elementwise(s: Schedule, a: int, x: str) -> Schedule | None:
+def _absorb_elementwise(w: _Work, a: int, x: str) -> _Rewrite | None:
     """Attention reads x = f(x0) elementwise (in place or not): apply f as a read table."""
-    acc, att = _Access(s), s.steps[a]
-    if not acc.plain(x) or not acc.writes(x) or max(acc.writes(x)) > a:
+    att = w.step(a)
+    if not w.plain(x) or not w.writes(x) or max(w.writes(x)) > a:
         return None
-    wi = max(acc.writes(x))
-    ew = s.steps[wi]
+    wi = max(w.writes(x))
+    ew = w.step(wi)
     if ew.kernel not in ELEMENTWISE or ew.inputs[0].kind != "buf" \
-            or ew.params["size"] != s.buffers[x].size:
+            or ew.params["size"] != w.buffers[x].size:
         return None
     x0 = ew.inputs[0].name
     if x0 == x:
-        if acc.reads(x) != [wi, a]:
+        if w.reads(x) != [wi, a]:
             return None
-    elif (acc.reads(x) != [a] or acc.writes(x) != [wi] or not acc.plain(x0, io_ok=True)
-          or s.buffers[x0].size != s.buffers[x].size or acc.written_between(x0, wi, a)
-          or x0 == s.root(att.output)[0]):
+    elif (w.reads(x) != [a] or w.writes(x) != [wi] or not w.plain(x0, io_ok=True)
+          or w.buffers[x0].size != w.buffers[x].size or w.written_between(x0, wi, a)
+          or x0 == w.root(att.output)):
         return None
     table = k_att.table_of(ew.kernel, ew.params)
     params = dict(att.params)
@@ -292,26 +378,25 @@ def _absorb_elementwise(s: Schedule, a: int, x: str) -> Schedule | None:
             np.asarray(old, dtype=np.int8)[table.astype(np.int64) + 128]
     inputs = [Operand("buf", x0) if op.kind == "buf" and op.name == x else op
               for op in att.inputs]
-    return _without(s, {wi}, {a: replace(att, params=params, inputs=inputs)},
-                    {x} if x0 != x else set())
+    return wi, replace(att, params=params, inputs=inputs), {x} if x0 != x else set()
 
 
-def _absorb_output(s: Schedule, a: int) -> Schedule | None:
+def _absorb_output(w: _Work, a: int) -> _Rewrite | None:
     """The attention output is only permuted by one copy: write it permuted directly."""
-    acc, att = _Access(s), s.steps[a]
+    att = w.step(a)
     o = att.output
-    if not acc.plain(o) or acc.writes(o) != [a] or len(acc.reads(o)) != 1:
+    if not w.plain(o) or w.writes(o) != [a] or len(w.reads(o)) != 1:
         return None
-    t = acc.reads(o)[0]
-    cp = s.steps[t]
+    t = w.reads(o)[0]
+    cp = w.step(t)
     if cp.kernel != "copy" or cp.params["requant"] or t <= a or cp.inputs[0].name != o:
         return None
     z = cp.output
-    if (not acc.plain(z, io_ok=True) or z == s.input_buffer or acc.writes(z) != [t]
-            or any(r <= t for r in acc.reads(z)) or z in _roots(s, att)):
+    if (not w.plain(z, io_ok=True) or z == w.s.input_buffer or w.writes(z) != [t]
+            or any(r <= t for r in w.reads(z)) or z in w.roots(att)):
         return None
     src, dst = _copy_maps(cp)
-    n_o, n_z = s.buffers[o].size, s.buffers[z].size
+    n_o, n_z = w.buffers[o].size, w.buffers[z].size
     # A bijection from o onto all of z: every element attention writes lands once, and
     # z holds nothing else the copy would have left untouched.
     if not (src.size == n_o == n_z and np.array_equal(np.sort(src), np.arange(n_o))
@@ -324,7 +409,7 @@ def _absorb_output(s: Schedule, a: int) -> Schedule | None:
         return None
     params = dict(att.params)
     _set_view(params, "o", view)
-    return _without(s, {t}, {a: replace(att, params=params, output=z)}, {o})
+    return t, replace(att, params=params, output=z), {o}
 
 
 __all__ = ["fit_view", "fuse_attention", "split_heads"]

@@ -60,6 +60,7 @@ class Lowerer:
         self.names: set[str] = set()
         self.inplace = True                     # write elementwise results over inputs
         self.users = self.g.consumers()
+        self._numel: dict[tuple[int, ...], int] = {}  # shape -> elements
 
     # -- helpers -----------------------------------------------------------------
     def qp(self, tensor: str) -> QParams:
@@ -77,10 +78,16 @@ class Lowerer:
         self.names.add(name)
         return name
 
+    def numel(self, shape: tuple[int, ...]) -> int:
+        n = self._numel.get(shape)
+        if n is None:
+            n = self._numel[shape] = int(np.prod(shape, dtype=np.int64))
+        return n
+
     def new_buffer(self, tensor: str) -> str:
         name = self.unique("buf_" + tensor)
         shape = self.shape(tensor)
-        self.buffers[name] = BufferInfo(name, int(np.prod(shape, dtype=np.int64)), shape)
+        self.buffers[name] = BufferInfo(name, self.numel(shape), shape)
         self.buf_of[tensor] = name
         return name
 
@@ -112,7 +119,7 @@ class Lowerer:
         return step
 
     def size(self, tensor: str) -> int:
-        return int(np.prod(self.shape(tensor), dtype=np.int64))
+        return self.numel(self.shape(tensor))
 
     def _dies_here(self, buf: str, node: Node) -> bool:
         """True when no tensor living in `buf` is read after `node`, nor is the output."""

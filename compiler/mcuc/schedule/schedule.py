@@ -84,21 +84,33 @@ class Schedule:
 
     def liveness(self) -> list[Buffer]:
         """First and last time each root buffer is touched (inclusive), for the planner."""
-        first: dict[str, int] = {}
-        last: dict[str, int] = {}
-
-        def touch(name: str, t: int) -> None:
-            r = self.root(name)[0]
-            first.setdefault(r, t)
-            last[r] = t
-
-        touch(self.input_buffer, 0)
+        # First and last time of each name, then of each root: the min and max over its
+        # names (times only grow along the walk, so first seen is the earliest).
+        first_n: dict[str, int] = {self.input_buffer: 0}
+        last_n: dict[str, int] = {self.input_buffer: 0}
         for k, st in enumerate(self.steps, start=1):
             for op in st.inputs:
                 if op.kind == "buf":
-                    touch(op.name, k)
-            touch(st.output, k)
-        touch(self.output_buffer, self.n_times - 1)
+                    n = op.name
+                    if n not in first_n:
+                        first_n[n] = k
+                    last_n[n] = k
+            n = st.output
+            if n not in first_n:
+                first_n[n] = k
+            last_n[n] = k
+        n, k = self.output_buffer, self.n_times - 1
+        if n not in first_n:
+            first_n[n] = k
+        last_n[n] = k
+        first: dict[str, int] = {}
+        last: dict[str, int] = {}
+        for n, t in first_n.items():
+            r = self.root(n)[0]
+            if r not in first or t < first[r]:
+                first[r] = t
+            if r not in last or last_n[n] > last[r]:
+                last[r] = last_n[n]
         out = [Buffer(name, self.buffers[name].size, first[name], last[name], 4)
                for name in self.buffers if name in first]
         for k, st in enumerate(self.steps, start=1):

@@ -33,7 +33,7 @@ from mcuc import memory
 from mcuc.kernels import registry
 from mcuc.kernels import tokenwise as k_tw
 from mcuc.schedule import patch
-from mcuc.schedule.access import Touches, arena, overlaps, span
+from mcuc.schedule.access import Touches, arena, arena_of, overlaps, span
 from mcuc.schedule.schedule import Operand, Schedule, Step
 
 TILE_CANDIDATES = (1, 2, 4, 8, 16, 32)
@@ -57,11 +57,17 @@ def alias_ok(s: Schedule, y: str, x: str, r: str, k: int, n: int) -> bool | None
 def fuse_tokenwise(schedule: Schedule) -> Schedule:
     """Replace every row-wise run (see module doc) by one tokenwise step, tile = rows."""
     s = schedule
+    acc: Touches | None = None  # of `s`, built when first needed, then kept up to date
     i = 0
     while i < len(s.steps):
-        run = _match(s, i)
-        if run is not None:
-            s = _fuse(s, i, *run)
+        stages = _stages(s, i)
+        if len(stages) >= 2:
+            if acc is None:
+                acc = Touches(s)
+            run = _match(s, i, stages, acc)
+            if run is not None:
+                s = _fuse(s, i, *run)
+                acc.fused(s, i, run[0][-1][1])
         i += 1
     return s
 
@@ -106,10 +112,10 @@ def _stages(s: Schedule, i: int) -> list[tuple[str, int]]:
     return out
 
 
-def _match(s: Schedule, i: int) -> tuple[list[tuple[str, int]], str] | None:
-    """The longest valid prefix (>= 2 steps) of the run at i, and its residual buffer."""
-    stages = _stages(s, i)
-    acc = Touches(s)
+def _match(s: Schedule, i: int, stages: list[tuple[str, int]],
+           acc: Touches) -> tuple[list[tuple[str, int]], str] | None:
+    """The longest valid prefix (>= 2 steps) of the run `stages` at i (`_stages(s, i)`),
+    and its residual buffer; `acc` is `Touches(s)`."""
     while len(stages) >= 2:
         last = stages[-1][1]
         x_op = s.steps[i].inputs[0]
@@ -208,9 +214,12 @@ def overwrite_tokens(schedule: Schedule) -> Schedule:
 
     Never returns a schedule with a larger planned arena than it was given."""
     s = replace(schedule, steps=list(schedule.steps), buffers=dict(schedule.buffers))
+    acc: Touches | None = None  # of `s`, kept up to date by _overwrite
     for i, st in enumerate(s.steps):
         if st.kernel == "tokenwise" and st.params["y_free"]:
-            _overwrite(s, i)
+            if acc is None:
+                acc = Touches(s)
+            _overwrite(s, i, acc)
     best = choose_tiles(s)
     # A patch overlap (patch.py) keeps the image's bytes while the tokens live; with the
     # smaller peaks this pass leaves, that can become the peak. Keep it only if it pays.
@@ -221,9 +230,10 @@ def overwrite_tokens(schedule: Schedule) -> Schedule:
     return best if arena(best) <= arena(schedule) else schedule
 
 
-def _overwrite(s: Schedule, i: int) -> None:
-    """Make the output a child of a dying input (residual first), in place in `s`."""
-    st, acc = s.steps[i], Touches(s)
+def _overwrite(s: Schedule, i: int, acc: Touches) -> None:
+    """Make the output a child of a dying input (residual first), in place in `s` (and
+    in `acc`, its Touches)."""
+    st = s.steps[i]
     p = st.params
     x, r, y = st.inputs[0].name, st.inputs[1].name, st.output
     if not acc.plain(y) or min(acc.of(y)) != i or y == s.input_buffer:
@@ -234,6 +244,7 @@ def _overwrite(s: Schedule, i: int) -> None:
         if acc.dies_at(src, i) and s.buffers[src].size >= size:
             s.buffers[y] = replace(s.buffers[y], parent=src, offset=0)
             s.steps[i] = _with_params(st, dict(p, y_free=0))
+            acc.reparent(y)
             return
 
 
@@ -250,8 +261,9 @@ def choose_tiles(s: Schedule) -> Schedule:
     for i in tw:
         steps[i] = _with_params(steps[i], dict(steps[i].params, tile=1))
     base = replace(s, steps=steps)
-    budget = arena(base)
-    usage = memory.usage_timeline(base.liveness(), base.n_times)
+    base_bufs = base.liveness()
+    budget = arena_of(base_bufs)
+    usage = memory.usage_timeline(base_bufs, base.n_times)
     chosen = list(steps)
     for i in tw:
         p = steps[i].params
