@@ -139,7 +139,7 @@ def build(model=None, board: str = "host", calib="fashion-mnist", out_dir: Path 
     if b.is_mcu:
         from mcuc import firmware
 
-        fit = _estimate(c, b, samples)
+        fit = estimate_fit(c, b, samples)
         firmware.check_fit(b, fit)
     t0 = time.perf_counter()
     render(c.schedule, c.plan, out, model_name=name,
@@ -188,7 +188,8 @@ def _plot_memory(c: Compiled, path: Path, desc: str) -> None:
                     f"(lower bound {c.plan.lower_bound_bytes:,} B)")
 
 
-def _estimate(c: Compiled, b: Board, samples: int):
+def estimate_fit(c: Compiled, b: Board, samples: int):
+    """The build's pre-link fit estimate; the NAS cost model predicts exactly this."""
     from mcuc import firmware
 
     s = c.schedule

@@ -79,6 +79,23 @@ def one_cycle(opt: torch.optim.Optimizer, lr: float, total_steps: int, warmup_fr
         anneal_strategy="cos", div_factor=25.0, final_div_factor=1e3,
     )
 
+def batch(xt: torch.Tensor, yt: torch.Tensor, idx: torch.Tensor,
+          augment_gen: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The images and labels at `idx`, augmented when a generator is given."""
+    xb = xt[idx]
+    return (xb if augment_gen is None else augment_batch(xb, augment_gen)), yt[idx]
+
+
+def optimizer_step(model: nn.Module, loss: torch.Tensor, opt: torch.optim.Optimizer,
+                   sched: torch.optim.lr_scheduler.LRScheduler) -> float:
+    """Backward, clip the gradient norm to 1 (ViTs spike early without it), step; the loss."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    sched.step()
+    return loss.item()
+
 
 def train(
     model: nn.Module,
@@ -126,16 +143,8 @@ def train(
         )
         for step in bar:
             idx = perm[step * batch_size : (step + 1) * batch_size]
-            xb, yb = xt[idx], yt[idx]
-            if augment:
-                xb = augment_batch(xb, gen)
-            loss = loss_fn(model(xb), yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            total += loss.item() * len(idx)
+            xb, yb = batch(xt, yt, idx, gen if augment else None)
+            total += optimizer_step(model, loss_fn(model(xb), yb), opt, sched) * len(idx)
             seen += len(idx)
             if step % 20 == 0 or step == steps_per_epoch - 1:
                 bar.set_postfix(loss=f"{total / seen:.4f}", lr=f"{sched.get_last_lr()[0]:.2e}")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mcuc import memory
+from mcuc import McucError, memory
 from mcuc.boards import Board, load_board
 from mcuc.firmware import Fit, estimate
 from mcuc.nas.graph_builder import build_graph, dummy_qgraph
@@ -140,9 +140,17 @@ class CostModel:
     def __len__(self) -> int:
         return len(self._cache)
 
-    def cached(self) -> list[Cost]:
-        """Every cost computed so far (to explain a budget nothing fits)."""
-        return list(self._cache.values())
+    def no_fit_error(self, draws: int) -> McucError:
+        """The one-line error for a budget that none of `draws` drawn configs fits,
+        with the smallest RAM and flash this model has costed."""
+        costs = list(self._cache.values())
+        ram = min((c.ram_bytes for c in costs), default=0)
+        flash = min((c.flash_bytes for c in costs), default=0)
+        return McucError(
+            f"no config of the search space fits {self.board.name} in {draws} draws: "
+            f"smallest RAM seen {ram:,} B vs limit {self.sram_limit:,} B, smallest flash "
+            f"{flash:,} B vs limit {self.flash_limit:,} B (raise the budget or add smaller "
+            "choices to the space)")
 
     @property
     def candidates_per_s(self) -> float:

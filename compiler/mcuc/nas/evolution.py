@@ -130,18 +130,17 @@ def evolve(space: SearchSpace, cost_model: CostModel,
     seen: set[SubnetConfig] = set()  # every config costed: evaluated or rejected
     rejected = 0
 
-    def consider(cfg: SubnetConfig, gen: int, origin: str) -> Cost | None:
-        """Cost an unseen config and score it if it fits; None when seen before."""
+    def consider(cfg: SubnetConfig, gen: int, origin: str) -> None:
+        """Cost an unseen config and score it if it fits."""
         nonlocal rejected
         if cfg in seen:
-            return None
+            return
         seen.add(cfg)
         cost = cost_model.cost(cfg)
         if not cost.fits:
             rejected += 1
-            return cost
+            return
         cands.append(Candidate(cfg, cost, _check_accuracy(accuracy_fn(cfg), cfg), gen, origin))
-        return cost
 
     bar = tqdm(total=generations, desc="evolution", unit="gen", disable=not progress)
 
@@ -152,22 +151,12 @@ def evolve(space: SearchSpace, cost_model: CostModel,
 
     try:
         # Generation 0: rejection-sample distinct feasible configs.
-        min_ram = min_flash = None
         draws = 0
         while len(cands) < population and draws < max_draws:
             draws += 1
-            cost = consider(space.sample(rng), 0, "random")
-            if cost is not None:
-                min_ram = cost.ram_bytes if min_ram is None else min(min_ram, cost.ram_bytes)
-                min_flash = (cost.flash_bytes if min_flash is None
-                             else min(min_flash, cost.flash_bytes))
+            consider(space.sample(rng), 0, "random")
         if not cands:
-            raise McucError(
-                f"no config of the search space fits {cost_model.board.name} in {draws} "
-                f"draws: smallest RAM seen {min_ram or 0:,} B vs limit "
-                f"{cost_model.sram_limit:,} B, smallest flash {min_flash or 0:,} B vs limit "
-                f"{cost_model.flash_limit:,} B (raise the budget or add smaller choices to "
-                f"the space)")
+            raise cost_model.no_fit_error(draws)
         report()
         for gen in range(1, generations):
             pool = [c.config for c in sorted(cands, key=_rank_key)[:parents]]

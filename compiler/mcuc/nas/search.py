@@ -10,7 +10,6 @@ compile. Everything lands in one folder with search.json and pareto.png.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from dataclasses import asdict, dataclass, field
@@ -101,10 +100,11 @@ def verify_build(onnx_path: Path, calib: np.ndarray, board: str) -> dict:
     """Compile the exported model as `mcuc build` does (real export, frontend and
     calibration) and return what the build would report, without writing C."""
     from mcuc.boards import load_board
-    from mcuc.pipeline import _estimate, compile_graph, load_graph
+    from mcuc.nas.cost import DEFAULT_SAMPLES
+    from mcuc.pipeline import compile_graph, estimate_fit, load_graph
 
     c = compile_graph(load_graph(onnx_path), calib)
-    fit = _estimate(c, load_board(board), 4)
+    fit = estimate_fit(c, load_board(board), DEFAULT_SAMPLES)
     return {"arena_bytes": c.plan.arena_bytes, "weights_bytes": c.schedule.weights_bytes(),
             "flash_bytes": fit.flash, "ram_bytes": fit.sram, "macs": c.schedule.macs()}
 
@@ -140,12 +140,7 @@ def run_search(opts: SearchOptions, out: Path | str) -> dict:
         pool = [] if opts.supernet else feasible_pool(
             space, lambda c: cm.cost(c).fits, opts.pool, opts.seed, progress=opts.progress)
     except McucError:
-        costs = cm.cached()
-        raise McucError(
-            f"no config of the search space fits {opts.board} in {len(costs)} draws: smallest "
-            f"RAM {min(c.ram_bytes for c in costs):,} B vs limit {cm.sram_limit:,} B, smallest "
-            f"flash {min(c.flash_bytes for c in costs):,} B vs limit {cm.flash_limit:,} B "
-            "(raise the budget or add smaller choices to the space)") from None
+        raise cm.no_fit_error(cm.misses) from None
     pool_s = time.perf_counter() - t0
     if pool:
         _log(opts, f"budget pool: {len(pool)} feasible subnets ({cm.misses} costed, "
@@ -213,11 +208,3 @@ def summary_line(summary: dict, result) -> str:
             f"{len(result.candidates)} candidates in {summary['search_seconds']:.0f} s "
             f"({result.candidates_per_s:.1f} costed/s)")
 
-
-def load_search(path: Path | str) -> dict:
-    p = Path(path)
-    if p.is_dir():
-        p = p / "search.json"
-    if not p.is_file():
-        raise McucError(f"no search.json at {p}")
-    return json.loads(p.read_text())

@@ -32,6 +32,11 @@ def _trunc(*shape: int, std: float = 0.02) -> nn.Parameter:
     return nn.Parameter(t)
 
 
+def _row_picker(rows: int | torch.Tensor):
+    """Leading `rows` rows, or the rows an index tensor names (qkv's three parts)."""
+    return (lambda w: w[:rows]) if isinstance(rows, int) else (lambda w: w[rows])
+
+
 class SuperLinear(nn.Module):
     """A dense weight plus low-rank factors (a: R x in, b: R x R, c: out x R), one bias.
 
@@ -52,7 +57,7 @@ class SuperLinear(nn.Module):
     def forward(self, x: torch.Tensor, cols: int, rows: int | torch.Tensor,
                 rank: int | None) -> torch.Tensor:
         """x[..., :cols] -> `rows` outputs (a count, or an index tensor for qkv)."""
-        pick = (lambda w: w[:rows]) if isinstance(rows, int) else (lambda w: w[rows])
+        pick = _row_picker(rows)
         if rank is None:
             return F.linear(x, pick(self.weight)[:, :cols], pick(self.bias))
         h = F.linear(x, self.a[:rank, :cols])
@@ -61,7 +66,7 @@ class SuperLinear(nn.Module):
 
     def export(self, cols: int, rows: int | torch.Tensor, rank: int | None) -> nn.Module:
         """This slice as the module `subnet.make_linear` builds for the same shape."""
-        pick = (lambda w: w[:rows]) if isinstance(rows, int) else (lambda w: w[rows])
+        pick = _row_picker(rows)
         d_out = rows if isinstance(rows, int) else len(rows)
         with torch.no_grad():
             if rank is None:

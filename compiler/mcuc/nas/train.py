@@ -31,7 +31,7 @@ from torch import nn
 from tqdm import tqdm
 
 from mcuc import McucError
-from mcuc.models.train import augment_batch, make_optimizer, one_cycle, seed_everything
+from mcuc.models.train import batch, make_optimizer, one_cycle, optimizer_step, seed_everything
 from mcuc.nas.space import SearchSpace, SubnetConfig, load_space, parse_space
 from mcuc.nas.supernet import SuperViT
 
@@ -185,7 +185,6 @@ def train_supernet(space: SearchSpace, x: np.ndarray, y: np.ndarray, settings: T
         sched.load_state_dict(ck["sched"])
         gen.set_state(ck["gen"])
         start, losses, seconds = ck["epoch"], list(ck["losses"]), ck["seconds"]
-    choices = pool if pool is not None else None
     loss_fn = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
     model.train()
     for epoch in range(start, settings.epochs):
@@ -197,18 +196,11 @@ def train_supernet(space: SearchSpace, x: np.ndarray, y: np.ndarray, settings: T
                    disable=not (progress and dist.main), dynamic_ncols=True)
         for step in bar:
             rng = arch_rng(settings.seed, epoch * steps + step)
-            cfg = rng.choice(choices) if choices is not None else space.sample(rng)
+            cfg = rng.choice(pool) if pool is not None else space.sample(rng)
             idx = mine[step * settings.batch_size:(step + 1) * settings.batch_size]
-            xb, yb = xt[idx], yt[idx]
-            if settings.augment:
-                xb = augment_batch(xb, gen)
+            xb, yb = batch(xt, yt, idx, gen if settings.augment else None)
             loss = loss_fn(net(xb.to(dev), cfg), yb.to(dev))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            total += loss.item() * len(idx)
+            total += optimizer_step(model, loss, opt, sched) * len(idx)
             seen += len(idx)
             if step % 20 == 0 or step == steps - 1:
                 bar.set_postfix(loss=f"{total / seen:.4f}", dim=cfg.dim, depth=cfg.depth)
