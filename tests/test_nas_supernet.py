@@ -22,6 +22,7 @@ from mcuc.nas.train import (
     feasible_pool,
     holdout_split,
     load_supernet,
+    sampling_weights,
     subnet_accuracy,
     train_supernet,
 )
@@ -145,6 +146,34 @@ def test_resume_refuses_other_settings(tmp_path: Path) -> None:
                        checkpoint=tmp_path / "s.pt", resume=True, progress=False)
 
 
+def test_sampling_weights_follow_macs() -> None:
+    pool = feasible_pool(SMALL, lambda c: True, 5, seed=3)
+    macs = {c: 100 * (i + 1) for i, c in enumerate(pool)}
+    w = sampling_weights(pool, macs.__getitem__, "macs")
+    assert w == pytest.approx([m / sum(macs.values()) for m in macs.values()])
+    assert sampling_weights(pool, macs.__getitem__, "uniform") == pytest.approx([0.2] * 5)
+    with pytest.raises(McucError, match="sampling must be one of macs, uniform"):
+        TrainSettings(sampling="sandwich")
+
+
+@pytest.mark.parametrize("weights, p7_trained", [([1.0, 0.0], False), ([0.5, 0.5], True)])
+def test_training_draws_by_weight(tmp_path: Path, weights, p7_trained: bool) -> None:
+    """A subnet with weight 0 is never drawn: its own patch embedding stays at init."""
+    x, y = _data(128)
+    pool = [SubnetConfig(28, p, 16, 1, (1,), (1.0,), (1.0,)) for p in (4, 7)]
+    settings = TrainSettings(epochs=1, batch_size=16)
+    m = train_supernet(SMALL, x, y, settings, pool, progress=False, weights=weights,
+                       checkpoint=tmp_path / "s.pt")
+    torch.manual_seed(settings.seed)
+    init = SuperViT(SMALL)   # the initial weights train_supernet starts from
+    assert not torch.equal(m.patch_w["p4"], init.patch_w["p4"])
+    assert torch.equal(m.patch_w["p7"], init.patch_w["p7"]) is not p7_trained
+    assert torch.load(tmp_path / "s.pt", weights_only=False)["weights"] == weights
+    with pytest.raises(McucError, match="another space or settings"):
+        train_supernet(SMALL, x, y, settings, pool, progress=False, resume=True,
+                       weights=[0.2, 0.8], checkpoint=tmp_path / "s.pt")
+
+
 def test_holdout_split_is_disjoint_and_seeded() -> None:
     tr, va = holdout_split(100, 10, 3)
     assert len(tr) == 90 and len(va) == 10 and not set(tr) & set(va)
@@ -187,7 +216,7 @@ def test_ddp_two_processes_match_one_process(tmp_path: Path) -> None:
     averaged gradients must give the weights one process gets on the whole batches."""
     space = _space_file(tmp_path)
     common = ["--limit", "256", "--val", "32", "--epochs", "1", "--pool", "4",
-              "--space", str(space), "--no-augment", "--no-progress", "--sram", "320K"]
+              "--space", str(space), "--no-progress", "--sram", "320K"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     ddp = subprocess.run(
         _torchrun() + ["--nproc_per_node=2", "--master_port", "29517", "-m", "mcuc.nas.train",

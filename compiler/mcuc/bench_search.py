@@ -1,9 +1,11 @@
 """`make bench-search`: searched ViTs against a uniform-ViT baseline at four SRAM budgets.
 
-One supernet is trained for all budgets, on a pool that holds an equal share of
-subnets feasible at each budget (so the 16 KB subnets are not drowned by the 128 KB
-ones). For each budget `mcuc search` runs on it (evolution scored on held-out training
-images) and the winner, with its inherited weights, is fine-tuned alone for E epochs.
+One supernet is trained for all budgets, on a pool of subnets feasible at each budget:
+each budget's share gets an equal part of the draws (so the 16 KB subnets are not
+drowned by the 128 KB ones), weighted by MACs within it (`--sampling`). For each budget
+`mcuc search` runs on it (evolution scored on held-out training images) and the
+winner, with its inherited weights, is fine-tuned alone for E epochs (once: a budget
+whose winner repeats an earlier budget's reuses its measurements).
 The baseline is the uniform ViT (2 heads, MLP ratio 2, full rank in every block) of a
 small grid (patch 4/7 x dim 32-128 x depth 2/4/6) with the most MACs that fits the
 same budget -- the usual "scale it up until it no longer fits" rule -- trained from
@@ -34,6 +36,7 @@ KB = 1024
 BUDGETS_KB = (16, 32, 64, 128)
 FLASH = 256 * KB
 GRID = {"patch": (4, 7), "dim": (32, 48, 64, 96, 128), "depth": (2, 4, 6)}
+BASELINE_LR = 2e-3  # models/train.train's default, tuned for training from scratch
 
 
 def uniform_grid(space) -> list[SubnetConfig]:
@@ -85,7 +88,7 @@ def run(a: argparse.Namespace) -> str:
     import torch
 
     from mcuc.datasets import load_fashion_mnist
-    from mcuc.models.train import train
+    from mcuc.models.train import evaluate, train
     from mcuc.nas.cost import CostModel
     from mcuc.nas.search import SearchOptions, run_search
     from mcuc.nas.space import load_space
@@ -95,6 +98,7 @@ def run(a: argparse.Namespace) -> str:
         TrainSettings,
         feasible_pool,
         holdout_split,
+        sampling_weights,
         train_supernet,
     )
 
@@ -107,62 +111,81 @@ def run(a: argparse.Namespace) -> str:
     x, y = load_fashion_mnist("train", limit=a.limit)
     x_test, y_test = load_fashion_mnist("test", limit=a.test_limit)
     val = max(1, len(x) // 12)
-    tr, _ = holdout_split(len(x), val, a.seed)
+    tr, va = holdout_split(len(x), val, a.seed)
     models = {b: CostModel("stm32f746", b * KB, FLASH) for b in a.budgets}
-    pool: list[SubnetConfig] = []
+    draw: dict[SubnetConfig, float] = {}
     for b in a.budgets:
-        fits = models[b].cost
-        pool += [c for c in feasible_pool(space, lambda c, f=fits: f(c).fits,
-                                          a.pool // len(a.budgets), a.seed + b)
-                 if c not in pool]
+        cost = models[b].cost
+        share = feasible_pool(space, lambda c, f=cost: f(c).fits, a.pool // len(a.budgets),
+                              a.seed + b)
+        for c, w in zip(share, sampling_weights(share, lambda c, f=cost: f(c).macs, a.sampling),
+                        strict=True):
+            draw[c] = draw.get(c, 0.0) + w / len(a.budgets)
+    pool, weights = list(draw), list(draw.values())
     meta = {"dataset": "fashion-mnist", "limit": a.limit, "val": val, "board": "stm32f746",
             "sram": max(a.budgets) * KB, "flash": FLASH}
     t0 = time.perf_counter()
-    settings = TrainSettings(epochs=a.supernet_epochs, seed=a.seed)
-    train_supernet(space, x[tr], y[tr], settings, pool, checkpoint=out / CHECKPOINT,
-                   resume=True, meta=meta)
-    supernet_s = time.perf_counter() - t0
+    settings = TrainSettings(epochs=a.supernet_epochs, seed=a.seed, augment=a.augment,
+                             sampling=a.sampling)
+    sn = train_supernet(space, x[tr], y[tr], settings, pool, checkpoint=out / CHECKPOINT,
+                        resume=True, meta=meta, weights=weights)
+    # A resumed run reports the checkpoint's accumulated training time, not this run's.
+    resumed_s = max(0.0, sn.train_seconds - (time.perf_counter() - t0))
     calib = x[tr][np.random.default_rng(a.seed).choice(len(tr), 64, replace=False)]
-    rows, baselines = [], {}
+    done: dict[tuple[str, SubnetConfig], dict] = {}  # a model two budgets share runs once
+
+    def trained(kind: str, cfg: SubnetConfig, net, lr: float, budget: int) -> dict:
+        if (kind, cfg) not in done:
+            t0 = time.perf_counter()
+            train(net, x[tr], y[tr], a.finetune_epochs, lr=lr, seed=a.seed, augment=a.augment)
+            work = out / f"{kind}_p{cfg.patch}_d{cfg.dim}_L{cfg.depth}_{len(done)}"
+            row = measure(net.eval(), cfg, work, calib, x_test, y_test, a.fw_images)
+            row.update(train_s=time.perf_counter() - t0, val_acc=evaluate(net, x[va], y[va]),
+                       first_budget=budget)
+            done[kind, cfg] = row
+        return dict(done[kind, cfg])
+
+    rows = []
     for b in a.budgets:
         work = out / f"sram{b}k"
         opts = SearchOptions(sram=b * KB, flash=FLASH, limit=a.limit, val=val,
                              supernet=str(out / CHECKPOINT), population=a.population,
-                             generations=a.generations, finetune_epochs=a.finetune_epochs,
-                             finetune_lr=a.finetune_lr,
-                             seed=a.seed, extra={"command": "bench-search"})
+                             generations=a.generations, seed=a.seed,
+                             extra={"command": "bench-search"})
         t0 = time.perf_counter()
-        summary = run_search(opts, work)
+        summary = run_search(opts, work)   # no fine-tune: `trained` does it, once per model
         search_s = time.perf_counter() - t0
         cfg = SubnetConfig.from_dict(summary["best"]["config"])
         net = SubnetViT(cfg)
         net.load_state_dict(torch.load(work / "best.pt", weights_only=False)["state_dict"])
-        searched = measure(net.eval(), cfg, work / "eval", calib, x_test, y_test, a.fw_images)
-        searched.update(search_s=search_s, val_acc=summary["best"]["val_accuracy_finetuned"],
+        searched = trained("searched", cfg, net, a.finetune_lr, b)
+        searched.update(search_s=search_s,
+                        inherited_acc=summary["best"]["val_accuracy_inherited"],
                         candidates=len(json.loads((work / "search.json").read_text())
                                        ["candidates"]))
         shutil.copy(work / "pareto.png", Path(a.bench_dir) / f"search_pareto_{b}k.png")
         base_cfg = baseline_config(space, models[b])
-        base = None
-        if base_cfg is not None:
-            if base_cfg not in baselines:
-                t0 = time.perf_counter()
-                bnet = train(SubnetViT(base_cfg), x[tr], y[tr], a.finetune_epochs,
-                             seed=a.seed, augment=True)
-                bwork = out / f"baseline_{base_cfg.patch}_{base_cfg.dim}_{base_cfg.depth}"
-                baselines[base_cfg] = measure(bnet, base_cfg, bwork, calib, x_test, y_test,
-                                              a.fw_images)
-                baselines[base_cfg]["train_s"] = time.perf_counter() - t0
-            base = baselines[base_cfg]
+        base = (trained("baseline", base_cfg, SubnetViT(base_cfg), BASELINE_LR, b)
+                if base_cfg is not None else None)
         rows.append({"budget_kb": b, "searched": searched, "baseline": base})
         (out / "bench.json").write_text(json.dumps(rows, indent=1))
-    return report(a, rows, supernet_s, len(pool), time.perf_counter() - t_all)
+    supernet_s = sn.train_seconds
+    return report(a, rows, supernet_s, len(pool), time.perf_counter() - t_all + resumed_s)
 
 
 def _cfg_text(c: dict) -> str:
     low = sorted(set(c["lowrank"]))
     return (f"p{c['patch']} d{c['dim']} L{c['depth']} h{'/'.join(map(str, c['heads']))} "
             f"mlp{'/'.join(f'{m:g}' for m in c['mlp_ratio'])} r{'/'.join(f'{r:g}' for r in low)}")
+
+
+def _search_line(r: dict) -> str:
+    m = r["searched"]
+    again = (f"the {m['first_budget']} KB budget's model, trained once"
+             if m["first_budget"] != r["budget_kb"] else f"{m['train_s']:.0f} s")
+    return (f"- {r['budget_kb']} KB: {m['candidates']} candidates in {m['search_s']:.0f} s; "
+            f"held-out accuracy {100 * m['inherited_acc']:.2f}% inherited, "
+            f"{100 * m['val_acc']:.2f}% fine-tuned; fine-tune + measure: {again}")
 
 
 def report(a, rows: list[dict], supernet_s: float, pool: int, total_s: float) -> str:
@@ -189,12 +212,11 @@ def report(a, rows: list[dict], supernet_s: float, pool: int, total_s: float) ->
     cmd = (f"python -m mcuc.bench_search --supernet-epochs {a.supernet_epochs} "
            f"--finetune-epochs {a.finetune_epochs} --finetune-lr {a.finetune_lr:g} "
            f"--population {a.population} "
-           f"--generations {a.generations} --pool {a.pool}"
+           f"--generations {a.generations} --pool {a.pool} --sampling {a.sampling}"
+           + (" --augment" if a.augment else "")
            + (f" --limit {a.limit}" if a.limit else "")
            + (f" --test-limit {a.test_limit}" if a.test_limit else ""))
-    search_lines = [f"- {r['budget_kb']} KB: {r['searched']['candidates']} candidates, search + "
-                    f"fine-tune {r['searched']['search_s']:.0f} s, held-out accuracy "
-                    f"{100 * r['searched']['val_acc']:.2f}%" for r in rows]
+    search_lines = [_search_line(r) for r in rows]
     return "\n".join([
         "# Architecture-search benchmark",
         "",
@@ -206,7 +228,9 @@ def report(a, rows: list[dict], supernet_s: float, pool: int, total_s: float) ->
         f"Supernet: {a.supernet_epochs} epochs on {pool} budget-feasible subnets, "
         f"{supernet_s / 60:.1f} min. Searched models: inherited weights fine-tuned "
         f"{a.finetune_epochs} epochs (lr {a.finetune_lr:g}). Baselines: {a.finetune_epochs} "
-        f"epochs from scratch (lr 2e-3). Test images: {rows[0]['searched']['test_images']:,}. "
+        f"epochs from scratch (lr {BASELINE_LR:g}). Augmentation (random crops and flips): "
+        f"{'on' if a.augment else 'off'}, for every model. "
+        f"Test images: {rows[0]['searched']['test_images']:,}. "
         "Board overheads (stack, data, code) are the STM32F746's; flash budget 256 KB.",
         "",
         "\n".join(lines),
@@ -232,6 +256,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--population", type=int, default=16)
     ap.add_argument("--generations", type=int, default=8)
     ap.add_argument("--pool", type=int, default=400)
+    ap.add_argument("--sampling", choices=["macs", "uniform"], default="macs")
+    ap.add_argument("--augment", action="store_true",
+                    help="random crops and flips for every model (baselines too)")
     ap.add_argument("--limit", type=int, default=None, help="training images (default: all)")
     ap.add_argument("--test-limit", type=int, default=None, help="test images (default: all)")
     ap.add_argument("--fw-images", type=int, default=200)

@@ -102,8 +102,13 @@ def add_search_args(s: argparse.ArgumentParser) -> None:
     s.add_argument("--generations", type=int, default=o.generations)
     s.add_argument("--parents", type=int, default=o.parents)
     s.add_argument("--mutation-prob", type=float, default=o.mutation_prob)
+    s.add_argument("--sampling", choices=["macs", "uniform"], default=o.sampling,
+                   help="supernet subnet draw: weighted by MACs (default) or uniform")
+    s.add_argument("--augment", action="store_true",
+                   help="random crops and flips while training (pays off only in long runs)")
     s.add_argument("--finetune-epochs", type=int, default=o.finetune_epochs,
                    help="fine-tune the chosen subnet alone for this many epochs")
+    s.add_argument("--finetune-lr", type=float, default=o.finetune_lr)
     s.add_argument("--seed", type=int, default=o.seed)
     s.add_argument("--device", choices=["cpu", "cuda"], default=o.device)
     s.add_argument("--supernet", help="reuse a trained supernet.pt instead of training one")
@@ -119,7 +124,8 @@ def cmd_search(a: argparse.Namespace) -> int:
         board=a.board, sram=a.sram, flash=a.flash, dataset=a.dataset, limit=a.limit, val=a.val,
         space=a.space, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, pool=a.pool,
         population=a.population, generations=a.generations, parents=a.parents,
-        mutation_prob=a.mutation_prob, finetune_epochs=a.finetune_epochs, seed=a.seed,
+        mutation_prob=a.mutation_prob, finetune_epochs=a.finetune_epochs,
+        finetune_lr=a.finetune_lr, sampling=a.sampling, augment=a.augment, seed=a.seed,
         device=a.device, supernet=a.supernet, resume=a.resume, progress=not a.quiet,
         extra={"command": "mcuc " + " ".join(a.argv)})
     run_search(opts, a.out)

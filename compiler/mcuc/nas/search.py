@@ -54,6 +54,8 @@ class SearchOptions:
     batch_size: int = 128
     lr: float = 2e-3
     pool: int = 500                 # budget-feasible subnets the supernet trains
+    sampling: str = "macs"          # supernet subnet draw: "macs"-weighted or "uniform"
+    augment: bool = False           # random crops and flips (supernet and fine-tune)
     population: int = 20
     generations: int = 10
     parents: int = 8
@@ -73,7 +75,7 @@ def _log(opts: SearchOptions, msg: str) -> None:
         print(msg, flush=True)
 
 
-def _supernet(opts: SearchOptions, space, x_tr, y_tr, pool, out: Path, meta: dict):
+def _supernet(opts: SearchOptions, space, x_tr, y_tr, pool, weights, out: Path, meta: dict):
     from mcuc.nas.train import CHECKPOINT, TrainSettings, load_supernet, train_supernet
 
     if opts.supernet:
@@ -89,9 +91,9 @@ def _supernet(opts: SearchOptions, space, x_tr, y_tr, pool, out: Path, meta: dic
         return model, {"path": str(opts.supernet), "epochs": ck["epoch"],
                        "seconds": ck["seconds"], "losses": ck["losses"]}
     settings = TrainSettings(epochs=opts.epochs, batch_size=opts.batch_size, lr=opts.lr,
-                             seed=opts.seed)
+                             seed=opts.seed, augment=opts.augment, sampling=opts.sampling)
     model = train_supernet(space, x_tr, y_tr, settings, pool, opts.device, out / CHECKPOINT,
-                           opts.resume, opts.progress, meta)
+                           opts.resume, opts.progress, meta, weights)
     return model, {"path": str(out / CHECKPOINT), "epochs": settings.epochs,
                    "seconds": model.train_seconds, "losses": model.train_losses}
 
@@ -118,12 +120,20 @@ def run_search(opts: SearchOptions, out: Path | str) -> dict:
     from mcuc.nas.cost import CostModel
     from mcuc.nas.evolution import evolve, plot_pareto, write_search_json
     from mcuc.nas.space import load_space
-    from mcuc.nas.train import feasible_pool, holdout_split, resolve_device, subnet_accuracy
+    from mcuc.nas.train import (
+        TrainSettings,
+        feasible_pool,
+        holdout_split,
+        resolve_device,
+        sampling_weights,
+        subnet_accuracy,
+    )
 
     t_start = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     resolve_device(opts.device)
+    TrainSettings(sampling=opts.sampling)  # a bad --sampling fails before any work
     space = load_space(opts.space)
     x, y, classes = load_dataset(opts.dataset, "train", limit=opts.limit)
     if x.shape[1] != space.in_chans or len(classes) != space.num_classes:
@@ -147,7 +157,8 @@ def run_search(opts: SearchOptions, out: Path | str) -> dict:
                    f"{cm.candidates_per_s:.1f} candidates/s)")
     meta = {"dataset": str(opts.dataset), "limit": opts.limit, "val": val, "board": opts.board,
             "sram": cm.sram_limit, "flash": cm.flash_limit}
-    model, sn_info = _supernet(opts, space, x[tr], y[tr], pool, out, meta)
+    weights = sampling_weights(pool, lambda c: cm.cost(c).macs, opts.sampling)
+    model, sn_info = _supernet(opts, space, x[tr], y[tr], pool, weights, out, meta)
     dev = torch.device(opts.device)
     model.to(dev)
     xv = torch.from_numpy(x[va]).to(dev)
@@ -162,7 +173,8 @@ def run_search(opts: SearchOptions, out: Path | str) -> dict:
     finetuned = None
     if opts.finetune_epochs > 0:
         train(net, x[tr], y[tr], opts.finetune_epochs, batch_size=opts.batch_size,
-              lr=opts.finetune_lr, seed=opts.seed, progress=opts.progress, augment=True)
+              lr=opts.finetune_lr, seed=opts.seed, progress=opts.progress,
+              augment=opts.augment)
         finetuned = evaluate(net, x[va], y[va])
     cfg = best.config
     export_onnx(net, cfg.input_shape, out / "best.onnx")
