@@ -236,6 +236,20 @@ def test_ddp_two_processes_match_one_process(tmp_path: Path) -> None:
                                                                ).state_dict()["head.weight"])
 
 
+def test_ddp_no_fit_error_reaches_every_rank(tmp_path: Path) -> None:
+    """Rank 0 costs the pool; when nothing fits, rank 1 gets the error too instead of
+    waiting for a pool that never comes."""
+    r = subprocess.run(
+        _torchrun() + ["--nproc_per_node=2", "--master_port", "29518", "-m", "mcuc.nas.train",
+                       "--limit", "64", "--val", "8", "--pool", "4", "--no-progress",
+                       "--space", str(_space_file(tmp_path)), "--sram", "2K",
+                       "--out", str(tmp_path / "ddp")],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode != 0
+    assert r.stderr.count("mcuc: error: no config of the search space fits") == 2, r.stderr[-2000:]
+
+
 def test_train_cli_errors_are_one_line(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "mcuc.nas.train", "--out", str(tmp_path),
                         "--dataset", str(tmp_path / "nope")], capture_output=True, text=True)

@@ -112,6 +112,25 @@ def init_distributed(device: torch.device) -> Dist:
     return Dist(dist.get_rank(), dist.get_world_size())
 
 
+def from_rank0(make: Callable[[], object], dist: Dist):
+    """`make()` on rank 0 only, its result (or its McucError, so no rank waits forever)
+    sent to every rank: the budget pool costs minutes of compiling, once is enough."""
+    if dist.world == 1:
+        return make()
+    import torch.distributed as td
+
+    box: list[object] = [None]
+    if dist.main:
+        try:
+            box = [make()]
+        except McucError as e:
+            box = [e]
+    td.broadcast_object_list(box, src=0)
+    if isinstance(box[0], McucError):
+        raise box[0]
+    return box[0]
+
+
 def feasible_pool(space: SearchSpace, fits: Callable[[SubnetConfig], bool], size: int,
                   seed: int, max_draws: int | None = None,
                   progress: bool = False) -> list[SubnetConfig]:
@@ -305,12 +324,17 @@ def main(argv: list[str] | None = None) -> int:
         val = a.val if a.val is not None else max(1, len(x) // 12)
         tr, _ = holdout_split(len(x), val, a.seed)
         cm = CostModel(a.board, a.sram, a.flash)
-        pool = feasible_pool(space, lambda c: cm.cost(c).fits, a.pool, a.seed,
-                             progress=not a.no_progress)
-        a.out.mkdir(parents=True, exist_ok=True)
         settings = TrainSettings(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, seed=a.seed,
                                  augment=a.augment, sampling=a.sampling)
-        weights = sampling_weights(pool, lambda c: cm.cost(c).macs, a.sampling)
+        dist = init_distributed(resolve_device(a.device))
+
+        def costed_pool() -> tuple[list[SubnetConfig], list[float]]:
+            pool = feasible_pool(space, lambda c: cm.cost(c).fits, a.pool, a.seed,
+                                 progress=not a.no_progress)
+            return pool, sampling_weights(pool, lambda c: cm.cost(c).macs, a.sampling)
+
+        pool, weights = from_rank0(costed_pool, dist)
+        a.out.mkdir(parents=True, exist_ok=True)
         meta = {"dataset": str(a.dataset), "limit": a.limit, "val": val,
                 "board": a.board, "sram": cm.sram_limit, "flash": cm.flash_limit}
         train_supernet(space, x[tr], y[tr], settings, pool, a.device, a.out / CHECKPOINT,
