@@ -10,13 +10,6 @@ everything. Each linear keeps a full-rank weight *and* one set of low-rank facto
 not a slice of a dense matrix; both share the bias. Patch embeddings are per patch
 size and positional embeddings per (resolution, patch): they differ in shape.
 
-Few-shot split on the patch size (Zhao et al., "Few-shot NAS", ICML 2021): each patch
-size has its own trunk (class token, blocks, final norm, head), so sharing happens
-only between subnets that see the same number of tokens. With one shared trunk, the
-patch-7 subnets (17 tokens) and the patch-4 ones (50 tokens) pulled the same blocks
-two ways, and inherited-weight accuracy ranked patch-7 subnets first although patch-4
-ones trained alone do better (bench/search.md). The split costs parameters, not steps.
-
 `extract(cfg)` copies a subnet's slice into a plain `SubnetViT`, which exports to the
 ONNX the compiler reads; tests check the two compute the same function.
 """
@@ -139,17 +132,6 @@ def _key(resolution: int, patch: int) -> str:
     return f"r{resolution}p{patch}"
 
 
-class SuperTrunk(nn.Module):
-    """What follows the patch embedding: class token, blocks, final norm and head."""
-
-    def __init__(self, space: SearchSpace, d: int, hidden: int, rank: int) -> None:
-        super().__init__()
-        self.cls_token = _trunc(1, 1, d)
-        self.blocks = nn.ModuleList(SuperBlock(d, hidden, rank) for _ in range(max(space.depth)))
-        self.norm = SuperLayerNorm(d)
-        self.head = SuperLinear(d, space.num_classes, 0)
-
-
 class SuperViT(nn.Module):
     """The weight-sharing ViT over a SearchSpace; `forward(x, cfg)` runs one subnet."""
 
@@ -170,8 +152,10 @@ class SuperViT(nn.Module):
         self.pos = nn.ParameterDict({
             _key(r, p): nn.Parameter(torch.randn(1, (r // p) ** 2 + 1, d) * 0.02)
             for r in space.resolution for p in space.patch})
-        self.trunks = nn.ModuleDict({f"p{p}": SuperTrunk(space, d, hidden, rank)
-                                     for p in space.patch})
+        self.cls_token = _trunc(1, 1, d)
+        self.blocks = nn.ModuleList(SuperBlock(d, hidden, rank) for _ in range(max(space.depth)))
+        self.norm = SuperLayerNorm(d)
+        self.head = SuperLinear(d, space.num_classes, 0)
 
     def forward(self, x: torch.Tensor, cfg: SubnetConfig) -> torch.Tensor:
         if x.shape[-1] != cfg.resolution or x.shape[-2] != cfg.resolution:
@@ -180,27 +164,25 @@ class SuperViT(nn.Module):
         d, p = cfg.dim, cfg.patch
         x = F.conv2d(x, self.patch_w[f"p{p}"][:d], self.patch_b[f"p{p}"][:d], stride=p)
         x = x.flatten(2).transpose(1, 2)
-        t: SuperTrunk = self.trunks[f"p{p}"]
-        x = torch.cat([t.cls_token[:, :, :d].expand(x.shape[0], -1, -1), x], dim=1)
+        x = torch.cat([self.cls_token[:, :, :d].expand(x.shape[0], -1, -1), x], dim=1)
         x = x + self.pos[_key(cfg.resolution, p)][:, :, :d]
         for i in range(cfg.depth):
-            x = t.blocks[i](x, cfg.heads[i], cfg.hidden(i), cfg.rank(i))
-        x = t.norm(x)[:, 0]
-        return t.head(x, d, cfg.num_classes, None)
+            x = self.blocks[i](x, cfg.heads[i], cfg.hidden(i), cfg.rank(i))
+        x = self.norm(x)[:, 0]
+        return self.head(x, d, cfg.num_classes, None)
 
     def extract(self, cfg: SubnetConfig) -> SubnetViT:
         """A standalone SubnetViT holding this subnet's slice of the shared weights."""
         self.space.check(cfg)
         net = SubnetViT(cfg)
         d, p, key = cfg.dim, cfg.patch, _key(cfg.resolution, cfg.patch)
-        t: SuperTrunk = self.trunks[f"p{p}"]
         with torch.no_grad():
             net.patch_embed.weight.copy_(self.patch_w[f"p{p}"][:d])
             net.patch_embed.bias.copy_(self.patch_b[f"p{p}"][:d])
-            net.cls_token.copy_(t.cls_token[:, :, :d])
+            net.cls_token.copy_(self.cls_token[:, :, :d])
             net.pos_embed.copy_(self.pos[key][:, :, :d])
         for i, blk in enumerate(net.blocks):
-            sb: SuperBlock = t.blocks[i]
+            sb: SuperBlock = self.blocks[i]
             rank, hidden = cfg.rank(i), cfg.hidden(i)
             sb.norm1.export_into(blk.norm1)
             sb.norm2.export_into(blk.norm2)
@@ -208,6 +190,6 @@ class SuperViT(nn.Module):
             blk.attn.proj = sb.proj.export(d, d, rank)
             blk.mlp[0] = sb.fc1.export(d, hidden, rank)
             blk.mlp[2] = sb.fc2.export(hidden, d, rank)
-        t.norm.export_into(net.norm)
-        net.head = t.head.export(d, cfg.num_classes, None)
+        self.norm.export_into(net.norm)
+        net.head = self.head.export(d, cfg.num_classes, None)
         return net.eval()
