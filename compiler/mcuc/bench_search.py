@@ -250,8 +250,8 @@ def report(a, rows: list[dict], supernet_s: float, pool: int, total_s: float) ->
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--budgets", type=int, nargs="+", default=list(BUDGETS_KB))
-    ap.add_argument("--supernet-epochs", type=int, default=30)
-    ap.add_argument("--finetune-epochs", type=int, default=8)
+    ap.add_argument("--supernet-epochs", type=int, default=60)
+    ap.add_argument("--finetune-epochs", type=int, default=12)
     ap.add_argument("--finetune-lr", type=float, default=1e-3)
     ap.add_argument("--population", type=int, default=16)
     ap.add_argument("--generations", type=int, default=8)
