@@ -112,6 +112,19 @@ def init_distributed(device: torch.device) -> Dist:
     return Dist(dist.get_rank(), dist.get_world_size())
 
 
+def finish_distributed(ok: bool) -> None:
+    """Tear the process group down before the interpreter exits: a rank that exits with
+    gloo's threads still running can abort ("terminate called without an active
+    exception"), seen once in CI. On success the ranks first wait for each other, so
+    none leaves while rank 0 still writes the checkpoint."""
+    import torch.distributed as td
+
+    if td.is_available() and td.is_initialized():
+        if ok:
+            td.barrier()
+        td.destroy_process_group()
+
+
 def from_rank0(make: Callable[[], object], dist: Dist):
     """`make()` on rank 0 only, its result (or its McucError, so no rank waits forever)
     sent to every rank: the budget pool costs minutes of compiling, once is enough."""
@@ -318,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--resume", action="store_true", help="continue from OUT/supernet.pt")
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
+    ok = False
     try:
         space = load_space(a.space)
         x, y, _ = load_dataset(a.dataset, "train", limit=a.limit)
@@ -339,9 +353,12 @@ def main(argv: list[str] | None = None) -> int:
                 "board": a.board, "sram": cm.sram_limit, "flash": cm.flash_limit}
         train_supernet(space, x[tr], y[tr], settings, pool, a.device, a.out / CHECKPOINT,
                        a.resume, not a.no_progress, meta, weights)
+        ok = True
     except McucError as e:
         print(f"mcuc: error: {e}", file=sys.stderr)
         return 2
+    finally:
+        finish_distributed(ok)
     return 0
 
 
