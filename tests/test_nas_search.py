@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from mcuc import McucError
 from mcuc.cli import main
 from mcuc.datasets import load_fashion_mnist
 from mcuc.nas.search import parse_bytes
@@ -165,3 +166,11 @@ def test_search_on_an_image_folder(tmp_path: Path) -> None:
     assert np.load(out / "calib.npy").shape[1:] == (1, 12, 12)
     # the supernet learned the task through the shared weights (chance is 1/3)
     assert s["best"]["accuracy"] > 0.6
+
+
+def test_bad_sampling_fails_before_any_work(tmp_path: Path) -> None:
+    from mcuc.nas.search import SearchOptions, run_search
+
+    with pytest.raises(McucError, match="sampling must be one of macs, uniform, not 'sandwich'"):
+        run_search(SearchOptions(sampling="sandwich"), tmp_path / "out")
+    assert not any((tmp_path / "out").iterdir())

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from mcuc.nas.space import SubnetConfig
+from mcuc.nas.space import SAMPLING, SubnetConfig
 
 KB = 1024
 BUDGETS_KB = (16, 32, 64, 128)
@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--population", type=int, default=16)
     ap.add_argument("--generations", type=int, default=8)
     ap.add_argument("--pool", type=int, default=400)
-    ap.add_argument("--sampling", choices=["macs", "uniform"], default="macs")
+    ap.add_argument("--sampling", choices=SAMPLING, default=SAMPLING[0])
     ap.add_argument("--augment", action="store_true",
                     help="random crops and flips for every model (baselines too)")
     ap.add_argument("--limit", type=int, default=None, help="training images (default: all)")

@@ -82,6 +82,7 @@ def cmd_boards(a: argparse.Namespace) -> int:
 
 def add_search_args(s: argparse.ArgumentParser) -> None:
     from mcuc.nas.search import SearchOptions, size_arg
+    from mcuc.nas.space import SAMPLING
 
     o = SearchOptions()
     s.add_argument("--board", default=o.board, help="board whose overheads and limits apply")
@@ -102,7 +103,7 @@ def add_search_args(s: argparse.ArgumentParser) -> None:
     s.add_argument("--generations", type=int, default=o.generations)
     s.add_argument("--parents", type=int, default=o.parents)
     s.add_argument("--mutation-prob", type=float, default=o.mutation_prob)
-    s.add_argument("--sampling", choices=["macs", "uniform"], default=o.sampling,
+    s.add_argument("--sampling", choices=SAMPLING, default=o.sampling,
                    help="supernet subnet draw: weighted by MACs (default) or uniform")
     s.add_argument("--augment", action="store_true",
                    help="random crops and flips while training (pays off only in long runs)")

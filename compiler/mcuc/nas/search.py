@@ -119,9 +119,8 @@ def run_search(opts: SearchOptions, out: Path | str) -> dict:
     from mcuc.models.train import evaluate, export_onnx, train
     from mcuc.nas.cost import CostModel
     from mcuc.nas.evolution import evolve, plot_pareto, write_search_json
-    from mcuc.nas.space import load_space
+    from mcuc.nas.space import check_sampling, load_space
     from mcuc.nas.train import (
-        TrainSettings,
         feasible_pool,
         holdout_split,
         resolve_device,
@@ -133,7 +132,7 @@ def run_search(opts: SearchOptions, out: Path | str) -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     resolve_device(opts.device)
-    TrainSettings(sampling=opts.sampling)  # a bad --sampling fails before any work
+    check_sampling(opts.sampling)  # a bad --sampling fails before any work
     space = load_space(opts.space)
     x, y, classes = load_dataset(opts.dataset, "train", limit=opts.limit)
     if x.shape[1] != space.in_chans or len(classes) != space.num_classes:

@@ -18,6 +18,16 @@ from mcuc import McucError
 
 DEFAULT_SPACE = Path(__file__).resolve().parent / "default_space.toml"
 
+SAMPLING = ("macs", "uniform")  # how the supernet draws subnets: by MACs, or uniformly
+
+
+def check_sampling(name: str) -> str:
+    """The draw's name, or a one-line error naming the ones there are."""
+    if name not in SAMPLING:
+        raise McucError(f"sampling must be one of {', '.join(SAMPLING)}, not {name!r}")
+    return name
+
+
 _LISTS = ("resolution", "patch", "dim", "depth", "heads", "mlp_ratio", "lowrank_ratio")
 _SCALARS = ("in_chans", "num_classes", "lowrank_per_layer")
 _INT_LISTS = ("resolution", "patch", "dim", "depth", "heads")

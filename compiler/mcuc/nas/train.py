@@ -39,11 +39,17 @@ from tqdm import tqdm
 
 from mcuc import McucError
 from mcuc.models.train import batch, make_optimizer, one_cycle, optimizer_step, seed_everything
-from mcuc.nas.space import SearchSpace, SubnetConfig, load_space, parse_space
+from mcuc.nas.space import (
+    SAMPLING,
+    SearchSpace,
+    SubnetConfig,
+    check_sampling,
+    load_space,
+    parse_space,
+)
 from mcuc.nas.supernet import SuperViT
 
 CHECKPOINT = "supernet.pt"
-SAMPLING = ("macs", "uniform")
 
 
 @dataclass
@@ -59,9 +65,7 @@ class TrainSettings:
     sampling: str = "macs"   # "macs" (weighted by each subnet's MACs) or "uniform"
 
     def __post_init__(self) -> None:
-        if self.sampling not in SAMPLING:
-            raise McucError(f"sampling must be one of {', '.join(SAMPLING)}, "
-                            f"not {self.sampling!r}")
+        check_sampling(self.sampling)
 
 
 # ----------------------------------------------------------------------------- helpers
