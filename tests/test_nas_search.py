@@ -30,7 +30,8 @@ QUICK = ["--limit", "400", "--val", "100", "--epochs", "1", "--pool", "12",
 def searched(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("search") / "run"
     rc = main(["search", "--board", "stm32f746", "--sram", "48K", "--flash", "256K",
-               "--dataset", "fashion-mnist", "--finetune-epochs", "1", "--out", str(out),
+               "--dataset", "fashion-mnist", "--finetune-epochs", "1", "--distill-epochs", "1",
+               "--out", str(out),
                *QUICK])
     assert rc == 0
     return out
@@ -59,6 +60,9 @@ def test_outputs_exist_and_agree(searched: Path) -> None:
     assert meta["train_images"] + meta["val_images"] == 400
     pt = torch.load(searched / "best.pt", weights_only=False)
     assert pt["config"] == best["config"]
+    # the fine-tune was distilled: the teacher was trained and scored on held-out images
+    assert 0.0 <= meta["best"]["teacher_val_accuracy"] <= 1.0
+    assert meta["options"]["distill_epochs"] == 1
 
 
 def test_build_gives_exactly_the_predicted_sizes(searched: Path, tmp_path: Path) -> None:
@@ -113,6 +117,7 @@ def test_supernet_with_other_held_out_images_is_refused(searched: Path, tmp_path
     (["--dataset", "/nonexistent/folder"], "/nonexistent/folder"),
     (["--space", "/nonexistent.toml"], "search space file not found"),
     (["--device", "cuda"], "CUDA"),
+    (["--distill-epochs", "2"], "give --finetune-epochs too"),
 ])
 def test_search_errors_are_one_line(args: list[str], needle: str, tmp_path: Path,
                                     capsys) -> None:

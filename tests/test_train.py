@@ -13,6 +13,7 @@ pytest.importorskip("onnxruntime")
 
 from mcuc import McucError  # noqa: E402
 from mcuc.datasets import load_fashion_mnist  # noqa: E402
+from mcuc.models.teacher import teacher_labels, train_teacher  # noqa: E402
 from mcuc.models.train import (  # noqa: E402
     augment_batch,
     count_params,
@@ -104,3 +105,32 @@ def test_export_onnx_matches_torch(tmp_path: Path, encoder: str, pool: str) -> N
 def test_export_rejects_batched_shape(tmp_path: Path) -> None:
     with pytest.raises(McucError, match="batch 1"):
         export_onnx(build_vit(ViTConfig(**TINY)), (2, 1, 28, 28), tmp_path / "m.onnx")
+
+
+def test_distillation_follows_the_teachers_labels() -> None:
+    """With all the weight on the teacher, the model learns the teacher's labels, not the
+    true ones: here a teacher that names every image's class plus one."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 1, 4, 4)).astype(np.float32)
+    y = rng.integers(0, 10, 200)
+    shifted = (y + 1) % 10
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 64), torch.nn.ReLU(),
+                              torch.nn.Linear(64, 10))
+    train(net, x, y, 60, batch_size=50, lr=1e-2, progress=False, distill=shifted,
+          distill_weight=1.0)
+    pred = predict(net, x).argmax(1)
+    assert (pred == shifted).mean() > 0.9 and (pred == y).mean() < 0.1
+    with pytest.raises(McucError, match="teacher label per image"):
+        train(net, x, y, 1, progress=False, distill=shifted[:10])
+    with pytest.raises(McucError, match="distillation weight"):
+        train(net, x, y, 1, progress=False, distill=shifted, distill_weight=1.5)
+
+
+def test_teacher_learns_fashion_mnist() -> None:
+    x, y = load_fashion_mnist("train", limit=1000)
+    net = train_teacher(x, y, 3, progress=False)
+    labels = teacher_labels(net, x)
+    assert labels.shape == (1000,) and labels.dtype == np.int64
+    assert (labels == y).mean() > 0.4   # 10 classes: chance is 0.1
+    with pytest.raises(McucError, match="teacher epochs"):
+        train_teacher(x, y, 0)

@@ -132,12 +132,14 @@ def run(a: argparse.Namespace) -> str:
     # A resumed run reports the checkpoint's accumulated training time, not this run's.
     resumed_s = max(0.0, sn.train_seconds - (time.perf_counter() - t0))
     calib = x[tr][np.random.default_rng(a.seed).choice(len(tr), 64, replace=False)]
+    teacher = distill_labels(a, out, x[tr], y[tr], x_test, y_test)
     done: dict[tuple[str, SubnetConfig], dict] = {}  # a model two budgets share runs once
 
     def trained(kind: str, cfg: SubnetConfig, net, lr: float, budget: int) -> dict:
         if (kind, cfg) not in done:
             t0 = time.perf_counter()
-            train(net, x[tr], y[tr], a.finetune_epochs, lr=lr, seed=a.seed, augment=a.augment)
+            train(net, x[tr], y[tr], a.finetune_epochs, lr=lr, seed=a.seed, augment=a.augment,
+                  distill=None if teacher is None else teacher["labels"])
             work = out / f"{kind}_p{cfg.patch}_d{cfg.dim}_L{cfg.depth}_{len(done)}"
             row = measure(net.eval(), cfg, work, calib, x_test, y_test, a.fw_images)
             row.update(train_s=time.perf_counter() - t0, val_acc=evaluate(net, x[va], y[va]),
@@ -170,7 +172,31 @@ def run(a: argparse.Namespace) -> str:
         rows.append({"budget_kb": b, "searched": searched, "baseline": base})
         (out / "bench.json").write_text(json.dumps(rows, indent=1))
     supernet_s = sn.train_seconds
-    return report(a, rows, supernet_s, len(pool), time.perf_counter() - t_all + resumed_s)
+    return report(a, rows, supernet_s, len(pool), time.perf_counter() - t_all + resumed_s,
+                  teacher)
+
+
+def distill_labels(a: argparse.Namespace, out: Path, x, y, x_test, y_test) -> dict | None:
+    """The CNN teacher's labels for the training images (trained once, kept in
+    OUT/teacher.npz for reruns), or None without --distill-epochs."""
+    from mcuc.models.teacher import teacher_labels, train_teacher
+    from mcuc.models.train import evaluate
+
+    if a.distill_epochs <= 0:
+        return None
+    path = out / "teacher.npz"
+    key = np.array([a.distill_epochs, a.seed, len(x)])
+    if path.is_file():
+        old = np.load(path)
+        if np.array_equal(old["key"], key):
+            return {k: old[k] for k in old.files}
+    t0 = time.perf_counter()
+    net = train_teacher(x, y, a.distill_epochs, seed=a.seed)
+    found = {"labels": teacher_labels(net, x), "key": key,
+             "test_acc": np.float64(evaluate(net, x_test, y_test)),
+             "seconds": np.float64(time.perf_counter() - t0)}
+    np.savez(path, **found)
+    return found
 
 
 def _cfg_text(c: dict) -> str:
@@ -188,7 +214,8 @@ def _search_line(r: dict) -> str:
             f"{100 * m['val_acc']:.2f}% fine-tuned; fine-tune + measure: {again}")
 
 
-def report(a, rows: list[dict], supernet_s: float, pool: int, total_s: float) -> str:
+def report(a, rows: list[dict], supernet_s: float, pool: int, total_s: float,
+           teacher: dict | None = None) -> str:
     head = ("| SRAM budget | model | config | params | MACs | arena B | RAM B (ELF) | "
             "flash B (ELF) | float test | int8 test | firmware (first N) |")
     lines = [head, "|" + "---|" * 11]
@@ -211,6 +238,7 @@ def report(a, rows: list[dict], supernet_s: float, pool: int, total_s: float) ->
             if at64 else "64 KB not run")
     cmd = (f"python -m mcuc.bench_search --supernet-epochs {a.supernet_epochs} "
            f"--finetune-epochs {a.finetune_epochs} --finetune-lr {a.finetune_lr:g} "
+           f"--distill-epochs {a.distill_epochs} "
            f"--population {a.population} "
            f"--generations {a.generations} --pool {a.pool} --sampling {a.sampling}"
            + (" --augment" if a.augment else "")
@@ -230,7 +258,12 @@ def report(a, rows: list[dict], supernet_s: float, pool: int, total_s: float) ->
         f"{a.finetune_epochs} epochs (lr {a.finetune_lr:g}). Baselines: {a.finetune_epochs} "
         f"epochs from scratch (lr {BASELINE_LR:g}). Augmentation (random crops and flips): "
         f"{'on' if a.augment else 'off'}, for every model. "
-        f"Test images: {rows[0]['searched']['test_images']:,}. "
+        + ("No distillation. " if teacher is None else
+           f"Every model (searched and baseline) is trained with hard-label distillation "
+           f"from the same small CNN teacher ({a.distill_epochs} epochs, "
+           f"{float(teacher['seconds']) / 60:.1f} min; {100 * float(teacher['test_acc']):.2f}% "
+           "test; host-only, never compiled). ")
+        + f"Test images: {rows[0]['searched']['test_images']:,}. "
         "Board overheads (stack, data, code) are the STM32F746's; flash budget 256 KB.",
         "",
         "\n".join(lines),
@@ -253,6 +286,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--supernet-epochs", type=int, default=60)
     ap.add_argument("--finetune-epochs", type=int, default=12)
     ap.add_argument("--finetune-lr", type=float, default=1e-3)
+    ap.add_argument("--distill-epochs", type=int, default=0,
+                    help="CNN teacher epochs; its labels are distilled into every model "
+                         "(searched and baseline); 0: no teacher")
     ap.add_argument("--population", type=int, default=16)
     ap.add_argument("--generations", type=int, default=8)
     ap.add_argument("--pool", type=int, default=400)

@@ -111,21 +111,33 @@ def train(
     augment: bool = False,
     warmup_frac: float = 0.1,
     on_epoch: Callable[[int, float], None] | None = None,
+    distill: np.ndarray | None = None,
+    distill_weight: float = 0.5,
 ) -> nn.Module:
     """Train `model` in place on (x float32 [N,C,H,W], y int [N]) and return it.
 
     AdamW with a one-cycle (linear warm-up, cosine decay) schedule: it converges fast
     without tuning, which matters for a few CPU epochs. The loss history (mean loss per
     epoch) is left on `model.train_losses` for callers and tests.
+
+    `distill` (a teacher's predicted class per image, see models/teacher.py) mixes in
+    hard-label distillation: loss = (1 - w) x CE(true label) + w x CE(teacher's label).
+    With `augment` the teacher's labels are those of the unaugmented images: a 2-pixel
+    shift or a flip does not change a garment's class.
     """
     if epochs <= 0:
         raise McucError(f"epochs must be positive, not {epochs}")
     if len(x) != len(y) or len(x) == 0:
         raise McucError(f"need matching, non-empty x and y (got {len(x)} and {len(y)})")
+    if distill is not None and len(distill) != len(x):
+        raise McucError(f"need a teacher label per image (got {len(distill)} for {len(x)})")
+    if not 0.0 <= distill_weight <= 1.0:
+        raise McucError(f"distillation weight must be in [0, 1], not {distill_weight}")
     seed_everything(seed)
     gen = torch.Generator().manual_seed(seed)
     xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     yt = torch.from_numpy(np.asarray(y, dtype=np.int64))
+    tt = None if distill is None else torch.from_numpy(np.asarray(distill, dtype=np.int64))
     steps_per_epoch = math.ceil(len(xt) / batch_size)
     total_steps = epochs * steps_per_epoch
 
@@ -144,7 +156,12 @@ def train(
         for step in bar:
             idx = perm[step * batch_size : (step + 1) * batch_size]
             xb, yb = batch(xt, yt, idx, gen if augment else None)
-            total += optimizer_step(model, loss_fn(model(xb), yb), opt, sched) * len(idx)
+            out = model(xb)
+            loss = loss_fn(out, yb)
+            if tt is not None:
+                loss = ((1 - distill_weight) * loss
+                        + distill_weight * nn.functional.cross_entropy(out, tt[idx]))
+            total += optimizer_step(model, loss, opt, sched) * len(idx)
             seen += len(idx)
             if step % 20 == 0 or step == steps_per_epoch - 1:
                 bar.set_postfix(loss=f"{total / seen:.4f}", lr=f"{sched.get_last_lr()[0]:.2e}")

@@ -62,6 +62,7 @@ class SearchOptions:
     mutation_prob: float = 0.3
     finetune_epochs: int = 0
     finetune_lr: float = 5e-4
+    distill_epochs: int = 0         # CNN teacher epochs for a distilled fine-tune (0: none)
     seed: int = 0
     device: str = "cpu"
     supernet: str | None = None     # a trained supernet.pt to reuse instead of training
@@ -116,6 +117,7 @@ def run_search(opts: SearchOptions, out: Path | str) -> dict:
     import torch
 
     from mcuc.datasets import load_dataset
+    from mcuc.models.teacher import teacher_labels, train_teacher
     from mcuc.models.train import evaluate, export_onnx, train
     from mcuc.nas.cost import CostModel
     from mcuc.nas.evolution import evolve, plot_pareto, write_search_json
@@ -133,6 +135,8 @@ def run_search(opts: SearchOptions, out: Path | str) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     resolve_device(opts.device)
     check_sampling(opts.sampling)  # a bad --sampling fails before any work
+    if opts.distill_epochs and opts.finetune_epochs <= 0:
+        raise McucError("--distill-epochs distils the fine-tune: give --finetune-epochs too")
     space = load_space(opts.space)
     x, y, classes = load_dataset(opts.dataset, "train", limit=opts.limit)
     if x.shape[1] != space.in_chans or len(classes) != space.num_classes:
@@ -169,11 +173,17 @@ def run_search(opts: SearchOptions, out: Path | str) -> dict:
     best = result.best
     net = model.cpu().extract(best.config)
     inherited = evaluate(net, x[va], y[va])
-    finetuned = None
+    finetuned, teacher_acc, labels = None, None, None
+    if opts.distill_epochs > 0:
+        _log(opts, f"training the CNN teacher ({opts.distill_epochs} epochs)")
+        teacher = train_teacher(x[tr], y[tr], opts.distill_epochs, space.num_classes,
+                                opts.seed, opts.progress)
+        teacher_acc = evaluate(teacher, x[va], y[va])
+        labels = teacher_labels(teacher, x[tr])
     if opts.finetune_epochs > 0:
         train(net, x[tr], y[tr], opts.finetune_epochs, batch_size=opts.batch_size,
               lr=opts.finetune_lr, seed=opts.seed, progress=opts.progress,
-              augment=opts.augment)
+              augment=opts.augment, distill=labels)
         finetuned = evaluate(net, x[va], y[va])
     cfg = best.config
     export_onnx(net, cfg.input_shape, out / "best.onnx")
@@ -197,6 +207,7 @@ def run_search(opts: SearchOptions, out: Path | str) -> dict:
         "supernet": sn_info,
         "best": {"config": cfg.to_dict(), "cost": best.cost.to_dict(),
                  "val_accuracy_inherited": inherited, "val_accuracy_finetuned": finetuned,
+                 "teacher_val_accuracy": teacher_acc,
                  "compiled": built},
         "search_seconds": round(result.seconds, 2),
         "total_seconds": round(time.perf_counter() - t_start, 2),
