@@ -9,7 +9,8 @@ whose winner repeats an earlier budget's reuses its measurements).
 The baseline is the uniform ViT (2 heads, MLP ratio 2, full rank in every block) of a
 small grid (patch 4/7 x dim 32-128 x depth 2/4/6) with the most MACs that fits the
 same budget -- the usual "scale it up until it no longer fits" rule -- trained from
-scratch for the same E epochs with the same recipe. The supernet's own epochs are the
+scratch for the same E epochs with the same recipe (and, with `--distill-epochs`, the
+same CNN teacher's labels). The supernet's own epochs are the
 search's cost, reported below, and are not given to the baseline.
 
 Both models are then measured on the Fashion-MNIST test set: float (torch), int8 (the
