@@ -118,6 +118,8 @@ def test_supernet_with_other_held_out_images_is_refused(searched: Path, tmp_path
     (["--space", "/nonexistent.toml"], "search space file not found"),
     (["--device", "cuda"], "CUDA"),
     (["--distill-epochs", "2"], "give --finetune-epochs too"),
+    (["--finalists", "2"], "give 1, or more with --finetune-epochs"),
+    (["--finalists", "0"], "give 1, or more with --finetune-epochs"),
 ])
 def test_search_errors_are_one_line(args: list[str], needle: str, tmp_path: Path,
                                     capsys) -> None:
@@ -179,3 +181,25 @@ def test_bad_sampling_fails_before_any_work(tmp_path: Path) -> None:
     with pytest.raises(McucError, match="sampling must be one of macs, uniform, not 'sandwich'"):
         run_search(SearchOptions(sampling="sandwich"), tmp_path / "out")
     assert not any((tmp_path / "out").iterdir())
+
+
+def test_finalists_fine_tune_one_model_per_patch_size(searched: Path, tmp_path: Path) -> None:
+    """--finalists 2: the best candidate of each patch size is fine-tuned; the one with
+    the best fine-tuned held-out accuracy is exported (and is what best.pt holds)."""
+    out = tmp_path / "fin"
+    assert main(["search", "--sram", "48K", "--flash", "256K", "--supernet",
+                 str(searched / "supernet.pt"), "--finetune-epochs", "1", "--finalists", "2",
+                 "--out", str(out), *QUICK]) == 0
+    s = json.loads((out / "search.json").read_text())
+    fin = s["meta"]["best"]["finalists"]
+    assert sorted(f["config"]["patch"] for f in fin) == [4, 7]
+    by_family: dict[int, dict] = {}
+    for c in sorted(s["candidates"], key=lambda c: -c["accuracy"]):
+        by_family.setdefault(c["config"]["patch"], c["config"])
+    for f in fin:   # each finalist is its family's best by inherited accuracy
+        assert f["config"] == by_family[f["config"]["patch"]]
+    chosen = max(fin, key=lambda f: f["val_accuracy_finetuned"])
+    assert s["best"]["config"] == chosen["config"] == s["meta"]["best"]["config"]
+    pt = torch.load(out / "best.pt", weights_only=False)
+    assert pt["config"] == chosen["config"]
+    assert pt["val_accuracy"] == chosen["val_accuracy_finetuned"]

@@ -110,6 +110,9 @@ def add_search_args(s: argparse.ArgumentParser) -> None:
     s.add_argument("--finetune-epochs", type=int, default=o.finetune_epochs,
                    help="fine-tune the chosen subnet alone for this many epochs")
     s.add_argument("--finetune-lr", type=float, default=o.finetune_lr)
+    s.add_argument("--finalists", type=int, default=o.finalists,
+                   help="fine-tune the best candidate of each of this many patch-size "
+                        "families and keep the best on held-out images (default 1)")
     s.add_argument("--distill-epochs", type=int, default=o.distill_epochs,
                    help="train a small CNN teacher this many epochs and distil its labels "
                         "into the fine-tune (0: no teacher)")
@@ -129,7 +132,8 @@ def cmd_search(a: argparse.Namespace) -> int:
         space=a.space, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, pool=a.pool,
         population=a.population, generations=a.generations, parents=a.parents,
         mutation_prob=a.mutation_prob, finetune_epochs=a.finetune_epochs,
-        finetune_lr=a.finetune_lr, distill_epochs=a.distill_epochs, sampling=a.sampling,
+        finetune_lr=a.finetune_lr, distill_epochs=a.distill_epochs, finalists=a.finalists,
+        sampling=a.sampling,
         augment=a.augment, seed=a.seed,
         device=a.device, supernet=a.supernet, resume=a.resume, progress=not a.quiet,
         extra={"command": "mcuc " + " ".join(a.argv)})
