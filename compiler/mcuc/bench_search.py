@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--supernet-epochs", type=int, default=60)
     ap.add_argument("--finetune-epochs", type=int, default=12)
     ap.add_argument("--finetune-lr", type=float, default=1e-3)
-    ap.add_argument("--distill-epochs", type=int, default=0,
+    ap.add_argument("--distill-epochs", type=int, default=8,
                     help="CNN teacher epochs; its labels are distilled into every model "
                          "(searched and baseline); 0: no teacher")
     ap.add_argument("--population", type=int, default=16)
