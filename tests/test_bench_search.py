@@ -1,0 +1,60 @@
+"""bench_search's own logic (the long run itself is `make bench-search`, not CI)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from mcuc import bench_search  # noqa: E402
+from mcuc.datasets import load_fashion_mnist  # noqa: E402
+
+
+def _args(**kw) -> argparse.Namespace:
+    base = dict(distill_epochs=1, seed=0, supernet_epochs=2, finetune_epochs=1,
+                finetune_lr=1e-3, population=4, generations=2, pool=8, sampling="macs",
+                augment=False, limit=None, test_limit=None)
+    return argparse.Namespace(**{**base, **kw})
+
+
+def test_teacher_labels_are_trained_once_and_reused(tmp_path: Path, monkeypatch) -> None:
+    x, y = load_fashion_mnist("train", limit=300)
+    first = bench_search.distill_labels(_args(), tmp_path, x, y, x[:50], y[:50])
+    assert first is not None and first["labels"].shape == (300,)
+    assert (tmp_path / "teacher.npz").is_file()
+
+    def no_training(*a, **k):
+        raise AssertionError("the cached teacher should have been reused")
+
+    monkeypatch.setattr("mcuc.models.teacher.train_teacher", no_training)
+    again = bench_search.distill_labels(_args(), tmp_path, x, y, x[:50], y[:50])
+    assert np.array_equal(again["labels"], first["labels"])
+    with pytest.raises(AssertionError, match="reused"):   # other epochs: trained anew
+        bench_search.distill_labels(_args(distill_epochs=2), tmp_path, x, y, x[:50], y[:50])
+    assert bench_search.distill_labels(_args(distill_epochs=0), tmp_path, x, y, x, y) is None
+
+
+def _model(acc: float) -> dict:
+    cfg = {"patch": 7, "dim": 64, "depth": 1, "heads": [2], "mlp_ratio": [2.0],
+           "lowrank": [1.0]}
+    return {"config": cfg, "params": 1, "macs": 1, "arena": 1, "ram": 1, "flash": 1,
+            "float_acc": acc, "int8_acc": acc, "fw_acc": acc, "fw_bit_exact": 10,
+            "fw_images": 10, "test_images": 100, "candidates": 8, "search_s": 1.0,
+            "inherited_acc": acc, "val_acc": acc, "train_s": 1.0}
+
+
+def test_report_counts_wins_and_the_goal() -> None:
+    rows = [{"budget_kb": b, "searched": {**_model(s), "first_budget": b},
+             "baseline": _model(base)}
+            for b, s, base in ((16, 0.88, 0.89), (64, 0.91, 0.90))]
+    text = bench_search.report(_args(), rows, 60.0, 8, 120.0,
+                               {"seconds": 30.0, "test_acc": 0.92})
+    assert "ahead of the baseline (int8 test accuracy) at 1 of 2 budgets" in text
+    assert "91.00% int8 at 64 KB (meets the 90% goal)" in text
+    assert "--distill-epochs 1" in text and "92.00% test" in text
+    rows[1]["searched"]["int8_acc"] = 0.895
+    assert "(misses the 90% goal)" in bench_search.report(_args(), rows, 60.0, 8, 120.0)
