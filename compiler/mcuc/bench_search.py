@@ -180,7 +180,7 @@ def run(a: argparse.Namespace) -> str:
 def distill_labels(a: argparse.Namespace, out: Path, x, y, x_test, y_test) -> dict | None:
     """The CNN teacher's labels for the training images (trained once, kept in
     OUT/teacher.npz for reruns), or None without --distill-epochs."""
-    from mcuc.models.teacher import teacher_labels, train_teacher
+    from mcuc.models.teacher import distill_targets
     from mcuc.models.train import evaluate
 
     if a.distill_epochs <= 0:
@@ -192,8 +192,8 @@ def distill_labels(a: argparse.Namespace, out: Path, x, y, x_test, y_test) -> di
         if np.array_equal(old["key"], key):
             return {k: old[k] for k in old.files}
     t0 = time.perf_counter()
-    net = train_teacher(x, y, a.distill_epochs, seed=a.seed)
-    found = {"labels": teacher_labels(net, x), "key": key,
+    net, labels = distill_targets(x, y, a.distill_epochs, seed=a.seed)
+    found = {"labels": labels, "key": key,
              "test_acc": np.float64(evaluate(net, x_test, y_test)),
              "seconds": np.float64(time.perf_counter() - t0)}
     np.savez(path, **found)

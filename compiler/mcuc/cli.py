@@ -133,8 +133,7 @@ def cmd_search(a: argparse.Namespace) -> int:
         population=a.population, generations=a.generations, parents=a.parents,
         mutation_prob=a.mutation_prob, finetune_epochs=a.finetune_epochs,
         finetune_lr=a.finetune_lr, distill_epochs=a.distill_epochs, finalists=a.finalists,
-        sampling=a.sampling,
-        augment=a.augment, seed=a.seed,
+        sampling=a.sampling, augment=a.augment, seed=a.seed,
         device=a.device, supernet=a.supernet, resume=a.resume, progress=not a.quiet,
         extra={"command": "mcuc " + " ".join(a.argv)})
     run_search(opts, a.out)

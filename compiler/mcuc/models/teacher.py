@@ -62,6 +62,14 @@ def recalibrate_batchnorm(net: nn.Module, x: np.ndarray, images: int = 4096,
     return net.eval()
 
 
+def distill_targets(x: np.ndarray, y: np.ndarray, epochs: int, num_classes: int = 10,
+                    seed: int = 0, progress: bool = True) -> tuple[nn.Sequential, np.ndarray]:
+    """Train the teacher on (x, y) and label the same images: what search and bench both
+    need (the teacher, to score it; its labels, to distil)."""
+    teacher = train_teacher(x, y, epochs, num_classes, seed, progress)
+    return teacher, teacher_labels(teacher, x)
+
+
 def teacher_labels(teacher: nn.Module, x: np.ndarray) -> np.ndarray:
     """The teacher's predicted class per image: the distillation targets."""
     from mcuc.models.train import predict

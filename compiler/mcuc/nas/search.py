@@ -118,7 +118,7 @@ def run_search(opts: SearchOptions, out: Path | str) -> dict:
     import torch
 
     from mcuc.datasets import load_dataset
-    from mcuc.models.teacher import teacher_labels, train_teacher
+    from mcuc.models.teacher import distill_targets
     from mcuc.models.train import evaluate, export_onnx, train
     from mcuc.nas.cost import CostModel
     from mcuc.nas.evolution import evolve, plot_pareto, write_search_json
@@ -177,10 +177,9 @@ def run_search(opts: SearchOptions, out: Path | str) -> dict:
     labels, teacher_acc = None, None
     if opts.distill_epochs > 0:
         _log(opts, f"training the CNN teacher ({opts.distill_epochs} epochs)")
-        teacher = train_teacher(x[tr], y[tr], opts.distill_epochs, space.num_classes,
-                                opts.seed, opts.progress)
+        teacher, labels = distill_targets(x[tr], y[tr], opts.distill_epochs,
+                                          space.num_classes, opts.seed, opts.progress)
         teacher_acc = evaluate(teacher, x[va], y[va])
-        labels = teacher_labels(teacher, x[tr])
     finals = []
     for cand in family_finalists(result.candidates, opts.finalists):
         net = model.cpu().extract(cand.config)
@@ -192,8 +191,8 @@ def run_search(opts: SearchOptions, out: Path | str) -> dict:
                   augment=opts.augment, distill=labels)
             row["val_accuracy_finetuned"] = evaluate(net, x[va], y[va])
         finals.append((cand, net, row))
-    best, net, row = max(finals, key=lambda f: f[2]["val_accuracy_finetuned"]
-                         or f[2]["val_accuracy_inherited"])   # first of equals: the search's
+    score = "val_accuracy_inherited" if opts.finetune_epochs <= 0 else "val_accuracy_finetuned"
+    best, net, row = max(finals, key=lambda f: f[2][score])  # first of equals: the search's
     result = replace(result, best=best)
     inherited, finetuned = row["val_accuracy_inherited"], row["val_accuracy_finetuned"]
     cfg = best.config
