@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
@@ -58,3 +59,59 @@ def test_report_counts_wins_and_the_goal() -> None:
     assert "--distill-epochs 1" in text and "92.00% test" in text
     rows[1]["searched"]["int8_acc"] = 0.895
     assert "(misses the 90% goal)" in bench_search.report(_args(), rows, 60.0, 8, 120.0)
+
+
+QUICK = ["--limit", "600", "--test-limit", "50", "--budgets", "64", "--supernet-epochs", "1",
+         "--finetune-epochs", "1", "--distill-epochs", "1", "--distill-supernet",
+         "--population", "3", "--generations", "1", "--pool", "4", "--finalists", "2"]
+
+
+def _refuse(name: str):
+    def refuse(*a, **k):
+        raise AssertionError(f"{name} ran: the cached result should have been reused")
+    return refuse
+
+
+def test_parts_are_cached_and_reused(tmp_path: Path, monkeypatch) -> None:
+    """--part train caches supernet, search and every trained model; a second run with
+    the same flags trains nothing (each stage refuses to run here), and another recipe
+    (more fine-tune epochs) trains the models anew."""
+    out = tmp_path / "out"
+    flags = [*QUICK, "--out", str(out), "--bench-dir", str(tmp_path / "bench")]
+    bench_search.main([*flags, "--part", "train"])
+    assert (out / "supernet.pt").is_file() and (out / "sram64k" / "search.json").is_file()
+    trained = sorted(p.name for p in (out / "models").glob("*.pt"))
+    assert any(n.startswith("baseline_") for n in trained)
+    assert any(n.startswith("searched_") for n in trained)
+    monkeypatch.setattr("mcuc.nas.train.train_supernet", _refuse("train_supernet"))
+    monkeypatch.setattr("mcuc.nas.search.run_search", _refuse("run_search"))
+    monkeypatch.setattr("mcuc.models.train.train", _refuse("train"))
+    bench_search.main([*flags, "--part", "train"])
+    with pytest.raises(AssertionError, match="train ran"):
+        bench_search.main([*flags, "--part", "train", "--finetune-epochs", "2"])
+
+
+def test_cached_search_needs_the_same_options(tmp_path: Path) -> None:
+    """A search.json is reused when it ran with the same options (how it ran -- device,
+    progress bars -- aside; an option newer than the file counts at its default)."""
+    from mcuc.nas.search import SearchOptions
+
+    work = tmp_path / "sram64k"
+    work.mkdir()
+    opts = SearchOptions(sram=65536, population=5, device="cuda")
+    saved = {k: v for k, v in vars(opts).items() if k not in ("extra", "distill_supernet")}
+    (work / "search.json").write_text(json.dumps({"meta": {"options": saved}}))
+    assert bench_search._cached_search(work, SearchOptions(sram=65536, population=5))
+    assert bench_search._cached_search(work, SearchOptions(sram=65536, population=6)) is None
+    assert bench_search._cached_search(
+        work, SearchOptions(sram=65536, population=5, distill_supernet=True)) is None
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--finalist", "0"], "--finalist goes with --part finetune"),
+    (["--only", "48"], "must be among --budgets"),
+])
+def test_bench_usage_errors(args: list[str], needle: str, capsys) -> None:
+    with pytest.raises(SystemExit) as e:
+        bench_search.main(args)
+    assert e.value.code == 2 and needle in capsys.readouterr().err

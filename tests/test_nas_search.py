@@ -118,6 +118,7 @@ def test_supernet_with_other_held_out_images_is_refused(searched: Path, tmp_path
     (["--space", "/nonexistent.toml"], "search space file not found"),
     (["--device", "cuda"], "CUDA"),
     (["--distill-epochs", "2"], "give --finetune-epochs too"),
+    (["--distill-supernet"], "--distill-supernet needs a teacher"),
     (["--finalists", "2"], "give 1, or more with --finetune-epochs"),
     (["--finalists", "0"], "give 1, or more with --finetune-epochs"),
 ])

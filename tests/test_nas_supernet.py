@@ -191,6 +191,32 @@ def test_feasible_pool_respects_the_predicate() -> None:
         feasible_pool(SMALL, lambda c: False, 5, seed=0, max_draws=50)
 
 
+def test_distilled_supernet_follows_the_teacher(tmp_path: Path) -> None:
+    """All the weight on a teacher that names each image's class plus one: every pooled
+    subnet learns the teacher's labels through the shared weights, not the true ones.
+    The checkpoint keeps each epoch's seconds."""
+    x, y = _data(1024)
+    shifted = (y + 1) % 2
+    pool = feasible_pool(SMALL, lambda c: True, 4, seed=0)
+    settings = TrainSettings(epochs=6, batch_size=64, lr=3e-3, distill_weight=1.0)
+    m = train_supernet(SMALL, x, y, settings, pool, checkpoint=tmp_path / "s.pt",
+                       progress=False, distill=shifted)
+    xv, yv = (torch.from_numpy(a) for a in _data(200, seed=1))
+    for c in pool:
+        assert subnet_accuracy(m, c, xv, (yv + 1) % 2) > 0.9, c
+    ck = torch.load(tmp_path / "s.pt", weights_only=False)
+    assert len(ck["epoch_seconds"]) == 6 and sum(ck["epoch_seconds"]) == ck["seconds"]
+    with pytest.raises(McucError, match="needs teacher labels"):
+        train_supernet(SMALL, x, y, settings, pool, progress=False)
+    with pytest.raises(McucError, match="needs teacher labels"):   # labels, no weight
+        train_supernet(SMALL, x, y, TrainSettings(epochs=1), pool, progress=False,
+                       distill=shifted)
+    with pytest.raises(McucError, match="teacher label per image"):
+        train_supernet(SMALL, x, y, settings, pool, progress=False, distill=shifted[:10])
+    with pytest.raises(McucError, match="distillation weight must be in"):
+        TrainSettings(distill_weight=2.0)
+
+
 def test_cuda_without_cuda_is_one_line() -> None:
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")

@@ -126,6 +126,15 @@ def test_distillation_follows_the_teachers_labels() -> None:
         train(net, x, y, 1, progress=False, distill=shifted, distill_weight=1.5)
 
 
+def test_train_on_cuda_without_cuda_is_one_line() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 10))
+    x = np.zeros((4, 1, 4, 4), np.float32)
+    with pytest.raises(McucError, match="no CUDA device"):
+        train(net, x, np.zeros(4, np.int64), 1, progress=False, device="cuda")
+
+
 def test_teacher_learns_fashion_mnist() -> None:
     x, y = load_fashion_mnist("train", limit=1000)
     net = train_teacher(x, y, 3, progress=False)

@@ -3,9 +3,11 @@
 One supernet is trained for all budgets, on a pool of subnets feasible at each budget:
 each budget's share gets an equal part of the draws (so the 16 KB subnets are not
 drowned by the 128 KB ones), weighted by MACs within it (`--sampling`). For each budget
-`mcuc search` runs on it (evolution scored on held-out training images) and the
-winner, with its inherited weights, is fine-tuned alone for E epochs (once: a budget
-whose winner repeats an earlier budget's reuses its measurements).
+`mcuc search` runs on it (evolution scored on held-out training images); the best
+candidate of each of the `--finalists` token families (patch sizes), with its inherited
+weights, is fine-tuned alone for E epochs, and the finalist with the best held-out
+accuracy after its fine-tune is the searched model (a model that two budgets share is
+trained once).
 The baseline is the uniform ViT (2 heads, MLP ratio 2, full rank in every block) of a
 small grid (patch 4/7 x dim 32-128 x depth 2/4/6) with the most MACs that fits the
 same budget -- the usual "scale it up until it no longer fits" rule -- trained from
@@ -23,14 +25,20 @@ must equal the reference's bit for bit). Arena, RAM and flash come from `mcuc bu
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
 import shutil
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 from tqdm import tqdm
 
+from mcuc import McucError
+from mcuc.bench_search_report import report
 from mcuc.nas.space import SAMPLING, SubnetConfig
 
 KB = 1024
@@ -38,6 +46,7 @@ BUDGETS_KB = (16, 32, 64, 128)
 FLASH = 256 * KB
 GRID = {"patch": (4, 7), "dim": (32, 48, 64, 96, 128), "depth": (2, 4, 6)}
 BASELINE_LR = 2e-3  # models/train.train's default, tuned for training from scratch
+PARTS = ("all", "train", "supernet", "search", "finetune", "baselines")
 
 
 def uniform_grid(space) -> list[SubnetConfig]:
@@ -85,96 +94,276 @@ def measure(net, cfg: SubnetConfig, work: Path, calib: np.ndarray, x_test, y_tes
     }
 
 
-def run(a: argparse.Namespace) -> str:
-    import torch
+# ----------------------------------------------------------------------------- the run
 
+@dataclass
+class Ctx:
+    """What every stage shares: the data split, the cost models, the teacher's labels.
+
+    Each stage caches its result under `out` (supernet.pt, sram<B>k/search.json,
+    models/<kind>_<config>.pt), so the stages can run as separate processes (several at
+    once on one GPU: bench/search_gpu.sh) and a rerun picks up what is already there."""
+    a: argparse.Namespace
+    out: Path
+    space: object
+    x: np.ndarray
+    y: np.ndarray
+    tr: np.ndarray
+    va: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    val: int
+    models: dict
+    teacher: dict | None
+    first: dict = field(default_factory=dict)   # (kind, config) -> first budget using it
+    sn: object = None                           # the supernet, once loaded or trained
+
+    @property
+    def labels(self) -> np.ndarray | None:
+        return None if self.teacher is None else self.teacher["labels"]
+
+
+def setup(a: argparse.Namespace) -> Ctx:
     from mcuc.datasets import load_fashion_mnist
-    from mcuc.models.train import evaluate, train
     from mcuc.nas.cost import CostModel
-    from mcuc.nas.search import SearchOptions, run_search
     from mcuc.nas.space import load_space
-    from mcuc.nas.subnet import SubnetViT
-    from mcuc.nas.train import (
-        CHECKPOINT,
-        TrainSettings,
-        feasible_pool,
-        holdout_split,
-        sampling_weights,
-        train_supernet,
-    )
+    from mcuc.nas.train import holdout_split
 
-    torch.set_num_threads(a.threads)
-    t_all = time.perf_counter()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    Path(a.bench_dir).mkdir(parents=True, exist_ok=True)
-    space = load_space()
     x, y = load_fashion_mnist("train", limit=a.limit)
     x_test, y_test = load_fashion_mnist("test", limit=a.test_limit)
     val = max(1, len(x) // 12)
     tr, va = holdout_split(len(x), val, a.seed)
     models = {b: CostModel("stm32f746", b * KB, FLASH) for b in a.budgets}
+    teacher = distill_labels(a, out, x[tr], y[tr], x_test, y_test)
+    return Ctx(a, out, load_space(), x, y, tr, va, x_test, y_test, val, models, teacher)
+
+
+def supernet_settings(c: Ctx):
+    from mcuc.nas.train import TrainSettings
+
+    return TrainSettings(epochs=c.a.supernet_epochs, seed=c.a.seed, augment=c.a.augment,
+                         sampling=c.a.sampling,
+                         distill_weight=0.5 if c.a.distill_supernet and c.teacher else 0.0)
+
+
+def supernet(c: Ctx):
+    """The trained supernet: loaded when OUT/supernet.pt has all its epochs under the
+    same settings (no pool costing then), else trained or resumed."""
+    import dataclasses
+
+    from mcuc.nas.train import (
+        CHECKPOINT,
+        feasible_pool,
+        load_checkpoint,
+        load_supernet,
+        sampling_weights,
+        train_supernet,
+    )
+
+    if c.sn is not None:
+        return c.sn
+    settings = supernet_settings(c)
+    path = c.out / CHECKPOINT
+    if path.is_file():
+        ck = load_checkpoint(path)
+        if ck["epoch"] >= settings.epochs and ck["settings"] == dataclasses.asdict(settings):
+            c.sn, _ = load_supernet(path)
+            c.sn.train_seconds = ck["seconds"]
+            c.sn.pool_size = len(ck["pool"] or ())
+            return c.sn
+    a = c.a
     draw: dict[SubnetConfig, float] = {}
     for b in a.budgets:
-        cost = models[b].cost
-        share = feasible_pool(space, lambda c, f=cost: f(c).fits, a.pool // len(a.budgets),
+        cost = c.models[b].cost
+        share = feasible_pool(c.space, lambda g, f=cost: f(g).fits, a.pool // len(a.budgets),
                               a.seed + b)
-        for c, w in zip(share, sampling_weights(share, lambda c, f=cost: f(c).macs, a.sampling),
+        for g, w in zip(share, sampling_weights(share, lambda g, f=cost: f(g).macs, a.sampling),
                         strict=True):
-            draw[c] = draw.get(c, 0.0) + w / len(a.budgets)
-    pool, weights = list(draw), list(draw.values())
-    meta = {"dataset": "fashion-mnist", "limit": a.limit, "val": val, "board": "stm32f746",
-            "sram": max(a.budgets) * KB, "flash": FLASH}
+            draw[g] = draw.get(g, 0.0) + w / len(a.budgets)
+    meta = {"dataset": "fashion-mnist", "limit": a.limit, "val": c.val, "board": "stm32f746",
+            "sram": max(a.budgets) * KB, "flash": FLASH, "device": device_name(a.device)}
+    model = train_supernet(c.space, c.x[c.tr], c.y[c.tr], settings, list(draw), a.device,
+                           path, resume=True, meta=meta, weights=list(draw.values()),
+                           distill=c.labels if settings.distill_weight else None)
+    model.pool_size = len(draw)
+    c.sn = model
+    return model
+
+
+def search(c: Ctx, b: int) -> dict:
+    """`mcuc search` at budget b (cached in OUT/sram<b>k when run with these options)."""
+    from mcuc.nas.search import SearchOptions, run_search
+    from mcuc.nas.train import CHECKPOINT
+
+    a = c.a
+    work = c.out / f"sram{b}k"
+    opts = SearchOptions(sram=b * KB, flash=FLASH, limit=a.limit, val=c.val,
+                         supernet=str(c.out / CHECKPOINT), population=a.population,
+                         generations=a.generations, seed=a.seed, device=a.device,
+                         extra={"command": "bench-search"})
+    found = _cached_search(work, opts)
+    if found is not None:
+        return found
+    supernet(c)   # trained (or checked complete) before the search loads it
+    run_search(opts, work)
+    return json.loads((work / "search.json").read_text())
+
+
+_NOT_COMPARED = ("device", "progress")   # how a search ran, not what it found
+
+
+def _cached_search(work: Path, opts) -> dict | None:
+    from dataclasses import asdict
+
+    from mcuc.nas.search import SearchOptions
+
+    path = work / "search.json"
+    if not path.is_file():
+        return None
+    found = json.loads(path.read_text())
+    old = found["meta"].get("options", {})
+    default = asdict(SearchOptions())   # an option newer than the file ran at its default
+    same = all(old.get(k, default[k]) == v for k, v in asdict(opts).items()
+               if k not in _NOT_COMPARED + ("extra",))
+    return found if same else None
+
+
+def finalists(c: Ctx, found: dict) -> list[SubnetConfig]:
+    """The configs to fine-tune for one budget: each token family's best candidate."""
+    from mcuc.nas.search import family_finalists
+
+    cands = [SimpleNamespace(config=SubnetConfig.from_dict(d["config"]), accuracy=d["accuracy"])
+             for d in found["candidates"]]
+    return [f.config for f in family_finalists(cands, c.a.finalists)]
+
+
+def model_path(c: Ctx, kind: str, cfg: SubnetConfig) -> Path:
+    tag = hashlib.sha1(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
+    return c.out / "models" / f"{kind}_p{cfg.patch}_d{cfg.dim}_L{cfg.depth}_{tag}.pt"
+
+
+def recipe(c: Ctx, kind: str) -> dict:
+    """Everything that decides a trained model's weights: a cached model is reused only
+    under the same recipe."""
+    a = c.a
+    r = {"epochs": a.finetune_epochs, "augment": a.augment, "seed": a.seed,
+         "distill_epochs": a.distill_epochs, "limit": a.limit,
+         "lr": a.finetune_lr if kind == "searched" else BASELINE_LR}
+    if kind == "searched":
+        r["supernet"] = {**vars(supernet_settings(c)), "pool": a.pool,
+                         "budgets": list(a.budgets)}
+    return r
+
+
+def trained(c: Ctx, kind: str, cfg: SubnetConfig):
+    """(net, record): `cfg` trained for the bench (from its inherited weights when
+    searched, from scratch for a baseline), or the cached result of an earlier run."""
+    import torch
+
+    from mcuc.models.train import evaluate, train
+    from mcuc.nas.subnet import SubnetViT
+
+    path = model_path(c, kind, cfg)
+    want = recipe(c, kind)
+    if path.is_file():
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+        if ck["recipe"] == want:
+            net = SubnetViT(cfg)
+            net.load_state_dict(ck["state_dict"])
+            return net.eval(), ck["record"]
+    net = supernet(c).extract(cfg) if kind == "searched" else SubnetViT(cfg)
+    inherited = evaluate(net, c.x[c.va], c.y[c.va]) if kind == "searched" else None
     t0 = time.perf_counter()
-    settings = TrainSettings(epochs=a.supernet_epochs, seed=a.seed, augment=a.augment,
-                             sampling=a.sampling)
-    sn = train_supernet(space, x[tr], y[tr], settings, pool, checkpoint=out / CHECKPOINT,
-                        resume=True, meta=meta, weights=weights)
-    # A resumed run reports the checkpoint's accumulated training time, not this run's.
-    resumed_s = max(0.0, sn.train_seconds - (time.perf_counter() - t0))
-    calib = x[tr][np.random.default_rng(a.seed).choice(len(tr), 64, replace=False)]
-    teacher = distill_labels(a, out, x[tr], y[tr], x_test, y_test)
-    done: dict[tuple[str, SubnetConfig], dict] = {}  # a model two budgets share runs once
+    train(net, c.x[c.tr], c.y[c.tr], c.a.finetune_epochs, lr=want["lr"], seed=c.a.seed,
+          augment=c.a.augment, distill=c.labels, device=c.a.device)
+    record = {"train_s": time.perf_counter() - t0, "device": device_name(c.a.device),
+              "val_acc": evaluate(net, c.x[c.va], c.y[c.va]), "inherited_val_acc": inherited}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"config": cfg.to_dict(), "state_dict": net.state_dict(), "recipe": want,
+                "record": record}, tmp)
+    os.replace(tmp, path)
+    return net.eval(), record
 
-    def trained(kind: str, cfg: SubnetConfig, net, lr: float, budget: int) -> dict:
-        if (kind, cfg) not in done:
-            t0 = time.perf_counter()
-            train(net, x[tr], y[tr], a.finetune_epochs, lr=lr, seed=a.seed, augment=a.augment,
-                  distill=None if teacher is None else teacher["labels"])
-            work = out / f"{kind}_p{cfg.patch}_d{cfg.dim}_L{cfg.depth}_{len(done)}"
-            row = measure(net.eval(), cfg, work, calib, x_test, y_test, a.fw_images)
-            row.update(train_s=time.perf_counter() - t0, val_acc=evaluate(net, x[va], y[va]),
-                       first_budget=budget)
-            done[kind, cfg] = row
-        return dict(done[kind, cfg])
 
+def measured(c: Ctx, kind: str, cfg: SubnetConfig) -> dict:
+    """`trained` plus `measure`, the measurement cached beside the model."""
+    net, record = trained(c, kind, cfg)
+    path = model_path(c, kind, cfg).with_suffix(".measure.json")
+    key = {"recipe": recipe(c, kind), "fw_images": c.a.fw_images, "test_limit": c.a.test_limit}
+    if path.is_file():
+        old = json.loads(path.read_text())
+        if old["key"] == key:
+            return {**old["row"], **record}
+    calib = c.x[c.tr][np.random.default_rng(c.a.seed).choice(len(c.tr), 64, replace=False)]
+    t0 = time.perf_counter()
+    row = measure(net, cfg, path.with_suffix("").with_suffix(""), calib, c.x_test, c.y_test,
+                  c.a.fw_images)
+    row["measure_s"] = time.perf_counter() - t0
+    path.write_text(json.dumps({"key": key, "row": row}, indent=1))
+    return {**row, **record}
+
+
+def device_name(device: str) -> str:
+    import torch
+
+    return (f"cuda ({torch.cuda.get_device_name()})" if device == "cuda"
+            else "cpu")
+
+
+def run(a: argparse.Namespace) -> str | None:
+    """Run `a.part` of the bench; the report (for parts "all") or None."""
+    import torch
+
+    torch.set_num_threads(a.threads)
+    t_all = time.perf_counter()
+    c = setup(a)
+    budgets = a.only or a.budgets
+    if a.part in ("all", "train", "supernet"):
+        supernet(c)
     rows = []
-    for b in a.budgets:
-        work = out / f"sram{b}k"
-        opts = SearchOptions(sram=b * KB, flash=FLASH, limit=a.limit, val=val,
-                             supernet=str(out / CHECKPOINT), population=a.population,
-                             generations=a.generations, seed=a.seed,
-                             extra={"command": "bench-search"})
-        t0 = time.perf_counter()
-        summary = run_search(opts, work)   # no fine-tune: `trained` does it, once per model
-        search_s = time.perf_counter() - t0
-        cfg = SubnetConfig.from_dict(summary["best"]["config"])
-        net = SubnetViT(cfg)
-        net.load_state_dict(torch.load(work / "best.pt", weights_only=False)["state_dict"])
-        searched = trained("searched", cfg, net, a.finetune_lr, b)
-        searched.update(search_s=search_s,
-                        inherited_acc=summary["best"]["val_accuracy_inherited"],
-                        candidates=len(json.loads((work / "search.json").read_text())
-                                       ["candidates"]))
-        shutil.copy(work / "pareto.png", Path(a.bench_dir) / f"search_pareto_{b}k.png")
-        base_cfg = baseline_config(space, models[b])
-        base = (trained("baseline", base_cfg, SubnetViT(base_cfg), BASELINE_LR, b)
-                if base_cfg is not None else None)
-        rows.append({"budget_kb": b, "searched": searched, "baseline": base})
-        (out / "bench.json").write_text(json.dumps(rows, indent=1))
-    supernet_s = sn.train_seconds
-    return report(a, rows, supernet_s, len(pool), time.perf_counter() - t_all + resumed_s,
-                  teacher)
+    for b in budgets:
+        row: dict = {"budget_kb": b}
+        if a.part in ("all", "train", "search", "finetune"):
+            found = search(c, b)
+            if a.part == "all":
+                Path(a.bench_dir).mkdir(parents=True, exist_ok=True)
+                shutil.copy(c.out / f"sram{b}k" / "pareto.png",
+                            Path(a.bench_dir) / f"search_pareto_{b}k.png")
+            picks = finalists(c, found)
+            if a.finalist is not None:
+                picks = picks[a.finalist:a.finalist + 1]
+            if a.part != "search" and picks:   # a budget may have fewer families
+                row["searched"] = pick_searched(c, b, found, picks)
+        if a.part in ("all", "train", "baselines"):
+            cfg = baseline_config(c.space, c.models[b])
+            row["baseline"] = None if cfg is None else (
+                measured(c, "baseline", cfg) if a.part == "all" else trained(c, "baseline", cfg)[1])
+            if cfg is not None:
+                row["baseline"]["first_budget"] = c.first.setdefault(("baseline", cfg), b)
+        rows.append(row)
+    if a.part != "all":
+        return None
+    (c.out / "bench.json").write_text(json.dumps(rows, indent=1))
+    sn = supernet(c)
+    return report(a, rows, sn.train_seconds, sn.pool_size, time.perf_counter() - t_all,
+                  c.teacher, machine=a.machine)
+
+
+def pick_searched(c: Ctx, b: int, found: dict, picks: list[SubnetConfig]) -> dict:
+    """Fine-tune each finalist; the searched model is the best on held-out images after
+    it (the search's own order breaks ties), measured when the part is "all"."""
+    recs = [(cfg, trained(c, "searched", cfg)[1]) for cfg in picks]
+    cfg, rec = max(recs, key=lambda r: r[1]["val_acc"])
+    row = measured(c, "searched", cfg) if c.a.part == "all" else dict(rec)
+    meta = found["meta"]
+    row.update(config=cfg.to_dict(), search_s=meta["search_seconds"],
+               inherited_acc=rec["inherited_val_acc"], candidates=len(found["candidates"]),
+               finalists=[{"config": g.to_dict(), **r} for g, r in recs],
+               first_budget=c.first.setdefault(("searched", cfg), b))
+    return row
 
 
 def distill_labels(a: argparse.Namespace, out: Path, x, y, x_test, y_test) -> dict | None:
@@ -192,7 +381,8 @@ def distill_labels(a: argparse.Namespace, out: Path, x, y, x_test, y_test) -> di
         if np.array_equal(old["key"], key):
             return {k: old[k] for k in old.files}
     t0 = time.perf_counter()
-    net, labels = distill_targets(x, y, a.distill_epochs, seed=a.seed)
+    net, labels = distill_targets(x, y, a.distill_epochs, seed=a.seed,
+                                  device=getattr(a, "device", "cpu"))
     found = {"labels": labels, "key": key,
              "test_acc": np.float64(evaluate(net, x_test, y_test)),
              "seconds": np.float64(time.perf_counter() - t0)}
@@ -200,96 +390,27 @@ def distill_labels(a: argparse.Namespace, out: Path, x, y, x_test, y_test) -> di
     return found
 
 
-def _cfg_text(c: dict) -> str:
-    low = sorted(set(c["lowrank"]))
-    return (f"p{c['patch']} d{c['dim']} L{c['depth']} h{'/'.join(map(str, c['heads']))} "
-            f"mlp{'/'.join(f'{m:g}' for m in c['mlp_ratio'])} r{'/'.join(f'{r:g}' for r in low)}")
-
-
-def _search_line(r: dict) -> str:
-    m = r["searched"]
-    again = (f"the {m['first_budget']} KB budget's model, trained once"
-             if m["first_budget"] != r["budget_kb"] else f"{m['train_s']:.0f} s")
-    return (f"- {r['budget_kb']} KB: {m['candidates']} candidates in {m['search_s']:.0f} s; "
-            f"held-out accuracy {100 * m['inherited_acc']:.2f}% inherited, "
-            f"{100 * m['val_acc']:.2f}% fine-tuned; fine-tune + measure: {again}")
-
-
-def report(a, rows: list[dict], supernet_s: float, pool: int, total_s: float,
-           teacher: dict | None = None) -> str:
-    head = ("| SRAM budget | model | config | params | MACs | arena B | RAM B (ELF) | "
-            "flash B (ELF) | float test | int8 test | firmware (first N) |")
-    lines = [head, "|" + "---|" * 11]
-    for r in rows:
-        for label, m in (("searched", r["searched"]), ("baseline", r["baseline"])):
-            if m is None:
-                lines.append(f"| {r['budget_kb']} KB | {label} | nothing in the grid fits "
-                             "| | | | | | | | |")
-                continue
-            lines.append(
-                f"| {r['budget_kb']} KB | {label} | {_cfg_text(m['config'])} | {m['params']:,} "
-                f"| {m['macs']:,} | {m['arena']:,} | {m['ram']:,} | {m['flash']:,} | "
-                f"{100 * m['float_acc']:.2f}% | {100 * m['int8_acc']:.2f}% | "
-                f"{100 * m['fw_acc']:.1f}% ({m['fw_bit_exact']}/{m['fw_images']} bit-exact) |")
-    wins = sum(1 for r in rows if r["baseline"] is None
-               or r["searched"]["int8_acc"] > r["baseline"]["int8_acc"])
-    at64 = [r for r in rows if r["budget_kb"] == 64]
-    goal = (f"{100 * at64[0]['searched']['int8_acc']:.2f}% int8 at 64 KB "
-            f"({'meets' if at64[0]['searched']['int8_acc'] >= 0.9 else 'misses'} the 90% goal)"
-            if at64 else "64 KB not run")
-    cmd = (f"python -m mcuc.bench_search --supernet-epochs {a.supernet_epochs} "
-           f"--finetune-epochs {a.finetune_epochs} --finetune-lr {a.finetune_lr:g} "
-           f"--distill-epochs {a.distill_epochs} "
-           f"--population {a.population} "
-           f"--generations {a.generations} --pool {a.pool} --sampling {a.sampling}"
-           + (" --augment" if a.augment else "")
-           + (f" --limit {a.limit}" if a.limit else "")
-           + (f" --test-limit {a.test_limit}" if a.test_limit else ""))
-    search_lines = [_search_line(r) for r in rows]
-    return "\n".join([
-        "# Architecture-search benchmark",
-        "",
-        f"Made by `make bench-search` (`{cmd}`) on {time.strftime('%Y-%m-%d')}, on this "
-        f"project's 2-core CPU machine; {total_s / 60:.0f} min in all.",
-        "",
-        __doc__.split("\n\n", 1)[1].strip(),
-        "",
-        f"Supernet: {a.supernet_epochs} epochs on {pool} budget-feasible subnets, "
-        f"{supernet_s / 60:.1f} min. Searched models: inherited weights fine-tuned "
-        f"{a.finetune_epochs} epochs (lr {a.finetune_lr:g}). Baselines: {a.finetune_epochs} "
-        f"epochs from scratch (lr {BASELINE_LR:g}). Augmentation (random crops and flips): "
-        f"{'on' if a.augment else 'off'}, for every model. "
-        + ("No distillation. " if teacher is None else
-           f"Every model (searched and baseline) is trained with hard-label distillation "
-           f"from the same small CNN teacher ({a.distill_epochs} epochs, "
-           f"{float(teacher['seconds']) / 60:.1f} min; {100 * float(teacher['test_acc']):.2f}% "
-           "test; host-only, never compiled). ")
-        + f"Test images: {rows[0]['searched']['test_images']:,}. "
-        "Board overheads (stack, data, code) are the STM32F746's; flash budget 256 KB.",
-        "",
-        "\n".join(lines),
-        "",
-        f"Searched ahead of the baseline (int8 test accuracy) at {wins} of {len(rows)} "
-        f"budgets; {goal}.",
-        "",
-        "Search time per budget:",
-        *search_lines,
-        "",
-        "Pareto fronts: " + ", ".join(f"[{r['budget_kb']} KB](search_pareto_{r['budget_kb']}k.png)"
-                                       for r in rows),
-        "",
-    ])
-
-
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--budgets", type=int, nargs="+", default=list(BUDGETS_KB))
+    ap.add_argument("--budgets", type=int, nargs="+", default=list(BUDGETS_KB),
+                    help="SRAM budgets in KB (the supernet is trained for all of them)")
+    ap.add_argument("--only", type=int, nargs="+", default=None,
+                    help="run these of --budgets only (parts run as separate processes)")
+    ap.add_argument("--part", choices=PARTS, default="all",
+                    help="all: train what is not cached, measure, write the report; train: "
+                         "no measuring; the others: one stage (for parallel runs)")
+    ap.add_argument("--finalist", type=int, default=None,
+                    help="with --part finetune: only this finalist (0 = the best)")
     ap.add_argument("--supernet-epochs", type=int, default=60)
     ap.add_argument("--finetune-epochs", type=int, default=12)
     ap.add_argument("--finetune-lr", type=float, default=1e-3)
     ap.add_argument("--distill-epochs", type=int, default=8,
                     help="CNN teacher epochs; its labels are distilled into every model "
                          "(searched and baseline); 0: no teacher")
+    ap.add_argument("--distill-supernet", action="store_true",
+                    help="distil the teacher's labels into the supernet too")
+    ap.add_argument("--finalists", type=int, default=1,
+                    help="token families (patch sizes) whose best candidate is fine-tuned")
     ap.add_argument("--population", type=int, default=16)
     ap.add_argument("--generations", type=int, default=8)
     ap.add_argument("--pool", type=int, default=400)
@@ -301,10 +422,23 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--fw-images", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                    help="where supernet, teacher and fine-tunes train")
+    ap.add_argument("--machine", default="this project's 2-core CPU machine",
+                    help="where the run was made, for the report")
     ap.add_argument("--out", default="runs/bench-search")
     ap.add_argument("--bench-dir", default="bench")
     a = ap.parse_args(argv)
-    text = run(a)
+    if a.only and not set(a.only) <= set(a.budgets):
+        ap.error(f"--only {a.only} must be among --budgets {a.budgets}")
+    if a.finalist is not None and a.part != "finetune":
+        ap.error("--finalist goes with --part finetune")
+    try:
+        text = run(a)
+    except McucError as e:
+        raise SystemExit(f"mcuc: error: {e}") from None
+    if text is None:
+        return
     path = Path(a.bench_dir) / "search.md"
     path.write_text(text)
     print(text)

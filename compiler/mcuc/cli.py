@@ -116,6 +116,8 @@ def add_search_args(s: argparse.ArgumentParser) -> None:
     s.add_argument("--distill-epochs", type=int, default=o.distill_epochs,
                    help="train a small CNN teacher this many epochs and distil its labels "
                         "into the fine-tune (0: no teacher)")
+    s.add_argument("--distill-supernet", action="store_true",
+                   help="distil the teacher's labels into the supernet too")
     s.add_argument("--seed", type=int, default=o.seed)
     s.add_argument("--device", choices=["cpu", "cuda"], default=o.device)
     s.add_argument("--supernet", help="reuse a trained supernet.pt instead of training one")
@@ -133,6 +135,7 @@ def cmd_search(a: argparse.Namespace) -> int:
         population=a.population, generations=a.generations, parents=a.parents,
         mutation_prob=a.mutation_prob, finetune_epochs=a.finetune_epochs,
         finetune_lr=a.finetune_lr, distill_epochs=a.distill_epochs, finalists=a.finalists,
+        distill_supernet=a.distill_supernet,
         sampling=a.sampling, augment=a.augment, seed=a.seed,
         device=a.device, supernet=a.supernet, resume=a.resume, progress=not a.quiet,
         extra={"command": "mcuc " + " ".join(a.argv)})

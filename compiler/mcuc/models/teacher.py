@@ -31,7 +31,8 @@ def build_teacher(in_chans: int = 1, num_classes: int = 10) -> nn.Sequential:
 
 
 def train_teacher(x: np.ndarray, y: np.ndarray, epochs: int, num_classes: int = 10,
-                  seed: int = 0, progress: bool = True) -> nn.Sequential:
+                  seed: int = 0, progress: bool = True, device: str = "cpu"
+                  ) -> nn.Sequential:
     """The teacher trained on (x, y) with crops and flips (they help a CNN even in a few
     epochs, unlike the ViTs); callers pass training images only, never the test set."""
     from mcuc.models.train import train
@@ -39,7 +40,8 @@ def train_teacher(x: np.ndarray, y: np.ndarray, epochs: int, num_classes: int = 
     if epochs <= 0:
         raise McucError(f"teacher epochs must be positive, not {epochs}")
     net = build_teacher(x.shape[1], num_classes)
-    train(net, x, y, epochs, lr=2e-3, seed=seed, progress=progress, augment=True)
+    train(net, x, y, epochs, lr=2e-3, seed=seed, progress=progress, augment=True,
+          device=device)
     return recalibrate_batchnorm(net, x)
 
 
@@ -63,10 +65,11 @@ def recalibrate_batchnorm(net: nn.Module, x: np.ndarray, images: int = 4096,
 
 
 def distill_targets(x: np.ndarray, y: np.ndarray, epochs: int, num_classes: int = 10,
-                    seed: int = 0, progress: bool = True) -> tuple[nn.Sequential, np.ndarray]:
+                    seed: int = 0, progress: bool = True, device: str = "cpu"
+                    ) -> tuple[nn.Sequential, np.ndarray]:
     """Train the teacher on (x, y) and label the same images: what search and bench both
     need (the teacher, to score it; its labels, to distil)."""
-    teacher = train_teacher(x, y, epochs, num_classes, seed, progress)
+    teacher = train_teacher(x, y, epochs, num_classes, seed, progress, device)
     return teacher, teacher_labels(teacher, x)
 
 

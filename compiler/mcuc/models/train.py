@@ -29,6 +29,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def resolve_device(name: str) -> torch.device:
+    if name not in ("cpu", "cuda"):
+        raise McucError(f"--device must be cpu or cuda, not {name!r}")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise McucError("--device cuda asked for, but torch sees no CUDA device "
+                        f"(torch {torch.__version__})")
+    return torch.device(name)
+
+
 def augment_batch(xb: torch.Tensor, gen: torch.Generator, pad: int = 2) -> torch.Tensor:
     """Random crop (zero padding `pad`) and horizontal flip, per image, vectorised.
 
@@ -113,6 +122,7 @@ def train(
     on_epoch: Callable[[int, float], None] | None = None,
     distill: np.ndarray | None = None,
     distill_weight: float = 0.5,
+    device: str = "cpu",
 ) -> nn.Module:
     """Train `model` in place on (x float32 [N,C,H,W], y int [N]) and return it.
 
@@ -124,6 +134,10 @@ def train(
     hard-label distillation: loss = (1 - w) x CE(true label) + w x CE(teacher's label).
     With `augment` the teacher's labels are those of the unaugmented images: a 2-pixel
     shift or a flip does not change a garment's class.
+
+    `device` ("cpu" or "cuda") is where the steps run; the images stay in host memory
+    (a batch at a time goes over), and the model comes back on the CPU, where export,
+    `evaluate` and the compiler expect it.
     """
     if epochs <= 0:
         raise McucError(f"epochs must be positive, not {epochs}")
@@ -133,6 +147,7 @@ def train(
         raise McucError(f"need a teacher label per image (got {len(distill)} for {len(x)})")
     if not 0.0 <= distill_weight <= 1.0:
         raise McucError(f"distillation weight must be in [0, 1], not {distill_weight}")
+    dev = resolve_device(device)
     seed_everything(seed)
     gen = torch.Generator().manual_seed(seed)
     xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
@@ -141,6 +156,7 @@ def train(
     steps_per_epoch = math.ceil(len(xt) / batch_size)
     total_steps = epochs * steps_per_epoch
 
+    model.to(dev)
     opt = make_optimizer(model, lr, weight_decay)
     sched = one_cycle(opt, lr, total_steps, warmup_frac)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
@@ -156,11 +172,11 @@ def train(
         for step in bar:
             idx = perm[step * batch_size : (step + 1) * batch_size]
             xb, yb = batch(xt, yt, idx, gen if augment else None)
-            out = model(xb)
-            loss = loss_fn(out, yb)
+            out = model(xb.to(dev))
+            loss = loss_fn(out, yb.to(dev))
             if tt is not None:
                 loss = ((1 - distill_weight) * loss
-                        + distill_weight * nn.functional.cross_entropy(out, tt[idx]))
+                        + distill_weight * nn.functional.cross_entropy(out, tt[idx].to(dev)))
             total += optimizer_step(model, loss, opt, sched) * len(idx)
             seen += len(idx)
             if step % 20 == 0 or step == steps_per_epoch - 1:
@@ -168,7 +184,7 @@ def train(
         losses.append(total / seen)
         if on_epoch is not None:
             on_epoch(epoch, losses[-1])
-    model.eval()
+    model.cpu().eval()
     model.train_losses = losses  # type: ignore[attr-defined]
     return model
 

@@ -63,6 +63,7 @@ class SearchOptions:
     finetune_epochs: int = 0
     finetune_lr: float = 5e-4
     distill_epochs: int = 0         # CNN teacher epochs for a distilled fine-tune (0: none)
+    distill_supernet: bool = False  # distil the teacher into the supernet too
     finalists: int = 1              # token families whose best candidate is fine-tuned
     seed: int = 0
     device: str = "cpu"
@@ -77,7 +78,8 @@ def _log(opts: SearchOptions, msg: str) -> None:
         print(msg, flush=True)
 
 
-def _supernet(opts: SearchOptions, space, x_tr, y_tr, pool, weights, out: Path, meta: dict):
+def _supernet(opts: SearchOptions, space, x_tr, y_tr, pool, weights, out: Path, meta: dict,
+              labels: np.ndarray | None):
     from mcuc.nas.train import CHECKPOINT, TrainSettings, load_supernet, train_supernet
 
     if opts.supernet:
@@ -92,10 +94,12 @@ def _supernet(opts: SearchOptions, space, x_tr, y_tr, pool, weights, out: Path, 
                             f"limit {old.get('limit')}); pass the same --dataset/--val/--limit")
         return model, {"path": str(opts.supernet), "epochs": ck["epoch"],
                        "seconds": ck["seconds"], "losses": ck["losses"]}
+    distill = labels if opts.distill_supernet else None
     settings = TrainSettings(epochs=opts.epochs, batch_size=opts.batch_size, lr=opts.lr,
-                             seed=opts.seed, augment=opts.augment, sampling=opts.sampling)
+                             seed=opts.seed, augment=opts.augment, sampling=opts.sampling,
+                             distill_weight=0.5 if distill is not None else 0.0)
     model = train_supernet(space, x_tr, y_tr, settings, pool, opts.device, out / CHECKPOINT,
-                           opts.resume, opts.progress, meta, weights)
+                           opts.resume, opts.progress, meta, weights, distill)
     return model, {"path": str(out / CHECKPOINT), "epochs": settings.epochs,
                    "seconds": model.train_seconds, "losses": model.train_losses}
 
@@ -136,8 +140,11 @@ def run_search(opts: SearchOptions, out: Path | str) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     resolve_device(opts.device)
     check_sampling(opts.sampling)  # a bad --sampling fails before any work
-    if opts.distill_epochs and opts.finetune_epochs <= 0:
-        raise McucError("--distill-epochs distils the fine-tune: give --finetune-epochs too")
+    if opts.distill_epochs and opts.finetune_epochs <= 0 and not opts.distill_supernet:
+        raise McucError("--distill-epochs distils the fine-tune: give --finetune-epochs too "
+                        "(or --distill-supernet)")
+    if opts.distill_supernet and opts.distill_epochs <= 0:
+        raise McucError("--distill-supernet needs a teacher: give --distill-epochs too")
     if opts.finalists < 1 or (opts.finalists > 1 and opts.finetune_epochs <= 0):
         raise McucError(f"--finalists {opts.finalists}: finalists are compared after their "
                         "fine-tune, so give 1, or more with --finetune-epochs")
@@ -165,7 +172,14 @@ def run_search(opts: SearchOptions, out: Path | str) -> dict:
     meta = {"dataset": str(opts.dataset), "limit": opts.limit, "val": val, "board": opts.board,
             "sram": cm.sram_limit, "flash": cm.flash_limit}
     weights = sampling_weights(pool, lambda c: cm.cost(c).macs, opts.sampling)
-    model, sn_info = _supernet(opts, space, x[tr], y[tr], pool, weights, out, meta)
+    labels, teacher_acc = None, None
+    if opts.distill_epochs > 0:
+        _log(opts, f"training the CNN teacher ({opts.distill_epochs} epochs)")
+        teacher, labels = distill_targets(x[tr], y[tr], opts.distill_epochs,
+                                          space.num_classes, opts.seed, opts.progress,
+                                          opts.device)
+        teacher_acc = evaluate(teacher, x[va], y[va])
+    model, sn_info = _supernet(opts, space, x[tr], y[tr], pool, weights, out, meta, labels)
     dev = torch.device(opts.device)
     model.to(dev)
     xv = torch.from_numpy(x[va]).to(dev)
@@ -174,12 +188,6 @@ def run_search(opts: SearchOptions, out: Path | str) -> dict:
                     population=opts.population, generations=opts.generations,
                     parents=opts.parents, mutation_prob=opts.mutation_prob, seed=opts.seed,
                     progress=opts.progress)
-    labels, teacher_acc = None, None
-    if opts.distill_epochs > 0:
-        _log(opts, f"training the CNN teacher ({opts.distill_epochs} epochs)")
-        teacher, labels = distill_targets(x[tr], y[tr], opts.distill_epochs,
-                                          space.num_classes, opts.seed, opts.progress)
-        teacher_acc = evaluate(teacher, x[va], y[va])
     finals = []
     for cand in family_finalists(result.candidates, opts.finalists):
         net = model.cpu().extract(cand.config)
@@ -188,7 +196,7 @@ def run_search(opts: SearchOptions, out: Path | str) -> dict:
         if opts.finetune_epochs > 0:
             train(net, x[tr], y[tr], opts.finetune_epochs, batch_size=opts.batch_size,
                   lr=opts.finetune_lr, seed=opts.seed, progress=opts.progress,
-                  augment=opts.augment, distill=labels)
+                  augment=opts.augment, distill=labels, device=opts.device)
             row["val_accuracy_finetuned"] = evaluate(net, x[va], y[va])
         finals.append((cand, net, row))
     score = "val_accuracy_inherited" if opts.finetune_epochs <= 0 else "val_accuracy_finetuned"

@@ -38,7 +38,14 @@ from torch import nn
 from tqdm import tqdm
 
 from mcuc import McucError
-from mcuc.models.train import batch, make_optimizer, one_cycle, optimizer_step, seed_everything
+from mcuc.models.train import (
+    batch,
+    make_optimizer,
+    one_cycle,
+    optimizer_step,
+    resolve_device,
+    seed_everything,
+)
 from mcuc.nas.space import (
     SAMPLING,
     SearchSpace,
@@ -63,9 +70,12 @@ class TrainSettings:
     warmup_frac: float = 0.1
     seed: int = 0
     sampling: str = "macs"   # "macs" (weighted by each subnet's MACs) or "uniform"
+    distill_weight: float = 0.0  # share of the loss on a teacher's labels (models/teacher.py)
 
     def __post_init__(self) -> None:
         check_sampling(self.sampling)
+        if not 0.0 <= self.distill_weight <= 1.0:
+            raise McucError(f"distillation weight must be in [0, 1], not {self.distill_weight}")
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -77,15 +87,6 @@ def holdout_split(n: int, val: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         raise McucError(f"held-out split of {val} images needs 0 < val < {n} training images")
     perm = np.random.default_rng(seed).permutation(n)
     return np.sort(perm[: n - val]), np.sort(perm[n - val:])
-
-
-def resolve_device(name: str) -> torch.device:
-    if name not in ("cpu", "cuda"):
-        raise McucError(f"--device must be cpu or cuda, not {name!r}")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise McucError("--device cuda asked for, but torch sees no CUDA device "
-                        f"(torch {torch.__version__})")
-    return torch.device(name)
 
 
 def arch_rng(seed: int, step: int) -> random.Random:
@@ -208,14 +209,21 @@ def train_supernet(space: SearchSpace, x: np.ndarray, y: np.ndarray, settings: T
                    pool: list[SubnetConfig] | None = None, device: str = "cpu",
                    checkpoint: Path | None = None, resume: bool = False,
                    progress: bool = True, meta: dict | None = None,
-                   weights: list[float] | None = None) -> SuperViT:
+                   weights: list[float] | None = None,
+                   distill: np.ndarray | None = None) -> SuperViT:
     """Train a SuperViT on (x, y); checkpoint after each epoch; resume from `checkpoint`.
 
     `pool` is the list of subnets to sample from (None: the whole space, uniformly) and
     `weights` their draw probabilities (None: equal; see `sampling_weights`). `meta` is
     stored in the checkpoint (dataset, split) so the search can check it reuses the
-    same held-out images.
+    same held-out images. `distill` is a teacher's label per image, mixed into the loss
+    with `settings.distill_weight` (as models.train.train does for one model), so every
+    subnet learns from the teacher and the ranking reflects a distilled fine-tune.
     """
+    if (distill is not None) != (settings.distill_weight > 0):
+        raise McucError("a distillation weight needs teacher labels, and labels a weight")
+    if distill is not None and len(distill) != len(x):
+        raise McucError(f"need a teacher label per image (got {len(distill)} for {len(x)})")
     if settings.epochs <= 0:
         raise McucError(f"epochs must be positive, not {settings.epochs}")
     if weights is not None and (pool is None or len(weights) != len(pool)):
@@ -229,6 +237,7 @@ def train_supernet(space: SearchSpace, x: np.ndarray, y: np.ndarray, settings: T
         net = nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
     xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     yt = torch.from_numpy(np.asarray(y, dtype=np.int64))
+    tt = None if distill is None else torch.from_numpy(np.asarray(distill, dtype=np.int64))
     per_rank = len(xt) // dist.world
     steps = math.ceil(per_rank / settings.batch_size)
     if per_rank == 0:
@@ -237,6 +246,7 @@ def train_supernet(space: SearchSpace, x: np.ndarray, y: np.ndarray, settings: T
     sched = one_cycle(opt, settings.lr, settings.epochs * steps, settings.warmup_frac)
     gen = torch.Generator().manual_seed(settings.seed)
     start, losses, seconds = 0, [], 0.0
+    epoch_seconds: list[float] = []   # per epoch: the first one holds the warm-up
     if resume and checkpoint is not None and checkpoint.is_file():
         ck = load_checkpoint(checkpoint)
         if (ck["space"] != _space_dict(space) or ck["settings"] != dataclasses.asdict(settings)
@@ -248,6 +258,7 @@ def train_supernet(space: SearchSpace, x: np.ndarray, y: np.ndarray, settings: T
         sched.load_state_dict(ck["sched"])
         gen.set_state(ck["gen"])
         start, losses, seconds = ck["epoch"], list(ck["losses"]), ck["seconds"]
+        epoch_seconds = list(ck.get("epoch_seconds", []))
     loss_fn = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
     model.train()
     for epoch in range(start, settings.epochs):
@@ -263,18 +274,24 @@ def train_supernet(space: SearchSpace, x: np.ndarray, y: np.ndarray, settings: T
                    else rng.choices(pool, weights)[0])
             idx = mine[step * settings.batch_size:(step + 1) * settings.batch_size]
             xb, yb = batch(xt, yt, idx, gen if settings.augment else None)
-            loss = loss_fn(net(xb.to(dev), cfg), yb.to(dev))
+            out = net(xb.to(dev), cfg)
+            loss = loss_fn(out, yb.to(dev))
+            if tt is not None:
+                w = settings.distill_weight
+                loss = (1 - w) * loss + w * nn.functional.cross_entropy(out, tt[idx].to(dev))
             total += optimizer_step(model, loss, opt, sched) * len(idx)
             seen += len(idx)
             if step % 20 == 0 or step == steps - 1:
                 bar.set_postfix(loss=f"{total / seen:.4f}", dim=cfg.dim, depth=cfg.depth)
         losses.append(total / max(seen, 1))
-        seconds += time.perf_counter() - t0
+        epoch_seconds.append(time.perf_counter() - t0)
+        seconds += epoch_seconds[-1]
         if checkpoint is not None and dist.main:
             save_checkpoint(checkpoint, {
                 "model": model.state_dict(), "opt": opt.state_dict(),
                 "sched": sched.state_dict(), "gen": gen.get_state(), "epoch": epoch + 1,
-                "losses": losses, "seconds": seconds, "space": _space_dict(space),
+                "losses": losses, "seconds": seconds, "epoch_seconds": epoch_seconds,
+                "space": _space_dict(space),
                 "settings": dataclasses.asdict(settings), "world": dist.world,
                 "pool": [c.to_dict() for c in pool] if pool is not None else None,
                 "weights": weights,

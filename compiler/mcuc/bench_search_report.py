@@ -1,0 +1,106 @@
+"""bench/search.md from the bench's rows: the table, the goal line and the run's costs."""
+
+from __future__ import annotations
+
+import time
+
+
+def _cfg_text(c: dict) -> str:
+    low = sorted(set(c["lowrank"]))
+    return (f"p{c['patch']} d{c['dim']} L{c['depth']} h{'/'.join(map(str, c['heads']))} "
+            f"mlp{'/'.join(f'{m:g}' for m in c['mlp_ratio'])} r{'/'.join(f'{r:g}' for r in low)}")
+
+
+def _finalists_text(m: dict) -> str:
+    fins = m.get("finalists") or []
+    if len(fins) < 2:
+        return ""
+    return "; finalists (held-out after fine-tune): " + ", ".join(
+        f"p{f['config']['patch']} d{f['config']['dim']} L{f['config']['depth']} "
+        f"{100 * f['val_acc']:.2f}%" for f in fins)
+
+
+def _search_line(r: dict) -> str:
+    m = r["searched"]
+    where = f" on {m['device']}" if m.get("device") else ""
+    again = (f"the {m['first_budget']} KB budget's model, trained once"
+             if m["first_budget"] != r["budget_kb"] else f"{m['train_s']:.0f} s{where}")
+    return (f"- {r['budget_kb']} KB: {m['candidates']} candidates in {m['search_s']:.0f} s; "
+            f"held-out accuracy {100 * m['inherited_acc']:.2f}% inherited, "
+            f"{100 * m['val_acc']:.2f}% fine-tuned; fine-tune: {again}"
+            + _finalists_text(m))
+
+
+def _command(a) -> str:
+    return (f"python -m mcuc.bench_search --supernet-epochs {a.supernet_epochs} "
+            f"--finetune-epochs {a.finetune_epochs} --finetune-lr {a.finetune_lr:g} "
+            f"--distill-epochs {a.distill_epochs} "
+            + ("--distill-supernet " if getattr(a, "distill_supernet", False) else "")
+            + (f"--finalists {a.finalists} " if getattr(a, "finalists", 1) != 1 else "")
+            + f"--population {a.population} "
+            f"--generations {a.generations} --pool {a.pool} --sampling {a.sampling}"
+            + (" --augment" if a.augment else "")
+            + (f" --limit {a.limit}" if a.limit else "")
+            + (f" --test-limit {a.test_limit}" if a.test_limit else ""))
+
+
+def report(a, rows: list[dict], supernet_s: float, pool: int, total_s: float,
+           teacher: dict | None = None, machine: str = "this project's 2-core CPU machine"
+           ) -> str:
+    from mcuc.bench_search import BASELINE_LR
+    from mcuc.bench_search import __doc__ as method
+
+    head = ("| SRAM budget | model | config | params | MACs | arena B | RAM B (ELF) | "
+            "flash B (ELF) | float test | int8 test | firmware (first N) |")
+    lines = [head, "|" + "---|" * 11]
+    for r in rows:
+        for label, m in (("searched", r["searched"]), ("baseline", r["baseline"])):
+            if m is None:
+                lines.append(f"| {r['budget_kb']} KB | {label} | nothing in the grid fits "
+                             "| | | | | | | | |")
+                continue
+            lines.append(
+                f"| {r['budget_kb']} KB | {label} | {_cfg_text(m['config'])} | {m['params']:,} "
+                f"| {m['macs']:,} | {m['arena']:,} | {m['ram']:,} | {m['flash']:,} | "
+                f"{100 * m['float_acc']:.2f}% | {100 * m['int8_acc']:.2f}% | "
+                f"{100 * m['fw_acc']:.1f}% ({m['fw_bit_exact']}/{m['fw_images']} bit-exact) |")
+    wins = sum(1 for r in rows if r["baseline"] is None
+               or r["searched"]["int8_acc"] > r["baseline"]["int8_acc"])
+    at64 = [r for r in rows if r["budget_kb"] == 64]
+    goal = (f"{100 * at64[0]['searched']['int8_acc']:.2f}% int8 at 64 KB "
+            f"({'meets' if at64[0]['searched']['int8_acc'] >= 0.9 else 'misses'} the 90% goal)"
+            if at64 else "64 KB not run")
+    return "\n".join([
+        "# Architecture-search benchmark",
+        "",
+        f"Made by `make bench-search` (`{_command(a)}`) on {time.strftime('%Y-%m-%d')}, on "
+        f"{machine}; {total_s / 60:.0f} min in all.",
+        "",
+        method.split("\n\n", 1)[1].strip(),
+        "",
+        f"Supernet: {a.supernet_epochs} epochs on {pool} budget-feasible subnets, "
+        f"{supernet_s / 60:.1f} min. Searched models: inherited weights fine-tuned "
+        f"{a.finetune_epochs} epochs (lr {a.finetune_lr:g}). Baselines: {a.finetune_epochs} "
+        f"epochs from scratch (lr {BASELINE_LR:g}). Augmentation (random crops and flips): "
+        f"{'on' if a.augment else 'off'}, for every model. "
+        + ("No distillation. " if teacher is None else
+           f"Every model (searched and baseline) is trained with hard-label distillation "
+           f"from the same small CNN teacher ({a.distill_epochs} epochs, "
+           f"{float(teacher['seconds']) / 60:.1f} min; {100 * float(teacher['test_acc']):.2f}% "
+           "test; host-only, never compiled)"
+           + (", and so is the supernet. " if getattr(a, "distill_supernet", False) else ". "))
+        + f"Test images: {rows[0]['searched']['test_images']:,}. "
+        "Board overheads (stack, data, code) are the STM32F746's; flash budget 256 KB.",
+        "",
+        "\n".join(lines),
+        "",
+        f"Searched ahead of the baseline (int8 test accuracy) at {wins} of {len(rows)} "
+        f"budgets; {goal}.",
+        "",
+        "Search time per budget:",
+        *[_search_line(r) for r in rows],
+        "",
+        "Pareto fronts: " + ", ".join(f"[{r['budget_kb']} KB](search_pareto_{r['budget_kb']}k.png)"
+                                       for r in rows),
+        "",
+    ])
