@@ -89,6 +89,8 @@ def test_parts_are_cached_and_reused(tmp_path: Path, monkeypatch) -> None:
     bench_search.main([*flags, "--part", "train"])
     with pytest.raises(AssertionError, match="train ran"):
         bench_search.main([*flags, "--part", "train", "--finetune-epochs", "2"])
+    with pytest.raises(AssertionError, match="train ran"):   # retrained: a model of its own
+        bench_search.main([*flags, "--part", "train", "--init", "scratch"])
 
 
 def test_cached_search_needs_the_same_options(tmp_path: Path) -> None:

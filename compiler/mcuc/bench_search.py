@@ -5,9 +5,10 @@ each budget's share gets an equal part of the draws (so the 16 KB subnets are no
 drowned by the 128 KB ones), weighted by MACs within it (`--sampling`). For each budget
 `mcuc search` runs on it (evolution scored on held-out training images); the best
 candidate of each of the `--finalists` token families (patch sizes), with its inherited
-weights, is fine-tuned alone for E epochs, and the finalist with the best held-out
-accuracy after its fine-tune is the searched model (a model that two budgets share is
-trained once).
+weights, is fine-tuned alone for E epochs (or, with `--init scratch`, retrained from
+scratch with the baselines' recipe: the search then picks the architecture only), and
+the finalist with the best held-out accuracy after its training is the searched model
+(a model that two budgets share is trained once).
 The baseline is the uniform ViT (2 heads, MLP ratio 2, full rank in every block) of a
 small grid (patch 4/7 x dim 32-128 x depth 2/4/6) with the most MACs that fits the
 same budget -- the usual "scale it up until it no longer fits" rule -- trained from
@@ -241,17 +242,19 @@ def finalists(c: Ctx, found: dict) -> list[SubnetConfig]:
 
 def model_path(c: Ctx, kind: str, cfg: SubnetConfig) -> Path:
     tag = hashlib.sha1(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
-    return c.out / "models" / f"{kind}_p{cfg.patch}_d{cfg.dim}_L{cfg.depth}_{tag}.pt"
+    stem = "searched-scratch" if kind == "searched" and c.a.init == "scratch" else kind
+    return c.out / "models" / f"{stem}_p{cfg.patch}_d{cfg.dim}_L{cfg.depth}_{tag}.pt"
 
 
 def recipe(c: Ctx, kind: str) -> dict:
     """Everything that decides a trained model's weights: a cached model is reused only
     under the same recipe."""
     a = c.a
+    inherit = kind == "searched" and a.init == "inherited"
     r = {"epochs": a.finetune_epochs, "augment": a.augment, "seed": a.seed,
          "distill_epochs": a.distill_epochs, "limit": a.limit,
-         "lr": a.finetune_lr if kind == "searched" else BASELINE_LR}
-    if kind == "searched":
+         "lr": a.finetune_lr if inherit else BASELINE_LR}
+    if inherit:
         r["supernet"] = {**vars(supernet_settings(c)), "pool": a.pool,
                          "budgets": list(a.budgets)}
     return r
@@ -273,8 +276,9 @@ def trained(c: Ctx, kind: str, cfg: SubnetConfig):
             net = SubnetViT(cfg)
             net.load_state_dict(ck["state_dict"])
             return net.eval(), ck["record"]
-    net = supernet(c).extract(cfg) if kind == "searched" else SubnetViT(cfg)
-    inherited = evaluate(net, c.x[c.va], c.y[c.va]) if kind == "searched" else None
+    inherit = kind == "searched" and c.a.init == "inherited"
+    net = supernet(c).extract(cfg) if inherit else SubnetViT(cfg)
+    inherited = evaluate(net, c.x[c.va], c.y[c.va]) if inherit else None
     t0 = time.perf_counter()
     train(net, c.x[c.tr], c.y[c.tr], c.a.finetune_epochs, lr=want["lr"], seed=c.a.seed,
           augment=c.a.augment, distill=c.labels, device=c.a.device)
@@ -360,10 +364,17 @@ def pick_searched(c: Ctx, b: int, found: dict, picks: list[SubnetConfig]) -> dic
     row = measured(c, "searched", cfg) if c.a.part == "all" else dict(rec)
     meta = found["meta"]
     row.update(config=cfg.to_dict(), search_s=meta["search_seconds"],
-               inherited_acc=rec["inherited_val_acc"], candidates=len(found["candidates"]),
+               inherited_acc=_search_score(found, cfg), candidates=len(found["candidates"]),
                finalists=[{"config": g.to_dict(), **r} for g, r in recs],
                first_budget=c.first.setdefault(("searched", cfg), b))
     return row
+
+
+def _search_score(found: dict, cfg: SubnetConfig) -> float:
+    """The held-out accuracy the search gave `cfg` with inherited weights."""
+    want = cfg.to_dict()
+    return next(d["accuracy"] for d in found["candidates"]
+                if SubnetConfig.from_dict(d["config"]).to_dict() == want)
 
 
 def distill_labels(a: argparse.Namespace, out: Path, x, y, x_test, y_test) -> dict | None:
@@ -403,7 +414,11 @@ def main(argv: list[str] | None = None) -> None:
                     help="with --part finetune: only this finalist (0 = the best)")
     ap.add_argument("--supernet-epochs", type=int, default=60)
     ap.add_argument("--finetune-epochs", type=int, default=12)
-    ap.add_argument("--finetune-lr", type=float, default=1e-3)
+    ap.add_argument("--finetune-lr", type=float, default=1e-3,
+                    help="the searched models' learning rate when they inherit weights")
+    ap.add_argument("--init", choices=("inherited", "scratch"), default="inherited",
+                    help="searched models start from the supernet's weights, or are "
+                         "retrained from scratch with the baselines' recipe")
     ap.add_argument("--distill-epochs", type=int, default=8,
                     help="CNN teacher epochs; its labels are distilled into every model "
                          "(searched and baseline); 0: no teacher")

@@ -37,6 +37,7 @@ def _command(a) -> str:
             f"--distill-epochs {a.distill_epochs} "
             + ("--distill-supernet " if getattr(a, "distill_supernet", False) else "")
             + (f"--finalists {a.finalists} " if getattr(a, "finalists", 1) != 1 else "")
+            + ("--init scratch " if getattr(a, "init", "inherited") == "scratch" else "")
             + f"--population {a.population} "
             f"--generations {a.generations} --pool {a.pool} --sampling {a.sampling}"
             + (" --augment" if a.augment else "")
@@ -79,8 +80,13 @@ def report(a, rows: list[dict], supernet_s: float, pool: int, total_s: float,
         method.split("\n\n", 1)[1].strip(),
         "",
         f"Supernet: {a.supernet_epochs} epochs on {pool} budget-feasible subnets, "
-        f"{supernet_s / 60:.1f} min. Searched models: inherited weights fine-tuned "
-        f"{a.finetune_epochs} epochs (lr {a.finetune_lr:g}). Baselines: {a.finetune_epochs} "
+        f"{supernet_s / 60:.1f} min. "
+        + (f"Searched models: retrained from scratch {a.finetune_epochs} epochs with the "
+           f"baselines' recipe (the search picks the architecture only). "
+           if getattr(a, "init", "inherited") == "scratch" else
+           f"Searched models: inherited weights fine-tuned {a.finetune_epochs} epochs "
+           f"(lr {a.finetune_lr:g}). ")
+        + f"Baselines: {a.finetune_epochs} "
         f"epochs from scratch (lr {BASELINE_LR:g}). Augmentation (random crops and flips): "
         f"{'on' if a.augment else 'off'}, for every model. "
         + ("No distillation. " if teacher is None else
