@@ -322,7 +322,6 @@ def run(a: argparse.Namespace) -> str | None:
     import torch
 
     torch.set_num_threads(a.threads)
-    t_all = time.perf_counter()
     c = setup(a)
     budgets = a.only or a.budgets
     if a.part in ("all", "train", "supernet"):
@@ -352,8 +351,7 @@ def run(a: argparse.Namespace) -> str | None:
         return None
     (c.out / "bench.json").write_text(json.dumps(rows, indent=1))
     sn = supernet(c)
-    return report(a, rows, sn.train_seconds, sn.pool_size, time.perf_counter() - t_all,
-                  c.teacher, machine=a.machine)
+    return report(a, rows, sn.train_seconds, sn.pool_size, c.teacher, machine=a.machine)
 
 
 def pick_searched(c: Ctx, b: int, found: dict, picks: list[SubnetConfig]) -> dict:

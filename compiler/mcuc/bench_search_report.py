@@ -45,7 +45,24 @@ def _command(a) -> str:
             + (f" --test-limit {a.test_limit}" if a.test_limit else ""))
 
 
-def report(a, rows: list[dict], supernet_s: float, pool: int, total_s: float,
+def compute_seconds(rows: list[dict], supernet_s: float, teacher: dict | None) -> dict:
+    """What the run cost, part by part, each model counted once (the parts may have run
+    in separate processes, partly in parallel, so their sum is the cost, not the wall
+    time)."""
+    train = measure = search = 0.0
+    for r in rows:
+        search += r["searched"]["search_s"]
+        for m in (r["searched"], r["baseline"]):
+            if m is None or m["first_budget"] != r["budget_kb"]:
+                continue
+            train += sum(f["train_s"] for f in m.get("finalists") or [m])
+            measure += m.get("measure_s", 0.0)
+    teach = 0.0 if teacher is None else float(teacher["seconds"])
+    return {"supernet": supernet_s, "teacher": teach, "search": search, "train": train,
+            "measure": measure, "total": supernet_s + teach + search + train + measure}
+
+
+def report(a, rows: list[dict], supernet_s: float, pool: int,
            teacher: dict | None = None, machine: str = "this project's 2-core CPU machine"
            ) -> str:
     from mcuc.bench_search import BASELINE_LR
@@ -71,11 +88,16 @@ def report(a, rows: list[dict], supernet_s: float, pool: int, total_s: float,
     goal = (f"{100 * at64[0]['searched']['int8_acc']:.2f}% int8 at 64 KB "
             f"({'meets' if at64[0]['searched']['int8_acc'] >= 0.9 else 'misses'} the 90% goal)"
             if at64 else "64 KB not run")
+    cost = compute_seconds(rows, supernet_s, teacher)
     return "\n".join([
         "# Architecture-search benchmark",
         "",
         f"Made by `make bench-search` (`{_command(a)}`) on {time.strftime('%Y-%m-%d')}, on "
-        f"{machine}; {total_s / 60:.0f} min in all.",
+        f"{machine}. Compute, summed over the parts (some ran in parallel): "
+        f"{cost['total'] / 60:.0f} min -- supernet {cost['supernet'] / 60:.1f}, teacher "
+        f"{cost['teacher'] / 60:.1f}, searches {cost['search'] / 60:.1f}, training the "
+        f"searched models and baselines {cost['train'] / 60:.1f}, measuring "
+        f"{cost['measure'] / 60:.1f} min.",
         "",
         method.split("\n\n", 1)[1].strip(),
         "",
