@@ -204,3 +204,25 @@ def test_finalists_fine_tune_one_model_per_patch_size(searched: Path, tmp_path: 
     pt = torch.load(out / "best.pt", weights_only=False)
     assert pt["config"] == chosen["config"]
     assert pt["val_accuracy"] == chosen["val_accuracy_finetuned"]
+
+
+@pytest.mark.parametrize("init", ["inherited", "scratch"])
+def test_finetune_starts_from_the_supernet_or_from_scratch(searched: Path, tmp_path: Path,
+                                                          init: str) -> None:
+    """--finetune-init: one short fine-tune (a handful of steps at a tiny learning rate)
+    leaves inherited weights next to the supernet's slice; a retrained model's weights
+    are a fresh initialisation's, nowhere near it."""
+    from mcuc.nas.train import load_supernet
+
+    out = tmp_path / init
+    assert main(["search", "--sram", "48K", "--flash", "256K", "--supernet",
+                 str(searched / "supernet.pt"), "--finetune-epochs", "1",
+                 "--finetune-lr", "1e-6", "--finetune-init", init,
+                 "--out", str(out), *QUICK]) == 0
+    pt = torch.load(out / "best.pt", weights_only=False)
+    model, _ = load_supernet(searched / "supernet.pt")
+    sliced = model.extract(SubnetConfig.from_dict(pt["config"])).state_dict()
+    gap = max(float((pt["state_dict"][k] - v).abs().max()) for k, v in sliced.items())
+    assert json.loads((out / "search.json").read_text())["meta"]["options"][
+        "finetune_init"] == init
+    assert (gap < 1e-3) if init == "inherited" else (gap > 1e-2), gap

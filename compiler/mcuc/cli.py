@@ -110,6 +110,9 @@ def add_search_args(s: argparse.ArgumentParser) -> None:
     s.add_argument("--finetune-epochs", type=int, default=o.finetune_epochs,
                    help="fine-tune the chosen subnet alone for this many epochs")
     s.add_argument("--finetune-lr", type=float, default=o.finetune_lr)
+    s.add_argument("--finetune-init", choices=["inherited", "scratch"], default=o.finetune_init,
+                   help="fine-tune from the supernet's weights, or retrain the picked "
+                        "architecture from scratch (then raise --finetune-lr, e.g. 2e-3)")
     s.add_argument("--finalists", type=int, default=o.finalists,
                    help="fine-tune the best candidate of each of this many patch-size "
                         "families and keep the best on held-out images (default 1)")
@@ -135,7 +138,7 @@ def cmd_search(a: argparse.Namespace) -> int:
         population=a.population, generations=a.generations, parents=a.parents,
         mutation_prob=a.mutation_prob, finetune_epochs=a.finetune_epochs,
         finetune_lr=a.finetune_lr, distill_epochs=a.distill_epochs, finalists=a.finalists,
-        distill_supernet=a.distill_supernet,
+        distill_supernet=a.distill_supernet, finetune_init=a.finetune_init,
         sampling=a.sampling, augment=a.augment, seed=a.seed,
         device=a.device, supernet=a.supernet, resume=a.resume, progress=not a.quiet,
         extra={"command": "mcuc " + " ".join(a.argv)})

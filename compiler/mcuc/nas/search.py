@@ -62,6 +62,7 @@ class SearchOptions:
     mutation_prob: float = 0.3
     finetune_epochs: int = 0
     finetune_lr: float = 5e-4
+    finetune_init: str = "inherited"  # or "scratch": retrain the picked architecture
     distill_epochs: int = 0         # CNN teacher epochs for a distilled fine-tune (0: none)
     distill_supernet: bool = False  # distil the teacher into the supernet too
     finalists: int = 1              # token families whose best candidate is fine-tuned
@@ -127,6 +128,7 @@ def run_search(opts: SearchOptions, out: Path | str) -> dict:
     from mcuc.nas.cost import CostModel
     from mcuc.nas.evolution import evolve, plot_pareto, write_search_json
     from mcuc.nas.space import check_sampling, load_space
+    from mcuc.nas.subnet import SubnetViT
     from mcuc.nas.train import (
         feasible_pool,
         holdout_split,
@@ -145,6 +147,9 @@ def run_search(opts: SearchOptions, out: Path | str) -> dict:
                         "(or --distill-supernet)")
     if opts.distill_supernet and opts.distill_epochs <= 0:
         raise McucError("--distill-supernet needs a teacher: give --distill-epochs too")
+    if opts.finetune_init not in ("inherited", "scratch"):
+        raise McucError(f"--finetune-init must be inherited or scratch, not "
+                        f"{opts.finetune_init!r}")
     if opts.finalists < 1 or (opts.finalists > 1 and opts.finetune_epochs <= 0):
         raise McucError(f"--finalists {opts.finalists}: finalists are compared after their "
                         "fine-tune, so give 1, or more with --finetune-epochs")
@@ -193,6 +198,9 @@ def run_search(opts: SearchOptions, out: Path | str) -> dict:
         net = model.cpu().extract(cand.config)
         row = {"config": cand.config.to_dict(), "val_accuracy_inherited": evaluate(
             net, x[va], y[va]), "val_accuracy_finetuned": None}
+        if opts.finetune_epochs > 0 and opts.finetune_init == "scratch":
+            torch.manual_seed(opts.seed)
+            net = SubnetViT(cand.config)
         if opts.finetune_epochs > 0:
             train(net, x[tr], y[tr], opts.finetune_epochs, batch_size=opts.batch_size,
                   lr=opts.finetune_lr, seed=opts.seed, progress=opts.progress,
