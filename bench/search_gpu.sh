@@ -3,7 +3,7 @@
 # ViTs here leave a GPU mostly idle one at a time (each step is a few hundred tiny
 # kernels), so baselines train beside the supernet, the four searches run at once, and
 # every finalist's fine-tune is its own process. Each part caches its result under OUT
-# (see mcuc.bench_search.Ctx). The measuring half (int8 reference, qemu firmware) needs
+# (see mcuc.bench_search_stages). The measuring half (int8 reference, qemu firmware) needs
 # the cross compiler and emulator: run afterwards, on the CPU machine, with OUT copied
 # back and the same flags,
 #     python -m mcuc.bench_search --out OUT --supernet-epochs N <FLAGS>

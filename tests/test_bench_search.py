@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from mcuc import bench_search, bench_search_report  # noqa: E402
+from mcuc import bench_search, bench_search_report, bench_search_stages  # noqa: E402
 from mcuc.datasets import load_fashion_mnist  # noqa: E402
 
 
@@ -24,7 +24,7 @@ def _args(**kw) -> argparse.Namespace:
 
 def test_teacher_labels_are_trained_once_and_reused(tmp_path: Path, monkeypatch) -> None:
     x, y = load_fashion_mnist("train", limit=300)
-    first = bench_search.distill_labels(_args(), tmp_path, x, y, x[:50], y[:50])
+    first = bench_search_stages.distill_labels(_args(), tmp_path, x, y, x[:50], y[:50])
     assert first is not None and first["labels"].shape == (300,)
     assert (tmp_path / "teacher.npz").is_file()
 
@@ -32,11 +32,11 @@ def test_teacher_labels_are_trained_once_and_reused(tmp_path: Path, monkeypatch)
         raise AssertionError("the cached teacher should have been reused")
 
     monkeypatch.setattr("mcuc.models.teacher.train_teacher", no_training)
-    again = bench_search.distill_labels(_args(), tmp_path, x, y, x[:50], y[:50])
+    again = bench_search_stages.distill_labels(_args(), tmp_path, x, y, x[:50], y[:50])
     assert np.array_equal(again["labels"], first["labels"])
     with pytest.raises(AssertionError, match="reused"):   # other epochs: trained anew
-        bench_search.distill_labels(_args(distill_epochs=2), tmp_path, x, y, x[:50], y[:50])
-    assert bench_search.distill_labels(_args(distill_epochs=0), tmp_path, x, y, x, y) is None
+        bench_search_stages.distill_labels(_args(distill_epochs=2), tmp_path, x, y, x[:50], y[:50])
+    assert bench_search_stages.distill_labels(_args(distill_epochs=0), tmp_path, x, y, x, y) is None
 
 
 def _model(acc: float) -> dict:
@@ -107,9 +107,9 @@ def test_cached_search_needs_the_same_options(tmp_path: Path) -> None:
     opts = SearchOptions(sram=65536, population=5, device="cuda")
     saved = {k: v for k, v in vars(opts).items() if k not in ("extra", "distill_supernet")}
     (work / "search.json").write_text(json.dumps({"meta": {"options": saved}}))
-    assert bench_search._cached_search(work, SearchOptions(sram=65536, population=5))
-    assert bench_search._cached_search(work, SearchOptions(sram=65536, population=6)) is None
-    assert bench_search._cached_search(
+    assert bench_search_stages._cached_search(work, SearchOptions(sram=65536, population=5))
+    assert bench_search_stages._cached_search(work, SearchOptions(sram=65536, population=6)) is None
+    assert bench_search_stages._cached_search(
         work, SearchOptions(sram=65536, population=5, distill_supernet=True)) is None
 
 

@@ -1,0 +1,313 @@
+"""The stages of `make bench-search`, each cached under OUT so that a rerun, or the same
+stage in another process or on another machine, picks up what is already there:
+the teacher (teacher.npz), the supernet (supernet.pt), each budget's search
+(sram<B>k/search.json), each trained model (models/<kind>_<config>.pt, with the recipe
+that trained it) and its measurements (beside it, .measure.json)."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+from tqdm import tqdm
+
+from mcuc.nas.space import SubnetConfig
+
+KB = 1024
+FLASH = 256 * KB
+BASELINE_LR = 2e-3  # models/train.train's default, tuned for training from scratch
+
+
+def measure(net, cfg: SubnetConfig, work: Path, calib: np.ndarray, x_test, y_test,
+            fw_images: int) -> dict:
+    """Float, int8 and firmware test accuracy plus the stm32f746 build's sizes."""
+    from mcuc.models.train import evaluate, export_onnx
+    from mcuc.pipeline import build, compile_graph, load_graph
+    from mcuc.schedule import execute
+    from mcuc.sim.qemu import run_qemu
+
+    onnx = export_onnx(net, cfg.input_shape, work / "model.onnx")
+    np.save(work / "calib.npy", calib)
+    rep = build(onnx, "stm32f746", str(work / "calib.npy"), work / "f746")
+    c = compile_graph(load_graph(onnx), calib)
+    outs = [execute.run(c.schedule, execute.quantize_input(c.schedule, xi), c.plan)
+            for xi in tqdm(x_test, desc="int8 reference", leave=False)]
+    pred = np.array([int(np.argmax(o)) for o in outs])
+    build(onnx, "qemu-m7", str(work / "calib.npy"), work / "qemu", emulate=False)
+    n = min(fw_images, len(x_test))
+    xq = np.stack([execute.quantize_input(c.schedule, xi).reshape(-1) for xi in x_test[:n]])
+    fw = run_qemu(work / "qemu" / "firmware.elf", xq, timeout=3600)
+    same = sum(int(np.array_equal(f.reshape(-1), r.reshape(-1)))
+               for f, r in zip(fw, outs[:n], strict=True))
+    fw_pred = np.array([int(np.argmax(o)) for o in fw])
+    return {
+        "config": cfg.to_dict(), "params": sum(p.numel() for p in net.parameters()),
+        "float_acc": evaluate(net, x_test, y_test),
+        "int8_acc": float((pred == y_test).mean()),
+        "test_images": len(x_test), "fw_images": n, "fw_bit_exact": same,
+        "fw_acc": float((fw_pred == y_test[:n]).mean()),
+        "arena": rep["arena_bytes"], "ram": rep["ram_bytes"], "flash": rep["flash_bytes"],
+        "flash_estimate": rep["estimate"]["flash_bytes"], "macs": rep["macs"],
+    }
+
+
+# ----------------------------------------------------------------------------- the run
+
+@dataclass
+class Ctx:
+    """What every stage shares: the data split, the cost models, the teacher's labels.
+
+    Each stage caches its result under `out` (supernet.pt, sram<B>k/search.json,
+    models/<kind>_<config>.pt), so the stages can run as separate processes (several at
+    once on one GPU: bench/search_gpu.sh) and a rerun picks up what is already there."""
+    a: argparse.Namespace
+    out: Path
+    space: object
+    x: np.ndarray
+    y: np.ndarray
+    tr: np.ndarray
+    va: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    val: int
+    models: dict
+    teacher: dict | None
+    first: dict = field(default_factory=dict)   # (kind, config) -> first budget using it
+    sn: object = None                           # the supernet, once loaded or trained
+
+    @property
+    def labels(self) -> np.ndarray | None:
+        return None if self.teacher is None else self.teacher["labels"]
+
+
+def setup(a: argparse.Namespace) -> Ctx:
+    from mcuc.datasets import load_fashion_mnist
+    from mcuc.nas.cost import CostModel
+    from mcuc.nas.space import load_space
+    from mcuc.nas.train import holdout_split
+
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    x, y = load_fashion_mnist("train", limit=a.limit)
+    x_test, y_test = load_fashion_mnist("test", limit=a.test_limit)
+    val = max(1, len(x) // 12)
+    tr, va = holdout_split(len(x), val, a.seed)
+    models = {b: CostModel("stm32f746", b * KB, FLASH) for b in a.budgets}
+    teacher = distill_labels(a, out, x[tr], y[tr], x_test, y_test)
+    return Ctx(a, out, load_space(), x, y, tr, va, x_test, y_test, val, models, teacher)
+
+
+def supernet_settings(c: Ctx):
+    from mcuc.nas.train import TrainSettings
+
+    return TrainSettings(epochs=c.a.supernet_epochs, seed=c.a.seed, augment=c.a.augment,
+                         sampling=c.a.sampling,
+                         distill_weight=0.5 if c.a.distill_supernet and c.teacher else 0.0)
+
+
+def supernet(c: Ctx):
+    """The trained supernet: loaded when OUT/supernet.pt has all its epochs under the
+    same settings (no pool costing then), else trained or resumed."""
+    import dataclasses
+
+    from mcuc.nas.train import (
+        CHECKPOINT,
+        feasible_pool,
+        load_checkpoint,
+        load_supernet,
+        sampling_weights,
+        train_supernet,
+    )
+
+    if c.sn is not None:
+        return c.sn
+    settings = supernet_settings(c)
+    path = c.out / CHECKPOINT
+    if path.is_file():
+        ck = load_checkpoint(path)
+        if ck["epoch"] >= settings.epochs and ck["settings"] == dataclasses.asdict(settings):
+            c.sn, _ = load_supernet(path)
+            c.sn.train_seconds = ck["seconds"]
+            c.sn.pool_size = len(ck["pool"] or ())
+            return c.sn
+    a = c.a
+    draw: dict[SubnetConfig, float] = {}
+    for b in a.budgets:
+        cost = c.models[b].cost
+        share = feasible_pool(c.space, lambda g, f=cost: f(g).fits, a.pool // len(a.budgets),
+                              a.seed + b)
+        for g, w in zip(share, sampling_weights(share, lambda g, f=cost: f(g).macs, a.sampling),
+                        strict=True):
+            draw[g] = draw.get(g, 0.0) + w / len(a.budgets)
+    meta = {"dataset": "fashion-mnist", "limit": a.limit, "val": c.val, "board": "stm32f746",
+            "sram": max(a.budgets) * KB, "flash": FLASH, "device": device_name(a.device)}
+    model = train_supernet(c.space, c.x[c.tr], c.y[c.tr], settings, list(draw), a.device,
+                           path, resume=True, meta=meta, weights=list(draw.values()),
+                           distill=c.labels if settings.distill_weight else None)
+    model.pool_size = len(draw)
+    c.sn = model
+    return model
+
+
+def search(c: Ctx, b: int) -> dict:
+    """`mcuc search` at budget b (cached in OUT/sram<b>k when run with these options)."""
+    from mcuc.nas.search import SearchOptions, run_search
+    from mcuc.nas.train import CHECKPOINT
+
+    a = c.a
+    work = c.out / f"sram{b}k"
+    opts = SearchOptions(sram=b * KB, flash=FLASH, limit=a.limit, val=c.val,
+                         supernet=str(c.out / CHECKPOINT), population=a.population,
+                         generations=a.generations, seed=a.seed, device=a.device,
+                         extra={"command": "bench-search"})
+    found = _cached_search(work, opts)
+    if found is not None:
+        return found
+    supernet(c)   # trained (or checked complete) before the search loads it
+    run_search(opts, work)
+    return json.loads((work / "search.json").read_text())
+
+
+_NOT_COMPARED = ("device", "progress")   # how a search ran, not what it found
+
+
+def _cached_search(work: Path, opts) -> dict | None:
+    from dataclasses import asdict
+
+    from mcuc.nas.search import SearchOptions
+
+    path = work / "search.json"
+    if not path.is_file():
+        return None
+    found = json.loads(path.read_text())
+    old = found["meta"].get("options", {})
+    default = asdict(SearchOptions())   # an option newer than the file ran at its default
+    same = all(old.get(k, default[k]) == v for k, v in asdict(opts).items()
+               if k not in _NOT_COMPARED + ("extra",))
+    return found if same else None
+
+
+def finalists(c: Ctx, found: dict) -> list[SubnetConfig]:
+    """The configs to fine-tune for one budget: each token family's best candidate."""
+    from mcuc.nas.search import family_finalists
+
+    cands = [SimpleNamespace(config=SubnetConfig.from_dict(d["config"]), accuracy=d["accuracy"])
+             for d in found["candidates"]]
+    return [f.config for f in family_finalists(cands, c.a.finalists)]
+
+
+def model_path(c: Ctx, kind: str, cfg: SubnetConfig) -> Path:
+    tag = hashlib.sha1(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
+    stem = "searched-scratch" if kind == "searched" and c.a.init == "scratch" else kind
+    return c.out / "models" / f"{stem}_p{cfg.patch}_d{cfg.dim}_L{cfg.depth}_{tag}.pt"
+
+
+def recipe(c: Ctx, kind: str) -> dict:
+    """Everything that decides a trained model's weights: a cached model is reused only
+    under the same recipe."""
+    a = c.a
+    inherit = kind == "searched" and a.init == "inherited"
+    r = {"epochs": a.finetune_epochs, "augment": a.augment, "seed": a.seed,
+         "distill_epochs": a.distill_epochs, "limit": a.limit,
+         "lr": a.finetune_lr if inherit else BASELINE_LR}
+    if inherit:
+        r["supernet"] = {**vars(supernet_settings(c)), "pool": a.pool,
+                         "budgets": list(a.budgets)}
+    return r
+
+
+def trained(c: Ctx, kind: str, cfg: SubnetConfig):
+    """(net, record): `cfg` trained for the bench (from its inherited weights when
+    searched, from scratch for a baseline), or the cached result of an earlier run."""
+    import torch
+
+    from mcuc.models.train import evaluate, train
+    from mcuc.nas.subnet import SubnetViT
+
+    path = model_path(c, kind, cfg)
+    want = recipe(c, kind)
+    if path.is_file():
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+        if ck["recipe"] == want:
+            net = SubnetViT(cfg)
+            net.load_state_dict(ck["state_dict"])
+            return net.eval(), ck["record"]
+    inherit = kind == "searched" and c.a.init == "inherited"
+    net = supernet(c).extract(cfg) if inherit else SubnetViT(cfg)
+    inherited = evaluate(net, c.x[c.va], c.y[c.va]) if inherit else None
+    t0 = time.perf_counter()
+    train(net, c.x[c.tr], c.y[c.tr], c.a.finetune_epochs, lr=want["lr"], seed=c.a.seed,
+          augment=c.a.augment, distill=c.labels, device=c.a.device)
+    record = {"train_s": time.perf_counter() - t0, "device": device_name(c.a.device),
+              "val_acc": evaluate(net, c.x[c.va], c.y[c.va]), "inherited_val_acc": inherited}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"config": cfg.to_dict(), "state_dict": net.state_dict(), "recipe": want,
+                "record": record}, tmp)
+    os.replace(tmp, path)
+    return net.eval(), record
+
+
+def measured(c: Ctx, kind: str, cfg: SubnetConfig) -> dict:
+    """`trained` plus `measure`, the measurement cached beside the model."""
+    net, record = trained(c, kind, cfg)
+    path = model_path(c, kind, cfg).with_suffix(".measure.json")
+    key = {"recipe": recipe(c, kind), "fw_images": c.a.fw_images, "test_limit": c.a.test_limit}
+    if path.is_file():
+        old = json.loads(path.read_text())
+        if old["key"] == key:
+            return {**old["row"], **record}
+    calib = c.x[c.tr][np.random.default_rng(c.a.seed).choice(len(c.tr), 64, replace=False)]
+    t0 = time.perf_counter()
+    row = measure(net, cfg, path.with_suffix("").with_suffix(""), calib, c.x_test, c.y_test,
+                  c.a.fw_images)
+    row["measure_s"] = time.perf_counter() - t0
+    path.write_text(json.dumps({"key": key, "row": row}, indent=1))
+    return {**row, **record}
+
+
+def device_name(device: str) -> str:
+    import torch
+
+    return (f"cuda ({torch.cuda.get_device_name()})" if device == "cuda"
+            else "cpu")
+
+
+
+
+def search_score(found: dict, cfg: SubnetConfig) -> float:
+    """The held-out accuracy the search gave `cfg` with inherited weights."""
+    want = cfg.to_dict()
+    return next(d["accuracy"] for d in found["candidates"]
+                if SubnetConfig.from_dict(d["config"]).to_dict() == want)
+
+
+def distill_labels(a: argparse.Namespace, out: Path, x, y, x_test, y_test) -> dict | None:
+    """The CNN teacher's labels for the training images (trained once, kept in
+    OUT/teacher.npz for reruns), or None without --distill-epochs."""
+    from mcuc.models.teacher import distill_targets
+    from mcuc.models.train import evaluate
+
+    if a.distill_epochs <= 0:
+        return None
+    path = out / "teacher.npz"
+    key = np.array([a.distill_epochs, a.seed, len(x)])
+    if path.is_file():
+        old = np.load(path)
+        if np.array_equal(old["key"], key):
+            return {k: old[k] for k in old.files}
+    t0 = time.perf_counter()
+    net, labels = distill_targets(x, y, a.distill_epochs, seed=a.seed,
+                                  device=getattr(a, "device", "cpu"))
+    found = {"labels": labels, "key": key,
+             "test_acc": np.float64(evaluate(net, x_test, y_test)),
+             "seconds": np.float64(time.perf_counter() - t0)}
+    np.savez(path, **found)
+    return found
