@@ -90,10 +90,11 @@ def run(a: argparse.Namespace) -> str | None:
                 row["searched"] = pick_searched(c, b, found, picks)
         if a.part in ("all", "train", "baselines"):
             cfg = baseline_config(c.space, c.models[b])
-            row["baseline"] = None if cfg is None else (
-                measured(c, "baseline", cfg) if a.part == "all" else trained(c, "baseline", cfg)[1])
+            row["baseline"] = None
             if cfg is not None:
-                row["baseline"]["first_budget"] = c.first.setdefault(("baseline", cfg), b)
+                base = (measured(c, "baseline", cfg) if a.part == "all"
+                        else trained(c, "baseline", cfg)[1])
+                row["baseline"] = {**base, "first_budget": c.first.setdefault(("baseline", cfg), b)}
         rows.append(row)
     if a.part != "all":
         return None

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -203,9 +202,14 @@ def finalists(c: Ctx, found: dict) -> list[SubnetConfig]:
     return [f.config for f in family_finalists(cands, c.a.finalists)]
 
 
+def _inherits(c: Ctx, kind: str) -> bool:
+    """Does this model start from the supernet's weights (else from scratch)?"""
+    return kind == "searched" and c.a.init == "inherited"
+
+
 def model_path(c: Ctx, kind: str, cfg: SubnetConfig) -> Path:
     tag = hashlib.sha1(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
-    stem = "searched-scratch" if kind == "searched" and c.a.init == "scratch" else kind
+    stem = "searched-scratch" if kind == "searched" and not _inherits(c, kind) else kind
     return c.out / "models" / f"{stem}_p{cfg.patch}_d{cfg.dim}_L{cfg.depth}_{tag}.pt"
 
 
@@ -213,7 +217,7 @@ def recipe(c: Ctx, kind: str) -> dict:
     """Everything that decides a trained model's weights: a cached model is reused only
     under the same recipe."""
     a = c.a
-    inherit = kind == "searched" and a.init == "inherited"
+    inherit = _inherits(c, kind)
     r = {"epochs": a.finetune_epochs, "augment": a.augment, "seed": a.seed,
          "distill_epochs": a.distill_epochs, "limit": a.limit,
          "lr": a.finetune_lr if inherit else BASELINE_LR}
@@ -230,6 +234,7 @@ def trained(c: Ctx, kind: str, cfg: SubnetConfig):
 
     from mcuc.models.train import evaluate, train
     from mcuc.nas.subnet import SubnetViT
+    from mcuc.nas.train import save_checkpoint
 
     path = model_path(c, kind, cfg)
     want = recipe(c, kind)
@@ -239,7 +244,7 @@ def trained(c: Ctx, kind: str, cfg: SubnetConfig):
             net = SubnetViT(cfg)
             net.load_state_dict(ck["state_dict"])
             return net.eval(), ck["record"]
-    inherit = kind == "searched" and c.a.init == "inherited"
+    inherit = _inherits(c, kind)
     net = supernet(c).extract(cfg) if inherit else SubnetViT(cfg)
     inherited = evaluate(net, c.x[c.va], c.y[c.va]) if inherit else None
     t0 = time.perf_counter()
@@ -248,10 +253,8 @@ def trained(c: Ctx, kind: str, cfg: SubnetConfig):
     record = {"train_s": time.perf_counter() - t0, "device": device_name(c.a.device),
               "val_acc": evaluate(net, c.x[c.va], c.y[c.va]), "inherited_val_acc": inherited}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save({"config": cfg.to_dict(), "state_dict": net.state_dict(), "recipe": want,
-                "record": record}, tmp)
-    os.replace(tmp, path)
+    save_checkpoint(path, {"config": cfg.to_dict(), "state_dict": net.state_dict(),
+                           "recipe": want, "record": record})
     return net.eval(), record
 
 
@@ -276,10 +279,7 @@ def measured(c: Ctx, kind: str, cfg: SubnetConfig) -> dict:
 def device_name(device: str) -> str:
     import torch
 
-    return (f"cuda ({torch.cuda.get_device_name()})" if device == "cuda"
-            else "cpu")
-
-
+    return f"cuda ({torch.cuda.get_device_name()})" if device == "cuda" else "cpu"
 
 
 def search_score(found: dict, cfg: SubnetConfig) -> float:

@@ -95,6 +95,22 @@ def batch(xt: torch.Tensor, yt: torch.Tensor, idx: torch.Tensor,
     return (xb if augment_gen is None else augment_batch(xb, augment_gen)), yt[idx]
 
 
+def check_distill(distill: np.ndarray | None, images: int, weight: float) -> None:
+    """One teacher label per image, and a loss share in [0, 1]."""
+    if distill is not None and len(distill) != images:
+        raise McucError(f"need a teacher label per image (got {len(distill)} for {images})")
+    if not 0.0 <= weight <= 1.0:
+        raise McucError(f"distillation weight must be in [0, 1], not {weight}")
+
+
+def distilled(loss: torch.Tensor, out: torch.Tensor, teacher: torch.Tensor | None,
+              weight: float) -> torch.Tensor:
+    """(1 - w) x `loss` + w x CE(out, the teacher's labels): DeiT's hard distillation."""
+    if teacher is None:
+        return loss
+    return (1 - weight) * loss + weight * nn.functional.cross_entropy(out, teacher)
+
+
 def optimizer_step(model: nn.Module, loss: torch.Tensor, opt: torch.optim.Optimizer,
                    sched: torch.optim.lr_scheduler.LRScheduler) -> float:
     """Backward, clip the gradient norm to 1 (ViTs spike early without it), step; the loss."""
@@ -143,10 +159,7 @@ def train(
         raise McucError(f"epochs must be positive, not {epochs}")
     if len(x) != len(y) or len(x) == 0:
         raise McucError(f"need matching, non-empty x and y (got {len(x)} and {len(y)})")
-    if distill is not None and len(distill) != len(x):
-        raise McucError(f"need a teacher label per image (got {len(distill)} for {len(x)})")
-    if not 0.0 <= distill_weight <= 1.0:
-        raise McucError(f"distillation weight must be in [0, 1], not {distill_weight}")
+    check_distill(distill, len(x), distill_weight)
     dev = resolve_device(device)
     seed_everything(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -173,10 +186,8 @@ def train(
             idx = perm[step * batch_size : (step + 1) * batch_size]
             xb, yb = batch(xt, yt, idx, gen if augment else None)
             out = model(xb.to(dev))
-            loss = loss_fn(out, yb.to(dev))
-            if tt is not None:
-                loss = ((1 - distill_weight) * loss
-                        + distill_weight * nn.functional.cross_entropy(out, tt[idx].to(dev)))
+            loss = distilled(loss_fn(out, yb.to(dev)), out,
+                             None if tt is None else tt[idx].to(dev), distill_weight)
             total += optimizer_step(model, loss, opt, sched) * len(idx)
             seen += len(idx)
             if step % 20 == 0 or step == steps_per_epoch - 1:

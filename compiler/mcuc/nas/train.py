@@ -40,6 +40,8 @@ from tqdm import tqdm
 from mcuc import McucError
 from mcuc.models.train import (
     batch,
+    check_distill,
+    distilled,
     make_optimizer,
     one_cycle,
     optimizer_step,
@@ -74,8 +76,7 @@ class TrainSettings:
 
     def __post_init__(self) -> None:
         check_sampling(self.sampling)
-        if not 0.0 <= self.distill_weight <= 1.0:
-            raise McucError(f"distillation weight must be in [0, 1], not {self.distill_weight}")
+        check_distill(None, 0, self.distill_weight)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -222,8 +223,7 @@ def train_supernet(space: SearchSpace, x: np.ndarray, y: np.ndarray, settings: T
     """
     if (distill is not None) != (settings.distill_weight > 0):
         raise McucError("a distillation weight needs teacher labels, and labels a weight")
-    if distill is not None and len(distill) != len(x):
-        raise McucError(f"need a teacher label per image (got {len(distill)} for {len(x)})")
+    check_distill(distill, len(x), settings.distill_weight)
     if settings.epochs <= 0:
         raise McucError(f"epochs must be positive, not {settings.epochs}")
     if weights is not None and (pool is None or len(weights) != len(pool)):
@@ -275,10 +275,8 @@ def train_supernet(space: SearchSpace, x: np.ndarray, y: np.ndarray, settings: T
             idx = mine[step * settings.batch_size:(step + 1) * settings.batch_size]
             xb, yb = batch(xt, yt, idx, gen if settings.augment else None)
             out = net(xb.to(dev), cfg)
-            loss = loss_fn(out, yb.to(dev))
-            if tt is not None:
-                w = settings.distill_weight
-                loss = (1 - w) * loss + w * nn.functional.cross_entropy(out, tt[idx].to(dev))
+            loss = distilled(loss_fn(out, yb.to(dev)), out,
+                             None if tt is None else tt[idx].to(dev), settings.distill_weight)
             total += optimizer_step(model, loss, opt, sched) * len(idx)
             seen += len(idx)
             if step % 20 == 0 or step == steps - 1:
