@@ -58,9 +58,17 @@ def test_report_counts_wins_and_the_goal() -> None:
     assert "91.00% int8 at 64 KB (meets the 90% goal)" in text
     assert "--distill-epochs 1" in text and "92.00% test" in text
     # each model's training and measuring counted once: the 64 KB baseline is the 16 KB one
+    rows[1]["searched"]["config"] = {**rows[1]["searched"]["config"], "depth": 2}
     cost = bench_search_report.compute_seconds(rows, 60.0, {"seconds": 30.0})
     assert (cost["search"], cost["train"], cost["measure"]) == (2.0, 3.0, 6.0)
     assert cost["total"] == 60 + 30 + 2 + 3 + 6
+    # shared finalists: the 64 KB row weighs the 16 KB model too; trained once, counted once
+    rows[1]["searched"]["finalists"] = [
+        {"config": rows[0]["searched"]["config"], "train_s": 1.0, "val_acc": 0.5,
+         "found_at": 16},
+        {"config": rows[1]["searched"]["config"], "train_s": 1.0, "val_acc": 0.9}]
+    assert bench_search_report.compute_seconds(rows, 60.0, None)["train"] == 3.0
+    assert "p7 d64 L1 50.00% (the 16 KB search's)" in bench_search.report(_args(), rows, 60.0, 8)
     rows[1]["searched"]["int8_acc"] = 0.895
     assert "(misses the 90% goal)" in bench_search.report(_args(), rows, 60.0, 8)
 
@@ -121,3 +129,29 @@ def test_bench_usage_errors(args: list[str], needle: str, capsys) -> None:
     with pytest.raises(SystemExit) as e:
         bench_search.main(args)
     assert e.value.code == 2 and needle in capsys.readouterr().err
+
+
+def test_shared_finalists_pool_what_fits(tmp_path: Path) -> None:
+    """With --shared-finalists a budget weighs its own finalists first, then the other
+    budgets' finalists that fit it (and only those); without it, only its own."""
+    from types import SimpleNamespace
+
+    from mcuc.nas.space import SubnetConfig
+
+    def cfg(patch: int, dim: int) -> SubnetConfig:
+        return SubnetConfig(28, patch, dim, 1, (2,), (2.0,), (1.0,), 1, 10)
+
+    def found(*cfgs: SubnetConfig) -> dict:
+        return {"candidates": [{"config": g.to_dict(), "accuracy": 0.5} for g in cfgs]}
+
+    small, wide, wide7 = cfg(7, 32), cfg(4, 96), cfg(4, 48)
+    founds = {16: found(small), 32: found(wide7), 64: found(wide)}
+    fits_up_to = {16: 32, 32: 48, 64: 96}    # a fake cost model: dims that fit a budget
+    models = {b: SimpleNamespace(cost=lambda g, m=m: SimpleNamespace(fits=g.dim <= m))
+              for b, m in fits_up_to.items()}
+    c = SimpleNamespace(a=argparse.Namespace(finalists=2, shared_finalists=True), models=models)
+    assert bench_search.candidates(c, 16, founds) == [small]
+    assert bench_search.candidates(c, 32, founds) == [wide7, small]
+    assert bench_search.candidates(c, 64, founds) == [wide, small, wide7]
+    c.a.shared_finalists = False
+    assert bench_search.candidates(c, 32, founds) == [wide7]

@@ -8,7 +8,9 @@ candidate of each of the `--finalists` token families (patch sizes), with its in
 weights, is fine-tuned alone for E epochs (or, with `--init scratch`, retrained from
 scratch with the baselines' recipe: the search then picks the architecture only), and
 the finalist with the best held-out accuracy after its training is the searched model
-(a model that two budgets share is trained once).
+(a model that two budgets share is trained once). With `--shared-finalists` a budget
+also weighs the other budgets' finalists that fit it: the budgets nest, so one run's
+searches pool what they found, and the choice is still made on held-out images only.
 The baseline is the uniform ViT (2 heads, MLP ratio 2, full rank in every block) of a
 small grid (patch 4/7 x dim 32-128 x depth 2/4/6) with the most MACs that fits the
 same budget -- the usual "scale it up until it no longer fits" rule -- trained from
@@ -75,19 +77,21 @@ def run(a: argparse.Namespace) -> str | None:
     if a.part in ("all", "train", "supernet"):
         supernet(c)
     rows = []
+    founds: dict[int, dict] = {}
+    if a.part in ("all", "train", "search", "finetune"):
+        founds = {b: search(c, b) for b in (a.budgets if a.shared_finalists else budgets)}
     for b in budgets:
         row: dict = {"budget_kb": b}
-        if a.part in ("all", "train", "search", "finetune"):
-            found = search(c, b)
+        if founds:
             if a.part == "all":
                 Path(a.bench_dir).mkdir(parents=True, exist_ok=True)
                 shutil.copy(c.out / f"sram{b}k" / "pareto.png",
                             Path(a.bench_dir) / f"search_pareto_{b}k.png")
-            picks = finalists(c, found)
+            picks = candidates(c, b, founds)
             if a.finalist is not None:
-                picks = picks[a.finalist:a.finalist + 1]
+                picks = finalists(c, founds[b])[a.finalist:a.finalist + 1]
             if a.part != "search" and picks:   # a budget may have fewer families
-                row["searched"] = pick_searched(c, b, found, picks)
+                row["searched"] = pick_searched(c, b, founds, picks)
         if a.part in ("all", "train", "baselines"):
             cfg = baseline_config(c.space, c.models[b])
             row["baseline"] = None
@@ -103,16 +107,35 @@ def run(a: argparse.Namespace) -> str | None:
     return report(a, rows, sn.train_seconds, sn.pool_size, c.teacher, machine=a.machine)
 
 
-def pick_searched(c: Ctx, b: int, found: dict, picks: list[SubnetConfig]) -> dict:
+def candidates(c: Ctx, b: int, founds: dict[int, dict]) -> list[SubnetConfig]:
+    """Budget b's finalists; with --shared-finalists also every other budget's finalist
+    that fits b (budgets nest: a 16 KB model fits 32 KB, and a 64 KB search may find a
+    model that fits 32 KB which the 32 KB search missed). Own finalists first."""
+    own = finalists(c, founds[b])
+    if not c.a.shared_finalists:
+        return own
+    fits = c.models[b].cost
+    others = [g for bb, f in sorted(founds.items()) if bb != b for g in finalists(c, f)
+              if fits(g).fits]
+    return list(dict.fromkeys(own + others))
+
+
+def pick_searched(c: Ctx, b: int, founds: dict[int, dict], picks: list[SubnetConfig]) -> dict:
     """Fine-tune each finalist; the searched model is the best on held-out images after
     it (the search's own order breaks ties), measured when the part is "all"."""
     recs = [(cfg, trained(c, "searched", cfg)[1]) for cfg in picks]
     cfg, rec = max(recs, key=lambda r: r[1]["val_acc"])
     row = measured(c, "searched", cfg) if c.a.part == "all" else dict(rec)
-    meta = found["meta"]
+    meta = founds[b]["meta"]
+    found_at = dict.fromkeys(finalists(c, founds[b]), b)   # where each came from: own first
+    for bb, f in sorted(founds.items()):
+        for g in finalists(c, f):
+            found_at.setdefault(g, bb)
     row.update(config=cfg.to_dict(), search_s=meta["search_seconds"],
-               inherited_acc=search_score(found, cfg), candidates=len(found["candidates"]),
-               finalists=[{"config": g.to_dict(), **r} for g, r in recs],
+               inherited_acc=search_score(founds[found_at.get(cfg, b)], cfg),
+               candidates=len(founds[b]["candidates"]),
+               finalists=[{"config": g.to_dict(), "found_at": found_at.get(g, b), **r}
+                          for g, r in recs],
                first_budget=c.first.setdefault(("searched", cfg), b))
     return row
 
@@ -142,6 +165,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="distil the teacher's labels into the supernet too")
     ap.add_argument("--finalists", type=int, default=1,
                     help="token families (patch sizes) whose best candidate is fine-tuned")
+    ap.add_argument("--shared-finalists", action="store_true",
+                    help="each budget also weighs the other budgets' finalists that fit it")
     ap.add_argument("--population", type=int, default=16)
     ap.add_argument("--generations", type=int, default=8)
     ap.add_argument("--pool", type=int, default=400)

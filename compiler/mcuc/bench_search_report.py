@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 
@@ -11,13 +12,15 @@ def _cfg_text(c: dict) -> str:
             f"mlp{'/'.join(f'{m:g}' for m in c['mlp_ratio'])} r{'/'.join(f'{r:g}' for r in low)}")
 
 
-def _finalists_text(m: dict) -> str:
+def _finalists_text(m: dict, m_kb: int) -> str:
     fins = m.get("finalists") or []
     if len(fins) < 2:
         return ""
     return "; finalists (held-out after fine-tune): " + ", ".join(
         f"p{f['config']['patch']} d{f['config']['dim']} L{f['config']['depth']} "
-        f"{100 * f['val_acc']:.2f}%" for f in fins)
+        f"{100 * f['val_acc']:.2f}%"
+        + (f" (the {f['found_at']} KB search's)" if f.get("found_at", m_kb) != m_kb else "")
+        for f in fins)
 
 
 def _search_line(r: dict) -> str:
@@ -28,7 +31,7 @@ def _search_line(r: dict) -> str:
     return (f"- {r['budget_kb']} KB: {m['candidates']} candidates in {m['search_s']:.0f} s; "
             f"held-out accuracy {100 * m['inherited_acc']:.2f}% inherited, "
             f"{100 * m['val_acc']:.2f}% fine-tuned; fine-tune: {again}"
-            + _finalists_text(m))
+            + _finalists_text(m, r["budget_kb"]))
 
 
 def _command(a) -> str:
@@ -38,6 +41,7 @@ def _command(a) -> str:
             + ("--distill-supernet " if getattr(a, "distill_supernet", False) else "")
             + (f"--finalists {a.finalists} " if getattr(a, "finalists", 1) != 1 else "")
             + ("--init scratch " if getattr(a, "init", "inherited") == "scratch" else "")
+            + ("--shared-finalists " if getattr(a, "shared_finalists", False) else "")
             + f"--population {a.population} "
             f"--generations {a.generations} --pool {a.pool} --sampling {a.sampling}"
             + (" --augment" if a.augment else "")
@@ -50,13 +54,19 @@ def compute_seconds(rows: list[dict], supernet_s: float, teacher: dict | None) -
     in separate processes, partly in parallel, so their sum is the cost, not the wall
     time)."""
     train = measure = search = 0.0
+    trained: set[str] = set()   # a finalist that several budgets weigh is trained once
     for r in rows:
         search += r["searched"]["search_s"]
-        for m in (r["searched"], r["baseline"]):
-            if m is None or m["first_budget"] != r["budget_kb"]:
+        for kind, m in (("searched", r["searched"]), ("baseline", r["baseline"])):
+            if m is None:
                 continue
-            train += sum(f["train_s"] for f in m.get("finalists") or [m])
-            measure += m.get("measure_s", 0.0)
+            for f in m.get("finalists") or [m]:
+                key = kind + json.dumps(f["config"], sort_keys=True)
+                if key not in trained:
+                    trained.add(key)
+                    train += f["train_s"]
+            if m["first_budget"] == r["budget_kb"]:
+                measure += m.get("measure_s", 0.0)
     teach = 0.0 if teacher is None else float(teacher["seconds"])
     return {"supernet": supernet_s, "teacher": teach, "search": search, "train": train,
             "measure": measure, "total": supernet_s + teach + search + train + measure}

@@ -7,6 +7,7 @@ minutes, and so that tests can train a toy model in seconds with the same code p
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import time
@@ -42,20 +43,20 @@ def augment_batch(xb: torch.Tensor, gen: torch.Generator, pad: int = 2) -> torch
     """Random crop (zero padding `pad`) and horizontal flip, per image, vectorised.
 
     Fashion-MNIST items are roughly left/right symmetric and centred, so small shifts and
-    flips add a little accuracy at almost no cost; rotations would only hurt.
+    flips add a little accuracy at almost no cost; rotations would only hurt. The draws
+    come from `gen` (a CPU generator, so a run is the same on any device); the pixels
+    are moved wherever `xb` lives.
     """
     n, _, h, w = xb.shape
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen).to(xb.device)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen).to(xb.device)
+    flip = (torch.rand(n, generator=gen) < 0.5).to(xb.device)
     padded = nn.functional.pad(xb, (pad, pad, pad, pad))
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
-    rows = (dy[:, None] + torch.arange(h)[None, :])[:, None, :, None]  # [n,1,h,1]
-    cols = (dx[:, None] + torch.arange(w)[None, :])[:, None, None, :]  # [n,1,1,w]
-    batch = torch.arange(n)[:, None, None, None]
-    chans = torch.arange(xb.shape[1])[None, :, None, None]
-    out = padded[batch, chans, rows, cols]
-    flip = torch.rand(n, generator=gen) < 0.5
-    out[flip] = out[flip].flip(-1)
-    return out
+    ar = functools.partial(torch.arange, device=xb.device)
+    rows = (dy[:, None] + ar(h)[None, :])[:, None, :, None]  # [n,1,h,1]
+    cols = (dx[:, None] + ar(w)[None, :])[:, None, None, :]  # [n,1,1,w]
+    out = padded[ar(n)[:, None, None, None], ar(xb.shape[1])[None, :, None, None], rows, cols]
+    return torch.where(flip[:, None, None, None], out.flip(-1), out)
 
 
 NO_DECAY_NAMES = ("embed", "token", "pos", "patch_")
@@ -88,11 +89,31 @@ def one_cycle(opt: torch.optim.Optimizer, lr: float, total_steps: int, warmup_fr
         anneal_strategy="cos", div_factor=25.0, final_div_factor=1e3,
     )
 
-def batch(xt: torch.Tensor, yt: torch.Tensor, idx: torch.Tensor,
-          augment_gen: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The images and labels at `idx`, augmented when a generator is given."""
-    xb = xt[idx]
-    return (xb if augment_gen is None else augment_batch(xb, augment_gen)), yt[idx]
+class Batches:
+    """The training set on the training device, served a batch of indices at a time.
+
+    On a GPU the images go over once (Fashion-MNIST is 190 MB as float32), not per step:
+    these models are so small that copying and indexing on the host, not the maths,
+    bounded a GPU step."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, distill: np.ndarray | None,
+                 device: torch.device) -> None:
+        self.device = device
+        self.x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
+        self.y = torch.from_numpy(np.asarray(y, dtype=np.int64)).to(device)
+        self.t = (None if distill is None
+                  else torch.from_numpy(np.asarray(distill, dtype=np.int64)).to(device))
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def get(self, idx: torch.Tensor, augment_gen: torch.Generator | None
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Images (augmented when a generator is given), labels and teacher labels."""
+        i = idx.to(self.device)
+        xb = self.x[i]
+        xb = xb if augment_gen is None else augment_batch(xb, augment_gen)
+        return xb, self.y[i], None if self.t is None else self.t[i]
 
 
 def check_distill(distill: np.ndarray | None, images: int, weight: float) -> None:
@@ -112,14 +133,15 @@ def distilled(loss: torch.Tensor, out: torch.Tensor, teacher: torch.Tensor | Non
 
 
 def optimizer_step(model: nn.Module, loss: torch.Tensor, opt: torch.optim.Optimizer,
-                   sched: torch.optim.lr_scheduler.LRScheduler) -> float:
-    """Backward, clip the gradient norm to 1 (ViTs spike early without it), step; the loss."""
+                   sched: torch.optim.lr_scheduler.LRScheduler) -> torch.Tensor:
+    """Backward, clip the gradient norm to 1 (ViTs spike early without it), step; the loss,
+    left on the device (reading it every step would stall a GPU's queue)."""
     opt.zero_grad(set_to_none=True)
     loss.backward()
     nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     opt.step()
     sched.step()
-    return loss.item()
+    return loss.detach()
 
 
 def train(
@@ -163,10 +185,8 @@ def train(
     dev = resolve_device(device)
     seed_everything(seed)
     gen = torch.Generator().manual_seed(seed)
-    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-    yt = torch.from_numpy(np.asarray(y, dtype=np.int64))
-    tt = None if distill is None else torch.from_numpy(np.asarray(distill, dtype=np.int64))
-    steps_per_epoch = math.ceil(len(xt) / batch_size)
+    data = Batches(x, y, distill, dev)
+    steps_per_epoch = math.ceil(len(data) / batch_size)
     total_steps = epochs * steps_per_epoch
 
     model.to(dev)
@@ -176,23 +196,23 @@ def train(
     losses: list[float] = []
     model.train()
     for epoch in range(epochs):
-        perm = torch.randperm(len(xt), generator=gen)
-        total, seen = 0.0, 0
+        perm = torch.randperm(len(data), generator=gen)
+        total, seen = torch.zeros((), device=dev, dtype=torch.float64), 0
         bar = tqdm(
             range(steps_per_epoch), desc=f"epoch {epoch + 1}/{epochs}", disable=not progress,
             leave=True, dynamic_ncols=True,
         )
         for step in bar:
             idx = perm[step * batch_size : (step + 1) * batch_size]
-            xb, yb = batch(xt, yt, idx, gen if augment else None)
-            out = model(xb.to(dev))
-            loss = distilled(loss_fn(out, yb.to(dev)), out,
-                             None if tt is None else tt[idx].to(dev), distill_weight)
-            total += optimizer_step(model, loss, opt, sched) * len(idx)
+            xb, yb, tb = data.get(idx, gen if augment else None)
+            out = model(xb)
+            loss = distilled(loss_fn(out, yb), out, tb, distill_weight)
+            total += optimizer_step(model, loss, opt, sched).double() * len(idx)
             seen += len(idx)
-            if step % 20 == 0 or step == steps_per_epoch - 1:
-                bar.set_postfix(loss=f"{total / seen:.4f}", lr=f"{sched.get_last_lr()[0]:.2e}")
-        losses.append(total / seen)
+            if progress and (step % 20 == 0 or step == steps_per_epoch - 1):
+                bar.set_postfix(loss=f"{total.item() / seen:.4f}",
+                                lr=f"{sched.get_last_lr()[0]:.2e}")
+        losses.append(total.item() / seen)
         if on_epoch is not None:
             on_epoch(epoch, losses[-1])
     model.cpu().eval()

@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from mcuc import McucError
 from mcuc.models.train import (
-    batch,
+    Batches,
     check_distill,
     distilled,
     make_optimizer,
@@ -235,13 +235,11 @@ def train_supernet(space: SearchSpace, x: np.ndarray, y: np.ndarray, settings: T
     net: nn.Module = model
     if dist.world > 1:
         net = nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
-    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-    yt = torch.from_numpy(np.asarray(y, dtype=np.int64))
-    tt = None if distill is None else torch.from_numpy(np.asarray(distill, dtype=np.int64))
-    per_rank = len(xt) // dist.world
+    data = Batches(x, y, distill, dev)
+    per_rank = len(data) // dist.world
     steps = math.ceil(per_rank / settings.batch_size)
     if per_rank == 0:
-        raise McucError(f"{len(xt)} training images cannot be split over {dist.world} processes")
+        raise McucError(f"{len(data)} training images cannot be split over {dist.world} processes")
     opt = make_optimizer(model, settings.lr, settings.weight_decay)
     sched = one_cycle(opt, settings.lr, settings.epochs * steps, settings.warmup_frac)
     gen = torch.Generator().manual_seed(settings.seed)
@@ -263,9 +261,9 @@ def train_supernet(space: SearchSpace, x: np.ndarray, y: np.ndarray, settings: T
     model.train()
     for epoch in range(start, settings.epochs):
         t0 = time.perf_counter()
-        perm = torch.randperm(len(xt), generator=gen)[: per_rank * dist.world]
+        perm = torch.randperm(len(data), generator=gen)[: per_rank * dist.world]
         mine = perm[dist.rank::dist.world]
-        total, seen = 0.0, 0
+        total, seen = torch.zeros((), device=dev, dtype=torch.float64), 0
         bar = tqdm(range(steps), desc=f"supernet epoch {epoch + 1}/{settings.epochs}",
                    disable=not (progress and dist.main), dynamic_ncols=True)
         for step in bar:
@@ -273,15 +271,14 @@ def train_supernet(space: SearchSpace, x: np.ndarray, y: np.ndarray, settings: T
             cfg = (space.sample(rng) if pool is None else rng.choice(pool) if weights is None
                    else rng.choices(pool, weights)[0])
             idx = mine[step * settings.batch_size:(step + 1) * settings.batch_size]
-            xb, yb = batch(xt, yt, idx, gen if settings.augment else None)
-            out = net(xb.to(dev), cfg)
-            loss = distilled(loss_fn(out, yb.to(dev)), out,
-                             None if tt is None else tt[idx].to(dev), settings.distill_weight)
-            total += optimizer_step(model, loss, opt, sched) * len(idx)
+            xb, yb, tb = data.get(idx, gen if settings.augment else None)
+            out = net(xb, cfg)
+            loss = distilled(loss_fn(out, yb), out, tb, settings.distill_weight)
+            total += optimizer_step(model, loss, opt, sched).double() * len(idx)
             seen += len(idx)
-            if step % 20 == 0 or step == steps - 1:
-                bar.set_postfix(loss=f"{total / seen:.4f}", dim=cfg.dim, depth=cfg.depth)
-        losses.append(total / max(seen, 1))
+            if not bar.disable and (step % 20 == 0 or step == steps - 1):
+                bar.set_postfix(loss=f"{total.item() / seen:.4f}", dim=cfg.dim, depth=cfg.depth)
+        losses.append(total.item() / max(seen, 1))
         epoch_seconds.append(time.perf_counter() - t0)
         seconds += epoch_seconds[-1]
         if checkpoint is not None and dist.main:
