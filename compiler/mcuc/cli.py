@@ -30,7 +30,8 @@ def cmd_build(a: argparse.Namespace) -> int:
 
     report = build(a.model, a.board, a.calib, a.out, a.input_shape, a.disable,
                    progress=sys.stderr.isatty(), samples=a.samples,
-                   stream_input=a.stream_input)
+                   stream_input=a.stream_input, calib_method=a.calib_method,
+                   calib_percentile=a.calib_percentile, calib_images=a.calib_images)
     print(format_report(report))
     print(f"\nwrote {a.out}/ (model.c, model.h, weights.c, report.json, memory.png)")
     return 0
@@ -147,6 +148,8 @@ def cmd_search(a: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
+    from mcuc.quant.calibrate import DEFAULT_IMAGES, DEFAULT_METHOD, DEFAULT_PERCENTILE
+
     p = argparse.ArgumentParser(prog="mcuc", description="Vision transformers on MCUs.")
     p.add_argument("--version", action="version", version=f"mcuc {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -156,6 +159,15 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--board", default="host", help="target board (see `mcuc boards`)")
     b.add_argument("--calib", default="fashion-mnist",
                    help="calibration inputs: a .npy file or 'fashion-mnist'")
+    b.add_argument("--calib-method", default=DEFAULT_METHOD,
+                   help="activation ranges: minmax, or percentile (clip rare outliers) "
+                        f"(default {DEFAULT_METHOD})")
+    b.add_argument("--calib-percentile", type=float, default=DEFAULT_PERCENTILE,
+                   help="upper percentile for --calib-method percentile, in (50, 100] "
+                        f"(default {DEFAULT_PERCENTILE})")
+    b.add_argument("--calib-images", type=int, default=DEFAULT_IMAGES,
+                   help="training images to calibrate on (named datasets; a .npy is used "
+                        f"whole) (default {DEFAULT_IMAGES})")
     b.add_argument("--out", default="build/model", help="output directory")
     b.add_argument("--input-shape", type=_shape, help="override the input shape, e.g. 1,1,28,28")
     b.add_argument("--disable", type=_disabled, default=(),

@@ -18,7 +18,14 @@ from mcuc.ablation import ablation
 from mcuc.boards import Board, load_board
 from mcuc.codegen.render import render
 from mcuc.ir.graph import Graph
-from mcuc.quant.calibrate import QGraph, calibrate
+from mcuc.quant.calibrate import (
+    DEFAULT_IMAGES,
+    DEFAULT_METHOD,
+    DEFAULT_PERCENTILE,
+    QGraph,
+    calibrate,
+    check_method,
+)
 from mcuc.schedule.lower import lower
 from mcuc.schedule.schedule import Schedule
 
@@ -47,8 +54,11 @@ def load_graph(model=None, input_shape: tuple[int, ...] | None = None) -> Graph:
     return load_model(model, input_shape)
 
 
-def calibration_samples(graph: Graph, calib, count: int = 64) -> np.ndarray:
-    """Calibration inputs from an array, a .npy path or a dataset name."""
+def calibration_samples(graph: Graph, calib, count: int = DEFAULT_IMAGES) -> np.ndarray:
+    """Calibration inputs from an array, a .npy path or a dataset name (`count` seeded
+    training images; arrays and .npy files are used whole)."""
+    if isinstance(count, bool) or not isinstance(count, int | np.integer) or count < 1:
+        raise McucError(f"calibration images must be a positive integer, not {count}")
     shape = tuple(graph.tensors[graph.inputs[0]].shape)
     if isinstance(calib, np.ndarray):
         arr = calib.astype(np.float32)
@@ -65,12 +75,15 @@ def calibration_samples(graph: Graph, calib, count: int = 64) -> np.ndarray:
 
 def compile_graph(graph: Graph, samples: np.ndarray, disabled: tuple[str, ...] = (),
                   strategy: str = "best", progress: bool = False,
-                  stream_input: bool = False) -> Compiled:
-    """Calibrate, lower and plan. `stream_input` makes the image arrive band by band
-    through a callback (schedule/stream.py), so the arena never holds all of it."""
+                  stream_input: bool = False, calib_method: str = DEFAULT_METHOD,
+                  calib_percentile: float = DEFAULT_PERCENTILE) -> Compiled:
+    """Calibrate (quant/calibrate.py: `calib_method`, `calib_percentile`), lower and plan.
+    `stream_input` makes the image arrive band by band through a callback
+    (schedule/stream.py), so the arena never holds all of it."""
     t: dict[str, float] = {}
     t0 = time.perf_counter()
-    qg = calibrate(graph, samples, progress=progress)
+    qg = calibrate(graph, samples, progress=progress, method=calib_method,
+                   percentile=calib_percentile)
     t["calibrate_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     schedule = lower(qg, disabled)
@@ -119,7 +132,9 @@ def make_report(c: Compiled, board: Board, model_desc: str) -> dict:
 def build(model=None, board: str = "host", calib="fashion-mnist", out_dir: Path | str = "build",
           input_shape: tuple[int, ...] | None = None, disabled: tuple[str, ...] = (),
           progress: bool = False, compile_c: bool = True, samples: int = 4,
-          emulate: bool = True, stream_input: bool = False) -> dict:
+          emulate: bool = True, stream_input: bool = False,
+          calib_method: str = DEFAULT_METHOD, calib_percentile: float = DEFAULT_PERCENTILE,
+          calib_images: int = DEFAULT_IMAGES) -> dict:
     """Compile a model for a board into out_dir; returns the report (also report.json).
 
     For an MCU board the fit check runs before any C is written, then the firmware is
@@ -127,13 +142,17 @@ def build(model=None, board: str = "host", calib="fashion-mnist", out_dir: Path 
     (and instructions) for the report. `samples` calibration images are baked into flash
     on boards without a semihosting input file. `stream_input` adds
     mcuc_run_streaming (the image supplied band by band by a callback) and plans for it.
+    Calibration takes `calib_images` training images of a named dataset (a .npy is used
+    whole) and ranges by `calib_method` / `calib_percentile` (quant/calibrate.py).
     """
     t_start = time.perf_counter()
+    check_method(calib_method, calib_percentile)
     b = load_board(board)
     out = Path(out_dir)
     graph = load_graph(model, input_shape)
-    calib_x = calibration_samples(graph, calib)
-    c = compile_graph(graph, calib_x, disabled, progress=progress, stream_input=stream_input)
+    calib_x = calibration_samples(graph, calib, calib_images)
+    c = compile_graph(graph, calib_x, disabled, progress=progress, stream_input=stream_input,
+                      calib_method=calib_method, calib_percentile=calib_percentile)
     name = graph.name or "model"
     fit = None
     if b.is_mcu:
@@ -167,6 +186,9 @@ def build(model=None, board: str = "host", calib="fashion-mnist", out_dir: Path 
     desc = str(model) if model is not None else f"default ({DEFAULT_MODEL.name})"
     report = make_report(c, b, desc)
     report["disabled"] = list(c.schedule.disabled)
+    report["calibration"] = {"method": calib_method, "images": int(len(calib_x)),
+                             **({"percentile": calib_percentile}
+                                if calib_method == "percentile" else {})}
     if c.schedule.stream:
         report["stream_input"] = True
     report.update(ablation(c.qgraph, c.plan.arena_bytes))
