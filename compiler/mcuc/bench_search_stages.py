@@ -57,6 +57,11 @@ def measure(net, cfg: SubnetConfig, work: Path, calib: np.ndarray, x_test, y_tes
     }
 
 
+# Bumped when the compiler's int8 numerics change, so that cached measurements are redone:
+# 2 = weight scales lifted where an int32 bias would overflow (quant.qparams.quantize_weighted).
+NUMERICS = 2
+
+
 # ----------------------------------------------------------------------------- the run
 
 @dataclass
@@ -262,7 +267,8 @@ def measured(c: Ctx, kind: str, cfg: SubnetConfig) -> dict:
     """`trained` plus `measure`, the measurement cached beside the model."""
     net, record = trained(c, kind, cfg)
     path = model_path(c, kind, cfg).with_suffix(".measure.json")
-    key = {"recipe": recipe(c, kind), "fw_images": c.a.fw_images, "test_limit": c.a.test_limit}
+    key = {"recipe": recipe(c, kind), "fw_images": c.a.fw_images, "test_limit": c.a.test_limit,
+           "numerics": NUMERICS}
     if path.is_file():
         old = json.loads(path.read_text())
         if old["key"] == key:

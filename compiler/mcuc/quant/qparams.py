@@ -55,6 +55,39 @@ def quantize_weights_per_channel(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return q.reshape(w.shape), scales
 
 
+def quantize_weighted(w: np.ndarray, b: np.ndarray | None, s_x: float
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(int8 weights, their per-channel scales, int32 bias) for a kernel that accumulates
+    bias + sum((x - zp) * w) in int32 and then requantizes.
+
+    The bias lives at scale s_x * s_w[c]. When that is tiny -- a channel fed by a nearly
+    constant input, such as a low-rank branch that training left almost dead, where s_x
+    was 1.6e-8 -- b / (s_x * s_w) does not fit int32, and clipping it added a wrong
+    constant to the residual stream (one such layer cost a searched ViT 1 point of int8
+    accuracy). Such channels get a coarser weight scale, just large enough that the bias
+    plus the largest possible sum of products (k x 255 x 127) fits int32 exactly; their
+    weights matter little there, since the bias dominates them. Other channels keep their
+    scale, so models without the problem compile bit for bit as before.
+    """
+    q, s_w = quantize_weights_per_channel(w)
+    if b is None:
+        return q, s_w, None
+    k = int(np.prod(w.shape[1:]))
+    room = float(2**31 - 1 - k * 255 * 127)
+    if room < 2**20:
+        from mcuc import McucError
+
+        raise McucError(f"{k} products per output overflow an int32 accumulator")
+    need = np.abs(np.asarray(b, dtype=np.float64)) / (s_x * room)
+    lift = need > s_w
+    if lift.any():
+        s_w = np.where(lift, need * (1 + 1e-9), s_w)
+        flat = np.asarray(w, dtype=np.float64).reshape(w.shape[0], -1)
+        q = np.clip(round_half_away(flat / s_w[:, None]), -127, 127).astype(np.int8)
+        q = q.reshape(w.shape)
+    return q, s_w, quantize_bias(b, s_x, s_w)
+
+
 def quantize_bias(b: np.ndarray | None, s_x: float, s_w: np.ndarray) -> np.ndarray | None:
     if b is None:
         return None

@@ -22,7 +22,7 @@ from mcuc.kernels import registry
 from mcuc.kernels import softmax as k_softmax
 from mcuc.kernels.fixedpoint import quantize_multiplier, quantize_multipliers
 from mcuc.quant.calibrate import QGraph
-from mcuc.quant.qparams import QParams, quantize_bias, quantize_weights_per_channel
+from mcuc.quant.qparams import QParams, quantize_weighted
 from mcuc.schedule.copies import copy_params, slice_view, strides_of, transpose_is_view
 from mcuc.schedule.fuse import fold_scalar_muls
 from mcuc.schedule.passes import apply_passes, check_disabled
@@ -181,11 +181,11 @@ class Lowerer:
         x, y = node.inputs[0], node.outputs[0]
         s_x, qy = self.qp(x).scale, self.qp(y)
         scale = float(node.attrs.get("post_scale", 1.0))
-        wq, s_w = quantize_weights_per_channel(w)
+        wq, s_w, bq = quantize_weighted(w, b, s_x)
         mult, shift = quantize_multipliers(s_x * s_w * scale / qy.scale)
         return {
             "x_zp": self.qp(x).zero_point, "y_zp": qy.zero_point,
-            "weights": wq.reshape(-1), "bias": quantize_bias(b, s_x, s_w),
+            "weights": wq.reshape(-1), "bias": bq,
             "mult": mult, "shift": shift,
         }
 
