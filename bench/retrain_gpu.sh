@@ -11,15 +11,10 @@
 #
 # FLAGS are the bench's (they must select the cached searches: same supernet and search
 # options). Writes the chosen E to OUT/finetune_epochs and logs to OUT/logs.
-set -u
-out=$1; deadline=$2; epochs=$3; shift 3
-start=$(date +%s)
-left() { echo $(( deadline - ($(date +%s) - start) )); }
-export PYTHONPATH="$PWD/compiler${PYTHONPATH:+:$PYTHONPATH}" TQDM_MININTERVAL=30
-py=${PY:-python3} device=${DEVICE:-cuda}   # PY, DEVICE: to try the script on a CPU
-mkdir -p "$out/logs"
-bench() { timeout "$(left)" "$py" -m mcuc.bench_search --device "$device" --out "$out" \
-              --threads 1 "$@"; }
+BENCH_THREADS=1   # one thread a process: eight of them share the device's CPU cores
+# shellcheck source=bench/gpu_common.sh
+. "$(dirname "$0")/gpu_common.sh"
+shift 3
 
 wave() {   # $1: log tag; the rest: flags. Every model once, side by side.
     local tag=$1; shift

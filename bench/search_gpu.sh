@@ -15,14 +15,9 @@
 # run also checks every part on the GPU before the real run starts). Needs python3 with
 # torch (CUDA), onnx, onnxruntime, jinja2, matplotlib and tqdm; the package is taken
 # from compiler/. Logs go to OUT/logs.
-set -u
-out=$1; deadline=$2; epochs=$3; shift 3
-start=$(date +%s)
-left() { echo $(( deadline - ($(date +%s) - start) )); }
-export PYTHONPATH="$PWD/compiler${PYTHONPATH:+:$PYTHONPATH}" TQDM_MININTERVAL=30
-py=${PY:-python3} device=${DEVICE:-cuda}   # PY, DEVICE: to try the script on a CPU
-mkdir -p "$out/logs"
-bench() { timeout "$(left)" "$py" -m mcuc.bench_search --device "$device" --out "$out" "$@"; }
+# shellcheck source=bench/gpu_common.sh
+. "$(dirname "$0")/gpu_common.sh"
+shift 3
 
 smoke=$(mktemp -d)
 echo "smoke run (every part, 6,400 images, on $device)"
