@@ -19,7 +19,13 @@ from tqdm import tqdm
 from mcuc.datasets import load_fashion_mnist
 from mcuc.ir import interpreter
 from mcuc.pipeline import DEFAULT_MODEL, calibration_samples, compile_graph, load_graph
-from mcuc.quant.calibrate import DEFAULT_IMAGES, DEFAULT_METHOD, DEFAULT_PERCENTILE, check_method
+from mcuc.quant.calibrate import (
+    DEFAULT_IMAGES,
+    DEFAULT_METHOD,
+    DEFAULT_PERCENTILE,
+    check_method,
+    describe,
+)
 from mcuc.schedule import execute
 
 
@@ -46,9 +52,7 @@ def main() -> None:
     res = {"float_ir_test_accuracy": float((fp_a == y).mean()),
            "int8_test_accuracy": float((qp_a == y).mean()),
            "int8_agreement": float((fp_a == qp_a).mean()), "test_images": int(len(y)),
-           "calibration": {"method": a.calib_method, "images": a.calib_images,
-                           **({"percentile": a.calib_percentile}
-                              if a.calib_method == "percentile" else {})}}
+           "calibration": describe(a.calib_method, a.calib_images, a.calib_percentile)}
     print(json.dumps(res, indent=2))
     if a.write:
         meta_path = Path(DEFAULT_MODEL).with_suffix(".json")

@@ -18,10 +18,9 @@ from pathlib import Path
 
 import torch
 
+from mcuc.bench_search_stages import load_trained
 from mcuc.datasets import load_fashion_mnist
 from mcuc.models.train import count_params, evaluate, export_onnx
-from mcuc.nas.space import SubnetConfig
-from mcuc.nas.subnet import SubnetViT
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "compiler" / "mcuc" / "models"
 
@@ -32,11 +31,8 @@ def main() -> int:
     ap.add_argument("--command", required=True, help="the bench command that trained it")
     ap.add_argument("--out", type=Path, default=MODELS_DIR)
     a = ap.parse_args()
-    ck = torch.load(a.model, map_location="cpu", weights_only=False)
-    cfg = SubnetConfig.from_dict(ck["config"])
-    net = SubnetViT(cfg)
-    net.load_state_dict(ck["state_dict"])
-    net.eval()
+    net, ck = load_trained(a.model)
+    cfg = net.subnet
     x_test, y_test = load_fashion_mnist("test")
     acc = evaluate(net, x_test, y_test)
     shape = (1, cfg.in_chans, cfg.resolution, cfg.resolution)

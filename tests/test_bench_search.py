@@ -150,6 +150,7 @@ def test_shared_finalists_pool_what_fits(tmp_path: Path) -> None:
     models = {b: SimpleNamespace(cost=lambda g, m=m: SimpleNamespace(fits=g.dim <= m))
               for b, m in fits_up_to.items()}
     c = SimpleNamespace(a=argparse.Namespace(finalists=2, shared_finalists=True), models=models)
+    founds = {b: bench_search_stages.finalists(c, f) for b, f in founds.items()}
     assert bench_search.candidates(c, 16, founds) == [small]
     assert bench_search.candidates(c, 32, founds) == [wide7, small]
     assert bench_search.candidates(c, 64, founds) == [wide, small, wide7]

@@ -79,7 +79,10 @@ def run(a: argparse.Namespace) -> str | None:
     rows = []
     founds: dict[int, dict] = {}
     if a.part in ("all", "train", "search", "finetune"):
-        founds = {b: search(c, b) for b in (a.budgets if a.shared_finalists else budgets)}
+        # pooled picks need every budget's search; a search or one finalist only its own
+        pooled = a.shared_finalists and a.part != "search" and a.finalist is None
+        founds = {b: search(c, b) for b in (a.budgets if pooled else budgets)}
+    fins = {b: finalists(c, f) for b, f in founds.items()}
     for b in budgets:
         row: dict = {"budget_kb": b}
         if founds:
@@ -87,11 +90,11 @@ def run(a: argparse.Namespace) -> str | None:
                 Path(a.bench_dir).mkdir(parents=True, exist_ok=True)
                 shutil.copy(c.out / f"sram{b}k" / "pareto.png",
                             Path(a.bench_dir) / f"search_pareto_{b}k.png")
-            picks = candidates(c, b, founds)
+            picks = candidates(c, b, fins)
             if a.finalist is not None:
-                picks = finalists(c, founds[b])[a.finalist:a.finalist + 1]
+                picks = fins[b][a.finalist:a.finalist + 1]
             if a.part != "search" and picks:   # a budget may have fewer families
-                row["searched"] = pick_searched(c, b, founds, picks)
+                row["searched"] = pick_searched(c, b, founds, fins, picks)
         if a.part in ("all", "train", "baselines"):
             cfg = baseline_config(c.space, c.models[b])
             row["baseline"] = None
@@ -107,34 +110,32 @@ def run(a: argparse.Namespace) -> str | None:
     return report(a, rows, sn.train_seconds, sn.pool_size, c.teacher, machine=a.machine)
 
 
-def candidates(c: Ctx, b: int, founds: dict[int, dict]) -> list[SubnetConfig]:
+def candidates(c: Ctx, b: int, fins: dict[int, list[SubnetConfig]]) -> list[SubnetConfig]:
     """Budget b's finalists; with --shared-finalists also every other budget's finalist
     that fits b (budgets nest: a 16 KB model fits 32 KB, and a 64 KB search may find a
     model that fits 32 KB which the 32 KB search missed). Own finalists first."""
-    own = finalists(c, founds[b])
     if not c.a.shared_finalists:
-        return own
+        return fins[b]
     fits = c.models[b].cost
-    others = [g for bb, f in sorted(founds.items()) if bb != b for g in finalists(c, f)
-              if fits(g).fits]
-    return list(dict.fromkeys(own + others))
+    others = [g for bb, gs in sorted(fins.items()) if bb != b for g in gs if fits(g).fits]
+    return list(dict.fromkeys(fins[b] + others))
 
 
-def pick_searched(c: Ctx, b: int, founds: dict[int, dict], picks: list[SubnetConfig]) -> dict:
+def pick_searched(c: Ctx, b: int, founds: dict[int, dict], fins: dict[int, list[SubnetConfig]],
+                  picks: list[SubnetConfig]) -> dict:
     """Fine-tune each finalist; the searched model is the best on held-out images after
     it (the search's own order breaks ties), measured when the part is "all"."""
     recs = [(cfg, trained(c, "searched", cfg)[1]) for cfg in picks]
     cfg, rec = max(recs, key=lambda r: r[1]["val_acc"])
     row = measured(c, "searched", cfg) if c.a.part == "all" else dict(rec)
-    meta = founds[b]["meta"]
-    found_at = dict.fromkeys(finalists(c, founds[b]), b)   # where each came from: own first
-    for bb, f in sorted(founds.items()):
-        for g in finalists(c, f):
+    found_at = dict.fromkeys(fins[b], b)   # the search each came from: own first
+    for bb, gs in sorted(fins.items()):
+        for g in gs:
             found_at.setdefault(g, bb)
-    row.update(config=cfg.to_dict(), search_s=meta["search_seconds"],
-               inherited_acc=search_score(founds[found_at.get(cfg, b)], cfg),
+    row.update(config=cfg.to_dict(), search_s=founds[b]["meta"]["search_seconds"],
+               inherited_acc=search_score(founds[found_at[cfg]], cfg),
                candidates=len(founds[b]["candidates"]),
-               finalists=[{"config": g.to_dict(), "found_at": found_at.get(g, b), **r}
+               finalists=[{"config": g.to_dict(), "found_at": found_at[g], **r}
                           for g, r in recs],
                first_budget=c.first.setdefault(("searched", cfg), b))
     return row

@@ -232,10 +232,21 @@ def recipe(c: Ctx, kind: str) -> dict:
     return r
 
 
+def load_trained(path: Path):
+    """(net in eval mode, checkpoint: config, recipe, record) of a cached bench model."""
+    import torch
+
+    from mcuc.nas.subnet import SubnetViT
+
+    ck = torch.load(path, map_location="cpu", weights_only=False)
+    net = SubnetViT(SubnetConfig.from_dict(ck["config"]))
+    net.load_state_dict(ck["state_dict"])
+    return net.eval(), ck
+
+
 def trained(c: Ctx, kind: str, cfg: SubnetConfig):
     """(net, record): `cfg` trained for the bench (from its inherited weights when
     searched, from scratch for a baseline), or the cached result of an earlier run."""
-    import torch
 
     from mcuc.models.train import evaluate, train
     from mcuc.nas.subnet import SubnetViT
@@ -244,11 +255,9 @@ def trained(c: Ctx, kind: str, cfg: SubnetConfig):
     path = model_path(c, kind, cfg)
     want = recipe(c, kind)
     if path.is_file():
-        ck = torch.load(path, map_location="cpu", weights_only=False)
+        net, ck = load_trained(path)
         if ck["recipe"] == want:
-            net = SubnetViT(cfg)
-            net.load_state_dict(ck["state_dict"])
-            return net.eval(), ck["record"]
+            return net, ck["record"]
     inherit = _inherits(c, kind)
     net = supernet(c).extract(cfg) if inherit else SubnetViT(cfg)
     inherited = evaluate(net, c.x[c.va], c.y[c.va]) if inherit else None

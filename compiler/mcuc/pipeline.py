@@ -25,6 +25,7 @@ from mcuc.quant.calibrate import (
     QGraph,
     calibrate,
     check_method,
+    describe,
 )
 from mcuc.schedule.lower import lower
 from mcuc.schedule.schedule import Schedule
@@ -186,9 +187,7 @@ def build(model=None, board: str = "host", calib="fashion-mnist", out_dir: Path 
     desc = str(model) if model is not None else f"default ({DEFAULT_MODEL.name})"
     report = make_report(c, b, desc)
     report["disabled"] = list(c.schedule.disabled)
-    report["calibration"] = {"method": calib_method, "images": int(len(calib_x)),
-                             **({"percentile": calib_percentile}
-                                if calib_method == "percentile" else {})}
+    report["calibration"] = describe(calib_method, len(calib_x), calib_percentile)
     if c.schedule.stream:
         report["stream_input"] = True
     report.update(ablation(c.qgraph, c.plan.arena_bytes))

@@ -9,15 +9,13 @@ from __future__ import annotations
 import numpy as np
 
 from mcuc.kernels.fixedpoint import (
-    INT32_MAX,
-    INT32_MIN,
     clamp_s8,
     quantize_multipliers,
     requantize,
-    round_half_away,
     sat32,
 )
 from mcuc.kernels.registry import WEIGHTED_FIELDS, Field, KernelDef, register
+from mcuc.quant.qparams import quantize_bias  # noqa: F401  (one definition; re-exported)
 
 
 def ref(p: dict, x: np.ndarray) -> np.ndarray:
@@ -34,12 +32,6 @@ def ref(p: dict, x: np.ndarray) -> np.ndarray:
 def make_requant(s_x: float, s_w: np.ndarray, s_y: float) -> tuple[np.ndarray, np.ndarray]:
     """Per-output-channel (mult, shift) for real multiplier s_x * s_w[c] / s_y."""
     return quantize_multipliers(s_x * np.asarray(s_w, dtype=np.float64) / s_y)
-
-
-def quantize_bias(bias: np.ndarray, s_x: float, s_w: np.ndarray) -> np.ndarray:
-    """int32 bias at scale s_x * s_w[c], rounded half away from zero and saturated."""
-    q = round_half_away(np.asarray(bias, dtype=np.float64) / (s_x * np.asarray(s_w)))
-    return np.clip(q, INT32_MIN, INT32_MAX).astype(np.int32)
 
 
 KERNEL = register(

@@ -69,6 +69,12 @@ def check_method(method: str, percentile: float) -> None:
         raise McucError(f"calibration percentile must be in (50, 100], not {percentile}")
 
 
+def describe(method: str, images: int, percentile: float) -> dict:
+    """How a model was calibrated, for report.json and default.json."""
+    return {"method": method, "images": int(images),
+            **({"percentile": percentile} if method == "percentile" else {})}
+
+
 def _lerp(a: float, b: float, t: float) -> float:
     """numpy's own linear interpolation (function_base._lerp), so results match it."""
     d = b - a

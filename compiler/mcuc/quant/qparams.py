@@ -46,11 +46,15 @@ class QParams:
 SOFTMAX_OUT = QParams(1.0 / 256.0, -128)
 
 
-def quantize_weights_per_channel(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric int8 per output channel (axis 0); returns (int8 weights, float scales)."""
+def quantize_weights_per_channel(w: np.ndarray, floor: np.ndarray | None = None
+                                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 per output channel (axis 0); returns (int8 weights, float scales).
+    `floor` (per channel) makes a scale at least that coarse (see quantize_weighted)."""
     flat = np.asarray(w, dtype=np.float64).reshape(w.shape[0], -1)
     amax = np.abs(flat).max(axis=1)
     scales = np.where(amax > 0, amax / 127.0, 1.0)
+    if floor is not None:
+        scales = np.where(floor > scales, floor, scales)
     q = np.clip(round_half_away(flat / scales[:, None]), -127, 127).astype(np.int8)
     return q.reshape(w.shape), scales
 
@@ -69,9 +73,8 @@ def quantize_weighted(w: np.ndarray, b: np.ndarray | None, s_x: float
     weights matter little there, since the bias dominates them. Other channels keep their
     scale, so models without the problem compile bit for bit as before.
     """
-    q, s_w = quantize_weights_per_channel(w)
     if b is None:
-        return q, s_w, None
+        return (*quantize_weights_per_channel(w), None)
     k = int(np.prod(w.shape[1:]))
     room = float(2**31 - 1 - k * 255 * 127)
     if room < 2**20:
@@ -79,16 +82,12 @@ def quantize_weighted(w: np.ndarray, b: np.ndarray | None, s_x: float
 
         raise McucError(f"{k} products per output overflow an int32 accumulator")
     need = np.abs(np.asarray(b, dtype=np.float64)) / (s_x * room)
-    lift = need > s_w
-    if lift.any():
-        s_w = np.where(lift, need * (1 + 1e-9), s_w)
-        flat = np.asarray(w, dtype=np.float64).reshape(w.shape[0], -1)
-        q = np.clip(round_half_away(flat / s_w[:, None]), -127, 127).astype(np.int8)
-        q = q.reshape(w.shape)
+    q, s_w = quantize_weights_per_channel(w, floor=need * (1 + 1e-9))
     return q, s_w, quantize_bias(b, s_x, s_w)
 
 
 def quantize_bias(b: np.ndarray | None, s_x: float, s_w: np.ndarray) -> np.ndarray | None:
+    """int32 bias at scale s_x * s_w[c], rounded half away from zero and saturated."""
     if b is None:
         return None
     q = round_half_away(np.asarray(b, dtype=np.float64) / (s_x * s_w))
