@@ -123,6 +123,8 @@ def test_cached_search_needs_the_same_options(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("args, needle", [
     (["--finalist", "0"], "--finalist goes with --part finetune"),
+    (["--part", "proxy"], "--part proxy needs --proxy-epochs"),
+    (["--proxy-shapes", "0"], "--proxy-shapes >= 1"),
     (["--only", "48"], "must be among --budgets"),
 ])
 def test_bench_usage_errors(args: list[str], needle: str, capsys) -> None:
@@ -156,3 +158,74 @@ def test_shared_finalists_pool_what_fits(tmp_path: Path) -> None:
     assert bench_search.candidates(c, 64, founds) == [wide, small, wide7]
     c.a.shared_finalists = False
     assert bench_search.candidates(c, 32, founds) == [wide7]
+
+
+def _cfg(patch: int, dim: int, depth: int = 1, heads: int = 2):
+    from mcuc.nas.space import SubnetConfig
+
+    return SubnetConfig(28, patch, dim, depth, (heads,) * depth, (2.0,) * depth,
+                        (1.0,) * depth, 1, 10)
+
+
+def test_proxy_shapes_are_the_best_of_each_shape_that_fits() -> None:
+    """One candidate per (patch, dim, depth), its best; only what fits; k best shapes;
+    on equal inherited accuracy the budget's own search comes first."""
+    from mcuc.bench_search_proxy import shapes
+
+    def found(*cands) -> dict:
+        return {"candidates": [{"config": g.to_dict(), "accuracy": a} for g, a in cands]}
+
+    a1, a4, b1, wide = _cfg(7, 32, heads=1), _cfg(7, 32, heads=4), _cfg(4, 48), _cfg(4, 96)
+    founds = {16: found((a1, 0.70), (a4, 0.72), (b1, 0.71)),
+              64: found((wide, 0.80), (b1, 0.71), (_cfg(7, 32, 2), 0.60))}
+    def fits(g) -> bool:
+        return g.dim <= 48
+
+    got = shapes(founds, fits, 5, 16)
+    assert [s.config for s in got] == [a4, b1, _cfg(7, 32, 2)]
+    assert [s.found_at for s in got] == [16, 16, 64]
+    assert [s.found_at for s in shapes(founds, fits, 5, 64)][1] == 64   # the tie: own first
+    assert [s.config for s in shapes(founds, lambda g: True, 2, 16)] == [wide, a4]
+
+
+def test_proxy_pick_takes_the_best_held_out_proxy(monkeypatch) -> None:
+    """The proxies' best on held-out images is the one finalist, whatever the inherited
+    order; `only` trains one shape and picks nothing."""
+    from types import SimpleNamespace
+
+    from mcuc import bench_search_proxy
+
+    first, second = _cfg(7, 32), _cfg(7, 48)
+    founds = {16: {"candidates": [{"config": first.to_dict(), "accuracy": 0.8},
+                                  {"config": second.to_dict(), "accuracy": 0.7}]}}
+    val = {first: 0.85, second: 0.87}
+    calls = []
+
+    def fake_trained(c, kind, cfg):
+        calls.append((kind, cfg))
+        return None, {"val_acc": val[cfg], "train_s": 1.0}
+
+    monkeypatch.setattr(bench_search_stages, "trained", fake_trained)
+    fits = SimpleNamespace(cost=lambda g: SimpleNamespace(fits=True))
+    c = SimpleNamespace(a=argparse.Namespace(shared_finalists=False, proxy_shapes=4,
+                                             proxy_epochs=3), models={16: fits})
+    best, recs = bench_search_proxy.proxy_pick(c, 16, founds)
+    assert best == second and [r["val_acc"] for r in recs] == [0.85, 0.87]
+    assert calls == [("proxy", first), ("proxy", second)] and recs[0]["epochs"] == 3
+    calls.clear()
+    assert bench_search_proxy.proxy_pick(c, 16, founds, only=1)[0] is None
+    assert calls == [("proxy", second)]
+
+
+def test_proxy_models_are_trained_and_cached(tmp_path: Path, monkeypatch) -> None:
+    """--proxy-epochs trains each proxy shape from scratch (cached apart from the full
+    models), and a rerun reuses them all."""
+    out = tmp_path / "out"
+    flags = [*QUICK, "--out", str(out), "--proxy-epochs", "1", "--proxy-shapes", "2"]
+    bench_search.main([*flags, "--part", "proxy", "--finalist", "0"])
+    assert [p.name.split("_")[0] for p in (out / "models").glob("*.pt")] == ["proxy"]
+    bench_search.main([*flags, "--part", "train"])
+    names = [p.name.split("_")[0] for p in (out / "models").glob("*.pt")]
+    assert names.count("proxy") == 2 and names.count("searched") == 1
+    monkeypatch.setattr("mcuc.models.train.train", _refuse("train"))
+    bench_search.main([*flags, "--part", "train"])

@@ -33,6 +33,7 @@ import shutil
 from pathlib import Path
 
 from mcuc import McucError
+from mcuc.bench_search_proxy import proxy_pick
 from mcuc.bench_search_report import report
 from mcuc.bench_search_stages import (
     BASELINE_LR,
@@ -52,7 +53,7 @@ __all__ = ["BASELINE_LR", "KB", "main", "run"]
 
 BUDGETS_KB = (16, 32, 64, 128)
 GRID = {"patch": (4, 7), "dim": (32, 48, 64, 96, 128), "depth": (2, 4, 6)}
-PARTS = ("all", "train", "supernet", "search", "finetune", "baselines")
+PARTS = ("all", "train", "supernet", "search", "proxy", "finetune", "baselines")
 
 
 def uniform_grid(space) -> list[SubnetConfig]:
@@ -78,23 +79,29 @@ def run(a: argparse.Namespace) -> str | None:
         supernet(c)
     rows = []
     founds: dict[int, dict] = {}
-    if a.part in ("all", "train", "search", "finetune"):
+    if a.part in ("all", "train", "search", "finetune", "proxy"):
         # pooled picks need every budget's search; a search or one finalist only its own
-        pooled = a.shared_finalists and a.part != "search" and a.finalist is None
+        pooled = a.shared_finalists and a.part != "search" and (
+            a.finalist is None or a.proxy_epochs > 0)
         founds = {b: search(c, b) for b in (a.budgets if pooled else budgets)}
     fins = {b: finalists(c, f) for b, f in founds.items()}
     for b in budgets:
         row: dict = {"budget_kb": b}
-        if founds:
+        if a.part == "proxy":
+            proxy_pick(c, b, founds, a.finalist)
+        elif founds:
             if a.part == "all":
                 Path(a.bench_dir).mkdir(parents=True, exist_ok=True)
                 shutil.copy(c.out / f"sram{b}k" / "pareto.png",
                             Path(a.bench_dir) / f"search_pareto_{b}k.png")
-            picks = candidates(c, b, fins)
-            if a.finalist is not None:
+            picks, proxies = candidates(c, b, fins), None
+            if a.proxy_epochs:
+                best, proxies = proxy_pick(c, b, founds)
+                picks = [best] if best is not None else []
+            elif a.finalist is not None:
                 picks = fins[b][a.finalist:a.finalist + 1]
             if a.part != "search" and picks:   # a budget may have fewer families
-                row["searched"] = pick_searched(c, b, founds, fins, picks)
+                row["searched"] = pick_searched(c, b, founds, fins, picks, proxies)
         if a.part in ("all", "train", "baselines"):
             cfg = baseline_config(c.space, c.models[b])
             row["baseline"] = None
@@ -122,13 +129,16 @@ def candidates(c: Ctx, b: int, fins: dict[int, list[SubnetConfig]]) -> list[Subn
 
 
 def pick_searched(c: Ctx, b: int, founds: dict[int, dict], fins: dict[int, list[SubnetConfig]],
-                  picks: list[SubnetConfig]) -> dict:
+                  picks: list[SubnetConfig], proxies: list[dict] | None = None) -> dict:
     """Fine-tune each finalist; the searched model is the best on held-out images after
-    it (the search's own order breaks ties), measured when the part is "all"."""
+    it (the search's own order breaks ties), measured when the part is "all". With
+    `proxies` (their records) the one pick is the proxies' best."""
     recs = [(cfg, trained(c, "searched", cfg)[1]) for cfg in picks]
     cfg, rec = max(recs, key=lambda r: r[1]["val_acc"])
     row = measured(c, "searched", cfg) if c.a.part == "all" else dict(rec)
     found_at = dict.fromkeys(fins[b], b)   # the search each came from: own first
+    for p in proxies or []:
+        found_at.setdefault(SubnetConfig.from_dict(p["config"]), p["found_at"])
     for bb, gs in sorted(fins.items()):
         for g in gs:
             found_at.setdefault(g, bb)
@@ -138,6 +148,8 @@ def pick_searched(c: Ctx, b: int, founds: dict[int, dict], fins: dict[int, list[
                finalists=[{"config": g.to_dict(), "found_at": found_at[g], **r}
                           for g, r in recs],
                first_budget=c.first.setdefault(("searched", cfg), b))
+    if proxies is not None:
+        row["proxies"] = proxies
     return row
 
 
@@ -151,7 +163,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="all: train what is not cached, measure, write the report; train: "
                          "no measuring; the others: one stage (for parallel runs)")
     ap.add_argument("--finalist", type=int, default=None,
-                    help="with --part finetune: only this finalist (0 = the best)")
+                    help="with --part finetune or proxy: only this finalist or proxy shape "
+                         "(0 = the best)")
     ap.add_argument("--supernet-epochs", type=int, default=60)
     ap.add_argument("--finetune-epochs", type=int, default=12)
     ap.add_argument("--finetune-lr", type=float, default=1e-3,
@@ -168,6 +181,11 @@ def main(argv: list[str] | None = None) -> None:
                     help="token families (patch sizes) whose best candidate is fine-tuned")
     ap.add_argument("--shared-finalists", action="store_true",
                     help="each budget also weighs the other budgets' finalists that fit it")
+    ap.add_argument("--proxy-epochs", type=int, default=0,
+                    help="rank the --proxy-shapes best shapes (patch, dim, depth) by this "
+                         "many epochs of training from scratch; the best is the finalist")
+    ap.add_argument("--proxy-shapes", type=int, default=6,
+                    help="shapes trained for the proxy ranking, per budget")
     ap.add_argument("--population", type=int, default=16)
     ap.add_argument("--generations", type=int, default=8)
     ap.add_argument("--pool", type=int, default=400)
@@ -188,8 +206,12 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     if a.only and not set(a.only) <= set(a.budgets):
         ap.error(f"--only {a.only} must be among --budgets {a.budgets}")
-    if a.finalist is not None and a.part != "finetune":
-        ap.error("--finalist goes with --part finetune")
+    if a.finalist is not None and a.part not in ("finetune", "proxy"):
+        ap.error("--finalist goes with --part finetune or proxy")
+    if a.part == "proxy" and a.proxy_epochs <= 0:
+        ap.error("--part proxy needs --proxy-epochs")
+    if a.proxy_epochs < 0 or a.proxy_shapes < 1:
+        ap.error("--proxy-epochs must be >= 0 and --proxy-shapes >= 1")
     try:
         text = run(a)
     except McucError as e:

@@ -23,6 +23,18 @@ def _finalists_text(m: dict, m_kb: int) -> str:
         for f in fins)
 
 
+def _proxies_text(m: dict, m_kb: int) -> str:
+    ps = m.get("proxies") or []
+    if not ps:
+        return ""
+    return (f"; proxy ranking ({ps[0]['epochs']} epochs from scratch, held-out; "
+            "inherited in brackets): " + ", ".join(
+                f"p{p['config']['patch']} d{p['config']['dim']} L{p['config']['depth']} "
+                f"{100 * p['val_acc']:.2f}% ({100 * p['inherited_acc']:.2f}%)"
+                + (f" (the {p['found_at']} KB search's)" if p["found_at"] != m_kb else "")
+                for p in ps))
+
+
 def _search_line(r: dict) -> str:
     m = r["searched"]
     where = f" on {m['device']}" if m.get("device") else ""
@@ -31,7 +43,7 @@ def _search_line(r: dict) -> str:
     return (f"- {r['budget_kb']} KB: {m['candidates']} candidates in {m['search_s']:.0f} s; "
             f"held-out accuracy {100 * m['inherited_acc']:.2f}% inherited, "
             f"{100 * m['val_acc']:.2f}% fine-tuned; fine-tune: {again}"
-            + _finalists_text(m, r["budget_kb"]))
+            + _finalists_text(m, r["budget_kb"]) + _proxies_text(m, r["budget_kb"]))
 
 
 def _command(a) -> str:
@@ -42,6 +54,8 @@ def _command(a) -> str:
             + (f"--finalists {a.finalists} " if getattr(a, "finalists", 1) != 1 else "")
             + ("--init scratch " if getattr(a, "init", "inherited") == "scratch" else "")
             + ("--shared-finalists " if getattr(a, "shared_finalists", False) else "")
+            + (f"--proxy-epochs {a.proxy_epochs} --proxy-shapes {a.proxy_shapes} "
+               if getattr(a, "proxy_epochs", 0) else "")
             + f"--population {a.population} "
             f"--generations {a.generations} --pool {a.pool} --sampling {a.sampling}"
             + (" --augment" if a.augment else "")
@@ -60,8 +74,10 @@ def compute_seconds(rows: list[dict], supernet_s: float, teacher: dict | None) -
         for kind, m in (("searched", r["searched"]), ("baseline", r["baseline"])):
             if m is None:
                 continue
-            for f in m.get("finalists") or [m]:
-                key = kind + json.dumps(f["config"], sort_keys=True)
+            runs = [(kind, f) for f in m.get("finalists") or [m]]
+            runs += [("proxy", p) for p in m.get("proxies") or []]
+            for k, f in runs:
+                key = k + json.dumps(f["config"], sort_keys=True)
                 if key not in trained:
                     trained.add(key)
                     train += f["train_s"]

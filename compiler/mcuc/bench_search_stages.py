@@ -223,7 +223,8 @@ def recipe(c: Ctx, kind: str) -> dict:
     under the same recipe."""
     a = c.a
     inherit = _inherits(c, kind)
-    r = {"epochs": a.finetune_epochs, "augment": a.augment, "seed": a.seed,
+    epochs = a.proxy_epochs if kind == "proxy" else a.finetune_epochs
+    r = {"epochs": epochs, "augment": a.augment, "seed": a.seed,
          "distill_epochs": a.distill_epochs, "limit": a.limit,
          "lr": a.finetune_lr if inherit else BASELINE_LR}
     if inherit:
@@ -246,7 +247,8 @@ def load_trained(path: Path):
 
 def trained(c: Ctx, kind: str, cfg: SubnetConfig):
     """(net, record): `cfg` trained for the bench (from its inherited weights when
-    searched, from scratch for a baseline), or the cached result of an earlier run."""
+    searched with --init inherited, else from scratch; a "proxy" for --proxy-epochs),
+    or the cached result of an earlier run."""
 
     from mcuc.models.train import evaluate, train
     from mcuc.nas.subnet import SubnetViT
@@ -262,7 +264,7 @@ def trained(c: Ctx, kind: str, cfg: SubnetConfig):
     net = supernet(c).extract(cfg) if inherit else SubnetViT(cfg)
     inherited = evaluate(net, c.x[c.va], c.y[c.va]) if inherit else None
     t0 = time.perf_counter()
-    train(net, c.x[c.tr], c.y[c.tr], c.a.finetune_epochs, lr=want["lr"], seed=c.a.seed,
+    train(net, c.x[c.tr], c.y[c.tr], want["epochs"], lr=want["lr"], seed=c.a.seed,
           augment=c.a.augment, distill=c.labels, device=c.a.device)
     record = {"train_s": time.perf_counter() - t0, "device": device_name(c.a.device),
               "val_acc": evaluate(net, c.x[c.va], c.y[c.va]), "inherited_val_acc": inherited}
