@@ -170,7 +170,9 @@ def _cfg(patch: int, dim: int, depth: int = 1, heads: int = 2):
 def test_proxy_shapes_are_the_best_of_each_shape_that_fits() -> None:
     """One candidate per (patch, dim, depth), its best; only what fits; k best shapes;
     on equal inherited accuracy the budget's own search comes first."""
-    from mcuc.bench_search_proxy import shapes
+    from types import SimpleNamespace
+
+    from mcuc.bench_search_proxy import budget_shapes
 
     def found(*cands) -> dict:
         return {"candidates": [{"config": g.to_dict(), "accuracy": a} for g, a in cands]}
@@ -178,14 +180,19 @@ def test_proxy_shapes_are_the_best_of_each_shape_that_fits() -> None:
     a1, a4, b1, wide = _cfg(7, 32, heads=1), _cfg(7, 32, heads=4), _cfg(4, 48), _cfg(4, 96)
     founds = {16: found((a1, 0.70), (a4, 0.72), (b1, 0.71)),
               64: found((wide, 0.80), (b1, 0.71), (_cfg(7, 32, 2), 0.60))}
-    def fits(g) -> bool:
-        return g.dim <= 48
-
-    got = shapes(founds, fits, 5, 16)
+    fits_up_to = {16: 48, 64: 96}    # a fake cost model: dims that fit a budget
+    models = {b: SimpleNamespace(cost=lambda g, m=m: SimpleNamespace(fits=g.dim <= m))
+              for b, m in fits_up_to.items()}
+    c = SimpleNamespace(a=argparse.Namespace(shared_finalists=True, proxy_shapes=5),
+                        models=models)
+    got = budget_shapes(c, 16, founds)
     assert [s.config for s in got] == [a4, b1, _cfg(7, 32, 2)]
     assert [s.found_at for s in got] == [16, 16, 64]
-    assert [s.found_at for s in shapes(founds, fits, 5, 64)][1] == 64   # the tie: own first
-    assert [s.config for s in shapes(founds, lambda g: True, 2, 16)] == [wide, a4]
+    assert [s.found_at for s in budget_shapes(c, 64, founds)][2] == 64   # the tie: own first
+    c.a.proxy_shapes = 2
+    assert [s.config for s in budget_shapes(c, 64, founds)] == [wide, a4]
+    c.a.shared_finalists = False
+    assert [s.config for s in budget_shapes(c, 64, founds)] == [wide, b1]
 
 
 def test_proxy_pick_takes_the_best_held_out_proxy(monkeypatch) -> None:

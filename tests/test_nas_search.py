@@ -121,6 +121,9 @@ def test_supernet_with_other_held_out_images_is_refused(searched: Path, tmp_path
     (["--distill-supernet"], "--distill-supernet needs a teacher"),
     (["--finalists", "2"], "give 1, or more with --finetune-epochs"),
     (["--finalists", "0"], "give 1, or more with --finetune-epochs"),
+    (["--proxy-shapes", "0"], "give epochs >= 0 and shapes >= 1"),
+    (["--proxy-epochs", "1", "--finalists", "2", "--finetune-epochs", "1"],
+     "leave --finalists at 1"),
 ])
 def test_search_errors_are_one_line(args: list[str], needle: str, tmp_path: Path,
                                     capsys) -> None:
@@ -204,6 +207,28 @@ def test_finalists_fine_tune_one_model_per_patch_size(searched: Path, tmp_path: 
     pt = torch.load(out / "best.pt", weights_only=False)
     assert pt["config"] == chosen["config"]
     assert pt["val_accuracy"] == chosen["val_accuracy_finetuned"]
+
+
+def test_proxy_ranks_the_best_shapes_by_training_from_scratch(searched: Path,
+                                                              tmp_path: Path) -> None:
+    """--proxy-epochs: the best candidate of each of the K best shapes is trained from
+    scratch; the best on held-out images is the finalist, whatever the inherited order."""
+    out = tmp_path / "proxy"
+    assert main(["search", "--sram", "48K", "--flash", "256K", "--supernet",
+                 str(searched / "supernet.pt"), "--proxy-epochs", "1", "--proxy-shapes", "3",
+                 "--out", str(out), *QUICK]) == 0
+    s = json.loads((out / "search.json").read_text())
+    proxies = s["meta"]["best"]["proxies"]
+    best_of_shape: dict[tuple, dict] = {}
+    for c in sorted(s["candidates"], key=lambda c: -c["accuracy"]):
+        g = c["config"]
+        best_of_shape.setdefault((g["patch"], g["dim"], g["depth"]), c)
+    top = list(best_of_shape.values())[:3]
+    assert [p["config"] for p in proxies] == [c["config"] for c in top]
+    assert [p["val_accuracy_inherited"] for p in proxies] == [c["accuracy"] for c in top]
+    chosen = max(proxies, key=lambda p: p["val_accuracy_proxy"])
+    assert s["best"]["config"] == chosen["config"]
+    assert len(proxies) > 1 and 0.1 < chosen["val_accuracy_proxy"] <= 1
 
 
 @pytest.mark.parametrize("init", ["inherited", "scratch"])

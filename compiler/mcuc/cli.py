@@ -117,6 +117,11 @@ def add_search_args(s: argparse.ArgumentParser) -> None:
     s.add_argument("--finalists", type=int, default=o.finalists,
                    help="fine-tune the best candidate of each of this many patch-size "
                         "families and keep the best on held-out images (default 1)")
+    s.add_argument("--proxy-epochs", type=int, default=o.proxy_epochs,
+                   help="train the best candidate of each of the --proxy-shapes best shapes "
+                        "(patch, dim, depth) from scratch this many epochs; the best on "
+                        "held-out images is the finalist (0: off)")
+    s.add_argument("--proxy-shapes", type=int, default=o.proxy_shapes)
     s.add_argument("--distill-epochs", type=int, default=o.distill_epochs,
                    help="train a small CNN teacher this many epochs and distil its labels "
                         "into the fine-tune (0: no teacher)")
@@ -139,6 +144,7 @@ def cmd_search(a: argparse.Namespace) -> int:
         population=a.population, generations=a.generations, parents=a.parents,
         mutation_prob=a.mutation_prob, finetune_epochs=a.finetune_epochs,
         finetune_lr=a.finetune_lr, distill_epochs=a.distill_epochs, finalists=a.finalists,
+        proxy_epochs=a.proxy_epochs, proxy_shapes=a.proxy_shapes,
         distill_supernet=a.distill_supernet, finetune_init=a.finetune_init,
         sampling=a.sampling, augment=a.augment, seed=a.seed,
         device=a.device, supernet=a.supernet, resume=a.resume, progress=not a.quiet,

@@ -66,6 +66,8 @@ class SearchOptions:
     distill_epochs: int = 0         # CNN teacher epochs for a distilled fine-tune (0: none)
     distill_supernet: bool = False  # distil the teacher into the supernet too
     finalists: int = 1              # token families whose best candidate is fine-tuned
+    proxy_epochs: int = 0           # rank the best shapes by training from scratch (0: off)
+    proxy_shapes: int = 6           # shapes (patch, dim, depth) the proxy trains
     seed: int = 0
     device: str = "cpu"
     supernet: str | None = None     # a trained supernet.pt to reuse instead of training
@@ -153,6 +155,11 @@ def run_search(opts: SearchOptions, out: Path | str) -> dict:
     if opts.finalists < 1 or (opts.finalists > 1 and opts.finetune_epochs <= 0):
         raise McucError(f"--finalists {opts.finalists}: finalists are compared after their "
                         "fine-tune, so give 1, or more with --finetune-epochs")
+    if opts.proxy_epochs < 0 or opts.proxy_shapes < 1:
+        raise McucError(f"--proxy-epochs {opts.proxy_epochs} --proxy-shapes "
+                        f"{opts.proxy_shapes}: give epochs >= 0 and shapes >= 1")
+    if opts.proxy_epochs and opts.finalists != 1:
+        raise McucError("--proxy-epochs picks the one finalist: leave --finalists at 1")
     space = load_space(opts.space)
     x, y, classes = load_dataset(opts.dataset, "train", limit=opts.limit)
     if x.shape[1] != space.in_chans or len(classes) != space.num_classes:
@@ -193,8 +200,11 @@ def run_search(opts: SearchOptions, out: Path | str) -> dict:
                     population=opts.population, generations=opts.generations,
                     parents=opts.parents, mutation_prob=opts.mutation_prob, seed=opts.seed,
                     progress=opts.progress)
-    finals = []
-    for cand in family_finalists(result.candidates, opts.finalists):
+    finals, proxies = [], None
+    chosen = family_finalists(result.candidates, opts.finalists)
+    if opts.proxy_epochs > 0:
+        chosen, proxies = proxy_finalist(opts, result.candidates, x, y, tr, va, labels)
+    for cand in chosen:
         net = model.cpu().extract(cand.config)
         row = {"config": cand.config.to_dict(), "val_accuracy_inherited": evaluate(
             net, x[va], y[va]), "val_accuracy_finetuned": None}
@@ -234,7 +244,7 @@ def run_search(opts: SearchOptions, out: Path | str) -> dict:
         "best": {"config": cfg.to_dict(), "cost": best.cost.to_dict(),
                  "val_accuracy_inherited": inherited, "val_accuracy_finetuned": finetuned,
                  "teacher_val_accuracy": teacher_acc,
-                 "finalists": [f[2] for f in finals],
+                 "finalists": [f[2] for f in finals], "proxies": proxies,
                  "compiled": built},
         "search_seconds": round(result.seconds, 2),
         "total_seconds": round(time.perf_counter() - t_start, 2),
@@ -244,6 +254,35 @@ def run_search(opts: SearchOptions, out: Path | str) -> dict:
                 title=f"{opts.board}: {len(result.candidates)} candidates")
     _log(opts, summary_line(summary, result))
     return summary
+
+
+def proxy_finalist(opts: SearchOptions, candidates: list, x, y, tr, va, labels
+                   ) -> tuple[list, list[dict]]:
+    """--proxy-epochs (mcuc.nas.proxy): the best candidate of each of the K best shapes
+    is trained from scratch (at the supernet's --lr) for a few epochs; ([the best on
+    held-out images], each shape's record)."""
+    import torch
+
+    from mcuc.models.train import evaluate, train
+    from mcuc.nas.proxy import Shape, best_of, shapes
+    from mcuc.nas.subnet import SubnetViT
+
+    picked = shapes([Shape(c.config, c.accuracy) for c in candidates if c.cost.fits],
+                    lambda g: True, opts.proxy_shapes)
+    rows = []
+    for i, s in enumerate(picked):
+        g = s.config
+        _log(opts, f"proxy {i + 1}/{len(picked)}: patch {g.patch}, dim {g.dim}, depth "
+                   f"{g.depth}, {opts.proxy_epochs} epochs from scratch")
+        torch.manual_seed(opts.seed)
+        net = SubnetViT(g)
+        train(net, x[tr], y[tr], opts.proxy_epochs, batch_size=opts.batch_size, lr=opts.lr,
+              seed=opts.seed, progress=opts.progress, augment=opts.augment, distill=labels,
+              device=opts.device)
+        rows.append({"config": g.to_dict(), "val_accuracy_inherited": s.inherited,
+                     "val_accuracy_proxy": evaluate(net, x[va], y[va])})
+    best = picked[best_of([r["val_accuracy_proxy"] for r in rows])].config
+    return [next(c for c in candidates if c.config == best)], rows
 
 
 def family_finalists(candidates: list, k: int) -> list:
