@@ -187,21 +187,31 @@ def test_bad_sampling_fails_before_any_work(tmp_path: Path) -> None:
     assert not any((tmp_path / "out").iterdir())
 
 
+def _search_again(searched: Path, out: Path, *flags: str) -> dict:
+    """search.json of a 48 KB search on the fixture's supernet, with `flags`."""
+    assert main(["search", "--sram", "48K", "--flash", "256K", "--supernet",
+                 str(searched / "supernet.pt"), *flags, "--out", str(out), *QUICK]) == 0
+    return json.loads((out / "search.json").read_text())
+
+
+def _best_of_each(s: dict, key) -> dict:
+    """The best-inherited candidate of each key(config), best first."""
+    best: dict = {}
+    for c in sorted(s["candidates"], key=lambda c: -c["accuracy"]):
+        best.setdefault(key(c["config"]), c)
+    return best
+
+
 def test_finalists_fine_tune_one_model_per_patch_size(searched: Path, tmp_path: Path) -> None:
     """--finalists 2: the best candidate of each patch size is fine-tuned; the one with
     the best fine-tuned held-out accuracy is exported (and is what best.pt holds)."""
     out = tmp_path / "fin"
-    assert main(["search", "--sram", "48K", "--flash", "256K", "--supernet",
-                 str(searched / "supernet.pt"), "--finetune-epochs", "1", "--finalists", "2",
-                 "--out", str(out), *QUICK]) == 0
-    s = json.loads((out / "search.json").read_text())
+    s = _search_again(searched, out, "--finetune-epochs", "1", "--finalists", "2")
     fin = s["meta"]["best"]["finalists"]
     assert sorted(f["config"]["patch"] for f in fin) == [4, 7]
-    by_family: dict[int, dict] = {}
-    for c in sorted(s["candidates"], key=lambda c: -c["accuracy"]):
-        by_family.setdefault(c["config"]["patch"], c["config"])
+    by_family = _best_of_each(s, lambda g: g["patch"])
     for f in fin:   # each finalist is its family's best by inherited accuracy
-        assert f["config"] == by_family[f["config"]["patch"]]
+        assert f["config"] == by_family[f["config"]["patch"]]["config"]
     chosen = max(fin, key=lambda f: f["val_accuracy_finetuned"])
     assert s["best"]["config"] == chosen["config"] == s["meta"]["best"]["config"]
     pt = torch.load(out / "best.pt", weights_only=False)
@@ -213,17 +223,9 @@ def test_proxy_ranks_the_best_shapes_by_training_from_scratch(searched: Path,
                                                               tmp_path: Path) -> None:
     """--proxy-epochs: the best candidate of each of the K best shapes is trained from
     scratch; the best on held-out images is the finalist, whatever the inherited order."""
-    out = tmp_path / "proxy"
-    assert main(["search", "--sram", "48K", "--flash", "256K", "--supernet",
-                 str(searched / "supernet.pt"), "--proxy-epochs", "1", "--proxy-shapes", "3",
-                 "--out", str(out), *QUICK]) == 0
-    s = json.loads((out / "search.json").read_text())
+    s = _search_again(searched, tmp_path / "proxy", "--proxy-epochs", "1", "--proxy-shapes", "3")
     proxies = s["meta"]["best"]["proxies"]
-    best_of_shape: dict[tuple, dict] = {}
-    for c in sorted(s["candidates"], key=lambda c: -c["accuracy"]):
-        g = c["config"]
-        best_of_shape.setdefault((g["patch"], g["dim"], g["depth"]), c)
-    top = list(best_of_shape.values())[:3]
+    top = list(_best_of_each(s, lambda g: (g["patch"], g["dim"], g["depth"])).values())[:3]
     assert [p["config"] for p in proxies] == [c["config"] for c in top]
     assert [p["val_accuracy_inherited"] for p in proxies] == [c["accuracy"] for c in top]
     chosen = max(proxies, key=lambda p: p["val_accuracy_proxy"])
