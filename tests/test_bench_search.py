@@ -236,3 +236,31 @@ def test_proxy_models_are_trained_and_cached(tmp_path: Path, monkeypatch) -> Non
     assert names.count("proxy") == 2 and names.count("searched") == 1
     monkeypatch.setattr("mcuc.models.train.train", _refuse("train"))
     bench_search.main([*flags, "--part", "train"])
+
+
+def test_report_lists_the_proxies_and_checks_their_order() -> None:
+    """The proxies appear on the search line, are counted once in the compute (a shape
+    two budgets share, and a baseline trained as a proxy too), and --proxy-check says
+    whether the proxy ordered searched and baseline as their full training did."""
+    rows = [{"budget_kb": b, "searched": {**_model(0.9), "first_budget": 16},
+             "baseline": {**_model(base), "config": {**_model(0)["config"], "depth": 2},
+                          "proxy": {"val_acc": proxy_base, "train_s": 5.0}}}
+            for b, base, proxy_base in ((16, 0.89, 0.80), (32, 0.91, 0.80))]
+    for r in rows:
+        r["searched"]["proxies"] = [
+            {"config": _model(0)["config"], "val_acc": 0.85, "inherited_acc": 0.7,
+             "found_at": 16, "epochs": 3, "train_s": 2.0},
+            {"config": {**_model(0)["config"], "dim": 32}, "val_acc": 0.84,
+             "inherited_acc": 0.71, "found_at": 16, "epochs": 3, "train_s": 2.0}]
+    a = _args(proxy_epochs=3, proxy_shapes=2, proxy_check=True)
+    text = bench_search.report(a, rows, 60.0, 8)
+    assert "--proxy-epochs 3 --proxy-shapes 2 --proxy-check" in text
+    assert "proxy ranking (3 epochs from scratch" in text
+    assert "p7 d64 L1 85.00% (70.00%), p7 d32 L1 84.00% (71.00%)" in text
+    assert "(the 16 KB search's)" in text   # on the 32 KB line
+    assert "- 16 KB: proxy 85.00% searched vs 80.00% baseline; full training 90.00% vs " \
+           "89.00%: the same order" in text
+    assert "- 32 KB: proxy 85.00% searched vs 80.00% baseline; full training 90.00% vs " \
+           "91.00%: the order reversed" in text
+    # searched 1 + baseline 1 (one config for both budgets) + two proxies + baseline proxy
+    assert bench_search_report.compute_seconds(rows, 0.0, None)["train"] == 1 + 1 + 4 + 5

@@ -109,6 +109,8 @@ def run(a: argparse.Namespace) -> str | None:
                 base = (measured(c, "baseline", cfg) if a.part == "all"
                         else trained(c, "baseline", cfg)[1])
                 row["baseline"] = {**base, "first_budget": c.first.setdefault(("baseline", cfg), b)}
+                if a.proxy_check:   # how the proxy would rank the baseline
+                    row["baseline"]["proxy"] = trained(c, "proxy", cfg)[1]
         rows.append(row)
     if a.part != "all":
         return None
@@ -186,6 +188,9 @@ def main(argv: list[str] | None = None) -> None:
                          "many epochs of training from scratch; the best is the finalist")
     ap.add_argument("--proxy-shapes", type=int, default=6,
                     help="shapes trained for the proxy ranking, per budget")
+    ap.add_argument("--proxy-check", action="store_true",
+                    help="train each baseline as a proxy too, to report whether the proxy "
+                         "orders searched and baseline as their full training does")
     ap.add_argument("--population", type=int, default=16)
     ap.add_argument("--generations", type=int, default=8)
     ap.add_argument("--pool", type=int, default=400)
@@ -210,6 +215,8 @@ def main(argv: list[str] | None = None) -> None:
         ap.error("--finalist goes with --part finetune or proxy")
     if a.part == "proxy" and a.proxy_epochs <= 0:
         ap.error("--part proxy needs --proxy-epochs")
+    if a.proxy_check and a.proxy_epochs <= 0:
+        ap.error("--proxy-check needs --proxy-epochs")
     if a.proxy_epochs < 0 or a.proxy_shapes < 1:
         ap.error("--proxy-epochs must be >= 0 and --proxy-shapes >= 1")
     try:

@@ -46,6 +46,21 @@ def _search_line(r: dict) -> str:
             + _finalists_text(m, r["budget_kb"]) + _proxies_text(m, r["budget_kb"]))
 
 
+def _proxy_check_line(r: dict) -> str | None:
+    """Would the proxy have ordered this budget's searched model and baseline as their
+    full training did (held-out accuracy, both)?"""
+    m, base = r["searched"], r["baseline"]
+    if base is None or "proxy" not in base or not m.get("proxies"):
+        return None
+    want = m["config"]
+    mine = next(p["val_acc"] for p in m["proxies"] if p["config"] == want)
+    same = (mine > base["proxy"]["val_acc"]) == (m["val_acc"] > base["val_acc"])
+    return (f"- {r['budget_kb']} KB: proxy {100 * mine:.2f}% searched vs "
+            f"{100 * base['proxy']['val_acc']:.2f}% baseline; full training "
+            f"{100 * m['val_acc']:.2f}% vs {100 * base['val_acc']:.2f}%"
+            f": {'the same order' if same else 'the order reversed'}")
+
+
 def _command(a) -> str:
     return (f"python -m mcuc.bench_search --supernet-epochs {a.supernet_epochs} "
             f"--finetune-epochs {a.finetune_epochs} --finetune-lr {a.finetune_lr:g} "
@@ -56,6 +71,7 @@ def _command(a) -> str:
             + ("--shared-finalists " if getattr(a, "shared_finalists", False) else "")
             + (f"--proxy-epochs {a.proxy_epochs} --proxy-shapes {a.proxy_shapes} "
                if getattr(a, "proxy_epochs", 0) else "")
+            + ("--proxy-check " if getattr(a, "proxy_check", False) else "")
             + f"--population {a.population} "
             f"--generations {a.generations} --pool {a.pool} --sampling {a.sampling}"
             + (" --augment" if a.augment else "")
@@ -76,6 +92,8 @@ def compute_seconds(rows: list[dict], supernet_s: float, teacher: dict | None) -
                 continue
             runs = [(kind, f) for f in m.get("finalists") or [m]]
             runs += [("proxy", p) for p in m.get("proxies") or []]
+            if "proxy" in m:   # --proxy-check: the baseline trained as a proxy too
+                runs.append(("proxy", {"config": m["config"], **m["proxy"]}))
             for k, f in runs:
                 key = k + json.dumps(f["config"], sort_keys=True)
                 if key not in trained:
@@ -115,6 +133,7 @@ def report(a, rows: list[dict], supernet_s: float, pool: int,
             f"({'meets' if at64[0]['searched']['int8_acc'] >= 0.9 else 'misses'} the 90% goal)"
             if at64 else "64 KB not run")
     cost = compute_seconds(rows, supernet_s, teacher)
+    checks = [line for r in rows if (line := _proxy_check_line(r))]
     return "\n".join([
         "# Architecture-search benchmark",
         "",
@@ -154,6 +173,9 @@ def report(a, rows: list[dict], supernet_s: float, pool: int,
         "Search time per budget:",
         *[_search_line(r) for r in rows],
         "",
+        *([f"Proxy check ({a.proxy_epochs} epochs from scratch; each baseline trained as a "
+           "proxy too, held-out accuracy; not used to pick anything):", *checks, ""]
+          if checks else []),
         "Pareto fronts: " + ", ".join(f"[{r['budget_kb']} KB](search_pareto_{r['budget_kb']}k.png)"
                                        for r in rows),
         "",
