@@ -267,7 +267,7 @@ def proxy_finalist(opts: SearchOptions, candidates: list, x, y, tr, va, labels
     from mcuc.nas.proxy import Shape, best_of, shapes
     from mcuc.nas.subnet import SubnetViT
 
-    picked = shapes([Shape(c.config, c.accuracy) for c in candidates if c.cost.fits],
+    picked = shapes([Shape(c.config, c.accuracy) for c in candidates],   # all feasible
                     lambda g: True, opts.proxy_shapes)
     rows = []
     for i, s in enumerate(picked):
