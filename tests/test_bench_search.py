@@ -126,6 +126,9 @@ def test_cached_search_needs_the_same_options(tmp_path: Path) -> None:
     (["--part", "proxy"], "--part proxy needs --proxy-epochs"),
     (["--proxy-shapes", "0"], "--proxy-shapes >= 1"),
     (["--only", "48"], "must be among --budgets"),
+    (["--repeat", "1"], "--repeat in 0..repeats-1"),
+    (["--repeats", "0"], "--repeats must be >= 1"),
+    (["--repeats", "2", "--repeat", "1"], "--repeat goes with a part other than all"),
 ])
 def test_bench_usage_errors(args: list[str], needle: str, capsys) -> None:
     with pytest.raises(SystemExit) as e:
@@ -264,3 +267,47 @@ def test_report_lists_the_proxies_and_checks_their_order() -> None:
            "91.00%: the order reversed" in text
     # searched 1 + baseline 1 (one config for both budgets) + two proxies + baseline proxy
     assert bench_search_report.compute_seconds(rows, 0.0, None)["train"] == 1 + 1 + 4 + 5
+
+
+def test_repeats_train_each_table_model_with_other_seeds(tmp_path: Path, monkeypatch) -> None:
+    """--repeats 2 trains every table model twice (training seeds 0 and 1, cached apart);
+    --repeat 1 alone finds them all cached."""
+    import torch
+
+    out = tmp_path / "out"
+    flags = [*QUICK, "--out", str(out), "--finalists", "1", "--repeats", "2"]
+    bench_search.main([*flags, "--part", "train"])
+    models = out / "models"
+    for kind in ("baseline", "searched"):
+        names = sorted(models.glob(f"{kind}_*.pt"))
+        first = [p for p in names if not p.stem.endswith("_r1")]
+        again = [p for p in names if p.stem.endswith("_r1")]
+        assert len(first) == len(again) == 1
+        a, b = (torch.load(p, weights_only=False) for p in (first[0], again[0]))
+        assert (a["recipe"]["seed"], b["recipe"]["seed"]) == (0, 1)
+        assert a["config"] == b["config"]
+        assert {k: v for k, v in a["recipe"].items() if k != "seed"} == \
+               {k: v for k, v in b["recipe"].items() if k != "seed"}
+        assert not all(torch.equal(a["state_dict"][k], b["state_dict"][k])
+                       for k in a["state_dict"])
+    monkeypatch.setattr("mcuc.models.train.train", _refuse("train"))
+    bench_search.main([*flags, "--part", "train", "--repeat", "1"])
+
+
+def test_report_averages_the_repeats() -> None:
+    """With --repeats the table gives each model's mean and every seed's accuracy, and
+    "ahead" compares the means: one lucky seed does not win a budget."""
+    rows = [{"budget_kb": 64,
+             "searched": {**_model(0.90), "first_budget": 64, "repeats": [_model(0.88)]},
+             "baseline": {**_model(0.895), "config": {**_model(0)["config"], "depth": 2},
+                          "first_budget": 64,
+                          "repeats": [_model(0.895)]}}]
+    text = bench_search.report(_args(repeats=2), rows, 60.0, 8)
+    assert "| 89.00% (90.00 / 88.00) |" in text and "| 89.50% (89.50 / 89.50) |" in text
+    assert "(20/20 bit-exact)" in text and "--repeats 2" in text
+    assert "ahead of the baseline (mean int8 test accuracy) at 0 of 1 budgets" in text
+    assert "89.00% int8 at 64 KB (misses the 90% goal)" in text
+    assert "training seeds 0-1" in text
+    # each repeat is a training run and a measurement of its own
+    cost = bench_search_report.compute_seconds(rows, 0.0, None)
+    assert (cost["train"], cost["measure"]) == (4.0, 4 * 2.0)

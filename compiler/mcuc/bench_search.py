@@ -110,7 +110,8 @@ def run(a: argparse.Namespace) -> str | None:
             if cfg is not None:
                 base = (measured(c, "baseline", cfg) if a.part == "all"
                         else trained(c, "baseline", cfg)[1])
-                row["baseline"] = {**base, "first_budget": c.first.setdefault(("baseline", cfg), b)}
+                row["baseline"] = {**base, "repeats": again(c, "baseline", cfg),
+                                   "first_budget": c.first.setdefault(("baseline", cfg), b)}
                 if a.proxy_check:   # how the proxy would rank the baseline
                     row["baseline"]["proxy"] = trained(c, "proxy", cfg)[1]
         rows.append(row)
@@ -119,6 +120,15 @@ def run(a: argparse.Namespace) -> str | None:
     (c.out / "bench.json").write_text(json.dumps(rows, indent=1))
     sn = supernet(c)
     return report(a, rows, sn.train_seconds, sn.pool_size, c.teacher, machine=a.machine)
+
+
+def again(c: Ctx, kind: str, cfg: SubnetConfig) -> list[dict]:
+    """Repeats 1.. of a table model (--repeats: the same recipe, another training seed),
+    measured when the part is "all"; with --repeat only that one is trained."""
+    reps = range(1, c.a.repeats) if c.a.repeat is None else [r for r in [c.a.repeat] if r]
+    if c.a.part == "all":
+        return [measured(c, kind, cfg, r) for r in reps]
+    return [trained(c, kind, cfg, r)[1] for r in reps]
 
 
 def candidates(c: Ctx, b: int, fins: dict[int, list[SubnetConfig]]) -> list[SubnetConfig]:
@@ -140,6 +150,7 @@ def pick_searched(c: Ctx, b: int, founds: dict[int, dict], fins: dict[int, list[
     recs = [(cfg, trained(c, "searched", cfg)[1]) for cfg in picks]
     cfg, rec = max(recs, key=lambda r: r[1]["val_acc"])
     row = measured(c, "searched", cfg) if c.a.part == "all" else dict(rec)
+    row["repeats"] = again(c, "searched", cfg)
     found_at = dict.fromkeys(fins[b], b)   # the search each came from: own first
     for p in proxies or []:
         found_at.setdefault(SubnetConfig.from_dict(p["config"]), p["found_at"])
@@ -193,6 +204,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--proxy-check", action="store_true",
                     help="train each baseline as a proxy too, to report whether the proxy "
                          "orders searched and baseline as their full training does")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="train each table model (searched and baseline) this many times, "
+                         "training seeds --seed, --seed+1, ...; the table gives the means")
+    ap.add_argument("--repeat", type=int, default=None,
+                    help="train only this repeat (0 = --seed) of each table model "
+                         "(for parallel processes)")
     ap.add_argument("--population", type=int, default=16)
     ap.add_argument("--generations", type=int, default=8)
     ap.add_argument("--pool", type=int, default=400)
@@ -219,6 +236,10 @@ def main(argv: list[str] | None = None) -> None:
         ap.error("--part proxy needs --proxy-epochs")
     if a.proxy_check and a.proxy_epochs <= 0:
         ap.error("--proxy-check needs --proxy-epochs")
+    if a.repeats < 1 or (a.repeat is not None and not 0 <= a.repeat < a.repeats):
+        ap.error("--repeats must be >= 1 and --repeat in 0..repeats-1")
+    if a.repeat is not None and a.part == "all":
+        ap.error("--repeat goes with a part other than all (all measures every repeat)")
     if a.proxy_epochs < 0 or a.proxy_shapes < 1:
         ap.error("--proxy-epochs must be >= 0 and --proxy-shapes >= 1")
     try:

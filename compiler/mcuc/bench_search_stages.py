@@ -212,19 +212,22 @@ def _inherits(c: Ctx, kind: str) -> bool:
     return kind == "searched" and c.a.init == "inherited"
 
 
-def model_path(c: Ctx, kind: str, cfg: SubnetConfig) -> Path:
+def model_path(c: Ctx, kind: str, cfg: SubnetConfig, rep: int = 0) -> Path:
+    """Where a bench model is cached; repeat `rep` > 0 (--repeats) gets its own file."""
     tag = hashlib.sha1(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
     stem = "searched-scratch" if kind == "searched" and not _inherits(c, kind) else kind
-    return c.out / "models" / f"{stem}_p{cfg.patch}_d{cfg.dim}_L{cfg.depth}_{tag}.pt"
+    again = f"_r{rep}" if rep else ""
+    return c.out / "models" / f"{stem}_p{cfg.patch}_d{cfg.dim}_L{cfg.depth}_{tag}{again}.pt"
 
 
-def recipe(c: Ctx, kind: str) -> dict:
+def recipe(c: Ctx, kind: str, rep: int = 0) -> dict:
     """Everything that decides a trained model's weights: a cached model is reused only
-    under the same recipe."""
+    under the same recipe. Repeat `rep` differs in its training seed only (the held-out
+    split, teacher and supernet keep --seed)."""
     a = c.a
     inherit = _inherits(c, kind)
     epochs = a.proxy_epochs if kind == "proxy" else a.finetune_epochs
-    r = {"epochs": epochs, "augment": a.augment, "seed": a.seed,
+    r = {"epochs": epochs, "augment": a.augment, "seed": a.seed + rep,
          "distill_epochs": a.distill_epochs, "limit": a.limit,
          "lr": a.finetune_lr if inherit else BASELINE_LR}
     if inherit:
@@ -245,17 +248,17 @@ def load_trained(path: Path):
     return net.eval(), ck
 
 
-def trained(c: Ctx, kind: str, cfg: SubnetConfig):
+def trained(c: Ctx, kind: str, cfg: SubnetConfig, rep: int = 0):
     """(net, record): `cfg` trained for the bench (from its inherited weights when
-    searched with --init inherited, else from scratch; a "proxy" for --proxy-epochs),
-    or the cached result of an earlier run."""
+    searched with --init inherited, else from scratch; a "proxy" for --proxy-epochs;
+    with training seed --seed + rep), or the cached result of an earlier run."""
 
     from mcuc.models.train import evaluate, train
     from mcuc.nas.subnet import SubnetViT
     from mcuc.nas.train import save_checkpoint
 
-    path = model_path(c, kind, cfg)
-    want = recipe(c, kind)
+    path = model_path(c, kind, cfg, rep)
+    want = recipe(c, kind, rep)
     if path.is_file():
         net, ck = load_trained(path)
         if ck["recipe"] == want:
@@ -264,7 +267,7 @@ def trained(c: Ctx, kind: str, cfg: SubnetConfig):
     net = supernet(c).extract(cfg) if inherit else SubnetViT(cfg)
     inherited = evaluate(net, c.x[c.va], c.y[c.va]) if inherit else None
     t0 = time.perf_counter()
-    train(net, c.x[c.tr], c.y[c.tr], want["epochs"], lr=want["lr"], seed=c.a.seed,
+    train(net, c.x[c.tr], c.y[c.tr], want["epochs"], lr=want["lr"], seed=want["seed"],
           augment=c.a.augment, distill=c.labels, device=c.a.device)
     record = {"train_s": time.perf_counter() - t0, "device": device_name(c.a.device),
               "val_acc": evaluate(net, c.x[c.va], c.y[c.va]), "inherited_val_acc": inherited}
@@ -274,11 +277,11 @@ def trained(c: Ctx, kind: str, cfg: SubnetConfig):
     return net.eval(), record
 
 
-def measured(c: Ctx, kind: str, cfg: SubnetConfig) -> dict:
+def measured(c: Ctx, kind: str, cfg: SubnetConfig, rep: int = 0) -> dict:
     """`trained` plus `measure`, the measurement cached beside the model."""
-    net, record = trained(c, kind, cfg)
-    path = model_path(c, kind, cfg).with_suffix(".measure.json")
-    key = {"recipe": recipe(c, kind), "fw_images": c.a.fw_images, "test_limit": c.a.test_limit,
+    net, record = trained(c, kind, cfg, rep)
+    path = model_path(c, kind, cfg, rep).with_suffix(".measure.json")
+    key = {"recipe": recipe(c, kind, rep), "fw_images": c.a.fw_images, "test_limit": c.a.test_limit,
            "numerics": NUMERICS}
     if path.is_file():
         old = json.loads(path.read_text())
