@@ -7,6 +7,11 @@ PY     := $(VENV)/bin/python
 PYTEST := $(VENV)/bin/pytest
 RUFF   := $(VENV)/bin/ruff
 LINT_PATHS := compiler tests scripts
+# The recipe behind bench/search.md's table (override: make bench-search BENCH_SEARCH=...)
+BENCH_SEARCH ?= --supernet-epochs 20 --finetune-epochs 50 --finetune-lr 0.001 \
+	--distill-epochs 8 --distill-supernet --init scratch --shared-finalists \
+	--proxy-epochs 8 --proxy-shapes 6 --proxy-check --repeats 2 --population 16 \
+	--generations 8 --pool 400 --sampling macs --augment
 
 .PHONY: help setup demo test bench bench-search lint clean distclean
 
@@ -15,7 +20,7 @@ help:
 	@echo "make demo       compile and run the bundled default model"
 	@echo "make test       run the test suite and ruff"
 	@echo "make bench      run the benchmarks"
-	@echo "make bench-search  architecture search vs uniform ViTs at 4 budgets (long; CPU)"
+	@echo "make bench-search  architecture search vs uniform ViTs at 4 budgets (hours; CPU)"
 	@echo "make lint       ruff only"
 	@echo "make clean      remove build outputs and caches (keeps .venv)"
 	@echo "make distclean  clean, and remove .venv"
@@ -35,7 +40,7 @@ bench: setup
 	$(PY) -m mcuc.bench_memory
 
 bench-search: setup
-	$(PY) -m mcuc.bench_search
+	$(PY) -m mcuc.bench_search $(BENCH_SEARCH)
 
 lint: setup
 	$(RUFF) check $(LINT_PATHS)
