@@ -125,7 +125,10 @@ def run(a: argparse.Namespace) -> str | None:
 def again(c: Ctx, kind: str, cfg: SubnetConfig) -> list[dict]:
     """Repeats 1.. of a table model (--repeats: the same recipe, another training seed),
     measured when the part is "all"; with --repeat only that one is trained."""
-    reps = range(1, c.a.repeats) if c.a.repeat is None else [r for r in [c.a.repeat] if r]
+    if c.a.repeat is None:
+        reps = range(1, c.a.repeats)
+    else:   # repeat 0 is the table row itself
+        reps = [c.a.repeat] if c.a.repeat > 0 else []
     if c.a.part == "all":
         return [measured(c, kind, cfg, r) for r in reps]
     return [trained(c, kind, cfg, r)[1] for r in reps]

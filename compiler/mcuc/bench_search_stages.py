@@ -216,8 +216,8 @@ def model_path(c: Ctx, kind: str, cfg: SubnetConfig, rep: int = 0) -> Path:
     """Where a bench model is cached; repeat `rep` > 0 (--repeats) gets its own file."""
     tag = hashlib.sha1(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
     stem = "searched-scratch" if kind == "searched" and not _inherits(c, kind) else kind
-    again = f"_r{rep}" if rep else ""
-    return c.out / "models" / f"{stem}_p{cfg.patch}_d{cfg.dim}_L{cfg.depth}_{tag}{again}.pt"
+    suffix = f"_r{rep}" if rep else ""
+    return c.out / "models" / f"{stem}_p{cfg.patch}_d{cfg.dim}_L{cfg.depth}_{tag}{suffix}.pt"
 
 
 def recipe(c: Ctx, kind: str, rep: int = 0) -> dict:
