@@ -84,7 +84,11 @@ def tokenwise_params(rng: np.random.Generator, rows: int | None = None) -> dict:
     has_ln, has_lut, has_l2, has_res = (int(rng.random() < 0.6) for _ in range(4))
     k, h = int(rng.integers(1, 24)), int(rng.integers(1, 40))
     n = int(rng.integers(1, 24)) if has_l2 else h
-    p = {"rows": rows, "tile": int(rng.integers(1, rows + 1)), "k": k, "h": h, "n": n,
+    # Rows of x lie x_rs apart: contiguous, or gaps as when attention wrote them over its
+    # queries (schedule/queries.py).
+    x_rs = k + (int(rng.integers(1, 2 * k + 1)) if rng.random() < 0.4 else 0)
+    p = {"rows": rows, "tile": int(rng.integers(1, rows + 1)), "k": k, "x_rs": x_rs,
+         "h": h, "n": n,
          "has_ln": has_ln, "has_lut": has_lut, "has_l2": has_l2, "has_res": has_res,
          "y_free": int(rng.integers(0, 2)), "ln_y_zp": 0, "ln_eps_q": 0,
          "ln_gamma_q": None, "ln_beta_q": None, "lut_table": None,
@@ -108,7 +112,8 @@ def tokenwise_params(rng: np.random.Generator, rows: int | None = None) -> dict:
 
 def gen_tokenwise(rng: np.random.Generator) -> Case:
     p = tokenwise_params(rng)
-    x, r = _s8(rng, p["rows"] * p["k"]), _s8(rng, p["rows"] * p["n"])
+    x = _s8(rng, (p["rows"] - 1) * p["x_rs"] + p["k"])
+    r = _s8(rng, p["rows"] * p["n"])
     return Case(p, [x, r], p["rows"] * p["n"])
 
 
@@ -195,6 +200,7 @@ def test_tokenwise_writes_over_its_input(ck: CKernels, mode: str) -> None:
                          ln_beta_q=rng.integers(-(1 << 20), 1 << 20, p["k"]).astype(np.int32))
         if mode == "y=x" and p["n"] > p["k"]:
             continue
+        p["x_rs"] = p["k"]  # y over x: only contiguous rows (tokenwise._overwrite)
         if mode == "y=r":
             p["has_res"] = 1
         rows, k, n = p["rows"], p["k"], p["n"]

@@ -21,22 +21,33 @@ void mcuc_tokenwise_s8(const mcuc_tokenwise_params_t *p, const int8_t *x, const 
 
     for (int32_t r0 = 0; r0 < p->rows; r0 += tile) {
         const int32_t t = p->rows - r0 < tile ? p->rows - r0 : tile;
-        const int8_t *xt = x + (int64_t)r0 * k;
+        const int8_t *xt = x + (int64_t)r0 * p->x_rs;
         const int8_t *rt = r + (int64_t)r0 * n;
         int8_t *yt = y + (int64_t)r0 * n;
+        /* The first stage reads x: all t rows in one call when they are contiguous,
+         * else one call per row (the kernels are row-wise, so results are the same). */
+        const int32_t calls = p->x_rs == k ? 1 : t;
+        const int32_t per_call = p->x_rs == k ? t : 1;
 
         const int8_t *in1 = xt;
+        int32_t in1_rs = p->x_rs;
         if (p->has_ln) {
-            const mcuc_layernorm_params_t lp = {t, k, p->ln_y_zp, p->ln_eps_q,
+            const mcuc_layernorm_params_t lp = {per_call, k, p->ln_y_zp, p->ln_eps_q,
                                                 p->ln_gamma_q, p->ln_beta_q};
             int8_t *dst = ln_in_y ? yt : A;
-            mcuc_layernorm_s8(&lp, xt, dst);
+            for (int32_t c = 0; c < calls; ++c) {
+                mcuc_layernorm_s8(&lp, xt + (int64_t)c * p->x_rs, dst + (int64_t)c * k);
+            }
             in1 = dst;
+            in1_rs = k;
         }
         int8_t *f = l1_in_b ? B : (p->y_free ? yt : A);
-        const mcuc_linear_params_t l1 = {t, k, h, p->l1_x_zp, p->l1_y_zp, p->l1_weights,
-                                         p->l1_bias, p->l1_mult, p->l1_shift};
-        mcuc_linear_s8(&l1, in1, f);
+        const int32_t l1_calls = in1_rs == k ? 1 : t;
+        const mcuc_linear_params_t l1 = {in1_rs == k ? t : 1, k, h, p->l1_x_zp, p->l1_y_zp,
+                                         p->l1_weights, p->l1_bias, p->l1_mult, p->l1_shift};
+        for (int32_t c = 0; c < l1_calls; ++c) {
+            mcuc_linear_s8(&l1, in1 + (int64_t)c * in1_rs, f + (int64_t)c * h);
+        }
         if (p->has_lut) {
             const mcuc_lut_params_t up = {t * h, p->lut_table};
             mcuc_lut_s8(&up, f, f);

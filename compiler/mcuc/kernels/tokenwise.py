@@ -12,9 +12,11 @@ so the fused result is bit-identical to the unfused steps by construction: the r
 below composes the unfused references, and the C kernel calls the unfused C kernels on
 each tile. Tiling cannot change a result because every stage is row-wise.
 
-Inputs: x [rows][k] (the chain input) and r [rows][n] (the residual; x again when there
-is none). The residual add is stored with the residual as `a` and the branch as `b`;
-since a + b is summed exactly before the one requantization, the C kernel may swap them.
+Inputs: x [rows][k] (the chain input, row i at i * x_rs: rows may lie apart, as when
+attention wrote them over its queries, see schedule/queries.py) and r [rows][n] (the
+residual; x again when there is none). The residual add is stored with the residual as
+`a` and the branch as `b`; since a + b is summed exactly before the one requantization,
+the C kernel may swap them.
 
 Where each stage writes (shared by `scratch_bytes` and tokenwise.c): scratch holds a
 region A (tile x a_w) then a region B (tile x h). With `y_free` (y overlaps neither x
@@ -73,7 +75,8 @@ def scratch_bytes(p: dict) -> int:
 
 def ref(p: dict, x: np.ndarray, r: np.ndarray) -> np.ndarray:
     rows, k, h, n = p["rows"], p["k"], p["h"], p["n"]
-    v = x[: rows * k]
+    idx = np.arange(rows)[:, None] * p["x_rs"] + np.arange(k)[None, :]
+    v = np.asarray(x).reshape(-1)[idx.reshape(-1)]
     if p["has_ln"]:
         v = k_ln.ref({"rows": rows, "cols": k, **stage(p, "ln", LN_FIELDS)}, v)
     v = k_linear.ref({"rows": rows, "k": k, "n": h, **stage(p, "l1", LINEAR_FIELDS)}, v)
@@ -97,7 +100,7 @@ KERNEL = register(
         c_func="mcuc_tokenwise_s8",
         c_params_type="mcuc_tokenwise_params_t",
         fields=(
-            *(Field(f, "int32") for f in ("rows", "tile", "k", "h", "n", *FLAGS)),
+            *(Field(f, "int32") for f in ("rows", "tile", "k", "h", "n", "x_rs", *FLAGS)),
             Field("ln_y_zp", "int32"),
             Field("ln_eps_q", "int64"),
             Field("ln_gamma_q", "int32[]", nullable=True),

@@ -67,8 +67,9 @@ def run(schedule: Schedule, x_q: np.ndarray, plan: Plan | None = None,
         args = [view(op.name) if op.kind == "buf" else schedule.consts[op.name]
                 for op in st.inputs]
         out = view(st.output)
-        # Copies into part of a buffer (Concat) read the current contents and update them.
-        extra = {"out": out.copy()} if st.kernel == "copy" else {}
+        # Copies into part of a buffer (Concat), and attention writing over its queries,
+        # write through a view: they read the current contents and update them.
+        extra = {"out": out.copy()} if st.kernel in ("copy", "attention") else {}
         if st.scratch and plan is not None:
             # The kernel may scribble over its scratch; so does the reference, so a plan
             # that puts scratch over a live buffer changes the planned result.

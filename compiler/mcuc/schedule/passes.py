@@ -14,6 +14,7 @@ from collections.abc import Callable
 from mcuc import McucError
 from mcuc.schedule.attention import fuse_attention, split_heads
 from mcuc.schedule.patch import decompose_patches
+from mcuc.schedule.queries import overwrite_queries
 from mcuc.schedule.schedule import Schedule
 from mcuc.schedule.tokenwise import fuse_tokenwise, overwrite_tokens
 
@@ -26,6 +27,7 @@ PASSES: list[tuple[str, Pass]] = [
     ("fusion", fuse_attention),   # matmul -> softmax -> matmul becomes one attention step
     ("head-split", split_heads),  # attention reads q/k/v and writes its output in place
     ("fusion", fuse_tokenwise),   # [LN ->] linear [-> lut] [-> linear] [-> +res] in one step
+    ("token-overwrite", overwrite_queries),  # attention output over its queries
     ("patch-decomp", decompose_patches),  # patch conv + transpose -> tokens over the image
     # Last: it plans the finished schedule to choose tile sizes.
     ("token-overwrite", overwrite_tokens),  # tokenwise outputs over dying inputs, tiles

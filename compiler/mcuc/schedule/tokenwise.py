@@ -165,7 +165,8 @@ def tokenwise_params(s: Schedule, stages: list[tuple[str, int]], r: str) -> dict
     """The fused step's params from the unfused steps' (tile = rows)."""
     got = {name: s.steps[j] for name, j in stages}
     l1 = got["l1"].params
-    p: dict = {"rows": l1["rows"], "tile": l1["rows"], "k": l1["k"], "h": l1["n"],
+    p: dict = {"rows": l1["rows"], "tile": l1["rows"], "k": l1["k"], "x_rs": l1["k"],
+               "h": l1["n"],
                "n": got["l2"].params["n"] if "l2" in got else l1["n"], "y_free": 1,
                "ln_y_zp": 0, "ln_eps_q": 0, "ln_gamma_q": None, "ln_beta_q": None,
                "lut_table": None, "l2_x_zp": 0, "l2_y_zp": 0}
@@ -239,7 +240,8 @@ def _overwrite(s: Schedule, i: int, acc: Touches) -> None:
     if not acc.plain(y) or min(acc.of(y)) != i or y == s.input_buffer:
         return
     size = s.buffers[y].size
-    options = ([r] if p["has_res"] else []) + ([x] if p["n"] <= p["k"] else [])
+    contiguous = p["x_rs"] == p["k"]
+    options = ([r] if p["has_res"] else []) + ([x] if p["n"] <= p["k"] and contiguous else [])
     for src in options:
         if acc.dies_at(src, i) and s.buffers[src].size >= size:
             s.buffers[y] = replace(s.buffers[y], parent=src, offset=0)

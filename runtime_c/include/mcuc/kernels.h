@@ -178,11 +178,12 @@ void mcuc_attention_s8(const mcuc_attention_params_t *p, const int8_t *q, const 
  *   [layernorm_s8 ->] linear_s8 (k -> h) [-> lut_s8] [-> linear_s8 (h -> n)] [-> add_s8 with r]
  * Each stage is exactly the unfused kernel with the prefixed params (ln_, l1_, lut_, l2_,
  * add_ with a = residual r, b = branch); fields of absent stages are ignored.
- * x [rows][k], r [rows][n] (pass x when has_res == 0), y [rows][n].
- * y may alias x exactly (same start, n <= k) or r exactly; y_free must then be 0.
+ * x: rows of k, row i at x + i * x_rs (x_rs >= k; rows lie apart when attention wrote
+ * them over its queries); r [rows][n] (pass x when has_res == 0), y [rows][n].
+ * y may alias x exactly (same start, n <= k, x_rs == k) or r exactly; y_free must then be 0.
  * scratch: tile * (a_w + b_w) bytes as tokenwise.layout() defines (at least 1). */
 typedef struct {
-    int32_t rows, tile, k, h, n;
+    int32_t rows, tile, k, h, n, x_rs;
     int32_t has_ln, has_lut, has_l2, has_res, y_free;
     int32_t ln_y_zp;
     int64_t ln_eps_q;
