@@ -104,6 +104,17 @@ def test_parts_are_cached_and_reused(tmp_path: Path, monkeypatch) -> None:
     with pytest.raises(AssertionError, match="train ran"):   # retrained: a model of its own
         bench_search.main([*flags, "--part", "train", "--init", "scratch"])
 
+    # A compiler that allocates differently makes the cached searches stale.
+    import dataclasses
+
+    from mcuc.nas.cost import CostModel
+
+    cost = CostModel.cost
+    monkeypatch.setattr(CostModel, "cost", lambda self, cfg: dataclasses.replace(
+        cost(self, cfg), arena_bytes=cost(self, cfg).arena_bytes + 8))
+    with pytest.raises(AssertionError, match="run_search ran"):
+        bench_search.main([*flags, "--part", "train"])
+
 
 def test_cached_search_needs_the_same_options(tmp_path: Path) -> None:
     """A search.json is reused when it ran with the same options (how it ran -- device,
@@ -311,3 +322,28 @@ def test_report_averages_the_repeats() -> None:
     # each repeat is a training run and a measurement of its own
     cost = bench_search_report.compute_seconds(rows, 0.0, None)
     assert (cost["train"], cost["measure"]) == (4.0, 4 * 2.0)
+
+
+def test_measurements_are_redone_when_the_memory_plan_changes(tmp_path: Path,
+                                                               monkeypatch) -> None:
+    """A cached measurement (accuracies plus the build's RAM) is reused only while the
+    compiler still predicts the same arena for the model."""
+    from types import SimpleNamespace
+
+    arena = {"bytes": 1000}
+    cost = SimpleNamespace(cost=lambda cfg: SimpleNamespace(arena_bytes=arena["bytes"]))
+    c = SimpleNamespace(a=_args(init="scratch", fw_images=0, budgets=(64,), proxy_epochs=None),
+                        out=tmp_path, models={64: cost}, x=np.zeros((64, 1, 28, 28)),
+                        tr=np.arange(64), x_test=np.zeros((2, 1, 28, 28)), y_test=np.zeros(2))
+    (tmp_path / "models").mkdir()
+    runs = []
+    monkeypatch.setattr(bench_search_stages, "trained", lambda *a, **k: (None, {}))
+    monkeypatch.setattr(bench_search_stages, "measure",
+                        lambda *a, **k: runs.append(1) or {"arena": arena["bytes"]})
+    cfg = _cfg(4, 32)
+    assert bench_search_stages.measured(c, "baseline", cfg)["arena"] == 1000
+    assert bench_search_stages.measured(c, "baseline", cfg)["arena"] == 1000
+    assert len(runs) == 1
+    arena["bytes"] = 800
+    assert bench_search_stages.measured(c, "baseline", cfg)["arena"] == 800
+    assert len(runs) == 2

@@ -116,31 +116,12 @@ def supernet_settings(c: Ctx):
                          distill_weight=0.5 if c.a.distill_supernet and c.teacher else 0.0)
 
 
-def supernet(c: Ctx):
-    """The trained supernet: loaded when OUT/supernet.pt has all its epochs under the
-    same settings (no pool costing then), else trained or resumed."""
-    import dataclasses
+def _pool(c: Ctx) -> dict[SubnetConfig, float]:
+    """The supernet's training pool and draw weights: each budget's share of configs
+    that fit it, by the compiler's cost (so a compiler that allocates differently draws
+    a different pool)."""
+    from mcuc.nas.train import feasible_pool, sampling_weights
 
-    from mcuc.nas.train import (
-        CHECKPOINT,
-        feasible_pool,
-        load_checkpoint,
-        load_supernet,
-        sampling_weights,
-        train_supernet,
-    )
-
-    if c.sn is not None:
-        return c.sn
-    settings = supernet_settings(c)
-    path = c.out / CHECKPOINT
-    if path.is_file():
-        ck = load_checkpoint(path)
-        if ck["epoch"] >= settings.epochs and ck["settings"] == dataclasses.asdict(settings):
-            c.sn, _ = load_supernet(path)
-            c.sn.train_seconds = ck["seconds"]
-            c.sn.pool_size = len(ck["pool"] or ())
-            return c.sn
     a = c.a
     draw: dict[SubnetConfig, float] = {}
     for b in a.budgets:
@@ -150,6 +131,30 @@ def supernet(c: Ctx):
         for g, w in zip(share, sampling_weights(share, lambda g, f=cost: f(g).macs, a.sampling),
                         strict=True):
             draw[g] = draw.get(g, 0.0) + w / len(a.budgets)
+    return draw
+
+
+def supernet(c: Ctx):
+    """The trained supernet: loaded when OUT/supernet.pt has all its epochs under the
+    same settings and pool (the pool is drawn again, seconds), else trained or resumed."""
+    import dataclasses
+
+    from mcuc.nas.train import CHECKPOINT, load_checkpoint, load_supernet, train_supernet
+
+    if c.sn is not None:
+        return c.sn
+    settings = supernet_settings(c)
+    path = c.out / CHECKPOINT
+    draw = _pool(c)
+    if path.is_file():
+        ck = load_checkpoint(path)
+        if ck["epoch"] >= settings.epochs and ck["settings"] == dataclasses.asdict(settings) \
+                and ck["pool"] == [g.to_dict() for g in draw]:
+            c.sn, _ = load_supernet(path)
+            c.sn.train_seconds = ck["seconds"]
+            c.sn.pool_size = len(ck["pool"] or ())
+            return c.sn
+    a = c.a
     meta = {"dataset": "fashion-mnist", "limit": a.limit, "val": c.val, "board": "stm32f746",
             "sram": max(a.budgets) * KB, "flash": FLASH, "device": device_name(a.device)}
     model = train_supernet(c.space, c.x[c.tr], c.y[c.tr], settings, list(draw), a.device,
@@ -172,7 +177,7 @@ def search(c: Ctx, b: int) -> dict:
                          generations=a.generations, seed=a.seed, device=a.device,
                          extra={"command": "bench-search"})
     found = _cached_search(work, opts)
-    if found is not None:
+    if found is not None and _costs_agree(c, b, found):
         return found
     supernet(c)   # trained (or checked complete) before the search loads it
     run_search(opts, work)
@@ -180,6 +185,17 @@ def search(c: Ctx, b: int) -> dict:
 
 
 _NOT_COMPARED = ("device", "progress")   # how a search ran, not what it found
+
+
+def _costs_agree(c: Ctx, b: int, found: dict) -> bool:
+    """Does the compiler still give every candidate of a cached search the cost it
+    recorded? (A compiler change that allocates differently makes the search stale.)"""
+    model = c.models[b]
+    for cand in found["candidates"]:
+        now = model.cost(SubnetConfig.from_dict(cand["config"])).to_dict()
+        if any(now[k] != v for k, v in cand["cost"].items()):
+            return False
+    return True
 
 
 def _cached_search(work: Path, opts) -> dict | None:
@@ -281,8 +297,10 @@ def measured(c: Ctx, kind: str, cfg: SubnetConfig, rep: int = 0) -> dict:
     """`trained` plus `measure`, the measurement cached beside the model."""
     net, record = trained(c, kind, cfg, rep)
     path = model_path(c, kind, cfg, rep).with_suffix(".measure.json")
+    # The predicted arena stands for the compiler's memory plan: when it changes, the
+    # measured RAM would too.
     key = {"recipe": recipe(c, kind, rep), "fw_images": c.a.fw_images, "test_limit": c.a.test_limit,
-           "numerics": NUMERICS}
+           "numerics": NUMERICS, "arena": c.models[max(c.a.budgets)].cost(cfg).arena_bytes}
     if path.is_file():
         old = json.loads(path.read_text())
         if old["key"] == key:
