@@ -114,6 +114,16 @@ def test_parts_are_cached_and_reused(tmp_path: Path, monkeypatch) -> None:
         cost(self, cfg), arena_bytes=cost(self, cfg).arena_bytes + 8))
     with pytest.raises(AssertionError, match="run_search ran"):
         bench_search.main([*flags, "--part", "train"])
+    # ... and, when fewer configs fit, the supernet's pool: it is trained anew.
+    monkeypatch.setattr(CostModel, "cost", lambda self, cfg: dataclasses.replace(
+        cost(self, cfg), fits=cost(self, cfg).fits and cfg.dim <= 48))
+
+    def train_supernet(*a, resume: bool, **k):
+        raise AssertionError(f"train_supernet ran, resume={resume}")
+
+    monkeypatch.setattr("mcuc.nas.train.train_supernet", train_supernet)
+    with pytest.raises(AssertionError, match="train_supernet ran, resume=False"):
+        bench_search.main([*flags, "--part", "train"])
 
 
 def test_cached_search_needs_the_same_options(tmp_path: Path) -> None:

@@ -146,19 +146,25 @@ def supernet(c: Ctx):
     settings = supernet_settings(c)
     path = c.out / CHECKPOINT
     draw = _pool(c)
+    resume = True
     if path.is_file():
         ck = load_checkpoint(path)
-        if ck["epoch"] >= settings.epochs and ck["settings"] == dataclasses.asdict(settings) \
-                and ck["pool"] == [g.to_dict() for g in draw]:
+        # A pool the compiler no longer draws (it allocates differently now): start anew.
+        resume = ck["pool"] == [g.to_dict() for g in draw]
+        if resume and ck["epoch"] >= settings.epochs \
+                and ck["settings"] == dataclasses.asdict(settings):
             c.sn, _ = load_supernet(path)
             c.sn.train_seconds = ck["seconds"]
             c.sn.pool_size = len(ck["pool"] or ())
             return c.sn
+        if not resume:
+            print(f"{path}: trained on a pool the compiler's costs no longer give; "
+                  "training the supernet anew")
     a = c.a
     meta = {"dataset": "fashion-mnist", "limit": a.limit, "val": c.val, "board": "stm32f746",
             "sram": max(a.budgets) * KB, "flash": FLASH, "device": device_name(a.device)}
     model = train_supernet(c.space, c.x[c.tr], c.y[c.tr], settings, list(draw), a.device,
-                           path, resume=True, meta=meta, weights=list(draw.values()),
+                           path, resume=resume, meta=meta, weights=list(draw.values()),
                            distill=c.labels if settings.distill_weight else None)
     model.pool_size = len(draw)
     c.sn = model
