@@ -150,3 +150,16 @@ def test_not_when_the_queries_are_read_later(monkeypatch: pytest.MonkeyPatch) ->
     steps[j] = replace(later, inputs=[later.inputs[0], Operand("buf", q)])
     out = overwrite_queries(replace(s, steps=steps))
     assert out.buffers[st.output].parent is None
+
+
+def test_low_rank_blocks_too() -> None:
+    """A low-rank projection's first linear (no residual add) reads the output too."""
+    from mcuc.nas.cost import fast_schedule
+    from mcuc.nas.space import SubnetConfig
+
+    cfg = SubnetConfig(resolution=28, patch=4, dim=64, depth=3, heads=(4, 2, 1),
+                       mlp_ratio=(2.0, 1.0, 1.5), lowrank=(0.25, 1.0, 0.5))
+    s = fast_schedule(cfg)
+    assert len(_placed(s)) == cfg.depth
+    # 4ND, plus the [N, r] input of the r -> 3D linear that ends block 3's qkv (r = 32)
+    assert memory.plan(s.liveness()).arena_bytes <= 4 * 50 * 64 + 50 * 32 + 64

@@ -10,7 +10,8 @@ the tokenwise consumers take through their row stride `x_rs`.
 
 `overwrite_queries` does this for each attention step where it is safe:
 - the output is a plain buffer written first there, read afterwards only as the chain
-  input `x` of tokenwise steps that read it as contiguous [rows][k] rows;
+  input `x` of tokenwise steps that read it as contiguous [rows][k] rows (and as their
+  residual operand only where they have no residual add: then it is not read);
 - the output is laid out [row][head * dv + c] and the queries are heads side by side in
   each row (q_cs == 1, q_bs == dv == d), so every output element has a query element;
 - the queries' bytes overlap neither the keys' nor the values', and no step after the
@@ -54,8 +55,10 @@ def _readers(s: Schedule, o: str, a: int, acc: Touches) -> list[int] | None:
         if j == a:
             continue
         st = s.steps[j]
-        if j < a or st.kernel != "tokenwise" or st.output == o or st.inputs[1].name == o \
-                or st.inputs[0].name != o or st.params["x_rs"] != st.params["k"]:
+        if j < a or st.kernel != "tokenwise" or st.output == o or st.inputs[0].name != o \
+                or st.params["x_rs"] != st.params["k"]:
+            return None
+        if st.inputs[1].name == o and st.params["has_res"]:  # without one, r is unused
             return None
         out.append(j)
     return out
