@@ -315,6 +315,17 @@ def test_repeats_train_each_table_model_with_other_seeds(tmp_path: Path, monkeyp
     bench_search.main([*flags, "--part", "train", "--repeat", "1"])
 
 
+def test_repeat_alone_trains_that_seed_only(tmp_path: Path) -> None:
+    """--repeat 1 trains seed 1 of each table model and not seed 0 (which a process
+    beside it may be training)."""
+    out = tmp_path / "out"
+    flags = [*QUICK, "--out", str(out), "--finalists", "1", "--repeats", "2"]
+    bench_search.main([*flags, "--part", "train", "--repeat", "1"])
+    names = sorted(p.stem for p in (out / "models").glob("*.pt"))
+    assert {n.split("_")[0] for n in names} == {"baseline", "searched"}
+    assert all(n.endswith("_r1") for n in names), names
+
+
 def test_report_averages_the_repeats() -> None:
     """With --repeats the table gives each model's mean and every seed's accuracy, and
     "ahead" compares the means: one lucky seed does not win a budget."""

@@ -107,7 +107,9 @@ def run(a: argparse.Namespace) -> str | None:
         if a.part in ("all", "train", "baselines"):
             cfg = baseline_config(c.space, c.models[b])
             row["baseline"] = None
-            if cfg is not None:
+            if cfg is not None and only_repeat(c):
+                row["baseline"] = {"repeats": again(c, "baseline", cfg)}
+            elif cfg is not None:
                 base = (measured(c, "baseline", cfg) if a.part == "all"
                         else trained(c, "baseline", cfg)[1])
                 row["baseline"] = {**base, "repeats": again(c, "baseline", cfg),
@@ -120,6 +122,12 @@ def run(a: argparse.Namespace) -> str | None:
     (c.out / "bench.json").write_text(json.dumps(rows, indent=1))
     sn = supernet(c)
     return report(a, rows, sn.train_seconds, sn.pool_size, c.teacher, machine=a.machine)
+
+
+def only_repeat(c: Ctx) -> bool:
+    """--repeat I > 0 outside --part all: train that seed alone (another process may be
+    training seed 0 at the same time)."""
+    return c.a.part != "all" and bool(c.a.repeat)
 
 
 def again(c: Ctx, kind: str, cfg: SubnetConfig) -> list[dict]:
@@ -150,6 +158,11 @@ def pick_searched(c: Ctx, b: int, founds: dict[int, dict], fins: dict[int, list[
     """Fine-tune each finalist; the searched model is the best on held-out images after
     it (the search's own order breaks ties), measured when the part is "all". With
     `proxies` (their records) the one pick is the proxies' best."""
+    if only_repeat(c):
+        if len(picks) != 1:
+            raise McucError(f"{b} KB: --repeat {c.a.repeat} needs the pick made: run "
+                            "--repeat 0 first, or pick with --proxy-epochs or --finalist")
+        return {"repeats": again(c, "searched", picks[0])}
     recs = [(cfg, trained(c, "searched", cfg)[1]) for cfg in picks]
     cfg, rec = max(recs, key=lambda r: r[1]["val_acc"])
     row = measured(c, "searched", cfg) if c.a.part == "all" else dict(rec)
