@@ -368,3 +368,15 @@ def test_measurements_are_redone_when_the_memory_plan_changes(tmp_path: Path,
     arena["bytes"] = 800
     assert bench_search_stages.measured(c, "baseline", cfg)["arena"] == 800
     assert len(runs) == 2
+
+
+def test_search_part_trains_no_model(tmp_path: Path, monkeypatch) -> None:
+    """--part search runs the searches only, also with --proxy-epochs (the proxies are
+    --part proxy's): processes searching budgets side by side train nothing twice."""
+    out = tmp_path / "out"
+    flags = [*QUICK, "--out", str(out), "--finalists", "1", "--proxy-epochs", "1"]
+    bench_search.main([*flags, "--part", "supernet"])
+    monkeypatch.setattr("mcuc.models.train.train", _refuse("train"))
+    bench_search.main([*flags, "--part", "search"])
+    assert (out / "sram64k" / "search.json").is_file()
+    assert not (out / "models").exists() or not list((out / "models").glob("*.pt"))

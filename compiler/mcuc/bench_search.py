@@ -95,14 +95,16 @@ def run(a: argparse.Namespace) -> str | None:
                 shutil.copy(c.out / f"sram{b}k" / "pareto.png",
                             Path(a.bench_dir) / f"search_pareto_{b}k.png")
             proxies = None
-            if a.proxy_epochs:
+            if a.part == "search":   # the searches only: proxies and picks are later parts
+                picks = []
+            elif a.proxy_epochs:
                 best, proxies = proxy_pick(c, b, founds)
                 picks = [best] if best is not None else []
             elif a.finalist is not None:
                 picks = fins[b][a.finalist:a.finalist + 1]
             else:
                 picks = candidates(c, b, fins)
-            if a.part != "search" and picks:   # a budget may have fewer families
+            if picks:   # a budget may have fewer families
                 row["searched"] = pick_searched(c, b, founds, fins, picks, proxies)
         if a.part in ("all", "train", "baselines"):
             cfg = baseline_config(c.space, c.models[b])
