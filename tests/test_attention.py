@@ -100,6 +100,23 @@ def test_c_matches_ref_vit_shapes(ck: CKernels, n: int, heads: int, hd: int) -> 
     assert np.array_equal(ck.run("attention", p, [qkv, qkv, qkv], size), want)
 
 
+@pytest.mark.parametrize("n,heads,hd", [(50, 2, 32), (17, 4, 8), (1, 1, 1)])
+def test_c_writes_over_its_queries(ck: CKernels, n: int, heads: int, hd: int) -> None:
+    """The y view equal to the q view, in the qkv buffer itself (schedule/queries.py):
+    each output row lands on its query row, k and v are untouched."""
+    from test_tokenwise import call_in_arena
+
+    p, qkv, _ = _vit_like_case(np.random.default_rng(n + heads), n, heads, hd)
+    dim = heads * hd
+    want = REGISTRY["attention"].ref(p, qkv, qkv, qkv).reshape(n, dim)
+    over = dict(p, o_off=0, o_bs=hd, o_rs=3 * dim, o_cs=1)
+    arena = qkv.copy()
+    call_in_arena(ck, "attention", over, arena, [0, 0, 0], 0)
+    rows = arena.reshape(n, 3 * dim)
+    assert np.array_equal(rows[:, :dim], want)
+    assert np.array_equal(rows[:, dim:], qkv.reshape(n, 3 * dim)[:, dim:])
+
+
 def test_sanitizers_strided(tmp_path: Path) -> None:
     rng = np.random.default_rng(13)
     cases = []

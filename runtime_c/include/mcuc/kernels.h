@@ -157,7 +157,10 @@ void mcuc_mean_s8(const mcuc_mean_params_t *p, const int8_t *x, int8_t *y);
  *   y[b][i][c] = clamp(o_zp + requantize(sat32(sum_j (p[j] + 128) * (v[b][j][c] - v_zp)),
  *                                        o_mult, o_shift))
  * i.e. bit-identical to the unfused chain; the score matrix never exists.
- * y must not alias q, k, v or the scratch; the y view must not write one element twice. */
+ * y may lie over q element for element (the y view equal to the q view, d == dv): each
+ * query row is read in full before its output row is written (schedule/queries.py).
+ * Otherwise y must not alias q, k, v or the scratch; the y view must not write one element
+ * twice. */
 typedef struct {
     int32_t batch, q_len, kv_len, d, dv;
     int32_t q_off, q_bs, q_rs, q_cs;
