@@ -17,20 +17,15 @@ import pytest
 import torch
 
 from mcuc import memory
-from mcuc.kernels import attention as k_att
 from mcuc.models.vit import ViTConfig, build_vit
 from mcuc.pipeline import load_graph
 from mcuc.quant.calibrate import calibrate
 from mcuc.schedule import passes
 from mcuc.schedule.lower import lower
-from mcuc.schedule.queries import overwrite_queries
+from mcuc.schedule.queries import overwrite_queries, root_index
 from mcuc.schedule.schedule import Operand, Schedule
 
 from helpers import compile_random
-
-
-def _root_index(s: Schedule, name: str, p: dict, slot: str) -> np.ndarray:
-    return s.root(name)[1] + k_att.view_index(p, slot).reshape(-1)
 
 
 def _placed(s: Schedule) -> list[int]:
@@ -42,11 +37,11 @@ def _placed(s: Schedule) -> list[int]:
         q, o, p = st.inputs[0].name, st.output, st.params
         if s.root(o)[0] != s.root(q)[0]:
             continue
-        assert np.array_equal(_root_index(s, o, p, "o"), _root_index(s, q, p, "q"))
+        assert np.array_equal(root_index(s, o, p, "o"), root_index(s, q, p, "q"))
         for slot, op in (("k", st.inputs[1]), ("v", st.inputs[2])):
             if s.root(op.name)[0] == s.root(q)[0]:
-                assert not np.intersect1d(_root_index(s, op.name, p, slot),
-                                          _root_index(s, q, p, "q")).size
+                assert not np.intersect1d(root_index(s, op.name, p, slot),
+                                          root_index(s, q, p, "q")).size
         readers = [st2 for st2 in s.steps[a + 1:]
                    if o in [op.name for op in st2.inputs if op.kind == "buf"]]
         assert readers and all(r.kernel == "tokenwise" and r.inputs[0].name == o

@@ -109,7 +109,7 @@ def run(a: argparse.Namespace) -> str | None:
         if a.part in ("all", "train", "baselines"):
             cfg = baseline_config(c.space, c.models[b])
             row["baseline"] = None
-            if cfg is not None and only_repeat(c):
+            if cfg is not None and only_repeat(c):   # that seed alone, no row to report
                 row["baseline"] = {"repeats": again(c, "baseline", cfg)}
             elif cfg is not None:
                 base = (measured(c, "baseline", cfg) if a.part == "all"

@@ -42,7 +42,7 @@ def overwrite_queries(schedule: Schedule) -> Schedule:
     return s if arena(s) <= arena(schedule) else schedule
 
 
-def _root_index(s: Schedule, name: str, p: dict, slot: str) -> np.ndarray:
+def root_index(s: Schedule, name: str, p: dict, slot: str) -> np.ndarray:
     """Byte offsets, within its root buffer, of every element of view `slot`."""
     return s.root(name)[1] + k_att.view_index(p, slot).reshape(-1)
 
@@ -83,9 +83,9 @@ def _overwrite(s: Schedule, a: int, acc: Touches) -> None:
     if root in (s.root(s.input_buffer)[0], s.root(s.output_buffer)[0]) \
             or not acc.dies_at(root, a):
         return
-    qi = _root_index(s, q, p, "q")
+    qi = root_index(s, q, p, "q")
     for slot, op in (("k", st.inputs[1]), ("v", st.inputs[2])):
-        if s.root(op.name)[0] == root and np.intersect1d(qi, _root_index(s, op.name, p, slot)).size:
+        if s.root(op.name)[0] == root and np.intersect1d(qi, root_index(s, op.name, p, slot)).size:
             return
     readers = _readers(s, o, a, acc)
     if readers is None or any(s.steps[j].params["k"] != width
