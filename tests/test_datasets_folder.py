@@ -248,9 +248,6 @@ def test_load_dataset_fashion_mnist() -> None:
 
 
 def test_load_dataset_errors(tmp_path: Path) -> None:
-    with pytest.raises(McucError, match="size must be 28") as e:
-        load_dataset("fashion-mnist", size=32)
-    assert_one_line_error(e)
     with pytest.raises(McucError, match="unknown dataset") as e:
         load_dataset("cifar-100")
     assert_one_line_error(e, "cifar-100", *NAMED_DATASETS)

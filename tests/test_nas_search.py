@@ -225,7 +225,8 @@ def test_proxy_ranks_the_best_shapes_by_training_from_scratch(searched: Path,
     scratch; the best on held-out images is the finalist, whatever the inherited order."""
     s = _search_again(searched, tmp_path / "proxy", "--proxy-epochs", "1", "--proxy-shapes", "3")
     proxies = s["meta"]["best"]["proxies"]
-    top = list(_best_of_each(s, lambda g: (g["patch"], g["dim"], g["depth"])).values())[:3]
+    top = list(_best_of_each(s, lambda g: (g["resolution"], g["patch"], g["dim"],
+                                          g["depth"])).values())[:3]
     assert [p["config"] for p in proxies] == [c["config"] for c in top]
     assert [p["val_accuracy_inherited"] for p in proxies] == [c["accuracy"] for c in top]
     chosen = max(proxies, key=lambda p: p["val_accuracy_proxy"])

@@ -44,7 +44,9 @@ def test_default_space_loads() -> None:
 @pytest.mark.parametrize("text, needle", [
     (BASE + "colour = 3\n", "unknown key(s) colour"),
     (BASE.replace("dim = [32, 64]", "dim = []"), "dim has an empty choice list"),
-    (BASE.replace("patch = [4, 7]", "patch = [4, 5]"), "patch 5 does not divide resolution 28"),
+    (BASE.replace("patch = [4, 7]", "patch = [4, 5]"), "patch 5 divides no resolution in [28]"),
+    (BASE.replace("resolution = [28]", "resolution = [28, 30]"),
+     "no patch in [4, 7] divides resolution 30"),
     (BASE.replace("heads = [1, 2]", "heads = [3]"), "dim 32 is not divisible by heads 3"),
     (BASE.replace("depth = [2]\n", ""), "missing key(s) depth"),
     (BASE.replace("depth = [2]", "depth = [2.5]"), "depth choices must be integers"),
@@ -78,6 +80,31 @@ def test_operators_stay_in_space(per_layer: bool) -> None:
         pop[rng.randrange(len(pop))] = child
     depths = {c.depth for c in pop}
     assert len(depths) > 1  # mutation does move depth
+
+
+# Resolutions whose patches differ: 28 takes 4 and 7, 32 takes 4 and 8, 35 takes 7 only.
+FAMILIES = {**WIDE, "resolution": [28, 32, 35], "patch": [4, 7, 8]}
+
+
+def test_operators_keep_patch_dividing_resolution() -> None:
+    """With families that differ per resolution, sample/mutate/crossover still draw only
+    patches that tile the resolution, and every family is reached."""
+    sp = parse_space(FAMILIES)
+    assert sp.families == ((28, 4), (28, 7), (32, 4), (32, 8), (35, 7))
+    rng = random.Random(1)
+    pop = [sp.sample(rng) for _ in range(40)]
+    seen = set()
+    for _ in range(3000):
+        a, b = rng.choice(pop), rng.choice(pop)
+        child = sp.mutate(sp.crossover(a, b, rng), rng, prob=rng.random())
+        sp.check(child)
+        seen.add((child.resolution, child.patch))
+        pop[rng.randrange(len(pop))] = child
+    assert seen == set(sp.families)
+    with pytest.raises(McucError, match="patch 8 does not divide resolution 28"):
+        sp.check(SubnetConfig(28, 8, 16, 1, (1,), (1.0,), (1.0,), 3, 5))
+    per_layer = 3 * 3 * 3   # heads x mlp x rank choices of one block
+    assert sp.size() == 5 * 3 * sum(per_layer ** d for d in (1, 2, 3))
 
 
 def test_check_rejects_foreign_configs() -> None:

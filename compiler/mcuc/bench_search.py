@@ -215,8 +215,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--shared-finalists", action="store_true",
                     help="each budget also weighs the other budgets' finalists that fit it")
     ap.add_argument("--proxy-epochs", type=int, default=0,
-                    help="rank the --proxy-shapes best shapes (patch, dim, depth) by this "
-                         "many epochs of training from scratch; the best is the finalist")
+                    help="rank the --proxy-shapes best shapes (resolution, patch, dim, "
+                         "depth) by this many epochs of training from scratch; the best is "
+                         "the finalist")
     ap.add_argument("--proxy-shapes", type=int, default=6,
                     help="shapes trained for the proxy ranking, per budget")
     ap.add_argument("--proxy-check", action="store_true",

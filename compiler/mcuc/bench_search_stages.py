@@ -18,6 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mcuc.nas.space import SubnetConfig
+from mcuc.resize import resize_images
 
 KB = 1024
 FLASH = 256 * KB
@@ -287,12 +288,13 @@ def trained(c: Ctx, kind: str, cfg: SubnetConfig, rep: int = 0):
             return net, ck["record"]
     inherit = _inherits(c, kind)
     net = supernet(c).extract(cfg) if inherit else SubnetViT(cfg)
-    inherited = evaluate(net, c.x[c.va], c.y[c.va]) if inherit else None
+    x = resize_images(c.x, cfg.resolution)
+    inherited = evaluate(net, x[c.va], c.y[c.va]) if inherit else None
     t0 = time.perf_counter()
-    train(net, c.x[c.tr], c.y[c.tr], want["epochs"], lr=want["lr"], seed=want["seed"],
+    train(net, x[c.tr], c.y[c.tr], want["epochs"], lr=want["lr"], seed=want["seed"],
           augment=c.a.augment, distill=c.labels, device=c.a.device)
     record = {"train_s": time.perf_counter() - t0, "device": device_name(c.a.device),
-              "val_acc": evaluate(net, c.x[c.va], c.y[c.va]), "inherited_val_acc": inherited}
+              "val_acc": evaluate(net, x[c.va], c.y[c.va]), "inherited_val_acc": inherited}
     path.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(path, {"config": cfg.to_dict(), "state_dict": net.state_dict(),
                            "recipe": want, "record": record})
@@ -313,8 +315,9 @@ def measured(c: Ctx, kind: str, cfg: SubnetConfig, rep: int = 0) -> dict:
             return {**old["row"], **record}
     calib = c.x[c.tr][np.random.default_rng(c.a.seed).choice(len(c.tr), 64, replace=False)]
     t0 = time.perf_counter()
-    row = measure(net, cfg, path.with_suffix("").with_suffix(""), calib, c.x_test, c.y_test,
-                  c.a.fw_images)
+    row = measure(net, cfg, path.with_suffix("").with_suffix(""),
+                  resize_images(calib, cfg.resolution), resize_images(c.x_test, cfg.resolution),
+                  c.y_test, c.a.fw_images)
     row["measure_s"] = time.perf_counter() - t0
     path.write_text(json.dumps({"key": key, "row": row}, indent=1))
     return {**row, **record}

@@ -119,8 +119,8 @@ def add_search_args(s: argparse.ArgumentParser) -> None:
                         "families and keep the best on held-out images (default 1)")
     s.add_argument("--proxy-epochs", type=int, default=o.proxy_epochs,
                    help="train the best candidate of each of the --proxy-shapes best shapes "
-                        "(patch, dim, depth) from scratch this many epochs; the best on "
-                        "held-out images is the finalist (0: off)")
+                        "(resolution, patch, dim, depth) from scratch this many epochs; the "
+                        "best on held-out images is the finalist (0: off)")
     s.add_argument("--proxy-shapes", type=int, default=o.proxy_shapes)
     s.add_argument("--distill-epochs", type=int, default=o.distill_epochs,
                    help="train a small CNN teacher this many epochs and distil its labels "

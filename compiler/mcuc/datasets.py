@@ -23,6 +23,7 @@ from typing import Literal
 import numpy as np
 
 from mcuc import McucError
+from mcuc.resize import resize_images
 
 Split = Literal["train", "test"]
 Loader = Callable[..., tuple[np.ndarray, np.ndarray]]
@@ -132,7 +133,8 @@ def load_calibration(
     """Calibration inputs for int8 quantisation, float32 shaped [N, *input_shape[1:]].
 
     `spec` is a registered dataset name (draws `count` training images with a seeded RNG,
-    so the same seed always yields the same quantisation) or a path to a `.npy` array
+    so the same seed always yields the same quantisation; resized to the model's input
+    resolution when it differs, as the search trained such a model) or a path to a `.npy` array
     shaped [N, *input_shape[1:]] or [N, *input_shape] (a batch of batch-1 inputs).
     A `.npy` file is used whole; `count` only applies to named datasets.
     """
@@ -142,14 +144,14 @@ def load_calibration(
         if count <= 0:
             raise McucError(f"calibration count must be positive, not {count}")
         x, _ = DATASETS[spec_str]("train")
-        if x.shape[1:] != sample_shape:
+        if len(sample_shape) != 3 or x.shape[1] != sample_shape[0]:
             raise McucError(
                 f"calibration dataset {spec_str!r} yields inputs shaped {list(x.shape[1:])}, "
                 f"but the model input is {list(input_shape)}"
             )
         rng = np.random.default_rng(seed)
         idx = np.sort(rng.choice(x.shape[0], size=min(count, x.shape[0]), replace=False))
-        return np.ascontiguousarray(x[idx], dtype=np.float32)
+        return resize_images(x[idx], sample_shape[1:])
 
     path = Path(spec_str)
     if path.suffix != ".npy":
@@ -403,10 +405,11 @@ def load_image_folder(
 def _fashion_mnist_dataset(
     split: Split, limit: int | None, size: int | None, channels: int | None
 ) -> Dataset:
-    """Fashion-MNIST for `load_dataset`: native 28x28 only (no resampling of the IDX data)."""
-    if size not in (None, 28):
-        raise McucError(f"fashion-mnist images are 28x28; size must be 28 or omitted, not {size}")
+    """Fashion-MNIST for `load_dataset`, resized (bilinear, as the search resizes) when
+    `size` is given and not the native 28."""
     x, y = load_fashion_mnist(split, limit)
+    if size is not None:
+        x = resize_images(x, size)
     if channels == 3:
         x = np.ascontiguousarray(np.repeat(x, 3, axis=1))
     return x, y, FASHION_MNIST_CLASSES

@@ -5,7 +5,7 @@ Why: a briefly trained supernet's inherited accuracy cannot separate its top can
 standard error is 0.6), and it prefers narrow, deep models that converge fast inside
 the supernet, while wide ones gain the most from a long training (measured: after 50
 epochs from scratch the uniform p7 d64 L4 beat the search's p7 d48 L7 by 1.1 points).
-So the search keeps the best candidate of each shape (patch, dim, depth), the K shapes
+So the search keeps the best candidate of each shape (resolution, patch, dim, depth), the K
 with the best inherited accuracy, each is trained from scratch for a few epochs, and
 the best on held-out images is the finalist.
 """
@@ -26,11 +26,12 @@ class Shape:
 
 
 def shapes(cands: list[Shape], fits, k: int) -> list[Shape]:
-    """The best-inherited candidate of each (patch, dim, depth) that `fits`, the k best
-    shapes, best first; on equal accuracy the earlier candidate in `cands` wins."""
-    best: dict[tuple[int, int, int], Shape] = {}
+    """The best-inherited candidate of each (resolution, patch, dim, depth) that `fits`,
+    the k best shapes, best first; on equal accuracy the earlier candidate in `cands` wins."""
+    best: dict[tuple[int, int, int, int], Shape] = {}
     for s in sorted(cands, key=lambda s: -s.inherited):   # stable sort
-        key = (s.config.patch, s.config.dim, s.config.depth)
+        c = s.config
+        key = (c.resolution, c.patch, c.dim, c.depth)
         if key not in best and fits(s.config):
             best[key] = s
     return list(best.values())[:k]

@@ -67,7 +67,7 @@ class SearchOptions:
     distill_supernet: bool = False  # distil the teacher into the supernet too
     finalists: int = 1              # token families whose best candidate is fine-tuned
     proxy_epochs: int = 0           # rank the best shapes by training from scratch (0: off)
-    proxy_shapes: int = 6           # shapes (patch, dim, depth) the proxy trains
+    proxy_shapes: int = 6           # shapes (resolution, patch, dim, depth) the proxy trains
     seed: int = 0
     device: str = "cpu"
     supernet: str | None = None     # a trained supernet.pt to reuse instead of training
@@ -138,6 +138,7 @@ def run_search(opts: SearchOptions, out: Path | str) -> dict:
         sampling_weights,
         subnet_accuracy,
     )
+    from mcuc.resize import resize_images
 
     t_start = time.perf_counter()
     out = Path(out)
@@ -206,16 +207,17 @@ def run_search(opts: SearchOptions, out: Path | str) -> dict:
         chosen, proxies = proxy_finalist(opts, result.candidates, x, y, tr, va, labels)
     for cand in chosen:
         net = model.cpu().extract(cand.config)
+        xs = resize_images(x, cand.config.resolution)   # the supernet resized on the fly
         row = {"config": cand.config.to_dict(), "val_accuracy_inherited": evaluate(
-            net, x[va], y[va]), "val_accuracy_finetuned": None}
+            net, xs[va], y[va]), "val_accuracy_finetuned": None}
         if opts.finetune_epochs > 0 and opts.finetune_init == "scratch":
             torch.manual_seed(opts.seed)
             net = SubnetViT(cand.config)
         if opts.finetune_epochs > 0:
-            train(net, x[tr], y[tr], opts.finetune_epochs, batch_size=opts.batch_size,
+            train(net, xs[tr], y[tr], opts.finetune_epochs, batch_size=opts.batch_size,
                   lr=opts.finetune_lr, seed=opts.seed, progress=opts.progress,
                   augment=opts.augment, distill=labels, device=opts.device)
-            row["val_accuracy_finetuned"] = evaluate(net, x[va], y[va])
+            row["val_accuracy_finetuned"] = evaluate(net, xs[va], y[va])
         finals.append((cand, net, row))
     score = "val_accuracy_inherited" if opts.finetune_epochs <= 0 else "val_accuracy_finetuned"
     best, net, row = max(finals, key=lambda f: f[2][score])  # first of equals: the search's
@@ -226,8 +228,8 @@ def run_search(opts: SearchOptions, out: Path | str) -> dict:
     torch.save({"config": cfg.to_dict(), "state_dict": net.state_dict(),
                 "val_accuracy": finetuned if finetuned is not None else inherited},
                out / "best.pt")
-    calib = x[tr][np.random.default_rng(opts.seed).choice(len(tr), min(64, len(tr)),
-                                                          replace=False)]
+    calib = resize_images(x[tr][np.random.default_rng(opts.seed).choice(
+        len(tr), min(64, len(tr)), replace=False)], cfg.resolution)
     np.save(out / "calib.npy", calib)
     built = verify_build(out / "best.onnx", calib, opts.board)
     predicted = {k: getattr(best.cost, k) for k in built}
@@ -266,6 +268,7 @@ def proxy_finalist(opts: SearchOptions, candidates: list, x, y, tr, va, labels
     from mcuc.models.train import evaluate, train
     from mcuc.nas.proxy import Shape, best_of, shapes
     from mcuc.nas.subnet import SubnetViT
+    from mcuc.resize import resize_images
 
     picked = shapes([Shape(c.config, c.accuracy) for c in candidates],   # all feasible
                     lambda g: True, opts.proxy_shapes)
@@ -276,11 +279,12 @@ def proxy_finalist(opts: SearchOptions, candidates: list, x, y, tr, va, labels
                    f"{g.depth}, {opts.proxy_epochs} epochs from scratch")
         torch.manual_seed(opts.seed)
         net = SubnetViT(g)
-        train(net, x[tr], y[tr], opts.proxy_epochs, batch_size=opts.batch_size, lr=opts.lr,
+        xs = resize_images(x, g.resolution)
+        train(net, xs[tr], y[tr], opts.proxy_epochs, batch_size=opts.batch_size, lr=opts.lr,
               seed=opts.seed, progress=opts.progress, augment=opts.augment, distill=labels,
               device=opts.device)
         rows.append({"config": g.to_dict(), "val_accuracy_inherited": s.inherited,
-                     "val_accuracy_proxy": evaluate(net, x[va], y[va])})
+                     "val_accuracy_proxy": evaluate(net, xs[va], y[va])})
     best = picked[best_of([r["val_accuracy_proxy"] for r in rows])].config
     return [next(c for c in candidates if c.config == best)], rows
 

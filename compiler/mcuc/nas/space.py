@@ -1,9 +1,10 @@
 """The architecture search space: which ViTs the memory-aware search may pick from.
 
 The space is data (a small TOML file) so a board or dataset gets its own space without
-code. Validation is strict on purpose: every patch divides every resolution and every
-dim is a multiple of every heads choice, so *any* combination of choices is a valid
-ViT and sample/mutate/crossover never need rejection loops.
+code. Validation is strict on purpose: every dim is a multiple of every heads choice,
+and every resolution has a patch that divides it (and every patch a resolution), so the
+operators below only ever draw valid ViTs without rejection loops: the patch is drawn
+among those that divide the resolution (a "token family", (resolution, patch)).
 """
 
 from __future__ import annotations
@@ -102,6 +103,16 @@ class SearchSpace:
     in_chans: int = 1
     num_classes: int = 10
 
+    # -- token families --------------------------------------------------------------
+    def patches(self, resolution: int) -> tuple[int, ...]:
+        """The patch sizes that tile `resolution` (in the space's order)."""
+        return tuple(p for p in self.patch if resolution % p == 0)
+
+    @property
+    def families(self) -> tuple[tuple[int, int], ...]:
+        """Every valid (resolution, patch) pair: each has its own positional embedding."""
+        return tuple((r, p) for r in self.resolution for p in self.patches(r))
+
     # -- membership ------------------------------------------------------------------
     def check(self, cfg: SubnetConfig) -> None:
         """Raise a one-line McucError unless `cfg` is a member of this space."""
@@ -111,6 +122,8 @@ class SearchSpace:
         for key in ("resolution", "patch", "dim", "depth"):
             if getattr(cfg, key) not in getattr(self, key):
                 raise bad(f"{key} {getattr(cfg, key)} not in {list(getattr(self, key))}")
+        if cfg.resolution % cfg.patch:
+            raise bad(f"patch {cfg.patch} does not divide resolution {cfg.resolution}")
         for key, choices in (("heads", self.heads), ("mlp_ratio", self.mlp_ratio),
                              ("lowrank", self.lowrank_ratio)):
             vals = getattr(cfg, key)
@@ -146,8 +159,9 @@ class SearchSpace:
     def sample(self, rng: random.Random) -> SubnetConfig:
         depth = rng.choice(self.depth)
         layers = [self._layer(rng) for _ in range(depth)]
+        res = rng.choice(self.resolution)
         return SubnetConfig(
-            resolution=rng.choice(self.resolution), patch=rng.choice(self.patch),
+            resolution=res, patch=rng.choice(self.patches(res)),
             dim=rng.choice(self.dim), depth=depth, heads=tuple(h for h, _ in layers),
             mlp_ratio=tuple(m for _, m in layers), lowrank=self._lowrank(depth, rng),
             in_chans=self.in_chans, num_classes=self.num_classes)
@@ -170,10 +184,13 @@ class SearchSpace:
                                                   for r in cfg.lowrank[:depth]))
         else:
             low = self._lowrank(depth, rng, (pick(cfg.lowrank[0], self.lowrank_ratio),))
+        res = pick(cfg.resolution, self.resolution)
+        patch = pick(cfg.patch, self.patches(res))
+        if res % patch:   # the kept patch does not tile the new resolution
+            patch = rng.choice(self.patches(res))
         return SubnetConfig(
-            resolution=pick(cfg.resolution, self.resolution), patch=pick(cfg.patch, self.patch),
-            dim=pick(cfg.dim, self.dim), depth=depth, heads=tuple(heads),
-            mlp_ratio=tuple(mlp), lowrank=low, in_chans=self.in_chans,
+            resolution=res, patch=patch, dim=pick(cfg.dim, self.dim), depth=depth,
+            heads=tuple(heads), mlp_ratio=tuple(mlp), lowrank=low, in_chans=self.in_chans,
             num_classes=self.num_classes)
 
     def crossover(self, a: SubnetConfig, b: SubnetConfig, rng: random.Random) -> SubnetConfig:
@@ -189,9 +206,12 @@ class SearchSpace:
             low.append(rng.choice(src).lowrank[i])
         lowrank = (tuple(low) if self.lowrank_per_layer
                    else (rng.choice((a.lowrank[0], b.lowrank[0])),) * depth)
+        res = rng.choice((a.resolution, b.resolution))
+        patch = rng.choice((a.patch, b.patch))
+        if res % patch:   # the other parent's patch tiles it (its own resolution's does)
+            patch = a.patch if res == a.resolution else b.patch
         return SubnetConfig(
-            resolution=rng.choice((a.resolution, b.resolution)),
-            patch=rng.choice((a.patch, b.patch)), dim=rng.choice((a.dim, b.dim)),
+            resolution=res, patch=patch, dim=rng.choice((a.dim, b.dim)),
             depth=depth, heads=tuple(heads), mlp_ratio=tuple(mlp), lowrank=lowrank,
             in_chans=self.in_chans, num_classes=self.num_classes)
 
@@ -199,7 +219,7 @@ class SearchSpace:
         """Number of distinct configs (per-layer genes counted per depth)."""
         per_layer = len(self.heads) * len(self.mlp_ratio) * \
             (len(self.lowrank_ratio) if self.lowrank_per_layer else 1)
-        glob = len(self.resolution) * len(self.patch) * len(self.dim) * \
+        glob = len(self.families) * len(self.dim) * \
             (1 if self.lowrank_per_layer else len(self.lowrank_ratio))
         return glob * sum(per_layer ** d for d in self.depth)
 
@@ -236,9 +256,11 @@ def parse_space(data: dict[str, Any], where: Path | str = "<dict>") -> SearchSpa
     if any(r > 1.0 for r in vals["lowrank_ratio"]):
         raise _err(where, f"lowrank_ratio choices must be in (0, 1]: {list(vals['lowrank_ratio'])}")
     for r in vals["resolution"]:
-        for p in vals["patch"]:
-            if r % p:
-                raise _err(where, f"patch {p} does not divide resolution {r}")
+        if all(r % p for p in vals["patch"]):
+            raise _err(where, f"no patch in {list(vals['patch'])} divides resolution {r}")
+    for p in vals["patch"]:
+        if all(r % p for r in vals["resolution"]):
+            raise _err(where, f"patch {p} divides no resolution in {list(vals['resolution'])}")
     for d in vals["dim"]:
         for h in vals["heads"]:
             if d % h:

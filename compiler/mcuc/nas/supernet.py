@@ -151,7 +151,7 @@ class SuperViT(nn.Module):
             self.patch_b[f"p{p}"] = nn.Parameter(torch.zeros(d))
         self.pos = nn.ParameterDict({
             _key(r, p): nn.Parameter(torch.randn(1, (r // p) ** 2 + 1, d) * 0.02)
-            for r in space.resolution for p in space.patch})
+            for r, p in space.families})
         self.cls_token = _trunc(1, 1, d)
         self.blocks = nn.ModuleList(SuperBlock(d, hidden, rank) for _ in range(max(space.depth)))
         self.norm = SuperLayerNorm(d)
