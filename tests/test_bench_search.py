@@ -380,3 +380,22 @@ def test_search_part_trains_no_model(tmp_path: Path, monkeypatch) -> None:
     bench_search.main([*flags, "--part", "search"])
     assert (out / "sram64k" / "search.json").is_file()
     assert not (out / "models").exists() or not list((out / "models").glob("*.pt"))
+
+
+def test_a_space_at_another_resolution_is_trained_and_measured(tmp_path: Path) -> None:
+    """--space with resolution 32 only: the searched model is trained and measured
+    (int8 reference and firmware) on resized images, the baseline grid stays at 28."""
+    space = tmp_path / "space.toml"
+    space.write_text("resolution = [32]\npatch = [8]\ndim = [16]\ndepth = [1]\nheads = [1, 2]\n"
+                     "mlp_ratio = [1.0]\nlowrank_ratio = [1.0]\n")
+    out, bench = tmp_path / "out", tmp_path / "bench"
+    bench_search.main([*QUICK, "--finalists", "1", "--fw-images", "2", "--space", str(space),
+                       "--out", str(out), "--bench-dir", str(bench)])
+    rows = json.loads((out / "bench.json").read_text())
+    searched, base = rows[0]["searched"], rows[0]["baseline"]
+    assert searched["config"]["resolution"] == 32 and searched["config"]["patch"] == 8
+    assert base["config"]["resolution"] == 28
+    for row in (searched, base):   # every test image went through the int8 reference
+        assert 0.0 <= row["int8_acc"] <= 1.0 and row["fw_bit_exact"] == row["fw_images"] == 2
+        assert row["test_images"] == 50
+    assert f"--space {space}" in (bench / "search.md").read_text()

@@ -246,6 +246,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="where the run was made, for the report")
     ap.add_argument("--out", default="runs/bench-search")
     ap.add_argument("--bench-dir", default="bench")
+    ap.add_argument("--space", default=None,
+                    help="search space TOML (default: the bundled Fashion-MNIST space); the "
+                         "baselines' grid stays at the native 28x28")
     a = ap.parse_args(argv)
     if a.only and not set(a.only) <= set(a.budgets):
         ap.error(f"--only {a.only} must be among --budgets {a.budgets}")

@@ -101,7 +101,8 @@ def _command(a) -> str:
             f"--generations {a.generations} --pool {a.pool} --sampling {a.sampling}"
             + (" --augment" if a.augment else "")
             + (f" --limit {a.limit}" if a.limit else "")
-            + (f" --test-limit {a.test_limit}" if a.test_limit else ""))
+            + (f" --test-limit {a.test_limit}" if a.test_limit else "")
+            + (f" --space {a.space}" if getattr(a, "space", None) else ""))
 
 
 def compute_seconds(rows: list[dict], supernet_s: float, teacher: dict | None) -> dict:

@@ -106,7 +106,7 @@ def setup(a: argparse.Namespace) -> Ctx:
     tr, va = holdout_split(len(x), val, a.seed)
     models = {b: CostModel("stm32f746", b * KB, FLASH) for b in a.budgets}
     teacher = distill_labels(a, out, x[tr], y[tr], x_test, y_test)
-    return Ctx(a, out, load_space(), x, y, tr, va, x_test, y_test, val, models, teacher)
+    return Ctx(a, out, load_space(a.space), x, y, tr, va, x_test, y_test, val, models, teacher)
 
 
 def supernet_settings(c: Ctx):
@@ -182,7 +182,7 @@ def search(c: Ctx, b: int) -> dict:
     opts = SearchOptions(sram=b * KB, flash=FLASH, limit=a.limit, val=c.val,
                          supernet=str(c.out / CHECKPOINT), population=a.population,
                          generations=a.generations, seed=a.seed, device=a.device,
-                         extra={"command": "bench-search"})
+                         space=a.space, extra={"command": "bench-search"})
     found = _cached_search(work, opts)
     if found is not None and _costs_agree(c, b, found):
         return found
