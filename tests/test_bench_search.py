@@ -40,8 +40,8 @@ def test_teacher_labels_are_trained_once_and_reused(tmp_path: Path, monkeypatch)
 
 
 def _model(acc: float) -> dict:
-    cfg = {"patch": 7, "dim": 64, "depth": 1, "heads": [2], "mlp_ratio": [2.0],
-           "lowrank": [1.0]}
+    cfg = {"resolution": 28, "patch": 7, "dim": 64, "depth": 1, "heads": [2],
+           "mlp_ratio": [2.0], "lowrank": [1.0]}
     return {"config": cfg, "params": 1, "macs": 1, "arena": 1, "ram": 1, "flash": 1,
             "float_acc": acc, "int8_acc": acc, "fw_acc": acc, "fw_bit_exact": 10,
             "fw_images": 10, "test_images": 100, "candidates": 8, "search_s": 1.0,
@@ -398,4 +398,5 @@ def test_a_space_at_another_resolution_is_trained_and_measured(tmp_path: Path) -
     for row in (searched, base):   # every test image went through the int8 reference
         assert 0.0 <= row["int8_acc"] <= 1.0 and row["fw_bit_exact"] == row["fw_images"] == 2
         assert row["test_images"] == 50
-    assert f"--space {space}" in (bench / "search.md").read_text()
+    text = (bench / "search.md").read_text()
+    assert f"--space {space}" in text and "| searched | 32px p8 d16 L1 " in text

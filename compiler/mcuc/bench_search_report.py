@@ -5,10 +5,17 @@ from __future__ import annotations
 import json
 import time
 
+NATIVE = 28   # Fashion-MNIST's side: other input resolutions are named in the table
+
+
+def _shape_text(c: dict) -> str:
+    res = "" if c["resolution"] == NATIVE else f"{c['resolution']}px "
+    return f"{res}p{c['patch']} d{c['dim']} L{c['depth']}"
+
 
 def _cfg_text(c: dict) -> str:
     low = sorted(set(c["lowrank"]))
-    return (f"p{c['patch']} d{c['dim']} L{c['depth']} h{'/'.join(map(str, c['heads']))} "
+    return (f"{_shape_text(c)} h{'/'.join(map(str, c['heads']))} "
             f"mlp{'/'.join(f'{m:g}' for m in c['mlp_ratio'])} r{'/'.join(f'{r:g}' for r in low)}")
 
 
@@ -17,8 +24,7 @@ def _finalists_text(m: dict, m_kb: int) -> str:
     if len(fins) < 2:
         return ""
     return "; finalists (held-out after fine-tune): " + ", ".join(
-        f"p{f['config']['patch']} d{f['config']['dim']} L{f['config']['depth']} "
-        f"{100 * f['val_acc']:.2f}%"
+        f"{_shape_text(f['config'])} {100 * f['val_acc']:.2f}%"
         + (f" (the {f['found_at']} KB search's)" if f.get("found_at", m_kb) != m_kb else "")
         for f in fins)
 
@@ -29,8 +35,8 @@ def _proxies_text(m: dict, m_kb: int) -> str:
         return ""
     return (f"; proxy ranking ({ps[0]['epochs']} epochs from scratch, held-out; "
             "inherited in brackets): " + ", ".join(
-                f"p{p['config']['patch']} d{p['config']['dim']} L{p['config']['depth']} "
-                f"{100 * p['val_acc']:.2f}% ({100 * p['inherited_acc']:.2f}%)"
+                f"{_shape_text(p['config'])} {100 * p['val_acc']:.2f}% "
+                f"({100 * p['inherited_acc']:.2f}%)"
                 + (f" (the {p['found_at']} KB search's)" if p["found_at"] != m_kb else "")
                 for p in ps))
 

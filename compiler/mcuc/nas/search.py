@@ -275,8 +275,8 @@ def proxy_finalist(opts: SearchOptions, candidates: list, x, y, tr, va, labels
     rows = []
     for i, s in enumerate(picked):
         g = s.config
-        _log(opts, f"proxy {i + 1}/{len(picked)}: patch {g.patch}, dim {g.dim}, depth "
-                   f"{g.depth}, {opts.proxy_epochs} epochs from scratch")
+        _log(opts, f"proxy {i + 1}/{len(picked)}: resolution {g.resolution}, patch {g.patch}, "
+                   f"dim {g.dim}, depth {g.depth}, {opts.proxy_epochs} epochs from scratch")
         torch.manual_seed(opts.seed)
         net = SubnetViT(g)
         xs = resize_images(x, g.resolution)
@@ -308,8 +308,9 @@ def family_finalists(candidates: list, k: int) -> list:
 def summary_line(summary: dict, result) -> str:
     b = summary["best"]
     acc = b["val_accuracy_finetuned"] or b["val_accuracy_inherited"]
-    return (f"best: dim {b['config']['dim']}, depth {b['config']['depth']}, patch "
-            f"{b['config']['patch']}: held-out accuracy {100 * acc:.2f}%, arena "
+    g = b["config"]
+    return (f"best: resolution {g['resolution']}, patch {g['patch']}, dim {g['dim']}, depth "
+            f"{g['depth']}: held-out accuracy {100 * acc:.2f}%, arena "
             f"{b['cost']['arena_bytes']:,} B, RAM {b['cost']['ram_bytes']:,} / "
             f"{summary['sram_limit']:,} B, flash {b['cost']['flash_bytes']:,} / "
             f"{summary['flash_limit']:,} B, {b['cost']['macs']:,} MACs; "
