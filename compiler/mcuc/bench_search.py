@@ -34,7 +34,7 @@ from pathlib import Path
 
 from mcuc import McucError
 from mcuc.bench_search_proxy import proxy_pick
-from mcuc.bench_search_report import report
+from mcuc.bench_search_report import NATIVE, report
 from mcuc.bench_search_stages import (
     BASELINE_LR,
     KB,
@@ -58,7 +58,7 @@ PARTS = ("all", "train", "supernet", "search", "proxy", "finetune", "baselines")
 
 def uniform_grid(space) -> list[SubnetConfig]:
     """Uniform ViTs: 2 heads, MLP ratio 2, full rank in every block."""
-    return [SubnetConfig(28, p, d, n, (2,) * n, (2.0,) * n, (1.0,) * n,
+    return [SubnetConfig(NATIVE, p, d, n, (2,) * n, (2.0,) * n, (1.0,) * n,
                          space.in_chans, space.num_classes)
             for p in GRID["patch"] for d in GRID["dim"] for n in GRID["depth"]]
 
