@@ -146,6 +146,7 @@ def test_cached_search_needs_the_same_options(tmp_path: Path) -> None:
     (["--finalist", "0"], "--finalist goes with --part finetune"),
     (["--part", "proxy"], "--part proxy needs --proxy-epochs"),
     (["--proxy-shapes", "0"], "--proxy-shapes >= 1"),
+    (["--proxy-plain"], "--proxy-plain needs --proxy-epochs"),
     (["--only", "48"], "must be among --budgets"),
     (["--repeat", "1"], "--repeat in 0..repeats-1"),
     (["--repeats", "0"], "--repeats must be >= 1"),
@@ -246,6 +247,45 @@ def test_proxy_pick_takes_the_best_held_out_proxy(monkeypatch) -> None:
     calls.clear()
     assert bench_search_proxy.proxy_pick(c, 16, founds, only=1)[0] is None
     assert calls == [("proxy", second)]
+
+
+def test_proxy_plain_trains_each_shapes_plain_variant_after_it(monkeypatch) -> None:
+    """--proxy-plain: each shape's plain variant (one MLP ratio and rank, the most MACs
+    that fit) is trained right after the shape's candidate, scored with the supernet's
+    inherited weights, and may be the pick."""
+    from types import SimpleNamespace
+
+    from mcuc import bench_search_proxy
+    from mcuc.nas.space import SubnetConfig, load_space
+
+    mixed = SubnetConfig(28, 4, 64, 2, (2, 4), (1.0, 3.0), (0.5, 1.0), 1, 10)
+    plain = SubnetConfig(28, 4, 64, 2, (2, 2), (3.0, 3.0), (1.0, 1.0), 1, 10)
+    small = _cfg(7, 32, heads=1)    # MLP ratio 2: its plain variant is MLP 3, full rank
+    founds = {32: {"candidates": [{"config": mixed.to_dict(), "accuracy": 0.8},
+                                  {"config": small.to_dict(), "accuracy": 0.7}]}}
+    # a fake cost model: MLP ratios up to 3 fit; MACs grow with MLP ratio and rank
+    cost = lambda g: SimpleNamespace(fits=max(g.mlp_ratio) <= 3,   # noqa: E731
+                                     macs=int(sum(g.mlp_ratio) * 100 + sum(g.lowrank) * 10))
+    val = {mixed: 0.85, plain: 0.88}
+    calls = []
+
+    def fake_trained(c, kind, cfg):
+        calls.append(cfg)
+        return None, {"val_acc": val.get(cfg, 0.5), "train_s": 1.0}
+
+    monkeypatch.setattr(bench_search_stages, "trained", fake_trained)
+    monkeypatch.setattr(bench_search_proxy, "inherited", lambda c, g: 0.42)
+    c = SimpleNamespace(a=argparse.Namespace(shared_finalists=False, proxy_shapes=4,
+                                             proxy_epochs=3, proxy_plain=True),
+                        models={32: SimpleNamespace(cost=cost)}, space=load_space())
+    best, recs = bench_search_proxy.proxy_pick(c, 32, founds)
+    small_plain = SubnetConfig(28, 7, 32, 1, (1,), (3.0,), (1.0,), 1, 10)
+    assert calls == [mixed, plain, small, small_plain] and best == plain
+    assert [r["plain"] for r in recs] == [False, True, False, True]
+    assert [r["inherited_acc"] for r in recs] == [0.8, 0.42, 0.7, 0.42]
+    c.a.proxy_plain = False
+    calls.clear()
+    assert bench_search_proxy.proxy_pick(c, 32, founds)[0] == mixed and calls == [mixed, small]
 
 
 def test_proxy_models_are_trained_and_cached(tmp_path: Path, monkeypatch) -> None:

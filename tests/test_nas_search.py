@@ -122,6 +122,7 @@ def test_supernet_with_other_held_out_images_is_refused(searched: Path, tmp_path
     (["--finalists", "2"], "give 1, or more with --finetune-epochs"),
     (["--finalists", "0"], "give 1, or more with --finetune-epochs"),
     (["--proxy-shapes", "0"], "give epochs >= 0 and shapes >= 1"),
+    (["--proxy-plain"], "give --proxy-epochs too"),
     (["--proxy-epochs", "1", "--finalists", "2", "--finetune-epochs", "1"],
      "leave --finalists at 1"),
 ])
@@ -232,6 +233,42 @@ def test_proxy_ranks_the_best_shapes_by_training_from_scratch(searched: Path,
     chosen = max(proxies, key=lambda p: p["val_accuracy_proxy"])
     assert s["best"]["config"] == chosen["config"]
     assert len(proxies) > 1 and 0.1 < chosen["val_accuracy_proxy"] <= 1
+
+
+def test_proxy_plain_trains_each_shapes_plain_variant_too(searched: Path,
+                                                           tmp_path: Path) -> None:
+    """--proxy-plain: after each shape's best candidate the proxy trains its plain
+    variant (one MLP ratio and rank in every block, the most MACs that fit), which
+    search.json lists as a candidate like the evolution's; the best proxy is exported,
+    and `mcuc search` checked it compiles to its predicted sizes."""
+    from mcuc.nas.cost import CostModel
+    from mcuc.nas.proxy import plain_variant
+
+    s = _search_again(searched, tmp_path / "plain", "--proxy-epochs", "1", "--proxy-shapes",
+                      "2", "--proxy-plain")
+    proxies = s["meta"]["best"]["proxies"]
+    evolved = {**s, "candidates": [c for c in s["candidates"] if c["origin"] != "plain"]}
+    top = list(_best_of_each(evolved, lambda g: (g["resolution"], g["patch"], g["dim"],
+                                                 g["depth"])).values())[:2]
+    cm, space = CostModel("stm32f746", SRAM, FLASH), load_space()
+    want = []
+    for c in top:
+        want.append(c["config"])
+        plain = plain_variant(space, SubnetConfig.from_dict(c["config"]),
+                              lambda f: cm.cost(f).fits, lambda f: cm.cost(f).macs)
+        if plain is not None and plain.to_dict() not in want:
+            want.append(plain.to_dict())
+    assert [p["config"] for p in proxies] == want and len(want) > 2
+    listed = {json.dumps(c["config"]): c for c in s["candidates"]}
+    for p in proxies:
+        c = listed[json.dumps(p["config"])]   # every trainee is a scored candidate
+        assert p["plain"] == (c["origin"] == "plain")
+        assert p["val_accuracy_inherited"] == c["accuracy"] and c["cost"]["fits"]
+        if p["plain"]:
+            assert len({*p["config"]["mlp_ratio"]}) == len({*p["config"]["lowrank"]}) == 1
+    chosen = max(proxies, key=lambda p: p["val_accuracy_proxy"])
+    assert s["best"]["config"] == chosen["config"] == s["meta"]["best"]["config"]
+    assert s["meta"]["best"]["compiled"]["arena_bytes"] == s["best"]["cost"]["arena_bytes"]
 
 
 @pytest.mark.parametrize("init", ["inherited", "scratch"])

@@ -169,6 +169,8 @@ def pick_searched(c: Ctx, b: int, founds: dict[int, dict], fins: dict[int, list[
     cfg, rec = max(recs, key=lambda r: r[1]["val_acc"])
     row = measured(c, "searched", cfg) if c.a.part == "all" else dict(rec)
     row["repeats"] = again(c, "searched", cfg)
+    # a proxy's record has its inherited accuracy (a plain variant is in no search)
+    scored = {SubnetConfig.from_dict(p["config"]): p["inherited_acc"] for p in proxies or []}
     found_at = dict.fromkeys(fins[b], b)   # the search each came from: own first
     for p in proxies or []:
         found_at.setdefault(SubnetConfig.from_dict(p["config"]), p["found_at"])
@@ -176,7 +178,8 @@ def pick_searched(c: Ctx, b: int, founds: dict[int, dict], fins: dict[int, list[
         for g in gs:
             found_at.setdefault(g, bb)
     row.update(config=cfg.to_dict(), search_s=founds[b]["meta"]["search_seconds"],
-               inherited_acc=search_score(founds[found_at[cfg]], cfg),
+               inherited_acc=scored[cfg] if cfg in scored
+               else search_score(founds[found_at[cfg]], cfg),
                candidates=len(founds[b]["candidates"]),
                finalists=[{"config": g.to_dict(), "found_at": found_at[g], **r}
                           for g, r in recs],
@@ -220,6 +223,9 @@ def main(argv: list[str] | None = None) -> None:
                          "the finalist")
     ap.add_argument("--proxy-shapes", type=int, default=6,
                     help="shapes trained for the proxy ranking, per budget")
+    ap.add_argument("--proxy-plain", action="store_true",
+                    help="the proxy also trains each shape's plain variant (one MLP ratio "
+                         "and rank in every block, the most MACs that fit)")
     ap.add_argument("--proxy-check", action="store_true",
                     help="train each baseline as a proxy too, to report whether the proxy "
                          "orders searched and baseline as their full training does")
@@ -258,6 +264,8 @@ def main(argv: list[str] | None = None) -> None:
         ap.error("--part proxy needs --proxy-epochs")
     if a.proxy_check and a.proxy_epochs <= 0:
         ap.error("--proxy-check needs --proxy-epochs")
+    if a.proxy_plain and a.proxy_epochs <= 0:
+        ap.error("--proxy-plain needs --proxy-epochs")
     if a.repeats < 1 or (a.repeat is not None and not 0 <= a.repeat < a.repeats):
         ap.error("--repeats must be >= 1 and --repeat in 0..repeats-1")
     if a.repeat is not None and a.part == "all":

@@ -35,7 +35,8 @@ def _proxies_text(m: dict, m_kb: int) -> str:
         return ""
     return (f"; proxy ranking ({ps[0]['epochs']} epochs from scratch, held-out; "
             "inherited in brackets): " + ", ".join(
-                f"{_shape_text(p['config'])} {100 * p['val_acc']:.2f}% "
+                f"{_cfg_text(p['config']) if p.get('plain') else _shape_text(p['config'])}"
+                f"{' (plain)' if p.get('plain') else ''} {100 * p['val_acc']:.2f}% "
                 f"({100 * p['inherited_acc']:.2f}%)"
                 + (f" (the {p['found_at']} KB search's)" if p["found_at"] != m_kb else "")
                 for p in ps))
@@ -101,6 +102,7 @@ def _command(a) -> str:
             + ("--shared-finalists " if getattr(a, "shared_finalists", False) else "")
             + (f"--proxy-epochs {a.proxy_epochs} --proxy-shapes {a.proxy_shapes} "
                if getattr(a, "proxy_epochs", 0) else "")
+            + ("--proxy-plain " if getattr(a, "proxy_plain", False) else "")
             + ("--proxy-check " if getattr(a, "proxy_check", False) else "")
             + (f"--repeats {a.repeats} " if getattr(a, "repeats", 1) > 1 else "")
             + f"--population {a.population} "

@@ -122,6 +122,9 @@ def add_search_args(s: argparse.ArgumentParser) -> None:
                         "(resolution, patch, dim, depth) from scratch this many epochs; the "
                         "best on held-out images is the finalist (0: off)")
     s.add_argument("--proxy-shapes", type=int, default=o.proxy_shapes)
+    s.add_argument("--proxy-plain", action="store_true",
+                   help="the proxy also trains each shape's plain variant (one MLP ratio "
+                        "and rank in every block, the most MACs that fit)")
     s.add_argument("--distill-epochs", type=int, default=o.distill_epochs,
                    help="train a small CNN teacher this many epochs and distil its labels "
                         "into the fine-tune (0: no teacher)")
@@ -144,7 +147,7 @@ def cmd_search(a: argparse.Namespace) -> int:
         population=a.population, generations=a.generations, parents=a.parents,
         mutation_prob=a.mutation_prob, finetune_epochs=a.finetune_epochs,
         finetune_lr=a.finetune_lr, distill_epochs=a.distill_epochs, finalists=a.finalists,
-        proxy_epochs=a.proxy_epochs, proxy_shapes=a.proxy_shapes,
+        proxy_epochs=a.proxy_epochs, proxy_shapes=a.proxy_shapes, proxy_plain=a.proxy_plain,
         distill_supernet=a.distill_supernet, finetune_init=a.finetune_init,
         sampling=a.sampling, augment=a.augment, seed=a.seed,
         device=a.device, supernet=a.supernet, resume=a.resume, progress=not a.quiet,

@@ -34,7 +34,7 @@ class Candidate:
     cost: Cost
     accuracy: float
     generation: int
-    origin: str  # "random" | "mutation" | "crossover"
+    origin: str  # "random" | "mutation" | "crossover" | "plain" (mcuc.nas.proxy)
 
     def to_dict(self) -> dict[str, Any]:
         return {"config": self.config.to_dict(), "cost": self.cost.to_dict(),

@@ -68,6 +68,7 @@ class SearchOptions:
     finalists: int = 1              # token families whose best candidate is fine-tuned
     proxy_epochs: int = 0           # rank the best shapes by training from scratch (0: off)
     proxy_shapes: int = 6           # shapes (resolution, patch, dim, depth) the proxy trains
+    proxy_plain: bool = False       # the proxy also trains each shape's plain variant
     seed: int = 0
     device: str = "cpu"
     supernet: str | None = None     # a trained supernet.pt to reuse instead of training
@@ -128,7 +129,7 @@ def run_search(opts: SearchOptions, out: Path | str) -> dict:
     from mcuc.models.teacher import distill_targets
     from mcuc.models.train import evaluate, export_onnx, train
     from mcuc.nas.cost import CostModel
-    from mcuc.nas.evolution import evolve, plot_pareto, write_search_json
+    from mcuc.nas.evolution import evolve, pareto_front, plot_pareto, write_search_json
     from mcuc.nas.space import check_sampling, load_space
     from mcuc.nas.subnet import SubnetViT
     from mcuc.nas.train import (
@@ -159,6 +160,8 @@ def run_search(opts: SearchOptions, out: Path | str) -> dict:
     if opts.proxy_epochs < 0 or opts.proxy_shapes < 1:
         raise McucError(f"--proxy-epochs {opts.proxy_epochs} --proxy-shapes "
                         f"{opts.proxy_shapes}: give epochs >= 0 and shapes >= 1")
+    if opts.proxy_plain and opts.proxy_epochs <= 0:
+        raise McucError("--proxy-plain adds trainees to the proxy: give --proxy-epochs too")
     if opts.proxy_epochs and opts.finalists != 1:
         raise McucError("--proxy-epochs picks the one finalist: leave --finalists at 1")
     space = load_space(opts.space)
@@ -204,7 +207,11 @@ def run_search(opts: SearchOptions, out: Path | str) -> dict:
     finals, proxies = [], None
     chosen = family_finalists(result.candidates, opts.finalists)
     if opts.proxy_epochs > 0:
-        chosen, proxies = proxy_finalist(opts, result.candidates, x, y, tr, va, labels)
+        plain = None
+        if opts.proxy_plain:
+            plain = plain_scorer(space, cm, lambda c: subnet_accuracy(model, c, xv, yv),
+                                 max(c.generation for c in result.candidates))
+        chosen, proxies = proxy_finalist(opts, result, x, y, tr, va, labels, plain)
     for cand in chosen:
         net = model.cpu().extract(cand.config)
         xs = resize_images(x, cand.config.resolution)   # the supernet resized on the fly
@@ -221,7 +228,7 @@ def run_search(opts: SearchOptions, out: Path | str) -> dict:
         finals.append((cand, net, row))
     score = "val_accuracy_inherited" if opts.finetune_epochs <= 0 else "val_accuracy_finetuned"
     best, net, row = max(finals, key=lambda f: f[2][score])  # first of equals: the search's
-    result = replace(result, best=best)
+    result = replace(result, best=best, pareto=pareto_front(result.candidates))
     inherited, finetuned = row["val_accuracy_inherited"], row["val_accuracy_finetuned"]
     cfg = best.config
     export_onnx(net, cfg.input_shape, out / "best.onnx")
@@ -258,35 +265,63 @@ def run_search(opts: SearchOptions, out: Path | str) -> dict:
     return summary
 
 
-def proxy_finalist(opts: SearchOptions, candidates: list, x, y, tr, va, labels
+def proxy_finalist(opts: SearchOptions, result, x, y, tr, va, labels, plain=None
                    ) -> tuple[list, list[dict]]:
     """--proxy-epochs (mcuc.nas.proxy): the best candidate of each of the K best shapes
-    is trained from scratch (at the supernet's --lr) for a few epochs; ([the best on
-    held-out images], each shape's record)."""
+    (and, given `plain` -- config -> its plain variant as a scored Candidate, or None --
+    each shape's plain variant) is trained from scratch (at the supernet's --lr) for a
+    few epochs; ([the best on held-out images], each trainee's record)."""
     import torch
 
     from mcuc.models.train import evaluate, train
-    from mcuc.nas.proxy import Shape, best_of, shapes
+    from mcuc.nas.proxy import Shape, best_of, shapes, with_plain
     from mcuc.nas.subnet import SubnetViT
     from mcuc.resize import resize_images
 
-    picked = shapes([Shape(c.config, c.accuracy) for c in candidates],   # all feasible
+    by_config = {c.config: c for c in result.candidates}
+    picked = shapes([Shape(c.config, c.accuracy) for c in result.candidates],  # all feasible
                     lambda g: True, opts.proxy_shapes)
+
+    def plain_config(g):
+        cand = plain(g) if plain else None
+        if cand is None:
+            return None
+        if cand.config not in by_config:   # listed in search.json like every candidate
+            by_config[cand.config] = cand
+            result.candidates.append(cand)
+        return cand.config
+
+    trainees = with_plain(picked, plain_config)
     rows = []
-    for i, s in enumerate(picked):
-        g = s.config
-        _log(opts, f"proxy {i + 1}/{len(picked)}: resolution {g.resolution}, patch {g.patch}, "
-                   f"dim {g.dim}, depth {g.depth}, {opts.proxy_epochs} epochs from scratch")
+    for i, (g, s) in enumerate(trainees):
+        kind = "shape" if g == s.config else "plain variant"
+        _log(opts, f"proxy {i + 1}/{len(trainees)} ({kind}): resolution {g.resolution}, patch "
+                   f"{g.patch}, dim {g.dim}, depth {g.depth}, {opts.proxy_epochs} epochs "
+                   "from scratch")
         torch.manual_seed(opts.seed)
         net = SubnetViT(g)
         xs = resize_images(x, g.resolution)
         train(net, xs[tr], y[tr], opts.proxy_epochs, batch_size=opts.batch_size, lr=opts.lr,
               seed=opts.seed, progress=opts.progress, augment=opts.augment, distill=labels,
               device=opts.device)
-        rows.append({"config": g.to_dict(), "val_accuracy_inherited": s.inherited,
+        rows.append({"config": g.to_dict(), "plain": g != s.config,
+                     "val_accuracy_inherited": by_config[g].accuracy,
                      "val_accuracy_proxy": evaluate(net, xs[va], y[va])})
-    best = picked[best_of([r["val_accuracy_proxy"] for r in rows])].config
-    return [next(c for c in candidates if c.config == best)], rows
+    best = trainees[best_of([r["val_accuracy_proxy"] for r in rows])][0]
+    return [by_config[best]], rows
+
+
+def plain_scorer(space, cm, accuracy, generation: int):
+    """config -> its shape's plain variant (mcuc.nas.proxy.plain_variant) as a Candidate
+    scored like the evolution's (cost model, inherited accuracy; counted in the last
+    generation, origin "plain"), or None."""
+    from mcuc.nas.evolution import Candidate
+    from mcuc.nas.proxy import plain_variant
+
+    def score(cfg):
+        g = plain_variant(space, cfg, lambda f: cm.cost(f).fits, lambda f: cm.cost(f).macs)
+        return None if g is None else Candidate(g, cm.cost(g), accuracy(g), generation, "plain")
+    return score
 
 
 def family_finalists(candidates: list, k: int) -> list:
