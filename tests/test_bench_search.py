@@ -315,19 +315,23 @@ def test_report_lists_the_proxies_and_checks_their_order() -> None:
             {"config": _model(0)["config"], "val_acc": 0.85, "inherited_acc": 0.7,
              "found_at": 16, "epochs": 3, "train_s": 2.0},
             {"config": {**_model(0)["config"], "dim": 32}, "val_acc": 0.84,
-             "inherited_acc": 0.71, "found_at": 16, "epochs": 3, "train_s": 2.0}]
-    a = _args(proxy_epochs=3, proxy_shapes=2, proxy_check=True)
+             "inherited_acc": 0.71, "found_at": 16, "epochs": 3, "train_s": 2.0},
+            {"config": {**_model(0)["config"], "dim": 32, "mlp_ratio": [4.0]}, "plain": True,
+             "val_acc": 0.83, "inherited_acc": 0.69, "found_at": 16, "epochs": 3,
+             "train_s": 2.0}]
+    a = _args(proxy_epochs=3, proxy_shapes=2, proxy_check=True, proxy_plain=True)
     text = bench_search.report(a, rows, 60.0, 8)
-    assert "--proxy-epochs 3 --proxy-shapes 2 --proxy-check" in text
+    assert "--proxy-epochs 3 --proxy-shapes 2 --proxy-plain --proxy-check" in text
     assert "proxy ranking (3 epochs from scratch" in text
-    assert "p7 d64 L1 85.00% (70.00%), p7 d32 L1 84.00% (71.00%)" in text
+    assert "p7 d64 L1 85.00% (70.00%), p7 d32 L1 84.00% (71.00%), " \
+           "p7 d32 L1 h2 mlp4 r1 (plain) 83.00% (69.00%)" in text
     assert "(the 16 KB search's)" in text   # on the 32 KB line
     assert "- 16 KB: proxy 85.00% searched vs 80.00% baseline; full training 90.00% vs " \
            "89.00%: the same order" in text
     assert "- 32 KB: proxy 85.00% searched vs 80.00% baseline; full training 90.00% vs " \
            "91.00%: the order reversed" in text
-    # searched 1 + baseline 1 (one config for both budgets) + two proxies + baseline proxy
-    assert bench_search_report.compute_seconds(rows, 0.0, None)["train"] == 1 + 1 + 4 + 5
+    # searched 1 + baseline 1 (one config for both budgets) + three proxies + baseline proxy
+    assert bench_search_report.compute_seconds(rows, 0.0, None)["train"] == 1 + 1 + 6 + 5
 
 
 def test_repeats_train_each_table_model_with_other_seeds(tmp_path: Path, monkeypatch) -> None:
