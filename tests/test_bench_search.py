@@ -444,3 +444,37 @@ def test_a_space_at_another_resolution_is_trained_and_measured(tmp_path: Path) -
         assert row["test_images"] == 50
     text = (bench / "search.md").read_text()
     assert f"--space {space}" in text and "| searched | 32px p8 d16 L1 " in text
+
+
+def test_bench_config_trains_one_config_as_a_searched_model(tmp_path: Path) -> None:
+    """scripts/bench_config.py trains the given config (per-block keys from one number)
+    with the searched models' recipe and cache, so a bench run that picks it reuses it;
+    a config outside the space is one line of error."""
+    import subprocess
+    import sys
+
+    import torch
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "bench_config.py"
+    out = tmp_path / "out"
+    flags = [*QUICK, "--out", str(out), "--init", "scratch", "--part", "train"]
+    cfg = {"resolution": 28, "patch": 7, "dim": 32, "depth": 2, "heads": 2,
+           "mlp_ratio": 1.5, "lowrank": 1}
+    run = subprocess.run([sys.executable, str(script), "--config", json.dumps(cfg), "--",
+                          *flags], capture_output=True, text=True, check=True)
+    row = json.loads(run.stdout.strip().splitlines()[-1])
+    assert row["config"]["heads"] == [2, 2] and row["config"]["mlp_ratio"] == [1.5, 1.5]
+    assert row["arena"] > 0 and 0.0 <= row["val_acc"] <= 1.0
+    (model,) = (out / "models").glob("*.pt")
+    assert model.name.startswith("searched-scratch_p7_d32_L2_")
+    a = bench_search.parse_args(flags)
+    c = bench_search_stages.setup(a)
+    ck = torch.load(model, weights_only=False)
+    assert ck["recipe"] == bench_search_stages.recipe(c, "searched")
+    assert ck["recipe"] == bench_search_stages.recipe(c, "baseline")
+    bad = subprocess.run([sys.executable, str(script), "--config", json.dumps(
+        {**cfg, "dim": 33}), "--", *flags], capture_output=True, text=True)
+    assert bad.returncode != 0
+    assert bad.stderr.strip().splitlines() == [
+        "mcuc: error: subnet config not in the search space: dim 33 not in "
+        f"{list(c.space.dim)}"]

@@ -126,6 +126,23 @@ def run(a: argparse.Namespace) -> str | None:
     return report(a, rows, sn.train_seconds, sn.pool_size, c.teacher, machine=a.machine)
 
 
+def train_config(a: argparse.Namespace, cfg: SubnetConfig, rep: int = 0) -> dict:
+    """Train and measure one given config as this bench trains a searched model (same
+    recipe, teacher, split and cache), for a pick made outside a full run, e.g. by a
+    one-budget `--proxy-plain` run. Its table row plus the predicted arena."""
+    import torch
+
+    torch.set_num_threads(a.threads)
+    c = setup(a)
+    c.space.check(cfg)
+    if a.part == "all":
+        row = measured(c, "searched", cfg, rep)
+    else:   # train: no measuring
+        row = trained(c, "searched", cfg, rep)[1]
+    cost = c.models[max(a.budgets)].cost(cfg)
+    return {"config": cfg.to_dict(), "arena": cost.arena_bytes, "fits": cost.fits, **row}
+
+
 def only_repeat(c: Ctx) -> bool:
     """--repeat I > 0 outside --part all: train that seed alone (another process may be
     training seed 0 at the same time)."""
@@ -189,7 +206,8 @@ def pick_searched(c: Ctx, b: int, founds: dict[int, dict], fins: dict[int, list[
     return row
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The bench's flags, checked (scripts/bench_config.py reuses them)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--budgets", type=int, nargs="+", default=list(BUDGETS_KB),
                     help="SRAM budgets in KB (the supernet is trained for all of them)")
@@ -272,6 +290,11 @@ def main(argv: list[str] | None = None) -> None:
         ap.error("--repeat goes with a part other than all (all measures every repeat)")
     if a.proxy_epochs < 0 or a.proxy_shapes < 1:
         ap.error("--proxy-epochs must be >= 0 and --proxy-shapes >= 1")
+    return a
+
+
+def main(argv: list[str] | None = None) -> None:
+    a = parse_args(argv)
     try:
         text = run(a)
     except McucError as e:
