@@ -44,7 +44,7 @@ def main() -> int:
         "input_range": [0.0, 1.0],
         "dataset": "fashion-mnist",
         "float_test_accuracy": round(acc, 4),
-        "source": f"make bench-search: {a.model.name}",
+        "source": f"bench-search model {a.model.name}",
         "recipe": ck["recipe"],
         "record": ck["record"],
         "torch_version": torch.__version__,
