@@ -47,7 +47,7 @@ from mcuc.bench_search_stages import (
     supernet,
     trained,
 )
-from mcuc.nas.space import SAMPLING, SubnetConfig
+from mcuc.nas.space import SAMPLING, SubnetConfig, load_space
 
 __all__ = ["BASELINE_LR", "KB", "main", "run"]
 
@@ -132,9 +132,9 @@ def train_config(a: argparse.Namespace, cfg: SubnetConfig, rep: int = 0) -> dict
     one-budget `--proxy-plain` run. Its table row plus the predicted arena."""
     import torch
 
+    load_space(a.space).check(cfg)   # before setup, which may train the teacher
     torch.set_num_threads(a.threads)
     c = setup(a)
-    c.space.check(cfg)
     if a.part == "all":
         row = measured(c, "searched", cfg, rep)
     else:   # train: no measuring
