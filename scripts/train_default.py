@@ -21,7 +21,14 @@ import numpy as np
 import torch
 
 from mcuc.datasets import load_fashion_mnist
-from mcuc.models.train import count_params, evaluate, export_onnx, run_onnx, train
+from mcuc.models.train import (
+    count_params,
+    evaluate,
+    export_onnx,
+    run_onnx,
+    seed_everything,
+    train,
+)
 from mcuc.models.vit import ViTConfig, build_vit
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "compiler" / "mcuc" / "models"
@@ -51,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     cfg = ViTConfig()
+    seed_everything(args.seed)  # the initial weights too: torch seeds each process at random
     model = build_vit(cfg)
     x_train, y_train = load_fashion_mnist("train", limit=args.limit)
     x_test, y_test = load_fashion_mnist("test")

@@ -478,3 +478,23 @@ def test_bench_config_trains_one_config_as_a_searched_model(tmp_path: Path) -> N
     assert bad.stderr.strip().splitlines() == [
         "mcuc: error: subnet config not in the search space: dim 33 not in "
         f"{list(c.space.dim)}"]
+
+
+def test_a_bench_model_is_the_same_from_any_process(tmp_path: Path) -> None:
+    """A model trained from scratch for the table depends on its recipe only (the seed
+    included), not on what the process drew before: a rerun in another session, with the
+    cache lost, trains the same weights; the next repeat's seed trains other ones."""
+    import torch
+
+    from mcuc.nas.space import SubnetConfig
+
+    cfg = SubnetConfig(28, 7, 16, 1, (2,), (2.0,), (1.0,), 1, 10)
+    weights = []
+    for run, rep in ((0, 0), (1, 0), (2, 1)):
+        c = bench_search_stages.setup(bench_search.parse_args(
+            [*QUICK, "--out", str(tmp_path / f"out{run}"), "--distill-epochs", "0"]))
+        torch.manual_seed(run)
+        net, _ = bench_search_stages.trained(c, "baseline", cfg, rep)
+        weights.append(torch.cat([p.detach().flatten() for p in net.parameters()]))
+    assert torch.equal(weights[0], weights[1])
+    assert not torch.equal(weights[0], weights[2])

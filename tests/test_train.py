@@ -143,3 +143,18 @@ def test_teacher_learns_fashion_mnist() -> None:
     assert (labels == y).mean() > 0.4   # 10 classes: chance is 0.1
     with pytest.raises(McucError, match="teacher epochs"):
         train_teacher(x, y, 0)
+
+
+def test_teacher_is_repeatable_whatever_the_global_seed() -> None:
+    """torch seeds each process's generator at random, so the initial weights must come
+    from the training seed: two processes (here: two global seeds) give one teacher."""
+    x, y = load_fashion_mnist("train", limit=128)
+    nets = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        nets.append(train_teacher(x, y, 1, seed=3, progress=False))
+    for p, q in zip(nets[0].state_dict().values(), nets[1].state_dict().values(), strict=True):
+        assert torch.equal(p, q)
+    torch.manual_seed(1)
+    other = train_teacher(x, y, 1, seed=4, progress=False)
+    assert not torch.equal(other[0].weight, nets[0][0].weight)

@@ -276,7 +276,7 @@ def trained(c: Ctx, kind: str, cfg: SubnetConfig, rep: int = 0):
     searched with --init inherited, else from scratch; a "proxy" for --proxy-epochs;
     with training seed --seed + rep), or the cached result of an earlier run."""
 
-    from mcuc.models.train import evaluate, train
+    from mcuc.models.train import evaluate, seed_everything, train
     from mcuc.nas.subnet import SubnetViT
     from mcuc.nas.train import save_checkpoint
 
@@ -287,6 +287,8 @@ def trained(c: Ctx, kind: str, cfg: SubnetConfig, rep: int = 0):
         if ck["recipe"] == want:
             return net, ck["record"]
     inherit = _inherits(c, kind)
+    if not inherit:
+        seed_everything(want["seed"])  # torch seeds each process at random: seed the init
     net = supernet(c).extract(cfg) if inherit else SubnetViT(cfg)
     x = resize_images(c.x, cfg.resolution)
     inherited = evaluate(net, x[c.va], c.y[c.va]) if inherit else None

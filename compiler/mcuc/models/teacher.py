@@ -35,10 +35,11 @@ def train_teacher(x: np.ndarray, y: np.ndarray, epochs: int, num_classes: int = 
                   ) -> nn.Sequential:
     """The teacher trained on (x, y) with crops and flips (they help a CNN even in a few
     epochs, unlike the ViTs); callers pass training images only, never the test set."""
-    from mcuc.models.train import train
+    from mcuc.models.train import seed_everything, train
 
     if epochs <= 0:
         raise McucError(f"teacher epochs must be positive, not {epochs}")
+    seed_everything(seed)  # the initial weights too: torch seeds each process at random
     net = build_teacher(x.shape[1], num_classes)
     train(net, x, y, epochs, lr=2e-3, seed=seed, progress=progress, augment=True,
           device=device)
