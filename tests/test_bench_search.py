@@ -399,7 +399,8 @@ def test_measurements_are_redone_when_the_memory_plan_changes(tmp_path: Path,
     cost = SimpleNamespace(cost=lambda cfg: SimpleNamespace(arena_bytes=arena["bytes"]))
     c = SimpleNamespace(a=_args(init="scratch", fw_images=0, budgets=(64,), proxy_epochs=None),
                         out=tmp_path, models={64: cost}, x=np.zeros((64, 1, 28, 28)),
-                        tr=np.arange(64), x_test=np.zeros((2, 1, 28, 28)), y_test=np.zeros(2))
+                        tr=np.arange(64), x_test=np.zeros((2, 1, 28, 28)), y_test=np.zeros(2),
+                        labels=None)
     (tmp_path / "models").mkdir()
     runs = []
     monkeypatch.setattr(bench_search_stages, "trained", lambda *a, **k: (None, {}))
@@ -498,3 +499,13 @@ def test_a_bench_model_is_the_same_from_any_process(tmp_path: Path) -> None:
         weights.append(torch.cat([p.detach().flatten() for p in net.parameters()]))
     assert torch.equal(weights[0], weights[1])
     assert not torch.equal(weights[0], weights[2])
+
+
+def test_a_cached_model_is_not_reused_under_another_teachers_labels(tmp_path: Path) -> None:
+    c = bench_search_stages.setup(bench_search.parse_args([*QUICK, "--out", str(tmp_path)]))
+    mine = bench_search_stages.recipe(c, "baseline")
+    assert mine["teacher"] is not None
+    c.teacher = {**c.teacher, "labels": (c.labels + 1) % 10}
+    assert bench_search_stages.recipe(c, "baseline")["teacher"] != mine["teacher"]
+    c.teacher = None
+    assert bench_search_stages.recipe(c, "baseline")["teacher"] is None
