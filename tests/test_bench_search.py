@@ -509,3 +509,40 @@ def test_a_cached_model_is_not_reused_under_another_teachers_labels(tmp_path: Pa
     assert bench_search_stages.recipe(c, "baseline")["teacher"] != mine["teacher"]
     c.teacher = None
     assert bench_search_stages.recipe(c, "baseline")["teacher"] is None
+
+
+def test_a_bench_training_cut_short_goes_on_from_its_last_epoch(tmp_path: Path,
+                                                                  monkeypatch) -> None:
+    """A session that ends mid-training leaves the state of its last epoch; the next run
+    goes on from there and trains the weights an uninterrupted run trains."""
+    import torch
+
+    from mcuc.models import train as train_mod
+    from mcuc.nas.space import SubnetConfig
+
+    cfg = SubnetConfig(28, 7, 16, 1, (2,), (2.0,), (1.0,), 1, 10)
+
+    def ctx(name: str):
+        return bench_search_stages.setup(bench_search.parse_args(
+            [*QUICK, "--out", str(tmp_path / name), "--distill-epochs", "0",
+             "--finetune-epochs", "2"]))
+
+    def flat(net) -> torch.Tensor:
+        return torch.cat([p.detach().flatten() for p in net.parameters()])
+
+    straight = flat(bench_search_stages.trained(ctx("straight"), "baseline", cfg)[0])
+    c = ctx("cut")
+    keep = train_mod._keep
+
+    def keep_then_die(*a, **k) -> None:
+        keep(*a, **k)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_mod, "_keep", keep_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        bench_search_stages.trained(c, "baseline", cfg)
+    part = bench_search_stages.partial_path(bench_search_stages.model_path(c, "baseline", cfg))
+    assert part.is_file() and torch.load(part, weights_only=False)["epoch"] == 1
+    monkeypatch.setattr(train_mod, "_keep", keep)
+    resumed = flat(bench_search_stages.trained(c, "baseline", cfg)[0])
+    assert torch.equal(resumed, straight) and not part.exists()

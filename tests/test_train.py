@@ -158,3 +158,35 @@ def test_teacher_is_repeatable_whatever_the_global_seed() -> None:
     torch.manual_seed(1)
     other = train_teacher(x, y, 1, seed=4, progress=False)
     assert not torch.equal(other[0].weight, nets[0][0].weight)
+
+
+def test_an_interrupted_training_resumes_to_the_same_weights(tmp_path: Path) -> None:
+    """A run killed after an epoch goes on from its kept state and ends where an
+    uninterrupted run ends; a state kept under another key is not used."""
+    x, y = load_fashion_mnist("train", limit=96)
+    kw = dict(epochs=3, batch_size=32, seed=5, progress=False, augment=True)
+
+    def fresh() -> torch.nn.Module:
+        torch.manual_seed(1)
+        return build_vit(ViTConfig(**TINY))
+
+    straight = train(fresh(), x, y, **kw)
+    state = tmp_path / "model.partial.pt"
+
+    def killed(epoch: int, loss: float) -> None:
+        if epoch == 0:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(fresh(), x, y, **kw, resume=state, resume_key="k", on_epoch=killed)
+    assert torch.load(state, weights_only=False)["epoch"] == 1
+    torch.manual_seed(99)   # another process: its own global generator
+    resumed = train(fresh(), x, y, **kw, resume=state, resume_key="k")
+    assert not state.exists()
+    np.testing.assert_array_equal(predict(resumed, x[:8]), predict(straight, x[:8]))
+    assert resumed.train_losses == straight.train_losses
+
+    with pytest.raises(KeyboardInterrupt):
+        train(fresh(), x, y, **kw, resume=state, resume_key="k", on_epoch=killed)
+    other = train(fresh(), x, y, **{**kw, "epochs": 1}, resume=state, resume_key="other")
+    assert len(other.train_losses) == 1   # started over: the kept state was another run's

@@ -243,6 +243,11 @@ def model_path(c: Ctx, kind: str, cfg: SubnetConfig, rep: int = 0) -> Path:
     return c.out / "models" / f"{stem}_p{cfg.patch}_d{cfg.dim}_L{cfg.depth}_{tag}{suffix}.pt"
 
 
+def partial_path(path: Path) -> Path:
+    """Where a bench model's training keeps its state after each epoch until it ends."""
+    return path.with_name(path.stem + ".partial.pt")
+
+
 def recipe(c: Ctx, kind: str, rep: int = 0) -> dict:
     """Everything that decides a trained model's weights: a cached model is reused only
     under the same recipe. Repeat `rep` differs in its training seed only (the held-out
@@ -301,11 +306,13 @@ def trained(c: Ctx, kind: str, cfg: SubnetConfig, rep: int = 0):
     x = resize_images(c.x, cfg.resolution)
     inherited = evaluate(net, x[c.va], c.y[c.va]) if inherit else None
     t0 = time.perf_counter()
+    # an interrupted training (a session's end) goes on from its last epoch on a rerun
+    path.parent.mkdir(parents=True, exist_ok=True)
     train(net, x[c.tr], c.y[c.tr], want["epochs"], lr=want["lr"], seed=want["seed"],
-          augment=c.a.augment, distill=c.labels, device=c.a.device)
+          augment=c.a.augment, distill=c.labels, device=c.a.device,
+          resume=partial_path(path), resume_key={"config": cfg.to_dict(), "recipe": want})
     record = {"train_s": time.perf_counter() - t0, "device": device_name(c.a.device),
               "val_acc": evaluate(net, x[c.va], c.y[c.va]), "inherited_val_acc": inherited}
-    path.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(path, {"config": cfg.to_dict(), "state_dict": net.state_dict(),
                            "recipe": want, "record": record})
     return net.eval(), record

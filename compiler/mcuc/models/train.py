@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import random
 import time
 import warnings
@@ -161,6 +162,8 @@ def train(
     distill: np.ndarray | None = None,
     distill_weight: float = 0.5,
     device: str = "cpu",
+    resume: Path | None = None,
+    resume_key: object = None,
 ) -> nn.Module:
     """Train `model` in place on (x float32 [N,C,H,W], y int [N]) and return it.
 
@@ -176,6 +179,11 @@ def train(
     `device` ("cpu" or "cuda") is where the steps run; the images stay in host memory
     (a batch at a time goes over), and the model comes back on the CPU, where export,
     `evaluate` and the compiler expect it.
+
+    `resume`: a file where the state after each epoch is kept (weights, optimiser,
+    schedule, random generators) and from which a run with the same `resume_key` goes on,
+    giving the same weights as an uninterrupted run; removed when training ends. Long
+    bench trainings outlast a session this way.
     """
     if epochs <= 0:
         raise McucError(f"epochs must be positive, not {epochs}")
@@ -193,9 +201,9 @@ def train(
     opt = make_optimizer(model, lr, weight_decay)
     sched = one_cycle(opt, lr, total_steps, warmup_frac)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-    losses: list[float] = []
+    first, losses = _resumed(resume, resume_key, model, opt, sched, gen)
     model.train()
-    for epoch in range(epochs):
+    for epoch in range(first, epochs):
         perm = torch.randperm(len(data), generator=gen)
         total, seen = torch.zeros((), device=dev, dtype=torch.float64), 0
         bar = tqdm(
@@ -213,11 +221,42 @@ def train(
                 bar.set_postfix(loss=f"{total.item() / seen:.4f}",
                                 lr=f"{sched.get_last_lr()[0]:.2e}")
         losses.append(total.item() / seen)
+        if resume is not None:
+            _keep(resume, resume_key, epoch + 1, losses, model, opt, sched, gen)
         if on_epoch is not None:
             on_epoch(epoch, losses[-1])
+    if resume is not None:
+        resume.unlink(missing_ok=True)
     model.cpu().eval()
     model.train_losses = losses  # type: ignore[attr-defined]
     return model
+
+
+def _keep(path: Path, key: object, epoch: int, losses: list[float], model: nn.Module,
+          opt: torch.optim.Optimizer, sched, gen: torch.Generator) -> None:
+    """The state after `epoch` epochs, written atomically (a kill never tears it)."""
+    state = {"key": key, "epoch": epoch, "losses": losses, "model": model.state_dict(),
+             "opt": opt.state_dict(), "sched": sched.state_dict(), "gen": gen.get_state(),
+             "rng": torch.get_rng_state()}
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _resumed(path: Path | None, key: object, model: nn.Module, opt: torch.optim.Optimizer,
+             sched, gen: torch.Generator) -> tuple[int, list[float]]:
+    """(epochs done, their losses) of a kept state for `key`, restored; else (0, [])."""
+    if path is None or not path.is_file():
+        return 0, []
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if state.get("key") != key:
+        return 0, []
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["opt"])
+    sched.load_state_dict(state["sched"])
+    gen.set_state(state["gen"])
+    torch.set_rng_state(state["rng"])
+    return state["epoch"], list(state["losses"])
 
 
 @torch.no_grad()
