@@ -39,8 +39,9 @@ bench: setup
 	$(PY) -m mcuc.bench
 	$(PY) -m mcuc.bench_memory
 
+# parts side by side, one thread each; rerun to go on after an interruption
 bench-search: setup
-	$(PY) -m mcuc.bench_search $(BENCH_SEARCH)
+	$(PY) scripts/bench_cpu.py -- $(BENCH_SEARCH)
 
 lint: setup
 	$(RUFF) check $(LINT_PATHS)
