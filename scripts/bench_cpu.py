@@ -11,7 +11,8 @@ process ran it or how busy the machine was).
 Order: the teacher (first, alone: every part needs its labels); the supernet, then the
 searches, then the proxies (`--proxy-epochs`), then each repeat's picks (`--part train
 --repeat I`), then measuring and the report (`--part all`). The baselines need neither
-supernet nor search, so they fill whichever slot the critical path leaves free.
+supernet nor search, so they fill whichever slot the critical path leaves free (with
+`--baseline best`, after the grid's proxies, which fill it first).
 
 Usage: .venv/bin/python scripts/bench_cpu.py [--jobs N] -- BENCH FLAGS (with --out)
 """
@@ -30,7 +31,7 @@ from pathlib import Path
 import torch
 
 from mcuc import McucError, bench_search_stages
-from mcuc.bench_search import baseline_config, parse_args
+from mcuc.bench_search import baseline_config, grid_fits, parse_args
 
 
 @dataclass
@@ -53,10 +54,10 @@ class Plan:
         return tuple(j.name for j in self.jobs if j.name.startswith(prefix))
 
 
-def plan(a: argparse.Namespace, baselines: dict[int, object], jobs: int) -> Plan:
+def plan(a: argparse.Namespace, groups: list[list[int]], grid: int, jobs: int) -> Plan:
     """The bench's parts as jobs, in priority order (a free slot takes the first ready
-    one); `baselines` maps each budget to its baseline config (budgets that share one
-    train it in one job)."""
+    one). `groups`: budgets that share a baseline (trained in one job); `grid`: how many
+    grid models --baseline best trains as proxies before the baselines."""
     p = Plan()
     p.add("supernet", ["--part", "supernet"])
     for b in a.budgets:
@@ -66,14 +67,12 @@ def plan(a: argparse.Namespace, baselines: dict[int, object], jobs: int) -> Plan
         trainees = a.proxy_shapes * (2 if a.proxy_plain else 1)
         for i in range(trainees):
             p.add(f"proxy{i}", ["--part", "proxy", "--finalist", str(i)], searches)
-    groups: dict[object, list[int]] = {}
-    for b, cfg in baselines.items():
-        if cfg is not None:
-            groups.setdefault(cfg, []).append(b)
+    for i in range(grid):
+        p.add(f"grid{i}", ["--part", "grid", "--finalist", str(i)])
     for r in range(a.repeats):
-        for budgets in groups.values():
+        for budgets in groups:
             p.add(f"baseline{budgets[0]}_r{r}", ["--part", "baselines", "--repeat", str(r),
-                                                  "--only", *map(str, budgets)])
+                                                  "--only", *map(str, budgets)], p.names("grid"))
     picks = p.names("proxy") or searches
     for r in range(a.repeats):
         p.add(f"train_r{r}", ["--part", "train", "--repeat", str(r)],
@@ -118,6 +117,20 @@ def schedule(jobs: list[Job], slots: int, launch: Callable[[Job], subprocess.Pop
     return [j.name for j in jobs if j.name in done]
 
 
+def baseline_groups(c) -> tuple[list[list[int]], int]:
+    """(budgets grouped by the baseline they share, grid proxies to train first): the
+    rule's baseline is known now; --baseline best's only after its grid proxies, and
+    budgets that the same grid models fit pick the same one."""
+    groups: dict[object, list[int]] = {}
+    for b in c.a.budgets:
+        key = (baseline_config(c.space, c.models[b]) if c.a.baseline == "rule"
+               else tuple(grid_fits(c, [b])) or None)
+        if key is not None:
+            groups.setdefault(key, []).append(b)
+    grid = len(grid_fits(c, c.a.budgets)) if c.a.baseline == "best" else 0
+    return list(groups.values()), grid
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     ours, flags = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv \
@@ -138,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         print("teacher (alone: every part needs its labels) ...", flush=True)
         c = bench_search_stages.setup(a)
-        base = {b: baseline_config(c.space, c.models[b]) for b in a.budgets}
+        groups, grid = baseline_groups(c)
         env = {**os.environ, "TQDM_MININTERVAL": "30"}
 
         def launch(j: Job) -> subprocess.Popen:
@@ -148,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             with open(logs / f"{j.name}.log", "a") as log:
                 return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
 
-        schedule(plan(a, base, ours_a.jobs).jobs, ours_a.jobs, launch)
+        schedule(plan(a, groups, grid, ours_a.jobs).jobs, ours_a.jobs, launch)
     except McucError as e:
         raise SystemExit(f"mcuc: error: {e} (logs in {Path(a.out) / 'logs'})") from None
     print(f"done in {(time.perf_counter() - t0) / 60:.1f} min; report: "

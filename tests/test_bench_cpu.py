@@ -32,8 +32,7 @@ def _cfg(dim: int) -> SubnetConfig:
 
 
 def test_plan_orders_the_parts_and_shares_baselines() -> None:
-    base = {16: _cfg(32), 32: _cfg(96), 64: _cfg(96), 128: _cfg(96)}
-    jobs = bench_cpu.plan(parse_args(TABLE), base, 2).jobs
+    jobs = bench_cpu.plan(parse_args(TABLE), [[16], [32, 64, 128]], 0, 2).jobs
     names = [j.name for j in jobs]
     by = {j.name: j for j in jobs}
     assert names[0] == "supernet" and names[-1] == "all"
@@ -54,9 +53,15 @@ def test_plan_orders_the_parts_and_shares_baselines() -> None:
     assert set(by["all"].after) == {"train_r0", "train_r1"} and by["all"].threads == 2
     assert all(j.threads == 1 for j in jobs[:-1])
     # without proxies the picks wait for the searches
-    plain = bench_cpu.plan(parse_args(["--budgets", "16"]), {16: None}, 1).jobs
+    plain = bench_cpu.plan(parse_args(["--budgets", "16"]), [], 0, 1).jobs
     assert [j.name for j in plain] == ["supernet", "search16", "train_r0", "all"]
     assert plain[2].after == ("search16",)
+    # --baseline best: the grid's proxies fill free slots, the baselines wait for them all
+    best = bench_cpu.plan(parse_args([*TABLE, "--baseline", "best"]), [[16], [32]], 3, 2).jobs
+    by = {j.name: j for j in best}
+    assert [j.name for j in best if j.name.startswith("grid")] == ["grid0", "grid1", "grid2"]
+    assert by["grid2"].args == ["--part", "grid", "--finalist", "2"] and by["grid2"].after == ()
+    assert by["baseline32_r1"].after == ("grid0", "grid1", "grid2")
 
 
 class _Proc:

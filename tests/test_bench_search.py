@@ -546,3 +546,51 @@ def test_a_bench_training_cut_short_goes_on_from_its_last_epoch(tmp_path: Path,
     monkeypatch.setattr(train_mod, "_keep", keep)
     resumed = flat(bench_search_stages.trained(c, "baseline", cfg)[0])
     assert torch.equal(resumed, straight) and not part.exists()
+
+
+def test_baseline_best_is_the_grid_model_with_the_best_held_out_proxy(tmp_path: Path,
+                                                                      monkeypatch) -> None:
+    """--baseline best trains every grid model that fits as a proxy and takes the best on
+    held-out images (the first in grid order on a tie); --baseline rule stays the one
+    with the most MACs; --part grid trains one grid proxy; the report lists the ranking."""
+    c = bench_search_stages.setup(bench_search.parse_args(
+        [*QUICK, "--out", str(tmp_path), "--budgets", "16", "--proxy-epochs", "1",
+         "--baseline", "best", "--distill-epochs", "0"]))
+    fits = bench_search.grid_fits(c, [16])
+    assert fits and all(c.models[16].cost(g).fits for g in fits)
+    assert fits == [g for g in bench_search.uniform_grid(c.space) if g in fits]
+    score = {g: 0.5 for g in fits}
+    score[fits[2]] = score[fits[4]] = 0.9
+    calls = []
+
+    def fake(c, kind, cfg, rep=0):
+        calls.append((kind, cfg))
+        return None, {"val_acc": score[cfg]}
+
+    monkeypatch.setattr(bench_search, "trained", fake)
+    cfg, recs = bench_search.pick_baseline(c, 16)
+    assert cfg == fits[2] and len(recs) == len(fits)
+    assert {k for k, _ in calls} == {"proxy"}
+    c.a.baseline = "rule"
+    assert bench_search.pick_baseline(c, 16) == (
+        bench_search.baseline_config(c.space, c.models[16]), None)
+    calls.clear()
+    c.a.baseline, c.a.part, c.a.finalist = "best", "grid", 1
+    monkeypatch.setattr(bench_search, "setup", lambda a: c)
+    assert bench_search.run(c.a) is None and calls == [("proxy", fits[1])]
+    row = {"budget_kb": 16, "baseline": {"config": fits[2].to_dict(), "grid": [
+        {"config": g.to_dict(), "val_acc": score[g]} for g in fits]}}
+    line = bench_search_report._grid_line(row)
+    assert line.startswith(f"- 16 KB: **{bench_search_report._shape_text(fits[2].to_dict())}"
+                           " 90.00%**, ")
+    assert line.count("**") == 2
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--baseline", "best"], "--baseline best needs --proxy-epochs"),
+    (["--part", "grid", "--proxy-epochs", "1"], "--part grid goes with --baseline best"),
+])
+def test_baseline_best_usage_errors(args: list[str], needle: str, capsys) -> None:
+    with pytest.raises(SystemExit):
+        bench_search.parse_args(args)
+    assert needle in capsys.readouterr().err

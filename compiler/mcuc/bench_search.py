@@ -15,7 +15,10 @@ The baseline is the uniform ViT (2 heads, MLP ratio 2, full rank in every block)
 small grid (patch 4/7 x dim 32-128 x depth 2/4/6) with the most MACs that fits the
 same budget -- the usual "scale it up until it no longer fits" rule -- trained from
 scratch for the same E epochs with the same recipe (and, with `--distill-epochs`, the
-same CNN teacher's labels). The supernet's own epochs are the
+same CNN teacher's labels). With `--baseline best` it is instead the grid model that
+fits with the best held-out accuracy after the proxy training the search's shapes get
+(every grid model that fits, trained --proxy-epochs from scratch): the best uniform ViT
+of the grid, picked the way the search picks. The supernet's own epochs are the
 search's cost, reported below, and are not given to the baseline.
 
 Both models are then measured on the Fashion-MNIST test set: float (torch), int8 (the
@@ -53,7 +56,7 @@ __all__ = ["BASELINE_LR", "KB", "main", "run"]
 
 BUDGETS_KB = (16, 32, 64, 128)
 GRID = {"patch": (4, 7), "dim": (32, 48, 64, 96, 128), "depth": (2, 4, 6)}
-PARTS = ("all", "train", "supernet", "search", "proxy", "finetune", "baselines")
+PARTS = ("all", "train", "supernet", "search", "proxy", "finetune", "baselines", "grid")
 
 
 def uniform_grid(space) -> list[SubnetConfig]:
@@ -68,6 +71,26 @@ def baseline_config(space, cost_model) -> SubnetConfig | None:
     return max(fits, key=lambda c: cost_model.cost(c).macs) if fits else None
 
 
+def grid_fits(c: Ctx, budgets) -> list[SubnetConfig]:
+    """The grid models that fit any of `budgets`, in grid order (`--part grid` indices)."""
+    return [g for g in uniform_grid(c.space)
+            if any(c.models[b].cost(g).fits for b in budgets)]
+
+
+def pick_baseline(c: Ctx, b: int) -> tuple[SubnetConfig | None, list[dict] | None]:
+    """Budget b's baseline and, with --baseline best, the grid's proxy records (every
+    grid model that fits, trained --proxy-epochs; the best held-out one is the pick, the
+    first in grid order on a tie)."""
+    if c.a.baseline == "rule":
+        return baseline_config(c.space, c.models[b]), None
+    fits = grid_fits(c, [b])
+    recs = [{"config": g.to_dict(), **trained(c, "proxy", g)[1]} for g in fits]
+    if not recs:
+        return None, recs
+    best = max(range(len(recs)), key=lambda i: (recs[i]["val_acc"], -i))
+    return fits[best], recs
+
+
 def run(a: argparse.Namespace) -> str | None:
     """Run `a.part` of the bench; the report (for parts "all") or None."""
     import torch
@@ -75,6 +98,11 @@ def run(a: argparse.Namespace) -> str | None:
     torch.set_num_threads(a.threads)
     c = setup(a)
     budgets = a.only or a.budgets
+    if a.part == "grid":   # --baseline best's proxies, one or all (no supernet needed)
+        grid = grid_fits(c, budgets)
+        for g in grid if a.finalist is None else grid[a.finalist:a.finalist + 1]:
+            trained(c, "proxy", g)
+        return None
     if a.part in ("all", "train", "supernet"):
         supernet(c)
     rows = []
@@ -107,7 +135,7 @@ def run(a: argparse.Namespace) -> str | None:
             if picks:   # a budget may have fewer families
                 row["searched"] = pick_searched(c, b, founds, fins, picks, proxies)
         if a.part in ("all", "train", "baselines"):
-            cfg = baseline_config(c.space, c.models[b])
+            cfg, grid = pick_baseline(c, b)
             row["baseline"] = None
             if cfg is not None and only_repeat(c):   # that seed alone, no row to report
                 row["baseline"] = {"repeats": again(c, "baseline", cfg)}
@@ -116,6 +144,8 @@ def run(a: argparse.Namespace) -> str | None:
                         else trained(c, "baseline", cfg)[1])
                 row["baseline"] = {**base, "repeats": again(c, "baseline", cfg),
                                    "first_budget": c.first.setdefault(("baseline", cfg), b)}
+                if grid is not None:
+                    row["baseline"]["grid"] = grid
                 if a.proxy_check:   # how the proxy would rank the baseline
                     row["baseline"]["proxy"] = trained(c, "proxy", cfg)[1]
         rows.append(row)
@@ -244,6 +274,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--proxy-plain", action="store_true",
                     help="the proxy also trains each shape's plain variant (one MLP ratio "
                          "and rank in every block, the most MACs that fit)")
+    ap.add_argument("--baseline", choices=("rule", "best"), default="rule",
+                    help="rule: the grid model with the most MACs that fits; best: the grid "
+                         "model that fits with the best held-out proxy (needs --proxy-epochs)")
     ap.add_argument("--proxy-check", action="store_true",
                     help="train each baseline as a proxy too, to report whether the proxy "
                          "orders searched and baseline as their full training does")
@@ -276,8 +309,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a = ap.parse_args(argv)
     if a.only and not set(a.only) <= set(a.budgets):
         ap.error(f"--only {a.only} must be among --budgets {a.budgets}")
-    if a.finalist is not None and a.part not in ("finetune", "proxy"):
-        ap.error("--finalist goes with --part finetune or proxy")
+    if a.finalist is not None and a.part not in ("finetune", "proxy", "grid"):
+        ap.error("--finalist goes with --part finetune, proxy or grid")
+    if a.baseline == "best" and a.proxy_epochs <= 0:
+        ap.error("--baseline best needs --proxy-epochs")
+    if a.part == "grid" and a.baseline != "best":
+        ap.error("--part grid goes with --baseline best")
     if a.part == "proxy" and a.proxy_epochs <= 0:
         ap.error("--part proxy needs --proxy-epochs")
     if a.proxy_check and a.proxy_epochs <= 0:

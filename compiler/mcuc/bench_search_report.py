@@ -42,6 +42,18 @@ def _proxies_text(m: dict, m_kb: int) -> str:
                 for p in ps))
 
 
+def _grid_line(r: dict) -> str | None:
+    """--baseline best: budget r's grid proxies, best first, the pick in bold."""
+    base = r["baseline"]
+    if not base or not base.get("grid"):
+        return None
+    ranked = sorted(base["grid"], key=lambda g: -g["val_acc"])
+    return f"- {r['budget_kb']} KB: " + ", ".join(
+        (f"**{_shape_text(g['config'])} {100 * g['val_acc']:.2f}%**"
+         if g["config"] == base["config"] else
+         f"{_shape_text(g['config'])} {100 * g['val_acc']:.2f}%") for g in ranked)
+
+
 def _runs(m: dict) -> list[dict]:
     """A table model's measured runs: the first training seed and its --repeats."""
     return [m, *m.get("repeats", [])]
@@ -104,6 +116,7 @@ def _command(a) -> str:
                if getattr(a, "proxy_epochs", 0) else "")
             + ("--proxy-plain " if getattr(a, "proxy_plain", False) else "")
             + ("--proxy-check " if getattr(a, "proxy_check", False) else "")
+            + ("--baseline best " if getattr(a, "baseline", "rule") == "best" else "")
             + (f"--repeats {a.repeats} " if getattr(a, "repeats", 1) > 1 else "")
             + f"--population {a.population} "
             f"--generations {a.generations} --pool {a.pool} --sampling {a.sampling}"
@@ -174,6 +187,7 @@ def report(a, rows: list[dict], supernet_s: float, pool: int,
                 "are the means, each seed's in brackets; the firmware column sums them.")
     cost = compute_seconds(rows, supernet_s, teacher)
     checks = [line for r in rows if (line := _proxy_check_line(r))]
+    grids = [line for r in rows if (line := _grid_line(r))]
     return "\n".join([
         "# Architecture-search benchmark",
         "",
@@ -215,6 +229,9 @@ def report(a, rows: list[dict], supernet_s: float, pool: int,
         "Search time per budget:",
         *[_search_line(r) for r in rows],
         "",
+        *([f"Baselines picked from the grid (`--baseline best`: every grid model that fits, "
+           f"{a.proxy_epochs} epochs from scratch, held-out accuracy; the pick in bold):",
+           *grids, ""] if grids else []),
         *([f"Proxy check ({a.proxy_epochs} epochs from scratch; each baseline trained as a "
            "proxy too, held-out accuracy; not used to pick anything):", *checks, ""]
           if checks else []),
