@@ -235,10 +235,15 @@ def train(
 def _keep(path: Path, key: object, epoch: int, losses: list[float], model: nn.Module,
           opt: torch.optim.Optimizer, sched, gen: torch.Generator) -> None:
     """The state after `epoch` epochs, written atomically (a kill never tears it)."""
-    state = {"key": key, "epoch": epoch, "losses": losses, "model": model.state_dict(),
-             "opt": opt.state_dict(), "sched": sched.state_dict(), "gen": gen.get_state(),
-             "rng": torch.get_rng_state()}
-    tmp = path.with_name(path.name + ".tmp")
+    save_checkpoint(path, {"key": key, "epoch": epoch, "losses": losses,
+                           "model": model.state_dict(), "opt": opt.state_dict(),
+                           "sched": sched.state_dict(), "gen": gen.get_state(),
+                           "rng": torch.get_rng_state()})
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Write atomically so an interrupted run never leaves a torn checkpoint."""
+    tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)
 

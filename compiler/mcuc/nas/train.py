@@ -46,6 +46,7 @@ from mcuc.models.train import (
     one_cycle,
     optimizer_step,
     resolve_device,
+    save_checkpoint,
     seed_everything,
 )
 from mcuc.nas.space import (
@@ -179,13 +180,6 @@ def sampling_weights(pool: list[SubnetConfig], macs: Callable[[SubnetConfig], in
 
 
 # ----------------------------------------------------------------------------- checkpoint
-
-def save_checkpoint(path: Path, state: dict) -> None:
-    """Write atomically so an interrupted run never leaves a torn checkpoint."""
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
 
 def load_checkpoint(path: Path) -> dict:
     try:
