@@ -118,17 +118,20 @@ def schedule(jobs: list[Job], slots: int, launch: Callable[[Job], subprocess.Pop
 
 
 def baseline_groups(c) -> tuple[list[list[int]], int]:
-    """(budgets grouped by the baseline they share, grid proxies to train first): the
-    rule's baseline is known now; --baseline best's only after its grid proxies, and
-    budgets that the same grid models fit pick the same one."""
+    """(budgets grouped by the baseline they share, grid proxies to train first). The
+    rule's baseline is known now, so budgets that share one share a job. --baseline
+    best's pick is known only after its grid proxies, and budgets often pick the same
+    grid model: one job a seed for all of them, so that no two processes ever train the
+    same model (twice the work, and both writing its files)."""
+    if c.a.baseline == "best":
+        fits = [b for b in c.a.budgets if grid_fits(c, [b])]
+        return ([fits] if fits else []), len(grid_fits(c, c.a.budgets))
     groups: dict[object, list[int]] = {}
     for b in c.a.budgets:
-        key = (baseline_config(c.space, c.models[b]) if c.a.baseline == "rule"
-               else tuple(grid_fits(c, [b])) or None)
+        key = baseline_config(c.space, c.models[b])
         if key is not None:
             groups.setdefault(key, []).append(b)
-    grid = len(grid_fits(c, c.a.budgets)) if c.a.baseline == "best" else 0
-    return list(groups.values()), grid
+    return list(groups.values()), 0
 
 
 def main(argv: list[str] | None = None) -> int:

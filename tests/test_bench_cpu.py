@@ -64,6 +64,36 @@ def test_plan_orders_the_parts_and_shares_baselines() -> None:
     assert by["baseline32_r1"].after == ("grid0", "grid1", "grid2")
 
 
+def test_budgets_that_pick_from_the_grid_share_one_baseline_job() -> None:
+    """--baseline best's pick is known only after the grid is trained: one job a seed
+    for every budget, or two processes could train the same grid model at once; the
+    rule's baselines are known, so budgets share a job only when they share the model."""
+    from types import SimpleNamespace
+
+    from mcuc.bench_search import uniform_grid
+    from mcuc.nas.space import load_space
+
+    space = load_space(None)
+    grid = uniform_grid(space)
+
+    class Budget:   # fits the grid models of at most `dim` width
+        def __init__(self, dim: int) -> None:
+            self.dim = dim
+
+        def cost(self, g):
+            return SimpleNamespace(fits=g.dim <= self.dim, macs=g.dim * g.depth)
+
+    def ctx(baseline: str, dims: dict[int, int]):
+        return SimpleNamespace(a=SimpleNamespace(baseline=baseline, budgets=list(dims)),
+                               space=space, models={b: Budget(d) for b, d in dims.items()})
+
+    dims = {16: 0, 32: 48, 64: 64, 128: 64}   # 16 KB fits nothing
+    assert bench_cpu.baseline_groups(ctx("best", dims)) == (
+        [[32, 64, 128]], len([g for g in grid if g.dim <= 64]))
+    assert bench_cpu.baseline_groups(ctx("rule", dims)) == ([[32], [64, 128]], 0)
+    assert bench_cpu.baseline_groups(ctx("best", {16: 0})) == ([], 0)
+
+
 class _Proc:
     """A process that ends with `rc` after `polls` polls."""
 
