@@ -11,7 +11,8 @@ LINT_PATHS := compiler tests scripts
 BENCH_SEARCH ?= --supernet-epochs 20 --finetune-epochs 50 --finetune-lr 0.001 \
 	--distill-epochs 8 --distill-supernet --init scratch --shared-finalists \
 	--proxy-epochs 8 --proxy-shapes 6 --proxy-check --repeats 2 --population 16 \
-	--generations 8 --pool 400 --sampling macs --augment
+	--generations 8 --pool 400 --sampling macs --augment --proxy-plain \
+	--baseline best --space bench/space_resolution.toml
 
 .PHONY: help setup demo test bench bench-search lint clean distclean
 
