@@ -55,18 +55,30 @@ def test_configs_cover_the_space() -> None:
 
 
 def test_reference_tracks_float_model() -> None:
-    """The int8 reference stays close to the float interpreter on random models."""
+    """The int8 reference stays close to the float interpreter on random models.
+
+    Bounds in output LSBs, measured on these seeds and set with a margin of about a
+    quarter: mean |error| 3.9 / 1.6 / 1.3 LSB, max 17.4 LSB, and the mean max error is
+    at most 0.044 of the output's span (the bound used to be 0.25 of it, loose enough
+    for a GELU table built from erf(x/2), which takes seed 2 to 6.7 LSB mean).
+    Per-layer bounds: tests/test_layers_vs_float.py.
+    """
     from mcuc.ir import interpreter
 
     for seed in (1, 2, 3):
         cfg, c = compile_random(seed)
         g = c.graph
+        qp = c.schedule.output_qp
         xs = random_inputs(cfg, 8, seed + 7)
-        errs, spans = [], []
+        errs, spans, lsb = [], [], []
         for x in xs:
             f = interpreter.run(g, {g.inputs[0]: x[None]})[g.outputs[0]].reshape(-1)
             q = execute.run(c.schedule, execute.quantize_input(c.schedule, x[None]), c.plan)
-            deq = c.schedule.output_qp.dequantize(q)
-            errs.append(np.abs(deq - f).max())
+            err = np.abs(qp.dequantize(q) - f)
+            errs.append(err.max())
             spans.append(np.ptp(f))
-        assert np.mean(errs) < 0.25 * max(np.mean(spans), 1e-6), (seed, errs, spans)
+            lsb.append(err / qp.scale)
+        lsb_all = np.concatenate(lsb)
+        assert lsb_all.mean() <= 5.0 and lsb_all.max() <= 22.0, \
+            (seed, float(lsb_all.mean()), float(lsb_all.max()))
+        assert np.mean(errs) < 0.06 * max(np.mean(spans), 1e-6), (seed, errs, spans)
