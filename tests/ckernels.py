@@ -80,9 +80,10 @@ def _c_array(v: object, dtype: type) -> np.ndarray:
 class CKernels:
     """The runtime as a shared library; run() calls one kernel on numpy buffers."""
 
-    def __init__(self, build_dir: Path) -> None:
+    def __init__(self, build_dir: Path, defines: tuple[str, ...] = ()) -> None:
+        """`defines` (e.g. ("-DMCUC_ARM_DSP",)) select a kernel variant, as a board does."""
         so = build_dir / "libmcuc.so"
-        gcc(["-shared", "-fPIC", "-O2", *CFLAGS, *map(str, SOURCES), "-o", str(so)])
+        gcc(["-shared", "-fPIC", "-O2", *CFLAGS, *defines, *map(str, SOURCES), "-o", str(so)])
         self.lib = ctypes.CDLL(str(so))
         self.structs = {name: struct_class(k) for name, k in REGISTRY.items()}
 

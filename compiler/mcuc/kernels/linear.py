@@ -2,6 +2,10 @@
 
 The accumulator is exact (int64) and saturated to int32 before requantization, as the
 C kernel does; conv2d reuses the helpers since its weights are also per-channel.
+
+The C kernel has an ARMv7E-M variant (MCUC_ARM_DSP: SMLAD on SXTB16-unpacked pairs) that
+sums in int32: |x - x_zp| <= 255 and |w| <= 128 bound every partial sum by 255 * 128 * k,
+which fits int32 up to DSP_MAX_K; above it the variant runs the exact int64 loop.
 """
 
 from __future__ import annotations
@@ -16,6 +20,9 @@ from mcuc.kernels.fixedpoint import (
 )
 from mcuc.kernels.registry import WEIGHTED_FIELDS, Field, KernelDef, register
 from mcuc.quant.qparams import quantize_bias  # noqa: F401  (one definition; re-exported)
+
+# Largest k whose sum of (x - x_zp) * w provably fits int32 (MCUC_DSP_MAX_K in linear.c).
+DSP_MAX_K = (2**31 - 1) // (255 * 128)
 
 
 def ref(p: dict, x: np.ndarray) -> np.ndarray:
@@ -46,5 +53,6 @@ KERNEL = register(
         n_inputs=1,
         ref=ref,
         macs=lambda p: p["rows"] * p["k"] * p["n"],
+        variants=("MCUC_ARM_DSP",),
     )
 )

@@ -56,6 +56,9 @@ class KernelDef:
     # Bytes of per-call scratch the C function takes after the output pointer (a fused
     # kernel's row buffer); 0 = the function takes no scratch argument.
     scratch: Callable[[dict], int] = field(default=lambda p: 0)
+    # C macros that select an optimized variant of this kernel's code (a board's
+    # defines(), e.g. "MCUC_ARM_DSP"); every variant must equal `ref` bit for bit.
+    variants: tuple[str, ...] = ()
 
     def check_params(self, params: dict) -> None:
         missing = [f.name for f in self.fields if f.name not in params and not f.nullable]

@@ -124,5 +124,6 @@ KERNEL = register(
         ref=ref,
         macs=macs,
         scratch=scratch_bytes,
+        variants=("MCUC_ARM_DSP",),  # through linear_s8
     )
 )

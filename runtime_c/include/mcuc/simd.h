@@ -1,0 +1,142 @@
+/*
+ * The few ARMv7E-M DSP instructions the optimized kernels use (Cortex-M4/M7: SMLAD,
+ * SXTB16, SSUB16, QADD), as static inline functions.
+ *
+ * Why a header: the optimized kernels are written once against these functions. On a
+ * core with the DSP extension (__ARM_FEATURE_DSP, set by gcc for -mcpu=cortex-m4/m7) they
+ * are the ACLE intrinsics, one instruction each; elsewhere they are portable C with the
+ * same results, so the very same kernel code is built and tested on the host (ASan and
+ * UBSan included) by defining the variant macro (MCUC_ARM_DSP) in a host build.
+ *
+ * Packed values are uint32_t words holding two 16-bit lanes, lane 0 in bits 0..15.
+ * The portable mcuc_smlad sums in plain int32, so a sum that would overflow (the
+ * kernels prove it cannot) is undefined behaviour that UBSan reports in the host tests;
+ * the instruction itself would wrap.
+ */
+#ifndef MCUC_SIMD_H
+#define MCUC_SIMD_H
+
+#include <stdint.h>
+#include <string.h>
+
+#include "mcuc/fixedpoint.h"
+
+/* Four consecutive bytes as one word (an unaligned LDR on Cortex-M4/M7). */
+static inline uint32_t mcuc_read32(const int8_t *p)
+{
+    uint32_t v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+
+#include <arm_acle.h>
+
+/* Bytes 0 and 2 of w, sign-extended into lanes 0 and 1 (SXTB16). */
+static inline uint32_t mcuc_sxtb16(uint32_t w)
+{
+    return (uint32_t)__sxtb16((int8x4_t)w);
+}
+
+/* Bytes 1 and 3 of w, sign-extended into lanes 0 and 1 (SXTB16 with ROR #8). */
+static inline uint32_t mcuc_sxtb16_ror8(uint32_t w)
+{
+    uint32_t r;
+    /* gcc 12 does not fold a rotate into SXTB16; the one instruction does it. */
+    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(w));
+    return r;
+}
+
+/* Lane-wise a - b, modulo 2^16 (SSUB16). */
+static inline uint32_t mcuc_ssub16(uint32_t a, uint32_t b)
+{
+    return (uint32_t)__ssub16((int16x2_t)a, (int16x2_t)b);
+}
+
+/* acc + a.lane0 * b.lane0 + a.lane1 * b.lane1 (SMLAD). */
+static inline int32_t mcuc_smlad(uint32_t a, uint32_t b, int32_t acc)
+{
+    return __smlad((int16x2_t)a, (int16x2_t)b, acc);
+}
+
+/* a + b saturated to the int32 range (QADD). */
+static inline int32_t mcuc_qadd(int32_t a, int32_t b)
+{
+    return __qadd(a, b);
+}
+
+#else /* portable definitions, bit for bit the same results */
+
+static inline int32_t mcuc_lane(uint32_t v, int lane)
+{
+    const uint32_t h = (v >> (16 * lane)) & 0xFFFFu;
+    return (int32_t)h - (int32_t)((h & 0x8000u) << 1);
+}
+
+static inline uint32_t mcuc_pack_lanes(int32_t lo, int32_t hi)
+{
+    return ((uint32_t)lo & 0xFFFFu) | (((uint32_t)hi & 0xFFFFu) << 16);
+}
+
+static inline int32_t mcuc_byte(uint32_t w, int i)
+{
+    const uint32_t b = (w >> (8 * i)) & 0xFFu;
+    return (int32_t)b - (int32_t)((b & 0x80u) << 1);
+}
+
+static inline uint32_t mcuc_sxtb16(uint32_t w)
+{
+    return mcuc_pack_lanes(mcuc_byte(w, 0), mcuc_byte(w, 2));
+}
+
+static inline uint32_t mcuc_sxtb16_ror8(uint32_t w)
+{
+    return mcuc_pack_lanes(mcuc_byte(w, 1), mcuc_byte(w, 3));
+}
+
+static inline uint32_t mcuc_ssub16(uint32_t a, uint32_t b)
+{
+    return mcuc_pack_lanes(mcuc_lane(a, 0) - mcuc_lane(b, 0), mcuc_lane(a, 1) - mcuc_lane(b, 1));
+}
+
+static inline int32_t mcuc_smlad(uint32_t a, uint32_t b, int32_t acc)
+{
+    return acc + mcuc_lane(a, 0) * mcuc_lane(b, 0) + mcuc_lane(a, 1) * mcuc_lane(b, 1);
+}
+
+static inline int32_t mcuc_qadd(int32_t a, int32_t b)
+{
+    const int64_t s = (int64_t)a + b;
+    return (int32_t)(s > INT32_MAX ? INT32_MAX : (s < INT32_MIN ? INT32_MIN : s));
+}
+
+#endif /* __ARM_FEATURE_DSP */
+
+/* mcuc_requantize() (fixedpoint.h) for the optimized epilogues, bit for bit the same:
+ * for shift <= 0, srdhm's nudge-and-truncate equals floor((a * b + 2^30) / 2^31) for
+ * every product (ab >= 0: the same; ab < 0: truncating (ab + 1 - 2^30) / 2^31 toward
+ * zero is flooring (ab + 1 - 2^30 + 2^31 - 1) / 2^31), one SMLAL and a shift instead of
+ * a 64-bit sign test; the INT32_MIN * INT32_MIN case keeps its saturation. */
+static inline int32_t mcuc_requantize_fast(int32_t acc, int32_t mult, int32_t shift)
+{
+    if (shift > 0 || (acc == INT32_MIN && mult == INT32_MIN)) {
+        return mcuc_requantize(acc, mult, shift);
+    }
+    const int64_t ab = (int64_t)acc * mult + (1LL << 30);
+    return mcuc_rdbpot((int32_t)(ab >> 31), -shift);
+}
+
+/* clamp(y_zp + v) to int8 for any int32 v: the saturating add keeps the order. */
+static inline int8_t mcuc_out_s8(int32_t y_zp, int32_t v)
+{
+    return mcuc_clamp_s8(mcuc_qadd(y_zp, v));
+}
+
+/* v in both 16-bit lanes (v in [-32768, 32767]). */
+static inline uint32_t mcuc_dup16(int32_t v)
+{
+    return ((uint32_t)v & 0xFFFFu) * 0x00010001u;
+}
+
+#endif /* MCUC_SIMD_H */
