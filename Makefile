@@ -14,14 +14,16 @@ BENCH_SEARCH ?= --supernet-epochs 20 --finetune-epochs 50 --finetune-lr 0.001 \
 	--generations 8 --pool 400 --sampling macs --augment --proxy-plain \
 	--baseline best --space bench/space_resolution.toml
 
-.PHONY: help setup demo test bench bench-search lint clean distclean
+.PHONY: help setup demo test fuzz bench bench-search bench-kernels lint clean distclean
 
 help:
 	@echo "make setup      install Debian packages and .venv (idempotent)"
 	@echo "make demo       compile and run the bundled default model"
 	@echo "make test       run the test suite and ruff"
+	@echo "make fuzz       mutation-fuzz the compiler with 3000 damaged models (FUZZ_CASES=N)"
 	@echo "make bench      run the benchmarks"
 	@echo "make bench-search  architecture search vs uniform ViTs at 4 budgets (hours; CPU)"
+	@echo "make bench-kernels kernel instructions/MAC, portable vs optimized (bench/kernels.md)"
 	@echo "make lint       ruff only"
 	@echo "make clean      remove build outputs and caches (keeps .venv)"
 	@echo "make distclean  clean, and remove .venv"
@@ -36,6 +38,13 @@ test: setup
 	$(PYTEST) -q -p no:cacheprovider
 	$(RUFF) check $(LINT_PATHS)
 
+# more cases of tests/test_fuzz.py than CI runs; prints the counts table
+FUZZ_CASES ?= 3000
+FUZZ_SEED ?= 0
+fuzz: setup
+	FUZZ_CASES=$(FUZZ_CASES) FUZZ_SEED=$(FUZZ_SEED) $(PYTEST) -q -s -p no:cacheprovider \
+		tests/test_fuzz.py
+
 bench: setup
 	$(PY) -m mcuc.bench
 	$(PY) -m mcuc.bench_memory
@@ -43,6 +52,10 @@ bench: setup
 # parts side by side, one thread each; rerun to go on after an interruption
 bench-search: setup
 	$(PY) scripts/bench_cpu.py -- $(BENCH_SEARCH)
+
+# the default model built twice for stm32f746 (portable / optimized kernels), ~1 minute
+bench-kernels: setup
+	$(PY) scripts/bench_kernels.py
 
 lint: setup
 	$(RUFF) check $(LINT_PATHS)

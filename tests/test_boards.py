@@ -4,8 +4,8 @@ things. Fast: nothing here compiles or emulates."""
 
 from __future__ import annotations
 
-import json
 import os
+import shlex
 
 import pytest
 
@@ -86,10 +86,17 @@ def test_fit_estimate_names_the_culprit() -> None:
 
 
 def _fake_build(tmp_path, board: str):
+    """A build directory with a stand-in binary and a valid mcuc.json describing it."""
+    from mcuc.buildmeta import write_meta
+
     out = tmp_path / board
     out.mkdir()
-    (out / "mcuc.json").write_text(json.dumps({"board": board, "elf": "firmware.elf"}))
-    (out / "firmware.elf").write_bytes(b"\x7fELF")
+    binary = "firmware.elf" if load_board(board).is_mcu else "model"
+    (out / binary).write_bytes(b"\x7fELF")
+    qp = {"scale": 0.5, "zero_point": 0}
+    kind = "elf" if binary.endswith(".elf") else "exe"
+    write_meta(out, {"board": board, "input_shape": [1, 4], "input": qp, "output_shape": [1, 2],
+                     "output": qp, kind: binary})
     return out
 
 
@@ -97,9 +104,8 @@ def test_flash_dry_run_prints_openocd_command(tmp_path, capsys) -> None:
     out = _fake_build(tmp_path, "stm32f746")
     assert main(["flash", str(out), "--dry-run"]) == 0
     line = capsys.readouterr().out.strip()
-    elf = (out / "firmware.elf").resolve()
-    assert line == (f"openocd -f board/stm32f7discovery.cfg "
-                    f"-c 'program {elf} verify reset exit'")
+    assert line == (f"cd {shlex.quote(str(out.resolve()))} && openocd -f "
+                    "board/stm32f7discovery.cfg -c 'program firmware.elf verify reset exit'")
 
 
 @pytest.mark.parametrize("board", ["qemu-m7", "host"])

@@ -108,13 +108,14 @@ def test_default_model_fits_and_measures(default_model) -> None:
 
 
 def test_mcuc_run_on_qemu_build(default_model, tmp_path, capsys) -> None:
+    from mcuc.buildmeta import write_meta
     from mcuc.cli import main
 
     c, out, _, xq, _ = default_model
     meta = {"board": "qemu-m7", "input_shape": list(c.schedule.input_shape),
             "input": c.schedule.input_qp.to_dict(), "output_shape": list(c.schedule.output_shape),
             "output": c.schedule.output_qp.to_dict(), "elf": "firmware.elf"}
-    (out / "mcuc.json").write_text(json.dumps(meta))
+    write_meta(out, meta)     # mcuc.json as `mcuc build` writes it (with digests)
     xf = tmp_path / "x.npy"
     np.save(xf, xq[7].reshape(c.schedule.input_shape))
     assert main(["run", str(out), "--input", str(xf), "--json"]) == 0

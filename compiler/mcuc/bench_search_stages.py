@@ -274,11 +274,10 @@ def teacher_tag(c: Ctx) -> str | None:
 
 def load_trained(path: Path):
     """(net in eval mode, checkpoint: config, recipe, record) of a cached bench model."""
-    import torch
-
+    from mcuc.models.train import load_state
     from mcuc.nas.subnet import SubnetViT
 
-    ck = torch.load(path, map_location="cpu", weights_only=False)
+    ck = load_state(path, "bench model")
     net = SubnetViT(SubnetConfig.from_dict(ck["config"]))
     net.load_state_dict(ck["state_dict"])
     return net.eval(), ck

@@ -9,8 +9,9 @@ Keeping all of that here means adding a board needs no Python change.
 
 from __future__ import annotations
 
+import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from mcuc import McucError
@@ -34,6 +35,7 @@ class Board:
     fpu: str = ""
     float_abi: str = ""
     has_dwt: bool = False
+    dsp: bool = False  # ARMv7E-M DSP extension: the optimized kernel variants (MCUC_ARM_DSP)
     flash_origin: int = 0
     ram_origin: int = 0
     stack_bytes: int = 0
@@ -66,7 +68,17 @@ class Board:
             out.append("-DMCUC_BOARD_HAS_CYCLES")
         if self.semihosting:
             out.append("-DMCUC_INPUTS_FROM_FILE")
+        if self.dsp:
+            out.append("-DMCUC_ARM_DSP")
         return out
+
+    def with_kernels(self, kernels: str) -> Board:
+        """This board with the kernel variants `kernels` selects: "optimized" (the core's
+        own, e.g. ARMv7E-M DSP) or "portable" (the C reference on every core)."""
+        if kernels not in KERNELS:
+            raise McucError(f"--kernels must be one of {', '.join(KERNELS)}, not "
+                            f"{kernels!r}")
+        return self if kernels == "optimized" else replace(self, dsp=False)
 
     def source_paths(self) -> list[Path]:
         """Board C sources, plus every header of boards/common (they include each other)."""
@@ -74,6 +86,8 @@ class Board:
         files += sorted((self.path.parent / "common").glob("*.h"))
         return files
 
+
+KERNELS = ("optimized", "portable")
 
 _TOP = {"name", "description", "core", "cc", "sram_bytes", "flash_bytes", "clock_hz",
         "emulators", "cpu", "memory", "firmware", "flasher", "renode", "qemu"}
@@ -97,7 +111,8 @@ def _mcu_fields(data: dict, path: Path) -> dict:
         raise McucError(f"{path}: firmware.inputs must be 'flash' or 'semihost-file'")
     return dict(
         mcpu=cpu["mcpu"], fpu=cpu["fpu"], float_abi=cpu.get("float_abi", "hard"),
-        has_dwt=bool(cpu.get("dwt", False)), flash_origin=int(flash["origin"]),
+        has_dwt=bool(cpu.get("dwt", False)), dsp=cpu.get("dsp", False) is True,
+        flash_origin=int(flash["origin"]),
         ram_origin=int(ram["origin"]), stack_bytes=int(mem.get("stack_bytes", 8192)),
         sources=tuple(fw["sources"]), irq_count=int(fw.get("irq_count", 32)),
         output=fw.get("output", "uart"), inputs=fw["inputs"], exit=fw.get("exit", "loop"),
@@ -106,10 +121,21 @@ def _mcu_fields(data: dict, path: Path) -> dict:
     )
 
 
+_BOARD_NAME = re.compile(r"[a-z0-9_-]{1,64}")
+
+
 def load_board(name: str) -> Board:
+    """The board `name`, which must be one that `mcuc boards` lists (a plain name, never a
+    path: a name from the command line or an mcuc.json cannot reach other directories)."""
+    known = list_boards()
+    if not isinstance(name, str) or not _BOARD_NAME.fullmatch(name) or name not in known:
+        shown = repr(name) if isinstance(name, str) else type(name).__name__
+        shown = "".join(c if c.isprintable() else c.encode("unicode_escape").decode()
+                        for c in shown)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        raise McucError(f"unknown board {shown} (known: {', '.join(known)})")
     path = boards_dir() / name / "board.toml"
-    if not path.is_file():
-        raise McucError(f"unknown board '{name}' (known: {', '.join(list_boards())})")
     try:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:

@@ -31,7 +31,8 @@ def cmd_build(a: argparse.Namespace) -> int:
     report = build(a.model, a.board, a.calib, a.out, a.input_shape, a.disable,
                    progress=sys.stderr.isatty(), samples=a.samples,
                    stream_input=a.stream_input, calib_method=a.calib_method,
-                   calib_percentile=a.calib_percentile, calib_images=a.calib_images)
+                   calib_percentile=a.calib_percentile, calib_images=a.calib_images,
+                   kernels=a.kernels)
     print(format_report(report))
     print(f"\nwrote {a.out}/ (model.c, model.h, weights.c, report.json, memory.png)")
     return 0
@@ -40,7 +41,7 @@ def cmd_build(a: argparse.Namespace) -> int:
 def cmd_run(a: argparse.Namespace) -> int:
     from mcuc.runner import load_input, run_built
 
-    res = run_built(a.out, load_input(a.input), a.engine)
+    res = run_built(a.out, load_input(a.input), a.engine, allow_nonfinite=a.allow_nonfinite)
     if a.json:
         print(json.dumps({"output": res.output.tolist(), "argmax": res.argmax,
                           "scores": [round(float(s), 6) for s in res.scores],
@@ -157,6 +158,7 @@ def cmd_search(a: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
+    from mcuc.boards import KERNELS
     from mcuc.quant.calibrate import DEFAULT_IMAGES, DEFAULT_METHOD, DEFAULT_PERCENTILE
 
     p = argparse.ArgumentParser(prog="mcuc", description="Vision transformers on MCUs.")
@@ -185,13 +187,19 @@ def parser() -> argparse.ArgumentParser:
                    help="calibration images baked into flash for the self-test (MCU boards)")
     b.add_argument("--stream-input", action="store_true",
                    help="read the image band by band through a callback "
-                        "(mcuc_run_streaming); needs a patch-embedding first layer")
+                        "(mcuc_run_streaming); needs a patch-embedding first layer "
+                        "(a Conv with kernel == stride, no padding)")
+    b.add_argument("--kernels", choices=KERNELS, default=KERNELS[0],
+                   help="optimized: the core's fast kernel variants where it has them "
+                        "(ARMv7E-M DSP); portable: the C reference kernels everywhere")
     b.set_defaults(fn=cmd_build)
 
     r = sub.add_parser("run", help="run a built model on one input")
     r.add_argument("out", help="build directory made by `mcuc build`")
     r.add_argument("--input", required=True, help=".npy input (float, or int8 quantized)")
     r.add_argument("--json", action="store_true", help="print JSON")
+    r.add_argument("--allow-nonfinite", action="store_true",
+                   help="run an input holding NaN/inf anyway (NaN as 0, inf saturated)")
     r.add_argument("--engine", choices=["qemu", "unicorn", "renode"],
                    help="emulator for MCU builds (default: the board's first)")
     r.set_defaults(fn=cmd_run)
@@ -217,13 +225,28 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+MAX_ERROR_CHARS = 1000  # an error line stays readable in a terminal and a CI log
+
+
+def one_line(text: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """An error message as one safe line: newlines, control characters and ANSI escapes
+    (which may come from a model's names) escaped, and the length capped."""
+    out = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    if len(out) > limit:
+        out = out[:limit] + f"... ({len(out) - limit:,} more characters)"
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return args.fn(args)
     except McucError as e:
-        print(f"mcuc: error: {e}", file=sys.stderr)
+        print(f"mcuc: error: {one_line(str(e))}", file=sys.stderr)
+        return 2
+    except MemoryError:  # an allocation no limit (mcuc/limits.py) foresaw
+        print("mcuc: error: out of memory (the input or model is too large)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("mcuc: interrupted", file=sys.stderr)

@@ -159,12 +159,9 @@ def load_calibration(
         raise McucError(
             f"calibration spec {spec_str!r} is neither a .npy file nor a dataset ({names})"
         )
-    if not path.is_file():
-        raise McucError(f"calibration file {path} not found")
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise McucError(f"cannot load calibration file {path}: {e}") from e
+    from mcuc.limits import MAX_CALIB_IMAGES, read_npy
+
+    arr = read_npy(path, "calibration file")  # header checked first: size, dtype, no pickle
     full_shape = tuple(int(d) for d in input_shape)
     if arr.ndim == len(full_shape) + 1 and arr.shape[1:] == full_shape:
         arr = arr.reshape((arr.shape[0] * full_shape[0], *sample_shape))
@@ -175,6 +172,9 @@ def load_calibration(
         )
     if arr.shape[0] == 0:
         raise McucError(f"calibration file {path} holds no samples")
+    if arr.shape[0] > MAX_CALIB_IMAGES:
+        raise McucError(f"calibration file {path} holds {arr.shape[0]:,} samples; the limit "
+                        f"is {MAX_CALIB_IMAGES:,} (each one is a full float inference)")
     if not np.issubdtype(arr.dtype, np.number):
         raise McucError(f"calibration file {path} has non-numeric dtype {arr.dtype}")
     arr = arr.astype(np.float32)

@@ -20,6 +20,10 @@ CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shi
 
 
 def demo(out: Path, board: str = "stm32f746", n_images: int = 10) -> int:
+    from mcuc.limits import MAX_DEMO_IMAGES, check_count
+
+    # checked before the build: the test split has 10000 images, and each is one emulator run
+    n_images = check_count(n_images, "demo images (--images)", MAX_DEMO_IMAGES)
     print(f"mcuc demo: building the bundled Fashion-MNIST ViT for {board} ...")
     report = build(None, board, "fashion-mnist", out)
     print(format_report(report))

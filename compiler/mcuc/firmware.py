@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
 import numpy as np
 
-from mcuc import McucError
+from mcuc import McucError, subproc
 from mcuc.boards import Board
+from mcuc.codegen.names import c_comment
 from mcuc.paths import templates_dir
 
 # Code estimate: runtime kernels + startup + system + driver, plus each step's call and
@@ -32,6 +32,10 @@ CODE_PER_STEP_BYTES = 160
 # .data/.bss besides the arena: board state, the output line buffer, the input buffer.
 DATA_BASE_BYTES = 512
 ELF_NAME = "firmware.elf"
+MAKE_TIMEOUT_S = 900.0
+# The Unicorn run stops here (a firmware that never prints MCUC_DONE); the default model
+# takes about 120 million instructions per inference (README).
+MAX_INSTRUCTIONS = 2_000_000_000
 
 
 @dataclass(frozen=True)
@@ -118,7 +122,8 @@ def render_firmware(board: Board, out: Path, model_name: str,
     for src in board.source_paths():
         shutil.copy2(src, board_dir / src.name)
     has_samples = not board.semihosting
-    ctx = {"board": board, "model_name": model_name, "defines": board.defines(),
+    # The model's name goes only into main.c's comment, escaped; never into the Makefile.
+    ctx = {"board": board, "model_name": c_comment(model_name), "defines": board.defines(),
            "has_samples": has_samples,
            "board_sources": [f"board/{Path(s).name}" for s in board.sources]}
     files = {"main.c": "main_firmware.c.j2", "Makefile": "Makefile.arm.j2",
@@ -136,14 +141,15 @@ def render_firmware(board: Board, out: Path, model_name: str,
 _OVERFLOW = re.compile(r"region `(\w+)' overflowed by (\d+) bytes")
 
 
-def cross_build(out: Path, board: Board, fit: Fit | None = None, jobs: int = 2) -> Path:
+def cross_build(out: Path, board: Board, fit: Fit | None = None, jobs: int = 2,
+                timeout: float = MAKE_TIMEOUT_S) -> Path:
     """Run make in out; returns the ELF. Linker overflows become the one-line error."""
     if shutil.which("arm-none-eabi-gcc") is None or shutil.which("make") is None:
         raise McucError("building for MCU boards needs make and arm-none-eabi-gcc "
                         "(apt-get install make gcc-arm-none-eabi libnewlib-arm-none-eabi)")
     (out / ELF_NAME).unlink(missing_ok=True)
-    proc = subprocess.run(["make", "-s", "-C", str(out), f"-j{jobs}", "all"],
-                          capture_output=True, text=True)
+    proc = subproc.run(["make", "-s", "-C", str(out), f"-j{jobs}", "all"],
+                       f"the cross build for {board.name} (make)", timeout)
     if proc.returncode != 0:
         text = proc.stderr + proc.stdout
         overflows = _OVERFLOW.findall(text)
@@ -250,7 +256,10 @@ def patch_elf(elf: Path, values: dict[str, bytes], dest: Path) -> Path:
 
 
 def parse_protocol(text: str) -> dict:
-    """The firmware protocol lines: outputs, stack, cycles, status, done."""
+    """The firmware protocol lines: outputs, stack, cycles, status, done (a malformed line
+    or an output outside int8 is one error line)."""
+    from mcuc.sim.host import int8_values, int_field
+
     res: dict = {"outputs": [], "stack_bytes": None, "cycles": None, "status": None,
                  "begin": False, "done": False}
     for line in text.replace("\r", "").splitlines():
@@ -261,13 +270,13 @@ def parse_protocol(text: str) -> dict:
         if key == "MCUC_BEGIN":
             res["begin"] = True
         elif key == "MCUC_OUTPUT":
-            res["outputs"].append(np.array([int(v) for v in parts[1:]], dtype=np.int8))
+            res["outputs"].append(int8_values(line))
         elif key == "MCUC_STACK":
-            res["stack_bytes"] = int(parts[1])
+            res["stack_bytes"] = int_field(line)
         elif key == "MCUC_CYCLES":
-            res["cycles"] = int(parts[1])
+            res["cycles"] = int_field(line)
         elif key == "MCUC_STATUS":
-            res["status"] = int(parts[1])
+            res["status"] = int_field(line)
         elif key == "MCUC_DONE":
             res["done"] = True
     return res
@@ -278,7 +287,7 @@ def render_mcu(board: Board, out: Path, model_name: str, samples_q: np.ndarray) 
     from mcuc.sim import renode
 
     render_firmware(board, out, model_name, samples_q)
-    renode.write_files(out, board, model_name)
+    renode.write_files(out, board)
 
 
 def unicorn_available() -> bool:
@@ -289,7 +298,8 @@ def unicorn_available() -> bool:
     return hasattr(unicorn_m7, "run_elf")
 
 
-def run_unicorn(elf: Path, inputs: np.ndarray | None = None, semihosted: bool = False) -> dict:
+def run_unicorn(elf: Path, inputs: np.ndarray | None = None, semihosted: bool = False,
+                max_instructions: int = MAX_INSTRUCTIONS) -> dict:
     """Run the real ELF in the Unicorn engine; returns the parsed protocol plus instruction
     counts. Inputs go over mcuc_samples (flash boards) or into the semihosting file."""
     import tempfile
@@ -303,7 +313,11 @@ def run_unicorn(elf: Path, inputs: np.ndarray | None = None, semihosted: bool = 
             files = {"mcuc_inputs.bin": np.ascontiguousarray(inputs, np.int8).tobytes()}
         elif inputs is not None:
             path = patch_samples(elf, inputs, Path(tmp) / ELF_NAME)
-        r = run_elf(str(path), semihost_files=files, profile=True)
+        r = run_elf(str(path), semihost_files=files, profile=True,
+                    max_instructions=max_instructions)
+    if r.stopped_by == "max-instructions":
+        raise McucError(f"firmware in Unicorn did not finish within {max_instructions:,} "
+                        "instructions; stopped it")
     res = parse_protocol(r.stdout)
     if not res["done"] or res["status"] is None:
         tail = " | ".join(r.stdout.strip().splitlines()[-3:])

@@ -1,50 +1,61 @@
 """`mcuc flash`: program a built firmware.elf onto its board with the board's flasher.
 
 The command comes from board.toml ([flasher] tool and configs), so a new board needs no
-code here. --dry-run prints it exactly, for copying onto a machine with the board.
+code here. openocd runs inside the build directory and is given the ELF by its relative
+name (checked by buildmeta: letters, digits, `_.+-/` only), so the Tcl command it
+evaluates never holds the build path or anything else that Tcl could interpret (brackets,
+braces, `$`, spaces). --dry-run prints the same command as one shell line to copy.
 """
 
 from __future__ import annotations
 
+import re
 import shlex
 import shutil
-import subprocess
 from pathlib import Path
 
-from mcuc import McucError
+from mcuc import McucError, subproc
 from mcuc.boards import load_board
-from mcuc.runner import load_meta
+from mcuc.builddir import show
+from mcuc.buildmeta import load_build
+
+FLASH_TIMEOUT_S = 300.0
+# A word that Tcl reads literally: no whitespace, quotes, brackets, braces, `$`, `\` or `;`.
+TCL_PLAIN = re.compile(r"[A-Za-z0-9_.+/:=-]+")
 
 
-def flash_command(out_dir: Path | str) -> list[str]:
-    """The flasher command line for a build directory (absolute ELF path)."""
-    out_dir = Path(out_dir)
-    meta = load_meta(out_dir)
-    board = load_board(meta["board"])
+def flash_command(out_dir: Path | str) -> tuple[list[str], Path]:
+    """The flasher argv and the directory to run it in (the checked build)."""
+    b = load_build(out_dir)
+    board = load_board(b.board)
     if not board.flasher:
         raise McucError(f"board '{board.name}' has no flasher (it is not a physical board)")
     if board.flasher.get("tool") != "openocd":
-        raise McucError(f"board '{board.name}': unsupported flasher {board.flasher.get('tool')}")
-    elf = (out_dir / meta.get("elf", "firmware.elf")).resolve()
+        raise McucError(f"board '{board.name}': unsupported flasher "
+                        f"{show(str(board.flasher.get('tool')), 40)}")
+    elf = b.elf.relative_to(b.path).as_posix()
     cmd = ["openocd"]
     for cfg in board.flasher.get("configs", []):
+        if not isinstance(cfg, str) or not TCL_PLAIN.fullmatch(cfg):
+            raise McucError(f"board '{board.name}': openocd config {show(repr(cfg), 60)} "
+                            "is not a plain file name")
         cmd += ["-f", cfg]
-    return cmd + ["-c", f"program {elf} verify reset exit"]
+    if not TCL_PLAIN.fullmatch(elf):    # buildmeta allows less; checked here where it matters
+        raise McucError(f"{show(elf)} is not a plain file name; rebuild with `mcuc build`")
+    return cmd + ["-c", f"program {elf} verify reset exit"], b.path
 
 
-def flash(out_dir: Path | str, dry_run: bool = False) -> str:
+def flash(out_dir: Path | str, dry_run: bool = False, timeout: float = FLASH_TIMEOUT_S) -> str:
     """Flash (or with dry_run only describe); returns the command as a shell line."""
-    cmd = flash_command(out_dir)
-    line = shlex.join(cmd)
+    cmd, cwd = flash_command(out_dir)
+    line = f"cd {shlex.quote(str(cwd))} && {shlex.join(cmd)}"
     if dry_run:
         return line
-    if not Path(cmd[-1].split()[1]).is_file():
-        raise McucError(f"{cmd[-1].split()[1]} is missing; rebuild with `mcuc build`")
     if shutil.which(cmd[0]) is None:
         raise McucError("openocd is not installed (apt-get install openocd)")
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subproc.run(cmd, "openocd", timeout, cwd=cwd)
     if proc.returncode != 0:
         last = (proc.stderr or proc.stdout).strip().splitlines()
         raise McucError(f"openocd failed (exit {proc.returncode}): "
-                        f"{last[-1] if last else 'no output'}")
+                        f"{show(last[-1], 200) if last else 'no output'}")
     return line

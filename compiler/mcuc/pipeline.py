@@ -16,6 +16,8 @@ import numpy as np
 from mcuc import McucError, memory
 from mcuc.ablation import ablation
 from mcuc.boards import Board, load_board
+from mcuc.builddir import check_out, staging
+from mcuc.buildmeta import write_meta
 from mcuc.codegen.render import render
 from mcuc.ir.graph import Graph
 from mcuc.quant.calibrate import (
@@ -58,8 +60,9 @@ def load_graph(model=None, input_shape: tuple[int, ...] | None = None) -> Graph:
 def calibration_samples(graph: Graph, calib, count: int = DEFAULT_IMAGES) -> np.ndarray:
     """Calibration inputs from an array, a .npy path or a dataset name (`count` seeded
     training images; arrays and .npy files are used whole)."""
-    if isinstance(count, bool) or not isinstance(count, int | np.integer) or count < 1:
-        raise McucError(f"calibration images must be a positive integer, not {count}")
+    from mcuc.limits import MAX_CALIB_IMAGES, check_count
+
+    check_count(count, "calibration images (--calib-images)", MAX_CALIB_IMAGES)
     shape = tuple(graph.tensors[graph.inputs[0]].shape)
     if isinstance(calib, np.ndarray):
         arr = calib.astype(np.float32)
@@ -135,7 +138,7 @@ def build(model=None, board: str = "host", calib="fashion-mnist", out_dir: Path 
           progress: bool = False, compile_c: bool = True, samples: int = 4,
           emulate: bool = True, stream_input: bool = False,
           calib_method: str = DEFAULT_METHOD, calib_percentile: float = DEFAULT_PERCENTILE,
-          calib_images: int = DEFAULT_IMAGES) -> dict:
+          calib_images: int = DEFAULT_IMAGES, kernels: str = "optimized") -> dict:
     """Compile a model for a board into out_dir; returns the report (also report.json).
 
     For an MCU board the fit check runs before any C is written, then the firmware is
@@ -145,11 +148,13 @@ def build(model=None, board: str = "host", calib="fashion-mnist", out_dir: Path 
     mcuc_run_streaming (the image supplied band by band by a callback) and plans for it.
     Calibration takes `calib_images` training images of a named dataset (a .npy is used
     whole) and ranges by `calib_method` / `calib_percentile` (quant/calibrate.py).
+    `kernels` "portable" builds the C reference kernels even where the board's core has
+    optimized variants (to measure them, or to rule them out).
     """
     t_start = time.perf_counter()
     check_method(calib_method, calib_percentile)
-    b = load_board(board)
-    out = Path(out_dir)
+    b = load_board(board).with_kernels(kernels)
+    out = check_out(out_dir)
     graph = load_graph(model, input_shape)
     calib_x = calibration_samples(graph, calib, calib_images)
     c = compile_graph(graph, calib_x, disabled, progress=progress, stream_input=stream_input,
@@ -161,43 +166,45 @@ def build(model=None, board: str = "host", calib="fashion-mnist", out_dir: Path 
 
         fit = estimate_fit(c, b, samples)
         firmware.check_fit(b, fit)
-    t0 = time.perf_counter()
-    render(c.schedule, c.plan, out, model_name=name,
-           makefile=None if b.is_mcu else "Makefile.host.j2")
-    fw: dict = {}
-    if b.is_mcu:
-        from mcuc.firmware import render_mcu
-
-        samples_q = _quantized_samples(c, calib_x, samples)
-        render_mcu(b, out, name, samples_q)
-    c.timings["codegen_s"] = time.perf_counter() - t0
-    if compile_c and b.core == "host":
-        from mcuc.sim.host import build_host
-
+    with staging(out) as tmp:   # replaces out only once everything below succeeded
         t0 = time.perf_counter()
-        build_host(out)
-        c.timings["c_compile_s"] = time.perf_counter() - t0
-    elif compile_c:
-        from mcuc.firmware import build_and_measure
+        render(c.schedule, c.plan, tmp, model_name=name,
+               makefile=None if b.is_mcu else "Makefile.host.j2")
+        fw: dict = {}
+        if b.is_mcu:
+            from mcuc.firmware import render_mcu
 
-        t0 = time.perf_counter()
-        fw = build_and_measure(b, out, fit, samples_q, emulate=emulate)
-        c.timings["c_compile_s"] = time.perf_counter() - t0
-    c.timings["total_s"] = time.perf_counter() - t_start
-    desc = str(model) if model is not None else f"default ({DEFAULT_MODEL.name})"
-    report = make_report(c, b, desc)
-    report["disabled"] = list(c.schedule.disabled)
-    report["calibration"] = describe(calib_method, len(calib_x), calib_percentile)
-    if c.schedule.stream:
-        report["stream_input"] = True
-    report.update(ablation(c.qgraph, c.plan.arena_bytes))
-    _plot_memory(c, out / "memory.png", desc)
-    if b.is_mcu:
-        report["estimate"] = {"sram_bytes": fit.sram, "flash_bytes": fit.flash,
-                              **asdict(fit)}
-        _add_firmware(report, fw)
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    _save_runtime_meta(c, out, b.name, name if b.is_mcu else None)
+            samples_q = _quantized_samples(c, calib_x, samples)
+            render_mcu(b, tmp, name, samples_q)
+        c.timings["codegen_s"] = time.perf_counter() - t0
+        if compile_c and b.core == "host":
+            from mcuc.sim.host import build_host
+
+            t0 = time.perf_counter()
+            build_host(tmp)
+            c.timings["c_compile_s"] = time.perf_counter() - t0
+        elif compile_c:
+            from mcuc.firmware import build_and_measure
+
+            t0 = time.perf_counter()
+            fw = build_and_measure(b, tmp, fit, samples_q, emulate=emulate)
+            c.timings["c_compile_s"] = time.perf_counter() - t0
+        c.timings["total_s"] = time.perf_counter() - t_start
+        desc = str(model) if model is not None else f"default ({DEFAULT_MODEL.name})"
+        report = make_report(c, b, desc)
+        report["disabled"] = list(c.schedule.disabled)
+        report["kernels"] = kernels
+        report["calibration"] = describe(calib_method, len(calib_x), calib_percentile)
+        if c.schedule.stream:
+            report["stream_input"] = True
+        report.update(ablation(c.qgraph, c.plan.arena_bytes))
+        _plot_memory(c, tmp / "memory.png", desc)
+        if b.is_mcu:
+            report["estimate"] = {"sram_bytes": fit.sram, "flash_bytes": fit.flash,
+                                  **asdict(fit)}
+            _add_firmware(report, fw)
+        (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        _save_runtime_meta(c, tmp, b.name, name if b.is_mcu else None)
     return report
 
 
@@ -246,7 +253,7 @@ def _save_runtime_meta(c: Compiled, out: Path, board: str, fw_name: str | None =
             "input": s.input_qp.to_dict(), "output_shape": list(s.output_shape),
             "output": s.output_qp.to_dict(), "exe": "model"}
     if fw_name is not None:
-        from mcuc.sim.renode import script_name
+        from mcuc.sim.renode import SCRIPT_STEM
 
-        meta.update(exe=None, elf="firmware.elf", renode=f"renode/{script_name(fw_name)}")
-    (out / "mcuc.json").write_text(json.dumps(meta, indent=2) + "\n")
+        meta.update(exe=None, elf="firmware.elf", renode=f"renode/{SCRIPT_STEM}")
+    write_meta(out, meta)   # last: it records digests of what was built

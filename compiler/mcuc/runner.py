@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from mcuc import McucError
-from mcuc.quant.qparams import QParams, prepare_input
+from mcuc.buildmeta import Build, load_build
+from mcuc.quant.qparams import prepare_input
+
+RUN_TIMEOUT_S = 60.0
 
 
 @dataclass
@@ -21,54 +24,42 @@ class RunResult:
     engine: str = "host"
 
 
-def load_meta(out_dir: Path) -> dict:
-    path = Path(out_dir) / "mcuc.json"
-    if not path.is_file():
-        raise McucError(f"{out_dir} is not an mcuc build directory (no mcuc.json); "
-                        "run `mcuc build` first")
-    return json.loads(path.read_text())
-
-
 def load_input(path: Path | str) -> np.ndarray:
-    p = Path(path)
-    if not p.is_file():
-        raise McucError(f"input file not found: {p}")
-    try:
-        return np.load(p, allow_pickle=False)
-    except (ValueError, OSError) as e:
-        raise McucError(f"cannot read {p} as a .npy array: {e}") from None
+    """A `.npy` input, its header checked before reading (mcuc/limits.py: size, dtype,
+    no .npz or pickle)."""
+    from mcuc.limits import MAX_INPUT_ELEMENTS, read_npy
+
+    return read_npy(path, "input file", max_bytes=8 * MAX_INPUT_ELEMENTS)
 
 
-def run_built(out_dir: Path | str, x: np.ndarray, engine: str | None = None) -> RunResult:
-    """One inference of a build: the host program, or the firmware in an emulator."""
-    out_dir = Path(out_dir)
-    meta = load_meta(out_dir)
-    in_qp = QParams(**meta["input"])
-    out_qp = QParams(**meta["output"])
-    x_q = prepare_input(x, tuple(meta["input_shape"]), in_qp)
-    board = meta["board"]
+def run_built(out_dir: Path | str, x: np.ndarray, engine: str | None = None,
+              timeout: float = RUN_TIMEOUT_S, allow_nonfinite: bool = False) -> RunResult:
+    """One inference of a build: the host program, or the firmware in an emulator.
+    The build is checked first (buildmeta.load_build); `timeout` bounds the host program."""
+    b = load_build(out_dir)
+    x_q = prepare_input(x, b.input_shape, b.input_qp, allow_nonfinite)
     instructions = None
-    if board == "host":
+    if b.exe is not None:
         from mcuc.sim.host import run_host
 
-        exe = out_dir / meta["exe"]
-        if not exe.is_file():
-            raise McucError(f"{exe} is missing; rebuild with `mcuc build`")
-        y = run_host(exe, x_q)
+        y = run_host(b.exe, x_q, timeout=timeout)
         engine = "host"
     else:
-        y, instructions, engine = _run_firmware(out_dir, meta, x_q, engine)
-    scores = out_qp.dequantize(y)
+        y, instructions, engine = _run_firmware(b, x_q, engine)
+    if y.size != math.prod(b.output_shape):
+        raise McucError(f"the build printed {y.size} output values; its mcuc.json says "
+                        f"{math.prod(b.output_shape)}; rebuild with `mcuc build`")
+    scores = b.output_qp.dequantize(y)
     return RunResult(y, scores, int(np.argmax(scores)), instructions, engine)
 
 
-def _run_firmware(out_dir: Path, meta: dict, x_q: np.ndarray,
+def _run_firmware(b: Build, x_q: np.ndarray,
                   engine: str | None) -> tuple[np.ndarray, int | None, str]:
     """Run the board's firmware.elf in an emulator; returns (output, instructions, engine)."""
     from mcuc import firmware
     from mcuc.boards import load_board
 
-    board = load_board(meta["board"])
+    board = load_board(b.board)
     engine = engine or board.default_engine
     if engine is None:
         raise McucError(f"board '{board.name}' has no emulator here; flash it with "
@@ -76,9 +67,7 @@ def _run_firmware(out_dir: Path, meta: dict, x_q: np.ndarray,
     if engine not in board.emulators:
         raise McucError(f"engine '{engine}' does not run board '{board.name}' "
                         f"(it has: {', '.join(board.emulators) or 'none'})")
-    elf = out_dir / meta.get("elf", firmware.ELF_NAME)
-    if not elf.is_file():
-        raise McucError(f"{elf} is missing; rebuild with `mcuc build`")
+    elf = b.elf
     row = np.asarray(x_q, dtype=np.int8).reshape(1, -1)
     if engine == "qemu":
         from mcuc.sim.qemu import run_qemu_full

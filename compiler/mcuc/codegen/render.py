@@ -10,6 +10,7 @@ import jinja2
 import numpy as np
 
 from mcuc import __version__
+from mcuc.codegen.names import CNames, c_comment, c_string
 from mcuc.kernels import registry
 from mcuc.memory import Plan
 from mcuc.paths import runtime_dir, templates_dir
@@ -52,12 +53,19 @@ def _environment() -> jinja2.Environment:
 
 
 def _context(schedule: Schedule, plan: Plan, model_name: str) -> dict:
+    """Template values. Every name the model chose reaches C only through `names`: step
+    structs and weight arrays are identifiers from one table; names in comments and
+    strings are escaped; model_name appears only in comments."""
+    ids = CNames()
     arrays: list[CArray] = []
+    const_ids = {name: ids.of(("const", name), name) for name in schedule.consts}
     for name, data in schedule.consts.items():
-        arrays.append(CArray(name, "int8_t", int(data.size), _body(data), "constant tensor"))
+        arrays.append(CArray(const_ids[name], "int8_t", int(data.size), _body(data),
+                             "constant tensor " + c_comment(name)))
     steps = []
     for i, st in enumerate(schedule.steps):
         kdef = registry.get(st.kernel)
+        sid = ids.of(("step", i), st.name)
         fields = []
         for f in kdef.fields:
             v = st.params.get(f.name)
@@ -67,9 +75,9 @@ def _context(schedule: Schedule, plan: Plan, model_name: str) -> dict:
                 else:
                     ctype, dtype = CTYPES[f.ctype]
                     arr = np.asarray(v).astype(dtype).reshape(-1)
-                    aname = f"{st.name}_{f.name}"
+                    aname = ids.of(("field", i, f.name), f"{st.name}_{f.name}")
                     arrays.append(CArray(aname, ctype, int(arr.size), _body(arr),
-                                         f"{st.name}.{f.name}"))
+                                         f"{c_comment(st.name)}.{f.name}"))
                     value = aname
             elif f.ctype == "int32[6]":
                 value = "{" + ", ".join(_int(x, "int32") for x in v) + "}"
@@ -77,25 +85,29 @@ def _context(schedule: Schedule, plan: Plan, model_name: str) -> dict:
                 value = _int(v, f.ctype)
             fields.append({"name": f.name, "value": value})
         off = lambda name: schedule.offset_of(name, plan.offsets)  # noqa: E731
-        args = [f"a + {off(op.name)}" if op.kind == "buf" else op.name for op in st.inputs]
+        args = [f"a + {off(op.name)}" if op.kind == "buf" else const_ids[op.name]
+                for op in st.inputs]
         args.append(f"a + {off(st.output)}")
         if st.scratch:
             args.append(f"a + {plan.offsets[schedule.scratch_name(st)]}")
-        ins = ", ".join(op.name for op in st.inputs)
+        ins = ", ".join(c_comment(op.name) for op in st.inputs)
         steps.append({
-            "name": st.name, "kernel": st.kernel, "op": st.op, "macs": st.macs,
+            "name": sid, "label": c_string(st.name), "kernel": st.kernel,
+            "op": c_comment(st.op), "macs": st.macs,
             "c_func": kdef.c_func, "c_params_type": kdef.c_params_type, "fields": fields,
-            "args": args, "comment": f"{i}: {st.op} ({ins}) -> {st.output}",
+            "args": args,
+            "comment": f"{i}: {c_comment(st.op)} ({ins}) -> {c_comment(st.output)}",
             # A streamed step runs once per band, its output moved by one token row.
             "row_bytes": st.params["wp"] * st.params["d"] if st.params.get("stream") else 0,
         })
     buffers = sorted(
-        ({"name": b.name, "offset": schedule.offset_of(b.name, plan.offsets), "size": b.size,
-          "shape": b.shape}
+        ({"name": c_comment(b.name), "offset": schedule.offset_of(b.name, plan.offsets),
+          "size": b.size, "shape": b.shape}
          for b in schedule.buffers.values() if schedule.root(b.name)[0] in plan.offsets),
         key=lambda b: (b["offset"], b["name"]))
     return {
-        "model_name": model_name, "version": __version__, "steps": steps, "arrays": arrays,
+        "model_name": c_comment(model_name), "version": __version__, "steps": steps,
+        "arrays": arrays,
         "buffers": buffers, "arena_bytes": plan.arena_bytes,
         "lower_bound_bytes": plan.lower_bound_bytes, "macs": schedule.macs(),
         "weights_bytes": schedule.weights_bytes(),

@@ -13,6 +13,7 @@ import copy
 import numpy as np
 
 from mcuc import McucError
+from mcuc.codegen.names import display
 from mcuc.frontend import patterns
 from mcuc.frontend.onnx_import import infer_shapes
 from mcuc.frontend.rewrite import (
@@ -84,6 +85,8 @@ def _constant_arith(g: Graph) -> None:
             node.inputs = [b, a]
         elif node.op == "Div" and is_act(g, a) and const(g, b) is not None:
             c = const(g, b).astype(np.float32)
+            if not np.all(c != 0):
+                raise McucError(f"Div '{display(node.name)}' divides by a constant 0")
             node.op, node.inputs = "Mul", [a, g.add_const(f"{node.name}.recip", 1.0 / c)]
         elif node.op == "Sub" and is_act(g, a) and const(g, b) is not None:
             c = const(g, b).astype(np.float32)

@@ -7,13 +7,15 @@ proves up front that every op in the file is one the interpreter implements.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from mcuc import McucError
+from mcuc import McucError, limits
+from mcuc.codegen.names import display
 from mcuc.ir import interpreter
 from mcuc.ir.graph import Graph, Node, Tensor
 
@@ -32,12 +34,16 @@ def load_proto(src: str | Path | onnx.ModelProto) -> onnx.ModelProto:
         where = f"'{path}'"
         if not path.is_file():
             raise McucError(f"model file not found: {path}")
+        if path.stat().st_size > limits.MAX_MODEL_FILE_BYTES:
+            raise McucError(f"model file {path} is {path.stat().st_size:,} bytes; the limit is "
+                            f"{limits.MAX_MODEL_FILE_BYTES:,}")
         try:
             model = onnx.load(str(path), load_external_data=True)
         except Exception as e:  # protobuf DecodeError, missing external data file, ...
             raise McucError(f"cannot read ONNX model {where}: {_one_line(e)}") from None
     if not model.graph.node or not model.graph.output:
         raise McucError(f"{where} is not an ONNX model (no graph nodes or outputs)")
+    check_structure(model.graph)
     if model.functions:
         try:
             from onnx import inliner
@@ -49,14 +55,47 @@ def load_proto(src: str | Path | onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-def _attr(a: onnx.AttributeProto):
+def check_structure(g: onnx.GraphProto) -> None:
+    """What a graph must be before anything is read or run: one output, few enough
+    nodes, weights of a sane size (their claimed size, checked before reading)."""
+    if len(g.output) != 1:
+        names = ", ".join(display(o.name, 40) for o in g.output[:4])
+        more = ", ..." if len(g.output) > 4 else ""
+        raise McucError(f"model has {len(g.output)} outputs ({names}{more}); mcuc compiles "
+                        "single-output models")
+    if len(g.node) > limits.MAX_NODES:
+        raise McucError(f"model has {len(g.node):,} nodes; the limit is {limits.MAX_NODES:,}")
+    total = 0
+    for t in g.initializer:
+        itemsize = np.dtype(interpreter.ONNX_DTYPES.get(t.data_type, np.float32)).itemsize
+        total = limits.check_initializer_size(t.name, list(t.dims), itemsize, total)
+
+
+def _text(b: bytes, a: onnx.AttributeProto, node: str) -> str:
+    try:
+        return b.decode()
+    except UnicodeDecodeError:
+        raise McucError(f"attribute '{display(a.name)}' of node '{display(node)}'"
+                        " is not UTF-8 text") from None
+
+
+def _attr(a: onnx.AttributeProto, node: str):
+    if a.type == onnx.AttributeProto.TENSOR:
+        limits.check_initializer_size(f"{node}.{a.name}", list(a.t.dims), 8, 0)
     v = helper.get_attribute_value(a)
     if isinstance(v, bytes):
-        return v.decode()
+        return _text(v, a, node)
     if isinstance(v, onnx.TensorProto):
-        return numpy_helper.to_array(v)
+        arr = _array(v, f"node '{display(node)}'")
+        limits.check_weight_values(f"{node}.{a.name}", arr)
+        return arr
     if isinstance(v, list):
-        return [x.decode() if isinstance(x, bytes) else x for x in v]
+        v = [_text(x, a, node) if isinstance(x, bytes) else x for x in v]
+    floats = [v] if isinstance(v, float) else [x for x in v if isinstance(x, float)] \
+        if isinstance(v, list) else []
+    if any(not math.isfinite(x) or abs(x) > limits.MAX_ABS_WEIGHT for x in floats):
+        raise McucError(f"attribute '{display(a.name)}' of node '{display(node)}'"
+                        " holds a non-finite or absurdly large number")
     return v
 
 
@@ -64,8 +103,8 @@ def _array(t: onnx.TensorProto, owner: str) -> np.ndarray:
     try:
         return np.array(numpy_helper.to_array(t))
     except Exception as e:
-        raise McucError(f"cannot read tensor '{t.name}' of {owner}: {_one_line(e)} "
-                        "(external data not loaded?)") from None
+        raise McucError(f"cannot read tensor '{display(t.name)}' of {owner}: "
+                        f"{_one_line(e)} (external data not loaded?)") from None
 
 
 def _static_shape(vi: onnx.ValueInfoProto, override: tuple[int, ...] | None) -> tuple[int, ...]:
@@ -79,7 +118,7 @@ def _static_shape(vi: onnx.ValueInfoProto, override: tuple[int, ...] | None) -> 
             if d.HasField("dim_value") and d.dim_value > 0 and d.dim_value != o:
                 raise McucError(f"input_shape {list(override)} does not match the static "
                                 f"shape of input '{vi.name}' ({_dims_text(dims)})")
-        return override
+        return limits.check_shape(override, f"input '{display(vi.name)}'")
     shape = []
     for d in dims:
         if not d.HasField("dim_value") or d.dim_value <= 0:
@@ -88,7 +127,7 @@ def _static_shape(vi: onnx.ValueInfoProto, override: tuple[int, ...] | None) -> 
                             "static shapes; export with a fixed batch of 1 or pass "
                             "--input-shape")
         shape.append(int(d.dim_value))
-    return tuple(shape)
+    return limits.check_shape(shape, f"input '{display(vi.name)}'")
 
 
 def _dims_text(dims) -> str:
@@ -110,10 +149,14 @@ def import_onnx(src: str | Path | onnx.ModelProto,
     tensors: dict[str, Tensor] = {}
     for init in g.initializer:
         arr = _array(init, "the model")
+        limits.check_weight_values(init.name, arr)
         tensors[init.name] = Tensor(init.name, tuple(arr.shape), arr.dtype.name, arr)
     for init in g.sparse_initializer:
         raise McucError(f"sparse initializer '{init.values.name}' is not supported")
     inputs = [vi for vi in g.input if vi.name not in tensors]
+    if not inputs and g.input:
+        raise McucError(f"input '{display(g.input[0].name)}' is also an initializer "
+                        "(a stored constant), so the model has no input left")
     if input_shape is not None and len(inputs) != 1:
         raise McucError(f"input_shape given but the model has {len(inputs)} inputs")
     for vi in inputs:
@@ -133,7 +176,7 @@ def import_onnx(src: str | Path | onnx.ModelProto,
         if any(a.type == onnx.AttributeProto.GRAPH for a in pn.attribute):
             raise McucError(f"unsupported ONNX op '{pn.op_type}' at node '{name}' "
                             "(control flow with subgraphs)")
-        attrs = {a.name: _attr(a) for a in pn.attribute}
+        attrs = {a.name: _attr(a, name) for a in pn.attribute}
         node = Node(pn.op_type, list(pn.input), list(pn.output), attrs, name)
         if node.op not in interpreter.OPS:
             raise McucError(f"unsupported ONNX op '{node.op}' at node '{name}' "
@@ -156,7 +199,8 @@ def import_onnx(src: str | Path | onnx.ModelProto,
 def infer_shapes(graph: Graph) -> None:
     """Fill shape/dtype of every activation by running the interpreter on zeros."""
     feeds = {n: np.zeros(graph.tensors[n].shape, graph.tensors[n].dtype) for n in graph.inputs}
-    values = interpreter.run(graph, feeds, keep_all=True)
+    with np.errstate(all="ignore"):  # zeros may divide by zero; calibration checks values
+        values = interpreter.run(graph, feeds, keep_all=True)
     for name, v in values.items():
         t = graph.tensors.get(name)
         if t is None:

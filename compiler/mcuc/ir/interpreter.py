@@ -402,13 +402,43 @@ def _range(node: Node, ins: list) -> list:
 
 # --- the driver --------------------------------------------------------------------------
 
+_BROADCASTING = {"Add", "Sub", "Mul", "Div", "Equal", "Less", "Greater", "LessOrEqual",
+                 "GreaterOrEqual", "And", "Or", "Max", "Min", "Pow", "Mod", "Where"}
+
+
+def _planned_elements(node: Node, ins: list) -> int:
+    """Elements of the output of an op whose size comes from values or broadcasting
+    (a model can ask ConstantOfShape for 2^60 of them), known before it is allocated;
+    0 where the output is no larger than an input."""
+    if node.op in _BROADCASTING:
+        shapes = [np.shape(x) for x in ins if x is not None]
+        return int(np.prod(np.broadcast_shapes(*shapes), dtype=object)) if shapes else 0
+    if node.op == "ConstantOfShape":
+        return int(np.prod(_ints(ins[0]), dtype=object))
+    if node.op == "Expand":
+        return int(np.prod(np.broadcast_shapes(np.shape(ins[0]), tuple(_ints(ins[1]))),
+                           dtype=object))
+    if node.op == "Tile":
+        return int(np.size(ins[0])) * int(np.prod(_ints(ins[1]), dtype=object))
+    if node.op == "Range":
+        start, limit, delta = (float(np.asarray(v).reshape(())) for v in ins[:3])
+        return int(max(0.0, np.ceil((limit - start) / delta))) if delta else 0
+    return 0
+
+
 def run_node(node: Node, ins: list) -> list[Arr]:
     """Evaluate one node; any failure becomes a one-line McucError naming the node."""
+    from mcuc.limits import MAX_ACTIVATION_ELEMENTS
+
     fn = OPS.get(node.op)
     if fn is None:
         raise McucError(f"unsupported op '{node.op}' at node '{node.name}' "
                         f"(supported: {', '.join(supported_ops())})")
     try:
+        n = _planned_elements(node, ins)
+        if n > MAX_ACTIVATION_ELEMENTS or n < 0:
+            raise McucError(f"node '{node.name}' ({node.op}) would make {n:,} elements; the "
+                            f"limit is {MAX_ACTIVATION_ELEMENTS:,}")
         outs = fn(node, ins)
     except McucError:
         raise

@@ -16,8 +16,16 @@ import math
 import numpy as np
 from numpy.typing import ArrayLike
 
+from mcuc import McucError
+
 INT32_MIN = -(2**31)
 INT32_MAX = 2**31 - 1
+
+
+class RequantError(McucError, ValueError):
+    """A compile-time constant (a requantization multiplier, a LayerNorm term) that the
+    int32 arithmetic of the kernels cannot represent: the scales of the model are absurd
+    (corrupt or non-finite weights, a degenerate calibration). The lowering adds the layer."""
 
 def round_half_away(x: ArrayLike) -> np.ndarray:
     """Round to nearest, halves away from zero (float64 result)."""
@@ -70,7 +78,7 @@ def requantize(acc: ArrayLike, mult: ArrayLike, shift: ArrayLike) -> np.ndarray:
 def quantize_multiplier(real: float) -> tuple[int, int]:
     """(mult, shift) with real ~= mult * 2^(shift - 31), |mult| in [2^30, 2^31)."""
     if not math.isfinite(real):
-        raise ValueError(f"multiplier {real} is not finite")
+        raise RequantError(f"requantization multiplier {real} is not finite")
     if real == 0.0:
         return 0, 0
     q, shift = math.frexp(real)  # real = q * 2^shift, 0.5 <= |q| < 1
@@ -81,7 +89,8 @@ def quantize_multiplier(real: float) -> tuple[int, int]:
     if shift < -31:
         return 0, 0
     if shift > 30:
-        raise ValueError(f"multiplier {real} too large for int32 requantization")
+        raise RequantError(f"requantization multiplier {real:.3g} is too large for int32 "
+                           "requantization (scales out of range)")
     return mult, shift
 
 
@@ -89,7 +98,7 @@ def quantize_multipliers(reals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Vectorised quantize_multiplier: (mult int32 array, shift int32 array)."""
     reals = np.asarray(reals, dtype=np.float64)
     if not np.all(np.isfinite(reals)):
-        raise ValueError("multipliers must be finite")
+        raise RequantError("requantization multipliers are not finite")
     q, shift = np.frexp(reals)
     mult = round_half_away(q * 2.0**31).astype(np.int64)
     shift = shift.astype(np.int64)
@@ -97,7 +106,8 @@ def quantize_multipliers(reals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     mult = np.where(full, mult // 2, mult)
     shift = np.where(full, shift + 1, shift)
     if np.any(shift[mult != 0] > 30):
-        raise ValueError("multiplier too large for int32 requantization")
+        raise RequantError(f"requantization multiplier {reals.max():.3g} is too large for "
+                           "int32 requantization (scales out of range)")
     tiny = shift < -31
     mult = np.where(tiny, 0, mult)
     shift = np.where(tiny | (mult == 0), 0, shift)

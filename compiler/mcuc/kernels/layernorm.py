@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mcuc.kernels.fixedpoint import INT32_MAX, clamp_s8, round_half_away
+from mcuc.kernels.fixedpoint import INT32_MAX, RequantError, clamp_s8, round_half_away
 from mcuc.kernels.registry import Field, KernelDef, register
 
 FRAC = 16  # gamma_q / beta_q fixed-point fraction bits
@@ -51,9 +51,13 @@ def make_params(
     """(gamma_q int32[cols], beta_q int32[cols], eps_q) as the header defines them."""
     gq = round_half_away(np.asarray(gamma, dtype=np.float64) / s_y * (1 << FRAC))
     bq = round_half_away(np.asarray(beta, dtype=np.float64) / s_y * (1 << FRAC))
-    if max(np.abs(gq).max(initial=0), np.abs(bq).max(initial=0)) > INT32_MAX:
-        raise ValueError("layernorm gamma/beta too large for the output scale")
-    eps_q = int(round_half_away(eps * cols * cols / (s_x * s_x)))
+    if not (np.isfinite(gq).all() and np.isfinite(bq).all()) or \
+            max(np.abs(gq).max(initial=0), np.abs(bq).max(initial=0)) > INT32_MAX:
+        raise RequantError("layernorm gamma/beta too large for the output scale")
+    eps_q = round_half_away(eps * cols * cols / (s_x * s_x))
+    if not (np.isfinite(eps_q) and 0 <= eps_q < 2**62):
+        raise RequantError(f"layernorm epsilon {eps:.3g} is out of range for the input scale")
+    eps_q = int(eps_q)
     return gq.astype(np.int32), bq.astype(np.int32), eps_q
 
 

@@ -248,12 +248,27 @@ def save_checkpoint(path: Path, state: dict) -> None:
     os.replace(tmp, path)
 
 
+def load_state(path: Path | str, what: str) -> dict:
+    """A checkpoint written by `save_checkpoint`, loaded with weights_only=True: tensors,
+    dicts, lists, str/int/float only, so a crafted file cannot run code (a pickle with
+    objects, or an old checkpoint holding some, is refused with one line)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - unpickling refusals, torn or foreign files
+        msg = " ".join(str(e).split())[:300]
+        raise McucError(f"cannot read {what} {path} as plain data (weights_only): "
+                        f"{type(e).__name__}: {msg}") from None
+    if not isinstance(state, dict):
+        raise McucError(f"{what} {path} holds a {type(state).__name__}, not a checkpoint")
+    return state
+
+
 def _resumed(path: Path | None, key: object, model: nn.Module, opt: torch.optim.Optimizer,
              sched, gen: torch.Generator) -> tuple[int, list[float]]:
     """(epochs done, their losses) of a kept state for `key`, restored; else (0, [])."""
     if path is None or not path.is_file():
         return 0, []
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = load_state(path, "training state")
     if state.get("key") != key:
         return 0, []
     model.load_state_dict(state["model"])

@@ -77,6 +77,24 @@ class SearchOptions:
     extra: dict = field(default_factory=dict)
 
 
+def check_budgets(opts: SearchOptions) -> None:
+    """Refuse an SRAM or flash budget at or below the board's fixed overhead (stack and
+    runtime data; runtime code) up front: no model fits it, and finding that out by
+    costing the pool's 50 x --pool draws took minutes."""
+    from mcuc.boards import load_board
+    from mcuc.firmware import estimate
+
+    board = load_board(opts.board)
+    base = estimate(board, 0, 0, 0, 0, 0, 0)
+    for what, value, floor in (("--sram", opts.sram, base.sram), ("--flash", opts.flash,
+                                                                  base.flash)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value <= floor:
+            raise McucError(f"no config of the search space fits {what} {value}: the fixed "
+                            f"overhead of {board.name} alone is {floor:,} bytes")
+
+
 def _log(opts: SearchOptions, msg: str) -> None:
     if opts.progress:
         print(msg, flush=True)
@@ -142,6 +160,7 @@ def run_search(opts: SearchOptions, out: Path | str) -> dict:
     from mcuc.resize import resize_images
 
     t_start = time.perf_counter()
+    check_budgets(opts)  # a budget nothing fits fails before any data or training
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     resolve_device(opts.device)

@@ -42,6 +42,7 @@ from mcuc.models.train import (
     Batches,
     check_distill,
     distilled,
+    load_state,
     make_optimizer,
     one_cycle,
     optimizer_step,
@@ -182,11 +183,8 @@ def sampling_weights(pool: list[SubnetConfig], macs: Callable[[SubnetConfig], in
 # ----------------------------------------------------------------------------- checkpoint
 
 def load_checkpoint(path: Path) -> dict:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same one-liner
-        raise McucError(f"cannot read supernet checkpoint {path}: {type(e).__name__}: {e}"
-                        ) from None
+    """A supernet checkpoint (models.train.load_state: plain data only, never code)."""
+    return load_state(path, "supernet checkpoint")
 
 
 def load_supernet(path: Path | str) -> tuple[SuperViT, dict]:

@@ -32,6 +32,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mcuc import McucError
+from mcuc.codegen.names import display
 from mcuc.ir import interpreter
 from mcuc.ir.graph import Graph
 from mcuc.quant.qparams import SOFTMAX_OUT, QParams
@@ -152,13 +153,19 @@ def observe_tails(graph: Graph, samples: np.ndarray, percentile: float = 100.0,
     in_name = graph.inputs[0]
     in_shape = graph.tensors[in_name].shape
     tails: dict[str, Tails] = {}
-    for x in tqdm(samples, desc="calibrating", disable=not progress, leave=False):
+    for i, x in enumerate(tqdm(samples, desc="calibrating", disable=not progress,
+                               leave=False)):
         feeds = {in_name: np.asarray(x, dtype=np.float32).reshape(in_shape)}
-        values = interpreter.run(graph, feeds, keep_all=True)
+        with np.errstate(all="ignore"):  # a non-finite result is refused just below
+            values = interpreter.run(graph, feeds, keep_all=True)
         for name, v in values.items():
             t = graph.tensors.get(name)
             if t is None or t.is_const:
                 continue
+            if np.asarray(v).dtype.kind == "f" and not np.isfinite(v).all():
+                raise McucError(f"activation '{display(name)}' is NaN or infinite on "
+                                f"calibration image {i}: the model overflows or divides by "
+                                "zero (corrupt or absurd weights)")
             if name not in tails:
                 tails[name] = Tails(len(samples) * int(np.size(v)), percentile)
             tails[name].add(v)

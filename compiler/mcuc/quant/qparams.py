@@ -94,9 +94,13 @@ def quantize_bias(b: np.ndarray | None, s_x: float, s_w: np.ndarray) -> np.ndarr
     return np.clip(q, -(2**31), 2**31 - 1).astype(np.int32)
 
 
-def prepare_input(x: np.ndarray, shape: tuple[int, ...], qp: QParams) -> np.ndarray:
-    """A user's input as flat int8: int8 arrays pass as they are, floats are quantized."""
+def prepare_input(x: np.ndarray, shape: tuple[int, ...], qp: QParams,
+                  allow_nonfinite: bool = False) -> np.ndarray:
+    """A user's input as flat int8: int8 arrays pass as they are, floats are quantized.
+    NaN or infinite floats are refused unless `allow_nonfinite` (limits.check_input_values):
+    quantizing NaN silently gave 0 and a confident class."""
     from mcuc import McucError
+    from mcuc.limits import check_input_values
 
     x = np.asarray(x)
     shape = tuple(shape)
@@ -106,4 +110,5 @@ def prepare_input(x: np.ndarray, shape: tuple[int, ...], qp: QParams) -> np.ndar
         return x.reshape(-1)
     if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
         raise McucError(f"input dtype {x.dtype} is neither int8 nor a number type")
+    x = check_input_values(x, allow_nonfinite)
     return qp.quantize(x.astype(np.float64)).reshape(-1)

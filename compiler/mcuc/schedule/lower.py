@@ -9,18 +9,18 @@ are first folded into their producers (fuse.py).
 from __future__ import annotations
 
 import math
-import re
 
 import numpy as np
 
 from mcuc import McucError
+from mcuc.codegen.names import CNames, as_text, display
 from mcuc.ir.graph import Graph, Node
 from mcuc.kernels import add as k_add
 from mcuc.kernels import layernorm as k_layernorm
 from mcuc.kernels import lut as k_lut
 from mcuc.kernels import registry
 from mcuc.kernels import softmax as k_softmax
-from mcuc.kernels.fixedpoint import quantize_multiplier, quantize_multipliers
+from mcuc.kernels.fixedpoint import RequantError, quantize_multiplier, quantize_multipliers
 from mcuc.quant.calibrate import QGraph
 from mcuc.quant.qparams import QParams, quantize_weighted
 from mcuc.schedule.copies import copy_params, slice_view, strides_of, transpose_is_view
@@ -44,11 +44,6 @@ def _gelu(approximate: str):
     return lambda x: 0.5 * x * (1 + erf(x / math.sqrt(2)))
 
 
-def c_ident(name: str) -> str:
-    s = re.sub(r"[^0-9A-Za-z_]", "_", name).strip("_") or "t"
-    return ("t_" + s) if s[0].isdigit() else s
-
-
 class Lowerer:
     def __init__(self, qg: QGraph) -> None:
         self.qg = qg
@@ -57,7 +52,9 @@ class Lowerer:
         self.buffers: dict[str, BufferInfo] = {}
         self.consts: dict[str, np.ndarray] = {}
         self.buf_of: dict[str, str] = {}       # activation tensor -> buffer
-        self.names: set[str] = set()
+        # Schedule names: model text made [A-Za-z0-9_], capped and unique (codegen/names.py);
+        # codegen maps them once more to prefixed C identifiers.
+        self.names = CNames(prefix="", limit=64)
         self.inplace = True                     # write elementwise results over inputs
         self.users = self.g.consumers()
         self._numel: dict[tuple[int, ...], int] = {}  # shape -> elements
@@ -70,13 +67,7 @@ class Lowerer:
         return tuple(self.g.tensors[tensor].shape)
 
     def unique(self, name: str) -> str:
-        base, k = c_ident(name), 0
-        name = base
-        while name in self.names:
-            k += 1
-            name = f"{base}_{k}"
-        self.names.add(name)
-        return name
+        return self.names.ident(name)
 
     def numel(self, shape: tuple[int, ...]) -> int:
         n = self._numel.get(shape)
@@ -85,7 +76,7 @@ class Lowerer:
         return n
 
     def new_buffer(self, tensor: str) -> str:
-        name = self.unique("buf_" + tensor)
+        name = self.unique("buf_" + as_text(tensor))
         shape = self.shape(tensor)
         self.buffers[name] = BufferInfo(name, self.numel(shape), shape)
         self.buf_of[tensor] = name
@@ -97,7 +88,7 @@ class Lowerer:
         if data is None:
             return Operand("buf", self.buf_of[tensor])
         qp = qp or QParams.from_range(float(np.min(data)), float(np.max(data)))
-        name = self.unique("const_" + tensor)
+        name = self.unique("const_" + as_text(tensor))
         self.consts[name] = qp.quantize(data).reshape(-1)
         self._const_qp[name] = qp
         return Operand("const", name)
@@ -113,8 +104,8 @@ class Lowerer:
         else:
             out = self.buf_of.get(out_tensor) or self.new_buffer(out_tensor)
         kdef.check_params(params)
-        step = Step(self.unique((node.name or node.op) + suffix), kernel, params, inputs,
-                    out, node.op, int(kdef.macs(params)))
+        name = self.unique(as_text(node.name or node.op) + suffix)
+        step = Step(name, kernel, params, inputs, out, node.op, int(kdef.macs(params)))
         self.steps.append(step)
         return step
 
@@ -157,8 +148,12 @@ class Lowerer:
         for node in g.nodes:
             fn = getattr(self, "lower_" + node.op, None)
             if fn is None:
-                raise McucError(f"no int8 kernel for op '{node.op}' at node '{node.name}'")
-            fn(node)
+                raise McucError(f"no int8 kernel for op '{display(node.op)}' at node "
+                                f"'{display(node.name)}'")
+            try:
+                fn(node)
+            except RequantError as e:  # absurd scales: name the layer (kernels/fixedpoint.py)
+                raise McucError(f"{node.op} '{display(node.name)}': {e}") from None
         out_buf = self.buf_of[out_name]
         if out_buf == self.buf_of[in_name]:
             raise McucError("the model's output is its input: nothing to compile")
@@ -194,7 +189,7 @@ class Lowerer:
         w = self.g.const(node.inputs[1])
         b = self.g.const(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else None
         if w is None:
-            raise McucError(f"Conv '{node.name}' has non-constant weights")
+            raise McucError(f"Conv '{display(node.name)}' has non-constant weights")
         _, c, h, wd = self.shape(x)
         _, o, ho, wo = self.shape(y)
         sh, sw = node.attrs.get("strides", [1, 1])
@@ -209,7 +204,7 @@ class Lowerer:
         w = self.g.const(node.inputs[1])
         b = self.g.const(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else None
         if w is None:
-            raise McucError(f"Linear '{node.name}' has non-constant weights")
+            raise McucError(f"Linear '{display(node.name)}' has non-constant weights")
         p = self._weighted(node, w, b)
         p.update(rows=self.size(x) // w.shape[1], k=w.shape[1], n=w.shape[0])
         self.emit(node, "linear", p, [self.operand(x)], y)
@@ -219,9 +214,10 @@ class Lowerer:
         y = node.outputs[0]
         sa, sb = self.shape(a), self.shape(b)
         if self.g.const(a) is not None or self.g.const(b) is not None:
-            raise McucError(f"MatMul '{node.name}' with a constant operand was not made Linear")
+            raise McucError(f"MatMul '{display(node.name)}' with a constant operand was not "
+                            "made Linear")
         if len(sa) < 2 or len(sb) < 2 or sa[:-2] != sb[:-2] or sa[-1] != sb[-2]:
-            raise McucError(f"MatMul '{node.name}': unsupported shapes {sa} x {sb}")
+            raise McucError(f"MatMul '{display(node.name)}': unsupported shapes {sa} x {sb}")
         scale = float(node.attrs.get("post_scale", 1.0))
         mult, shift = quantize_multiplier(
             self.qp(a).scale * self.qp(b).scale * scale / self.qp(y).scale)
@@ -238,7 +234,7 @@ class Lowerer:
         sa, sb = self.shape(a), self.shape(b)
         sb_core = tuple(sb[next((i for i, d in enumerate(sb) if d != 1), len(sb)):])
         if sb_core and tuple(sa[len(sa) - len(sb_core):]) != sb_core:
-            raise McucError(f"Add '{node.name}': cannot broadcast {sb} onto {sa}")
+            raise McucError(f"Add '{display(node.name)}': cannot broadcast {sb} onto {sa}")
         ob = self.operand(b)
         qb = self._const_qp[ob.name] if ob.kind == "const" else self.qp(b)
         qa, qy = self.qp(a), self.qp(y)
@@ -251,7 +247,7 @@ class Lowerer:
         x, y = node.inputs[0], node.outputs[0]
         c = self.g.const(node.inputs[1])
         if c is None or np.asarray(c).size != 1:
-            raise McucError(f"Mul '{node.name}': only multiplication by a scalar constant")
+            raise McucError(f"Mul '{display(node.name)}': only multiplication by a scalar constant")
         mult, shift = quantize_multiplier(
             float(np.asarray(c).reshape(-1)[0]) * self.qp(x).scale / self.qp(y).scale)
         p = {"size": self.size(x), "x_zp": self.qp(x).zero_point,
@@ -304,7 +300,7 @@ class Lowerer:
     def _view(self, node: Node) -> None:
         x, y = node.inputs[0], node.outputs[0]
         if self.g.const(x) is not None:
-            raise McucError(f"{node.op} '{node.name}' of a constant was not folded")
+            raise McucError(f"{node.op} '{display(node.name)}' of a constant was not folded")
         self.buf_of[y] = self.buf_of[x]
 
     def lower_Transpose(self, node: Node) -> None:
@@ -322,7 +318,7 @@ class Lowerer:
         x, y = node.inputs[0], node.outputs[0]
         out_shape, in_strides, offset = slice_view(self.shape(x), node.attrs)
         if tuple(out_shape) != self.shape(y):
-            raise McucError(f"Slice '{node.name}': shape {out_shape} != {self.shape(y)}")
+            raise McucError(f"Slice '{display(node.name)}': shape {out_shape} != {self.shape(y)}")
         p = copy_params(out_shape, in_strides, offset, strides_of(out_shape), 0)
         self.emit(node, "copy", p, [self.operand(x)], y)
 
@@ -349,7 +345,7 @@ class Lowerer:
         shape = self.shape(x)
         axes = sorted(a % len(shape) for a in node.attrs["axes"])
         if axes != list(range(axes[0], axes[-1] + 1)):
-            raise McucError(f"ReduceMean '{node.name}': axes {axes} are not contiguous")
+            raise McucError(f"ReduceMean '{display(node.name)}': axes {axes} are not contiguous")
         outer = int(np.prod(shape[: axes[0]], dtype=np.int64))
         red = int(np.prod([shape[a] for a in axes], dtype=np.int64))
         inner = int(np.prod(shape[axes[-1] + 1:], dtype=np.int64))

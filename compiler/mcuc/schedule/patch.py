@@ -49,7 +49,7 @@ def decompose_patches(schedule: Schedule) -> Schedule:
     s = schedule
     i = 0
     while i < len(s.steps) - 1:
-        fused = _fuse(s, i)
+        fused = fuse(s, i)
         if fused is not None:
             # Each variant needs less memory at every step than the one before, but the
             # planner is a heuristic: keep the most decomposed one with the least arena.
@@ -62,15 +62,26 @@ def decompose_patches(schedule: Schedule) -> Schedule:
     return s
 
 
-def _is_patch_conv(p: dict) -> bool:
+def is_patch_conv(p: dict) -> bool:
+    """conv2d params of a non-overlapping patch conv: kernel == stride, no padding."""
     return (p["kh"] == p["stride_h"] and p["kw"] == p["stride_w"] and p["pad_top"] == 0
             and p["pad_left"] == 0 and p["h_out"] * p["kh"] <= p["h_in"]
             and p["w_out"] * p["kw"] <= p["w_in"])
 
 
-def _fuse(s: Schedule, i: int) -> Schedule | None:
+def is_token_transpose(conv: Step, tr: Step, s: Schedule) -> bool:
+    """`tr` is the copy that turns conv's CHW output [d, n] into tokens [n, d]."""
+    cp = conv.params
+    d, n = cp["c_out"], cp["h_out"] * cp["w_out"]
+    return (tr.kernel == "copy" and tr.params == copy_params([n, d], [1, n], 0, [d, 1], 0)
+            and s.buffers[tr.output].size == n * d)
+
+
+def fuse(s: Schedule, i: int) -> Schedule | None:
+    """Steps i (patch conv) and i + 1 (its transpose to tokens) as one patch_embed step,
+    without the overlap; None when they are not that pair."""
     conv, tr = s.steps[i], s.steps[i + 1]
-    if conv.kernel != "conv2d" or tr.kernel != "copy" or not _is_patch_conv(conv.params):
+    if conv.kernel != "conv2d" or tr.kernel != "copy" or not is_patch_conv(conv.params):
         return None
     c = conv.output
     if tr.inputs[0].kind != "buf" or tr.inputs[0].name != c or conv.inputs[0].kind != "buf":
@@ -79,21 +90,22 @@ def _fuse(s: Schedule, i: int) -> Schedule | None:
     if not acc.plain(c) or acc.of(c) != [i, i + 1] or acc.of(tr.output) and \
             min(acc.of(tr.output)) < i + 1:
         return None
-    cp = conv.params
-    d, n = cp["c_out"], cp["h_out"] * cp["w_out"]
-    want = copy_params([n, d], [1, n], 0, [d, 1], 0)
-    if tr.params != want or s.buffers[tr.output].size != n * d:
+    if not is_token_transpose(conv, tr, s):
         return None
+    cp = conv.params
+    d = cp["c_out"]
     p = {"c_in": cp["c_in"], "h_in": cp["h_in"], "w_in": cp["w_in"], "d": d,
          "ph": cp["kh"], "pw": cp["kw"], "hp": cp["h_out"], "wp": cp["w_out"],
          "x_zp": cp["x_zp"], "y_zp": cp["y_zp"], "weights": cp["weights"],
          "bias": cp.get("bias"), "mult": cp["mult"], "shift": cp["shift"]}
     kdef = registry.get("patch_embed")
     kdef.check_params(p)
-    step = Step(f"{conv.name}_patch_embed", "patch_embed", p, list(conv.inputs), tr.output,
-                "Conv+Transpose", int(kdef.macs(p)), 0)
-    if step.name in {st.name for st in s.steps}:
-        return None
+    taken, name, k = {st.name for st in s.steps}, f"{conv.name}_patch_embed", 0
+    while name in taken:
+        k += 1
+        name = f"{conv.name}_patch_embed_{k}"
+    step = Step(name, "patch_embed", p, list(conv.inputs), tr.output, "Conv+Transpose",
+                int(kdef.macs(p)), 0)
     steps = s.steps[:i] + [step] + s.steps[i + 2:]
     bufs = {nm: b for nm, b in s.buffers.items() if nm != c}
     return replace(s, steps=steps, buffers=bufs)

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from mcuc import McucError
+from mcuc import McucError, subproc
+from mcuc.builddir import show
+
+MAKE_TIMEOUT_S = 900.0
 
 
-def build_host(out_dir: Path, sanitize: bool = False, exe: str = "model") -> Path:
+def build_host(out_dir: Path, sanitize: bool = False, exe: str = "model",
+               timeout: float = MAKE_TIMEOUT_S) -> Path:
     """Compile OUT/ with its Makefile; returns the executable path."""
     if shutil.which("make") is None or shutil.which("gcc") is None:
         raise McucError("building for the host needs make and gcc (apt-get install gcc make)")
@@ -20,10 +23,35 @@ def build_host(out_dir: Path, sanitize: bool = False, exe: str = "model") -> Pat
     if sanitize:
         cmd.append("SAN=1")
     (out_dir / exe).unlink(missing_ok=True)
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subproc.run(cmd, "the host C build (make)", timeout)
     if proc.returncode != 0:
         raise McucError(f"host C build failed: {(proc.stderr or proc.stdout).strip()[:2000]}")
     return out_dir / exe
+
+
+def _bad_line(line: str) -> McucError:
+    return McucError(f"the program printed a malformed result line: {show(line, 120)}")
+
+
+def int8_values(line: str) -> np.ndarray:
+    """The int8 values after a protocol line's keyword; one error line if any value is not
+    an integer in [-128, 127] (never wrapped around)."""
+    try:
+        vals = [int(v) for v in line.split()[1:]]
+    except ValueError:
+        raise _bad_line(line) from None
+    if not vals or any(not -128 <= v <= 127 for v in vals):
+        raise McucError(f"the program printed an output outside int8: {show(line, 120)}")
+    return np.array(vals, dtype=np.int8)
+
+
+def int_field(line: str) -> int:
+    """The integer after a protocol line's keyword."""
+    parts = line.split()
+    try:
+        return int(parts[1])
+    except (IndexError, ValueError):
+        raise _bad_line(line) from None
 
 
 def parse_output(text: str) -> tuple[np.ndarray, int]:
@@ -31,11 +59,11 @@ def parse_output(text: str) -> tuple[np.ndarray, int]:
     values, status = None, None
     for line in text.splitlines():
         if line.startswith("MCUC_OUTPUT"):
-            values = np.array([int(v) for v in line.split()[1:]], dtype=np.int8)
+            values = int8_values(line)
         elif line.startswith("MCUC_STATUS"):
-            status = int(line.split()[1])
+            status = int_field(line)
     if values is None or status is None:
-        raise McucError(f"the program printed no result: {text.strip()[:500]!r}")
+        raise McucError(f"the program printed no result: {show(text.strip(), 300)}")
     return values, status
 
 
@@ -45,11 +73,12 @@ def run_host(exe: Path, x_q: np.ndarray, timeout: float = 60.0) -> np.ndarray:
         f.write(np.asarray(x_q, dtype=np.int8).tobytes())
         path = f.name
     try:
-        proc = subprocess.run([str(exe), path], capture_output=True, text=True, timeout=timeout)
+        proc = subproc.run([str(exe), path], f"the program {show(exe)}", timeout)
     finally:
         Path(path).unlink(missing_ok=True)
     if proc.returncode not in (0, 1):
-        raise McucError(f"{exe} failed (exit {proc.returncode}): {proc.stderr.strip()[:2000]}")
+        raise McucError(f"{show(exe)} failed (exit {proc.returncode}): "
+                        f"{show(proc.stderr.strip(), 300)}")
     values, status = parse_output(proc.stdout)
     if status != 0:
         raise McucError(f"mcuc_run returned error code {status}")

@@ -8,7 +8,6 @@ one line instead of failing obscurely.
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 import tempfile
@@ -24,18 +23,18 @@ from mcuc.paths import templates_dir
 RENODE = "renode"
 
 
-def script_name(model_name: str) -> str:
-    """A file-name-safe stem for renode/<name>.resc and .robot."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", model_name) or "model"
+# Stem of renode/<stem>.resc and .robot. Fixed: Renode scripts are interpreted (Tcl-like
+# monitor commands, Robot syntax), so no text from the model file may reach them.
+SCRIPT_STEM = "model"
 
 
-def write_files(out: Path, board: Board, model_name: str, timeout_s: int = 600) -> list[Path]:
-    """Write renode/<name>.resc and renode/<name>.robot for a board with a Renode platform."""
+def write_files(out: Path, board: Board, timeout_s: int = 600) -> list[Path]:
+    """Write renode/model.resc and renode/model.robot for a board with a Renode platform."""
     if not board.renode:
         return []
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates_dir())),
                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
-    name = script_name(model_name)
+    name = SCRIPT_STEM
     d = out / "renode"
     d.mkdir(parents=True, exist_ok=True)
     paths = []
