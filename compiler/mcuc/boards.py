@@ -129,11 +129,10 @@ def load_board(name: str) -> Board:
     path: a name from the command line or an mcuc.json cannot reach other directories)."""
     known = list_boards()
     if not isinstance(name, str) or not _BOARD_NAME.fullmatch(name) or name not in known:
-        shown = repr(name) if isinstance(name, str) else type(name).__name__
-        shown = "".join(c if c.isprintable() else c.encode("unicode_escape").decode()
-                        for c in shown)
-        if len(shown) > 80:
-            shown = shown[:77] + "..."
+        from mcuc.codegen.names import display
+
+        shown = (f"'{display(name)}'" if isinstance(name, str)
+                 else f"(a JSON {type(name).__name__}, not a name)")
         raise McucError(f"unknown board {shown} (known: {', '.join(known)})")
     path = boards_dir() / name / "board.toml"
     try:
