@@ -17,6 +17,13 @@ Operand X[b,r,c] lives at X_off + b * X_bs + r * X_rs + c * X_cs (element units)
 The optional int8 tables let an elementwise op on an operand (a rescale, a LUT) be
 absorbed into the read, which the head-split pass needs for exporters that scale q and
 k separately.
+
+The C kernel has an ARMv7E-M variant (MCUC_ARM_DSP: SMLAD on SXTB16/UXTB16 pairs) for
+unit column strides without tables, d <= ATT_DSP_MAX_D and kv_len <= ATT_DSP_MAX_LEN; it
+sums in int32 with the k and v zero points folded out: every factor is at most 255 in
+magnitude, so every partial sum over n terms is at most 255 * 255 * n, which stays below
+2^30 up to ATT_DSP_MAX_LEN (the margin lets the requantization round in int32). Other
+operands take the exact reference loop.
 """
 
 from __future__ import annotations
@@ -28,6 +35,12 @@ from mcuc.kernels.fixedpoint import clamp_s8, requantize
 from mcuc.kernels.registry import Field, KernelDef, register
 
 P_ZP = -128  # softmax_s8's output zero point
+
+# The int32 bound of the ARMv7E-M variant (MCUC_ATT_DSP_MAX_LEN in attention.c): the
+# largest d and kv_len for which 255 * 255 * n < 2^30; and its q-row buffer's size.
+ATT_DSP_MAX_LEN = (2**30 - 1) // (255 * 255)
+ATT_DSP_MAX_D = 128
+assert 255 * 255 * ATT_DSP_MAX_LEN < 2**30 and ATT_DSP_MAX_D <= ATT_DSP_MAX_LEN
 
 VIEWS = ("q", "k", "v", "o")
 SHAPE_FIELDS = ("batch", "q_len", "kv_len", "d", "dv")
@@ -111,5 +124,6 @@ KERNEL = register(
         ref=ref,
         macs=lambda p: p["batch"] * p["q_len"] * p["kv_len"] * (p["d"] + p["dv"]),
         scratch=lambda p: p["kv_len"],
+        variants=("MCUC_ARM_DSP",),
     )
 )

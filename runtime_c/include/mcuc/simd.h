@@ -139,4 +139,125 @@ static inline uint32_t mcuc_dup16(int32_t v)
     return ((uint32_t)v & 0xFFFFu) * 0x00010001u;
 }
 
+/* Unsigned byte pairs and halfword packing (UXTB16, PKHBT, PKHTB), added for the fused
+ * attention's P.V product: probabilities 0..255 as unsigned lanes, and two rows of V
+ * merged halfword by halfword so that SXTB16 yields (row a, row b) pairs of a column. */
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+
+/* Bytes 0 and 2 of w, zero-extended into lanes 0 and 1 (UXTB16). */
+static inline uint32_t mcuc_uxtb16(uint32_t w)
+{
+    return (uint32_t)__uxtb16((int8x4_t)w);
+}
+
+/* Bytes 1 and 3 of w, zero-extended into lanes 0 and 1 (UXTB16 with ROR #8). */
+static inline uint32_t mcuc_uxtb16_ror8(uint32_t w)
+{
+    uint32_t r;
+    __asm__("uxtb16 %0, %1, ror #8" : "=r"(r) : "r"(w));
+    return r;
+}
+
+/* Low half of a in the low half, low half of b in the high half (PKHBT, LSL #16). */
+static inline uint32_t mcuc_pkhbt16(uint32_t a, uint32_t b)
+{
+    uint32_t r;
+    __asm__("pkhbt %0, %1, %2, lsl #16" : "=r"(r) : "r"(a), "r"(b));
+    return r;
+}
+
+/* High half of a in the low half, high half of b in the high half (PKHTB, ASR #16). */
+static inline uint32_t mcuc_pkhtb16(uint32_t a, uint32_t b)
+{
+    uint32_t r;
+    __asm__("pkhtb %0, %1, %2, asr #16" : "=r"(r) : "r"(b), "r"(a));
+    return r;
+}
+
+#else /* portable definitions, bit for bit the same results */
+
+static inline uint32_t mcuc_uxtb16(uint32_t w)
+{
+    return w & 0x00FF00FFu;
+}
+
+static inline uint32_t mcuc_uxtb16_ror8(uint32_t w)
+{
+    return (w >> 8) & 0x00FF00FFu;
+}
+
+static inline uint32_t mcuc_pkhbt16(uint32_t a, uint32_t b)
+{
+    return (a & 0xFFFFu) | (b << 16);
+}
+
+static inline uint32_t mcuc_pkhtb16(uint32_t a, uint32_t b)
+{
+    return (a >> 16) | (b & 0xFFFF0000u);
+}
+
+#endif /* __ARM_FEATURE_DSP */
+
+/* The rounded high word of a 32 x 32 product, (a * b + 2^31) >> 32 (SMMULR), and a clamp
+ * to int8 (SSAT #8): the attention epilogue's requantization in two instructions. */
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+
+static inline int32_t mcuc_smmulr(int32_t a, int32_t b)
+{
+    int32_t r;
+    __asm__("smmulr %0, %1, %2" : "=r"(r) : "r"(a), "r"(b));
+    return r;
+}
+
+static inline int32_t mcuc_ssat8(int32_t v)
+{
+    return __ssat(v, 8);
+}
+
+#else /* portable definitions, bit for bit the same results */
+
+static inline int32_t mcuc_smmulr(int32_t a, int32_t b)
+{
+    return (int32_t)(((int64_t)a * b + 0x80000000LL) >> 32);
+}
+
+static inline int32_t mcuc_ssat8(int32_t v)
+{
+    return v < -128 ? -128 : (v > 127 ? 127 : v);
+}
+
+#endif /* __ARM_FEATURE_DSP */
+
+/* LayerNorm section: the high word of a 32 x 32 product, floor(a * b / 2^32) (SMMUL),
+ * and acc + that high word (SMMLA), for the normalization's per-row reciprocal. */
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+
+static inline int32_t mcuc_smmul(int32_t a, int32_t b)
+{
+    int32_t r;
+    __asm__("smmul %0, %1, %2" : "=r"(r) : "r"(a), "r"(b));
+    return r;
+}
+
+static inline int32_t mcuc_smmla(int32_t a, int32_t b, int32_t acc)
+{
+    int32_t r;
+    __asm__("smmla %0, %1, %2, %3" : "=r"(r) : "r"(a), "r"(b), "r"(acc));
+    return r;
+}
+
+#else /* portable definitions, bit for bit the same results */
+
+static inline int32_t mcuc_smmul(int32_t a, int32_t b)
+{
+    return (int32_t)(((int64_t)a * b) >> 32);
+}
+
+static inline int32_t mcuc_smmla(int32_t a, int32_t b, int32_t acc)
+{
+    return acc + (int32_t)(((int64_t)a * b) >> 32);
+}
+
+#endif /* __ARM_FEATURE_DSP */
+
 #endif /* MCUC_SIMD_H */
