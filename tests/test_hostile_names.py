@@ -20,8 +20,9 @@ import pytest
 import torch
 
 from mcuc.cli import main
-from mcuc.codegen.names import CNames, c_comment, c_string, display, sanitize
+from mcuc.codegen.names import CNames, c_comment, c_string, sanitize
 from mcuc.models.vit import ViTConfig
+from mcuc.text import one_line
 
 from helpers import random_model
 
@@ -273,8 +274,8 @@ def test_comments_and_strings_escape_everything_unsafe() -> None:
     assert c_comment("x\n*/") == "x%0A%2A/"
     assert c_string('x"\n') == "x\\042\\012"
     assert len(c_comment("z" * 1000)) == 123
-    assert display("a\nb\x1b[0m") == "a\\x0ab\\x1b[0m"
-    assert len(display("é" * 500)) < 400
+    assert one_line("a\nb\x1b[0m") == "a\\x0ab\\x1b[0m"
+    assert len(one_line("é" * 500)) < 400
 
 
 def test_identifiers_compile_with_gcc(tmp_path) -> None:

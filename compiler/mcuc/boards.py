@@ -129,9 +129,9 @@ def load_board(name: str) -> Board:
     path: a name from the command line or an mcuc.json cannot reach other directories)."""
     known = list_boards()
     if not isinstance(name, str) or not _BOARD_NAME.fullmatch(name) or name not in known:
-        from mcuc.codegen.names import display
+        from mcuc.text import one_line
 
-        shown = (f"'{display(name)}'" if isinstance(name, str)
+        shown = (f"'{one_line(name)}'" if isinstance(name, str)
                  else f"(a JSON {type(name).__name__}, not a name)")
         raise McucError(f"unknown board {shown} (known: {', '.join(known)})")
     path = boards_dir() / name / "board.toml"

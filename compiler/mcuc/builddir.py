@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from mcuc import McucError
+from mcuc.text import path_line
 
 MARKER = ".mcuc-build"
 META = "mcuc.json"
@@ -32,14 +33,6 @@ META = "mcuc.json"
 MAX_NAME_BYTES = 200
 MAX_PATH_BYTES = 3800
 _RENAME_EXCHANGE = 2
-
-
-def show(path: Path | str, limit: int = 120) -> str:
-    """A path as one printable line (control characters escaped, long ones shortened)."""
-    text = os.fsdecode(path) if isinstance(path, bytes) else str(path)
-    text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
-                   for c in text.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
-    return text if len(text) <= limit else text[: limit // 2] + "..." + text[-limit // 2:]
 
 
 def _is_build(path: Path) -> bool:
@@ -63,41 +56,41 @@ def check_out(out_dir: Path | str) -> Path:
     encoded = os.fsencode(out)
     if len(encoded) > MAX_PATH_BYTES:
         raise McucError(f"output directory path is too long ({len(encoded)} bytes; at most "
-                        f"{MAX_PATH_BYTES}): {show(raw)}")
+                        f"{MAX_PATH_BYTES}): {path_line(raw)}")
     if any(len(os.fsencode(p)) > 255 for p in out.parts):
         raise McucError(f"output directory has a path component longer than 255 bytes: "
-                        f"{show(raw)}")
+                        f"{path_line(raw)}")
     if out == Path(out.anchor):
-        raise McucError(f"refusing to build into the root directory {show(out)}; "
+        raise McucError(f"refusing to build into the root directory {path_line(out)}; "
                         "name a directory with --out")
     if len(os.fsencode(out.name)) > MAX_NAME_BYTES:
         raise McucError(f"output directory name is too long ({len(os.fsencode(out.name))} "
-                        f"bytes; at most {MAX_NAME_BYTES}): {show(raw)}")
+                        f"bytes; at most {MAX_NAME_BYTES}): {path_line(raw)}")
     with contextlib.suppress(RuntimeError, KeyError):
         if out == Path(os.path.abspath(Path.home())):
-            raise McucError(f"refusing to build into the home directory {show(out)}; "
+            raise McucError(f"refusing to build into the home directory {path_line(out)}; "
                             "name a directory with --out")
     try:
         st = os.lstat(out)
     except FileNotFoundError:
         return out
     except OSError as e:
-        raise McucError(f"cannot use output directory {show(out)}: {e.strerror}") from None
+        raise McucError(f"cannot use output directory {path_line(out)}: {e.strerror}") from None
     if stat.S_ISLNK(st.st_mode):
-        raise McucError(f"output directory {show(out)} is a symbolic link; name the real "
+        raise McucError(f"output directory {path_line(out)} is a symbolic link; name the real "
                         "directory with --out")
     if not stat.S_ISDIR(st.st_mode):
-        raise McucError(f"output directory {show(out)} exists and is not a directory")
+        raise McucError(f"output directory {path_line(out)} exists and is not a directory")
     build = _is_build(out)
     cwd = Path(os.getcwd())
     if out == cwd and not build:
-        raise McucError(f"refusing to build into the current directory {show(out)}; "
+        raise McucError(f"refusing to build into the current directory {path_line(out)}; "
                         "name a new directory with --out")
     if out in cwd.parents:
-        raise McucError(f"refusing to build into {show(out)}: it contains the current "
+        raise McucError(f"refusing to build into {path_line(out)}: it contains the current "
                         "directory")
     if not build and _non_empty(out):
-        raise McucError(f"output directory {show(out)} is not empty and is not an mcuc build "
+        raise McucError(f"output directory {path_line(out)} is not empty and is not an mcuc build "
                         f"(no {MARKER}); name a new or empty directory with --out")
     return out
 
@@ -107,7 +100,7 @@ def _non_empty(path: Path) -> bool:
         with os.scandir(path) as it:
             return any(True for _ in it)
     except OSError as e:
-        raise McucError(f"cannot read output directory {show(path)}: {e.strerror}") from None
+        raise McucError(f"cannot read output directory {path_line(path)}: {e.strerror}") from None
 
 
 def _stale(out: Path) -> re.Pattern[str]:
@@ -133,12 +126,12 @@ def _lock(out: Path) -> Iterator[None]:
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     except OSError as e:
-        raise McucError(f"cannot create the lock file {show(path)}: {e.strerror}") from None
+        raise McucError(f"cannot create the lock file {path_line(path)}: {e.strerror}") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise McucError(f"another `mcuc build` is writing {show(out)} right now; wait for "
+            raise McucError(f"another `mcuc build` is writing {path_line(out)} right now; wait for "
                             "it to finish") from None
         yield
     finally:
@@ -194,7 +187,7 @@ def staging(out_dir: Path | str) -> Iterator[Path]:
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise McucError(f"cannot create {show(out.parent)}: {e.strerror}") from None
+        raise McucError(f"cannot create {path_line(out.parent)}: {e.strerror}") from None
     with _lock(out):
         check_out(out)     # again, now that no other build can change it
         pattern = _stale(out)
@@ -204,7 +197,7 @@ def staging(out_dir: Path | str) -> Iterator[Path]:
         try:
             tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.mcuc-tmp-", dir=out.parent))
         except OSError as e:
-            raise McucError(f"cannot write to {show(out.parent)}: {e.strerror}") from None
+            raise McucError(f"cannot write to {path_line(out.parent)}: {e.strerror}") from None
         try:
             os.chmod(tmp, 0o777 & ~_umask())
             (tmp / MARKER).write_text("made by `mcuc build`, which replaces this directory "
@@ -214,7 +207,7 @@ def staging(out_dir: Path | str) -> Iterator[Path]:
                 raise McucError(f"internal error: the build wrote no {META}")
             _publish(tmp, out)
         except OSError as e:
-            raise McucError(f"cannot write the build {show(out)}: "
+            raise McucError(f"cannot write the build {path_line(out)}: "
                             f"{e.strerror or e}") from None
         finally:
             _remove(tmp)

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mcuc import McucError, __version__
-from mcuc.builddir import META, show
+from mcuc.builddir import META
 from mcuc.quant.qparams import QParams
+from mcuc.text import one_line, path_line
 
 FORMAT = 2
 # Sources whose digests are recorded beside the binary's (when the build has them).
@@ -72,11 +73,11 @@ def _bad(where: str, what: str) -> McucError:
 
 
 def _read(path: Path) -> dict:
-    where = show(path / META)
+    where = path_line(path / META)
     try:
         st = os.lstat(path / META)
     except FileNotFoundError:
-        raise McucError(f"{show(path)} is not an mcuc build directory (no {META}); "
+        raise McucError(f"{path_line(path)} is not an mcuc build directory (no {META}); "
                         "run `mcuc build` first") from None
     except OSError as e:
         raise McucError(f"cannot read {where}: {e.strerror}") from None
@@ -88,13 +89,13 @@ def _read(path: Path) -> dict:
         with os.fdopen(os.open(path / META, os.O_RDONLY | os.O_NOFOLLOW), "rb") as f:
             meta = json.loads(f.read().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-        raise _bad(where, f"is corrupt ({show(str(e).splitlines()[0], 80)})") from None
+        raise _bad(where, f"is corrupt ({one_line(str(e).splitlines()[0], 80)})") from None
     except OSError as e:
         raise McucError(f"cannot read {where}: {e.strerror}") from None
     if not isinstance(meta, dict):
         raise _bad(where, "is not a JSON object")
-    if meta.get("format") != FORMAT:
-        raise _bad(where, f"has format {show(repr(meta.get('format')), 40)}, not {FORMAT} "
+    if meta.get('format') != FORMAT:
+        raise _bad(where, f"has format {one_line(repr(meta.get('format')), 40)}, not {FORMAT} "
                           "(made by another mcuc version)")
     return meta
 
@@ -105,21 +106,21 @@ def _shape(meta: dict, key: str, where: str) -> tuple[int, ...]:
           and all(isinstance(d, int) and not isinstance(d, bool) and 1 <= d <= MAX_ELEMENTS
                   for d in v) and math.prod(v) <= MAX_ELEMENTS)
     if not ok:
-        raise _bad(where, f"has an invalid {key} ({show(repr(v), 60)})")
+        raise _bad(where, f"has an invalid {key} ({one_line(repr(v), 60)})")
     return tuple(v)
 
 
 def _qparams(meta: dict, key: str, where: str) -> QParams:
     v = meta.get(key)
     if not isinstance(v, dict) or set(v) != {"scale", "zero_point"}:
-        raise _bad(where, f"has invalid {key} quantization ({show(repr(v), 60)})")
+        raise _bad(where, f"has invalid {key} quantization ({one_line(repr(v), 60)})")
     s, zp = v["scale"], v["zero_point"]
     if (isinstance(s, bool) or not isinstance(s, int | float) or not math.isfinite(s)
             or not 1e-30 < s < 1e30):
-        raise _bad(where, f"has an invalid {key} scale {show(repr(s), 40)} "
+        raise _bad(where, f"has an invalid {key} scale {one_line(repr(s), 40)} "
                           "(must be finite and positive)")
     if isinstance(zp, bool) or not isinstance(zp, int) or not -128 <= zp <= 127:
-        raise _bad(where, f"has an invalid {key} zero point {show(repr(zp), 40)} "
+        raise _bad(where, f"has an invalid {key} zero point {one_line(repr(zp), 40)} "
                           "(must be an integer in [-128, 127])")
     return QParams(float(s), zp)
 
@@ -128,7 +129,7 @@ def _relative(value: object, key: str, where: str) -> str:
     """A plain relative file name inside the build: no '/', '..', '.' prefix or odd byte."""
     if (not isinstance(value, str) or len(value) > 255
             or not all(_COMPONENT.fullmatch(c) for c in value.split("/"))):
-        raise _bad(where, f"names {key} {show(repr(value), 80)}, which is not a plain file "
+        raise _bad(where, f"names {key} {one_line(repr(value), 80)}, which is not a plain file "
                           "name inside the build directory")
     return value
 
@@ -141,21 +142,21 @@ def _check_file(root: Path, rel: str, digest: str) -> Path:
         try:
             mode = os.lstat(p).st_mode
         except FileNotFoundError:
-            raise McucError(f"{show(p)} is missing; {_REBUILD}") from None
+            raise McucError(f"{path_line(p)} is missing; {_REBUILD}") from None
         except OSError as e:
-            raise McucError(f"cannot read {show(p)}: {e.strerror}") from None
+            raise McucError(f"cannot read {path_line(p)}: {e.strerror}") from None
         if stat.S_ISLNK(mode):
-            raise McucError(f"{show(p)} is a symbolic link, which mcuc never builds; "
+            raise McucError(f"{path_line(p)} is a symbolic link, which mcuc never builds; "
                             f"{_REBUILD}")
     if not stat.S_ISREG(mode):
-        raise McucError(f"{show(p)} is not a regular file; {_REBUILD}")
+        raise McucError(f"{path_line(p)} is not a regular file; {_REBUILD}")
     try:
         ok = sha256(p) == digest
     except OSError as e:
-        raise McucError(f"cannot read {show(p)}: {e.strerror}") from None
+        raise McucError(f"cannot read {path_line(p)}: {e.strerror}") from None
     if not ok:
-        raise McucError(f"{show(root)} was changed after it was built ({show(rel)} does not "
-                        f"match {META}); {_REBUILD}")
+        raise McucError(f"{path_line(root)} was changed after it was built "
+                        f"({path_line(rel)} does not match {META}); {_REBUILD}")
     return p
 
 
@@ -165,7 +166,7 @@ def load_build(out_dir: Path | str) -> Build:
 
     root = Path(os.path.abspath(out_dir))
     meta = _read(root)
-    where = show(root / META)
+    where = path_line(root / META)
     board = meta.get("board")
     try:
         b = load_board(board)
@@ -184,7 +185,7 @@ def load_build(out_dir: Path | str) -> Build:
             isinstance(d, str) and _DIGEST.fullmatch(d) for d in files.values()):
         raise _bad(where, "has no valid file digests")
     if binary not in files:
-        raise McucError(f"{show(root / binary)} was not built (no digest in {META}); "
+        raise McucError(f"{path_line(root / binary)} was not built (no digest in {META}); "
                         f"{_REBUILD}")
     checked = {rel: _check_file(root, _relative(rel, "file", where), d)
                for rel, d in files.items()}

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from mcuc import McucError, __version__
+from mcuc.text import MAX_ERROR_CHARS, one_line
 
 
 def _shape(text: str) -> tuple[int, ...]:
@@ -225,25 +226,13 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-MAX_ERROR_CHARS = 1000  # an error line stays readable in a terminal and a CI log
-
-
-def one_line(text: str, limit: int = MAX_ERROR_CHARS) -> str:
-    """An error message as one safe line: newlines, control characters and ANSI escapes
-    (which may come from a model's names) escaped, and the length capped."""
-    out = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-    if len(out) > limit:
-        out = out[:limit] + f"... ({len(out) - limit:,} more characters)"
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return args.fn(args)
     except McucError as e:
-        print(f"mcuc: error: {one_line(str(e))}", file=sys.stderr)
+        print(f"mcuc: error: {one_line(str(e), MAX_ERROR_CHARS)}", file=sys.stderr)
         return 2
     except MemoryError:  # an allocation no limit (mcuc/limits.py) foresaw
         print("mcuc: error: out of memory (the input or model is too large)", file=sys.stderr)

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from mcuc import McucError, subproc
 from mcuc.boards import load_board
-from mcuc.builddir import show
 from mcuc.buildmeta import load_build
+from mcuc.text import one_line, path_line
 
 FLASH_TIMEOUT_S = 300.0
 # A word that Tcl reads literally: no whitespace, quotes, brackets, braces, `$`, `\` or `;`.
@@ -32,16 +32,16 @@ def flash_command(out_dir: Path | str) -> tuple[list[str], Path]:
         raise McucError(f"board '{board.name}' has no flasher (it is not a physical board)")
     if board.flasher.get("tool") != "openocd":
         raise McucError(f"board '{board.name}': unsupported flasher "
-                        f"{show(str(board.flasher.get('tool')), 40)}")
+                        f"{one_line(str(board.flasher.get('tool')), 40)}")
     elf = b.elf.relative_to(b.path).as_posix()
     cmd = ["openocd"]
     for cfg in board.flasher.get("configs", []):
         if not isinstance(cfg, str) or not TCL_PLAIN.fullmatch(cfg):
-            raise McucError(f"board '{board.name}': openocd config {show(repr(cfg), 60)} "
+            raise McucError(f"board '{board.name}': openocd config {one_line(repr(cfg), 60)} "
                             "is not a plain file name")
         cmd += ["-f", cfg]
     if not TCL_PLAIN.fullmatch(elf):    # buildmeta allows less; checked here where it matters
-        raise McucError(f"{show(elf)} is not a plain file name; rebuild with `mcuc build`")
+        raise McucError(f"{path_line(elf)} is not a plain file name; rebuild with `mcuc build`")
     return cmd + ["-c", f"program {elf} verify reset exit"], b.path
 
 
@@ -57,5 +57,5 @@ def flash(out_dir: Path | str, dry_run: bool = False, timeout: float = FLASH_TIM
     if proc.returncode != 0:
         last = (proc.stderr or proc.stdout).strip().splitlines()
         raise McucError(f"openocd failed (exit {proc.returncode}): "
-                        f"{show(last[-1], 200) if last else 'no output'}")
+                        f"{one_line(last[-1], 200) if last else 'no output'}")
     return line

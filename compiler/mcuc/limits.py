@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from mcuc import McucError
-from mcuc.codegen.names import display
+from mcuc.text import one_line
 
 # --- limits ----------------------------------------------------------------------------
 
@@ -54,7 +54,7 @@ _PICKLE_MAGIC = b"\x80"
 def check_count(value: object, what: str, maximum: int, minimum: int = 1) -> int:
     """An integer option in [minimum, maximum], else one line naming the option."""
     if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise McucError(f"{what} must be an integer, not {display(value)}")
+        raise McucError(f"{what} must be an integer, not {one_line(value)}")
     if value < minimum:
         raise McucError(f"{what} must be at least {minimum}, not {value}")
     if value > maximum:
@@ -85,13 +85,13 @@ def check_initializer_size(name: str, dims: list[int], itemsize: int, total: int
     """Bytes a stored tensor claims, checked before it is read; returns the new total."""
     for d in dims:
         if d < 0 or d > MAX_WEIGHT_BYTES:
-            raise McucError(f"tensor '{display(name)}' has dimension {d}")
+            raise McucError(f"tensor '{one_line(name)}' has dimension {d}")
     if len(dims) > MAX_RANK:
-        raise McucError(f"tensor '{display(name)}' has rank {len(dims)}; the limit is "
+        raise McucError(f"tensor '{one_line(name)}' has rank {len(dims)}; the limit is "
                         f"{MAX_RANK}")
     nbytes = math.prod(dims) * max(itemsize, 1)
     if nbytes > MAX_WEIGHT_BYTES:
-        raise McucError(f"tensor '{display(name)}' claims {nbytes:,} bytes; the limit for "
+        raise McucError(f"tensor '{one_line(name)}' claims {nbytes:,} bytes; the limit for "
                         f"one weight tensor is {MAX_WEIGHT_BYTES:,}")
     total += nbytes
     if total > MAX_WEIGHTS_TOTAL_BYTES:
@@ -107,11 +107,11 @@ def check_weight_values(name: str, arr: np.ndarray) -> None:
     finite = np.isfinite(a)
     if not finite.all():
         bad = int(a.size - np.count_nonzero(finite))
-        raise McucError(f"weight '{display(name)}' holds {bad} NaN or infinite value(s); "
+        raise McucError(f"weight '{one_line(name)}' holds {bad} NaN or infinite value(s); "
                         "the model file is corrupt")
     peak = float(np.abs(a).max())
     if peak > MAX_ABS_WEIGHT:
-        raise McucError(f"weight '{display(name)}' holds a value of magnitude {peak:.3g}, "
+        raise McucError(f"weight '{one_line(name)}' holds a value of magnitude {peak:.3g}, "
                         f"above the limit of {MAX_ABS_WEIGHT:.0e} (a corrupt or mis-scaled "
                         "model)")
 
@@ -141,18 +141,18 @@ def read_npy(path: Path | str, what: str, max_bytes: int = MAX_NPY_BYTES) -> np.
     structured dtypes refused."""
     p = Path(path)
     if not p.is_file():
-        raise McucError(f"{what} {display(p)} not found")
+        raise McucError(f"{what} {one_line(p)} not found")
     size = p.stat().st_size
     with open(p, "rb") as f:
         head = f.read(6)
         if head.startswith(_ZIP_MAGIC):
-            raise McucError(f"{what} {display(p)} is a .npz archive (zip), not a .npy array; "
+            raise McucError(f"{what} {one_line(p)} is a .npz archive (zip), not a .npy array; "
                             "save one array with numpy.save")
         if head.startswith(_PICKLE_MAGIC):
-            raise McucError(f"{what} {display(p)} is a pickle, not a .npy array; pickles "
+            raise McucError(f"{what} {one_line(p)} is a pickle, not a .npy array; pickles "
                             "can run code and are never loaded")
         if head != b"\x93NUMPY":
-            raise McucError(f"{what} {display(p)} is not a .npy file (bad magic)")
+            raise McucError(f"{what} {one_line(p)} is not a .npy file (bad magic)")
         f.seek(0)
         try:
             version = np.lib.format.read_magic(f)
@@ -163,27 +163,27 @@ def read_npy(path: Path | str, what: str, max_bytes: int = MAX_NPY_BYTES) -> np.
             else:
                 raise ValueError(f"unsupported .npy version {version[0]}.{version[1]}")
         except (ValueError, OSError, SyntaxError, TypeError) as e:
-            raise McucError(f"{what} {display(p)} has a bad .npy header: "
-                            f"{display(e, 200)}") from None
+            raise McucError(f"{what} {one_line(p)} has a bad .npy header: "
+                            f"{one_line(e, 200)}") from None
         offset = f.tell()
         if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None:
-            raise McucError(f"{what} {display(p)} holds {display(dtype)} values; only plain "
+            raise McucError(f"{what} {one_line(p)} holds {one_line(dtype)} values; only plain "
                             "numbers are read")
         if not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
-            raise McucError(f"{what} {display(p)} has dtype {dtype}; give a float or "
+            raise McucError(f"{what} {one_line(p)} has dtype {dtype}; give a float or "
                             "integer array")
         if len(shape) > MAX_RANK:
-            raise McucError(f"{what} {display(p)} has rank {len(shape)}; the limit is "
+            raise McucError(f"{what} {one_line(p)} has rank {len(shape)}; the limit is "
                             f"{MAX_RANK}")
         nbytes = math.prod(int(d) for d in shape) * dtype.itemsize
         if nbytes > max_bytes:
-            raise McucError(f"{what} {display(p)} claims shape {list(shape)} = {nbytes:,} "
+            raise McucError(f"{what} {one_line(p)} claims shape {list(shape)} = {nbytes:,} "
                             f"bytes; the limit is {max_bytes:,}")
         if offset + nbytes != size:
-            raise McucError(f"{what} {display(p)}: its header claims {nbytes:,} bytes of data "
+            raise McucError(f"{what} {one_line(p)}: its header claims {nbytes:,} bytes of data "
                             f"but the file holds {size - offset:,} (truncated or corrupt)")
         f.seek(0)
         try:
             return np.lib.format.read_array(f, allow_pickle=False)
         except (ValueError, OSError) as e:
-            raise McucError(f"cannot read {what} {display(p)}: {display(e, 200)}") from None
+            raise McucError(f"cannot read {what} {one_line(p)}: {one_line(e, 200)}") from None

@@ -12,7 +12,7 @@ through this module, and nowhere else:
   full text keeps truncated names distinct), and is unique within the table: one table per
   generated model, so derived names (a step's field arrays) cannot meet another name.
 - `c_comment` and `c_string` make text safe inside `/* ... */` and `"..."`.
-- `display` makes text safe for a one-line error message.
+Error messages quote model text through `mcuc.text.one_line`.
 
 Makefiles, linker scripts, Renode scripts and openocd commands get no model text at all.
 """
@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+
+from mcuc.text import as_text
 
 PREFIX = "m_"
 MAX_IDENT = 48          # C99 promises 63 significant characters for internal names
@@ -32,14 +34,6 @@ _HASH = 8               # hex digits of the hash that keeps truncated names dist
 # a shell or Tcl. Everything else is encoded.
 _SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789 _.,:+=@#-/")
 _NOT_IDENT = re.compile(r"[^0-9A-Za-z_]")
-
-
-def as_text(value: object) -> str:
-    """Model strings may arrive as bytes (protobuf hands out a proto2 string field that is
-    not UTF-8 as bytes) or other objects; non-UTF-8 bytes become backslash escapes."""
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="backslashreplace")
-    return str(value)
 
 
 def _digest(text: str) -> str:
@@ -124,10 +118,3 @@ def c_string(text: object, limit: int = MAX_COMMENT) -> str:
     return _encode(as_text(text), limit, lambda b: f"\\{b:03o}")
 
 
-def display(text: object, limit: int = 80) -> str:
-    """Model text for a one-line error message: printable ASCII, controls escaped."""
-    s = as_text(text)
-    cut = len(s) > limit
-    s = s[:limit].encode("ascii", errors="backslashreplace").decode("ascii")
-    s = "".join(ch if " " <= ch <= "~" else f"\\x{ord(ch):02x}" for ch in s)
-    return s + ("..." if cut else "")

@@ -13,7 +13,6 @@ import copy
 import numpy as np
 
 from mcuc import McucError
-from mcuc.codegen.names import display
 from mcuc.frontend import patterns
 from mcuc.frontend.onnx_import import infer_shapes
 from mcuc.frontend.rewrite import (
@@ -31,6 +30,7 @@ from mcuc.frontend.rewrite import (
 )
 from mcuc.ir import interpreter
 from mcuc.ir.graph import Graph, Node
+from mcuc.text import one_line
 
 CANONICAL = ("Conv", "Linear", "MatMul", "Add", "Mul", "LayerNorm", "Softmax", "Gelu", "Relu",
              "Sigmoid", "Tanh", "Erf", "Transpose", "Reshape", "Slice", "Concat", "ReduceMean")
@@ -86,7 +86,7 @@ def _constant_arith(g: Graph) -> None:
         elif node.op == "Div" and is_act(g, a) and const(g, b) is not None:
             c = const(g, b).astype(np.float32)
             if not np.all(c != 0):
-                raise McucError(f"Div '{display(node.name)}' divides by a constant 0")
+                raise McucError(f"Div '{one_line(node.name)}' divides by a constant 0")
             node.op, node.inputs = "Mul", [a, g.add_const(f"{node.name}.recip", 1.0 / c)]
         elif node.op == "Sub" and is_act(g, a) and const(g, b) is not None:
             c = const(g, b).astype(np.float32)

@@ -15,9 +15,9 @@ import onnx
 from onnx import helper, numpy_helper
 
 from mcuc import McucError, limits
-from mcuc.codegen.names import display
 from mcuc.ir import interpreter
 from mcuc.ir.graph import Graph, Node, Tensor
+from mcuc.text import one_line
 
 
 def _one_line(e: BaseException) -> str:
@@ -59,7 +59,7 @@ def check_structure(g: onnx.GraphProto) -> None:
     """What a graph must be before anything is read or run: one output, few enough
     nodes, weights of a sane size (their claimed size, checked before reading)."""
     if len(g.output) != 1:
-        names = ", ".join(display(o.name, 40) for o in g.output[:4])
+        names = ", ".join(one_line(o.name, 40) for o in g.output[:4])
         more = ", ..." if len(g.output) > 4 else ""
         raise McucError(f"model has {len(g.output)} outputs ({names}{more}); mcuc compiles "
                         "single-output models")
@@ -75,7 +75,7 @@ def _text(b: bytes, a: onnx.AttributeProto, node: str) -> str:
     try:
         return b.decode()
     except UnicodeDecodeError:
-        raise McucError(f"attribute '{display(a.name)}' of node '{display(node)}'"
+        raise McucError(f"attribute '{one_line(a.name)}' of node '{one_line(node)}'"
                         " is not UTF-8 text") from None
 
 
@@ -86,7 +86,7 @@ def _attr(a: onnx.AttributeProto, node: str):
     if isinstance(v, bytes):
         return _text(v, a, node)
     if isinstance(v, onnx.TensorProto):
-        arr = _array(v, f"node '{display(node)}'")
+        arr = _array(v, f"node '{one_line(node)}'")
         limits.check_weight_values(f"{node}.{a.name}", arr)
         return arr
     if isinstance(v, list):
@@ -94,7 +94,7 @@ def _attr(a: onnx.AttributeProto, node: str):
     floats = [v] if isinstance(v, float) else [x for x in v if isinstance(x, float)] \
         if isinstance(v, list) else []
     if any(not math.isfinite(x) or abs(x) > limits.MAX_ABS_WEIGHT for x in floats):
-        raise McucError(f"attribute '{display(a.name)}' of node '{display(node)}'"
+        raise McucError(f"attribute '{one_line(a.name)}' of node '{one_line(node)}'"
                         " holds a non-finite or absurdly large number")
     return v
 
@@ -103,7 +103,7 @@ def _array(t: onnx.TensorProto, owner: str) -> np.ndarray:
     try:
         return np.array(numpy_helper.to_array(t))
     except Exception as e:
-        raise McucError(f"cannot read tensor '{display(t.name)}' of {owner}: "
+        raise McucError(f"cannot read tensor '{one_line(t.name)}' of {owner}: "
                         f"{_one_line(e)} (external data not loaded?)") from None
 
 
@@ -118,7 +118,7 @@ def _static_shape(vi: onnx.ValueInfoProto, override: tuple[int, ...] | None) -> 
             if d.HasField("dim_value") and d.dim_value > 0 and d.dim_value != o:
                 raise McucError(f"input_shape {list(override)} does not match the static "
                                 f"shape of input '{vi.name}' ({_dims_text(dims)})")
-        return limits.check_shape(override, f"input '{display(vi.name)}'")
+        return limits.check_shape(override, f"input '{one_line(vi.name)}'")
     shape = []
     for d in dims:
         if not d.HasField("dim_value") or d.dim_value <= 0:
@@ -127,7 +127,7 @@ def _static_shape(vi: onnx.ValueInfoProto, override: tuple[int, ...] | None) -> 
                             "static shapes; export with a fixed batch of 1 or pass "
                             "--input-shape")
         shape.append(int(d.dim_value))
-    return limits.check_shape(shape, f"input '{display(vi.name)}'")
+    return limits.check_shape(shape, f"input '{one_line(vi.name)}'")
 
 
 def _dims_text(dims) -> str:
@@ -155,7 +155,7 @@ def import_onnx(src: str | Path | onnx.ModelProto,
         raise McucError(f"sparse initializer '{init.values.name}' is not supported")
     inputs = [vi for vi in g.input if vi.name not in tensors]
     if not inputs and g.input:
-        raise McucError(f"input '{display(g.input[0].name)}' is also an initializer "
+        raise McucError(f"input '{one_line(g.input[0].name)}' is also an initializer "
                         "(a stored constant), so the model has no input left")
     if input_shape is not None and len(inputs) != 1:
         raise McucError(f"input_shape given but the model has {len(inputs)} inputs")

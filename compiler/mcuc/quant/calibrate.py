@@ -32,10 +32,10 @@ import numpy as np
 from tqdm import tqdm
 
 from mcuc import McucError
-from mcuc.codegen.names import display
 from mcuc.ir import interpreter
 from mcuc.ir.graph import Graph
 from mcuc.quant.qparams import SOFTMAX_OUT, QParams
+from mcuc.text import one_line
 
 PASS_THROUGH = {"Reshape", "Transpose", "Slice"}
 METHODS = ("minmax", "percentile")
@@ -163,7 +163,7 @@ def observe_tails(graph: Graph, samples: np.ndarray, percentile: float = 100.0,
             if t is None or t.is_const:
                 continue
             if np.asarray(v).dtype.kind == "f" and not np.isfinite(v).all():
-                raise McucError(f"activation '{display(name)}' is NaN or infinite on "
+                raise McucError(f"activation '{one_line(name)}' is NaN or infinite on "
                                 f"calibration image {i}: the model overflows or divides by "
                                 "zero (corrupt or absurd weights)")
             if name not in tails:

@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from mcuc import McucError
-from mcuc.codegen.names import CNames, as_text, display
+from mcuc.codegen.names import CNames
 from mcuc.ir.graph import Graph, Node
 from mcuc.kernels import add as k_add
 from mcuc.kernels import layernorm as k_layernorm
@@ -27,6 +27,7 @@ from mcuc.schedule.copies import copy_params, slice_view, strides_of, transpose_
 from mcuc.schedule.fuse import fold_scalar_muls
 from mcuc.schedule.passes import apply_passes, check_disabled
 from mcuc.schedule.schedule import BufferInfo, Operand, Schedule, Step
+from mcuc.text import as_text, one_line
 
 UNARY_FUNCS = {
     "Gelu": None,  # chosen by the approximate attr
@@ -148,12 +149,12 @@ class Lowerer:
         for node in g.nodes:
             fn = getattr(self, "lower_" + node.op, None)
             if fn is None:
-                raise McucError(f"no int8 kernel for op '{display(node.op)}' at node "
-                                f"'{display(node.name)}'")
+                raise McucError(f"no int8 kernel for op '{one_line(node.op)}' at node "
+                                f"'{one_line(node.name)}'")
             try:
                 fn(node)
             except RequantError as e:  # absurd scales: name the layer (kernels/fixedpoint.py)
-                raise McucError(f"{node.op} '{display(node.name)}': {e}") from None
+                raise McucError(f"{node.op} '{one_line(node.name)}': {e}") from None
         out_buf = self.buf_of[out_name]
         if out_buf == self.buf_of[in_name]:
             raise McucError("the model's output is its input: nothing to compile")
@@ -189,7 +190,7 @@ class Lowerer:
         w = self.g.const(node.inputs[1])
         b = self.g.const(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else None
         if w is None:
-            raise McucError(f"Conv '{display(node.name)}' has non-constant weights")
+            raise McucError(f"Conv '{one_line(node.name)}' has non-constant weights")
         _, c, h, wd = self.shape(x)
         _, o, ho, wo = self.shape(y)
         sh, sw = node.attrs.get("strides", [1, 1])
@@ -204,7 +205,7 @@ class Lowerer:
         w = self.g.const(node.inputs[1])
         b = self.g.const(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else None
         if w is None:
-            raise McucError(f"Linear '{display(node.name)}' has non-constant weights")
+            raise McucError(f"Linear '{one_line(node.name)}' has non-constant weights")
         p = self._weighted(node, w, b)
         p.update(rows=self.size(x) // w.shape[1], k=w.shape[1], n=w.shape[0])
         self.emit(node, "linear", p, [self.operand(x)], y)
@@ -214,10 +215,10 @@ class Lowerer:
         y = node.outputs[0]
         sa, sb = self.shape(a), self.shape(b)
         if self.g.const(a) is not None or self.g.const(b) is not None:
-            raise McucError(f"MatMul '{display(node.name)}' with a constant operand was not "
+            raise McucError(f"MatMul '{one_line(node.name)}' with a constant operand was not "
                             "made Linear")
         if len(sa) < 2 or len(sb) < 2 or sa[:-2] != sb[:-2] or sa[-1] != sb[-2]:
-            raise McucError(f"MatMul '{display(node.name)}': unsupported shapes {sa} x {sb}")
+            raise McucError(f"MatMul '{one_line(node.name)}': unsupported shapes {sa} x {sb}")
         scale = float(node.attrs.get("post_scale", 1.0))
         mult, shift = quantize_multiplier(
             self.qp(a).scale * self.qp(b).scale * scale / self.qp(y).scale)
@@ -234,7 +235,7 @@ class Lowerer:
         sa, sb = self.shape(a), self.shape(b)
         sb_core = tuple(sb[next((i for i, d in enumerate(sb) if d != 1), len(sb)):])
         if sb_core and tuple(sa[len(sa) - len(sb_core):]) != sb_core:
-            raise McucError(f"Add '{display(node.name)}': cannot broadcast {sb} onto {sa}")
+            raise McucError(f"Add '{one_line(node.name)}': cannot broadcast {sb} onto {sa}")
         ob = self.operand(b)
         qb = self._const_qp[ob.name] if ob.kind == "const" else self.qp(b)
         qa, qy = self.qp(a), self.qp(y)
@@ -247,7 +248,8 @@ class Lowerer:
         x, y = node.inputs[0], node.outputs[0]
         c = self.g.const(node.inputs[1])
         if c is None or np.asarray(c).size != 1:
-            raise McucError(f"Mul '{display(node.name)}': only multiplication by a scalar constant")
+            raise McucError(f"Mul '{one_line(node.name)}': only multiplication by a scalar "
+                            "constant")
         mult, shift = quantize_multiplier(
             float(np.asarray(c).reshape(-1)[0]) * self.qp(x).scale / self.qp(y).scale)
         p = {"size": self.size(x), "x_zp": self.qp(x).zero_point,
@@ -300,7 +302,7 @@ class Lowerer:
     def _view(self, node: Node) -> None:
         x, y = node.inputs[0], node.outputs[0]
         if self.g.const(x) is not None:
-            raise McucError(f"{node.op} '{display(node.name)}' of a constant was not folded")
+            raise McucError(f"{node.op} '{one_line(node.name)}' of a constant was not folded")
         self.buf_of[y] = self.buf_of[x]
 
     def lower_Transpose(self, node: Node) -> None:
@@ -318,7 +320,7 @@ class Lowerer:
         x, y = node.inputs[0], node.outputs[0]
         out_shape, in_strides, offset = slice_view(self.shape(x), node.attrs)
         if tuple(out_shape) != self.shape(y):
-            raise McucError(f"Slice '{display(node.name)}': shape {out_shape} != {self.shape(y)}")
+            raise McucError(f"Slice '{one_line(node.name)}': shape {out_shape} != {self.shape(y)}")
         p = copy_params(out_shape, in_strides, offset, strides_of(out_shape), 0)
         self.emit(node, "copy", p, [self.operand(x)], y)
 
@@ -345,7 +347,7 @@ class Lowerer:
         shape = self.shape(x)
         axes = sorted(a % len(shape) for a in node.attrs["axes"])
         if axes != list(range(axes[0], axes[-1] + 1)):
-            raise McucError(f"ReduceMean '{display(node.name)}': axes {axes} are not contiguous")
+            raise McucError(f"ReduceMean '{one_line(node.name)}': axes {axes} are not contiguous")
         outer = int(np.prod(shape[: axes[0]], dtype=np.int64))
         red = int(np.prod([shape[a] for a in axes], dtype=np.int64))
         inner = int(np.prod(shape[axes[-1] + 1:], dtype=np.int64))

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from mcuc import McucError, subproc
-from mcuc.builddir import show
+from mcuc.text import one_line, path_line
 
 MAKE_TIMEOUT_S = 900.0
 
@@ -30,7 +30,7 @@ def build_host(out_dir: Path, sanitize: bool = False, exe: str = "model",
 
 
 def _bad_line(line: str) -> McucError:
-    return McucError(f"the program printed a malformed result line: {show(line, 120)}")
+    return McucError(f"the program printed a malformed result line: {path_line(line)}")
 
 
 def int8_values(line: str) -> np.ndarray:
@@ -41,7 +41,7 @@ def int8_values(line: str) -> np.ndarray:
     except ValueError:
         raise _bad_line(line) from None
     if not vals or any(not -128 <= v <= 127 for v in vals):
-        raise McucError(f"the program printed an output outside int8: {show(line, 120)}")
+        raise McucError(f"the program printed an output outside int8: {path_line(line)}")
     return np.array(vals, dtype=np.int8)
 
 
@@ -63,7 +63,7 @@ def parse_output(text: str) -> tuple[np.ndarray, int]:
         elif line.startswith("MCUC_STATUS"):
             status = int_field(line)
     if values is None or status is None:
-        raise McucError(f"the program printed no result: {show(text.strip(), 300)}")
+        raise McucError(f"the program printed no result: {one_line(text.strip(), 300)}")
     return values, status
 
 
@@ -73,12 +73,12 @@ def run_host(exe: Path, x_q: np.ndarray, timeout: float = 60.0) -> np.ndarray:
         f.write(np.asarray(x_q, dtype=np.int8).tobytes())
         path = f.name
     try:
-        proc = subproc.run([str(exe), path], f"the program {show(exe)}", timeout)
+        proc = subproc.run([str(exe), path], f"the program {path_line(exe)}", timeout)
     finally:
         Path(path).unlink(missing_ok=True)
     if proc.returncode not in (0, 1):
-        raise McucError(f"{show(exe)} failed (exit {proc.returncode}): "
-                        f"{show(proc.stderr.strip(), 300)}")
+        raise McucError(f"{path_line(exe)} failed (exit {proc.returncode}): "
+                        f"{one_line(proc.stderr.strip(), 300)}")
     values, status = parse_output(proc.stdout)
     if status != 0:
         raise McucError(f"mcuc_run returned error code {status}")
