@@ -49,8 +49,8 @@ def test_every_combination_is_bit_exact(seed: int, tmp_path) -> None:
 
 def test_report_has_ablation_and_plot(tmp_path, capsys) -> None:
     out = tmp_path / "b"
-    assert main(["build", "--out", str(out)]) == 0
-    capsys.readouterr()
+    assert main(["build", "--out", str(out), "--report", "full"]) == 0
+    assert "naive arena" in capsys.readouterr().out
     r = json.loads((out / "report.json").read_text())
     assert r["naive_arena_bytes"] > r["arena_bytes"]
     assert set(r["technique_savings_bytes"]) == set(TECHNIQUES)
@@ -59,9 +59,18 @@ def test_report_has_ablation_and_plot(tmp_path, capsys) -> None:
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 
 
+def test_default_build_skips_ablation_and_plot(tmp_path, capsys) -> None:
+    out = tmp_path / "s"
+    assert main(["build", "--out", str(out)]) == 0
+    assert "naive arena" not in capsys.readouterr().out
+    r = json.loads((out / "report.json").read_text())
+    assert "naive_arena_bytes" not in r and not (out / "memory.png").exists()
+
+
 def test_disable_all_matches_naive(tmp_path, capsys) -> None:
     out = tmp_path / "n"
-    assert main(["build", "--out", str(out), "--disable", ",".join(TECHNIQUES)]) == 0
+    assert main(["build", "--out", str(out), "--disable", ",".join(TECHNIQUES),
+                 "--report", "full"]) == 0
     capsys.readouterr()
     r = json.loads((out / "report.json").read_text())
     assert r["arena_bytes"] == r["naive_arena_bytes"]

@@ -33,9 +33,10 @@ def cmd_build(a: argparse.Namespace) -> int:
                    progress=sys.stderr.isatty(), samples=a.samples,
                    stream_input=a.stream_input, calib_method=a.calib_method,
                    calib_percentile=a.calib_percentile, calib_images=a.calib_images,
-                   kernels=a.kernels)
+                   kernels=a.kernels, report_full=a.report == "full")
     print(format_report(report))
-    print(f"\nwrote {a.out}/ (model.c, model.h, weights.c, report.json, memory.png)")
+    extra = ", memory.png" if a.report == "full" else ""
+    print(f"\nwrote {a.out}/ (model.c, model.h, weights.c, report.json{extra})")
     return 0
 
 
@@ -186,6 +187,9 @@ def parser() -> argparse.ArgumentParser:
                    help="comma-separated memory techniques to turn off (ablations)")
     b.add_argument("--samples", type=int, default=4,
                    help="calibration images baked into flash for the self-test (MCU boards)")
+    b.add_argument("--report", choices=("summary", "full"), default="summary",
+                   help="full: also the technique ablation (the arena with each memory "
+                        "technique off: five more plans) and memory.png")
     b.add_argument("--stream-input", action="store_true",
                    help="read the image band by band through a callback "
                         "(mcuc_run_streaming); needs a patch-embedding first layer "

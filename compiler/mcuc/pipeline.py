@@ -138,7 +138,8 @@ def build(model=None, board: str = "host", calib="fashion-mnist", out_dir: Path 
           progress: bool = False, compile_c: bool = True, samples: int = 4,
           emulate: bool = True, stream_input: bool = False,
           calib_method: str = DEFAULT_METHOD, calib_percentile: float = DEFAULT_PERCENTILE,
-          calib_images: int = DEFAULT_IMAGES, kernels: str = "optimized") -> dict:
+          calib_images: int = DEFAULT_IMAGES, kernels: str = "optimized",
+          report_full: bool = False) -> dict:
     """Compile a model for a board into out_dir; returns the report (also report.json).
 
     For an MCU board the fit check runs before any C is written, then the firmware is
@@ -149,7 +150,9 @@ def build(model=None, board: str = "host", calib="fashion-mnist", out_dir: Path 
     Calibration takes `calib_images` training images of a named dataset (a .npy is used
     whole) and ranges by `calib_method` / `calib_percentile` (quant/calibrate.py).
     `kernels` "portable" builds the C reference kernels even where the board's core has
-    optimized variants (to measure them, or to rule them out).
+    optimized variants (to measure them, or to rule them out). `report_full` adds the
+    technique ablation (one more plan per technique) and memory.png, which a build that
+    only wants firmware does not pay for.
     """
     t_start = time.perf_counter()
     check_method(calib_method, calib_percentile)
@@ -197,8 +200,9 @@ def build(model=None, board: str = "host", calib="fashion-mnist", out_dir: Path 
         report["calibration"] = describe(calib_method, len(calib_x), calib_percentile)
         if c.schedule.stream:
             report["stream_input"] = True
-        report.update(ablation(c.qgraph, c.plan.arena_bytes))
-        _plot_memory(c, tmp / "memory.png", desc)
+        if report_full:
+            report.update(ablation(c.qgraph, c.plan.arena_bytes))
+            _plot_memory(c, tmp / "memory.png", desc)
         if b.is_mcu:
             report["estimate"] = {"sram_bytes": fit.sram, "flash_bytes": fit.flash,
                                   **asdict(fit)}
