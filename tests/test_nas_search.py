@@ -15,8 +15,8 @@ import torch
 from mcuc import McucError
 from mcuc.cli import main
 from mcuc.datasets import load_fashion_mnist
-from mcuc.nas.search import parse_bytes
 from mcuc.nas.space import SubnetConfig, load_space
+from mcuc.nas.units import parse_bytes
 from mcuc.pipeline import compile_graph, load_graph
 from mcuc.runner import run_built
 from mcuc.schedule import execute

@@ -37,7 +37,8 @@ from pathlib import Path
 
 from mcuc import McucError
 from mcuc.bench_search_proxy import proxy_pick
-from mcuc.bench_search_report import NATIVE, report
+from mcuc.bench_search_report import NATIVE
+from mcuc.bench_search_report import report as _report
 from mcuc.bench_search_stages import (
     BASELINE_LR,
     KB,
@@ -154,6 +155,12 @@ def run(a: argparse.Namespace) -> str | None:
     (c.out / "bench.json").write_text(json.dumps(rows, indent=1))
     sn = supernet(c)
     return report(a, rows, sn.train_seconds, sn.pool_size, c.teacher, machine=a.machine)
+
+
+def report(a, rows: list[dict], supernet_s: float, pool: int, teacher: dict | None = None,
+           **kw) -> str:
+    """bench/search.md's text, with this module's docstring as the method section."""
+    return _report(a, rows, supernet_s, pool, teacher, method=__doc__, **kw)
 
 
 def train_config(a: argparse.Namespace, cfg: SubnetConfig, rep: int = 0) -> dict:

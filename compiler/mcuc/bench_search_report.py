@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import time
 
+from mcuc.bench_search_stages import BASELINE_LR
+
 NATIVE = 28   # Fashion-MNIST's side: other input resolutions are named in the table
 
 
@@ -156,10 +158,10 @@ def compute_seconds(rows: list[dict], supernet_s: float, teacher: dict | None) -
 
 
 def report(a, rows: list[dict], supernet_s: float, pool: int,
-           teacher: dict | None = None, machine: str = "this project's 2-core CPU machine"
-           ) -> str:
-    from mcuc.bench_search import BASELINE_LR
-    from mcuc.bench_search import __doc__ as method
+           teacher: dict | None = None, machine: str = "this project's 2-core CPU machine",
+           method: str = "") -> str:
+    """bench/search.md's text; `method` is the bench's description (bench_search's
+    docstring: its paragraphs after the first go into the report)."""
 
     head = ("| SRAM budget | model | config | params | MACs | arena B | RAM B (ELF) | "
             "flash B (ELF) | float test | int8 test | firmware (first N) |")
@@ -198,7 +200,7 @@ def report(a, rows: list[dict], supernet_s: float, pool: int,
         f"searched models and baselines {cost['train'] / 60:.1f}, measuring "
         f"{cost['measure'] / 60:.1f} min.",
         "",
-        method.split("\n\n", 1)[1].strip(),
+        method.split("\n\n", 1)[-1].strip(),
         "",
         f"Supernet: {a.supernet_epochs} epochs on {pool} budget-feasible subnets, "
         f"{supernet_s / 60:.1f} min. "

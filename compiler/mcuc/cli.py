@@ -85,8 +85,9 @@ def cmd_boards(a: argparse.Namespace) -> int:
 
 
 def add_search_args(s: argparse.ArgumentParser) -> None:
-    from mcuc.nas.search import SearchOptions, size_arg
+    from mcuc.nas.search import SearchOptions
     from mcuc.nas.space import SAMPLING
+    from mcuc.nas.units import size_arg
 
     o = SearchOptions()
     s.add_argument("--board", default=o.board, help="board whose overheads and limits apply")

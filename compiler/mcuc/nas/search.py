@@ -10,7 +10,6 @@ compile. Everything lands in one folder with search.json and pareto.png.
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -18,27 +17,6 @@ from pathlib import Path
 import numpy as np
 
 from mcuc import McucError
-
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KkMm]i?[Bb]?|[Bb])?\s*$")
-
-
-def parse_bytes(text: str) -> int:
-    """'64K', '256KB', '1M', '65536' -> bytes (K = 1024, as on every MCU datasheet)."""
-    m = _SIZE.match(str(text))
-    if not m:
-        raise McucError(f"cannot read {text!r} as a size (examples: 64K, 256KB, 1M, 65536)")
-    unit = (m.group(2) or "b")[0].lower()
-    return int(float(m.group(1)) * {"b": 1, "k": 1024, "m": 1024 * 1024}[unit])
-
-
-def size_arg(text: str) -> int:
-    """parse_bytes for argparse: a bad size becomes argparse's one-line usage error."""
-    import argparse
-
-    try:
-        return parse_bytes(text)
-    except McucError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 @dataclass

@@ -311,7 +311,7 @@ def subnet_accuracy(model: SuperViT, cfg: SubnetConfig, x: torch.Tensor, y: torc
 def main(argv: list[str] | None = None) -> int:
     from mcuc.datasets import load_dataset
     from mcuc.nas.cost import CostModel
-    from mcuc.nas.search import size_arg
+    from mcuc.nas.units import size_arg
 
     ap = argparse.ArgumentParser(prog="python -m mcuc.nas.train",
                                  description="train the mcuc one-shot supernet "
