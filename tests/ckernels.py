@@ -103,7 +103,7 @@ class CKernels:
                 assert f.nullable, f.name
                 setattr(st, f.name, None)
             else:
-                arr = _c_array(v, _ARRAY[f.ctype][0])
+                arr = _c_array(f.c_array(params), _ARRAY[f.ctype][0])
                 keep.append(arr)
                 setattr(st, f.name, arr.ctypes.data)
         ins = [_c_array(x, np.int8) for x in inputs]
@@ -150,7 +150,7 @@ def emit_case(i: int, name: str, params: dict, inputs: list[np.ndarray],
             inits.append(f".{f.name} = NULL")
         else:
             dt, ct = _ARRAY[f.ctype]
-            a = _c_array(v, dt)
+            a = _c_array(f.c_array(params), dt)
             g.append(f"static const {ct} c{i}_{f.name}[{max(a.size, 1)}] = {_arr_lit(a)};")
             inits.append(f".{f.name} = c{i}_{f.name}")
     g.append(f"static const {kdef.c_params_type} c{i}_p = {{{', '.join(inits)}}};")

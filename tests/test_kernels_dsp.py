@@ -22,7 +22,7 @@ import pytest
 
 from mcuc.kernels import REGISTRY, linear
 from mcuc.kernels.fixedpoint import INT32_MAX, INT32_MIN
-from test_kernels import Case, rand_bias, rand_requant, rand_s8, zp
+from test_kernels import Case, gen_add, rand_bias, rand_requant, rand_s8, zp
 from test_tokenwise import gen_tokenwise
 
 from ckernels import CFLAGS, ROOT, SOURCES, CKernels, emit_driver, gcc
@@ -41,7 +41,25 @@ def gen_linear_dsp(rng: np.random.Generator) -> Case:
         w = np.full(n * k, -128, np.int8)
     p = dict(rows=rows, k=k, n=n, x_zp=zp(rng), y_zp=zp(rng), weights=w,
              bias=rand_bias(rng, n), mult=mult, shift=shift)
+    if rng.random() < 0.4:  # the loop without the subtraction (a folded zero point)
+        p["x_zp"] = 0
     return Case(p, [rand_s8(rng, rows * k)], rows * n)
+
+
+def gen_add_dsp(rng: np.random.Generator) -> Case:
+    """add cases for the SMMULR path (make_params, random shifts <= 0, the extremes) and
+    for the reference fallback (a shift > 0)."""
+    c = gen_add(rng)
+    p = dict(c.params)
+    u = rng.random()
+    if u < 0.15:
+        p.update(a_shift=-31, b_shift=0, y_shift=-31, a_mult=INT32_MIN, b_mult=INT32_MAX)
+    elif u < 0.3:
+        p.update(a_mult=INT32_MAX, a_shift=0, b_mult=INT32_MAX, b_shift=0, y_mult=INT32_MAX,
+                 y_shift=0)
+    elif u < 0.4:
+        p["y_shift"] = 1
+    return Case(p, c.inputs, c.out_size)
 
 
 def worst_case(k: int, n: int, bias: int, sign: int) -> Case:
@@ -60,7 +78,7 @@ def ck_dsp(tmp_path_factory: pytest.TempPathFactory) -> CKernels:
 
 def test_variants_are_declared() -> None:
     assert {k for k, v in REGISTRY.items() if "MCUC_ARM_DSP" in v.variants} == {
-        "attention", "layernorm", "linear", "tokenwise"}
+        "add", "attention", "layernorm", "linear", "tokenwise"}
     src = (ROOT / "runtime_c" / "src" / "linear.c").read_text()
     assert "#ifdef MCUC_ARM_DSP" in src
 
@@ -79,6 +97,48 @@ def test_linear_dsp_matches_reference(ck_dsp: CKernels) -> None:
         want = linear.ref(case.params, *case.inputs)
         got = ck_dsp.run("linear", case.params, case.inputs, case.out_size)
         assert np.array_equal(got, want), f"case {i}: {case.params}"
+
+
+def test_add_dsp_matches_reference(ck_dsp: CKernels) -> None:
+    rng = np.random.default_rng(231)
+    for i in range(800):
+        case = gen_add_dsp(rng)
+        want = REGISTRY["add"].ref(case.params, *case.inputs)
+        got = ck_dsp.run("add", case.params, case.inputs, case.out_size)
+        assert np.array_equal(got, want), f"case {i}: {case.params}"
+
+
+def test_zero_point_fold_is_exact() -> None:
+    """fold_zero_point moves x_zp into the bias: the reference gives the same bytes, and a
+    fold whose bias would leave int32 is refused."""
+    rng = np.random.default_rng(232)
+    folded = 0
+    for _ in range(300):
+        c = gen_linear_dsp(rng)
+        q = linear.fold_zero_point(c.params)
+        if q is not c.params:
+            folded += 1
+            assert q["x_zp"] == 0
+        assert np.array_equal(linear.ref(q, *c.inputs), linear.ref(c.params, *c.inputs))
+    assert folded > 50  # gen_linear_dsp: zero points of 0 and layers without bias stay
+    c = worst_case(8, 2, INT32_MIN, 1)  # x_zp = -128, w = -128: the bias drops by 2^17
+    assert linear.fold_zero_point(c.params) is c.params
+
+
+def test_packed_weights_layout() -> None:
+    """pack_weights is a permutation with the block layout linear.c indexes."""
+    for n, k in [(1, 1), (4, 4), (5, 7), (8, 3), (12, 64), (7, 9)]:
+        w = np.arange(n * k) % 251
+        packed = linear.pack_weights(w, n, k)
+        assert sorted(packed.tolist()) == sorted(w.tolist())
+        k4 = k - k % 4
+        for j in range(n - n % 4):
+            for i in range(k):
+                pos = j // 4 * 4 * k + (4 * (i // 4 * 4) + 4 * (j % 4) + i % 4 if i < k4
+                                        else 4 * i + j % 4)
+                assert packed[pos] == w[j * k + i]
+        for j in range(n - n % 4, n):
+            assert np.array_equal(packed[j * k:(j + 1) * k], w[j * k:(j + 1) * k])
 
 
 def test_tokenwise_dsp_matches_reference(ck_dsp: CKernels) -> None:
@@ -113,6 +173,9 @@ def test_sanitizers_dsp(tmp_path: Path) -> None:
     for _ in range(60):
         c = gen_linear_dsp(rng)
         cases.append(("linear", c.params, c.inputs, linear.ref(c.params, *c.inputs)))
+    for _ in range(60):
+        c = gen_add_dsp(rng)
+        cases.append(("add", c.params, c.inputs, REGISTRY["add"].ref(c.params, *c.inputs)))
     for _ in range(12):
         c = gen_tokenwise(rng)
         cases.append(("tokenwise", c.params, c.inputs,

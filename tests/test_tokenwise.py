@@ -152,7 +152,7 @@ def call_in_arena(ck: CKernels, name: str, params: dict, arena: np.ndarray,
         elif v is None:
             setattr(st, f.name, None)
         else:
-            arr = np.ascontiguousarray(np.asarray(v), dtype=_ARRAY[f.ctype][0])
+            arr = np.ascontiguousarray(f.c_array(params), dtype=_ARRAY[f.ctype][0])
             keep.append(arr)
             setattr(st, f.name, arr.ctypes.data)
     base = arena.ctypes.data

@@ -74,7 +74,7 @@ def _context(schedule: Schedule, plan: Plan, model_name: str) -> dict:
                     value = "NULL"
                 else:
                     ctype, dtype = CTYPES[f.ctype]
-                    arr = np.asarray(v).astype(dtype).reshape(-1)
+                    arr = f.c_array(st.params).astype(dtype)
                     aname = ids.of(("field", i, f.name), f"{st.name}_{f.name}")
                     arrays.append(CArray(aname, ctype, int(arr.size), _body(arr),
                                          f"{c_comment(st.name)}.{f.name}"))

@@ -54,5 +54,6 @@ KERNEL = register(
         ref=ref,
         inplace_ok=True,
         macs=lambda p: 0,  # elementwise: only GEMM-like kernels count MACs
+        variants=("MCUC_ARM_DSP",),  # SMMULR requantization when every shift is <= 0
     )
 )

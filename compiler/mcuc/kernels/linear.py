@@ -6,6 +6,14 @@ C kernel does; conv2d reuses the helpers since its weights are also per-channel.
 The C kernel has an ARMv7E-M variant (MCUC_ARM_DSP: SMLAD on SXTB16-unpacked pairs) that
 sums in int32: |x - x_zp| <= 255 and |w| <= 128 bound every partial sum by 255 * 128 * k,
 which fits int32 up to DSP_MAX_K; above it the variant runs the exact int64 loop.
+
+The compiler prepares the operands for that loop (issue 23, item 2):
+- `pack_weights`: the C kernels read W interleaved four output channels at a time, so
+  the inner loop walks one pointer through contiguous words (same bytes, same size).
+- `fold_zero_point`: sum (x - zp) w + b == sum x w + (b - zp * sum w) exactly, so lowering
+  moves the input zero point into an existing bias where the folded bias fits int32; the loop
+  then skips the per-pair subtraction. The reference computes the same integers either
+  way (int64 sum, one int32 saturation), so the fold cannot change a result.
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ from mcuc.kernels.fixedpoint import (
     requantize,
     sat32,
 )
-from mcuc.kernels.registry import WEIGHTED_FIELDS, Field, KernelDef, register
+from mcuc.kernels.registry import Field, KernelDef, register
 from mcuc.quant.qparams import quantize_bias  # noqa: F401  (one definition; re-exported)
 
 # Largest k whose sum of (x - x_zp) * w provably fits int32 (MCUC_DSP_MAX_K in linear.c).
@@ -36,6 +44,35 @@ def ref(p: dict, x: np.ndarray) -> np.ndarray:
     return clamp_s8(y).reshape(-1)
 
 
+def pack_weights(w: np.ndarray, n: int, k: int) -> np.ndarray:
+    """W [n][k] in the order linear.c reads it: for each block of four output channels
+    j..j+3 (j < n4 = n - n % 4), the words w[j+c][i:i+4] for c = 0..3 at each i = 0, 4,
+    .. < k4 = k - k % 4, then the bytes w[j+c][i] for c = 0..3 at each tail i >= k4;
+    channels past n4 stay plain rows. Block j starts at byte j * k, as a plain row does."""
+    w = np.asarray(w).reshape(n, k)
+    n4, k4 = n - n % 4, k - k % 4
+    blocks = w[:n4].reshape(n4 // 4, 4, k)
+    body = blocks[:, :, :k4].reshape(n4 // 4, 4, k4 // 4, 4).transpose(0, 2, 1, 3)
+    tail = blocks[:, :, k4:].transpose(0, 2, 1)
+    nb = n4 // 4
+    packed = np.concatenate([body.reshape(nb, 4 * k4), tail.reshape(nb, 4 * (k - k4))], axis=1)
+    return np.concatenate([packed.reshape(-1), w[n4:].reshape(-1)])
+
+
+def fold_zero_point(p: dict) -> dict:
+    """p with x_zp moved into the bias (x_zp = 0), when it has a bias and every folded
+    bias fits int32; else p unchanged. Exact: the reference's int64 sum is the same
+    integer. A layer without a bias keeps its zero point: a new bias array would make
+    flash depend on calibration, which the search's cost model cannot see."""
+    if p["x_zp"] == 0 or p.get("bias") is None:
+        return p
+    w = np.asarray(p["weights"]).astype(np.int64).reshape(p["n"], p["k"])
+    folded = p["bias"].astype(np.int64) - int(p["x_zp"]) * w.sum(axis=1)
+    if folded.min() < -(2**31) or folded.max() > 2**31 - 1:
+        return p
+    return {**p, "x_zp": 0, "bias": folded.astype(np.int32)}
+
+
 def make_requant(s_x: float, s_w: np.ndarray, s_y: float) -> tuple[np.ndarray, np.ndarray]:
     """Per-output-channel (mult, shift) for real multiplier s_x * s_w[c] / s_y."""
     return quantize_multipliers(s_x * np.asarray(s_w, dtype=np.float64) / s_y)
@@ -48,7 +85,10 @@ KERNEL = register(
         c_params_type="mcuc_linear_params_t",
         fields=(
             *(Field(n, "int32") for n in ("rows", "k", "n", "x_zp", "y_zp")),
-            *WEIGHTED_FIELDS,
+            Field("weights", "int8[]", layout=lambda p, w: pack_weights(w, p["n"], p["k"])),
+            Field("bias", "int32[]", nullable=True),
+            Field("mult", "int32[]"),
+            Field("shift", "int32[]"),
         ),
         n_inputs=1,
         ref=ref,

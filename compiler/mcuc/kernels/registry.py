@@ -18,15 +18,37 @@ import numpy as np
 FIELD_TYPES = ("int32", "int64", "int8[]", "int32[]", "uint32[]", "int32[6]")
 
 
+# layout(params, array) -> the array in the order the C kernel reads it (same size).
+Layout = Callable[[dict, np.ndarray], np.ndarray]
+
+
 @dataclass(frozen=True)
 class Field:
     name: str
     ctype: str
     nullable: bool = False  # array pointers only: None renders as NULL
+    # Arrays only: how the compiler lays the constant out for the C loop (e.g. weights
+    # interleaved for SIMD). Params and the numpy reference keep the plain order.
+    layout: Layout | None = None
 
     def __post_init__(self) -> None:
         if self.ctype not in FIELD_TYPES:
             raise ValueError(f"unknown field type {self.ctype!r}")
+        if self.layout is not None and not self.ctype.endswith("[]"):
+            raise ValueError(f"field {self.name}: only arrays have a layout")
+
+    def c_array(self, params: dict) -> np.ndarray | None:
+        """The field's value as the C side stores it (flat), or None for a NULL pointer."""
+        v = params.get(self.name)
+        if v is None:
+            return None
+        arr = np.asarray(v).reshape(-1)
+        if self.layout is not None:
+            out = np.asarray(self.layout(params, arr)).reshape(-1)
+            if out.size != arr.size:
+                raise ValueError(f"field {self.name}: layout changed the size")
+            arr = out
+        return arr
 
 
 # The constant-data fields of every kernel with per-output-channel weights, in struct

@@ -21,6 +21,7 @@ from mcuc.kernels import lut as k_lut
 from mcuc.kernels import registry
 from mcuc.kernels import softmax as k_softmax
 from mcuc.kernels.fixedpoint import RequantError, quantize_multiplier, quantize_multipliers
+from mcuc.kernels.linear import fold_zero_point
 from mcuc.quant.calibrate import QGraph
 from mcuc.quant.qparams import QParams, quantize_weighted
 from mcuc.schedule.copies import copy_params, slice_view, strides_of, transpose_is_view
@@ -208,7 +209,7 @@ class Lowerer:
             raise McucError(f"Linear '{one_line(node.name)}' has non-constant weights")
         p = self._weighted(node, w, b)
         p.update(rows=self.size(x) // w.shape[1], k=w.shape[1], n=w.shape[0])
-        self.emit(node, "linear", p, [self.operand(x)], y)
+        self.emit(node, "linear", fold_zero_point(p), [self.operand(x)], y)
 
     def lower_MatMul(self, node: Node) -> None:
         a, b = node.inputs

@@ -21,6 +21,14 @@
 
 #include "mcuc/fixedpoint.h"
 
+/* Force inlining where a kernel relies on a constant argument to specialize a loop, or
+ * where gcc would otherwise call a small epilogue per output (+10 instructions each). */
+#if defined(__GNUC__)
+#define MCUC_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define MCUC_ALWAYS_INLINE inline
+#endif
+
 /* Four consecutive bytes as one word (an unaligned LDR on Cortex-M4/M7). */
 static inline uint32_t mcuc_read32(const int8_t *p)
 {
@@ -124,13 +132,12 @@ static inline int32_t mcuc_requantize_fast(int32_t acc, int32_t mult, int32_t sh
         return mcuc_requantize(acc, mult, shift);
     }
     const int64_t ab = (int64_t)acc * mult + (1LL << 30);
-    return mcuc_rdbpot((int32_t)(ab >> 31), -shift);
-}
-
-/* clamp(y_zp + v) to int8 for any int32 v: the saturating add keeps the order. */
-static inline int8_t mcuc_out_s8(int32_t y_zp, int32_t v)
-{
-    return mcuc_clamp_s8(mcuc_qadd(y_zp, v));
+    const int32_t x = (int32_t)(ab >> 31);
+    /* mcuc_rdbpot with 32-bit masks (1u << 31 is defined; e in [0, 31]). */
+    const int32_t e = -shift;
+    const uint32_t mask = (1u << e) - 1u;
+    const uint32_t threshold = (mask >> 1) + ((uint32_t)x >> 31);
+    return (x >> e) + (((uint32_t)x & mask) > threshold ? 1 : 0);
 }
 
 /* v in both 16-bit lanes (v in [-32768, 32767]). */
@@ -227,6 +234,12 @@ static inline int32_t mcuc_ssat8(int32_t v)
 }
 
 #endif /* __ARM_FEATURE_DSP */
+
+/* clamp(y_zp + v) to int8 for any int32 v: the saturating add keeps the order. */
+static inline int8_t mcuc_out_s8(int32_t y_zp, int32_t v)
+{
+    return (int8_t)mcuc_ssat8(mcuc_qadd(y_zp, v));
+}
 
 /* LayerNorm section: the high word of a 32 x 32 product, floor(a * b / 2^32) (SMMUL),
  * and acc + that high word (SMMLA), for the normalization's per-row reciprocal. */
