@@ -55,6 +55,8 @@ def test_report_has_elf_sizes_stack_and_instructions(f746) -> None:
                                    + fw["arena_section_bytes"] + fw["stack_reserve_bytes"])
     assert fw["arena_section_bytes"] == report["arena_bytes"]
     assert report["weights_bytes"] < report["flash_bytes"] <= b.flash_bytes
+    # the fit check's pre-link estimate (also the search's cost) is an upper bound
+    assert report["flash_bytes"] <= report["estimate"]["flash_bytes"]
     assert report["ram_bytes"] <= b.sram_bytes
     assert 0 < report["stack_bytes"] <= b.stack_bytes
     if unicorn_available():

@@ -90,13 +90,40 @@ def test_int32_bound_constant_matches_c() -> None:
     assert 255 * 128 * linear.DSP_MAX_K <= INT32_MAX < 255 * 128 * (linear.DSP_MAX_K + 1)
 
 
+def short_epilogue(p: dict) -> bool:
+    """linear.c's short_epilogue_ok: every shift in [-31, -1], accumulators below 2^30."""
+    bias = 0 if p["bias"] is None else int(np.abs(np.asarray(p["bias"], np.int64)).max())
+    shift = np.asarray(p["shift"])
+    return bool(((shift >= -31) & (shift <= -1)).all()) and 255 * 128 * p["k"] + bias < 2**30
+
+
+def gen_short_edge(rng: np.random.Generator) -> Case:
+    """The short epilogue at its limits: |sum| = 255 * 128 * k with the bias just inside
+    2^30 (or just outside), extreme multipliers, shifts -1 and -31."""
+    k, n, rows = int(rng.integers(1, 70)), int(rng.integers(1, 10)), int(rng.integers(1, 5))
+    c = worst_case(k, n, 0, int(rng.choice([-1, 1])))
+    edge = 2**30 - 1 - 255 * 128 * k + int(rng.choice([0, 0, 0, 1]))  # 1: the general path
+    bias = rng.choice([edge, -edge, 0, int(rng.integers(-edge, edge))], n).astype(np.int32)
+    mult = rng.choice([INT32_MIN, INT32_MAX, 1 << 30, int(rng.integers(INT32_MIN, INT32_MAX))],
+                      n).astype(np.int32)
+    shift = rng.choice([-1, -31, int(rng.integers(-31, 0))], n).astype(np.int32)
+    p = dict(c.params, rows=rows, bias=bias, mult=mult, shift=shift, y_zp=zp(rng))
+    return Case(p, [np.tile(c.inputs[0], rows)], rows * n)
+
+
 def test_linear_dsp_matches_reference(ck_dsp: CKernels) -> None:
+    """Random and edge cases; both epilogues and both row paths (pairs, a last odd row)
+    are each taken many times."""
     rng = np.random.default_rng(23)
-    for i in range(600):
-        case = gen_linear_dsp(rng)
+    seen: dict[tuple[bool, bool], int] = {}
+    for i in range(900):
+        case = gen_linear_dsp(rng) if i % 3 else gen_short_edge(rng)
         want = linear.ref(case.params, *case.inputs)
         got = ck_dsp.run("linear", case.params, case.inputs, case.out_size)
         assert np.array_equal(got, want), f"case {i}: {case.params}"
+        key = (short_epilogue(case.params), case.params["rows"] >= 2)
+        seen[key] = seen.get(key, 0) + 1
+    assert len(seen) == 4 and min(seen.values()) > 50, seen
 
 
 def test_add_dsp_matches_reference(ck_dsp: CKernels) -> None:

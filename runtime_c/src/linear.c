@@ -21,7 +21,10 @@
  * added with a saturating add (QADD): the exact sum fits int32, so sat32(bias + sum) is
  * exactly the reference's saturated int64 sum. The compiler folds the input zero point
  * into the bias where it can (fold_zero_point), and the loop for x_zp == 0 skips the
- * subtraction. */
+ * subtraction. When the whole call's accumulators stay below 2^30 and its shifts are
+ * right shifts (short_epilogue_ok, checked once per call), the accumulators start at the
+ * bias and each output is requantized in a few instructions (short_out); otherwise each
+ * output takes the general epilogue (with_bias). */
 #include "mcuc/kernels.h"
 
 /* The reference's epilogue: saturate the exact sum, requantize, add y_zp, clamp. */
@@ -32,12 +35,7 @@ static int8_t ref_out(const mcuc_linear_params_t *p, int32_t j, int64_t acc)
     return (int8_t)(v < -128 ? -128 : (v > 127 ? 127 : v));
 }
 
-/* Without a variant this is mcuc_linear_s8 itself. */
-#ifdef MCUC_ARM_DSP
 static void linear_ref(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y)
-#else
-void mcuc_linear_s8(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y)
-#endif
 {
     const int32_t k = p->k, n = p->n, n4 = n & ~3, k4 = k & ~3;
     for (int32_t r = 0; r < p->rows; ++r) {
@@ -78,14 +76,14 @@ typedef char mcuc_dsp_k_bound_fits_int32[(255LL * 128 * MCUC_DSP_MAX_K <= INT32_
  * (has_zp is a constant at every call, so each loop is compiled without the test). */
 #define MCUC_PAIR(v, has_zp, zp2) ((has_zp) ? mcuc_ssub16((v), (zp2)) : (v))
 
-/* sum_i (x[i] - x_zp) * w[j+c][i] for the four channels of one packed block. */
+/* acc[c] += sum_i (x[i] - x_zp) * w[j+c][i] for the four channels of one packed block. */
 MCUC_ALWAYS_INLINE static void dot4(const int8_t *xr, const int8_t *wb, int32_t k,
-                                    int has_zp, int32_t x_zp, int32_t *out)
+                                    int has_zp, int32_t x_zp, int32_t *acc)
 {
     const int32_t k4 = k & ~3;
     const uint32_t zp2 = mcuc_dup16(x_zp);
     const int8_t *const xend = xr + k4;
-    int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+    int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
     const int8_t *xi = xr;
     while (xi < xend) {
         const uint32_t xw = mcuc_read32(xi);
@@ -113,10 +111,55 @@ MCUC_ALWAYS_INLINE static void dot4(const int8_t *xr, const int8_t *wb, int32_t 
         a2 += xv * wb[2];
         a3 += xv * wb[3];
     }
-    out[0] = a0;
-    out[1] = a1;
-    out[2] = a2;
-    out[3] = a3;
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = a2;
+    acc[3] = a3;
+}
+
+/* Two rows against two channels of one packed block: acc[2 t + c] += sum_i (xa[t k + i] -
+ * x_zp) * w[j + c0 + c][i] for t, c in {0, 1}. Each unpacked input word serves two
+ * channels and each unpacked weight word two rows: 22 instructions per 16 MACs where dot4
+ * takes 27. wb points at channel c0's first word (block + 4 c0, words 16 bytes apart) and
+ * tail at its first tail byte (block + 4 k4 + c0, four bytes apart). */
+MCUC_ALWAYS_INLINE static void dot2x2(const int8_t *xa, int32_t k, const int8_t *wb,
+                                      const int8_t *tail, int has_zp, int32_t x_zp,
+                                      int32_t *acc)
+{
+    const int32_t k4 = k & ~3;
+    const uint32_t zp2 = mcuc_dup16(x_zp);
+    const int8_t *const xend = xa + k4;
+    int32_t a00 = acc[0], a01 = acc[1], a10 = acc[2], a11 = acc[3];
+    const int8_t *xi = xa;
+    while (xi < xend) {
+        const uint32_t u = mcuc_read32(xi), v = mcuc_read32(xi + k);
+        xi += 4;
+        const uint32_t ul = MCUC_PAIR(mcuc_sxtb16(u), has_zp, zp2);
+        const uint32_t uh = MCUC_PAIR(mcuc_sxtb16_ror8(u), has_zp, zp2);
+        const uint32_t vl = MCUC_PAIR(mcuc_sxtb16(v), has_zp, zp2);
+        const uint32_t vh = MCUC_PAIR(mcuc_sxtb16_ror8(v), has_zp, zp2);
+        uint32_t w = mcuc_read32(wb);
+        uint32_t wl = mcuc_sxtb16(w), wh = mcuc_sxtb16_ror8(w);
+        a00 = mcuc_smlad(uh, wh, mcuc_smlad(ul, wl, a00));
+        a10 = mcuc_smlad(vh, wh, mcuc_smlad(vl, wl, a10));
+        w = mcuc_read32(wb + 4);
+        wl = mcuc_sxtb16(w);
+        wh = mcuc_sxtb16_ror8(w);
+        a01 = mcuc_smlad(uh, wh, mcuc_smlad(ul, wl, a01));
+        a11 = mcuc_smlad(vh, wh, mcuc_smlad(vl, wl, a11));
+        wb += 16;
+    }
+    for (int32_t i = k4; i < k; ++i, tail += 4) {
+        const int32_t xu = xa[i] - x_zp, xv = xa[k + i] - x_zp;
+        a00 += xu * tail[0];
+        a01 += xu * tail[1];
+        a10 += xv * tail[0];
+        a11 += xv * tail[1];
+    }
+    acc[0] = a00;
+    acc[1] = a01;
+    acc[2] = a10;
+    acc[3] = a11;
 }
 
 /* One plain row's sum (the channels past the last block of four). */
@@ -146,37 +189,169 @@ MCUC_ALWAYS_INLINE static int8_t with_bias(const int32_t *bias, const int32_t *m
     return mcuc_out_s8(y_zp, mcuc_requantize_fast(acc, mult[j], shift[j]));
 }
 
-/* Every row; has_zp is a constant at each call (the two copies of the loop). */
+/* The short epilogue, for calls where every accumulator (bias included) is below 2^30 in
+ * magnitude and every shift is in [-31, -1] (short_epilogue_ok). Bit for bit
+ * mcuc_requantize(acc, mult, shift) then y_zp and the clamp, because:
+ * - srdhm(acc, mult) = floor((acc * mult + 2^30) / 2^31) (see mcuc_requantize_fast)
+ *   = floor((2 acc * mult + 2^31) / 2^32) = SMMULR(2 acc, mult); 2 acc fits int32, and
+ *   acc = mult = INT32_MIN (srdhm's saturating case) cannot occur;
+ * - with q = that result (|q| < 2^30) and e = -shift in [1, 31], write q = d 2^e + r,
+ *   0 <= r < 2^e: mcuc_rdbpot adds 1 to d exactly when r > 2^(e-1) - 1 + (q < 0), and
+ *   (q + 2^(e-1) - (q < 0)) >> e = d + [r + 2^(e-1) - (q < 0) >= 2^e] is the same test;
+ *   q + 2^(e-1) < 2^31, so the sum does not overflow;
+ * - the result is below 2^30 in magnitude, so y_zp + it needs no saturating add. */
+MCUC_ALWAYS_INLINE static int8_t short_out(int32_t acc, int32_t mult, int32_t shift,
+                                           int32_t y_zp)
+{
+    const int32_t e = -shift;
+    const int32_t q = mcuc_smmulr(acc * 2, mult);
+    const int32_t half = (int32_t)((1u << e) >> 1);
+    return (int8_t)mcuc_ssat8(y_zp + ((q + half + (q >> 31)) >> e));
+}
+
+/* Whether short_out serves every output of this call: one pass over the n channels'
+ * shifts and biases, against rows * n outputs it then shortens. */
+static int short_epilogue_ok(const mcuc_linear_params_t *p)
+{
+    int64_t bias_max = 0;
+    for (int32_t j = 0; j < p->n; ++j) {
+        if (p->shift[j] > -1 || p->shift[j] < -31) {
+            return 0;
+        }
+        if (p->bias) {
+            const int64_t b = p->bias[j] < 0 ? -(int64_t)p->bias[j] : p->bias[j];
+            bias_max = b > bias_max ? b : bias_max;
+        }
+    }
+    return 255LL * 128 * p->k + bias_max < (1LL << 30);
+}
+
+/* Every row; has_zp and short_epi are constants at each call (one loop per pair). With
+ * short_epi the accumulators start at the bias, otherwise at 0 and the bias is added with
+ * saturation in with_bias. */
 MCUC_ALWAYS_INLINE static void linear_dsp(const mcuc_linear_params_t *p, const int8_t *x,
-                                          int8_t *y, int has_zp)
+                                          int8_t *y, int has_zp, int short_epi)
 {
     const int32_t k = p->k, n = p->n, n4 = n & ~3, x_zp = p->x_zp, y_zp = p->y_zp;
     const int32_t *const bias = p->bias, *const mult = p->mult, *const shift = p->shift;
-    for (int32_t r = 0; r < p->rows; ++r) {
+    int32_t r = 0;
+    for (; r + 1 < p->rows; r += 2) { /* row pairs */
         const int8_t *xr = x + (int64_t)r * k;
         int8_t *yr = y + (int64_t)r * n;
         const int8_t *wb = p->weights;
         for (int32_t j = 0; j < n4; j += 4, wb += 4 * k) {
-            int32_t a[4];
-            dot4(xr, wb, k, has_zp, x_zp, a);
-            for (int32_t c = 0; c < 4; ++c) {
-                yr[j + c] = with_bias(bias, mult, shift, y_zp, j + c, a[c]);
+            for (int32_t c0 = 0; c0 < 4; c0 += 2) {
+                int32_t a[4] = {0, 0, 0, 0};
+                if (short_epi && bias) {
+                    a[0] = a[2] = bias[j + c0];
+                    a[1] = a[3] = bias[j + c0 + 1];
+                }
+                dot2x2(xr, k, wb + 4 * c0, wb + 4 * (k & ~3) + c0, has_zp, x_zp, a);
+                const int32_t o = j + c0;
+                if (short_epi) { /* each channel's multiplier and shift serve both rows */
+                    const int32_t m0 = mult[o], m1 = mult[o + 1];
+                    const int32_t s0 = shift[o], s1 = shift[o + 1];
+                    yr[o] = short_out(a[0], m0, s0, y_zp);
+                    yr[o + 1] = short_out(a[1], m1, s1, y_zp);
+                    yr[n + o] = short_out(a[2], m0, s0, y_zp);
+                    yr[n + o + 1] = short_out(a[3], m1, s1, y_zp);
+                } else {
+                    yr[o] = with_bias(bias, mult, shift, y_zp, o, a[0]);
+                    yr[o + 1] = with_bias(bias, mult, shift, y_zp, o + 1, a[1]);
+                    yr[n + o] = with_bias(bias, mult, shift, y_zp, o, a[2]);
+                    yr[n + o + 1] = with_bias(bias, mult, shift, y_zp, o + 1, a[3]);
+                }
             }
         }
         for (int32_t j = n4; j < n; ++j, wb += k) {
-            yr[j] = with_bias(bias, mult, shift, y_zp, j, dot1(xr, wb, k, x_zp));
+            for (int32_t t = 0; t < 2; ++t) {
+                const int32_t sum = dot1(xr + t * k, wb, k, x_zp);
+                yr[t * n + j] = short_epi
+                    ? short_out((bias ? bias[j] : 0) + sum, mult[j], shift[j], y_zp)
+                    : with_bias(bias, mult, shift, y_zp, j, sum);
+            }
+        }
+    }
+    for (; r < p->rows; ++r) { /* the last row of an odd count */
+        const int8_t *xr = x + (int64_t)r * k;
+        int8_t *yr = y + (int64_t)r * n;
+        const int8_t *wb = p->weights;
+        for (int32_t j = 0; j < n4; j += 4, wb += 4 * k) {
+            int32_t a[4] = {0, 0, 0, 0};
+            if (short_epi && bias) {
+                for (int32_t c = 0; c < 4; ++c) {
+                    a[c] = bias[j + c];
+                }
+            }
+            dot4(xr, wb, k, has_zp, x_zp, a);
+            if (short_epi) {
+                yr[j] = short_out(a[0], mult[j], shift[j], y_zp);
+                yr[j + 1] = short_out(a[1], mult[j + 1], shift[j + 1], y_zp);
+                yr[j + 2] = short_out(a[2], mult[j + 2], shift[j + 2], y_zp);
+                yr[j + 3] = short_out(a[3], mult[j + 3], shift[j + 3], y_zp);
+            } else {
+                for (int32_t c = 0; c < 4; ++c) {
+                    yr[j + c] = with_bias(bias, mult, shift, y_zp, j + c, a[c]);
+                }
+            }
+        }
+        for (int32_t j = n4; j < n; ++j, wb += k) {
+            const int32_t sum = dot1(xr, wb, k, x_zp);
+            yr[j] = short_epi ? short_out((bias ? bias[j] : 0) + sum, mult[j], shift[j], y_zp)
+                              : with_bias(bias, mult, shift, y_zp, j, sum);
         }
     }
 }
 
-void mcuc_linear_s8(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y)
+/* The loops of a call; see mcuc_linear_plan in kernels.h. */
+enum { PLAN_REF = 0, PLAN_DSP = 1, PLAN_SHORT_ZP = 2, PLAN_SHORT = 3 };
+
+int32_t mcuc_linear_plan(const mcuc_linear_params_t *p)
 {
     if (p->k > MCUC_DSP_MAX_K) {
+        return PLAN_REF;
+    }
+    if (!short_epilogue_ok(p)) {
+        return PLAN_DSP;
+    }
+    return p->x_zp == 0 ? PLAN_SHORT : PLAN_SHORT_ZP;
+}
+
+void mcuc_linear_planned_s8(const mcuc_linear_params_t *p, int32_t plan, const int8_t *x,
+                            int8_t *y)
+{
+    switch (plan) {
+    case PLAN_SHORT:
+        linear_dsp(p, x, y, 0, 1);
+        break;
+    case PLAN_SHORT_ZP:
+        linear_dsp(p, x, y, 1, 1);
+        break;
+    case PLAN_DSP:
+        linear_dsp(p, x, y, 1, 0);
+        break;
+    default:
         linear_ref(p, x, y);
-    } else if (p->x_zp == 0) {
-        linear_dsp(p, x, y, 0);
-    } else {
-        linear_dsp(p, x, y, 1);
+        break;
     }
 }
+#else /* the portable build has one loop */
+
+int32_t mcuc_linear_plan(const mcuc_linear_params_t *p)
+{
+    (void)p;
+    return 0;
+}
+
+void mcuc_linear_planned_s8(const mcuc_linear_params_t *p, int32_t plan, const int8_t *x,
+                            int8_t *y)
+{
+    (void)plan;
+    linear_ref(p, x, y);
+}
 #endif /* MCUC_ARM_DSP */
+
+void mcuc_linear_s8(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y)
+{
+    mcuc_linear_planned_s8(p, mcuc_linear_plan(p), x, y);
+}

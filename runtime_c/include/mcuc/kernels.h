@@ -54,6 +54,13 @@ typedef struct {
     const int32_t *shift;
 } mcuc_linear_params_t;
 void mcuc_linear_s8(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y);
+/* mcuc_linear_s8 in two parts, for callers that run the same layer row by row
+ * (tokenwise_s8 with tiles of one row): the plan depends on k, n, x_zp, bias and shift
+ * only (not on rows or the data) and costs a pass over the n channels, so it is made
+ * once per layer; mcuc_linear_planned_s8 with that plan gives mcuc_linear_s8's bytes. */
+int32_t mcuc_linear_plan(const mcuc_linear_params_t *p);
+void mcuc_linear_planned_s8(const mcuc_linear_params_t *p, int32_t plan, const int8_t *x,
+                            int8_t *y);
 
 /* Batched product of two activations: a [batch][m][k], b [batch][k][n], y [batch][m][n].
  * acc = sum_i (a - a_zp) * (b - b_zp); y = clamp(y_zp + requantize(acc, mult, shift)). */
