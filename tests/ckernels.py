@@ -27,8 +27,8 @@ SOURCES = sorted((ROOT / "runtime_c" / "src").glob("*.c"))
 CFLAGS = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", f"-I{INCLUDE}"]
 
 _SCALAR = {"int32": ctypes.c_int32, "int64": ctypes.c_int64}
-_ARRAY = {"int8[]": (np.int8, "int8_t"), "int32[]": (np.int32, "int32_t"),
-          "uint32[]": (np.uint32, "uint32_t")}
+_ARRAY = {"int8[]": (np.int8, "int8_t"), "int16[]": (np.int16, "int16_t"),
+          "int32[]": (np.int32, "int32_t"), "uint32[]": (np.uint32, "uint32_t")}
 GUARD = 64  # sentinel bytes after every output buffer
 
 
@@ -104,6 +104,7 @@ class CKernels:
                 setattr(st, f.name, None)
             else:
                 arr = _c_array(f.c_array(params), _ARRAY[f.ctype][0])
+                assert f.ctype != "int16[]" or arr.ctypes.data % 8 == 0  # LDRD, as render
                 keep.append(arr)
                 setattr(st, f.name, arr.ctypes.data)
         ins = [_c_array(x, np.int8) for x in inputs]
@@ -151,7 +152,9 @@ def emit_case(i: int, name: str, params: dict, inputs: list[np.ndarray],
         else:
             dt, ct = _ARRAY[f.ctype]
             a = _c_array(f.c_array(params), dt)
-            g.append(f"static const {ct} c{i}_{f.name}[{max(a.size, 1)}] = {_arr_lit(a)};")
+            align = " __attribute__((aligned(8)))" if f.ctype == "int16[]" else ""  # as render
+            g.append(f"static const {ct} c{i}_{f.name}[{max(a.size, 1)}]{align} = "
+                     f"{_arr_lit(a)};")
             inits.append(f".{f.name} = c{i}_{f.name}")
     g.append(f"static const {kdef.c_params_type} c{i}_p = {{{', '.join(inits)}}};")
     args = []

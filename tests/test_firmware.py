@@ -9,6 +9,7 @@ import json
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from mcuc.boards import load_board
 from mcuc.firmware import cross_build, run_unicorn, symbol, unicorn_available
 from mcuc.pipeline import build, calibration_samples, compile_graph, load_graph
 from mcuc.schedule import execute
+from mcuc.schedule.widen import widen_weights
 from mcuc.sim.renode import RENODE
 from test_qemu import build_firmware, quantize, reference
 
@@ -207,6 +209,8 @@ UNICORN_SEEDS = [4, 5, 6]
 @pytest.mark.parametrize("seed", UNICORN_SEEDS)
 def test_f746_elf_in_unicorn_equals_reference(seed: int, tmp_path) -> None:
     cfg, c = compile_random(seed)
+    if seed == UNICORN_SEEDS[-1]:  # --optimize speed: the widened int16 weights
+        c = replace(c, schedule=widen_weights(c.schedule))
     xq = quantize(c, random_inputs(cfg, 3, seed + 3000))
     build_firmware(c, "stm32f746", tmp_path, np.zeros_like(xq))
     res = run_unicorn(tmp_path / "firmware.elf", xq)   # patched over mcuc_samples
@@ -231,6 +235,36 @@ def test_mcuc_run_on_f746_build(f746, tmp_path, capsys) -> None:
     assert main(["run", str(out), "--input", str(xf), "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["engine"] == "unicorn" and res["instructions"] > 0
+    graph = load_graph(None)
+    c = compile_graph(graph, calibration_samples(graph, "fashion-mnist"))
+    ref = execute.run(c.schedule, execute.quantize_input(c.schedule, x[0:1]), c.plan)
+    np.testing.assert_array_equal(np.array(res["output"], np.int8), ref)
+
+
+def test_optimize_speed(f746, tmp_path, capsys) -> None:
+    """--optimize speed: the same arena and outputs, wider weights (counted by the fit
+    estimate), fewer instructions (exact counts from the emulator, same baked sample)."""
+    from mcuc.cli import main
+    from mcuc.datasets import load_fashion_mnist
+
+    _, size = f746
+    out = tmp_path / "speed"
+    assert main(["build", "--board", "stm32f746", "--optimize", "speed", "--samples", "3",
+                 "--out", str(out)]) == 0
+    speed = json.loads((out / "report.json").read_text())
+    assert (speed["optimize"], size["optimize"]) == ("speed", "size")
+    assert speed["arena_bytes"] == size["arena_bytes"]
+    assert speed["weights_bytes"] > size["weights_bytes"]
+    assert speed["flash_bytes"] <= speed["estimate"]["flash_bytes"]
+    if not unicorn_available():
+        pytest.skip("mcuc.sim.unicorn_m7 not available")
+    assert speed["instructions"] < 0.9 * size["instructions"]
+    x, _ = load_fashion_mnist("test", limit=1)
+    xf = tmp_path / "x.npy"
+    np.save(xf, x[0])
+    capsys.readouterr()
+    assert main(["run", str(out), "--input", str(xf), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
     graph = load_graph(None)
     c = compile_graph(graph, calibration_samples(graph, "fashion-mnist"))
     ref = execute.run(c.schedule, execute.quantize_input(c.schedule, x[0:1]), c.plan)

@@ -22,6 +22,7 @@ import pytest
 
 from mcuc.kernels import REGISTRY, linear
 from mcuc.kernels.fixedpoint import INT32_MAX, INT32_MIN
+from mcuc.schedule.widen import widen_params
 from test_kernels import Case, gen_add, rand_bias, rand_requant, rand_s8, zp
 from test_tokenwise import gen_tokenwise
 
@@ -43,6 +44,8 @@ def gen_linear_dsp(rng: np.random.Generator) -> Case:
              bias=rand_bias(rng, n), mult=mult, shift=shift)
     if rng.random() < 0.4:  # the loop without the subtraction (a folded zero point)
         p["x_zp"] = 0
+    if rng.random() < 0.35:  # --optimize speed: int16 weights
+        p = linear.widen(p)
     return Case(p, [rand_s8(rng, rows * k)], rows * n)
 
 
@@ -91,10 +94,12 @@ def test_int32_bound_constant_matches_c() -> None:
 
 
 def short_epilogue(p: dict) -> bool:
-    """linear.c's short_epilogue_ok: every shift in [-31, -1], accumulators below 2^30."""
+    """linear.c's plan: the short epilogue for a folded zero point when every shift is in
+    [-31, -1] and the accumulators stay below 2^30 (short_epilogue_ok)."""
     bias = 0 if p["bias"] is None else int(np.abs(np.asarray(p["bias"], np.int64)).max())
     shift = np.asarray(p["shift"])
-    return bool(((shift >= -31) & (shift <= -1)).all()) and 255 * 128 * p["k"] + bias < 2**30
+    return (p["x_zp"] == 0 and bool(((shift >= -31) & (shift <= -1)).all())
+            and 255 * 128 * p["k"] + bias < 2**30)
 
 
 def gen_short_edge(rng: np.random.Generator) -> Case:
@@ -108,22 +113,27 @@ def gen_short_edge(rng: np.random.Generator) -> Case:
                       n).astype(np.int32)
     shift = rng.choice([-1, -31, int(rng.integers(-31, 0))], n).astype(np.int32)
     p = dict(c.params, rows=rows, bias=bias, mult=mult, shift=shift, y_zp=zp(rng))
+    if rng.random() < 0.7:  # a folded zero point: the short epilogue's loops
+        p["x_zp"] = 0
+    if rng.random() < 0.35:
+        p = linear.widen(p)
     return Case(p, [np.tile(c.inputs[0], rows)], rows * n)
 
 
 def test_linear_dsp_matches_reference(ck_dsp: CKernels) -> None:
-    """Random and edge cases; both epilogues and both row paths (pairs, a last odd row)
-    are each taken many times."""
+    """Random and edge cases; both epilogues, both row paths of int8 weights (pairs, a
+    last odd row) and widened weights are each taken many times."""
     rng = np.random.default_rng(23)
-    seen: dict[tuple[bool, bool], int] = {}
-    for i in range(900):
+    seen: dict[tuple[bool, bool, bool], int] = {}
+    for i in range(1200):
         case = gen_linear_dsp(rng) if i % 3 else gen_short_edge(rng)
         want = linear.ref(case.params, *case.inputs)
         got = ck_dsp.run("linear", case.params, case.inputs, case.out_size)
         assert np.array_equal(got, want), f"case {i}: {case.params}"
-        key = (short_epilogue(case.params), case.params["rows"] >= 2)
+        wide = case.params.get("weights16") is not None
+        key = (short_epilogue(case.params), wide, case.params["rows"] >= 2 and not wide)
         seen[key] = seen.get(key, 0) + 1
-    assert len(seen) == 4 and min(seen.values()) > 50, seen
+    assert len(seen) == 6 and min(seen.values()) > 30, seen
 
 
 def test_add_dsp_matches_reference(ck_dsp: CKernels) -> None:
@@ -152,6 +162,26 @@ def test_zero_point_fold_is_exact() -> None:
     assert linear.fold_zero_point(c.params) is c.params
 
 
+def test_widened_weights_layout() -> None:
+    """widen_layout is pack_weights' positions as int16 with each word in the order
+    0, 2, 1, 3 (linear.c's ref_rows indexes it so; here against the plain matrix)."""
+    for n, k in [(1, 1), (4, 4), (5, 7), (8, 3), (12, 64), (7, 9), (6, 5)]:
+        w = (np.arange(n * k) % 251 - 125).reshape(n, k)
+        wide = linear.widen_layout(w, n, k)
+        assert wide.dtype == np.int16 and wide.size == n * k
+        n4, k4 = n - n % 4, k - k % 4
+        for j in range(n):
+            for i in range(k):
+                t = i % 4
+                if j < n4 and i < k4:
+                    pos = (j - j % 4) * k + 4 * (i - t) + 4 * (j % 4) + [0, 2, 1, 3][t]
+                elif j < n4:
+                    pos = (j - j % 4) * k + 4 * i + j % 4
+                else:
+                    pos = j * k + (i - t + [0, 2, 1, 3][t] if i < k4 else i)
+                assert wide[pos] == w[j, i], (n, k, j, i)
+
+
 def test_packed_weights_layout() -> None:
     """pack_weights is a permutation with the block layout linear.c indexes."""
     for n, k in [(1, 1), (4, 4), (5, 7), (8, 3), (12, 64), (7, 9)]:
@@ -170,8 +200,11 @@ def test_packed_weights_layout() -> None:
 
 def test_tokenwise_dsp_matches_reference(ck_dsp: CKernels) -> None:
     rng = np.random.default_rng(230)
-    for i in range(150):
+    for i in range(200):
         case = gen_tokenwise(rng)
+        if i % 2:  # --optimize speed
+            case = Case(widen_params("tokenwise", case.params), case.inputs, case.out_size)
+            assert case.params["l1_weights16"] is not None
         want = REGISTRY["tokenwise"].ref(case.params, *case.inputs)
         got = ck_dsp.run("tokenwise", case.params, case.inputs, case.out_size)
         assert np.array_equal(got, want), f"case {i}"

@@ -31,6 +31,8 @@ from mcuc.quant.calibrate import (
 )
 from mcuc.schedule.lower import lower
 from mcuc.schedule.schedule import Schedule
+from mcuc.schedule.widen import OPTIMIZE, widen_weights
+from mcuc.text import one_line
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "default.onnx"
 
@@ -80,10 +82,12 @@ def calibration_samples(graph: Graph, calib, count: int = DEFAULT_IMAGES) -> np.
 def compile_graph(graph: Graph, samples: np.ndarray, disabled: tuple[str, ...] = (),
                   strategy: str = "best", progress: bool = False,
                   stream_input: bool = False, calib_method: str = DEFAULT_METHOD,
-                  calib_percentile: float = DEFAULT_PERCENTILE) -> Compiled:
+                  calib_percentile: float = DEFAULT_PERCENTILE,
+                  optimize: str = "size") -> Compiled:
     """Calibrate (quant/calibrate.py: `calib_method`, `calib_percentile`), lower and plan.
     `stream_input` makes the image arrive band by band through a callback
-    (schedule/stream.py), so the arena never holds all of it."""
+    (schedule/stream.py), so the arena never holds all of it. `optimize` "speed" stores
+    the linear weights as int16 (schedule/widen.py): faster, twice their flash."""
     t: dict[str, float] = {}
     t0 = time.perf_counter()
     qg = calibrate(graph, samples, progress=progress, method=calib_method,
@@ -95,6 +99,11 @@ def compile_graph(graph: Graph, samples: np.ndarray, disabled: tuple[str, ...] =
         from mcuc.schedule.stream import stream_input as streamed
 
         schedule = streamed(schedule)
+    if optimize == "speed":
+        schedule = widen_weights(schedule)
+    elif optimize != "size":
+        raise McucError(f"optimize must be one of {', '.join(OPTIMIZE)}, not "
+                        f"{one_line(str(optimize))}")
     t["schedule_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     bufs = schedule.liveness()
@@ -139,7 +148,7 @@ def build(model=None, board: str = "host", calib="fashion-mnist", out_dir: Path 
           emulate: bool = True, stream_input: bool = False,
           calib_method: str = DEFAULT_METHOD, calib_percentile: float = DEFAULT_PERCENTILE,
           calib_images: int = DEFAULT_IMAGES, kernels: str = "optimized",
-          report_full: bool = False) -> dict:
+          report_full: bool = False, optimize: str = "size") -> dict:
     """Compile a model for a board into out_dir; returns the report (also report.json).
 
     For an MCU board the fit check runs before any C is written, then the firmware is
@@ -152,16 +161,21 @@ def build(model=None, board: str = "host", calib="fashion-mnist", out_dir: Path 
     `kernels` "portable" builds the C reference kernels even where the board's core has
     optimized variants (to measure them, or to rule them out). `report_full` adds the
     technique ablation (one more plan per technique) and memory.png, which a build that
-    only wants firmware does not pay for.
+    only wants firmware does not pay for. `optimize` "speed" trades flash for speed
+    (compile_graph).
     """
     t_start = time.perf_counter()
     check_method(calib_method, calib_percentile)
+    if optimize not in OPTIMIZE:
+        raise McucError(f"optimize must be one of {', '.join(OPTIMIZE)}, not "
+                        f"{one_line(str(optimize))}")
     b = load_board(board).with_kernels(kernels)
     out = check_out(out_dir)
     graph = load_graph(model, input_shape)
     calib_x = calibration_samples(graph, calib, calib_images)
     c = compile_graph(graph, calib_x, disabled, progress=progress, stream_input=stream_input,
-                      calib_method=calib_method, calib_percentile=calib_percentile)
+                      calib_method=calib_method, calib_percentile=calib_percentile,
+                      optimize=optimize)
     name = graph.name or "model"
     fit = None
     if b.is_mcu:
@@ -197,6 +211,7 @@ def build(model=None, board: str = "host", calib="fashion-mnist", out_dir: Path 
         report = make_report(c, b, desc)
         report["disabled"] = list(c.schedule.disabled)
         report["kernels"] = kernels
+        report["optimize"] = optimize
         report["calibration"] = describe(calib_method, len(calib_x), calib_percentile)
         if c.schedule.stream:
             report["stream_input"] = True

@@ -25,6 +25,8 @@
  * right shifts (short_epilogue_ok, checked once per call), the accumulators start at the
  * bias and each output is requantized in a few instructions (short_out); otherwise each
  * output takes the general epilogue (with_bias). */
+#include <string.h>
+
 #include "mcuc/kernels.h"
 
 /* The reference's epilogue: saturate the exact sum, requantize, add y_zp, clamp. */
@@ -35,33 +37,61 @@ static int8_t ref_out(const mcuc_linear_params_t *p, int32_t j, int64_t acc)
     return (int8_t)(v < -128 ? -128 : (v > 127 ? 127 : v));
 }
 
-static void linear_ref(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y)
+/* Position of w[.][i] within its word in the widened layout: 0, 2, 1, 3. */
+#define MCUC_WIDE_POS(t) ((((t) & 1) << 1) | ((t) >> 1))
+
+#if defined(__GNUC__)
+#define MCUC_REF_INLINE inline __attribute__((always_inline))
+#else
+#define MCUC_REF_INLINE inline
+#endif
+
+/* Weight at packed position pos (a tail or plain byte) or at word position word + t. */
+#define MCUC_W_AT(pos) (wide ? (int32_t)p->weights16[pos] : (int32_t)p->weights[pos])
+#define MCUC_W_WORD(word, t) MCUC_W_AT((word) + (wide ? MCUC_WIDE_POS(t) : (t)))
+
+/* The reference loops over either layout (wide is a constant at each call). */
+MCUC_REF_INLINE static void ref_rows(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y,
+                                     int wide)
 {
     const int32_t k = p->k, n = p->n, n4 = n & ~3, k4 = k & ~3;
     for (int32_t r = 0; r < p->rows; ++r) {
         const int8_t *xr = x + (int64_t)r * k;
         int8_t *yr = y + (int64_t)r * n;
         for (int32_t j = 0; j < n4; j += 4) {
-            const int8_t *wb = p->weights + (int64_t)j * k; /* block j..j+3 */
+            const int64_t wb = (int64_t)j * k; /* block j..j+3 */
             for (int32_t c = 0; c < 4; ++c) {
                 int64_t acc = p->bias ? p->bias[j + c] : 0;
                 for (int32_t i = 0; i < k4; ++i) { /* word i / 4 of channel c */
-                    acc += (int32_t)(xr[i] - p->x_zp) * (int32_t)wb[4 * (i & ~3) + 4 * c + (i & 3)];
+                    acc += (int32_t)(xr[i] - p->x_zp)
+                           * MCUC_W_WORD(wb + 4 * (i & ~3) + 4 * c, i & 3);
                 }
                 for (int32_t i = k4; i < k; ++i) {
-                    acc += (int32_t)(xr[i] - p->x_zp) * (int32_t)wb[4 * i + c];
+                    acc += (int32_t)(xr[i] - p->x_zp) * MCUC_W_AT(wb + 4 * i + c);
                 }
                 yr[j + c] = ref_out(p, j + c, acc);
             }
         }
-        for (int32_t j = n4; j < n; ++j) { /* plain rows */
-            const int8_t *wj = p->weights + (int64_t)j * k;
+        for (int32_t j = n4; j < n; ++j) { /* plain rows (words in the widened layout) */
+            const int64_t wj = (int64_t)j * k;
             int64_t acc = p->bias ? p->bias[j] : 0;
-            for (int32_t i = 0; i < k; ++i) {
-                acc += (int32_t)(xr[i] - p->x_zp) * (int32_t)wj[i];
+            for (int32_t i = 0; i < k4; ++i) {
+                acc += (int32_t)(xr[i] - p->x_zp) * MCUC_W_WORD(wj + (i & ~3), i & 3);
+            }
+            for (int32_t i = k4; i < k; ++i) {
+                acc += (int32_t)(xr[i] - p->x_zp) * MCUC_W_AT(wj + i);
             }
             yr[j] = ref_out(p, j, acc);
         }
+    }
+}
+
+static void linear_ref(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y)
+{
+    if (p->weights16) {
+        ref_rows(p, x, y, 1);
+    } else {
+        ref_rows(p, x, y, 0);
     }
 }
 
@@ -180,6 +210,88 @@ static int32_t dot1(const int8_t *xr, const int8_t *wj, int32_t k, int32_t x_zp)
     return a0;
 }
 
+/* The widened layout (--optimize speed): the same positions as the packed int8 one, each
+ * weight an int16, and within each word the order w0, w2, w1, w3, so that one 8-byte load
+ * gives (w0, w2) and (w1, w3): the lanes SXTB16 makes of x. Blocks start at element j * k
+ * with j a multiple of 4, i.e. 8 * (j / 4) * k bytes into an array the compiler aligns to
+ * 8, and each channel's words are 8 bytes apart: every block load is an aligned LDRD. */
+/* The two lane pairs of an aligned widened word at w + off (off a literal, in int16s):
+ * one LDRD, which gcc does not form from the 8-byte copy by itself. The words are
+ * constant (flash), so the asm reads no memory the compiler could have changed. */
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+#define MCUC_LDRD_WIDE(w, off, lo, hi) \
+    __asm__("ldrd %0, %1, [%2, #" #off " * 2]" : "=r"(lo), "=r"(hi) : "r"(w))
+#else
+#define MCUC_LDRD_WIDE(w, off, lo, hi) read_wide((w) + (off), &(lo), &(hi))
+#endif
+
+/* The two lane pairs of one widened word (low: w0, w2; high: w1, w3). */
+MCUC_ALWAYS_INLINE static void read_wide(const int16_t *w, uint32_t *lo, uint32_t *hi)
+{
+    uint64_t v;
+    memcpy(&v, w, sizeof v);
+    *lo = (uint32_t)v;
+    *hi = (uint32_t)(v >> 32);
+}
+
+/* dot4 over a widened block: no SXTB16 on the weights (17 instructions per 16 MACs). */
+MCUC_ALWAYS_INLINE static void dot4w(const int8_t *xr, const int16_t *wb, int32_t k,
+                                     int has_zp, int32_t x_zp, int32_t *acc)
+{
+    const int32_t k4 = k & ~3;
+    const uint32_t zp2 = mcuc_dup16(x_zp);
+    const int8_t *const xend = xr + k4;
+    const int16_t *w = wb;
+    int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+    const int8_t *xi = xr;
+    uint32_t lo, hi;
+    while (xi < xend) {
+        const uint32_t xw = mcuc_read32(xi);
+        xi += 4;
+        const uint32_t xl = MCUC_PAIR(mcuc_sxtb16(xw), has_zp, zp2);
+        const uint32_t xh = MCUC_PAIR(mcuc_sxtb16_ror8(xw), has_zp, zp2);
+        MCUC_LDRD_WIDE(w, 0, lo, hi);
+        a0 = mcuc_smlad(xh, hi, mcuc_smlad(xl, lo, a0));
+        MCUC_LDRD_WIDE(w, 4, lo, hi);
+        a1 = mcuc_smlad(xh, hi, mcuc_smlad(xl, lo, a1));
+        MCUC_LDRD_WIDE(w, 8, lo, hi);
+        a2 = mcuc_smlad(xh, hi, mcuc_smlad(xl, lo, a2));
+        MCUC_LDRD_WIDE(w, 12, lo, hi);
+        a3 = mcuc_smlad(xh, hi, mcuc_smlad(xl, lo, a3));
+        w += 16;
+    }
+    for (int32_t i = k4; i < k; ++i, w += 4) {
+        const int32_t xv = xr[i] - x_zp;
+        a0 += xv * w[0];
+        a1 += xv * w[1];
+        a2 += xv * w[2];
+        a3 += xv * w[3];
+    }
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = a2;
+    acc[3] = a3;
+}
+
+/* dot1 over a widened plain row (not 8-aligned in general: two word loads). */
+static int32_t dot1w(const int8_t *xr, const int16_t *wj, int32_t k, int32_t x_zp)
+{
+    const int32_t k4 = k & ~3;
+    const uint32_t zp2 = mcuc_dup16(x_zp);
+    int32_t a0 = 0;
+    for (int32_t i = 0; i < k4; i += 4) {
+        const uint32_t xw = mcuc_read32(xr + i);
+        uint32_t lo, hi;
+        read_wide(wj + i, &lo, &hi);
+        a0 = mcuc_smlad(mcuc_ssub16(mcuc_sxtb16(xw), zp2), lo, a0);
+        a0 = mcuc_smlad(mcuc_ssub16(mcuc_sxtb16_ror8(xw), zp2), hi, a0);
+    }
+    for (int32_t i = k4; i < k; ++i) {
+        a0 += (xr[i] - x_zp) * wj[i];
+    }
+    return a0;
+}
+
 /* The epilogue of output channel j: bias, requantization, zero point, clamp. */
 MCUC_ALWAYS_INLINE static int8_t with_bias(const int32_t *bias, const int32_t *mult,
                                            const int32_t *shift, int32_t y_zp, int32_t j,
@@ -226,16 +338,17 @@ static int short_epilogue_ok(const mcuc_linear_params_t *p)
     return 255LL * 128 * p->k + bias_max < (1LL << 30);
 }
 
-/* Every row; has_zp and short_epi are constants at each call (one loop per pair). With
- * short_epi the accumulators start at the bias, otherwise at 0 and the bias is added with
- * saturation in with_bias. */
+/* Every row; has_zp, short_epi and wide are constants at each call (one loop each).
+ * With short_epi the accumulators start at the bias, otherwise at 0 and the bias is
+ * added with saturation in with_bias. Widened weights go row by row (dot4w needs no
+ * pairing: its weights cost one load per channel and word). */
 MCUC_ALWAYS_INLINE static void linear_dsp(const mcuc_linear_params_t *p, const int8_t *x,
-                                          int8_t *y, int has_zp, int short_epi)
+                                          int8_t *y, int has_zp, int short_epi, int wide)
 {
     const int32_t k = p->k, n = p->n, n4 = n & ~3, x_zp = p->x_zp, y_zp = p->y_zp;
     const int32_t *const bias = p->bias, *const mult = p->mult, *const shift = p->shift;
     int32_t r = 0;
-    for (; r + 1 < p->rows; r += 2) { /* row pairs */
+    for (; !wide && r + 1 < p->rows; r += 2) { /* row pairs */
         const int8_t *xr = x + (int64_t)r * k;
         int8_t *yr = y + (int64_t)r * n;
         const int8_t *wb = p->weights;
@@ -272,7 +385,7 @@ MCUC_ALWAYS_INLINE static void linear_dsp(const mcuc_linear_params_t *p, const i
             }
         }
     }
-    for (; r < p->rows; ++r) { /* the last row of an odd count */
+    for (; r < p->rows; ++r) { /* single rows: the last of an odd count, or all if wide */
         const int8_t *xr = x + (int64_t)r * k;
         int8_t *yr = y + (int64_t)r * n;
         const int8_t *wb = p->weights;
@@ -283,7 +396,11 @@ MCUC_ALWAYS_INLINE static void linear_dsp(const mcuc_linear_params_t *p, const i
                     a[c] = bias[j + c];
                 }
             }
-            dot4(xr, wb, k, has_zp, x_zp, a);
+            if (wide) {
+                dot4w(xr, p->weights16 + (int64_t)j * k, k, has_zp, x_zp, a);
+            } else {
+                dot4(xr, wb, k, has_zp, x_zp, a);
+            }
             if (short_epi) {
                 yr[j] = short_out(a[0], mult[j], shift[j], y_zp);
                 yr[j + 1] = short_out(a[1], mult[j + 1], shift[j + 1], y_zp);
@@ -296,25 +413,27 @@ MCUC_ALWAYS_INLINE static void linear_dsp(const mcuc_linear_params_t *p, const i
             }
         }
         for (int32_t j = n4; j < n; ++j, wb += k) {
-            const int32_t sum = dot1(xr, wb, k, x_zp);
+            const int32_t sum = wide ? dot1w(xr, p->weights16 + (int64_t)j * k, k, x_zp)
+                                     : dot1(xr, wb, k, x_zp);
             yr[j] = short_epi ? short_out((bias ? bias[j] : 0) + sum, mult[j], shift[j], y_zp)
                               : with_bias(bias, mult, shift, y_zp, j, sum);
         }
     }
 }
 
-/* The loops of a call; see mcuc_linear_plan in kernels.h. */
-enum { PLAN_REF = 0, PLAN_DSP = 1, PLAN_SHORT_ZP = 2, PLAN_SHORT = 3 };
+/* The loops of a call; see mcuc_linear_plan in kernels.h. The short epilogue is compiled
+ * for folded zero points only (x_zp == 0: every layer with a bias, fold_zero_point); a
+ * layer that keeps its zero point takes the general loop. PLAN_WIDE + q is plan q over
+ * widened weights. */
+enum { PLAN_REF = 0, PLAN_DSP = 1, PLAN_SHORT = 2, PLAN_WIDE = 2 };
 
 int32_t mcuc_linear_plan(const mcuc_linear_params_t *p)
 {
     if (p->k > MCUC_DSP_MAX_K) {
         return PLAN_REF;
     }
-    if (!short_epilogue_ok(p)) {
-        return PLAN_DSP;
-    }
-    return p->x_zp == 0 ? PLAN_SHORT : PLAN_SHORT_ZP;
+    const int32_t wide = p->weights16 ? PLAN_WIDE : 0;
+    return wide + (p->x_zp == 0 && short_epilogue_ok(p) ? PLAN_SHORT : PLAN_DSP);
 }
 
 void mcuc_linear_planned_s8(const mcuc_linear_params_t *p, int32_t plan, const int8_t *x,
@@ -322,13 +441,16 @@ void mcuc_linear_planned_s8(const mcuc_linear_params_t *p, int32_t plan, const i
 {
     switch (plan) {
     case PLAN_SHORT:
-        linear_dsp(p, x, y, 0, 1);
-        break;
-    case PLAN_SHORT_ZP:
-        linear_dsp(p, x, y, 1, 1);
+        linear_dsp(p, x, y, 0, 1, 0);
         break;
     case PLAN_DSP:
-        linear_dsp(p, x, y, 1, 0);
+        linear_dsp(p, x, y, 1, 0, 0);
+        break;
+    case PLAN_WIDE + PLAN_SHORT:
+        linear_dsp(p, x, y, 0, 1, 1);
+        break;
+    case PLAN_WIDE + PLAN_DSP:
+        linear_dsp(p, x, y, 1, 0, 1);
         break;
     default:
         linear_ref(p, x, y);

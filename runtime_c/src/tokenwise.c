@@ -20,13 +20,13 @@ void mcuc_tokenwise_s8(const mcuc_tokenwise_params_t *p, const int8_t *x, const 
     int8_t *B = scratch + (int64_t)tile * a_w;
     /* The linear stages' plans, once for all tiles (rows do not enter a plan). */
     const mcuc_linear_params_t l1_all = {p->rows, k, h, p->l1_x_zp, p->l1_y_zp, p->l1_weights,
-                                         p->l1_bias, p->l1_mult, p->l1_shift};
+                                         p->l1_weights16, p->l1_bias, p->l1_mult, p->l1_shift};
     const int32_t l1_plan = mcuc_linear_plan(&l1_all);
     int32_t l2_plan = 0;
     if (p->has_l2) {
         const mcuc_linear_params_t l2_all = {p->rows, h, n, p->l2_x_zp, p->l2_y_zp,
-                                             p->l2_weights, p->l2_bias, p->l2_mult,
-                                             p->l2_shift};
+                                             p->l2_weights, p->l2_weights16, p->l2_bias,
+                                             p->l2_mult, p->l2_shift};
         l2_plan = mcuc_linear_plan(&l2_all);
     }
 
@@ -55,7 +55,8 @@ void mcuc_tokenwise_s8(const mcuc_tokenwise_params_t *p, const int8_t *x, const 
         int8_t *f = l1_in_b ? B : (p->y_free ? yt : A);
         const int32_t l1_calls = in1_rs == k ? 1 : t;
         const mcuc_linear_params_t l1 = {in1_rs == k ? t : 1, k, h, p->l1_x_zp, p->l1_y_zp,
-                                         p->l1_weights, p->l1_bias, p->l1_mult, p->l1_shift};
+                                         p->l1_weights, p->l1_weights16, p->l1_bias, p->l1_mult,
+                                         p->l1_shift};
         for (int32_t c = 0; c < l1_calls; ++c) {
             mcuc_linear_planned_s8(&l1, l1_plan, in1 + (int64_t)c * in1_rs,
                                    f + (int64_t)c * h);
@@ -67,7 +68,8 @@ void mcuc_tokenwise_s8(const mcuc_tokenwise_params_t *p, const int8_t *x, const 
         if (p->has_l2) {
             int8_t *dst = p->y_free ? yt : A;
             const mcuc_linear_params_t l2 = {t, h, n, p->l2_x_zp, p->l2_y_zp, p->l2_weights,
-                                             p->l2_bias, p->l2_mult, p->l2_shift};
+                                             p->l2_weights16, p->l2_bias, p->l2_mult,
+                                             p->l2_shift};
             mcuc_linear_planned_s8(&l2, l2_plan, f, dst);
             f = dst;
         }

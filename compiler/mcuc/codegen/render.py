@@ -16,8 +16,10 @@ from mcuc.memory import Plan
 from mcuc.paths import runtime_dir, templates_dir
 from mcuc.schedule.schedule import Schedule
 
-CTYPES = {"int8[]": ("int8_t", np.int8), "int32[]": ("int32_t", np.int32),
-          "uint32[]": ("uint32_t", np.uint32)}
+CTYPES = {"int8[]": ("int8_t", np.int8), "int16[]": ("int16_t", np.int16),
+          "int32[]": ("int32_t", np.int32), "uint32[]": ("uint32_t", np.uint32)}
+# Arrays the kernels read with 8-byte loads (LDRD): linear.c's widened weights.
+ALIGN8 = ("int16[]",)
 
 
 @dataclass
@@ -27,6 +29,7 @@ class CArray:
     size: int
     body: str
     comment: str
+    align: int = 0  # bytes, 0 = the type's own
 
 
 def _body(values: np.ndarray, per_line: int = 16) -> str:
@@ -77,7 +80,8 @@ def _context(schedule: Schedule, plan: Plan, model_name: str) -> dict:
                     arr = f.c_array(st.params).astype(dtype)
                     aname = ids.of(("field", i, f.name), f"{st.name}_{f.name}")
                     arrays.append(CArray(aname, ctype, int(arr.size), _body(arr),
-                                         f"{c_comment(st.name)}.{f.name}"))
+                                         f"{c_comment(st.name)}.{f.name}",
+                                         8 if f.ctype in ALIGN8 else 0))
                     value = aname
             elif f.ctype == "int32[6]":
                 value = "{" + ", ".join(_int(x, "int32") for x in v) + "}"

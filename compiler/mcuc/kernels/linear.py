@@ -33,10 +33,17 @@ from mcuc.quant.qparams import quantize_bias  # noqa: F401  (one definition; re-
 DSP_MAX_K = (2**31 - 1) // (255 * 128)
 
 
+def weights_of(p: dict) -> np.ndarray:
+    """W [n][k] (plain order) of either storage: int8 `weights`, or `weights16` after
+    `widen` (--optimize speed; the same values as int16)."""
+    w = p.get("weights")
+    return np.asarray(w if w is not None else p["weights16"])
+
+
 def ref(p: dict, x: np.ndarray) -> np.ndarray:
     rows, k, n = p["rows"], p["k"], p["n"]
     xs = x.astype(np.int64).reshape(rows, k) - p["x_zp"]
-    w = p["weights"].astype(np.int64).reshape(n, k)
+    w = weights_of(p).astype(np.int64).reshape(n, k)
     acc = xs @ w.T
     if p.get("bias") is not None:
         acc = acc + p["bias"].astype(np.int64)
@@ -59,6 +66,35 @@ def pack_weights(w: np.ndarray, n: int, k: int) -> np.ndarray:
     return np.concatenate([packed.reshape(-1), w[n4:].reshape(-1)])
 
 
+def widen_layout(w: np.ndarray, n: int, k: int) -> np.ndarray:
+    """W [n][k] as int16 in linear.c's widened order: pack_weights' positions, and within
+    each four-weight word (block words and the k4 part of plain rows) the order 0, 2, 1, 3,
+    so that one 8-byte load gives the lane pairs (w0, w2) and (w1, w3) that SXTB16 makes
+    of the input."""
+    packed = pack_weights(np.asarray(w).astype(np.int16), n, k)
+    n4, k4 = n - n % 4, k - k % 4
+    words = np.zeros(packed.size, dtype=bool)  # positions that are part of a word
+    for j in range(0, n4, 4):
+        words[j * k: j * k + 4 * k4] = True
+    for j in range(n4, n):
+        words[j * k: j * k + k4] = True
+    idx = np.arange(packed.size)
+    starts = idx[words][::4]
+    perm = np.concatenate([starts, starts + 2, starts + 1, starts + 3])
+    dest = np.concatenate([starts, starts + 1, starts + 2, starts + 3])
+    out = packed.copy()
+    out[dest] = packed[perm]
+    return out
+
+
+def widen(p: dict) -> dict:
+    """p with its weights stored as int16 (`weights16`): twice the flash for the
+    weights, and an inner loop without the SXTB16 unpacking of the weights (linear.c)."""
+    if p.get("weights") is None:
+        return p
+    return {**p, "weights": None, "weights16": np.asarray(p["weights"]).astype(np.int16)}
+
+
 def fold_zero_point(p: dict) -> dict:
     """p with x_zp moved into the bias (x_zp = 0), when it has a bias and every folded
     bias fits int32; else p unchanged. Exact: the reference's int64 sum is the same
@@ -66,7 +102,7 @@ def fold_zero_point(p: dict) -> dict:
     flash depend on calibration, which the search's cost model cannot see."""
     if p["x_zp"] == 0 or p.get("bias") is None:
         return p
-    w = np.asarray(p["weights"]).astype(np.int64).reshape(p["n"], p["k"])
+    w = weights_of(p).astype(np.int64).reshape(p["n"], p["k"])
     folded = p["bias"].astype(np.int64) - int(p["x_zp"]) * w.sum(axis=1)
     if folded.min() < -(2**31) or folded.max() > 2**31 - 1:
         return p
@@ -85,7 +121,10 @@ KERNEL = register(
         c_params_type="mcuc_linear_params_t",
         fields=(
             *(Field(n, "int32") for n in ("rows", "k", "n", "x_zp", "y_zp")),
-            Field("weights", "int8[]", layout=lambda p, w: pack_weights(w, p["n"], p["k"])),
+            Field("weights", "int8[]", nullable=True,
+                  layout=lambda p, w: pack_weights(w, p["n"], p["k"])),
+            Field("weights16", "int16[]", nullable=True,
+                  layout=lambda p, w: widen_layout(w, p["n"], p["k"])),
             Field("bias", "int32[]", nullable=True),
             Field("mult", "int32[]"),
             Field("shift", "int32[]"),

@@ -41,7 +41,7 @@ from mcuc.kernels import lut as k_lut
 from mcuc.kernels.registry import Field, KernelDef, register
 
 LN_FIELDS = ("y_zp", "eps_q", "gamma_q", "beta_q")
-LINEAR_FIELDS = ("x_zp", "y_zp", "weights", "bias", "mult", "shift")
+LINEAR_FIELDS = ("x_zp", "y_zp", "weights", "weights16", "bias", "mult", "shift")
 ADD_FIELDS = ("a_zp", "b_zp", "y_zp", "a_mult", "a_shift", "b_mult", "b_shift",
               "y_mult", "y_shift")
 FLAGS = ("has_ln", "has_lut", "has_l2", "has_res", "y_free")
@@ -107,8 +107,10 @@ KERNEL = register(
             Field("ln_beta_q", "int32[]", nullable=True),
             Field("l1_x_zp", "int32"),
             Field("l1_y_zp", "int32"),
-            Field("l1_weights", "int8[]",
+            Field("l1_weights", "int8[]", nullable=True,
                   layout=lambda p, w: k_linear.pack_weights(w, p["h"], p["k"])),
+            Field("l1_weights16", "int16[]", nullable=True,
+                  layout=lambda p, w: k_linear.widen_layout(w, p["h"], p["k"])),
             Field("l1_bias", "int32[]", nullable=True),
             Field("l1_mult", "int32[]"),
             Field("l1_shift", "int32[]"),
@@ -117,6 +119,8 @@ KERNEL = register(
             Field("l2_y_zp", "int32"),
             Field("l2_weights", "int8[]", nullable=True,
                   layout=lambda p, w: k_linear.pack_weights(w, p["n"], p["h"])),
+            Field("l2_weights16", "int16[]", nullable=True,
+                  layout=lambda p, w: k_linear.widen_layout(w, p["n"], p["h"])),
             Field("l2_bias", "int32[]", nullable=True),
             Field("l2_mult", "int32[]", nullable=True),
             Field("l2_shift", "int32[]", nullable=True),

@@ -44,11 +44,14 @@ void mcuc_conv2d_s8(const mcuc_conv2d_params_t *p, const int8_t *x, int8_t *y);
 
 /* Token-wise linear layer: x [rows][k], weights [n][k], y [rows][n].
  * acc = bias[j] + sum_i (x[r][i] - x_zp) * w[j][i];
- * y[r][j] = clamp(y_zp + requantize(acc, mult[j], shift[j])). y must not alias x. */
+ * y[r][j] = clamp(y_zp + requantize(acc, mult[j], shift[j])). y must not alias x.
+ * The weights come in one of two layouts (linear.c): packed int8 (weights), or the same
+ * widened to int16 for speed (weights16, 8-byte aligned); the other pointer is NULL. */
 typedef struct {
     int32_t rows, k, n;
     int32_t x_zp, y_zp;
     const int8_t *weights;
+    const int16_t *weights16;
     const int32_t *bias; /* may be NULL */
     const int32_t *mult;
     const int32_t *shift;
@@ -201,12 +204,14 @@ typedef struct {
     const int32_t *ln_beta_q;
     int32_t l1_x_zp, l1_y_zp;
     const int8_t *l1_weights;
+    const int16_t *l1_weights16;
     const int32_t *l1_bias; /* may be NULL */
     const int32_t *l1_mult;
     const int32_t *l1_shift;
     const int8_t *lut_table;
     int32_t l2_x_zp, l2_y_zp;
     const int8_t *l2_weights;
+    const int16_t *l2_weights16;
     const int32_t *l2_bias; /* may be NULL */
     const int32_t *l2_mult;
     const int32_t *l2_shift;

@@ -1,0 +1,38 @@
+"""`--optimize speed`: the linear layers' weights stored as int16 (kernels/linear.py `widen`).
+
+Why: on ARMv7E-M the int8 inner loop spends two SXTB16 per weight word unpacking what
+the compiler could have unpacked once; widened weights take one 8-byte load instead
+(linear.c: 27 -> 17 instructions per 16 MACs in the single-row loop). The price is flash:
+each linear weight takes two bytes. The arena, the results and the numpy reference are
+unchanged; `Schedule.weights_bytes()` counts the wider arrays, so the fit check sees them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from mcuc.kernels import linear as k_linear
+from mcuc.schedule.schedule import Schedule
+
+OPTIMIZE = ("size", "speed")  # `mcuc build --optimize`; size is the default
+
+
+def widen_params(kernel: str, p: dict) -> dict:
+    """A step's params with its linear weights widened (other kernels unchanged)."""
+    if kernel == "linear":
+        return k_linear.widen(p)
+    if kernel == "tokenwise":
+        for stage in ("l1", "l2"):
+            one = k_linear.widen({"weights": p.get(f"{stage}_weights")})
+            if one.get("weights16") is not None:
+                p = {**p, f"{stage}_weights": None, f"{stage}_weights16": one["weights16"]}
+    return p
+
+
+def widen_weights(s: Schedule) -> Schedule:
+    """Every linear and token-wise step with int16 weights; returns a new Schedule."""
+    steps = []
+    for st in s.steps:
+        p = widen_params(st.kernel, st.params)
+        steps.append(st if p is st.params else replace(st, params=p))
+    return replace(s, steps=steps)
