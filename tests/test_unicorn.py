@@ -543,6 +543,7 @@ def test_systick_polling_and_wfi_idle(tmp_path):
 int main(void) {
   REG(0xE000E014) = 999; REG(0xE000E018) = 0; REG(0xE000E010) = 5;  /* 1000-tick period */
   for (int n = 0; n < 5;) if (REG(0xE000E010) & (1u << 16)) n++;
+  REG(0x40011000) = (1u << 3) | 1u;                /* USART1 TE | UE */
   REG(0x40011028) = 'T'; REG(0x40011028) = '\n';
   for (;;) __asm volatile("wfi");
 }

@@ -1,7 +1,8 @@
 /*
- * STM32F427 system init, register level (RM0090). Not tested on hardware or in an
- * emulator (mcuc has neither for this chip); it cross-builds and links, and follows the
- * reference manual's sequence:
+ * STM32F427 system init, register level (RM0090). Not tested on hardware; the Unicorn
+ * engine runs it on a Cortex-M4 model against register models of the F4's RCC, PWR,
+ * FLASH and USART (compiler/mcuc/sim/chips.py: ready flags, clock tree, baud rate), not
+ * against silicon. It follows the reference manual's sequence:
  *   HSI 16 MHz -> PLL (M=16, N=360, P=2, Q=8) -> SYSCLK 180 MHz (no crystal assumed),
  *   PWR scale 1 + over-drive, FLASH 5 wait states + caches + prefetch,
  *   AHB 180 MHz, APB1 45 MHz (/4), APB2 90 MHz (/2),

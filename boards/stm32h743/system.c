@@ -1,7 +1,8 @@
 /*
  * STM32H743 system init, register level (RM0433, silicon revision V). Not tested on
- * hardware or in an emulator (mcuc has neither for this chip); it cross-builds and
- * links, and follows the reference manual's sequence:
+ * hardware; the Unicorn engine runs it on a Cortex-M7 model against register models of
+ * the H7's RCC, PWR, SYSCFG, FLASH and USART (compiler/mcuc/sim/chips.py: ready flags,
+ * clock tree, baud rate), not against silicon. It follows the reference manual's sequence:
  *   LDO supply, VOS1 then VOS0 (SYSCFG over-drive) for 480 MHz,
  *   HSI 64 MHz -> PLL1 (M=4 -> 16 MHz, N=60 -> VCO 960 MHz, P=2) -> SYSCLK 480 MHz,
  *   FLASH 4 wait states / WRHIGHFREQ 2, AHB 240 MHz (/2), APB1..4 120 MHz (/2),

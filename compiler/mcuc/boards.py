@@ -3,7 +3,8 @@
 The host board is a plain process; every other board is a Cortex-M MCU whose TOML
 names the core and FPU (gcc flags), its flash and RAM regions (the linker script is
 rendered from them), the stack reserve, the startup/system sources, how inputs arrive
-(flash samples or a semihosting file), and its emulators, flasher and Renode platform.
+(flash samples or a semihosting file), and its emulators (with the chip the Unicorn engine
+models), flasher and Renode platform.
 Keeping all of that here means adding a board needs no Python change.
 """
 
@@ -47,6 +48,7 @@ class Board:
     flasher: dict = field(default_factory=dict, compare=False)
     renode: dict = field(default_factory=dict, compare=False)
     qemu: dict = field(default_factory=dict, compare=False)
+    chip: str = ""  # what the Unicorn engine models ([unicorn] chip; default: the bare core)
 
     @property
     def is_mcu(self) -> bool:
@@ -90,7 +92,7 @@ class Board:
 KERNELS = ("optimized", "portable")
 
 _TOP = {"name", "description", "core", "cc", "sram_bytes", "flash_bytes", "clock_hz",
-        "emulators", "cpu", "memory", "firmware", "flasher", "renode", "qemu"}
+        "emulators", "cpu", "memory", "firmware", "flasher", "renode", "qemu", "unicorn"}
 
 
 def list_boards() -> list[str]:
@@ -118,6 +120,7 @@ def _mcu_fields(data: dict, path: Path) -> dict:
         output=fw.get("output", "uart"), inputs=fw["inputs"], exit=fw.get("exit", "loop"),
         flasher=dict(data.get("flasher", {})), renode=dict(data.get("renode", {})),
         qemu=dict(data.get("qemu", {})),
+        chip=str(data.get("unicorn", {}).get("chip", data["core"])),
     )
 
 

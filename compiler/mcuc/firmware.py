@@ -308,9 +308,11 @@ def unicorn_available() -> bool:
 
 
 def run_unicorn(elf: Path, inputs: np.ndarray | None = None, semihosted: bool = False,
-                max_instructions: int = MAX_INSTRUCTIONS) -> dict:
-    """Run the real ELF in the Unicorn engine; returns the parsed protocol plus instruction
-    counts. Inputs go over mcuc_samples (flash boards) or into the semihosting file."""
+                max_instructions: int = MAX_INSTRUCTIONS, chip: str = "stm32f746") -> dict:
+    """Run the real ELF in the Unicorn engine on the model of ``chip`` (a board's ``chip``);
+    returns the parsed protocol plus instruction counts and ``chip_state`` (the clocks and
+    console baud rate the init set up). Inputs go over mcuc_samples (flash boards) or into the
+    semihosting file."""
     import tempfile
 
     from mcuc.sim.unicorn_m7 import run_elf
@@ -323,7 +325,7 @@ def run_unicorn(elf: Path, inputs: np.ndarray | None = None, semihosted: bool = 
         elif inputs is not None:
             path = patch_samples(elf, inputs, Path(tmp) / ELF_NAME)
         r = run_elf(str(path), semihost_files=files, profile=True,
-                    max_instructions=max_instructions)
+                    max_instructions=max_instructions, chip=chip)
     if r.stopped_by == "max-instructions":
         raise McucError(f"firmware in Unicorn did not finish within {max_instructions:,} "
                         "instructions; stopped it")
@@ -334,6 +336,7 @@ def run_unicorn(elf: Path, inputs: np.ndarray | None = None, semihosted: bool = 
     if res["status"] != 0:
         raise McucError(f"firmware in Unicorn reported MCUC_STATUS {res['status']}")
     res["instructions"] = int(r.instructions) if r.instructions else None
+    res["chip_state"] = r.chip_state
     res["instructions_per_step"] = {int(k): int(v) for k, v in
                                     (r.instructions_per_step or {}).items()}
     if r.stack_bytes is not None and res["stack_bytes"] is None:
@@ -357,12 +360,12 @@ def build_and_measure(board: Board, out: Path, fit: Fit | None, samples_q: np.nd
         res = run_qemu_full(elf, samples_q[:1], machine=board.qemu.get("machine", "mps2-an500"))
         info.update(stack_bytes=res.stack_bytes, emulator="qemu")
         if unicorn_available():   # QEMU cannot count instructions; the Unicorn engine can
-            counted = run_unicorn(elf, samples_q[:1], semihosted=True)
+            counted = run_unicorn(elf, samples_q[:1], semihosted=True, chip=board.chip)
             info.update(instructions=counted["instructions"],
                         instructions_per_step=counted["instructions_per_step"],
                         emulator="qemu+unicorn")
     elif "unicorn" in board.emulators and unicorn_available():
-        res = run_unicorn(elf, samples_q[:1])
+        res = run_unicorn(elf, samples_q[:1], chip=board.chip)
         info.update(stack_bytes=res["stack_bytes"], instructions=res["instructions"],
                     instructions_per_step=res["instructions_per_step"],
                     cycles=res["cycles"], emulator="unicorn")

@@ -75,12 +75,13 @@ def _run_firmware(b: Build, x_q: np.ndarray,
         outputs = run_qemu_full(elf, row, machine=board.qemu.get("machine", "mps2-an500")).outputs
         instructions = None
         if firmware.unicorn_available():   # same ELF, counted by the Unicorn engine
-            instructions = firmware.run_unicorn(elf, row, semihosted=True)["instructions"]
+            instructions = firmware.run_unicorn(elf, row, semihosted=True,
+                                                chip=board.chip)["instructions"]
         return outputs[0], instructions, engine
     if engine == "unicorn":
         if not firmware.unicorn_available():
             raise McucError("the Unicorn engine (mcuc.sim.unicorn_m7) is not available")
-        res = firmware.run_unicorn(elf, row)
+        res = firmware.run_unicorn(elf, row, chip=board.chip)
         return res["outputs"][0], res["instructions"], engine
     if engine == "renode":
         import tempfile

@@ -1,11 +1,12 @@
-"""Small register models for an STM32F7 (RM0385) and the Cortex-M7 system region.
+"""Small register models of the ARMv7-M system region (ITM, DWT, SCS) and the bus that routes
+MMIO accesses to them and to a chip's vendor peripherals (:mod:`mcuc.sim.stm32_periph`).
 
 Each peripheral is a block of 32-bit registers. A register reads back what was last written
 (or its reset value); the few behaviours firmware polls for are declared as data:
 
 * ``mirrors``: ``(src_reg, src_lsb, width, dst_reg, dst_lsb)`` -- at read time the field at
-  ``dst`` shows the field at ``src`` (e.g. RCC_CR.HSERDY follows HSEON, RCC_CFGR.SWS follows SW,
-  PWR_CSR1.ODRDY follows PWR_CR1.ODEN, USART_ISR.TEACK follows USART_CR1.TE).
+  ``dst`` shows the field at ``src`` (e.g. PWR_CSR1.ODRDY follows PWR_CR1.ODEN, USART_ISR.TEACK
+  follows USART_CR1.TE).
 * ``always_set``: ``{reg: mask}`` -- bits that always read as 1 (USART_ISR.TXE/TC).
 
 Accesses that hit no model are served by a plain store (last written value, else 0) and are
@@ -21,10 +22,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 log = logging.getLogger("mcuc.sim")
 
 Mirror = tuple[int, int, int, int, int]  # src_reg, src_lsb, width, dst_reg, dst_lsb
+
+
+@dataclass(frozen=True)
+class CoreId:
+    """What the system control space tells about the core: CPUID, MVFR0 and the L1 caches'
+    CCSIDR (data, instruction; 0 when the core has no caches, as the Cortex-M4)."""
+
+    cpuid: int = 0x410F_C271        # Cortex-M7 r0p1 (STM32F74x)
+    mvfr0: int = 0x1011_0021        # single-precision FPU
+    ccsidr: tuple[int, int] = (0xF003_E019, 0x7007_E009)  # 4 KiB D (4-way), 4 KiB I (2-way)
 
 
 class Peripheral:
@@ -52,64 +64,6 @@ class Peripheral:
         """Word-aligned write; ``value`` is already merged with the stored word for sub-word
         accesses."""
         self.regs[off] = value & 0xFFFFFFFF
-
-
-class RCC(Peripheral):
-    """RCC @0x40023800: oscillator/PLL ready bits follow their ON bits; CFGR.SWS follows SW."""
-
-    reset = {0x00: 0x0000_0083, 0x04: 0x2400_3010, 0x74: 0x0E00_0000}
-    mirrors = (
-        (0x00, 0, 1, 0x00, 1),    # HSION -> HSIRDY
-        (0x00, 16, 1, 0x00, 17),  # HSEON -> HSERDY
-        (0x00, 24, 1, 0x00, 25),  # PLLON -> PLLRDY
-        (0x00, 26, 1, 0x00, 27),  # PLLI2SON -> PLLI2SRDY
-        (0x00, 28, 1, 0x00, 29),  # PLLSAION -> PLLSAIRDY
-        (0x08, 0, 2, 0x08, 2),    # CFGR.SW -> CFGR.SWS
-        (0x70, 0, 1, 0x70, 1),    # BDCR.LSEON -> LSERDY
-        (0x74, 0, 1, 0x74, 1),    # CSR.LSION -> LSIRDY
-    )
-
-
-class PWR(Peripheral):
-    """PWR @0x40007000: CSR1.ODRDY/ODSWRDY follow CR1.ODEN/ODSWEN; VOSRDY always set."""
-
-    reset = {0x00: 0x0000_C000}
-    mirrors = ((0x00, 16, 1, 0x04, 16), (0x00, 17, 1, 0x04, 17))
-    always_set = {0x04: 1 << 14}
-
-
-class GPIO(Peripheral):
-    """GPIOx: store/readback; BSRR sets/resets ODR bits; IDR reads ODR (outputs loop back)."""
-
-    def read(self, off: int) -> int:
-        if off == 0x10:
-            return self.regs.get(0x14, 0) & 0xFFFF
-        return super().read(off)
-
-    def write(self, off: int, value: int, size: int) -> None:
-        if off == 0x18:  # BSRR
-            odr = self.regs.get(0x14, 0)
-            self.regs[0x14] = (odr | (value & 0xFFFF)) & ~(value >> 16) & 0xFFFF
-            return
-        super().write(off, value, size)
-
-
-class USART(Peripheral):
-    """USARTx (STM32F7 layout): ISR.TXE/TC always set, TEACK/REACK follow CR1.TE/RE; a TDR
-    write sends its low byte to ``tx``."""
-
-    reset = {0x1C: 0x0000_00C0}
-    always_set = {0x1C: (1 << 7) | (1 << 6)}
-    mirrors = ((0x00, 3, 1, 0x1C, 21), (0x00, 2, 1, 0x1C, 22))
-
-    def __init__(self, name: str, base: int, tx: Callable[[bytes], None]):
-        super().__init__(name, base)
-        self.tx = tx
-
-    def write(self, off: int, value: int, size: int) -> None:
-        if off == 0x28:  # TDR
-            self.tx(bytes([value & 0xFF]))
-        super().write(off, value, size)
 
 
 class DWT(Peripheral):
@@ -154,9 +108,10 @@ class SCS(Peripheral):
     """System control space @0xE000E000 (SysTick, NVIC, SCB, MPU, FPU, CoreDebug).
 
     SysTick counts down one per retired instruction while CSR.ENABLE is set and sets COUNTFLAG on
-    wrap (cleared by reading CSR); no exception is taken. SCB.CCSIDR answers per CSSELR with
-    Cortex-M7 4 KiB caches so CMSIS cache maintenance loops terminate. CPACR is stored only: the
-    emulated CPU always has the FPU accessible.
+    wrap (cleared by reading CSR); no exception is taken. CPUID, MVFR0 and the cache ID registers
+    come from the :class:`CoreId`; SCB.CCSIDR answers per CSSELR so cache maintenance loops walk
+    the chip's real geometry (a core without caches reads 0 there). CPACR is only stored: the
+    engine checks it when it decodes FPU instructions.
     """
 
     CPUID, CCSIDR, CSSELR = 0xD00, 0xD80, 0xD84
@@ -171,9 +126,12 @@ class SCS(Peripheral):
         0x01C: 0x4000_0000,  # SysTick CALIB: NOREF
     }
 
-    def __init__(self, name: str, base: int, clock: Callable[[], int]):
+    def __init__(self, name: str, base: int, clock: Callable[[], int], core: CoreId):
         super().__init__(name, base, 0x1000)
-        self.clock = clock
+        self.clock, self.core = clock, core
+        self.regs.update({self.CPUID: core.cpuid, 0xF40: core.mvfr0})
+        if not any(core.ccsidr):
+            self.regs.update({0xD78: 0, 0xD7C: 0})  # no CLIDR/CTR contents without caches
         self.st_start = 0     # clock when the counter was last (re)loaded
         self.st_seen = 0      # wraps already reported through COUNTFLAG
 
@@ -198,7 +156,7 @@ class SCS(Peripheral):
         if off == 0x18:  # SYST_CVR
             return self._systick()[0]
         if off == self.CCSIDR:
-            return 0x7007_E009 if self.regs.get(self.CSSELR, 0) & 1 else 0xF003_E019
+            return self.core.ccsidr[self.regs.get(self.CSSELR, 0) & 1]
         return super().read(off)
 
     def write(self, off: int, value: int, size: int) -> None:
@@ -216,23 +174,14 @@ class SCS(Peripheral):
 class Bus:
     """Routes MMIO accesses in the peripheral window and the system region to the models."""
 
-    def __init__(self, tx: Callable[[bytes], None], clock: Callable[[], int]):
+    def __init__(self, tx: Callable[[bytes], None], clock: Callable[[], int],
+                 core: CoreId = CoreId(), vendor: list[Peripheral] | tuple = ()):
         devs: list[Peripheral] = [
-            RCC("RCC", 0x4002_3800),
-            PWR("PWR", 0x4000_7000),
-            Peripheral("FLASH", 0x4002_3C00),
-            Peripheral("SYSCFG", 0x4001_3800),
             ITM("ITM", 0xE000_0000, tx),
             DWT("DWT", 0xE000_1000, clock),
-            SCS("SCS", 0xE000_E000, clock),
+            SCS("SCS", 0xE000_E000, clock, core),
+            *vendor,
         ]
-        for i, port in enumerate("ABCDEFGHIJK"):
-            devs.append(GPIO(f"GPIO{port}", 0x4002_0000 + 0x400 * i))
-        for name, base in (("USART1", 0x4001_1000), ("USART6", 0x4001_1400),
-                           ("USART2", 0x4000_4400), ("USART3", 0x4000_4800),
-                           ("UART4", 0x4000_4C00), ("UART5", 0x4000_5000),
-                           ("UART7", 0x4000_7800), ("UART8", 0x4000_7C00)):
-            devs.append(USART(name, base, tx))
         self.devices = devs
         self._by_kb: dict[int, Peripheral] = {}
         for d in devs:

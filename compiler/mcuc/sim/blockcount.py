@@ -9,6 +9,9 @@ Two implementations with one interface (``register(uc)``, ``total``, ``last``):
   Python hook.
 * :class:`PyBlockCounter`: the same in Python (a ctypes callback per block: a dict lookup and an
   add). Used when no C compiler is available, or with ``MCUC_SIM_PY_HOOK=1``.
+
+:class:`CodeCounter` counts with a UC_HOOK_CODE per instruction instead: slow, the reference the
+block counters are tested against.
 """
 
 from __future__ import annotations
@@ -23,8 +26,10 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from unicorn import UC_HOOK_BLOCK, UcError
+from unicorn import UC_HOOK_BLOCK, UC_HOOK_CODE, UcError
 from unicorn.unicorn_py3 import unicorn as _ucpy
+
+from mcuc.sim.thumb import is_thumb32
 
 log = logging.getLogger("mcuc.sim")
 
@@ -105,9 +110,9 @@ def _native_lib():
     return lib
 
 
-def _add_hook(uc, fn) -> None:
+def _add_hook(uc, fn, kind: int = UC_HOOK_BLOCK) -> None:
     h = _ucpy.uc_hook_h()
-    err = _ucpy.uclib.uc_hook_add(uc._uch, ctypes.byref(h), UC_HOOK_BLOCK, fn[0], fn[1],
+    err = _ucpy.uclib.uc_hook_add(uc._uch, ctypes.byref(h), kind, fn[0], fn[1],
                                   ctypes.c_uint64(1), ctypes.c_uint64(0))
     if err:
         raise UcError(err)
@@ -177,3 +182,52 @@ def block_counter(miss: Callable[[int, int], int], limit: int, native: bool = Tr
     count (called once per distinct block) and must not raise."""
     lib = _native_lib() if native else None
     return NativeBlockCounter(lib, miss, limit) if lib is not None else PyBlockCounter(miss, limit)
+
+
+class CodeCounter:
+    """Counts one per UC_HOOK_CODE call. Unicorn does not call the hook for an IT block
+    instruction whose condition fails, but such an instruction is architecturally executed (as
+    a NOP): when an IT instruction is hooked, its whole block is counted up front and the hooks
+    of those instructions are skipped when they come. ``total``: instructions so far; ``cur``:
+    the ordinal of the one executing. A ``b .`` calls ``on_idle`` and stops."""
+
+    def __init__(self, read: Callable[[int, int], bytes], limit: int,
+                 on_idle: Callable[[], None]):
+        self.total = self.cur = 0
+        info: dict[int, tuple[bool, tuple[int, ...]]] = {}
+        precounted: dict[int, int] = {}  # address -> its ordinal in the instruction stream
+        stop = _ucpy.uclib.uc_emu_stop
+
+        def decode(address):
+            hw = int.from_bytes(read(address, 2), "little")
+            covered: tuple[int, ...] = ()
+            if hw & 0xFF00 == 0xBF00 and hw & 0xF:  # IT{x{y{z}}}
+                k, nxt, out = 4 - ((hw & 0xF) & -(hw & 0xF)).bit_length() + 1, address + 2, []
+                for _ in range(k):
+                    out.append(nxt)
+                    nxt += 4 if is_thumb32(int.from_bytes(read(nxt, 2), "little")) else 2
+                covered = tuple(out)
+            info[address] = (hw == 0xE7FE, covered)
+            return info[address]
+
+        def hook(handle, address, size, _ud):
+            cur = precounted.pop(address, None)
+            if cur is None:
+                precounted.clear()
+                self.total += 1
+                cur = self.total
+            self.cur = cur
+            spin, covered = info.get(address) or decode(address)
+            for i, a in enumerate(covered):
+                precounted[a] = cur + 1 + i
+            self.total += len(covered)
+            if self.total >= limit:
+                stop(handle)
+            if spin:
+                on_idle()
+                stop(handle)
+
+        self._fn = _ucpy.HOOK_CODE_CFUNC(hook)
+
+    def register(self, uc) -> None:
+        _add_hook(uc, (self._fn, None), UC_HOOK_CODE)

@@ -1,10 +1,12 @@
-"""Run a Cortex-M7 firmware ELF to completion under Unicorn and count its instructions exactly.
+"""Run a Cortex-M4/M7 firmware ELF to completion under Unicorn and count its instructions exactly.
 
-Memory: the ELF's PT_LOAD segments (file bytes at their load address, LMA; the firmware's
-startup copies .data), RAM from the lowest data segment up to the initial stack pointer, the
-Cortex-M system region 0xE0000000-0xE00FFFFF and the peripheral window 0x40000000-0x5FFFFFFF,
-both served by the register models in :mod:`mcuc.sim.armv7m_periph`. I/O: USART TDR writes and
-ARM semihosting (:mod:`mcuc.sim.semihost`) go to ``stdout``.
+The chip (:mod:`mcuc.sim.chips`) picks Unicorn's CPU model (Cortex-M4 or M7) and the register
+models. Memory: the ELF's PT_LOAD segments (file bytes at their load address, LMA; the
+firmware's startup copies .data), RAM from the lowest data segment up to the initial stack
+pointer, the Cortex-M system region 0xE0000000-0xE00FFFFF and the peripheral window
+0x40000000-0x5FFFFFFF, both served by the register models in :mod:`mcuc.sim.armv7m_periph` and
+:mod:`mcuc.sim.stm32_periph`. I/O: USART data register writes and ARM semihosting
+(:mod:`mcuc.sim.semihost`) go to ``stdout``.
 
 Instruction counting: a UC_HOOK_BLOCK callback (:mod:`mcuc.sim.blockcount`, native C when a
 host C compiler is available) adds the number of Thumb instructions in the translation block,
@@ -28,19 +30,16 @@ after the opening store up to and including the closing store.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import capstone
 from unicorn import (
     UC_ARCH_ARM,
     UC_ERR_EXCEPTION,
     UC_ERR_INSN_INVALID,
-    UC_HOOK_CODE,
     UC_HOOK_INTR,
     UC_HOOK_MEM_FETCH_UNMAPPED,
     UC_HOOK_MEM_READ,
@@ -53,13 +52,14 @@ from unicorn import (
     UcError,
 )
 from unicorn import arm_const as A
-from unicorn.unicorn_py3 import unicorn as _ucpy
 
 from mcuc import McucError
 from mcuc.sim.armv7m_periph import Bus
-from mcuc.sim.blockcount import block_counter
+from mcuc.sim.blockcount import CodeCounter, block_counter
+from mcuc.sim.chips import get_chip, summary, vendor_devices
 from mcuc.sim.elfimage import ElfImage
 from mcuc.sim.semihost import Semihost
+from mcuc.sim.thumb import BlockDecoder, fpu_fault
 
 log = logging.getLogger("mcuc.sim")
 
@@ -74,7 +74,6 @@ _EXCP_NAMES = {1: "undefined instruction", 2: "SVC (no exception model)", 3: "pr
                19: "stack overflow", 22: "unaligned access"}
 _UC_ERRORS = {UC_ERR_INSN_INVALID: "undefined instruction",
               UC_ERR_EXCEPTION: "unhandled CPU exception"}
-_CODE_CB = _ucpy.HOOK_CODE_CFUNC
 
 
 @dataclass
@@ -86,18 +85,34 @@ class EmuResult:
     instructions_per_step: dict[int, int] = field(default_factory=dict)
     stack_bytes: int | None = None    # from a 'MCUC_STACK <n>' line
     stopped_by: str = "exit"          # exit | done-line | max-instructions | fault | idle
+    chip_state: dict = field(default_factory=dict)  # clocks, baud... (mcuc.sim.chips.summary)
 
 
-def _is_thumb32(halfword: int) -> bool:
-    return (halfword >> 11) in (0b11101, 0b11110, 0b11111)
+def _open_cpu(cpu: str) -> Uc:
+    """A Unicorn engine running ``cpu`` ("cortex-m4" / "cortex-m7"). UC_MODE_MCLASS would make
+    Unicorn 2 build a Cortex-M33 whatever model is set (its cpu_arm_init), so the model is set on
+    a plain Thumb engine: the M-profile comes with the model. An old Unicorn without CPU models
+    gets its default M-class CPU (logged)."""
+    model = getattr(A, "UC_CPU_ARM_" + cpu.upper().replace("-", "_"), None)
+    if model is not None:
+        uc = Uc(UC_ARCH_ARM, UC_MODE_THUMB)
+        try:
+            uc.ctl_set_cpu_model(model)
+            return uc
+        except (AttributeError, UcError):
+            pass
+    log.info("Unicorn has no %s model; using its default M-profile CPU (a Cortex-M33 in "
+             "Unicorn 2)", cpu)
+    return Uc(UC_ARCH_ARM, UC_MODE_THUMB | UC_MODE_MCLASS)
 
 
 class UnicornM7:
-    """One emulation of one ELF; see :func:`run_elf`."""
+    """One emulation of one ELF on one chip (Cortex-M4 or M7: the name is historical); see
+    :func:`run_elf`."""
 
     def __init__(self, elf_path, memory_regions=None, semihost_files=None, patch_symbols=None,
                  max_instructions=2_000_000_000, profile=True, stop_on="MCUC_DONE",
-                 count_mode="block"):
+                 count_mode="block", chip="stm32f746"):
         if count_mode not in ("block", "block-python", "code"):
             raise ValueError(f"count_mode must be 'block', 'block-python' or 'code', "
                              f"not {count_mode!r}")
@@ -110,11 +125,7 @@ class UnicornM7:
         self.stop_reason: str | None = None
         self.fault: str | None = None
         # instruction counting state (block mode: see mcuc.sim.blockcount)
-        self._cs = capstone.Cs(capstone.CS_ARCH_ARM,
-                               capstone.CS_MODE_THUMB | capstone.CS_MODE_MCLASS)
-        self._offsets: dict[int, list[int]] = {}
-        self._code_total = 0
-        self._code_cur = 0
+        self._decoder = BlockDecoder(self._read_mem)
         # marker protocol state
         self._inf_start: int | None = None
         self._inference: int | None = None
@@ -129,15 +140,13 @@ class UnicornM7:
             if lo < PERIPH_BASE + PERIPH_SIZE and hi > PERIPH_BASE or hi > SYSTEM_BASE:
                 raise McucError(f"memory region 0x{lo:08x}-0x{hi:08x} overlaps the peripheral "
                                 "or system window")
-        self.uc = Uc(UC_ARCH_ARM, UC_MODE_THUMB | UC_MODE_MCLASS)
-        try:
-            self.uc.ctl_set_cpu_model(A.UC_CPU_ARM_CORTEX_M7)
-        except (AttributeError, UcError):  # older Unicorn: default M-class CPU
-            log.info("Unicorn has no Cortex-M7 model; using its default M-profile CPU")
+        self.chip = get_chip(chip)
+        self.uc = _open_cpu(self.chip.cpu)
         self._map_memory()
         self._apply_patches(patch_symbols or {})
         self._mmio_now = 0
-        self.bus = Bus(self._emit, lambda: self._mmio_now)
+        self.bus = Bus(self._emit, lambda: self._mmio_now, self.chip.core_id,
+                       vendor_devices(self.chip, self._emit))
         self._scs = self.bus.device("SCS")
         self.semihost = Semihost(self._read_mem, self.uc.mem_write, self._emit, self.now,
                                  files=dict(semihost_files or {}),
@@ -179,13 +188,13 @@ class UnicornM7:
     # ---------------------------------------------------------------- hooks
     def _install_hooks(self, profile: bool):
         uc = self.uc
-        self._keep = []  # ctypes callbacks must stay alive
         if self.count_mode != "code":
             self._blocks = block_counter(self._decode_block, self.max_instructions,
                                          native=self.count_mode == "block")
             self._blocks.register(uc)
         else:
-            self._raw_hook(UC_HOOK_CODE, self._make_code_hook())
+            self._code = CodeCounter(self._read_mem, self.max_instructions, self._on_idle)
+            self._code.register(uc)
         uc.hook_add(UC_HOOK_INTR, self._on_intr)
         uc.hook_add(UC_HOOK_MEM_READ_UNMAPPED | UC_HOOK_MEM_WRITE_UNMAPPED
                     | UC_HOOK_MEM_FETCH_UNMAPPED, self._on_unmapped)
@@ -198,72 +207,16 @@ class UnicornM7:
             addr = self.symbols[MARKER_SYMBOL][0]
             uc.hook_add(UC_HOOK_MEM_WRITE, self._on_marker, begin=addr, end=addr + 3)
 
-    def _raw_hook(self, kind: int, fn):
-        """Register a code/block hook without the Python binding's per-call wrappers."""
-        cb = _CODE_CB(fn)
-        self._keep.append(cb)
-        h = _ucpy.uc_hook_h()
-        err = _ucpy.uclib.uc_hook_add(self.uc._uch, ctypes.byref(h), kind, cb, None,
-                                      ctypes.c_uint64(1), ctypes.c_uint64(0))
-        if err:
-            raise UcError(err)
-
-    def _make_code_hook(self):
-        limit = self.max_instructions
-        stop = _ucpy.uclib.uc_emu_stop
-
-        # Unicorn does not call UC_HOOK_CODE for an IT block instruction whose condition fails,
-        # but such an instruction is architecturally executed (as a NOP): when an IT instruction
-        # is hooked, count its whole block up front and skip those hooks when they come.
-        info: dict[int, tuple[bool, tuple[int, ...]]] = {}
-        precounted: dict[int, int] = {}  # address -> its ordinal in the instruction stream
-
-        def decode(address):
-            hw = int.from_bytes(self.uc.mem_read(address, 2), "little")
-            covered: tuple[int, ...] = ()
-            if hw & 0xFF00 == 0xBF00 and hw & 0xF:  # IT{x{y{z}}}
-                k, nxt, out = 4 - ((hw & 0xF) & -(hw & 0xF)).bit_length() + 1, address + 2, []
-                for _ in range(k):
-                    out.append(nxt)
-                    h2 = int.from_bytes(self.uc.mem_read(nxt, 2), "little")
-                    nxt += 4 if _is_thumb32(h2) else 2
-                covered = tuple(out)
-            info[address] = (hw == 0xE7FE, covered)
-            return info[address]
-
-        def hook(handle, address, size, _ud):
-            cur = precounted.pop(address, None)
-            if cur is None:
-                precounted.clear()
-                self._code_total += 1
-                cur = self._code_total
-            self._code_cur = cur
-            spin, covered = info.get(address) or decode(address)
-            for i, a in enumerate(covered):
-                precounted[a] = cur + 1 + i
-            self._code_total += len(covered)
-            if self._code_total >= limit:
-                stop(handle)
-            if spin:
-                self.stop_reason = self.stop_reason or "idle"
-                stop(handle)
-
-        return hook
-
     def _decode_block(self, address: int, size: int) -> int:
         """Instruction count of a translation block, on its first execution (the counters
-        cache it). Also where idle loops and FPU use with CP10/11 disabled are caught."""
+        cache it). Also where idle loops and FPU instructions the chip refuses are caught."""
         try:
             offs = self._instr_offsets(address, size)
             code = bytes(self.uc.mem_read(address, size))
-            if not self._scs.regs.get(0xD88, 0) & (0xF << 20):
-                for o in offs:
-                    hw1, hw2 = (int.from_bytes(code[o + i:o + i + 2], "little") for i in (0, 2))
-                    if hw1 & 0xEC00 == 0xEC00 and (hw2 >> 9) & 7 == 5:  # coprocessor 10/11
-                        self._stop_fault(f"firmware fault at pc=0x{address + o:08x}: FPU "
-                                         "instruction while CPACR disables CP10/CP11 (NOCP "
-                                         "UsageFault)")
-                        break
+            enabled = bool(self._scs.regs.get(0xD88, 0) & (0xF << 20))
+            bad = fpu_fault(code, offs, enabled, self.chip.fpu_double, self.chip.name)
+            if bad is not None:
+                self._stop_fault(f"firmware fault at pc=0x{address + bad[0]:08x}: {bad[1]}")
             if code == b"\xfe\xe7":  # `b .`: nothing can interrupt it here
                 self.stop_reason = self.stop_reason or "idle"
                 self.uc.emu_stop()
@@ -274,26 +227,12 @@ class UnicornM7:
             return 1
 
     def _instr_offsets(self, address: int, size: int) -> list[int]:
-        key = address | (size << 32)
-        offs = self._offsets.get(key)
-        if offs is None:
-            code = bytes(self.uc.mem_read(address, size))
-            offs, pos = [], 0
-            for insn in self._cs.disasm(code, address):
-                if insn.address - address != pos:
-                    break
-                offs.append(pos)
-                pos += insn.size
-            while pos < size:  # capstone stopped early (undefined encoding): length rule
-                offs.append(pos)
-                pos += 4 if _is_thumb32(code[pos] | code[pos + 1] << 8) else 2
-            self._offsets[key] = offs
-        return offs
+        return self._decoder.offsets(address, size)
 
     def now(self, include_current: bool = False) -> int:
         """Instructions retired before the current one (PC precise inside memory callbacks)."""
         if self.count_mode == "code":
-            return self._code_cur - (0 if include_current else 1)
+            return self._code.cur - (0 if include_current else 1)
         total, last = self._blocks.total, self._blocks.last
         if not last:
             return total
@@ -307,10 +246,13 @@ class UnicornM7:
 
     @property
     def total(self) -> int:
-        return self._code_total if self.count_mode == "code" else self._blocks.total
+        return self._code.total if self.count_mode == "code" else self._blocks.total
 
     def _snapshot_clock(self, uc, access, address, size, value, _ud):
         self._mmio_now = self.now()
+
+    def _on_idle(self):
+        self.stop_reason = self.stop_reason or "idle"
 
     def _on_marker(self, uc, access, address, size, value, _ud):
         count = self.now(include_current=True)
@@ -427,6 +369,7 @@ class UnicornM7:
             instructions_per_step=dict(sorted(self._steps.items())),
             stack_bytes=int(m[0]) if m else None,
             stopped_by=self.stop_reason,
+            chip_state=summary(self.chip, self.bus.device),
         )
 
 
@@ -434,10 +377,12 @@ def run_elf(elf_path, memory_regions: list[tuple[int, int]] | None = None,
             semihost_files: dict[str, bytes] | None = None,
             patch_symbols: dict[str, bytes] | None = None,
             max_instructions: int = 2_000_000_000, profile: bool = True,
-            stop_on: str = "MCUC_DONE", *, count_mode: str = "block") -> EmuResult:
-    """Run a Cortex-M7 firmware ELF until it exits (semihosting), prints the ``stop_on`` line,
-    idles (``b .`` / WFI), faults (:class:`mcuc.McucError`, one line) or exceeds
-    ``max_instructions`` (stops at the first block boundary at or past the limit).
+            stop_on: str = "MCUC_DONE", *, count_mode: str = "block",
+            chip: str = "stm32f746") -> EmuResult:
+    """Run a Cortex-M4/M7 firmware ELF on the model of ``chip`` (:mod:`mcuc.sim.chips`: CPU
+    model and peripherals) until it exits (semihosting), prints the ``stop_on`` line, idles
+    (``b .`` / WFI), faults (:class:`mcuc.McucError`, one line) or exceeds ``max_instructions``
+    (stops at the first block boundary at or past the limit).
 
     ``memory_regions`` ((base, size) pairs) replace the default RAM guess; the ELF's segments
     are always mapped. ``profile`` enables the ``mcuc_prof_marker`` hook (per-inference and
@@ -450,5 +395,5 @@ def run_elf(elf_path, memory_regions: list[tuple[int, int]] | None = None,
     exceptions are delivered: a firmware that waits for one idles and is stopped as "idle".
     """
     emu = UnicornM7(elf_path, memory_regions, semihost_files, patch_symbols, max_instructions,
-                    profile, stop_on, count_mode)
+                    profile, stop_on, count_mode, chip)
     return emu.run()
