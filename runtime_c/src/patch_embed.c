@@ -16,10 +16,13 @@
  * - Weights, per block of four output channels (channels past d are zeros): per group,
  *   the two pairs of channel 0, 1, 2, 3, each pair doubled (2w fits 16 bits), so the sum
  *   comes out as 2 * sum, what SMMLAR needs. Unpacked once per call when every block
- *   fits MCUC_PE_WBUF (the default model's 64 x 16 taps do), else once per band.
- * - Image: the current patches of the band, minus x_zp (|x - x_zp| <= 255 fits 16 bits),
- *   per group the two pairs. A band's bytes are read only while that band is computed.
- * - The loop: one 64-bit load of the patch's pairs, four of the block's, eight SMLADs.
+ *   fits MCUC_PE_WBUF_WORDS (the default model's 64 x 16 taps do), else once per band.
+ * - Image: the band's patches (as many as MCUC_PE_XBUF_WORDS holds), minus x_zp
+ *   (|x - x_zp| <= 255 fits 16 bits), two patches side by side per group. A band's bytes
+ *   are read only while that band is computed, and its tokens written then.
+ * - The loop (block_fast4): two patches against two channels, per group two LDRDs of
+ *   image pairs, two of weight pairs and eight SMLADs, so every load serves two outputs;
+ *   an odd last patch goes against the four channels at once (dot_1x4).
  * Sums in int32: |x - x_zp| <= 255 and |2w| <= 256, so every partial sum is at most
  * 2 * 255 * 128 * taps in magnitude, which fits int32 for taps <= MCUC_PE_MAX_TAPS
  * (checked at compile time below).
@@ -77,15 +80,21 @@ void mcuc_patch_embed_s8(const mcuc_patch_embed_params_t *p, const int8_t *x, in
 #ifdef MCUC_ARM_DSP
 #include "mcuc/simd.h"
 
-/* Most taps the variant takes: one patch's pairs fill MCUC_PE_XBUF. */
+/* Most taps the variant takes: groups = ceil(taps / 4) <= 64, so one block of weights
+ * (8 * groups words) fits MCUC_PE_WBUF_WORDS and one pair of patches (4 * groups words)
+ * fits MCUC_PE_XBUF_WORDS. */
 #define MCUC_PE_MAX_TAPS 256
 /* The int32 bound above, as a compile-time check (a negative array size fails). */
 typedef char mcuc_pe_sum_fits_int32[(2LL * 255 * 128 * MCUC_PE_MAX_TAPS <= INT32_MAX) ? 1 : -1];
-/* Stack buffers, in pairs of words: weights (2 KiB), the band's patches (512 B), and
- * the epilogue constants of up to MCUC_PE_BLOCKS blocks resident at once. */
-#define MCUC_PE_WBUF 256
-#define MCUC_PE_XBUF 64
+/* Stack buffers: unpacked weights (2 KiB: the default model's 64 channels x 16 taps),
+ * the band's patches (1 KiB), and the epilogue constants of up to MCUC_PE_BLOCKS blocks
+ * resident at once. */
+#define MCUC_PE_WBUF_WORDS 512
+#define MCUC_PE_XBUF_WORDS 256
 #define MCUC_PE_BLOCKS 16
+typedef char mcuc_pe_buffers_fit[(8 * ((MCUC_PE_MAX_TAPS + 3) / 4) <= MCUC_PE_WBUF_WORDS
+                                  && 4 * ((MCUC_PE_MAX_TAPS + 3) / 4) <= MCUC_PE_XBUF_WORDS)
+                                     ? 1 : -1];
 
 /* One block's epilogue (module comment); fast: the fast form holds for the block. */
 typedef struct {
@@ -112,114 +121,127 @@ static uint32_t pe_dbl16(uint32_t v)
     return (v << 1) & 0xFFFEFFFEu;
 }
 
-/* Channels o0 .. o0 + 3 (zeros past d): the groups' doubled pairs into dst. */
+/* Channels o0 .. o0 + 3 (zeros past d): the groups' doubled pairs into dst, channel c of
+ * group g at dst[8g + 2c]. */
 static void unpack_weights(const mcuc_patch_embed_params_t *p, int32_t o0, int32_t taps,
                            int32_t groups, uint32_t *dst)
 {
     const int32_t nc = p->d - o0 < 4 ? p->d - o0 : 4, full = taps / 4;
-    for (int32_t g = 0; g < groups; ++g) {
-        for (int32_t c = 0; c < 4; ++c) {
-            const int8_t *w = p->weights + (int64_t)(o0 + c) * taps + 4 * g;
-            if (c >= nc) {
-                dst[0] = dst[1] = 0;
-            } else if (g < full) {
+    for (int32_t c = 0; c < 4; ++c) {
+        const int8_t *w = p->weights + (int64_t)(o0 + c) * taps;
+        uint32_t *dc = dst + 2 * c;
+        int32_t g = 0;
+        if (c < nc) {
+            for (; g < full; ++g, dc += 8, w += 4) { /* whole words: SXTB16 */
                 const uint32_t ww = mcuc_read32(w);
-                dst[0] = pe_dbl16(mcuc_sxtb16(ww));
-                dst[1] = pe_dbl16(mcuc_sxtb16_ror8(ww));
-            } else {
-                int32_t v[4];
-                for (int32_t j = 0; j < 4; ++j) {
-                    v[j] = 4 * g + j < taps ? 2 * w[j] : 0;
-                }
-                pe_group(v, dst);
+                dc[0] = pe_dbl16(mcuc_sxtb16(ww));
+                dc[1] = pe_dbl16(mcuc_sxtb16_ror8(ww));
             }
-            dst += 2;
+        }
+        for (; g < groups; ++g, dc += 8, w += 4) { /* the padded tail, missing channels */
+            int32_t v[4];
+            for (int32_t j = 0; j < 4; ++j) {
+                v[j] = c < nc && 4 * g + j < taps ? 2 * w[j] : 0;
+            }
+            pe_group(v, dc);
         }
     }
 }
 
-/* The pairs of (x - x_zp) of the patch at xp (groups in tap order) into dst. */
-static void unpack_patch(const mcuc_patch_embed_params_t *p, const int8_t *xp, int64_t plane,
-                         int32_t groups, uint32_t *dst)
+/* The pairs of (x - x_zp) of the nq patches from xp (a band's patches q0..), in pairs:
+ * patch q's group g at dst[(q / 2) * 4 * groups + 4g + 2 * (q % 2)], so that one pass
+ * reads two patches' groups side by side. */
+static void unpack_band(const mcuc_patch_embed_params_t *p, const int8_t *xp, int32_t nq,
+                        int64_t plane, int32_t groups, uint32_t *dst)
 {
     const int32_t x_zp = p->x_zp, w_in = p->w_in, ph = p->ph, pw = p->pw;
     if ((pw & 3) == 0) { /* every group is one word of one image row */
         const uint32_t zp2 = mcuc_dup16(x_zp);
+        const int32_t stride = 4 * groups; /* words from one pair of patches to the next */
+        uint32_t *dg = dst;                /* group g of patch 0 */
         for (int32_t c = 0; c < p->c_in; ++c, xp += plane) {
             const int8_t *xr = xp;
             for (int32_t ky = 0; ky < ph; ++ky, xr += w_in) {
-                for (int32_t i = 0; i < pw; i += 4) {
-                    const uint32_t xw = mcuc_read32(xr + i);
-                    *dst++ = mcuc_ssub16(mcuc_sxtb16(xw), zp2);
-                    *dst++ = mcuc_ssub16(mcuc_sxtb16_ror8(xw), zp2);
+                for (int32_t i = 0; i < pw; i += 4, dg += 4) {
+                    const int8_t *xw = xr + i;
+                    uint32_t *dq = dg;
+                    for (int32_t q = 0; q < nq; ++q, xw += pw) {
+                        const uint32_t v = mcuc_read32(xw);
+                        const uint32_t lo = mcuc_sxtb16(v), hi = mcuc_sxtb16_ror8(v);
+                        dq[0] = x_zp ? mcuc_ssub16(lo, zp2) : lo;
+                        dq[1] = x_zp ? mcuc_ssub16(hi, zp2) : hi;
+                        dq += q & 1 ? stride - 2 : 2;
+                    }
                 }
             }
         }
         return;
     }
-    int32_t c = 0, ky = 0, kx = 0; /* the next tap */
-    for (int32_t g = 0; g < groups; ++g) {
-        int32_t v[4];
-        for (int32_t j = 0; j < 4; ++j) {
-            if (c == p->c_in) { /* the padding after the last tap */
-                v[j] = 0;
-                continue;
-            }
-            v[j] = xp[c * plane + (int64_t)ky * w_in + kx] - x_zp;
-            if (++kx == pw) {
-                kx = 0;
-                if (++ky == ph) {
-                    ky = 0;
-                    ++c;
+    for (int32_t q = 0; q < nq; ++q, xp += pw) {
+        uint32_t *dq = dst + (q >> 1) * 4 * groups + 2 * (q & 1);
+        int32_t c = 0, ky = 0, kx = 0; /* the next tap */
+        for (int32_t g = 0; g < groups; ++g, dq += 4) {
+            int32_t v[4];
+            for (int32_t j = 0; j < 4; ++j) {
+                if (c == p->c_in) { /* the padding after the last tap */
+                    v[j] = 0;
+                    continue;
+                }
+                v[j] = xp[c * plane + (int64_t)ky * w_in + kx] - x_zp;
+                if (++kx == pw) {
+                    kx = 0;
+                    if (++ky == ph) {
+                        ky = 0;
+                        ++c;
+                    }
                 }
             }
+            pe_group(v, dq);
         }
-        pe_group(v, dst);
-        dst += 2;
     }
 }
 
-/* The epilogue constants of block o0 (module comment). */
-static void block_epilogue(const mcuc_patch_embed_params_t *p, int32_t o0, int32_t taps,
+/* The epilogue constants of block o0 (module comment); bias_max = 2^30 - 1 - 255 * 128 *
+ * taps > 0 for taps <= MCUC_PE_MAX_TAPS. */
+static void block_epilogue(const mcuc_patch_embed_params_t *p, int32_t o0, int32_t bias_max,
                            pe_epi_t *ep)
 {
-    const int64_t bias_max = (1LL << 30) - 1 - 255LL * 128 * taps;
-    const int32_t nc = p->d - o0 < 4 ? p->d - o0 : 4;
-    ep->fast = 1;
+    const int32_t nc = p->d - o0 < 4 ? p->d - o0 : 4, y_zp = p->y_zp;
+    int32_t fast = 1;
     for (int32_t c = 0; c < 4; ++c) {
         const int32_t b = c < nc && p->bias ? p->bias[o0 + c] : 0;
         const int32_t s = c < nc ? p->shift[o0 + c] : -1;
         const int32_t m = c < nc ? p->mult[o0 + c] : 1;
-        if (s > -1 || s < -20 || m <= 0 || (int64_t)b > bias_max || -(int64_t)b > bias_max) {
-            ep->fast = 0;
-        }
+        /* |b| <= bias_max, as one unsigned compare */
+        const int b_ok = (uint32_t)b + (uint32_t)bias_max <= 2u * (uint32_t)bias_max;
+        fast &= s <= -1 && s >= -20 && m > 0 && b_ok;
         const int32_t e = s < -20 ? 20 : (s > -1 ? 1 : -s);
-        ep->km[2 * c] = (1 << (e - 1)) + p->y_zp * (1 << e);
+        ep->km[2 * c] = (1 << (e - 1)) + y_zp * (1 << e);
         ep->km[2 * c + 1] = m;
         ep->e[c] = e;
+        ep->init[c] = b_ok ? 2 * b : 0;
     }
-    if (ep->fast) {
-        for (int32_t c = 0; c < 4; ++c) {
-            ep->init[c] = 2 * (c < nc && p->bias ? p->bias[o0 + c] : 0);
-        }
-    } else {
+    ep->fast = fast;
+    if (!fast) {
         ep->init[0] = ep->init[1] = ep->init[2] = ep->init[3] = 0;
     }
 }
 
-/* The block's four doubled sums for one patch: 2 * (init / 2 + sum (x - x_zp) * w). */
+/* Doubled sums 2 * (init / 2 + sum (x - x_zp) * w) of one patch (four channels), or of
+ * two patches and two channels (aPC: patch P, channel C). */
 typedef struct {
     int32_t a0, a1, a2, a3;
 } pe_acc_t;
 
-MCUC_ALWAYS_INLINE static pe_acc_t dot_block(const uint32_t *xq, const uint32_t *wq,
-                                             int32_t groups, const pe_epi_t *ep)
+/* One patch (x pairs at xq, every 16 bytes) against the four channels of wq. */
+MCUC_ALWAYS_INLINE static pe_acc_t dot_1x4(const uint32_t *xq, const uint32_t *wq,
+                                           int32_t groups, const int32_t *init)
 {
-    int32_t a0 = ep->init[0], a1 = ep->init[1], a2 = ep->init[2], a3 = ep->init[3];
-    const uint32_t *const xend = xq + 2 * groups;
+    int32_t a0 = init[0], a1 = init[1], a2 = init[2], a3 = init[3];
+    const uint32_t *const xend = xq + 4 * groups;
     do {
         uint32_t xl, xh, wl, wh;
-        MCUC_LDRD_POST(xl, xh, xq, 8);
+        MCUC_LDRD_POST(xl, xh, xq, 16);
         MCUC_LDRD_POST(wl, wh, wq, 32);
         a0 = mcuc_smlad(xl, wl, a0);
         a0 = mcuc_smlad(xh, wh, a0);
@@ -237,6 +259,32 @@ MCUC_ALWAYS_INLINE static pe_acc_t dot_block(const uint32_t *xq, const uint32_t 
     return out;
 }
 
+/* Two patches (the pair at xq) against two channels (wq and wq + 2): each weight load
+ * serves two patches, each image load two channels. Result {a00, a01, a10, a11}. */
+MCUC_ALWAYS_INLINE static pe_acc_t dot_2x2(const uint32_t *xq, const uint32_t *wq,
+                                           int32_t groups, int32_t i0, int32_t i1)
+{
+    int32_t a00 = i0, a01 = i1, a10 = i0, a11 = i1;
+    const uint32_t *const xend = xq + 4 * groups;
+    do {
+        uint32_t x0l, x0h, x1l, x1h, wl, wh;
+        MCUC_LDRD_POST(x0l, x0h, xq, 16);
+        MCUC_LDRD(x1l, x1h, xq, -8);
+        MCUC_LDRD_POST(wl, wh, wq, 32);
+        a00 = mcuc_smlad(x0l, wl, a00);
+        a00 = mcuc_smlad(x0h, wh, a00);
+        a10 = mcuc_smlad(x1l, wl, a10);
+        a10 = mcuc_smlad(x1h, wh, a10);
+        MCUC_LDRD(wl, wh, wq, -24);
+        a01 = mcuc_smlad(x0l, wl, a01);
+        a01 = mcuc_smlad(x0h, wh, a01);
+        a11 = mcuc_smlad(x1l, wl, a11);
+        a11 = mcuc_smlad(x1h, wh, a11);
+    } while (xq != xend);
+    const pe_acc_t out = {a00, a01, a10, a11};
+    return out;
+}
+
 /* Fast epilogue of output c (module comment); a2 = 2a. */
 static int8_t out_fast(const pe_epi_t *ep, int32_t c, int32_t a2)
 {
@@ -244,13 +292,24 @@ static int8_t out_fast(const pe_epi_t *ep, int32_t c, int32_t a2)
     return (int8_t)mcuc_ssat8(r >> ep->e[c]);
 }
 
-/* out_fast for a constant c, its k and mult in one LDRD. */
-#define MCUC_PE_OUT4(ep, c, a2, dst)                                                     \
+/* out_fast of channel c (a constant) for the doubled sums s0, s1 of two patches, into
+ * d0, d1: the channel's k and mult in one LDRD, its shift once. */
+#define MCUC_PE_OUT2(ep, c, s0, s1, d0, d1)                                              \
     do {                                                                                 \
         int32_t k_, m_;                                                                  \
         MCUC_LDRD(k_, m_, (ep)->km, 8 * (c));                                            \
-        const int32_t r_ = mcuc_smmlar((a2), m_, k_ - ((a2) < 0 ? 1 : 0));               \
-        (dst) = (int8_t)mcuc_ssat8(r_ >> (ep)->e[c]);                                    \
+        const int32_t e_ = (ep)->e[c];                                                   \
+        (d0) = (int8_t)mcuc_ssat8(mcuc_smmlar((s0), m_, k_ - ((s0) < 0 ? 1 : 0)) >> e_); \
+        (d1) = (int8_t)mcuc_ssat8(mcuc_smmlar((s1), m_, k_ - ((s1) < 0 ? 1 : 0)) >> e_); \
+    } while (0)
+
+/* MCUC_PE_OUT2 for one patch. */
+#define MCUC_PE_OUT1(ep, c, s0, d0)                                                      \
+    do {                                                                                 \
+        int32_t k_, m_;                                                                  \
+        MCUC_LDRD(k_, m_, (ep)->km, 8 * (c));                                            \
+        (d0) = (int8_t)mcuc_ssat8(mcuc_smmlar((s0), m_, k_ - ((s0) < 0 ? 1 : 0))         \
+                                  >> (ep)->e[c]);                                        \
     } while (0)
 
 /* General epilogue of output channel o: saturating bias, requantization, zero point. */
@@ -261,31 +320,40 @@ static int8_t out_any(const mcuc_patch_embed_params_t *p, int32_t o, int32_t a2)
     return mcuc_out_s8(p->y_zp, mcuc_requantize_fast(acc, p->mult[o], p->shift[o]));
 }
 
-/* The patches of the image buffer [xq, xend) against a fast block of four channels,
- * outputs from yt on (d apart). Not inlined: the hot loop gets a small function's
- * registers instead of the band loops' (19 fewer instructions per patch, measured). */
-__attribute__((noinline)) static void block_fast4(const uint32_t *xq, const uint32_t *xend,
+/* The nq patches of the image buffer xq against a fast block of four channels, outputs
+ * from yt on (d apart): two patches at a time, then the odd one. Not inlined: the hot
+ * loops get a small function's registers instead of the band loops'. */
+__attribute__((noinline)) static void block_fast4(const uint32_t *xq, int32_t nq,
                                                   const uint32_t *wq, int32_t groups,
                                                   const pe_epi_t *ep, int8_t *yt, int32_t d)
 {
-    for (; xq != xend; xq += 2 * groups, yt += d) {
-        const pe_acc_t a = dot_block(xq, wq, groups, ep);
-        MCUC_PE_OUT4(ep, 0, a.a0, yt[0]);
-        MCUC_PE_OUT4(ep, 1, a.a1, yt[1]);
-        MCUC_PE_OUT4(ep, 2, a.a2, yt[2]);
-        MCUC_PE_OUT4(ep, 3, a.a3, yt[3]);
+    for (; nq >= 2; nq -= 2, xq += 4 * groups, yt += 2 * d) {
+        pe_acc_t a = dot_2x2(xq, wq, groups, ep->init[0], ep->init[1]);
+        MCUC_PE_OUT2(ep, 0, a.a0, a.a2, yt[0], yt[d]);
+        MCUC_PE_OUT2(ep, 1, a.a1, a.a3, yt[1], yt[d + 1]);
+        a = dot_2x2(xq, wq + 4, groups, ep->init[2], ep->init[3]);
+        MCUC_PE_OUT2(ep, 2, a.a0, a.a2, yt[2], yt[d + 2]);
+        MCUC_PE_OUT2(ep, 3, a.a1, a.a3, yt[3], yt[d + 3]);
+    }
+    if (nq) {
+        const pe_acc_t a = dot_1x4(xq, wq, groups, ep->init);
+        MCUC_PE_OUT1(ep, 0, a.a0, yt[0]);
+        MCUC_PE_OUT1(ep, 1, a.a1, yt[1]);
+        MCUC_PE_OUT1(ep, 2, a.a2, yt[2]);
+        MCUC_PE_OUT1(ep, 3, a.a3, yt[3]);
     }
 }
 
 /* block_fast4 for every other block: nc (1..4) channels from o0, either epilogue. */
 __attribute__((noinline)) static void block_any(const mcuc_patch_embed_params_t *p,
-                                                const uint32_t *xq, const uint32_t *xend,
+                                                const uint32_t *xbuf, int32_t nq,
                                                 const uint32_t *wq, int32_t groups,
                                                 const pe_epi_t *ep, int32_t o0, int8_t *yt)
 {
     const int32_t d = p->d, nc = d - o0 < 4 ? d - o0 : 4;
-    for (; xq != xend; xq += 2 * groups, yt += d) {
-        const pe_acc_t a = dot_block(xq, wq, groups, ep);
+    for (int32_t q = 0; q < nq; ++q, yt += d) {
+        const uint32_t *xq = xbuf + (q >> 1) * 4 * groups + 2 * (q & 1);
+        const pe_acc_t a = dot_1x4(xq, wq, groups, ep->init);
         const int32_t s[4] = {a.a0, a.a1, a.a2, a.a3};
         for (int32_t c = 0; c < nc; ++c) {
             yt[c] = ep->fast ? out_fast(ep, c, s[c]) : out_any(p, o0 + c, s[c]);
@@ -300,12 +368,13 @@ void mcuc_patch_embed_s8(const mcuc_patch_embed_params_t *p, const int8_t *x, in
         patch_embed_ref(p, x, y);
         return;
     }
-    uint32_t wbuf[2 * MCUC_PE_WBUF], xbuf[2 * MCUC_PE_XBUF];
+    uint32_t wbuf[MCUC_PE_WBUF_WORDS], xbuf[MCUC_PE_XBUF_WORDS];
     pe_epi_t epi[MCUC_PE_BLOCKS];
     const int32_t groups = (taps + 3) / 4, nb = (d + 3) / 4;
-    const int32_t per_fill0 = MCUC_PE_WBUF / (4 * groups);
+    const int32_t bias_max = (1 << 30) - 1 - 255 * 128 * taps;
+    const int32_t per_fill0 = MCUC_PE_WBUF_WORDS / (8 * groups);
     const int32_t per_fill = per_fill0 < MCUC_PE_BLOCKS ? per_fill0 : MCUC_PE_BLOCKS;
-    const int32_t per_band = MCUC_PE_XBUF / groups; /* patches unpacked at once */
+    const int32_t per_band = 2 * (MCUC_PE_XBUF_WORDS / (4 * groups)); /* patches at once */
     const int64_t plane = (int64_t)p->h_in * p->w_in;
     int32_t filled = 0; /* every block resident since the first fill */
     for (int32_t py = 0; py < p->hp; ++py) {
@@ -313,29 +382,25 @@ void mcuc_patch_embed_s8(const mcuc_patch_embed_params_t *p, const int8_t *x, in
         int8_t *yb = y + (int64_t)py * p->wp * d;
         for (int32_t q0 = 0; q0 < p->wp; q0 += per_band) {
             const int32_t nq = p->wp - q0 < per_band ? p->wp - q0 : per_band;
-            for (int32_t q = 0; q < nq; ++q) {
-                unpack_patch(p, xb + (int64_t)(q0 + q) * p->pw, plane, groups,
-                             xbuf + 2 * q * groups);
-            }
+            unpack_band(p, xb + (int64_t)q0 * p->pw, nq, plane, groups, xbuf);
             for (int32_t b0 = 0; b0 < nb; b0 += per_fill) {
                 const int32_t b1 = nb - b0 < per_fill ? nb : b0 + per_fill;
                 if (!filled) {
                     for (int32_t b = b0; b < b1; ++b) {
                         unpack_weights(p, 4 * b, taps, groups, wbuf + (b - b0) * 8 * groups);
-                        block_epilogue(p, 4 * b, taps, &epi[b - b0]);
+                        block_epilogue(p, 4 * b, bias_max, &epi[b - b0]);
                     }
                     filled = nb <= per_fill;
                 }
                 for (int32_t b = b0; b < b1; ++b) {
                     const int32_t o0 = 4 * b;
                     const uint32_t *wq = wbuf + (b - b0) * 8 * groups;
-                    const uint32_t *const xend = xbuf + 2 * nq * groups;
                     const pe_epi_t *ep = &epi[b - b0];
                     int8_t *yt = yb + (int64_t)q0 * d + o0;
                     if (ep->fast && d - o0 >= 4) {
-                        block_fast4(xbuf, xend, wq, groups, ep, yt, d);
+                        block_fast4(xbuf, nq, wq, groups, ep, yt, d);
                     } else {
-                        block_any(p, xbuf, xend, wq, groups, ep, o0, yt);
+                        block_any(p, xbuf, nq, wq, groups, ep, o0, yt);
                     }
                 }
             }
