@@ -103,6 +103,9 @@ typedef struct {
     int32_t fast;
 } pe_epi_t;
 
+/* x - x_zp for the two lanes of an SXTB16 pair; nothing when the zero point is 0. */
+#define MCUC_PE_SUB(v, has_zp, zp2) ((has_zp) ? mcuc_ssub16((v), (zp2)) : (v))
+
 static uint32_t pe_pair(int32_t lo, int32_t hi)
 {
     return ((uint32_t)lo & 0xFFFFu) | ((uint32_t)hi << 16);
@@ -148,6 +151,27 @@ static void unpack_weights(const mcuc_patch_embed_params_t *p, int32_t o0, int32
     }
 }
 
+/* One row's word i of the nq patches from xw (pw bytes apart) as pairs minus zp2, into
+ * dq (patch q at (q / 2) * stride + 2 * (q % 2)); has_zp is a constant at each call. */
+MCUC_ALWAYS_INLINE static void unpack_words(const int8_t *xw, int32_t nq, int32_t pw,
+                                            int32_t stride, int has_zp, uint32_t zp2,
+                                            uint32_t *dq)
+{
+    int32_t q = 0;
+    for (; q + 1 < nq; q += 2, xw += 2 * pw, dq += stride) {
+        const uint32_t v0 = mcuc_read32(xw), v1 = mcuc_read32(xw + pw);
+        dq[0] = MCUC_PE_SUB(mcuc_sxtb16(v0), has_zp, zp2);
+        dq[1] = MCUC_PE_SUB(mcuc_sxtb16_ror8(v0), has_zp, zp2);
+        dq[2] = MCUC_PE_SUB(mcuc_sxtb16(v1), has_zp, zp2);
+        dq[3] = MCUC_PE_SUB(mcuc_sxtb16_ror8(v1), has_zp, zp2);
+    }
+    if (q < nq) {
+        const uint32_t v0 = mcuc_read32(xw);
+        dq[0] = MCUC_PE_SUB(mcuc_sxtb16(v0), has_zp, zp2);
+        dq[1] = MCUC_PE_SUB(mcuc_sxtb16_ror8(v0), has_zp, zp2);
+    }
+}
+
 /* The pairs of (x - x_zp) of the nq patches from xp (a band's patches q0..), in pairs:
  * patch q's group g at dst[(q / 2) * 4 * groups + 4g + 2 * (q % 2)], so that one pass
  * reads two patches' groups side by side. */
@@ -157,20 +181,15 @@ static void unpack_band(const mcuc_patch_embed_params_t *p, const int8_t *xp, in
     const int32_t x_zp = p->x_zp, w_in = p->w_in, ph = p->ph, pw = p->pw;
     if ((pw & 3) == 0) { /* every group is one word of one image row */
         const uint32_t zp2 = mcuc_dup16(x_zp);
-        const int32_t stride = 4 * groups; /* words from one pair of patches to the next */
-        uint32_t *dg = dst;                /* group g of patch 0 */
+        uint32_t *dg = dst; /* group g of patch 0 */
         for (int32_t c = 0; c < p->c_in; ++c, xp += plane) {
             const int8_t *xr = xp;
             for (int32_t ky = 0; ky < ph; ++ky, xr += w_in) {
                 for (int32_t i = 0; i < pw; i += 4, dg += 4) {
-                    const int8_t *xw = xr + i;
-                    uint32_t *dq = dg;
-                    for (int32_t q = 0; q < nq; ++q, xw += pw) {
-                        const uint32_t v = mcuc_read32(xw);
-                        const uint32_t lo = mcuc_sxtb16(v), hi = mcuc_sxtb16_ror8(v);
-                        dq[0] = x_zp ? mcuc_ssub16(lo, zp2) : lo;
-                        dq[1] = x_zp ? mcuc_ssub16(hi, zp2) : hi;
-                        dq += q & 1 ? stride - 2 : 2;
+                    if (x_zp) {
+                        unpack_words(xr + i, nq, pw, 4 * groups, 1, zp2, dg);
+                    } else {
+                        unpack_words(xr + i, nq, pw, 4 * groups, 0, zp2, dg);
                     }
                 }
             }
