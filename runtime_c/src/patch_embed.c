@@ -131,20 +131,24 @@ static void unpack_weights(const mcuc_patch_embed_params_t *p, int32_t o0, int32
 {
     const int32_t nc = p->d - o0 < 4 ? p->d - o0 : 4, full = taps / 4;
     for (int32_t c = 0; c < 4; ++c) {
-        const int8_t *w = p->weights + (int64_t)(o0 + c) * taps;
         uint32_t *dc = dst + 2 * c;
-        int32_t g = 0;
-        if (c < nc) {
-            for (; g < full; ++g, dc += 8, w += 4) { /* whole words: SXTB16 */
-                const uint32_t ww = mcuc_read32(w);
-                dc[0] = pe_dbl16(mcuc_sxtb16(ww));
-                dc[1] = pe_dbl16(mcuc_sxtb16_ror8(ww));
+        if (c >= nc) {
+            for (int32_t g = 0; g < groups; ++g, dc += 8) {
+                dc[0] = dc[1] = 0;
             }
+            continue;
         }
-        for (; g < groups; ++g, dc += 8, w += 4) { /* the padded tail, missing channels */
+        const int8_t *const w = p->weights + (int64_t)(o0 + c) * taps;
+        int32_t g = 0;
+        for (; g < full; ++g, dc += 8) { /* whole words: SXTB16 */
+            const uint32_t ww = mcuc_read32(w + 4 * g);
+            dc[0] = pe_dbl16(mcuc_sxtb16(ww));
+            dc[1] = pe_dbl16(mcuc_sxtb16_ror8(ww));
+        }
+        if (g < groups) { /* the last group, padded with zeros */
             int32_t v[4];
             for (int32_t j = 0; j < 4; ++j) {
-                v[j] = c < nc && 4 * g + j < taps ? 2 * w[j] : 0;
+                v[j] = 4 * g + j < taps ? 2 * w[4 * g + j] : 0;
             }
             pe_group(v, dc);
         }
@@ -158,15 +162,15 @@ MCUC_ALWAYS_INLINE static void unpack_words(const int8_t *xw, int32_t nq, int32_
                                             uint32_t *dq)
 {
     int32_t q = 0;
-    for (; q + 1 < nq; q += 2, xw += 2 * pw, dq += stride) {
-        const uint32_t v0 = mcuc_read32(xw), v1 = mcuc_read32(xw + pw);
+    for (; q + 1 < nq; q += 2, dq += stride) {
+        const uint32_t v0 = mcuc_read32(xw + q * pw), v1 = mcuc_read32(xw + (q + 1) * pw);
         dq[0] = MCUC_PE_SUB(mcuc_sxtb16(v0), has_zp, zp2);
         dq[1] = MCUC_PE_SUB(mcuc_sxtb16_ror8(v0), has_zp, zp2);
         dq[2] = MCUC_PE_SUB(mcuc_sxtb16(v1), has_zp, zp2);
         dq[3] = MCUC_PE_SUB(mcuc_sxtb16_ror8(v1), has_zp, zp2);
     }
     if (q < nq) {
-        const uint32_t v0 = mcuc_read32(xw);
+        const uint32_t v0 = mcuc_read32(xw + q * pw);
         dq[0] = MCUC_PE_SUB(mcuc_sxtb16(v0), has_zp, zp2);
         dq[1] = MCUC_PE_SUB(mcuc_sxtb16_ror8(v0), has_zp, zp2);
     }
@@ -182,9 +186,9 @@ static void unpack_band(const mcuc_patch_embed_params_t *p, const int8_t *xp, in
     if ((pw & 3) == 0) { /* every group is one word of one image row */
         const uint32_t zp2 = mcuc_dup16(x_zp);
         uint32_t *dg = dst; /* group g of patch 0 */
-        for (int32_t c = 0; c < p->c_in; ++c, xp += plane) {
-            const int8_t *xr = xp;
-            for (int32_t ky = 0; ky < ph; ++ky, xr += w_in) {
+        for (int32_t c = 0; c < p->c_in; ++c) {
+            for (int32_t ky = 0; ky < ph; ++ky) {
+                const int8_t *xr = xp + c * plane + (int64_t)ky * w_in;
                 for (int32_t i = 0; i < pw; i += 4, dg += 4) {
                     if (x_zp) {
                         unpack_words(xr + i, nq, pw, 4 * groups, 1, zp2, dg);
@@ -387,7 +391,8 @@ void mcuc_patch_embed_s8(const mcuc_patch_embed_params_t *p, const int8_t *x, in
         patch_embed_ref(p, x, y);
         return;
     }
-    uint32_t wbuf[MCUC_PE_WBUF_WORDS], xbuf[MCUC_PE_XBUF_WORDS];
+    /* xbuf's 2 spare words: the end pointer of an odd patch's walk (2 past its pair) */
+    uint32_t wbuf[MCUC_PE_WBUF_WORDS], xbuf[MCUC_PE_XBUF_WORDS + 2];
     pe_epi_t epi[MCUC_PE_BLOCKS];
     const int32_t groups = (taps + 3) / 4, nb = (d + 3) / 4;
     const int32_t bias_max = (1 << 30) - 1 - 255 * 128 * taps;
