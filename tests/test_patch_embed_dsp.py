@@ -66,12 +66,13 @@ def gen_patch_dsp(rng: np.random.Generator) -> Case:
     return Case(p, [x], hp * wp * d)
 
 
-def worst_case(c: int, ph: int, pw: int, d: int, bias: int, sign: int, shift: int) -> Case:
+def worst_case(c: int, ph: int, pw: int, d: int, bias: int, sign: int, shift: int,
+               y_zp: int = -5) -> Case:
     """|x - x_zp| = 255 and w = -128 on every tap: the sum is +-255 * 128 * taps."""
     x_val, x_zp = (127, -128) if sign > 0 else (-128, 127)
     t = c * ph * pw
     p = dict(c_in=c, h_in=2 * ph, w_in=3 * pw, d=d, ph=ph, pw=pw, hp=2, wp=3, x_zp=x_zp,
-             y_zp=-5, weights=np.full(d * t, -128, np.int8),
+             y_zp=y_zp, weights=np.full(d * t, -128, np.int8),
              bias=np.full(d, bias, np.int32), mult=np.full(d, (1 << 30) + 12345, np.int32),
              shift=np.full(d, shift, np.int32))
     return Case(p, [np.full(c * 2 * ph * 3 * pw, x_val, np.int8)], 6 * d)
@@ -85,7 +86,8 @@ def edge_cases() -> list[Case]:
         for sign in (1, -1):
             for bias in (0, lim, -lim, lim + 1, -lim - 1, INT32_MAX, INT32_MIN):
                 for shift in (-1, -7, -20, -21, -31, 0, 2):
-                    out.append(worst_case(c, ph, pw, 5, bias, sign, shift))
+                    for y_zp in (-5, -128, 127):  # y_zp * 2^e at its largest: e = 20
+                        out.append(worst_case(c, ph, pw, 5, bias, sign, shift, y_zp))
     return out
 
 
