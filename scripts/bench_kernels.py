@@ -62,7 +62,7 @@ def render(board: str, command: str, reports: dict[str, dict]) -> str:
         "",
         f"Default model on the {board} firmware, built twice: `portable` = the reference C",
         "kernels (--kernels portable), `optimized` = the board's variants (`[cpu] dsp = true`",
-        "-> -DMCUC_ARM_DSP: linear core, attention and LayerNorm on SMLAD).",
+        "-> -DMCUC_ARM_DSP: linear core, attention, LayerNorm and patch embedding on SMLAD).",
         "**These are instruction counts from the Unicorn engine (exact, retired instructions",
         "per inference), not cycles.**",
         "Per kernel: a step's instructions / its MACs, the mean over the steps of the same",

@@ -81,7 +81,7 @@ def ck_dsp(tmp_path_factory: pytest.TempPathFactory) -> CKernels:
 
 def test_variants_are_declared() -> None:
     assert {k for k, v in REGISTRY.items() if "MCUC_ARM_DSP" in v.variants} == {
-        "add", "attention", "layernorm", "linear", "tokenwise"}
+        "add", "attention", "layernorm", "linear", "patch_embed", "tokenwise"}
     src = (ROOT / "runtime_c" / "src" / "linear.c").read_text()
     assert "#ifdef MCUC_ARM_DSP" in src
 

@@ -6,6 +6,12 @@ tokens directly drops that buffer and the copy. The C kernel goes one band (row 
 patches) at a time, so its output may overlap the image (see schedule/patch.py).
 Bit-identical to conv2d + transpose: the same exact int64 sum of the same taps,
 saturated to int32, and the same requantization.
+
+The C kernel has an ARMv7E-M variant (MCUC_ARM_DSP: SMLAD on 16-bit pairs unpacked into
+stack buffers, int32 sums) for taps = c_in * ph * pw <= DSP_MAX_TAPS; larger patches take
+the portable loop. The fusion (schedule/patch.py) folds the input zero point into an
+existing bias (`fold_zero_point`); the weights stay in the plain order (the variant
+unpacks them once per call, and every patch reuses them).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from mcuc.kernels import conv2d as k_conv
+from mcuc.kernels import linear
 from mcuc.kernels.registry import WEIGHTED_FIELDS, Field, KernelDef, register
 
 
@@ -32,6 +39,22 @@ def ref(p: dict, x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(chw.T).reshape(-1)
 
 
+# Most taps (c_in * ph * pw) the DSP variant takes (MCUC_PE_MAX_TAPS in C: one patch's
+# pairs fill its image buffer); its doubled int32 sums, 2 * 255 * 128 * taps, fit easily.
+DSP_MAX_TAPS = 256
+
+
+def fold_zero_point(p: dict) -> dict:
+    """p with x_zp moved into the bias, as linear.fold_zero_point does (with no padding,
+    sum (x - zp) w + b == sum x w + (b - zp * sum w) over each output's taps exactly)."""
+    taps = p["c_in"] * p["ph"] * p["pw"]
+    q = linear.fold_zero_point({"x_zp": p["x_zp"], "bias": p.get("bias"),
+                                "weights": p["weights"], "n": p["d"], "k": taps})
+    if q["x_zp"] == p["x_zp"]:
+        return p
+    return {**p, "x_zp": q["x_zp"], "bias": q["bias"]}
+
+
 def macs(p: dict) -> int:
     return p["d"] * p["hp"] * p["wp"] * p["c_in"] * p["ph"] * p["pw"]
 
@@ -49,5 +72,6 @@ KERNEL = register(
         n_inputs=1,
         ref=ref,
         macs=macs,
+        variants=("MCUC_ARM_DSP",),
     )
 )

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from mcuc.kernels import patch_embed as k_patch
 from mcuc.kernels import registry
 from mcuc.schedule.access import Touches, arena
 from mcuc.schedule.copies import copy_params
@@ -98,6 +99,7 @@ def fuse(s: Schedule, i: int) -> Schedule | None:
          "ph": cp["kh"], "pw": cp["kw"], "hp": cp["h_out"], "wp": cp["w_out"],
          "x_zp": cp["x_zp"], "y_zp": cp["y_zp"], "weights": cp["weights"],
          "bias": cp.get("bias"), "mult": cp["mult"], "shift": cp["shift"]}
+    p = k_patch.fold_zero_point(p)  # exact; the DSP loop then skips the subtraction
     kdef = registry.get("patch_embed")
     kdef.check_params(p)
     taken, name, k = {st.name for st in s.steps}, f"{conv.name}_patch_embed", 0

@@ -273,4 +273,46 @@ static inline int32_t mcuc_smmla(int32_t a, int32_t b, int32_t acc)
 
 #endif /* __ARM_FEATURE_DSP */
 
+/* Patch embedding section: acc + the rounded high word of a 32 x 32 product,
+ * (acc * 2^32 + a * b + 2^31) >> 32 (SMMLAR): srdhm's product plus the nudge of the
+ * rounding shift that follows it, in one instruction.
+ * The ARM instruction keeps the low 32 bits of that value; the kernel proves it fits. */
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+
+static inline int32_t mcuc_smmlar(int32_t a, int32_t b, int32_t acc)
+{
+    int32_t r;
+    __asm__("smmlar %0, %1, %2, %3" : "=r"(r) : "r"(a), "r"(b), "r"(acc));
+    return r;
+}
+
+/* lo = p[off / 4], hi = p[off / 4 + 1] for a word-aligned uint32_t *p and a constant byte
+ * offset (one LDRD: gcc tuned for Cortex-M7 splits such pairs into two LDRs); the _POST
+ * form then advances p by step bytes (LDRD post-indexed). Operands are lvalues. */
+#define MCUC_LDRD(lo, hi, p, off)                                                        \
+    __asm__("ldrd %0, %1, [%2, #%c3]" : "=r"(lo), "=r"(hi) : "r"(p), "i"(off) : "memory")
+#define MCUC_LDRD_POST(lo, hi, p, step)                                                  \
+    __asm__("ldrd %0, %1, [%2], #%c3" : "=r"(lo), "=r"(hi), "+r"(p) : "i"(step) : "memory")
+
+#else /* portable definitions, bit for bit the same results (within int32) */
+
+#define MCUC_LDRD(lo, hi, p, off)                                                        \
+    do {                                                                                 \
+        (lo) = (p)[(off) / 4];                                                           \
+        (hi) = (p)[(off) / 4 + 1];                                                       \
+    } while (0)
+#define MCUC_LDRD_POST(lo, hi, p, step)                                                  \
+    do {                                                                                 \
+        (lo) = (p)[0];                                                                   \
+        (hi) = (p)[1];                                                                   \
+        (p) += (step) / 4;                                                               \
+    } while (0)
+
+static inline int32_t mcuc_smmlar(int32_t a, int32_t b, int32_t acc)
+{
+    return (int32_t)(((int64_t)acc * 4294967296LL + (int64_t)a * b + 0x80000000LL) >> 32);
+}
+
+#endif /* __ARM_FEATURE_DSP */
+
 #endif /* MCUC_SIMD_H */

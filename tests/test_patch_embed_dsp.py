@@ -1,0 +1,187 @@
+"""The ARMv7E-M patch embedding (MCUC_ARM_DSP in patch_embed.c) against the numpy spec.
+
+Why a file of its own: the variant has paths the random models rarely reach (the
+reference fallback for blocks too large for its stack buffer, the general epilogue for
+positive shifts, non-positive multipliers and biases near the int32 limits, the per-pair
+zero point, pw % 4 tails, channels past the last block of four), so they are driven here
+on purpose, byte for byte against the numpy reference and the portable C, out of place
+and written over their own image as the planner places them, then under ASan/UBSan
+(UBSan reports any int32 overflow of the sums). The firmware tests run the real
+instructions in the emulator.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mcuc.kernels import patch_embed
+from mcuc.kernels.fixedpoint import INT32_MAX, INT32_MIN
+from mcuc.schedule import patch
+from test_kernels import Case, rand_bias, rand_requant, rand_s8, zp
+from test_kernels_dsp import DSP
+from test_tokenwise import call_in_arena
+
+from ckernels import CFLAGS, ROOT, SOURCES, CKernels, emit_driver, gcc
+
+
+def taps(p: dict) -> int:
+    return p["c_in"] * p["ph"] * p["pw"]
+
+
+def fast_epilogue(p: dict) -> bool:
+    """Some block of p qualifies for the SMMLAR epilogue (patch_embed.c's conditions)."""
+    lim = 2**30 - 1 - 255 * 128 * taps(p)
+    bias = p["bias"] if p.get("bias") is not None else np.zeros(p["d"], np.int64)
+    ok = ((p["shift"] <= -1) & (p["shift"] >= -20) & (p["mult"] > 0)
+          & (np.abs(bias.astype(np.int64)) <= lim))
+    return any(ok[j:j + 4].all() for j in range(0, p["d"], 4))
+
+
+def gen_patch_dsp(rng: np.random.Generator) -> Case:
+    """Shapes over every path of the variant, values at the edges."""
+    c = int(rng.choice([1, 1, 3, 2]))
+    ph = int(rng.choice([1, 2, 3, 4, 4, 5, 7, 8]))
+    pw = int(rng.choice([1, 2, 3, 4, 4, 5, 6, 7, 8, 9, 12]))
+    hp, wp, d = int(rng.integers(1, 5)), int(rng.integers(1, 6)), int(rng.integers(1, 23))
+    if rng.random() < 0.1:  # more blocks than stay resident (MCUC_PE_BLOCKS = 16)
+        d = int(rng.integers(60, 90))
+    if rng.random() < 0.08:  # more taps than the variant takes: the reference loop
+        c, ph, pw = 3, 8, 12
+    t = c * ph * pw
+    mult, shift = rand_requant(rng, d, fit=70 * 70 * math.sqrt(t))
+    w = rand_s8(rng, d * t)
+    p = dict(c_in=c, h_in=hp * ph + int(rng.integers(0, 3)),
+             w_in=wp * pw + int(rng.integers(0, 4)), d=d, ph=ph, pw=pw, hp=hp, wp=wp,
+             x_zp=zp(rng), y_zp=zp(rng), weights=w, bias=rand_bias(rng, d),
+             mult=mult, shift=shift)
+    if rng.random() < 0.35:  # the loop without the subtraction (a folded zero point)
+        p["x_zp"] = 0
+    x = rand_s8(rng, c * p["h_in"] * p["w_in"])
+    return Case(p, [x], hp * wp * d)
+
+
+def worst_case(c: int, ph: int, pw: int, d: int, bias: int, sign: int, shift: int,
+               y_zp: int = -5) -> Case:
+    """|x - x_zp| = 255 and w = -128 on every tap: the sum is +-255 * 128 * taps."""
+    x_val, x_zp = (127, -128) if sign > 0 else (-128, 127)
+    t = c * ph * pw
+    p = dict(c_in=c, h_in=2 * ph, w_in=3 * pw, d=d, ph=ph, pw=pw, hp=2, wp=3, x_zp=x_zp,
+             y_zp=y_zp, weights=np.full(d * t, -128, np.int8),
+             bias=np.full(d, bias, np.int32), mult=np.full(d, (1 << 30) + 12345, np.int32),
+             shift=np.full(d, shift, np.int32))
+    return Case(p, [np.full(c * 2 * ph * 3 * pw, x_val, np.int8)], 6 * d)
+
+
+def edge_cases() -> list[Case]:
+    """The fast epilogue's bias bound from both sides, every shift regime, both signs."""
+    out = []
+    for c, ph, pw in [(1, 4, 4), (3, 4, 4), (1, 3, 5), (3, 8, 8)]:
+        lim = 2**30 - 1 - 255 * 128 * c * ph * pw
+        for sign in (1, -1):
+            for bias in (0, lim, -lim, lim + 1, -lim - 1, INT32_MAX, INT32_MIN):
+                for shift in (-1, -7, -20, -21, -31, 0, 2):
+                    for y_zp in (-5, -128, 127):  # y_zp * 2^e at its largest: e = 20
+                        out.append(worst_case(c, ph, pw, 5, bias, sign, shift, y_zp))
+    return out
+
+
+@pytest.fixture(scope="module")
+def ck_dsp(tmp_path_factory: pytest.TempPathFactory) -> CKernels:
+    return CKernels(tmp_path_factory.mktemp("ck_pe_dsp"), DSP)
+
+
+@pytest.fixture(scope="module")
+def ck_port(tmp_path_factory: pytest.TempPathFactory) -> CKernels:
+    return CKernels(tmp_path_factory.mktemp("ck_pe_port"))
+
+
+def test_taps_bound_constant_matches_c() -> None:
+    src = (ROOT / "runtime_c" / "src" / "patch_embed.c").read_text()
+    assert int(re.search(r"#define MCUC_PE_MAX_TAPS (\d+)", src).group(1)) == \
+        patch_embed.DSP_MAX_TAPS
+    # The doubled sums (weights 2w, |x - x_zp| <= 255) fit int32 at the largest taps.
+    assert 2 * 255 * 128 * patch_embed.DSP_MAX_TAPS <= INT32_MAX
+
+
+def test_patch_embed_dsp_matches_reference(ck_dsp: CKernels, ck_port: CKernels) -> None:
+    rng = np.random.default_rng(2323)
+    seen = {"fast": 0, "general": 0, "ref": 0, "tail": 0, "zp": 0}
+    for i in range(500):
+        case = gen_patch_dsp(rng)
+        p = case.params
+        want = patch_embed.ref(p, *case.inputs)
+        got = ck_dsp.run("patch_embed", p, case.inputs, case.out_size)
+        assert np.array_equal(got, want), f"case {i}: {p}"
+        assert np.array_equal(ck_port.run("patch_embed", p, case.inputs, case.out_size), want)
+        big = taps(p) > patch_embed.DSP_MAX_TAPS
+        seen["ref"] += big
+        seen["fast" if fast_epilogue(p) and not big else "general"] += 1
+        seen["tail"] += p["pw"] % 4 != 0 and not big
+        seen["zp"] += p["x_zp"] != 0 and not big
+    assert min(seen.values()) >= 20, seen  # every path was taken many times
+
+
+def test_patch_embed_dsp_edges(ck_dsp: CKernels) -> None:
+    for case in edge_cases():
+        want = patch_embed.ref(case.params, *case.inputs)
+        got = ck_dsp.run("patch_embed", case.params, case.inputs, case.out_size)
+        assert np.array_equal(got, want), case.params
+    # The case is as extreme as claimed: |sum| = 255 * 128 * taps.
+    c = worst_case(3, 4, 4, 1, 0, 1, -1)
+    xs = c.inputs[0][:4].astype(np.int64) - c.params["x_zp"]
+    assert int(xs[0] * c.params["weights"][0]) == -255 * 128
+
+
+def test_patch_embed_dsp_over_its_image(ck_dsp: CKernels) -> None:
+    """Tokens at offset 0 over the image at patch.image_offset(), as the planner places
+    them: band j may only read image band j and write token band j."""
+    rng = np.random.default_rng(2324)
+    for i in range(200):
+        case = gen_patch_dsp(rng)
+        p, x = case.params, case.inputs[0]
+        a = patch.image_offset(p)
+        arena = np.zeros(max(case.out_size, a + x.size) + 8, np.int8)
+        arena[a: a + x.size] = x
+        call_in_arena(ck_dsp, "patch_embed", p, arena, [a], 0)
+        assert np.array_equal(arena[: case.out_size], patch_embed.ref(p, x)), f"case {i}"
+
+
+def test_zero_point_fold_is_exact() -> None:
+    """fold_zero_point gives the same bytes, and keeps p when the bias would leave int32
+    or there is no bias."""
+    rng = np.random.default_rng(2325)
+    folded = 0
+    for _ in range(200):
+        c = gen_patch_dsp(rng)
+        q = patch_embed.fold_zero_point(c.params)
+        if q is not c.params:
+            folded += 1
+            assert q["x_zp"] == 0 and q["weights"] is c.params["weights"]
+        assert np.array_equal(patch_embed.ref(q, *c.inputs), patch_embed.ref(c.params, *c.inputs))
+    assert folded > 40
+    c = worst_case(1, 4, 4, 2, INT32_MIN, 1, -1)  # x_zp = -128, w = -128: bias - 2^18
+    assert patch_embed.fold_zero_point(c.params) is c.params
+    c = worst_case(1, 4, 4, 2, 0, 1, -1)
+    assert patch_embed.fold_zero_point({**c.params, "bias": None})["x_zp"] == -128
+
+
+def test_sanitizers_patch_embed_dsp(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2326)
+    cases = [gen_patch_dsp(rng) for _ in range(80)] + edge_cases()[::3]
+    rows = [("patch_embed", c.params, c.inputs, patch_embed.ref(c.params, *c.inputs))
+            for c in cases]
+    src, exe = tmp_path / "driver.c", tmp_path / "driver"
+    src.write_text(emit_driver(rows))
+    gcc([*CFLAGS, *DSP, "-O1", "-g", "-fsanitize=address,undefined",
+         "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", str(src),
+         *map(str, SOURCES), "-o", str(exe)])
+    res = subprocess.run([str(exe)], capture_output=True, text=True,
+                         env={"ASAN_OPTIONS": "detect_leaks=0"})
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.stdout.strip() == f"{len(rows)} cases ok" and not res.stderr
