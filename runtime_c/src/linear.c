@@ -62,9 +62,12 @@ MCUC_REF_INLINE static void ref_rows(const mcuc_linear_params_t *p, const int8_t
             const int64_t wb = (int64_t)j * k; /* block j..j+3 */
             for (int32_t c = 0; c < 4; ++c) {
                 int64_t acc = p->bias ? p->bias[j + c] : 0;
-                for (int32_t i = 0; i < k4; ++i) { /* word i / 4 of channel c */
-                    acc += (int32_t)(xr[i] - p->x_zp)
-                           * MCUC_W_WORD(wb + 4 * (i & ~3) + 4 * c, i & 3);
+                for (int32_t i = 0; i < k4; i += 4) { /* word i / 4 of channel c */
+                    const int64_t word = wb + 4 * i + 4 * c;
+                    acc += (int32_t)(xr[i] - p->x_zp) * MCUC_W_WORD(word, 0)
+                           + (int32_t)(xr[i + 1] - p->x_zp) * MCUC_W_WORD(word, 1)
+                           + (int32_t)(xr[i + 2] - p->x_zp) * MCUC_W_WORD(word, 2)
+                           + (int32_t)(xr[i + 3] - p->x_zp) * MCUC_W_WORD(word, 3);
                 }
                 for (int32_t i = k4; i < k; ++i) {
                     acc += (int32_t)(xr[i] - p->x_zp) * MCUC_W_AT(wb + 4 * i + c);
@@ -75,8 +78,11 @@ MCUC_REF_INLINE static void ref_rows(const mcuc_linear_params_t *p, const int8_t
         for (int32_t j = n4; j < n; ++j) { /* plain rows (words in the widened layout) */
             const int64_t wj = (int64_t)j * k;
             int64_t acc = p->bias ? p->bias[j] : 0;
-            for (int32_t i = 0; i < k4; ++i) {
-                acc += (int32_t)(xr[i] - p->x_zp) * MCUC_W_WORD(wj + (i & ~3), i & 3);
+            for (int32_t i = 0; i < k4; i += 4) {
+                acc += (int32_t)(xr[i] - p->x_zp) * MCUC_W_WORD(wj + i, 0)
+                       + (int32_t)(xr[i + 1] - p->x_zp) * MCUC_W_WORD(wj + i, 1)
+                       + (int32_t)(xr[i + 2] - p->x_zp) * MCUC_W_WORD(wj + i, 2)
+                       + (int32_t)(xr[i + 3] - p->x_zp) * MCUC_W_WORD(wj + i, 3);
             }
             for (int32_t i = k4; i < k; ++i) {
                 acc += (int32_t)(xr[i] - p->x_zp) * MCUC_W_AT(wj + i);
