@@ -149,8 +149,8 @@ static inline int32_t dot_row(const uint32_t *qp, const int32_t *qt, int32_t d4,
     return a;
 }
 
-/* s[j] for every key row j, two rows per pass, eight d per step; returns max s[j]. */
-ATT_NOINLINE static int32_t scores_dsp(const mcuc_attention_params_t *p, const att_rq_t *rqp,
+/* s[j] for every key row j, two rows per pass, eight d per step. */
+ATT_NOINLINE static void scores_dsp(const mcuc_attention_params_t *p, const att_rq_t *rqp,
                                        const uint32_t *qp, const int32_t *qt, int32_t q_sum,
                                        const int8_t *kb, int8_t *s)
 {
@@ -158,7 +158,7 @@ ATT_NOINLINE static int32_t scores_dsp(const mcuc_attention_params_t *p, const a
     const int32_t d4 = p->d / 4, dt = p->d % 4, n = p->kv_len, rs = p->k_rs;
     const int32_t fold = p->k_zp * q_sum, d8 = d4 & ~1;
     const uint32_t *q8 = qp + 2 * d8;
-    int32_t mx = -128, j = 0;
+    int32_t j = 0;
     for (; j + 2 <= n; j += 2) {
         const int8_t *k0 = kb + (int64_t)j * rs;
         const int8_t *k1 = k0 + rs;
@@ -189,26 +189,36 @@ ATT_NOINLINE static int32_t scores_dsp(const mcuc_attention_params_t *p, const a
             a0 += qt[t] * k0[4 * d4 + t];
             a1 += qt[t] * k1[4 * d4 + t];
         }
-        const int8_t s0 = att_out(rq, a0 - fold), s1 = att_out(rq, a1 - fold);
-        s[j] = s0;
-        s[j + 1] = s1;
-        mx = s0 > mx ? s0 : mx;
-        mx = s1 > mx ? s1 : mx;
+        s[j] = att_out(rq, a0 - fold);
+        s[j + 1] = att_out(rq, a1 - fold);
     }
     if (j < n) {
-        const int8_t sc = att_out(rq, dot_row(qp, qt, d4, dt, kb + (int64_t)j * rs) - fold);
-        s[j] = sc;
-        mx = sc > mx ? sc : mx;
+        s[j] = att_out(rq, dot_row(qp, qt, d4, dt, kb + (int64_t)j * rs) - fold);
+    }
+}
+
+/* max s[j], four bytes per SSUB8/SEL pair. */
+static int32_t row_max(const int8_t *s, int32_t n)
+{
+    uint32_t m4 = 0x80808080u;
+    int32_t j = 0;
+    for (; j + 4 <= n; j += 4) {
+        m4 = mcuc_smax8(mcuc_read32(s + j), m4);
+    }
+    m4 = mcuc_smax8(m4, m4 >> 16);
+    m4 = mcuc_smax8(m4, m4 >> 8);
+    int32_t mx = (int8_t)(m4 & 0xFFu);
+    for (; j < n; ++j) {
+        mx = s[j] > mx ? s[j] : mx;
     }
     return mx;
 }
 
-/* The softmax of the reference (mx = max s[j]), leaving p = s + 128 (0..255) as unsigned
- * bytes in place; returns sum p. */
-ATT_NOINLINE static int32_t softmax_dsp(const mcuc_attention_params_t *p, int32_t mx,
-                                        uint8_t *s)
+/* The softmax of the reference, leaving p = s + 128 (0..255) as unsigned bytes in place;
+ * returns sum p. */
+ATT_NOINLINE static int32_t softmax_dsp(const mcuc_attention_params_t *p, uint8_t *s)
 {
-    const int32_t n = p->kv_len;
+    const int32_t n = p->kv_len, mx = row_max((const int8_t *)s, n);
     uint32_t sum = 0;
     for (int32_t j = 0; j < n; ++j) {
         sum += p->exp_table[mx - (int8_t)s[j]];
@@ -275,6 +285,231 @@ ATT_NOINLINE static void pv_dsp(const mcuc_attention_params_t *p, const att_rq_t
     }
 }
 
+/* The pair path: two query rows per pass over k, so that each unpacked word of k feeds
+ * two SMLADs (a 2 x 2 block of q rows by k rows: 16 instructions per 16 MACs before the
+ * loop's own). The second row's scores live in a stack buffer, which bounds kv_len by
+ * MCUC_ATT_DSP_PAIR_LEN there (longer rows take the one-row path above; the arena's
+ * scratch stays one row). q is unpacked as 2 (q - q_zp) in [-510, 510] (int16 lanes)
+ * and each sum starts at -2 k_zp sum (q - q_zp), so it ends at 2 acc, the SMMULR operand
+ * of att_out, with no subtraction or doubling per score. Every partial sum is at most
+ * 2 * 255 * 128 * d + 2 * 128 * 255 * d = 130,560 d <= 16,711,680 (d <= 128) in
+ * magnitude, and the last is 2 acc with |acc| <= 255 * 255 * d: no int32 overflow. */
+#define MCUC_ATT_DSP_PAIR_LEN 256
+
+/* att_out for 1 <= e <= 22 on 2 acc: rdbpot's halves-away-from-zero rounding is
+ * floor((t + 2^(e-1) - [t < 0]) / 2^e), and -[t < 0] is t >> 31 (arithmetic; gcc and
+ * every ARM compiler define it so); adding zp 2^e inside the floor adds zp outside it,
+ * so c = 2^(e-1) + zp 2^e folds the round and the zero point in one add:
+ * |t + (t >> 31) + c| < 2^30 + 1 + 2^21 + 2^29 < 2^31 (|t| <= |acc| < 2^30 - 2^15 and
+ * |zp| <= 128 as above). Other shifts take the one-row path. */
+typedef struct {
+    int32_t mult, c, e;
+} att_rq2_t;
+
+static att_rq2_t att_rq2(int32_t mult, int32_t shift, int32_t zp)
+{
+    const int32_t e = -shift;
+    const att_rq2_t r = {mult, (int32_t)(1u << (e - 1)) + zp * (int32_t)(1u << e), e};
+    return r;
+}
+
+static inline int8_t att_out2(const att_rq2_t *r, int32_t acc2)
+{
+    const int32_t t = mcuc_smmulr(acc2, r->mult);
+    return (int8_t)mcuc_ssat8((t + (t >> 31) + r->c) >> r->e);
+}
+
+static inline int att_rq2_ok(int32_t shift)
+{
+    return shift <= -1 && shift >= -22;
+}
+
+/* Rows a and b of q as 2 (q - q_zp) lanes, four d per group of four words (a's d, d + 2;
+ * a's d + 1, d + 3; then b's), the d % 4 tail in qt[0..2] (a) and qt[3..5] (b); returns
+ * the sums' start values -2 k_zp sum (q - q_zp) in f[0..1]. */
+static void unpack_pair(const mcuc_attention_params_t *p, const int8_t *qa, const int8_t *qb,
+                        uint32_t *qp, int32_t *qt, int32_t *f)
+{
+    const uint32_t qz2 = mcuc_dup16(p->q_zp), ones = 0x00010001u;
+    const int32_t d4 = p->d / 4, dt = p->d % 4;
+    int32_t sa = 0, sb = 0;
+    for (int32_t l = 0; l < d4; ++l) {
+        const uint32_t wa = mcuc_read32(qa + 4 * l), wb = mcuc_read32(qb + 4 * l);
+        const uint32_t ae = mcuc_ssub16(mcuc_sxtb16(wa), qz2);
+        const uint32_t ao = mcuc_ssub16(mcuc_sxtb16_ror8(wa), qz2);
+        const uint32_t be = mcuc_ssub16(mcuc_sxtb16(wb), qz2);
+        const uint32_t bo = mcuc_ssub16(mcuc_sxtb16_ror8(wb), qz2);
+        sa = mcuc_smlad(ae, ones, mcuc_smlad(ao, ones, sa));
+        sb = mcuc_smlad(be, ones, mcuc_smlad(bo, ones, sb));
+        /* lane-wise doubling: the bit a low lane shifts into the high lane is cleared */
+        qp[4 * l] = (ae << 1) & 0xFFFEFFFFu;
+        qp[4 * l + 1] = (ao << 1) & 0xFFFEFFFFu;
+        qp[4 * l + 2] = (be << 1) & 0xFFFEFFFFu;
+        qp[4 * l + 3] = (bo << 1) & 0xFFFEFFFFu;
+    }
+    for (int32_t t = 0; t < dt; ++t) {
+        const int32_t xa = qa[4 * d4 + t] - p->q_zp, xb = qb[4 * d4 + t] - p->q_zp;
+        sa += xa;
+        sb += xb;
+        qt[t] = 2 * xa;
+        qt[3 + t] = 2 * xb;
+    }
+    f[0] = -2 * p->k_zp * sa;
+    f[1] = -2 * p->k_zp * sb;
+}
+
+/* One step of the 2 x 2 block: four d of key rows r0 and r1 against the words qq[0..3]
+ * of query rows a and b. */
+#define ATT_PAIR_STEP(qq, r0, r1)                                                        \
+    do {                                                                                 \
+        const uint32_t w0 = mcuc_read32(r0), w1 = mcuc_read32(r1);                       \
+        uint32_t x0 = mcuc_sxtb16(w0), x1 = mcuc_sxtb16(w1);                             \
+        a0 = mcuc_smlad((qq)[0], x0, a0);                                                \
+        a1 = mcuc_smlad((qq)[0], x1, a1);                                                \
+        b0 = mcuc_smlad((qq)[2], x0, b0);                                                \
+        b1 = mcuc_smlad((qq)[2], x1, b1);                                                \
+        x0 = mcuc_sxtb16_ror8(w0);                                                       \
+        x1 = mcuc_sxtb16_ror8(w1);                                                       \
+        a0 = mcuc_smlad((qq)[1], x0, a0);                                                \
+        a1 = mcuc_smlad((qq)[1], x1, a1);                                                \
+        b0 = mcuc_smlad((qq)[3], x0, b0);                                                \
+        b1 = mcuc_smlad((qq)[3], x1, b1);                                                \
+    } while (0)
+
+/* sa[j], sb[j] for every key row j: two key rows per pass, eight d per step. */
+ATT_NOINLINE static void scores_pair(const mcuc_attention_params_t *p, const att_rq2_t *rqp,
+                                     const uint32_t *qp, const int32_t *qt, const int32_t *f,
+                                     const int8_t *kb, int8_t *sa, int8_t *sb)
+{
+    const att_rq2_t rq_local = *rqp, *rq = &rq_local;
+    const int32_t d4 = p->d / 4, dt = p->d % 4, n = p->kv_len, rs = p->k_rs;
+    const int32_t fa = f[0], fb = f[1];
+    const uint32_t *q8 = qp + 4 * (d4 & ~1);
+    const int odd4 = d4 & 1;
+    int32_t j = 0;
+    for (; j + 2 <= n; j += 2) {
+        const int8_t *r0 = kb + (int64_t)j * rs, *r1 = r0 + rs;
+        int32_t a0 = fa, a1 = fa, b0 = fb, b1 = fb;
+        const uint32_t *qq = qp;
+        for (; qq != q8; qq += 8, r0 += 8, r1 += 8) {
+            ATT_PAIR_STEP(qq, r0, r1);
+            ATT_PAIR_STEP(qq + 4, r0 + 4, r1 + 4);
+        }
+        if (odd4) {
+            ATT_PAIR_STEP(qq, r0, r1);
+            r0 += 4;
+            r1 += 4;
+        }
+        for (int32_t t = 0; t < dt; ++t) {
+            const int32_t k0 = r0[t], k1 = r1[t];
+            a0 += qt[t] * k0;
+            a1 += qt[t] * k1;
+            b0 += qt[3 + t] * k0;
+            b1 += qt[3 + t] * k1;
+        }
+        sa[j] = att_out2(rq, a0);
+        sa[j + 1] = att_out2(rq, a1);
+        sb[j] = att_out2(rq, b0);
+        sb[j + 1] = att_out2(rq, b1);
+    }
+    if (j < n) {
+        const int8_t *r0 = kb + (int64_t)j * rs;
+        const uint32_t *qend = qp + 4 * d4;
+        int32_t a0 = fa, b0 = fb;
+        for (const uint32_t *qq = qp; qq != qend; qq += 4, r0 += 4) {
+            const uint32_t w0 = mcuc_read32(r0);
+            a0 = mcuc_smlad(qq[0], mcuc_sxtb16(w0), a0);
+            b0 = mcuc_smlad(qq[2], mcuc_sxtb16(w0), b0);
+            a0 = mcuc_smlad(qq[1], mcuc_sxtb16_ror8(w0), a0);
+            b0 = mcuc_smlad(qq[3], mcuc_sxtb16_ror8(w0), b0);
+        }
+        for (int32_t t = 0; t < dt; ++t) {
+            a0 += qt[t] * r0[t];
+            b0 += qt[3 + t] * r0[t];
+        }
+        sa[j] = att_out2(rq, a0);
+        sb[j] = att_out2(rq, b0);
+    }
+}
+
+/* softmax_dsp with p[j] written as uint16 to ph (the pair path's P.V reads (p[j],
+ * p[j + 1]) lanes as one word); returns sum p. The table index mx - s[j] lies in
+ * 0..255, so USUB8 forms it four bytes at a time, exactly (modulo 256), and it is kept
+ * in place of s for the second pass. r <= 256 since exp_table[mx - s[j]] is a term of
+ * sum (as in the reference, whose uint32 arithmetic this repeats), so USAT's signed
+ * view of r is r and USAT(r, 8) = min(r, 255). */
+ATT_NOINLINE static int32_t softmax_h(const mcuc_attention_params_t *p, int8_t *s,
+                                      uint16_t *ph)
+{
+    const int32_t n = p->kv_len, mx = row_max(s, n);
+    const uint32_t *tb = p->exp_table, m4 = ((uint32_t)mx & 0xFFu) * 0x01010101u;
+    uint8_t *u = (uint8_t *)s;
+    uint32_t sum = 0;
+    int32_t j = 0;
+    for (; j + 4 <= n; j += 4) {
+        const uint32_t w = mcuc_usub8(m4, mcuc_read32(s + j));
+        memcpy(u + j, &w, sizeof w);
+        sum += tb[w & 0xFFu] + tb[(w >> 8) & 0xFFu] + tb[(w >> 16) & 0xFFu] + tb[w >> 24];
+    }
+    for (; j < n; ++j) {
+        u[j] = (uint8_t)(mx - s[j]);
+        sum += tb[u[j]];
+    }
+    const uint32_t half = sum / 2u;
+    int32_t p_sum = 0;
+    for (j = 0; j < n; ++j) {
+        const uint32_t pj = mcuc_usat8((int32_t)((tb[u[j]] * 256u + half) / sum));
+        ph[j] = (uint16_t)pj;
+        p_sum += (int32_t)pj;
+    }
+    return p_sum;
+}
+
+/* y[c] = requantized sum_j p[j] (v[j][c] - v_zp), four channels by two rows per step: rows
+ * j and j + 1 merged halfword by halfword (PKHBT, PKHTB) so that SXTB16 gives (v[j][c],
+ * v[j+1][c]) lanes, matched by the (p[j], p[j+1]) word of ph. */
+ATT_NOINLINE static void pv_h(const mcuc_attention_params_t *p, const att_rq_t *rqp,
+                              const uint16_t *ph, int32_t p_sum, const int8_t *vb, int8_t *yo)
+{
+    const att_rq_t rq_local = *rqp, *rq = &rq_local;
+    const int32_t n = p->kv_len, n2 = n / 2, dv = p->dv;
+    const int32_t rs = p->v_rs, fold = p->v_zp * p_sum;
+    const int8_t *pend = (const int8_t *)(ph + 2 * n2);
+    int32_t c = 0;
+    for (; c + 4 <= dv; c += 4) {
+        int32_t a0 = -fold, a1 = -fold, a2 = -fold, a3 = -fold;
+        const int8_t *vr = vb + c;
+        const int8_t *pg = (const int8_t *)ph;
+        for (; pg != pend; pg += 4, vr += 2 * (int64_t)rs) {
+            const uint32_t pw = mcuc_read32(pg);
+            const uint32_t w0 = mcuc_read32(vr), w1 = mcuc_read32(vr + rs);
+            const uint32_t lo = mcuc_pkhbt16(w0, w1), hi = mcuc_pkhtb16(w0, w1);
+            a0 = mcuc_smlad(pw, mcuc_sxtb16(lo), a0);
+            a1 = mcuc_smlad(pw, mcuc_sxtb16_ror8(lo), a1);
+            a2 = mcuc_smlad(pw, mcuc_sxtb16(hi), a2);
+            a3 = mcuc_smlad(pw, mcuc_sxtb16_ror8(hi), a3);
+        }
+        if (n & 1) {
+            const int32_t pj = ph[n - 1];
+            a0 += pj * vr[0];
+            a1 += pj * vr[1];
+            a2 += pj * vr[2];
+            a3 += pj * vr[3];
+        }
+        yo[(int64_t)c * p->o_cs] = att_out(rq, a0);
+        yo[(int64_t)(c + 1) * p->o_cs] = att_out(rq, a1);
+        yo[(int64_t)(c + 2) * p->o_cs] = att_out(rq, a2);
+        yo[(int64_t)(c + 3) * p->o_cs] = att_out(rq, a3);
+    }
+    for (; c < dv; ++c) {
+        int32_t a = -fold;
+        for (int32_t j = 0; j < n; ++j) {
+            a += (int32_t)ph[j] * vb[(int64_t)j * rs + c];
+        }
+        yo[(int64_t)c * p->o_cs] = att_out(rq, a);
+    }
+}
+
 void mcuc_attention_s8(const mcuc_attention_params_t *p, const int8_t *q, const int8_t *k,
                        const int8_t *v, int8_t *y, int8_t *scratch)
 {
@@ -284,18 +519,33 @@ void mcuc_attention_s8(const mcuc_attention_params_t *p, const int8_t *q, const 
         attention_ref(p, q, k, v, y, scratch);
         return;
     }
-    uint32_t qp[MCUC_ATT_DSP_MAX_D / 2];
-    int32_t qt[3];
+    uint32_t qp[MCUC_ATT_DSP_MAX_D]; /* one row (2 words per 4 d) or two (4 words) */
+    int32_t qt[6], f[2];
+    int8_t s2[MCUC_ATT_DSP_PAIR_LEN];
+    uint16_t ph[MCUC_ATT_DSP_PAIR_LEN];
+    const int pair = p->kv_len <= MCUC_ATT_DSP_PAIR_LEN && att_rq2_ok(p->s_shift);
     const uint32_t qz2 = mcuc_dup16(p->q_zp);
     const int32_t d4 = p->d / 4, dt = p->d % 4;
     const att_rq_t s_rq = att_rq(p->s_mult, p->s_shift, p->s_zp);
     const att_rq_t o_rq = att_rq(p->o_mult, p->o_shift, p->o_zp);
+    const att_rq2_t s_rq2 = pair ? att_rq2(p->s_mult, p->s_shift, p->s_zp) : (att_rq2_t){0, 0, 0};
     for (int32_t b = 0; b < p->batch; ++b) {
         const int64_t qb = p->q_off + (int64_t)b * p->q_bs;
         const int8_t *kb = k + p->k_off + (int64_t)b * p->k_bs;
         const int8_t *vb = v + p->v_off + (int64_t)b * p->v_bs;
         const int64_t ob = p->o_off + (int64_t)b * p->o_bs;
-        for (int32_t i = 0; i < p->q_len; ++i) {
+        int32_t i = 0;
+        /* Both q rows are read before either output row is written (y may lie over q). */
+        for (; pair && i + 2 <= p->q_len; i += 2) {
+            const int8_t *qa = q + qb + (int64_t)i * p->q_rs;
+            unpack_pair(p, qa, qa + p->q_rs, qp, qt, f);
+            scores_pair(p, &s_rq2, qp, qt, f, kb, scratch, s2);
+            for (int32_t r = 0; r < 2; ++r) {
+                const int32_t p_sum = softmax_h(p, r ? s2 : scratch, ph);
+                pv_h(p, &o_rq, ph, p_sum, vb, y + ob + (int64_t)(i + r) * p->o_rs);
+            }
+        }
+        for (; i < p->q_len; ++i) {
             const int8_t *qi = q + qb + (int64_t)i * p->q_rs;
             int32_t q_sum = 0;
             for (int32_t l = 0; l < d4; ++l) {
@@ -310,8 +560,8 @@ void mcuc_attention_s8(const mcuc_attention_params_t *p, const int8_t *q, const 
                 qt[t] = qi[4 * d4 + t] - p->q_zp;
                 q_sum += qt[t];
             }
-            const int32_t mx = scores_dsp(p, &s_rq, qp, qt, q_sum, kb, scratch);
-            const int32_t p_sum = softmax_dsp(p, mx, (uint8_t *)scratch);
+            scores_dsp(p, &s_rq, qp, qt, q_sum, kb, scratch);
+            const int32_t p_sum = softmax_dsp(p, (uint8_t *)scratch);
             pv_dsp(p, &o_rq, (const uint8_t *)scratch, p_sum, vb, y + ob + (int64_t)i * p->o_rs);
         }
     }
