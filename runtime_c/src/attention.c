@@ -215,23 +215,43 @@ static int32_t row_max(const int8_t *s, int32_t n)
 }
 
 /* The softmax of the reference, leaving p = s + 128 (0..255) as unsigned bytes in place;
- * returns sum p. */
+ * returns sum p. The table index mx - s[j] lies in 0..255, so USUB8 forms it four bytes
+ * at a time, exactly (modulo 256), and it replaces s[j] for the second pass. r <= 256
+ * since exp_table[mx - s[j]] is a term of sum (the uint32 arithmetic is the reference's),
+ * so USAT's signed view of r is r and USAT(r, 8) = min(r, 255). */
 ATT_NOINLINE static int32_t softmax_dsp(const mcuc_attention_params_t *p, uint8_t *s)
 {
     const int32_t n = p->kv_len, mx = row_max((const int8_t *)s, n);
+    const uint32_t *tb = p->exp_table, m4 = ((uint32_t)mx & 0xFFu) * 0x01010101u;
     uint32_t sum = 0;
-    for (int32_t j = 0; j < n; ++j) {
-        sum += p->exp_table[mx - (int8_t)s[j]];
+    int32_t j = 0;
+    for (; j + 4 <= n; j += 4) {
+        const uint32_t w = mcuc_usub8(m4, mcuc_read32((const int8_t *)s + j));
+        memcpy(s + j, &w, sizeof w);
+        sum += tb[w & 0xFFu] + tb[(w >> 8) & 0xFFu] + tb[(w >> 16) & 0xFFu] + tb[w >> 24];
+    }
+    for (; j < n; ++j) {
+        s[j] = (uint8_t)(mx - (int8_t)s[j]);
+        sum += tb[s[j]];
     }
     const uint32_t half = sum / 2u;
-    int32_t p_sum = 0;
-    for (int32_t j = 0; j < n; ++j) {
-        const uint32_t r = (p->exp_table[mx - (int8_t)s[j]] * 256u + half) / sum;
-        const uint32_t pj = r >= 255u ? 255u : r;
-        s[j] = (uint8_t)pj;
-        p_sum += (int32_t)pj;
+    uint32_t p_sum = 0;
+    for (j = 0; j + 4 <= n; j += 4) {
+        const uint32_t w = mcuc_read32((const int8_t *)s + j);
+        const uint32_t p0 = mcuc_usat8((int32_t)((tb[w & 0xFFu] * 256u + half) / sum));
+        const uint32_t p1 = mcuc_usat8((int32_t)((tb[(w >> 8) & 0xFFu] * 256u + half) / sum));
+        const uint32_t p2 = mcuc_usat8((int32_t)((tb[(w >> 16) & 0xFFu] * 256u + half) / sum));
+        const uint32_t p3 = mcuc_usat8((int32_t)((tb[w >> 24] * 256u + half) / sum));
+        const uint32_t o = p0 | (p1 << 8) | (p2 << 16) | (p3 << 24);
+        memcpy(s + j, &o, sizeof o);
+        p_sum = mcuc_usada8(o, p_sum);
     }
-    return p_sum;
+    for (; j < n; ++j) {
+        const uint32_t pj = mcuc_usat8((int32_t)((tb[s[j]] * 256u + half) / sum));
+        s[j] = (uint8_t)pj;
+        p_sum += pj;
+    }
+    return (int32_t)p_sum;
 }
 
 /* y[c] = requantized sum_j p[j] (v[j][c] - v_zp): four channels by four rows per step.
@@ -295,6 +315,7 @@ ATT_NOINLINE static void pv_dsp(const mcuc_attention_params_t *p, const att_rq_t
  * 2 * 255 * 128 * d + 2 * 128 * 255 * d = 130,560 d <= 16,711,680 (d <= 128) in
  * magnitude, and the last is 2 acc with |acc| <= 255 * 255 * d: no int32 overflow. */
 #define MCUC_ATT_DSP_PAIR_LEN 256
+#define MCUC_ATT_DSP_VT_BYTES 2048
 
 /* att_out for 1 <= e <= 22 on 2 acc: rdbpot's halves-away-from-zero rounding is
  * floor((t + 2^(e-1) - [t < 0]) / 2^e), and -[t < 0] is t >> 31 (arithmetic; gcc and
@@ -362,33 +383,38 @@ static void unpack_pair(const mcuc_attention_params_t *p, const int8_t *qa, cons
  * of query rows a and b. */
 #define ATT_PAIR_STEP(qq, r0, r1)                                                        \
     do {                                                                                 \
+        uint64_t qa_, qb_;                                                               \
+        memcpy(&qa_, (qq), sizeof qa_);                                                  \
+        memcpy(&qb_, (qq) + 2, sizeof qb_);                                              \
         const uint32_t w0 = mcuc_read32(r0), w1 = mcuc_read32(r1);                       \
         uint32_t x0 = mcuc_sxtb16(w0), x1 = mcuc_sxtb16(w1);                             \
-        a0 = mcuc_smlad((qq)[0], x0, a0);                                                \
-        a1 = mcuc_smlad((qq)[0], x1, a1);                                                \
-        b0 = mcuc_smlad((qq)[2], x0, b0);                                                \
-        b1 = mcuc_smlad((qq)[2], x1, b1);                                                \
+        a0 = mcuc_smlad((uint32_t)qa_, x0, a0);                                          \
+        a1 = mcuc_smlad((uint32_t)qa_, x1, a1);                                          \
+        b0 = mcuc_smlad((uint32_t)qb_, x0, b0);                                          \
+        b1 = mcuc_smlad((uint32_t)qb_, x1, b1);                                          \
         x0 = mcuc_sxtb16_ror8(w0);                                                       \
         x1 = mcuc_sxtb16_ror8(w1);                                                       \
-        a0 = mcuc_smlad((qq)[1], x0, a0);                                                \
-        a1 = mcuc_smlad((qq)[1], x1, a1);                                                \
-        b0 = mcuc_smlad((qq)[3], x0, b0);                                                \
-        b1 = mcuc_smlad((qq)[3], x1, b1);                                                \
+        a0 = mcuc_smlad((uint32_t)(qa_ >> 32), x0, a0);                                  \
+        a1 = mcuc_smlad((uint32_t)(qa_ >> 32), x1, a1);                                  \
+        b0 = mcuc_smlad((uint32_t)(qb_ >> 32), x0, b0);                                  \
+        b1 = mcuc_smlad((uint32_t)(qb_ >> 32), x1, b1);                                  \
     } while (0)
 
-/* sa[j], sb[j] for every key row j: two key rows per pass, eight d per step. */
-ATT_NOINLINE static void scores_pair(const mcuc_attention_params_t *p, const att_rq2_t *rqp,
-                                     const uint32_t *qp, const int32_t *qt, const int32_t *f,
-                                     const int8_t *kb, int8_t *sa, int8_t *sb)
+/* The 2 x 2 block of both products: rows a and b of x (unpacked by unpack_pair: len
+ * values, sums starting at f[0], f[1]) against each of the n rows of m (len bytes from
+ * m + r * rs), two rows of m per pass, eight values per step; out_a[r * os] and
+ * out_b[r * os] get att_out2 of the sums. Scores: x = q, m = k; P.V: x = p, m = V^T. */
+ATT_NOINLINE static void dot_pair(const uint32_t *qp, const int32_t *qt, const int32_t *f,
+                                  int32_t len, const int8_t *m, int32_t n, int32_t rs,
+                                  const att_rq2_t *rqp, int8_t *oa, int8_t *ob, int32_t os)
 {
     const att_rq2_t rq_local = *rqp, *rq = &rq_local;
-    const int32_t d4 = p->d / 4, dt = p->d % 4, n = p->kv_len, rs = p->k_rs;
-    const int32_t fa = f[0], fb = f[1];
+    const int32_t d4 = len / 4, dt = len % 4, fa = f[0], fb = f[1];
     const uint32_t *q8 = qp + 4 * (d4 & ~1);
     const int odd4 = d4 & 1;
     int32_t j = 0;
-    for (; j + 2 <= n; j += 2) {
-        const int8_t *r0 = kb + (int64_t)j * rs, *r1 = r0 + rs;
+    for (; j + 2 <= n; j += 2, oa += 2 * os, ob += 2 * os) {
+        const int8_t *r0 = m + (int64_t)j * rs, *r1 = r0 + rs;
         int32_t a0 = fa, a1 = fa, b0 = fb, b1 = fb;
         const uint32_t *qq = qp;
         for (; qq != q8; qq += 8, r0 += 8, r1 += 8) {
@@ -407,13 +433,13 @@ ATT_NOINLINE static void scores_pair(const mcuc_attention_params_t *p, const att
             b0 += qt[3 + t] * k0;
             b1 += qt[3 + t] * k1;
         }
-        sa[j] = att_out2(rq, a0);
-        sa[j + 1] = att_out2(rq, a1);
-        sb[j] = att_out2(rq, b0);
-        sb[j + 1] = att_out2(rq, b1);
+        oa[0] = att_out2(rq, a0);
+        oa[os] = att_out2(rq, a1);
+        ob[0] = att_out2(rq, b0);
+        ob[os] = att_out2(rq, b1);
     }
     if (j < n) {
-        const int8_t *r0 = kb + (int64_t)j * rs;
+        const int8_t *r0 = m + (int64_t)j * rs;
         const uint32_t *qend = qp + 4 * d4;
         int32_t a0 = fa, b0 = fb;
         for (const uint32_t *qq = qp; qq != qend; qq += 4, r0 += 4) {
@@ -427,86 +453,61 @@ ATT_NOINLINE static void scores_pair(const mcuc_attention_params_t *p, const att
             a0 += qt[t] * r0[t];
             b0 += qt[3 + t] * r0[t];
         }
-        sa[j] = att_out2(rq, a0);
-        sb[j] = att_out2(rq, b0);
+        oa[0] = att_out2(rq, a0);
+        ob[0] = att_out2(rq, b0);
     }
 }
 
-/* softmax_dsp with p[j] written as uint16 to ph (the pair path's P.V reads (p[j],
- * p[j + 1]) lanes as one word); returns sum p. The table index mx - s[j] lies in
- * 0..255, so USUB8 forms it four bytes at a time, exactly (modulo 256), and it is kept
- * in place of s for the second pass. r <= 256 since exp_table[mx - s[j]] is a term of
- * sum (as in the reference, whose uint32 arithmetic this repeats), so USAT's signed
- * view of r is r and USAT(r, 8) = min(r, 255). */
-ATT_NOINLINE static int32_t softmax_h(const mcuc_attention_params_t *p, int8_t *s,
-                                      uint16_t *ph)
+/* P.V's rows are padded with zeros to n4 = n rounded up to a multiple of 4 (in p and in
+ * V^T alike, so each padded term is 0 * 0), which spares dot_pair its d % 4 tail. */
+static inline int32_t att_pad4(int32_t n)
 {
-    const int32_t n = p->kv_len, mx = row_max(s, n);
-    const uint32_t *tb = p->exp_table, m4 = ((uint32_t)mx & 0xFFu) * 0x01010101u;
-    uint8_t *u = (uint8_t *)s;
-    uint32_t sum = 0;
-    int32_t j = 0;
-    for (; j + 4 <= n; j += 4) {
-        const uint32_t w = mcuc_usub8(m4, mcuc_read32(s + j));
-        memcpy(u + j, &w, sizeof w);
-        sum += tb[w & 0xFFu] + tb[(w >> 8) & 0xFFu] + tb[(w >> 16) & 0xFFu] + tb[w >> 24];
-    }
-    for (; j < n; ++j) {
-        u[j] = (uint8_t)(mx - s[j]);
-        sum += tb[u[j]];
-    }
-    const uint32_t half = sum / 2u;
-    int32_t p_sum = 0;
-    for (j = 0; j < n; ++j) {
-        const uint32_t pj = mcuc_usat8((int32_t)((tb[u[j]] * 256u + half) / sum));
-        ph[j] = (uint16_t)pj;
-        p_sum += (int32_t)pj;
-    }
-    return p_sum;
+    return (n + 3) & ~3;
 }
 
-/* y[c] = requantized sum_j p[j] (v[j][c] - v_zp), four channels by two rows per step: rows
- * j and j + 1 merged halfword by halfword (PKHBT, PKHTB) so that SXTB16 gives (v[j][c],
- * v[j+1][c]) lanes, matched by the (p[j], p[j+1]) word of ph. */
-ATT_NOINLINE static void pv_h(const mcuc_attention_params_t *p, const att_rq_t *rqp,
-                              const uint16_t *ph, int32_t p_sum, const int8_t *vb, int8_t *yo)
+/* Rows a and b of p (bytes 0..255, n of them) as 2 p lanes in unpack_pair's layout, zero
+ * padded to att_pad4(n) (no lane crosses: 2 p <= 510 < 2^15); f[0..1] = -2 v_zp sum p,
+ * the sums' start. */
+static void unpack_p(const uint8_t *pa, const uint8_t *pb, int32_t n, const int32_t *p_sum,
+                     int32_t v_zp, uint32_t *pp, int32_t *f)
 {
-    const att_rq_t rq_local = *rqp, *rq = &rq_local;
-    const int32_t n = p->kv_len, n2 = n / 2, dv = p->dv;
-    const int32_t rs = p->v_rs, fold = p->v_zp * p_sum;
-    const int8_t *pend = (const int8_t *)(ph + 2 * n2);
-    int32_t c = 0;
-    for (; c + 4 <= dv; c += 4) {
-        int32_t a0 = -fold, a1 = -fold, a2 = -fold, a3 = -fold;
-        const int8_t *vr = vb + c;
-        const int8_t *pg = (const int8_t *)ph;
-        for (; pg != pend; pg += 4, vr += 2 * (int64_t)rs) {
-            const uint32_t pw = mcuc_read32(pg);
-            const uint32_t w0 = mcuc_read32(vr), w1 = mcuc_read32(vr + rs);
-            const uint32_t lo = mcuc_pkhbt16(w0, w1), hi = mcuc_pkhtb16(w0, w1);
-            a0 = mcuc_smlad(pw, mcuc_sxtb16(lo), a0);
-            a1 = mcuc_smlad(pw, mcuc_sxtb16_ror8(lo), a1);
-            a2 = mcuc_smlad(pw, mcuc_sxtb16(hi), a2);
-            a3 = mcuc_smlad(pw, mcuc_sxtb16_ror8(hi), a3);
+    const int32_t n4 = n / 4;
+    for (int32_t l = 0; l <= n4; ++l) {
+        uint32_t wa, wb;
+        if (l < n4) {
+            wa = mcuc_read32((const int8_t *)pa + 4 * l);
+            wb = mcuc_read32((const int8_t *)pb + 4 * l);
+        } else if (n % 4) {
+            wa = wb = 0;
+            for (int32_t t = 0; t < n % 4; ++t) {
+                wa |= (uint32_t)pa[4 * n4 + t] << (8 * t);
+                wb |= (uint32_t)pb[4 * n4 + t] << (8 * t);
+            }
+        } else {
+            break;
         }
-        if (n & 1) {
-            const int32_t pj = ph[n - 1];
-            a0 += pj * vr[0];
-            a1 += pj * vr[1];
-            a2 += pj * vr[2];
-            a3 += pj * vr[3];
-        }
-        yo[(int64_t)c * p->o_cs] = att_out(rq, a0);
-        yo[(int64_t)(c + 1) * p->o_cs] = att_out(rq, a1);
-        yo[(int64_t)(c + 2) * p->o_cs] = att_out(rq, a2);
-        yo[(int64_t)(c + 3) * p->o_cs] = att_out(rq, a3);
+        pp[4 * l] = mcuc_uxtb16(wa) << 1;
+        pp[4 * l + 1] = mcuc_uxtb16_ror8(wa) << 1;
+        pp[4 * l + 2] = mcuc_uxtb16(wb) << 1;
+        pp[4 * l + 3] = mcuc_uxtb16_ror8(wb) << 1;
     }
-    for (; c < dv; ++c) {
-        int32_t a = -fold;
+    f[0] = -2 * v_zp * p_sum[0];
+    f[1] = -2 * v_zp * p_sum[1];
+}
+
+/* V^T of one head, rows zero padded to n4 = att_pad4(n): vt[c * n4 + j] = v[j][c]. */
+static void transpose_v(const int8_t *vb, int32_t n, int32_t dv, int32_t rs, int8_t *vt)
+{
+    const int32_t n4 = att_pad4(n);
+    for (int32_t c = 0; c < dv; ++c) {
+        const int8_t *vc = vb + c;
+        int8_t *o = vt + c * n4;
         for (int32_t j = 0; j < n; ++j) {
-            a += (int32_t)ph[j] * vb[(int64_t)j * rs + c];
+            o[j] = vc[(int64_t)j * rs];
         }
-        yo[(int64_t)c * p->o_cs] = att_out(rq, a);
+        for (int32_t j = n; j < n4; ++j) {
+            o[j] = 0;
+        }
     }
 }
 
@@ -519,31 +520,43 @@ void mcuc_attention_s8(const mcuc_attention_params_t *p, const int8_t *q, const 
         attention_ref(p, q, k, v, y, scratch);
         return;
     }
-    uint32_t qp[MCUC_ATT_DSP_MAX_D]; /* one row (2 words per 4 d) or two (4 words) */
-    int32_t qt[6], f[2];
+    /* q: one row (2 words per 4 d) or two (4 words); p: two rows (4 words per 4 j) */
+    uint32_t qp[MCUC_ATT_DSP_PAIR_LEN > MCUC_ATT_DSP_MAX_D ? MCUC_ATT_DSP_PAIR_LEN
+                                                           : MCUC_ATT_DSP_MAX_D];
+    int32_t qt[6], f[2], ps[2];
     int8_t s2[MCUC_ATT_DSP_PAIR_LEN];
-    uint16_t ph[MCUC_ATT_DSP_PAIR_LEN];
-    const int pair = p->kv_len <= MCUC_ATT_DSP_PAIR_LEN && att_rq2_ok(p->s_shift);
+    int8_t vt[MCUC_ATT_DSP_VT_BYTES];
+    const int pair = p->kv_len <= MCUC_ATT_DSP_PAIR_LEN && att_rq2_ok(p->s_shift)
+                     && att_rq2_ok(p->o_shift)
+                     && p->dv * att_pad4(p->kv_len) <= MCUC_ATT_DSP_VT_BYTES;
     const uint32_t qz2 = mcuc_dup16(p->q_zp);
     const int32_t d4 = p->d / 4, dt = p->d % 4;
     const att_rq_t s_rq = att_rq(p->s_mult, p->s_shift, p->s_zp);
     const att_rq_t o_rq = att_rq(p->o_mult, p->o_shift, p->o_zp);
-    const att_rq2_t s_rq2 = pair ? att_rq2(p->s_mult, p->s_shift, p->s_zp) : (att_rq2_t){0, 0, 0};
+    const att_rq2_t zero = {0, 0, 0};
+    const att_rq2_t s_rq2 = pair ? att_rq2(p->s_mult, p->s_shift, p->s_zp) : zero;
+    const att_rq2_t o_rq2 = pair ? att_rq2(p->o_mult, p->o_shift, p->o_zp) : zero;
     for (int32_t b = 0; b < p->batch; ++b) {
         const int64_t qb = p->q_off + (int64_t)b * p->q_bs;
         const int8_t *kb = k + p->k_off + (int64_t)b * p->k_bs;
         const int8_t *vb = v + p->v_off + (int64_t)b * p->v_bs;
         const int64_t ob = p->o_off + (int64_t)b * p->o_bs;
+        const int32_t n4 = att_pad4(p->kv_len);
         int32_t i = 0;
+        if (pair && p->q_len >= 2) {
+            transpose_v(vb, p->kv_len, p->dv, p->v_rs, vt);
+        }
         /* Both q rows are read before either output row is written (y may lie over q). */
         for (; pair && i + 2 <= p->q_len; i += 2) {
             const int8_t *qa = q + qb + (int64_t)i * p->q_rs;
+            int8_t *ya = y + ob + (int64_t)i * p->o_rs;
             unpack_pair(p, qa, qa + p->q_rs, qp, qt, f);
-            scores_pair(p, &s_rq2, qp, qt, f, kb, scratch, s2);
-            for (int32_t r = 0; r < 2; ++r) {
-                const int32_t p_sum = softmax_h(p, r ? s2 : scratch, ph);
-                pv_h(p, &o_rq, ph, p_sum, vb, y + ob + (int64_t)(i + r) * p->o_rs);
-            }
+            dot_pair(qp, qt, f, p->d, kb, p->kv_len, p->k_rs, &s_rq2, scratch, s2, 1);
+            ps[0] = softmax_dsp(p, (uint8_t *)scratch);
+            ps[1] = softmax_dsp(p, (uint8_t *)s2);
+            unpack_p((const uint8_t *)scratch, (const uint8_t *)s2, p->kv_len, ps, p->v_zp, qp,
+                     f);
+            dot_pair(qp, qt, f, n4, vt, p->dv, n4, &o_rq2, ya, ya + p->o_rs, p->o_cs);
         }
         for (; i < p->q_len; ++i) {
             const int8_t *qi = q + qb + (int64_t)i * p->q_rs;

@@ -298,7 +298,8 @@ static inline uint32_t mcuc_smax8(uint32_t a, uint32_t b)
 
 #endif /* __ARM_FEATURE_DSP */
 
-/* Attention softmax: byte-wise a - b modulo 256 (USUB8), and a clamp to 0..255 (USAT). */
+/* Attention softmax: byte-wise a - b modulo 256 (USUB8), a clamp to 0..255 (USAT), and
+ * a sum of four unsigned bytes (USADA8). */
 #if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
 
 static inline uint32_t mcuc_usub8(uint32_t a, uint32_t b)
@@ -311,6 +312,12 @@ static inline uint32_t mcuc_usub8(uint32_t a, uint32_t b)
 static inline uint32_t mcuc_usat8(int32_t v)
 {
     return (uint32_t)__usat(v, 8);
+}
+
+/* acc + the sum of the four bytes of w, as unsigned (USADA8 against zero). */
+static inline uint32_t mcuc_usada8(uint32_t w, uint32_t acc)
+{
+    return __usada8(w, 0u, acc);
 }
 
 #else /* portable definitions, bit for bit the same results */
@@ -327,6 +334,11 @@ static inline uint32_t mcuc_usub8(uint32_t a, uint32_t b)
 static inline uint32_t mcuc_usat8(int32_t v)
 {
     return (uint32_t)(v < 0 ? 0 : (v > 255 ? 255 : v));
+}
+
+static inline uint32_t mcuc_usada8(uint32_t w, uint32_t acc)
+{
+    return acc + (w & 0xFFu) + ((w >> 8) & 0xFFu) + ((w >> 16) & 0xFFu) + (w >> 24);
 }
 
 #endif /* __ARM_FEATURE_DSP */
