@@ -8,8 +8,10 @@ here byte for byte with the reference on random shapes (d and kv_len odd, 1, eve
 tail of 4), extreme zero points and operands, the model's interleaved q/k/v rows,
 arbitrary row strides, outputs through any view and over q, and on the cases that must
 take the reference loop (strided columns, tables, d above the q buffer, kv_len above
-the int32 bound, requantization shifts outside [-31, 0], which rand_requant draws); then
-again under ASan/UBSan (UBSan reports an int32 overflow). The firmware tests run the real
+the int32 bound, requantization shifts outside [-31, 0], which rand_requant draws), and
+on the edges of the two-row path (kv_len and V^T at and past its stack buffers, shifts
+at and past [-22, -1], odd q_len); then again under ASan/UBSan (UBSan reports an int32
+overflow, ASan a write past a stack buffer). The firmware tests run the real
 instructions in the emulator.
 """
 

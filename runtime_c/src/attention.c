@@ -495,18 +495,39 @@ static void unpack_p(const uint8_t *pa, const uint8_t *pb, int32_t n, const int3
     f[1] = -2 * v_zp * p_sum[1];
 }
 
-/* V^T of one head, rows zero padded to n4 = att_pad4(n): vt[c * n4 + j] = v[j][c]. */
+/* V^T of one head, rows zero padded to n4 = att_pad4(n): vt[c * n4 + j] = v[j][c]; four
+ * rows by four channels per step (a 4 x 4 byte transpose: UXTB16 pairs rows j, j + 1,
+ * PKHBT/PKHTB then joins rows j + 2, j + 3). */
 static void transpose_v(const int8_t *vb, int32_t n, int32_t dv, int32_t rs, int8_t *vt)
 {
-    const int32_t n4 = att_pad4(n);
-    for (int32_t c = 0; c < dv; ++c) {
-        const int8_t *vc = vb + c;
-        int8_t *o = vt + c * n4;
-        for (int32_t j = 0; j < n; ++j) {
-            o[j] = vc[(int64_t)j * rs];
+    const int32_t n4 = att_pad4(n), nf = n & ~3, cf = dv & ~3;
+    for (int32_t j = 0; j < nf; j += 4) {
+        const int8_t *r = vb + (int64_t)j * rs;
+        int8_t *o = vt + j;
+        int32_t c = 0;
+        for (; c < cf; c += 4, r += 4, o += 4 * n4) {
+            const uint32_t w0 = mcuc_read32(r), w1 = mcuc_read32(r + rs);
+            const uint32_t w2 = mcuc_read32(r + 2 * (int64_t)rs);
+            const uint32_t w3 = mcuc_read32(r + 3 * (int64_t)rs);
+            const uint32_t e0 = mcuc_uxtb16(w0) | (mcuc_uxtb16(w1) << 8);
+            const uint32_t o0 = mcuc_uxtb16_ror8(w0) | (mcuc_uxtb16_ror8(w1) << 8);
+            const uint32_t e1 = mcuc_uxtb16(w2) | (mcuc_uxtb16(w3) << 8);
+            const uint32_t o1 = mcuc_uxtb16_ror8(w2) | (mcuc_uxtb16_ror8(w3) << 8);
+            const uint32_t t[4] = {mcuc_pkhbt16(e0, e1), mcuc_pkhbt16(o0, o1),
+                                   mcuc_pkhtb16(e0, e1), mcuc_pkhtb16(o0, o1)};
+            for (int32_t u = 0; u < 4; ++u) {
+                memcpy(o + u * n4, &t[u], sizeof t[u]);
+            }
         }
-        for (int32_t j = n; j < n4; ++j) {
-            o[j] = 0;
+        for (; c < dv; ++c, ++r, o += n4) {
+            for (int32_t u = 0; u < 4; ++u) {
+                o[u] = r[(int64_t)u * rs];
+            }
+        }
+    }
+    for (int32_t j = nf; j < n4; ++j) {
+        for (int32_t c = 0; c < dv; ++c) {
+            vt[c * n4 + j] = j < n ? vb[(int64_t)j * rs + c] : 0;
         }
     }
 }
