@@ -8,7 +8,7 @@ here byte for byte with the reference on random shapes (d and kv_len odd, 1, eve
 tail of 4), extreme zero points and operands, the model's interleaved q/k/v rows,
 arbitrary row strides, outputs through any view and over q, and on the cases that must
 take the reference loop (strided columns, tables, d above the q buffer, kv_len above
-the int32 bound, requantization shifts outside [-31, 0], which rand_requant draws), and
+the int32 bound, shifts outside the fast epilogue's range, which rand_requant draws), and
 on the edges of the two-row path (kv_len and V^T at and past its stack buffers, shifts
 at and past [-22, -1], odd q_len); then again under ASan/UBSan (UBSan reports an int32
 overflow, ASan a write past a stack buffer). The firmware tests run the real
@@ -203,7 +203,8 @@ def test_pair_path_bounds() -> None:
 def test_attention_dsp_pair_path_edges(ck_dsp: CKernels) -> None:
     """Both rows of a pair, an odd last row, kv_len and dv * kv_len (rounded up to 4)
     at and past the pair path's stack buffers, the shifts at the ends of its epilogue
-    (-1, -22) and just past them (0, -23: the one-row path)."""
+    (-1, -22) and just past them (0, -23: s_shift takes the reference loop, o_shift
+    the row-by-row P.V)."""
     pair_len, vt = _c_define("MCUC_ATT_DSP_PAIR_LEN"), _c_define("MCUC_ATT_DSP_VT_BYTES")
     shapes = [(2, pair_len, 4, vt // pair_len), (3, pair_len, 5, vt // pair_len + 1),
               (2, pair_len + 1, 3, 1), (4, pair_len - 3, 8, vt // pair_len),

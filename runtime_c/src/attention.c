@@ -15,8 +15,13 @@ static inline int32_t load(const int8_t *x, int64_t i, const int8_t *table)
 }
 
 /* Without a variant this loop is mcuc_attention_s8 itself (no wrapper in the portable
- * build); with MCUC_ARM_DSP it is the fallback of the fast path below. */
+ * build); with MCUC_ARM_DSP it is the fallback of the fast path below (strided columns,
+ * tables, s_shift outside [-22, -1]), built for size there (cold: 664 B against 1,420 B
+ * inlined at -O2), which keeps the linked variant within the fit estimate's code. */
 #ifdef MCUC_ARM_DSP
+#ifdef __GNUC__
+__attribute__((cold, noinline))
+#endif
 static void attention_ref(const mcuc_attention_params_t *p, const int8_t *q, const int8_t *k,
                           const int8_t *v, int8_t *y, int8_t *scratch)
 #else
@@ -78,7 +83,8 @@ void mcuc_attention_s8(const mcuc_attention_params_t *p, const int8_t *q, const 
 #include "mcuc/simd.h"
 
 /* The ARMv7E-M variant, for operands with unit column stride and no tables (the layout
- * the compiler gives a ViT's heads); anything else takes the reference loop above.
+ * the compiler gives a ViT's heads) and -22 <= s_shift <= -1; anything else takes the
+ * reference loop above.
  *
  * Why int32 is exact: every factor is at most 255 in magnitude (q - q_zp, k - k_zp and
  * v - v_zp lie in [-255, 255], p = s + 128 in [0, 255]), so each sum over n terms is at
@@ -91,8 +97,8 @@ void mcuc_attention_s8(const mcuc_attention_params_t *p, const int8_t *q, const 
  * where each term is itself at most 255 * 128 * n (<= 65,025 * n) in magnitude: every
  * partial sum, both terms and their exact difference fit int32, so no step overflows and
  * sat32 of the exact sum (the reference) is the sum itself; the 2^30 margin serves the
- * requantization below. q's row is unpacked once into pairs of (q - q_zp) in a local
- * array, which bounds d by MCUC_ATT_DSP_MAX_D. */
+ * requantization below. q's rows are unpacked once into pairs in a local array, which
+ * bounds d by MCUC_ATT_DSP_MAX_D. */
 #define MCUC_ATT_DSP_MAX_LEN 16512
 #define MCUC_ATT_DSP_MAX_D 128
 typedef char mcuc_att_bound_below_2_30[(65025LL * MCUC_ATT_DSP_MAX_LEN < (1LL << 30)) ? 1 : -1];
@@ -111,7 +117,8 @@ typedef char mcuc_att_bound_below_2_30[(65025LL * MCUC_ATT_DSP_MAX_LEN < (1LL <<
  * mcuc_requantize_fast) = floor((2 acc * mult + 2^31) / 2^32), one SMMULR on 2 acc, then
  * rdbpot(t, e = -shift), which is floor((t + 2^(e-1) - [t < 0]) / 2^e) for e > 0 (halves
  * away from zero) and t for e = 0: |t| <= |acc| < 2^30 - 2^15, so t + 2^(e-1) <= t + 2^30
- * fits int32 (and so does 2 acc). Other shifts take the reference loop. */
+ * fits int32 (and so does 2 acc). Other shifts take the reference loop. Used by pv_dsp
+ * (P.V of rows that the two-row P.V below does not take). */
 typedef struct {
     int32_t mult, zp, e, round, neg;
 } att_rq_t;
@@ -130,71 +137,6 @@ static inline int8_t att_out(const att_rq_t *r, int32_t acc)
     const int32_t v = r->zp + ((t + r->round - (int32_t)(((uint32_t)t >> 31) & (uint32_t)r->neg))
                                >> r->e);
     return (int8_t)mcuc_ssat8(v);
-}
-
-/* One key row's dot product with the unpacked q row (lanes d, d + 2 and d + 1, d + 3,
- * as SXTB16 unpacks a word of k), without the k_zp fold. */
-static inline int32_t dot_row(const uint32_t *qp, const int32_t *qt, int32_t d4, int32_t dt,
-                              const int8_t *kr)
-{
-    int32_t a = 0;
-    for (int32_t l = 0; l < d4; ++l) {
-        const uint32_t w = mcuc_read32(kr + 4 * l);
-        a = mcuc_smlad(qp[2 * l], mcuc_sxtb16(w), a);
-        a = mcuc_smlad(qp[2 * l + 1], mcuc_sxtb16_ror8(w), a);
-    }
-    for (int32_t t = 0; t < dt; ++t) {
-        a += qt[t] * kr[4 * d4 + t];
-    }
-    return a;
-}
-
-/* s[j] for every key row j, two rows per pass, eight d per step. */
-ATT_NOINLINE static void scores_dsp(const mcuc_attention_params_t *p, const att_rq_t *rqp,
-                                       const uint32_t *qp, const int32_t *qt, int32_t q_sum,
-                                       const int8_t *kb, int8_t *s)
-{
-    const att_rq_t rq_local = *rqp, *rq = &rq_local;
-    const int32_t d4 = p->d / 4, dt = p->d % 4, n = p->kv_len, rs = p->k_rs;
-    const int32_t fold = p->k_zp * q_sum, d8 = d4 & ~1;
-    const uint32_t *q8 = qp + 2 * d8;
-    int32_t j = 0;
-    for (; j + 2 <= n; j += 2) {
-        const int8_t *k0 = kb + (int64_t)j * rs;
-        const int8_t *k1 = k0 + rs;
-        int32_t a0 = 0, a1 = 0;
-        const int8_t *r0 = k0, *r1 = k1;
-        for (const uint32_t *qq = qp; qq != q8; qq += 4, r0 += 8, r1 += 8) {
-            uint32_t w0 = mcuc_read32(r0), w1 = mcuc_read32(r1);
-            a0 = mcuc_smlad(qq[0], mcuc_sxtb16(w0), a0);
-            a1 = mcuc_smlad(qq[0], mcuc_sxtb16(w1), a1);
-            a0 = mcuc_smlad(qq[1], mcuc_sxtb16_ror8(w0), a0);
-            a1 = mcuc_smlad(qq[1], mcuc_sxtb16_ror8(w1), a1);
-            w0 = mcuc_read32(r0 + 4);
-            w1 = mcuc_read32(r1 + 4);
-            a0 = mcuc_smlad(qq[2], mcuc_sxtb16(w0), a0);
-            a1 = mcuc_smlad(qq[2], mcuc_sxtb16(w1), a1);
-            a0 = mcuc_smlad(qq[3], mcuc_sxtb16_ror8(w0), a0);
-            a1 = mcuc_smlad(qq[3], mcuc_sxtb16_ror8(w1), a1);
-        }
-        const int32_t l = d8;
-        if (l < d4) {
-            const uint32_t w0 = mcuc_read32(k0 + 4 * l), w1 = mcuc_read32(k1 + 4 * l);
-            a0 = mcuc_smlad(qp[2 * l], mcuc_sxtb16(w0), a0);
-            a1 = mcuc_smlad(qp[2 * l], mcuc_sxtb16(w1), a1);
-            a0 = mcuc_smlad(qp[2 * l + 1], mcuc_sxtb16_ror8(w0), a0);
-            a1 = mcuc_smlad(qp[2 * l + 1], mcuc_sxtb16_ror8(w1), a1);
-        }
-        for (int32_t t = 0; t < dt; ++t) {
-            a0 += qt[t] * k0[4 * d4 + t];
-            a1 += qt[t] * k1[4 * d4 + t];
-        }
-        s[j] = att_out(rq, a0 - fold);
-        s[j + 1] = att_out(rq, a1 - fold);
-    }
-    if (j < n) {
-        s[j] = att_out(rq, dot_row(qp, qt, d4, dt, kb + (int64_t)j * rs) - fold);
-    }
 }
 
 /* max s[j], four bytes per SSUB8/SEL pair. */
@@ -307,9 +249,13 @@ ATT_NOINLINE static void pv_dsp(const mcuc_attention_params_t *p, const att_rq_t
 
 /* The pair path: two query rows per pass over k, so that each unpacked word of k feeds
  * two SMLADs (a 2 x 2 block of q rows by k rows: 16 instructions per 16 MACs before the
- * loop's own). The second row's scores live in a stack buffer, which bounds kv_len by
- * MCUC_ATT_DSP_PAIR_LEN there (longer rows take the one-row path above; the arena's
- * scratch stays one row). q is unpacked as 2 (q - q_zp) in [-510, 510] (int16 lanes)
+ * loop's own). The second row's scores live in a stack buffer of MCUC_ATT_DSP_PAIR_LEN
+ * bytes (the arena's scratch stays one row); longer rows, and the last of an odd q_len,
+ * run the same block with both of its q rows the same. P.V takes the same block against
+ * V^T of the head (a stack buffer of MCUC_ATT_DSP_VT_BYTES) where kv_len <= PAIR_LEN,
+ * dv * kv_len (rounded up to 4) fits and -22 <= o_shift <= -1, else pv_dsp row by row:
+ * 2 p lies in [0, 510] and the sums start at -2 v_zp sum p, with the bounds below for
+ * len = kv_len <= 256 (130,560 * 256 < 2^31, 65,025 * 256 < 2^30 - 2^15). q is unpacked as 2 (q - q_zp) in [-510, 510] (int16 lanes)
  * and each sum starts at -2 k_zp sum (q - q_zp), so it ends at 2 acc, the SMMULR operand
  * of att_out, with no subtraction or doubling per score. Every partial sum is at most
  * 2 * 255 * 128 * d + 2 * 128 * 255 * d = 130,560 d <= 16,711,680 (d <= 128) in
@@ -322,7 +268,7 @@ ATT_NOINLINE static void pv_dsp(const mcuc_attention_params_t *p, const att_rq_t
  * every ARM compiler define it so); adding zp 2^e inside the floor adds zp outside it,
  * so c = 2^(e-1) + zp 2^e folds the round and the zero point in one add:
  * |t + (t >> 31) + c| < 2^30 + 1 + 2^21 + 2^29 < 2^31 (|t| <= |acc| < 2^30 - 2^15 and
- * |zp| <= 128 as above). Other shifts take the one-row path. */
+ * |zp| <= 128 as above). Other s_shift take the reference loop, other o_shift pv_dsp. */
 typedef struct {
     int32_t mult, c, e;
 } att_rq2_t;
@@ -495,39 +441,18 @@ static void unpack_p(const uint8_t *pa, const uint8_t *pb, int32_t n, const int3
     f[1] = -2 * v_zp * p_sum[1];
 }
 
-/* V^T of one head, rows zero padded to n4 = att_pad4(n): vt[c * n4 + j] = v[j][c]; four
- * rows by four channels per step (a 4 x 4 byte transpose: UXTB16 pairs rows j, j + 1,
- * PKHBT/PKHTB then joins rows j + 2, j + 3). */
+/* V^T of one head, rows zero padded to n4 = att_pad4(n): vt[c * n4 + j] = v[j][c]. */
 static void transpose_v(const int8_t *vb, int32_t n, int32_t dv, int32_t rs, int8_t *vt)
 {
-    const int32_t n4 = att_pad4(n), nf = n & ~3, cf = dv & ~3;
-    for (int32_t j = 0; j < nf; j += 4) {
-        const int8_t *r = vb + (int64_t)j * rs;
-        int8_t *o = vt + j;
-        int32_t c = 0;
-        for (; c < cf; c += 4, r += 4, o += 4 * n4) {
-            const uint32_t w0 = mcuc_read32(r), w1 = mcuc_read32(r + rs);
-            const uint32_t w2 = mcuc_read32(r + 2 * (int64_t)rs);
-            const uint32_t w3 = mcuc_read32(r + 3 * (int64_t)rs);
-            const uint32_t e0 = mcuc_uxtb16(w0) | (mcuc_uxtb16(w1) << 8);
-            const uint32_t o0 = mcuc_uxtb16_ror8(w0) | (mcuc_uxtb16_ror8(w1) << 8);
-            const uint32_t e1 = mcuc_uxtb16(w2) | (mcuc_uxtb16(w3) << 8);
-            const uint32_t o1 = mcuc_uxtb16_ror8(w2) | (mcuc_uxtb16_ror8(w3) << 8);
-            const uint32_t t[4] = {mcuc_pkhbt16(e0, e1), mcuc_pkhbt16(o0, o1),
-                                   mcuc_pkhtb16(e0, e1), mcuc_pkhtb16(o0, o1)};
-            for (int32_t u = 0; u < 4; ++u) {
-                memcpy(o + u * n4, &t[u], sizeof t[u]);
-            }
+    const int32_t n4 = att_pad4(n);
+    for (int32_t c = 0; c < dv; ++c, vt += n4) {
+        const int8_t *src = vb + c;
+        int32_t j = 0;
+        for (; j < n; ++j, src += rs) {
+            vt[j] = *src;
         }
-        for (; c < dv; ++c, ++r, o += n4) {
-            for (int32_t u = 0; u < 4; ++u) {
-                o[u] = r[(int64_t)u * rs];
-            }
-        }
-    }
-    for (int32_t j = nf; j < n4; ++j) {
-        for (int32_t c = 0; c < dv; ++c) {
-            vt[c * n4 + j] = j < n ? vb[(int64_t)j * rs + c] : 0;
+        for (; j < n4; ++j) {
+            vt[j] = 0;
         }
     }
 }
@@ -537,66 +462,52 @@ void mcuc_attention_s8(const mcuc_attention_params_t *p, const int8_t *q, const 
 {
     if (p->q_cs != 1 || p->k_cs != 1 || p->v_cs != 1 || p->q_table || p->k_table
         || p->v_table || p->d > MCUC_ATT_DSP_MAX_D || p->kv_len > MCUC_ATT_DSP_MAX_LEN
-        || p->s_shift > 0 || p->s_shift < -31 || p->o_shift > 0 || p->o_shift < -31) {
+        || !att_rq2_ok(p->s_shift) || p->o_shift > 0 || p->o_shift < -31) {
         attention_ref(p, q, k, v, y, scratch);
         return;
     }
-    /* q: one row (2 words per 4 d) or two (4 words); p: two rows (4 words per 4 j) */
+    /* q: two rows (4 words per 4 d); p: two rows (4 words per 4 j) */
     uint32_t qp[MCUC_ATT_DSP_PAIR_LEN > MCUC_ATT_DSP_MAX_D ? MCUC_ATT_DSP_PAIR_LEN
                                                            : MCUC_ATT_DSP_MAX_D];
     int32_t qt[6], f[2], ps[2];
     int8_t s2[MCUC_ATT_DSP_PAIR_LEN];
     int8_t vt[MCUC_ATT_DSP_VT_BYTES];
-    const int pair = p->kv_len <= MCUC_ATT_DSP_PAIR_LEN && att_rq2_ok(p->s_shift)
-                     && att_rq2_ok(p->o_shift)
-                     && p->dv * att_pad4(p->kv_len) <= MCUC_ATT_DSP_VT_BYTES;
-    const uint32_t qz2 = mcuc_dup16(p->q_zp);
-    const int32_t d4 = p->d / 4, dt = p->d % 4;
-    const att_rq_t s_rq = att_rq(p->s_mult, p->s_shift, p->s_zp);
+    const int32_t n = p->kv_len, n4 = att_pad4(n);
+    const int two = n <= MCUC_ATT_DSP_PAIR_LEN;
+    const int pv_pair = two && att_rq2_ok(p->o_shift) && p->dv * n4 <= MCUC_ATT_DSP_VT_BYTES;
     const att_rq_t o_rq = att_rq(p->o_mult, p->o_shift, p->o_zp);
-    const att_rq2_t zero = {0, 0, 0};
-    const att_rq2_t s_rq2 = pair ? att_rq2(p->s_mult, p->s_shift, p->s_zp) : zero;
-    const att_rq2_t o_rq2 = pair ? att_rq2(p->o_mult, p->o_shift, p->o_zp) : zero;
+    const att_rq2_t s_rq2 = att_rq2(p->s_mult, p->s_shift, p->s_zp);
+    const att_rq2_t o_rq2 = pv_pair ? att_rq2(p->o_mult, p->o_shift, p->o_zp) : s_rq2;
     for (int32_t b = 0; b < p->batch; ++b) {
-        const int64_t qb = p->q_off + (int64_t)b * p->q_bs;
+        const int8_t *qb = q + p->q_off + (int64_t)b * p->q_bs;
         const int8_t *kb = k + p->k_off + (int64_t)b * p->k_bs;
         const int8_t *vb = v + p->v_off + (int64_t)b * p->v_bs;
-        const int64_t ob = p->o_off + (int64_t)b * p->o_bs;
-        const int32_t n4 = att_pad4(p->kv_len);
-        int32_t i = 0;
-        if (pair && p->q_len >= 2) {
-            transpose_v(vb, p->kv_len, p->dv, p->v_rs, vt);
+        int8_t *yb = y + p->o_off + (int64_t)b * p->o_bs;
+        if (pv_pair) {
+            transpose_v(vb, n, p->dv, p->v_rs, vt);
         }
-        /* Both q rows are read before either output row is written (y may lie over q). */
-        for (; pair && i + 2 <= p->q_len; i += 2) {
-            const int8_t *qa = q + qb + (int64_t)i * p->q_rs;
-            int8_t *ya = y + ob + (int64_t)i * p->o_rs;
-            unpack_pair(p, qa, qa + p->q_rs, qp, qt, f);
-            dot_pair(qp, qt, f, p->d, kb, p->kv_len, p->k_rs, &s_rq2, scratch, s2, 1);
+        /* Rows i and i + 1, or i twice (the last of an odd q_len, or every row when the
+         * second score row does not fit s2): both q rows are read before either output
+         * row is written (y may lie over q); a row taken twice is written twice, alike. */
+        for (int32_t i = 0; i < p->q_len;) {
+            const int32_t r = two && i + 1 < p->q_len;
+            const int8_t *qa = qb + (int64_t)i * p->q_rs;
+            int8_t *ya = yb + (int64_t)i * p->o_rs, *sb = r ? s2 : scratch;
+            unpack_pair(p, qa, qa + r * p->q_rs, qp, qt, f);
+            dot_pair(qp, qt, f, p->d, kb, n, p->k_rs, &s_rq2, scratch, sb, 1);
             ps[0] = softmax_dsp(p, (uint8_t *)scratch);
-            ps[1] = softmax_dsp(p, (uint8_t *)s2);
-            unpack_p((const uint8_t *)scratch, (const uint8_t *)s2, p->kv_len, ps, p->v_zp, qp,
-                     f);
-            dot_pair(qp, qt, f, n4, vt, p->dv, n4, &o_rq2, ya, ya + p->o_rs, p->o_cs);
-        }
-        for (; i < p->q_len; ++i) {
-            const int8_t *qi = q + qb + (int64_t)i * p->q_rs;
-            int32_t q_sum = 0;
-            for (int32_t l = 0; l < d4; ++l) {
-                const uint32_t w = mcuc_read32(qi + 4 * l);
-                qp[2 * l] = mcuc_ssub16(mcuc_sxtb16(w), qz2);
-                qp[2 * l + 1] = mcuc_ssub16(mcuc_sxtb16_ror8(w), qz2);
-                for (int32_t t = 0; t < 4; ++t) {
-                    q_sum += qi[4 * l + t] - p->q_zp;
+            ps[1] = r ? softmax_dsp(p, (uint8_t *)s2) : ps[0];
+            if (pv_pair) {
+                unpack_p((const uint8_t *)scratch, (const uint8_t *)sb, n, ps, p->v_zp, qp, f);
+                dot_pair(qp, qt, f, n4, vt, p->dv, n4, &o_rq2, ya, ya + r * p->o_rs,
+                         p->o_cs);
+            } else {
+                pv_dsp(p, &o_rq, (const uint8_t *)scratch, ps[0], vb, ya);
+                if (r) {
+                    pv_dsp(p, &o_rq, (const uint8_t *)s2, ps[1], vb, ya + p->o_rs);
                 }
             }
-            for (int32_t t = 0; t < dt; ++t) {
-                qt[t] = qi[4 * d4 + t] - p->q_zp;
-                q_sum += qt[t];
-            }
-            scores_dsp(p, &s_rq, qp, qt, q_sum, kb, scratch);
-            const int32_t p_sum = softmax_dsp(p, (uint8_t *)scratch);
-            pv_dsp(p, &o_rq, (const uint8_t *)scratch, p_sum, vb, y + ob + (int64_t)i * p->o_rs);
+            i += 1 + r;
         }
     }
 }
