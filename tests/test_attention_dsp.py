@@ -8,8 +8,10 @@ here byte for byte with the reference on random shapes (d and kv_len odd, 1, eve
 tail of 4), extreme zero points and operands, the model's interleaved q/k/v rows,
 arbitrary row strides, outputs through any view and over q, and on the cases that must
 take the reference loop (strided columns, tables, d above the q buffer, kv_len above
-the int32 bound, requantization shifts outside [-31, 0], which rand_requant draws); then
-again under ASan/UBSan (UBSan reports an int32 overflow). The firmware tests run the real
+the int32 bound, shifts outside the fast epilogue's range, which rand_requant draws), and
+on the edges of the two-row path (kv_len and V^T at and past its stack buffers, shifts
+at and past [-22, -1], odd q_len); then again under ASan/UBSan (UBSan reports an int32
+overflow, ASan a write past a stack buffer). The firmware tests run the real
 instructions in the emulator.
 """
 
@@ -63,13 +65,16 @@ def _extreme(rng: np.random.Generator, buf: np.ndarray) -> np.ndarray:
     return buf
 
 
-def gen_attention_dsp(rng: np.random.Generator, *, fallback: bool = False) -> Case:
+def gen_attention_dsp(rng: np.random.Generator, *, fallback: bool = False,
+                      shape: tuple[int, int, int, int] | None = None) -> Case:
     """A case for the fast path (unit column strides, no tables), or with `fallback` one
-    that breaks exactly one of its preconditions."""
+    that breaks exactly one of its preconditions; `shape` = (q_len, kv_len, d, dv)."""
     bt, m = int(rng.integers(1, 4)), int(rng.integers(1, 5))
     d = int(rng.choice([1, 2, 3, 4, 5, 7, 8, 9, 31, 32, 33, int(rng.integers(1, 129))]))
     n = int(rng.choice([1, 2, 3, 4, 5, 6, 7, 8, 50, int(rng.integers(1, 80))]))
     dv = int(rng.choice([1, 2, 3, 4, 5, 7, 8, 9, 32, int(rng.integers(1, 40))]))
+    if shape is not None:
+        m, n, d, dv = shape
     p: dict = dict(batch=bt, q_len=m, kv_len=n, d=d, dv=dv)
     ins = []
     for x, rows, cols in (("q", m, d), ("k", n, d), ("v", n, dv)):
@@ -180,6 +185,45 @@ def test_int32_bound_constants_match_c() -> None:
     assert 255 * 255 * c_len < 2**30 <= 255 * 255 * (c_len + 1) and c_d <= c_len
 
 
+def _c_define(name: str) -> int:
+    return int(re.search(rf"#define {name} (\d+)", SRC.read_text()).group(1))
+
+
+def test_pair_path_bounds() -> None:
+    # The pair path's int32 proof (attention.c): q and p unpacked doubled (|2 x| <= 510 in
+    # an int16 lane), partial sums at most 4 * 255 * 128 * len, the last 2 acc with
+    # |acc| <= 255 * 255 * len < 2^30 - 2^15; and att_out2's one add for 1 <= e <= 22.
+    pair_len, vt = _c_define("MCUC_ATT_DSP_PAIR_LEN"), _c_define("MCUC_ATT_DSP_VT_BYTES")
+    longest = max(pair_len, attention.ATT_DSP_MAX_D)
+    assert 4 * 255 * 128 * longest < 2**31 and 2 * 255 < 2**15
+    assert 255 * 255 * longest < 2**30 - 2**15
+    assert 2**30 + 1 + 2**21 + 128 * 2**22 < 2**31 and vt >= 4
+
+
+def test_attention_dsp_pair_path_edges(ck_dsp: CKernels) -> None:
+    """Both rows of a pair, an odd last row, kv_len and dv * kv_len (rounded up to 4)
+    at and past the pair path's stack buffers, the shifts at the ends of its epilogue
+    (-1, -22) and just past them (0, -23: s_shift takes the reference loop, o_shift
+    the row-by-row P.V)."""
+    pair_len, vt = _c_define("MCUC_ATT_DSP_PAIR_LEN"), _c_define("MCUC_ATT_DSP_VT_BYTES")
+    shapes = [(2, pair_len, 4, vt // pair_len), (3, pair_len, 5, vt // pair_len + 1),
+              (2, pair_len + 1, 3, 1), (4, pair_len - 3, 8, vt // pair_len),
+              (2, vt // 8 - 1, 2, 8), (2, vt // 8 + 1, 2, 8), (5, 1, 1, 1), (2, 2, 3, 2),
+              (3, 5, 12, 3), (2, 50, 32, 32), (4, 7, 128, 7), (2, 6, 9, 1), (3, 3, 4, 5)]
+    rng = np.random.default_rng(2326)
+    i = 0
+    for shape in shapes:
+        for s_shift, o_shift in ((-1, -22), (-22, -1), (0, -5), (-5, 0), (-23, -9),
+                                 (-9, -23), (-7, -13)):
+            case = gen_attention_dsp(rng, shape=shape)
+            case.params.update(s_shift=s_shift, o_shift=o_shift)
+            want = expected("attention", case)
+            got = ck_dsp.run("attention", case.params, case.inputs, case.out_size,
+                             case.out_init)
+            assert np.array_equal(got, want), f"case {i}: {case.params}"
+            i += 1
+
+
 def test_attention_dsp_matches_reference(ck_dsp: CKernels) -> None:
     rng = np.random.default_rng(2323)
     for i in range(500):
@@ -208,8 +252,9 @@ def test_attention_dsp_writes_over_q(ck_dsp: CKernels) -> None:
 
 @pytest.mark.parametrize("d", [1, 31, attention.ATT_DSP_MAX_D])
 def test_attention_dsp_worst_case(ck_dsp: CKernels, d: int) -> None:
+    # q_len = 2: the pair path up to its longest rows (256, dv * 256 <= its V^T buffer)
     for sign in (1, -1):
-        for n in (1, 7, 64):
+        for n in (1, 7, 64, 256):
             case = _worst(d, n, sign)
             want = REGISTRY["attention"].ref(case.params, *case.inputs)
             got = ck_dsp.run("attention", case.params, case.inputs, case.out_size)

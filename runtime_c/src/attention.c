@@ -15,8 +15,13 @@ static inline int32_t load(const int8_t *x, int64_t i, const int8_t *table)
 }
 
 /* Without a variant this loop is mcuc_attention_s8 itself (no wrapper in the portable
- * build); with MCUC_ARM_DSP it is the fallback of the fast path below. */
+ * build); with MCUC_ARM_DSP it is the fallback of the fast path below (strided columns,
+ * tables, s_shift outside [-22, -1]), built for size there (cold: 664 B against 1,420 B
+ * inlined at -O2), which keeps the linked variant within the fit estimate's code. */
 #ifdef MCUC_ARM_DSP
+#ifdef __GNUC__
+__attribute__((cold, noinline))
+#endif
 static void attention_ref(const mcuc_attention_params_t *p, const int8_t *q, const int8_t *k,
                           const int8_t *v, int8_t *y, int8_t *scratch)
 #else
@@ -78,7 +83,8 @@ void mcuc_attention_s8(const mcuc_attention_params_t *p, const int8_t *q, const 
 #include "mcuc/simd.h"
 
 /* The ARMv7E-M variant, for operands with unit column stride and no tables (the layout
- * the compiler gives a ViT's heads); anything else takes the reference loop above.
+ * the compiler gives a ViT's heads) and -22 <= s_shift <= -1; anything else takes the
+ * reference loop above.
  *
  * Why int32 is exact: every factor is at most 255 in magnitude (q - q_zp, k - k_zp and
  * v - v_zp lie in [-255, 255], p = s + 128 in [0, 255]), so each sum over n terms is at
@@ -91,8 +97,8 @@ void mcuc_attention_s8(const mcuc_attention_params_t *p, const int8_t *q, const 
  * where each term is itself at most 255 * 128 * n (<= 65,025 * n) in magnitude: every
  * partial sum, both terms and their exact difference fit int32, so no step overflows and
  * sat32 of the exact sum (the reference) is the sum itself; the 2^30 margin serves the
- * requantization below. q's row is unpacked once into pairs of (q - q_zp) in a local
- * array, which bounds d by MCUC_ATT_DSP_MAX_D. */
+ * requantization below. q's rows are unpacked once into pairs in a local array, which
+ * bounds d by MCUC_ATT_DSP_MAX_D. */
 #define MCUC_ATT_DSP_MAX_LEN 16512
 #define MCUC_ATT_DSP_MAX_D 128
 typedef char mcuc_att_bound_below_2_30[(65025LL * MCUC_ATT_DSP_MAX_LEN < (1LL << 30)) ? 1 : -1];
@@ -111,7 +117,8 @@ typedef char mcuc_att_bound_below_2_30[(65025LL * MCUC_ATT_DSP_MAX_LEN < (1LL <<
  * mcuc_requantize_fast) = floor((2 acc * mult + 2^31) / 2^32), one SMMULR on 2 acc, then
  * rdbpot(t, e = -shift), which is floor((t + 2^(e-1) - [t < 0]) / 2^e) for e > 0 (halves
  * away from zero) and t for e = 0: |t| <= |acc| < 2^30 - 2^15, so t + 2^(e-1) <= t + 2^30
- * fits int32 (and so does 2 acc). Other shifts take the reference loop. */
+ * fits int32 (and so does 2 acc). Other shifts take the reference loop. Used by pv_dsp
+ * (P.V of rows that the two-row P.V below does not take). */
 typedef struct {
     int32_t mult, zp, e, round, neg;
 } att_rq_t;
@@ -132,96 +139,61 @@ static inline int8_t att_out(const att_rq_t *r, int32_t acc)
     return (int8_t)mcuc_ssat8(v);
 }
 
-/* One key row's dot product with the unpacked q row (lanes d, d + 2 and d + 1, d + 3,
- * as SXTB16 unpacks a word of k), without the k_zp fold. */
-static inline int32_t dot_row(const uint32_t *qp, const int32_t *qt, int32_t d4, int32_t dt,
-                              const int8_t *kr)
+/* max s[j], four bytes per SSUB8/SEL pair. */
+static int32_t row_max(const int8_t *s, int32_t n)
 {
-    int32_t a = 0;
-    for (int32_t l = 0; l < d4; ++l) {
-        const uint32_t w = mcuc_read32(kr + 4 * l);
-        a = mcuc_smlad(qp[2 * l], mcuc_sxtb16(w), a);
-        a = mcuc_smlad(qp[2 * l + 1], mcuc_sxtb16_ror8(w), a);
+    uint32_t m4 = 0x80808080u;
+    int32_t j = 0;
+    for (; j + 4 <= n; j += 4) {
+        m4 = mcuc_smax8(mcuc_read32(s + j), m4);
     }
-    for (int32_t t = 0; t < dt; ++t) {
-        a += qt[t] * kr[4 * d4 + t];
-    }
-    return a;
-}
-
-/* s[j] for every key row j, two rows per pass, eight d per step; returns max s[j]. */
-ATT_NOINLINE static int32_t scores_dsp(const mcuc_attention_params_t *p, const att_rq_t *rqp,
-                                       const uint32_t *qp, const int32_t *qt, int32_t q_sum,
-                                       const int8_t *kb, int8_t *s)
-{
-    const att_rq_t rq_local = *rqp, *rq = &rq_local;
-    const int32_t d4 = p->d / 4, dt = p->d % 4, n = p->kv_len, rs = p->k_rs;
-    const int32_t fold = p->k_zp * q_sum, d8 = d4 & ~1;
-    const uint32_t *q8 = qp + 2 * d8;
-    int32_t mx = -128, j = 0;
-    for (; j + 2 <= n; j += 2) {
-        const int8_t *k0 = kb + (int64_t)j * rs;
-        const int8_t *k1 = k0 + rs;
-        int32_t a0 = 0, a1 = 0;
-        const int8_t *r0 = k0, *r1 = k1;
-        for (const uint32_t *qq = qp; qq != q8; qq += 4, r0 += 8, r1 += 8) {
-            uint32_t w0 = mcuc_read32(r0), w1 = mcuc_read32(r1);
-            a0 = mcuc_smlad(qq[0], mcuc_sxtb16(w0), a0);
-            a1 = mcuc_smlad(qq[0], mcuc_sxtb16(w1), a1);
-            a0 = mcuc_smlad(qq[1], mcuc_sxtb16_ror8(w0), a0);
-            a1 = mcuc_smlad(qq[1], mcuc_sxtb16_ror8(w1), a1);
-            w0 = mcuc_read32(r0 + 4);
-            w1 = mcuc_read32(r1 + 4);
-            a0 = mcuc_smlad(qq[2], mcuc_sxtb16(w0), a0);
-            a1 = mcuc_smlad(qq[2], mcuc_sxtb16(w1), a1);
-            a0 = mcuc_smlad(qq[3], mcuc_sxtb16_ror8(w0), a0);
-            a1 = mcuc_smlad(qq[3], mcuc_sxtb16_ror8(w1), a1);
-        }
-        const int32_t l = d8;
-        if (l < d4) {
-            const uint32_t w0 = mcuc_read32(k0 + 4 * l), w1 = mcuc_read32(k1 + 4 * l);
-            a0 = mcuc_smlad(qp[2 * l], mcuc_sxtb16(w0), a0);
-            a1 = mcuc_smlad(qp[2 * l], mcuc_sxtb16(w1), a1);
-            a0 = mcuc_smlad(qp[2 * l + 1], mcuc_sxtb16_ror8(w0), a0);
-            a1 = mcuc_smlad(qp[2 * l + 1], mcuc_sxtb16_ror8(w1), a1);
-        }
-        for (int32_t t = 0; t < dt; ++t) {
-            a0 += qt[t] * k0[4 * d4 + t];
-            a1 += qt[t] * k1[4 * d4 + t];
-        }
-        const int8_t s0 = att_out(rq, a0 - fold), s1 = att_out(rq, a1 - fold);
-        s[j] = s0;
-        s[j + 1] = s1;
-        mx = s0 > mx ? s0 : mx;
-        mx = s1 > mx ? s1 : mx;
-    }
-    if (j < n) {
-        const int8_t sc = att_out(rq, dot_row(qp, qt, d4, dt, kb + (int64_t)j * rs) - fold);
-        s[j] = sc;
-        mx = sc > mx ? sc : mx;
+    m4 = mcuc_smax8(m4, m4 >> 16);
+    m4 = mcuc_smax8(m4, m4 >> 8);
+    int32_t mx = (int8_t)(m4 & 0xFFu);
+    for (; j < n; ++j) {
+        mx = s[j] > mx ? s[j] : mx;
     }
     return mx;
 }
 
-/* The softmax of the reference (mx = max s[j]), leaving p = s + 128 (0..255) as unsigned
- * bytes in place; returns sum p. */
-ATT_NOINLINE static int32_t softmax_dsp(const mcuc_attention_params_t *p, int32_t mx,
-                                        uint8_t *s)
+/* The softmax of the reference, leaving p = s + 128 (0..255) as unsigned bytes in place;
+ * returns sum p. The table index mx - s[j] lies in 0..255, so USUB8 forms it four bytes
+ * at a time, exactly (modulo 256), and it replaces s[j] for the second pass. r <= 256
+ * since exp_table[mx - s[j]] is a term of sum (the uint32 arithmetic is the reference's),
+ * so USAT's signed view of r is r and USAT(r, 8) = min(r, 255). */
+ATT_NOINLINE static int32_t softmax_dsp(const mcuc_attention_params_t *p, uint8_t *s)
 {
-    const int32_t n = p->kv_len;
+    const int32_t n = p->kv_len, mx = row_max((const int8_t *)s, n);
+    const uint32_t *tb = p->exp_table, m4 = ((uint32_t)mx & 0xFFu) * 0x01010101u;
     uint32_t sum = 0;
-    for (int32_t j = 0; j < n; ++j) {
-        sum += p->exp_table[mx - (int8_t)s[j]];
+    int32_t j = 0;
+    for (; j + 4 <= n; j += 4) {
+        const uint32_t w = mcuc_usub8(m4, mcuc_read32((const int8_t *)s + j));
+        memcpy(s + j, &w, sizeof w);
+        sum += tb[w & 0xFFu] + tb[(w >> 8) & 0xFFu] + tb[(w >> 16) & 0xFFu] + tb[w >> 24];
+    }
+    for (; j < n; ++j) {
+        s[j] = (uint8_t)(mx - (int8_t)s[j]);
+        sum += tb[s[j]];
     }
     const uint32_t half = sum / 2u;
-    int32_t p_sum = 0;
-    for (int32_t j = 0; j < n; ++j) {
-        const uint32_t r = (p->exp_table[mx - (int8_t)s[j]] * 256u + half) / sum;
-        const uint32_t pj = r >= 255u ? 255u : r;
-        s[j] = (uint8_t)pj;
-        p_sum += (int32_t)pj;
+    uint32_t p_sum = 0;
+    for (j = 0; j + 4 <= n; j += 4) {
+        const uint32_t w = mcuc_read32((const int8_t *)s + j);
+        const uint32_t p0 = mcuc_usat8((int32_t)((tb[w & 0xFFu] * 256u + half) / sum));
+        const uint32_t p1 = mcuc_usat8((int32_t)((tb[(w >> 8) & 0xFFu] * 256u + half) / sum));
+        const uint32_t p2 = mcuc_usat8((int32_t)((tb[(w >> 16) & 0xFFu] * 256u + half) / sum));
+        const uint32_t p3 = mcuc_usat8((int32_t)((tb[w >> 24] * 256u + half) / sum));
+        const uint32_t o = p0 | (p1 << 8) | (p2 << 16) | (p3 << 24);
+        memcpy(s + j, &o, sizeof o);
+        p_sum = mcuc_usada8(o, p_sum);
     }
-    return p_sum;
+    for (; j < n; ++j) {
+        const uint32_t pj = mcuc_usat8((int32_t)((tb[s[j]] * 256u + half) / sum));
+        s[j] = (uint8_t)pj;
+        p_sum += pj;
+    }
+    return (int32_t)p_sum;
 }
 
 /* y[c] = requantized sum_j p[j] (v[j][c] - v_zp): four channels by four rows per step.
@@ -275,44 +247,267 @@ ATT_NOINLINE static void pv_dsp(const mcuc_attention_params_t *p, const att_rq_t
     }
 }
 
+/* The pair path: two query rows per pass over k, so that each unpacked word of k feeds
+ * two SMLADs (a 2 x 2 block of q rows by k rows: 16 instructions per 16 MACs before the
+ * loop's own). The second row's scores live in a stack buffer of MCUC_ATT_DSP_PAIR_LEN
+ * bytes (the arena's scratch stays one row); longer rows, and the last of an odd q_len,
+ * run the same block with both of its q rows the same. P.V takes the same block against
+ * V^T of the head (a stack buffer of MCUC_ATT_DSP_VT_BYTES) where kv_len <= PAIR_LEN,
+ * dv * kv_len (rounded up to 4) fits and -22 <= o_shift <= -1, else pv_dsp row by row:
+ * 2 p lies in [0, 510] and the sums start at -2 v_zp sum p, with the bounds below for
+ * len = kv_len <= 256 (130,560 * 256 < 2^31, 65,025 * 256 < 2^30 - 2^15). q is unpacked as 2 (q - q_zp) in [-510, 510] (int16 lanes)
+ * and each sum starts at -2 k_zp sum (q - q_zp), so it ends at 2 acc, the SMMULR operand
+ * of att_out, with no subtraction or doubling per score. Every partial sum is at most
+ * 2 * 255 * 128 * d + 2 * 128 * 255 * d = 130,560 d <= 16,711,680 (d <= 128) in
+ * magnitude, and the last is 2 acc with |acc| <= 255 * 255 * d: no int32 overflow. */
+#define MCUC_ATT_DSP_PAIR_LEN 256
+#define MCUC_ATT_DSP_VT_BYTES 2048
+
+/* att_out for 1 <= e <= 22 on 2 acc: rdbpot's halves-away-from-zero rounding is
+ * floor((t + 2^(e-1) - [t < 0]) / 2^e), and -[t < 0] is t >> 31 (arithmetic; gcc and
+ * every ARM compiler define it so); adding zp 2^e inside the floor adds zp outside it,
+ * so c = 2^(e-1) + zp 2^e folds the round and the zero point in one add:
+ * |t + (t >> 31) + c| < 2^30 + 1 + 2^21 + 2^29 < 2^31 (|t| <= |acc| < 2^30 - 2^15 and
+ * |zp| <= 128 as above). Other s_shift take the reference loop, other o_shift pv_dsp. */
+typedef struct {
+    int32_t mult, c, e;
+} att_rq2_t;
+
+static att_rq2_t att_rq2(int32_t mult, int32_t shift, int32_t zp)
+{
+    const int32_t e = -shift;
+    const att_rq2_t r = {mult, (int32_t)(1u << (e - 1)) + zp * (int32_t)(1u << e), e};
+    return r;
+}
+
+static inline int8_t att_out2(const att_rq2_t *r, int32_t acc2)
+{
+    const int32_t t = mcuc_smmulr(acc2, r->mult);
+    return (int8_t)mcuc_ssat8((t + (t >> 31) + r->c) >> r->e);
+}
+
+static inline int att_rq2_ok(int32_t shift)
+{
+    return shift <= -1 && shift >= -22;
+}
+
+/* Rows a and b of q as 2 (q - q_zp) lanes, four d per group of four words (a's d, d + 2;
+ * a's d + 1, d + 3; then b's), the d % 4 tail in qt[0..2] (a) and qt[3..5] (b); returns
+ * the sums' start values -2 k_zp sum (q - q_zp) in f[0..1]. */
+static void unpack_pair(const mcuc_attention_params_t *p, const int8_t *qa, const int8_t *qb,
+                        uint32_t *qp, int32_t *qt, int32_t *f)
+{
+    const uint32_t qz2 = mcuc_dup16(p->q_zp), ones = 0x00010001u;
+    const int32_t d4 = p->d / 4, dt = p->d % 4;
+    int32_t sa = 0, sb = 0;
+    for (int32_t l = 0; l < d4; ++l) {
+        const uint32_t wa = mcuc_read32(qa + 4 * l), wb = mcuc_read32(qb + 4 * l);
+        const uint32_t ae = mcuc_ssub16(mcuc_sxtb16(wa), qz2);
+        const uint32_t ao = mcuc_ssub16(mcuc_sxtb16_ror8(wa), qz2);
+        const uint32_t be = mcuc_ssub16(mcuc_sxtb16(wb), qz2);
+        const uint32_t bo = mcuc_ssub16(mcuc_sxtb16_ror8(wb), qz2);
+        sa = mcuc_smlad(ae, ones, mcuc_smlad(ao, ones, sa));
+        sb = mcuc_smlad(be, ones, mcuc_smlad(bo, ones, sb));
+        /* lane-wise doubling: the bit a low lane shifts into the high lane is cleared */
+        qp[4 * l] = (ae << 1) & 0xFFFEFFFFu;
+        qp[4 * l + 1] = (ao << 1) & 0xFFFEFFFFu;
+        qp[4 * l + 2] = (be << 1) & 0xFFFEFFFFu;
+        qp[4 * l + 3] = (bo << 1) & 0xFFFEFFFFu;
+    }
+    for (int32_t t = 0; t < dt; ++t) {
+        const int32_t xa = qa[4 * d4 + t] - p->q_zp, xb = qb[4 * d4 + t] - p->q_zp;
+        sa += xa;
+        sb += xb;
+        qt[t] = 2 * xa;
+        qt[3 + t] = 2 * xb;
+    }
+    f[0] = -2 * p->k_zp * sa;
+    f[1] = -2 * p->k_zp * sb;
+}
+
+/* One step of the 2 x 2 block: four d of key rows r0 and r1 against the words qq[0..3]
+ * of query rows a and b. */
+#define ATT_PAIR_STEP(qq, r0, r1)                                                        \
+    do {                                                                                 \
+        uint64_t qa_, qb_;                                                               \
+        memcpy(&qa_, (qq), sizeof qa_);                                                  \
+        memcpy(&qb_, (qq) + 2, sizeof qb_);                                              \
+        const uint32_t w0 = mcuc_read32(r0), w1 = mcuc_read32(r1);                       \
+        uint32_t x0 = mcuc_sxtb16(w0), x1 = mcuc_sxtb16(w1);                             \
+        a0 = mcuc_smlad((uint32_t)qa_, x0, a0);                                          \
+        a1 = mcuc_smlad((uint32_t)qa_, x1, a1);                                          \
+        b0 = mcuc_smlad((uint32_t)qb_, x0, b0);                                          \
+        b1 = mcuc_smlad((uint32_t)qb_, x1, b1);                                          \
+        x0 = mcuc_sxtb16_ror8(w0);                                                       \
+        x1 = mcuc_sxtb16_ror8(w1);                                                       \
+        a0 = mcuc_smlad((uint32_t)(qa_ >> 32), x0, a0);                                  \
+        a1 = mcuc_smlad((uint32_t)(qa_ >> 32), x1, a1);                                  \
+        b0 = mcuc_smlad((uint32_t)(qb_ >> 32), x0, b0);                                  \
+        b1 = mcuc_smlad((uint32_t)(qb_ >> 32), x1, b1);                                  \
+    } while (0)
+
+/* The 2 x 2 block of both products: rows a and b of x (unpacked by unpack_pair: len
+ * values, sums starting at f[0], f[1]) against each of the n rows of m (len bytes from
+ * m + r * rs), two rows of m per pass, eight values per step; out_a[r * os] and
+ * out_b[r * os] get att_out2 of the sums. Scores: x = q, m = k; P.V: x = p, m = V^T. */
+ATT_NOINLINE static void dot_pair(const uint32_t *qp, const int32_t *qt, const int32_t *f,
+                                  int32_t len, const int8_t *m, int32_t n, int32_t rs,
+                                  const att_rq2_t *rqp, int8_t *oa, int8_t *ob, int32_t os)
+{
+    const att_rq2_t rq_local = *rqp, *rq = &rq_local;
+    const int32_t d4 = len / 4, dt = len % 4, fa = f[0], fb = f[1];
+    const uint32_t *q8 = qp + 4 * (d4 & ~1);
+    const int odd4 = d4 & 1;
+    int32_t j = 0;
+    for (; j + 2 <= n; j += 2, oa += 2 * os, ob += 2 * os) {
+        const int8_t *r0 = m + (int64_t)j * rs, *r1 = r0 + rs;
+        int32_t a0 = fa, a1 = fa, b0 = fb, b1 = fb;
+        const uint32_t *qq = qp;
+        for (; qq != q8; qq += 8, r0 += 8, r1 += 8) {
+            ATT_PAIR_STEP(qq, r0, r1);
+            ATT_PAIR_STEP(qq + 4, r0 + 4, r1 + 4);
+        }
+        if (odd4) {
+            ATT_PAIR_STEP(qq, r0, r1);
+            r0 += 4;
+            r1 += 4;
+        }
+        for (int32_t t = 0; t < dt; ++t) {
+            const int32_t k0 = r0[t], k1 = r1[t];
+            a0 += qt[t] * k0;
+            a1 += qt[t] * k1;
+            b0 += qt[3 + t] * k0;
+            b1 += qt[3 + t] * k1;
+        }
+        oa[0] = att_out2(rq, a0);
+        oa[os] = att_out2(rq, a1);
+        ob[0] = att_out2(rq, b0);
+        ob[os] = att_out2(rq, b1);
+    }
+    if (j < n) {
+        const int8_t *r0 = m + (int64_t)j * rs;
+        const uint32_t *qend = qp + 4 * d4;
+        int32_t a0 = fa, b0 = fb;
+        for (const uint32_t *qq = qp; qq != qend; qq += 4, r0 += 4) {
+            const uint32_t w0 = mcuc_read32(r0);
+            a0 = mcuc_smlad(qq[0], mcuc_sxtb16(w0), a0);
+            b0 = mcuc_smlad(qq[2], mcuc_sxtb16(w0), b0);
+            a0 = mcuc_smlad(qq[1], mcuc_sxtb16_ror8(w0), a0);
+            b0 = mcuc_smlad(qq[3], mcuc_sxtb16_ror8(w0), b0);
+        }
+        for (int32_t t = 0; t < dt; ++t) {
+            a0 += qt[t] * r0[t];
+            b0 += qt[3 + t] * r0[t];
+        }
+        oa[0] = att_out2(rq, a0);
+        ob[0] = att_out2(rq, b0);
+    }
+}
+
+/* P.V's rows are padded with zeros to n4 = n rounded up to a multiple of 4 (in p and in
+ * V^T alike, so each padded term is 0 * 0), which spares dot_pair its d % 4 tail. */
+static inline int32_t att_pad4(int32_t n)
+{
+    return (n + 3) & ~3;
+}
+
+/* Rows a and b of p (bytes 0..255, n of them) as 2 p lanes in unpack_pair's layout, zero
+ * padded to att_pad4(n) (no lane crosses: 2 p <= 510 < 2^15); f[0..1] = -2 v_zp sum p,
+ * the sums' start. */
+static void unpack_p(const uint8_t *pa, const uint8_t *pb, int32_t n, const int32_t *p_sum,
+                     int32_t v_zp, uint32_t *pp, int32_t *f)
+{
+    const int32_t n4 = n / 4;
+    for (int32_t l = 0; l <= n4; ++l) {
+        uint32_t wa, wb;
+        if (l < n4) {
+            wa = mcuc_read32((const int8_t *)pa + 4 * l);
+            wb = mcuc_read32((const int8_t *)pb + 4 * l);
+        } else if (n % 4) {
+            wa = wb = 0;
+            for (int32_t t = 0; t < n % 4; ++t) {
+                wa |= (uint32_t)pa[4 * n4 + t] << (8 * t);
+                wb |= (uint32_t)pb[4 * n4 + t] << (8 * t);
+            }
+        } else {
+            break;
+        }
+        pp[4 * l] = mcuc_uxtb16(wa) << 1;
+        pp[4 * l + 1] = mcuc_uxtb16_ror8(wa) << 1;
+        pp[4 * l + 2] = mcuc_uxtb16(wb) << 1;
+        pp[4 * l + 3] = mcuc_uxtb16_ror8(wb) << 1;
+    }
+    f[0] = -2 * v_zp * p_sum[0];
+    f[1] = -2 * v_zp * p_sum[1];
+}
+
+/* V^T of one head, rows zero padded to n4 = att_pad4(n): vt[c * n4 + j] = v[j][c]. */
+static void transpose_v(const int8_t *vb, int32_t n, int32_t dv, int32_t rs, int8_t *vt)
+{
+    const int32_t n4 = att_pad4(n);
+    for (int32_t c = 0; c < dv; ++c, vt += n4) {
+        const int8_t *src = vb + c;
+        int32_t j = 0;
+        for (; j < n; ++j, src += rs) {
+            vt[j] = *src;
+        }
+        for (; j < n4; ++j) {
+            vt[j] = 0;
+        }
+    }
+}
+
 void mcuc_attention_s8(const mcuc_attention_params_t *p, const int8_t *q, const int8_t *k,
                        const int8_t *v, int8_t *y, int8_t *scratch)
 {
     if (p->q_cs != 1 || p->k_cs != 1 || p->v_cs != 1 || p->q_table || p->k_table
         || p->v_table || p->d > MCUC_ATT_DSP_MAX_D || p->kv_len > MCUC_ATT_DSP_MAX_LEN
-        || p->s_shift > 0 || p->s_shift < -31 || p->o_shift > 0 || p->o_shift < -31) {
+        || !att_rq2_ok(p->s_shift) || p->o_shift > 0 || p->o_shift < -31) {
         attention_ref(p, q, k, v, y, scratch);
         return;
     }
-    uint32_t qp[MCUC_ATT_DSP_MAX_D / 2];
-    int32_t qt[3];
-    const uint32_t qz2 = mcuc_dup16(p->q_zp);
-    const int32_t d4 = p->d / 4, dt = p->d % 4;
-    const att_rq_t s_rq = att_rq(p->s_mult, p->s_shift, p->s_zp);
+    /* q: two rows (4 words per 4 d); p: two rows (4 words per 4 j) */
+    uint32_t qp[MCUC_ATT_DSP_PAIR_LEN > MCUC_ATT_DSP_MAX_D ? MCUC_ATT_DSP_PAIR_LEN
+                                                           : MCUC_ATT_DSP_MAX_D];
+    int32_t qt[6], f[2], ps[2];
+    int8_t s2[MCUC_ATT_DSP_PAIR_LEN];
+    int8_t vt[MCUC_ATT_DSP_VT_BYTES];
+    const int32_t n = p->kv_len, n4 = att_pad4(n);
+    const int two = n <= MCUC_ATT_DSP_PAIR_LEN;
+    const int pv_pair = two && att_rq2_ok(p->o_shift) && p->dv * n4 <= MCUC_ATT_DSP_VT_BYTES;
     const att_rq_t o_rq = att_rq(p->o_mult, p->o_shift, p->o_zp);
+    const att_rq2_t s_rq2 = att_rq2(p->s_mult, p->s_shift, p->s_zp);
+    const att_rq2_t o_rq2 = pv_pair ? att_rq2(p->o_mult, p->o_shift, p->o_zp) : s_rq2;
     for (int32_t b = 0; b < p->batch; ++b) {
-        const int64_t qb = p->q_off + (int64_t)b * p->q_bs;
+        const int8_t *qb = q + p->q_off + (int64_t)b * p->q_bs;
         const int8_t *kb = k + p->k_off + (int64_t)b * p->k_bs;
         const int8_t *vb = v + p->v_off + (int64_t)b * p->v_bs;
-        const int64_t ob = p->o_off + (int64_t)b * p->o_bs;
-        for (int32_t i = 0; i < p->q_len; ++i) {
-            const int8_t *qi = q + qb + (int64_t)i * p->q_rs;
-            int32_t q_sum = 0;
-            for (int32_t l = 0; l < d4; ++l) {
-                const uint32_t w = mcuc_read32(qi + 4 * l);
-                qp[2 * l] = mcuc_ssub16(mcuc_sxtb16(w), qz2);
-                qp[2 * l + 1] = mcuc_ssub16(mcuc_sxtb16_ror8(w), qz2);
-                for (int32_t t = 0; t < 4; ++t) {
-                    q_sum += qi[4 * l + t] - p->q_zp;
+        int8_t *yb = y + p->o_off + (int64_t)b * p->o_bs;
+        if (pv_pair) {
+            transpose_v(vb, n, p->dv, p->v_rs, vt);
+        }
+        /* Rows i and i + 1, or i twice (the last of an odd q_len, or every row when the
+         * second score row does not fit s2): both q rows are read before either output
+         * row is written (y may lie over q); a row taken twice is written twice, alike. */
+        for (int32_t i = 0; i < p->q_len;) {
+            const int32_t r = two && i + 1 < p->q_len;
+            const int8_t *qa = qb + (int64_t)i * p->q_rs;
+            int8_t *ya = yb + (int64_t)i * p->o_rs, *sb = r ? s2 : scratch;
+            unpack_pair(p, qa, qa + r * p->q_rs, qp, qt, f);
+            dot_pair(qp, qt, f, p->d, kb, n, p->k_rs, &s_rq2, scratch, sb, 1);
+            ps[0] = softmax_dsp(p, (uint8_t *)scratch);
+            ps[1] = r ? softmax_dsp(p, (uint8_t *)s2) : ps[0];
+            if (pv_pair) {
+                unpack_p((const uint8_t *)scratch, (const uint8_t *)sb, n, ps, p->v_zp, qp, f);
+                dot_pair(qp, qt, f, n4, vt, p->dv, n4, &o_rq2, ya, ya + r * p->o_rs,
+                         p->o_cs);
+            } else {
+                pv_dsp(p, &o_rq, (const uint8_t *)scratch, ps[0], vb, ya);
+                if (r) {
+                    pv_dsp(p, &o_rq, (const uint8_t *)s2, ps[1], vb, ya + p->o_rs);
                 }
             }
-            for (int32_t t = 0; t < dt; ++t) {
-                qt[t] = qi[4 * d4 + t] - p->q_zp;
-                q_sum += qt[t];
-            }
-            const int32_t mx = scores_dsp(p, &s_rq, qp, qt, q_sum, kb, scratch);
-            const int32_t p_sum = softmax_dsp(p, mx, (uint8_t *)scratch);
-            pv_dsp(p, &o_rq, (const uint8_t *)scratch, p_sum, vb, y + ob + (int64_t)i * p->o_rs);
+            i += 1 + r;
         }
     }
 }

@@ -23,7 +23,11 @@ unit column strides without tables, d <= ATT_DSP_MAX_D and kv_len <= ATT_DSP_MAX
 sums in int32 with the k and v zero points folded out: every factor is at most 255 in
 magnitude, so every partial sum over n terms is at most 255 * 255 * n, which stays below
 2^30 up to ATT_DSP_MAX_LEN (the margin lets the requantization round in int32). Other
-operands take the exact reference loop.
+operands, and s_shift outside [-22, -1], take the exact reference loop. QK^T runs two
+query rows per pass (a 2 x 2 SMLAD block) where kv_len <= 256 (the second score row is a
+stack buffer: the arena's scratch stays one row), else each row as both; P.V runs the
+same block against V^T of the head (a stack buffer) where also dv * kv_len (rounded up
+to 4) <= 2048 and o_shift lies in [-22, -1], else one row at a time.
 """
 
 from __future__ import annotations

@@ -315,4 +315,74 @@ static inline int32_t mcuc_smmlar(int32_t a, int32_t b, int32_t acc)
 
 #endif /* __ARM_FEATURE_DSP */
 
+/* Attention softmax: the byte-wise signed maximum of two words (SSUB8 sets a GE flag per
+ * byte where a - b >= 0, SEL then takes a's byte there and b's elsewhere). */
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+
+static inline uint32_t mcuc_smax8(uint32_t a, uint32_t b)
+{
+    uint32_t r, t;
+    __asm__("ssub8 %1, %2, %3\n\tsel %0, %2, %3" : "=r"(r), "=&r"(t) : "r"(a), "r"(b) : "cc");
+    return r;
+}
+
+#else /* portable definition, bit for bit the same result */
+
+static inline uint32_t mcuc_smax8(uint32_t a, uint32_t b)
+{
+    uint32_t r = 0;
+    for (int i = 0; i < 4; ++i) {
+        const int32_t x = mcuc_byte(a, i), y = mcuc_byte(b, i);
+        r |= ((uint32_t)(x >= y ? x : y) & 0xFFu) << (8 * i);
+    }
+    return r;
+}
+
+#endif /* __ARM_FEATURE_DSP */
+
+/* Attention softmax: byte-wise a - b modulo 256 (USUB8), a clamp to 0..255 (USAT), and
+ * a sum of four unsigned bytes (USADA8). */
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+
+static inline uint32_t mcuc_usub8(uint32_t a, uint32_t b)
+{
+    uint32_t r;
+    __asm__("usub8 %0, %1, %2" : "=r"(r) : "r"(a), "r"(b) : "cc");
+    return r;
+}
+
+static inline uint32_t mcuc_usat8(int32_t v)
+{
+    return (uint32_t)__usat(v, 8);
+}
+
+/* acc + the sum of the four bytes of w, as unsigned (USADA8 against zero). */
+static inline uint32_t mcuc_usada8(uint32_t w, uint32_t acc)
+{
+    return __usada8(w, 0u, acc);
+}
+
+#else /* portable definitions, bit for bit the same results */
+
+static inline uint32_t mcuc_usub8(uint32_t a, uint32_t b)
+{
+    uint32_t r = 0;
+    for (int i = 0; i < 4; ++i) {
+        r |= (((a >> (8 * i)) - (b >> (8 * i))) & 0xFFu) << (8 * i);
+    }
+    return r;
+}
+
+static inline uint32_t mcuc_usat8(int32_t v)
+{
+    return (uint32_t)(v < 0 ? 0 : (v > 255 ? 255 : v));
+}
+
+static inline uint32_t mcuc_usada8(uint32_t w, uint32_t acc)
+{
+    return acc + (w & 0xFFu) + ((w >> 8) & 0xFFu) + ((w >> 16) & 0xFFu) + (w >> 24);
+}
+
+#endif /* __ARM_FEATURE_DSP */
+
 #endif /* MCUC_SIMD_H */
