@@ -55,9 +55,9 @@ def _profile(elf: Path, chip: str) -> tuple[Counter, list[tuple[int, int, str]]]
     return counts, syms
 
 
-def _disassemble(elf: Path, start: int, end: int) -> list[tuple[int, str]]:
-    """(address, instruction) in [start, end) as llvm-mca input; branches jump to
-    LOOP_LABEL."""
+def _disassemble(elf: Path, start: int, end: int) -> list[tuple[int, str, int | None]]:
+    """(address, instruction, branch target or None) in [start, end), the instruction as
+    llvm-mca input (branches jump to LOOP_LABEL)."""
     out = subprocess.run(["arm-none-eabi-objdump", "-d", f"--start-address={start}",
                           f"--stop-address={end}", str(elf)],
                          capture_output=True, text=True, check=True).stdout
@@ -72,15 +72,16 @@ def _disassemble(elf: Path, start: int, end: int) -> list[tuple[int, str]]:
             # llvm-mca 14 rejects IT; the M7 folds it, and the block's instructions are
             # modelled unconditionally (an approximation, said in bench/kernels.md)
             in_it = len(mnem) - 1
-            lines.append((addr, ""))
+            lines.append((addr, "", None))
             continue
         if in_it:
             mnem, in_it = mnem[:-2], in_it - 1
-        if re.fullmatch(r"b(?:[a-z]{2})?", mnem):
-            ops = LOOP_LABEL
-        elif mnem in ("cbz", "cbnz"):
-            ops = ops.split(",")[0] + ", " + LOOP_LABEL
-        lines.append((addr, f"{mnem} {ops}".strip()))
+        target = None
+        if re.fullmatch(r"b(?:[a-z]{2})?", mnem) or mnem in ("cbz", "cbnz"):
+            t = re.search(r"([0-9a-f]+)\s*$", ops)
+            target = int(t.group(1), 16) if t else None
+            ops = LOOP_LABEL if mnem[0] == "b" else ops.split(",")[0] + ", " + LOOP_LABEL
+        lines.append((addr, f"{mnem} {ops}".strip(), target))
     return lines
 
 
@@ -94,26 +95,23 @@ def _mca_cycles(asm: list[str]) -> float | None:
     return int(m.group(1)) / 200 if res.returncode == 0 and m else None
 
 
-def _loop_of(blocks: dict[tuple[int, int], int], code: list[tuple[int, str]]
+def _loop_of(blocks: dict[tuple[int, int], int], code: list[tuple[int, str, int | None]]
              ) -> tuple[int, list[str]]:
-    """(executions, asm) of the hottest block, joined with the contiguous blocks run as
-    often (the engine may cut one loop body into two blocks)."""
-    addrs = [a for a, _ in code]
+    """(executions, asm) of the loop around the hottest block: from its closing backward
+    branch's target to that branch (the engine may cut one loop body into blocks that
+    run different numbers of times); the block alone if it does not close a loop."""
+    addrs = [a for a, _, _ in code]
 
-    def asm(start: int, end: int) -> list[str]:
-        return [t for _, t in code[bisect.bisect_left(addrs, start):
-                                   bisect.bisect_left(addrs, end)]]
+    def span(start: int, end: int) -> list[tuple[int, str, int | None]]:
+        return code[bisect.bisect_left(addrs, start):bisect.bisect_left(addrs, end)]
 
-    sizes = {addr: (size, n) for (addr, size), n in blocks.items()}
-    ends = {addr + size: (addr, n) for (addr, size), n in blocks.items()}
-    (start, size), n = max(blocks.items(), key=lambda kv: kv[1] * len(asm(kv[0][0],
-                                                                          sum(kv[0]))))
-    end = start + size
-    while end in sizes and sizes[end][1] == n:
-        end += sizes[end][0]
-    while start in ends and ends[start][1] == n:
-        start = ends[start][0]
-    return n, asm(start, end)
+    (start, size), n = max(blocks.items(),
+                           key=lambda kv: kv[1] * len(span(kv[0][0], sum(kv[0]))))
+    body = span(start, start + size)
+    last_addr, _, target = body[-1]
+    if target is not None and addrs[0] <= target <= start:
+        body = span(target, last_addr + 1)
+    return n, [t for _, t, _ in body]
 
 
 def hot_loops(elf: Path, chip: str, top: int = 8) -> tuple[int, list[HotLoop]]:
@@ -129,7 +127,7 @@ def hot_loops(elf: Path, chip: str, top: int = 8) -> tuple[int, list[HotLoop]]:
     found = []
     for sym, blocks in per_fn.items():
         code = _disassemble(elf, sym[0], sym[1])
-        addrs = [a for a, _ in code]
+        addrs = [a for a, _, _ in code]
         total = sum(n * (bisect.bisect_left(addrs, a + s) - bisect.bisect_left(addrs, a))
                     for (a, s), n in blocks.items())
         found.append((total, sym[2], blocks, code))
