@@ -9,7 +9,7 @@
  *   - |av|, |bv| <= |x| < 2^29 (a multiplier below 1 and a right shift only shrink), so
  *     av + bv needs no saturation and 2 (av + bv) fits int32: the output's srdhm is one
  *     SMMULR too;
- *   - the rounding right shifts use masks computed once per call. */
+ *   - the rounding right shifts are one add of constants computed once per call (rshift). */
 #include "mcuc/kernels.h"
 
 #ifdef MCUC_ARM_DSP
@@ -36,24 +36,26 @@ void mcuc_add_s8(const mcuc_add_params_t *p, const int8_t *a, const int8_t *b, i
 #ifdef MCUC_ARM_DSP
 #include "mcuc/simd.h"
 
-/* A rounding right shift by e (mcuc_rdbpot) with its mask and half-mask precomputed. */
+/* A rounding right shift by e (mcuc_rdbpot), its constants computed once per call:
+ * half = 2^(e-1) and neg = -1 for e >= 1, both 0 for e = 0. For e in [1, 31] and
+ * x = d 2^e + r (0 <= r < 2^e), mcuc_rdbpot adds 1 to d exactly when
+ * r > 2^(e-1) - 1 + (x < 0), which is when r + 2^(e-1) - (x < 0) >= 2^e, so the result
+ * is (x + 2^(e-1) - (x < 0)) >> e; every x here is below 2^29 in magnitude (the module
+ * doc), so the sum does not overflow. For e = 0 the expression is x itself. */
 typedef struct {
-    int32_t e;
-    uint32_t mask, half;
+    int32_t e, half, neg;
 } rshift_t;
 
 static rshift_t rshift_of(int32_t shift)
 {
     const int32_t e = -shift;
-    const uint32_t mask = (1u << e) - 1u;
-    const rshift_t r = {e, mask, mask >> 1};
+    const rshift_t r = {e, (int32_t)((1u << e) >> 1), e ? -1 : 0};
     return r;
 }
 
 MCUC_ALWAYS_INLINE static int32_t rshift(int32_t x, rshift_t r)
 {
-    const uint32_t threshold = r.half + ((uint32_t)x >> 31);
-    return (x >> r.e) + (((uint32_t)x & r.mask) > threshold ? 1 : 0);
+    return (x + r.half + ((x >> 31) & r.neg)) >> r.e;
 }
 
 /* requantize((v - zp) << 20, m, shift) for shift <= 0: 2x = (v - zp) * 2^21. */
