@@ -198,24 +198,6 @@ MCUC_ALWAYS_INLINE static void dot2x2(const int8_t *xa, int32_t k, const int8_t 
     acc[3] = a11;
 }
 
-/* One plain row's sum (the channels past the last block of four). */
-static int32_t dot1(const int8_t *xr, const int8_t *wj, int32_t k, int32_t x_zp)
-{
-    const int32_t k4 = k & ~3;
-    const uint32_t zp2 = mcuc_dup16(x_zp);
-    int32_t a0 = 0;
-    for (int32_t i = 0; i < k4; i += 4) {
-        const uint32_t xw = mcuc_read32(xr + i);
-        const uint32_t ww = mcuc_read32(wj + i);
-        a0 = mcuc_smlad(mcuc_ssub16(mcuc_sxtb16(xw), zp2), mcuc_sxtb16(ww), a0);
-        a0 = mcuc_smlad(mcuc_ssub16(mcuc_sxtb16_ror8(xw), zp2), mcuc_sxtb16_ror8(ww), a0);
-    }
-    for (int32_t i = k4; i < k; ++i) {
-        a0 += (xr[i] - x_zp) * wj[i];
-    }
-    return a0;
-}
-
 /* The widened layout (--optimize speed): the same positions as the packed int8 one, each
  * weight an int16, and within each word the order w0, w2, w1, w3, so that one 8-byte load
  * gives (w0, w2) and (w1, w3): the lanes SXTB16 makes of x. Blocks start at element j * k
@@ -279,8 +261,10 @@ MCUC_ALWAYS_INLINE static void dot4w(const int8_t *xr, const int16_t *wb, int32_
     acc[3] = a3;
 }
 
-/* dot1 over a widened plain row (not 8-aligned in general: two word loads). */
-static int32_t dot1w(const int8_t *xr, const int16_t *wj, int32_t k, int32_t x_zp)
+/* One plain row's sum (the channels past the last block of four): int8 weights wj, or
+ * widened ones wj16 when that is not NULL (not 8-aligned in general: two word loads). */
+static int32_t dot1(const int8_t *xr, const int8_t *wj, const int16_t *wj16, int32_t k,
+                    int32_t x_zp)
 {
     const int32_t k4 = k & ~3;
     const uint32_t zp2 = mcuc_dup16(x_zp);
@@ -288,12 +272,18 @@ static int32_t dot1w(const int8_t *xr, const int16_t *wj, int32_t k, int32_t x_z
     for (int32_t i = 0; i < k4; i += 4) {
         const uint32_t xw = mcuc_read32(xr + i);
         uint32_t lo, hi;
-        read_wide(wj + i, &lo, &hi);
+        if (wj16) {
+            read_wide(wj16 + i, &lo, &hi);
+        } else {
+            const uint32_t ww = mcuc_read32(wj + i);
+            lo = mcuc_sxtb16(ww);
+            hi = mcuc_sxtb16_ror8(ww);
+        }
         a0 = mcuc_smlad(mcuc_ssub16(mcuc_sxtb16(xw), zp2), lo, a0);
         a0 = mcuc_smlad(mcuc_ssub16(mcuc_sxtb16_ror8(xw), zp2), hi, a0);
     }
     for (int32_t i = k4; i < k; ++i) {
-        a0 += (xr[i] - x_zp) * wj[i];
+        a0 += (xr[i] - x_zp) * (wj16 ? wj16[i] : wj[i]);
     }
     return a0;
 }
@@ -384,7 +374,7 @@ MCUC_ALWAYS_INLINE static void linear_dsp(const mcuc_linear_params_t *p, const i
         }
         for (int32_t j = n4; j < n; ++j, wb += k) {
             for (int32_t t = 0; t < 2; ++t) {
-                const int32_t sum = dot1(xr + t * k, wb, k, x_zp);
+                const int32_t sum = dot1(xr + t * k, wb, NULL, k, x_zp);
                 yr[t * n + j] = short_epi
                     ? short_out((bias ? bias[j] : 0) + sum, mult[j], shift[j], y_zp)
                     : with_bias(bias, mult, shift, y_zp, j, sum);
@@ -394,18 +384,17 @@ MCUC_ALWAYS_INLINE static void linear_dsp(const mcuc_linear_params_t *p, const i
     for (; r < p->rows; ++r) { /* single rows: the last of an odd count, or all if wide */
         const int8_t *xr = x + (int64_t)r * k;
         int8_t *yr = y + (int64_t)r * n;
-        const int8_t *wb = p->weights;
-        for (int32_t j = 0; j < n4; j += 4, wb += 4 * k) {
+        for (int32_t j = 0; j < n4; j += 4) {
             int32_t a[4] = {0, 0, 0, 0};
             if (short_epi && bias) {
                 for (int32_t c = 0; c < 4; ++c) {
                     a[c] = bias[j + c];
                 }
             }
-            if (wide) {
+            if (wide) { /* weights is NULL: no pointer is formed from it */
                 dot4w(xr, p->weights16 + (int64_t)j * k, k, has_zp, x_zp, a);
             } else {
-                dot4(xr, wb, k, has_zp, x_zp, a);
+                dot4(xr, p->weights + (int64_t)j * k, k, has_zp, x_zp, a);
             }
             if (short_epi) {
                 yr[j] = short_out(a[0], mult[j], shift[j], y_zp);
@@ -418,9 +407,9 @@ MCUC_ALWAYS_INLINE static void linear_dsp(const mcuc_linear_params_t *p, const i
                 }
             }
         }
-        for (int32_t j = n4; j < n; ++j, wb += k) {
-            const int32_t sum = wide ? dot1w(xr, p->weights16 + (int64_t)j * k, k, x_zp)
-                                     : dot1(xr, wb, k, x_zp);
+        for (int32_t j = n4; j < n; ++j) {
+            const int32_t sum = wide ? dot1(xr, NULL, p->weights16 + (int64_t)j * k, k, x_zp)
+                                     : dot1(xr, p->weights + (int64_t)j * k, NULL, k, x_zp);
             yr[j] = short_epi ? short_out((bias ? bias[j] : 0) + sum, mult[j], shift[j], y_zp)
                               : with_bias(bias, mult, shift, y_zp, j, sum);
         }
