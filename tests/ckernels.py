@@ -186,3 +186,18 @@ def emit_driver(cases: list[tuple]) -> str:
         '    printf("%d cases %s\\n", ' + str(len(parts)) + ', bad ? "FAILED" : "ok");',
         "    return bad;", "}",
     ]) + "\n"
+
+
+def run_sanitized(cases: list[tuple], tmp_path: Path, defines: tuple[str, ...] = ()) -> None:
+    """Every (name, params, inputs, expected[, out_init]) case through the C runtime built
+    with ASan and UBSan (and `defines`, e.g. a kernel variant's): each must match, and
+    the sanitizers must stay silent."""
+    src, exe = tmp_path / "driver.c", tmp_path / "driver"
+    src.write_text(emit_driver(cases))
+    gcc([*CFLAGS, *defines, "-O1", "-g", "-fsanitize=address,undefined",
+         "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", str(src),
+         *map(str, SOURCES), "-o", str(exe)])
+    res = subprocess.run([str(exe)], capture_output=True, text=True,
+                         env={"ASAN_OPTIONS": "detect_leaks=0"})
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.stdout.strip() == f"{len(cases)} cases ok" and not res.stderr

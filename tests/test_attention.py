@@ -9,7 +9,6 @@ gives the reference's.
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,7 @@ from mcuc.schedule.schedule import Schedule
 from mcuc.sim.host import build_host, run_host
 from test_kernels import expected, gen_attention
 
-from ckernels import CFLAGS, SOURCES, CKernels, emit_driver, gcc
+from ckernels import CKernels, run_sanitized
 from helpers import compile_random, random_inputs, write_c
 
 SEEDS = list(range(12))
@@ -125,14 +124,7 @@ def test_sanitizers_strided(tmp_path: Path) -> None:
         cases.append(("attention", c.params, c.inputs, expected("attention", c), c.out_init))
     p, qkv, _ = _vit_like_case(rng, 20, 2, 8)
     cases.append(("attention", p, [qkv, qkv, qkv], REGISTRY["attention"].ref(p, qkv, qkv, qkv)))
-    src, exe = tmp_path / "driver.c", tmp_path / "driver"
-    src.write_text(emit_driver(cases))
-    gcc([*CFLAGS, "-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
-         "-fno-omit-frame-pointer", str(src), *map(str, SOURCES), "-o", str(exe)])
-    res = subprocess.run([str(exe)], capture_output=True, text=True,
-                         env={"ASAN_OPTIONS": "detect_leaks=0"})
-    assert res.returncode == 0, res.stdout + res.stderr
-    assert res.stdout.strip() == f"{len(cases)} cases ok" and not res.stderr
+    run_sanitized(cases, tmp_path)
 
 
 def test_fit_view() -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 import re
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +27,7 @@ import pytest
 from mcuc.kernels import REGISTRY, attention, softmax
 from test_kernels import Case, expected, rand_requant, rand_s8, zp
 
-from ckernels import CFLAGS, ROOT, SOURCES, CKernels, emit_driver, gcc
+from ckernels import ROOT, CKernels, run_sanitized
 
 DSP = ("-DMCUC_ARM_DSP",)
 SRC = ROOT / "runtime_c" / "src" / "attention.c"
@@ -286,12 +285,4 @@ def test_sanitizers_attention_dsp(tmp_path: Path) -> None:
         c = _worst(attention.ATT_DSP_MAX_D, 64, sign)
         want = REGISTRY["attention"].ref(c.params, *c.inputs)[:c.out_size]
         cases.append(("attention", c.params, c.inputs, want))
-    src, exe = tmp_path / "driver.c", tmp_path / "driver"
-    src.write_text(emit_driver(cases))
-    gcc([*CFLAGS, *DSP, "-O1", "-g", "-fsanitize=address,undefined",
-         "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", str(src),
-         *map(str, SOURCES), "-o", str(exe)])
-    res = subprocess.run([str(exe)], capture_output=True, text=True,
-                         env={"ASAN_OPTIONS": "detect_leaks=0"})
-    assert res.returncode == 0, res.stdout + res.stderr
-    assert res.stdout.strip() == f"{len(cases)} cases ok" and not res.stderr
+    run_sanitized(cases, tmp_path, DSP)

@@ -36,8 +36,8 @@ from ckernels import (
     CFLAGS,
     SOURCES,
     CKernels,
-    emit_driver,
     gcc,
+    run_sanitized,
     struct_layout_c,
     struct_layout_py,
 )
@@ -457,14 +457,7 @@ def test_sanitizers(tmp_path: Path) -> None:
         for _ in range(6):
             c = gen(rng)
             cases.append((name, c.params, c.inputs, expected(name, c), c.out_init))
-    src, exe = tmp_path / "driver.c", tmp_path / "driver"
-    src.write_text(emit_driver(cases))
-    gcc([*CFLAGS, "-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
-         "-fno-omit-frame-pointer", str(src), *map(str, SOURCES), "-o", str(exe)])
-    res = subprocess.run([str(exe)], capture_output=True, text=True,
-                         env={"ASAN_OPTIONS": "detect_leaks=0"})
-    assert res.returncode == 0, res.stdout + res.stderr
-    assert res.stdout.strip() == f"{len(cases)} cases ok" and not res.stderr
+    run_sanitized(cases, tmp_path)
 
 
 # --------------------------------------------------------------------------- reference semantics

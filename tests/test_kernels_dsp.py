@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import re
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,7 @@ from mcuc.schedule.widen import widen_params
 from test_kernels import Case, gen_add, rand_bias, rand_requant, rand_s8, zp
 from test_tokenwise import gen_tokenwise
 
-from ckernels import CFLAGS, ROOT, SOURCES, CKernels, emit_driver, gcc
+from ckernels import ROOT, CKernels, run_sanitized
 
 DSP = ("-DMCUC_ARM_DSP",)
 
@@ -243,12 +242,4 @@ def test_sanitizers_dsp(tmp_path: Path) -> None:
     for sign in (1, -1):  # the largest int32 sum: UBSan reports any overflow
         c = worst_case(linear.DSP_MAX_K, 5, INT32_MIN if sign > 0 else INT32_MAX, sign)
         cases.append(("linear", c.params, c.inputs, linear.ref(c.params, *c.inputs)))
-    src, exe = tmp_path / "driver.c", tmp_path / "driver"
-    src.write_text(emit_driver(cases))
-    gcc([*CFLAGS, *DSP, "-O1", "-g", "-fsanitize=address,undefined",
-         "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", str(src),
-         *map(str, SOURCES), "-o", str(exe)])
-    res = subprocess.run([str(exe)], capture_output=True, text=True,
-                         env={"ASAN_OPTIONS": "detect_leaks=0"})
-    assert res.returncode == 0, res.stdout + res.stderr
-    assert res.stdout.strip() == f"{len(cases)} cases ok" and not res.stderr
+    run_sanitized(cases, tmp_path, DSP)

@@ -12,7 +12,6 @@ The firmware tests run the real instructions in the emulator.
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,7 @@ from mcuc.kernels import layernorm
 from mcuc.kernels.fixedpoint import INT32_MAX, INT32_MIN
 from test_kernels import Case, gen_layernorm, rand_s8
 
-from ckernels import CFLAGS, SOURCES, CKernels, emit_driver, gcc
+from ckernels import CKernels, run_sanitized
 
 DSP = ("-DMCUC_ARM_DSP",)
 
@@ -117,12 +116,4 @@ def test_sanitizers_layernorm_dsp(tmp_path: Path) -> None:
             c = gen(rng)
             cases.append(("layernorm", c.params, c.inputs,
                           layernorm.ref(c.params, *c.inputs)))
-    src, exe = tmp_path / "driver.c", tmp_path / "driver"
-    src.write_text(emit_driver(cases))
-    gcc([*CFLAGS, *DSP, "-O1", "-g", "-fsanitize=address,undefined",
-         "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", str(src),
-         *map(str, SOURCES), "-o", str(exe)])
-    res = subprocess.run([str(exe)], capture_output=True, text=True,
-                         env={"ASAN_OPTIONS": "detect_leaks=0"})
-    assert res.returncode == 0, res.stdout + res.stderr
-    assert res.stdout.strip() == f"{len(cases)} cases ok" and not res.stderr
+    run_sanitized(cases, tmp_path, DSP)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import re
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,7 @@ from test_kernels import Case, rand_bias, rand_requant, rand_s8, zp
 from test_kernels_dsp import DSP
 from test_tokenwise import call_in_arena
 
-from ckernels import CFLAGS, ROOT, SOURCES, CKernels, emit_driver, gcc
+from ckernels import ROOT, CKernels, run_sanitized
 
 
 def taps(p: dict) -> int:
@@ -176,12 +175,4 @@ def test_sanitizers_patch_embed_dsp(tmp_path: Path) -> None:
     cases = [gen_patch_dsp(rng) for _ in range(80)] + edge_cases()[::3]
     rows = [("patch_embed", c.params, c.inputs, patch_embed.ref(c.params, *c.inputs))
             for c in cases]
-    src, exe = tmp_path / "driver.c", tmp_path / "driver"
-    src.write_text(emit_driver(rows))
-    gcc([*CFLAGS, *DSP, "-O1", "-g", "-fsanitize=address,undefined",
-         "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", str(src),
-         *map(str, SOURCES), "-o", str(exe)])
-    res = subprocess.run([str(exe)], capture_output=True, text=True,
-                         env={"ASAN_OPTIONS": "detect_leaks=0"})
-    assert res.returncode == 0, res.stdout + res.stderr
-    assert res.stdout.strip() == f"{len(rows)} cases ok" and not res.stderr
+    run_sanitized(rows, tmp_path, DSP)
