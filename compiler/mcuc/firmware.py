@@ -28,10 +28,10 @@ from mcuc.paths import templates_dir
 # about 9.0 KB + 158 B per step; rounded up so the estimate stays an upper bound (the
 # search's fit test checks the linked ELF never exceeds it). The ARMv7E-M kernel variants
 # (board [cpu] dsp) add their own code beside the portable loops they fall back to:
-# 14,368 B of .text (all runtime_c objects at -O2 for Cortex-M7, with minus without
+# 15,744 B of .text (all runtime_c objects at -O2 for Cortex-M7, with minus without
 # -DMCUC_ARM_DSP; the linker keeps at most that); rounded up.
 CODE_BASE_BYTES = 10 * 1024
-CODE_DSP_EXTRA_BYTES = 15 * 1024
+CODE_DSP_EXTRA_BYTES = 16 * 1024
 CODE_PER_STEP_BYTES = 160
 # .data/.bss besides the arena: board state, the output line buffer, the input buffer.
 DATA_BASE_BYTES = 512
