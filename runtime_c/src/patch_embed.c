@@ -222,17 +222,25 @@ static void fill_patch(const mcuc_patch_embed_params_t *p, const int8_t *xp, uin
     }
 }
 
-/* One pass: the buffered patches (xq: one group per 16 bytes, patch 1 at +8; two: both)
- * against channels 0 and do1 of the arrays from w (16 taps each), bp, mp, sp, into the
- * tokens at yq. The epilogue's constants are loaded after
- * the sums (the loads do not pass the buffer's asm loads), so they hold no registers in
- * the loop. */
-MCUC_ALWAYS_INLINE static void pe16_pass(const uint32_t *xq, const int8_t *w,
-                                         const int32_t *bp, const int32_t *mp,
-                                         const int32_t *sp, int32_t kz, int8_t *yq, int32_t d,
-                                         int32_t do1, int two)
+/* What every pass of the 16-tap path reads: the buffer, the parameter arrays (bias: zeros
+ * when there is none, then bstep = 0), kz = 2 y_zp + 1, d. */
+typedef struct {
+    const uint32_t *xbuf;
+    const int8_t *weights;
+    const int32_t *bias, *mult, *shift;
+    int32_t kz, d, bstep;
+} pe16_ctx_t;
+
+/* One pass: the buffered patches (one group per 16 bytes, patch 1 at +8; two: both)
+ * against channels o and o + 1 (16 taps each), into the tokens at yo. Each field of c is
+ * read where it is used, after the asm loads of the buffer for the epilogue's (asm with a
+ * memory clobber orders them), so none holds a register through the sums. */
+MCUC_ALWAYS_INLINE static void pe16_pass(const pe16_ctx_t *c, int32_t o, int8_t *yo, int two)
 {
-    pe_acc_t s = {2 * bp[0], 2 * bp[do1], 2 * bp[0], 2 * bp[do1]};
+    const int32_t *const bp = c->bias + c->bstep * o;
+    pe_acc_t s = {2 * bp[0], 2 * bp[1], 2 * bp[0], 2 * bp[1]};
+    const uint32_t *const xq = c->xbuf;
+    const int8_t *const w = c->weights + 16 * o;
     uint32_t x0l, x0h, x1l = 0, x1h = 0;
     /* Group g: every offset a constant (no pointer steps in the 4 groups). */
 #define MCUC_PE16_GROUP(g)                                                               \
@@ -241,7 +249,7 @@ MCUC_ALWAYS_INLINE static void pe16_pass(const uint32_t *xq, const int8_t *w,
             MCUC_LDRD(x1l, x1h, xq, 16 * (g) + 8);                                       \
         }                                                                                \
         MCUC_LDRD(x0l, x0h, xq, 16 * (g));                                               \
-        const uint32_t ww1 = mcuc_read32(w + 16 * do1 + 4 * (g));                        \
+        const uint32_t ww1 = mcuc_read32(w + 16 + 4 * (g));                              \
         const uint32_t ww0 = mcuc_read32(w + 4 * (g));                                   \
         MCUC_PE_MAC(s, x0l, x0h, x1l, x1h, ww0, ww1, two);                               \
     } while (0)
@@ -250,10 +258,23 @@ MCUC_ALWAYS_INLINE static void pe16_pass(const uint32_t *xq, const int8_t *w,
     MCUC_PE16_GROUP(2);
     MCUC_PE16_GROUP(3);
 #undef MCUC_PE16_GROUP
-    const int32_t e0 = -sp[0], e1 = -sp[do1], m0 = mp[0], m1 = mp[do1];
-    const pe_ch_t c0 = {0, (int32_t)((uint32_t)kz << (e0 - 1)), m0, e0};
-    const pe_ch_t c1 = {0, (int32_t)((uint32_t)kz << (e1 - 1)), m1, e1};
-    pe_store(NULL, yq, d, 0, do1, &c0, &c1, s, two, 1);
+    const int32_t *const mp = c->mult + o, *const sp = c->shift + o, kz = c->kz;
+    const int32_t e0 = -sp[0], e1 = -sp[1];
+    const pe_ch_t c0 = {0, (int32_t)((uint32_t)kz << (e0 - 1)), mp[0], e0};
+    const pe_ch_t c1 = {0, (int32_t)((uint32_t)kz << (e1 - 1)), mp[1], e1};
+    pe_store(NULL, yo, c->d, 0, 1, &c0, &c1, s, two, 1);
+}
+
+/* The passes as functions of their own: the sums get the registers, the band loops keep
+ * theirs (inlined, the loops' variables spilled inside the sums). */
+__attribute__((noinline)) static void pe16_pass2(const pe16_ctx_t *c, int32_t o, int8_t *yo)
+{
+    pe16_pass(c, o, yo, 1);
+}
+
+__attribute__((noinline)) static void pe16_pass1(const pe16_ctx_t *c, int32_t o, int8_t *yo)
+{
+    pe16_pass(c, o, yo, 0);
 }
 
 /* Every band: per pair of patches (q, q + 1) their pairs into the buffer once, then every
@@ -263,12 +284,10 @@ __attribute__((noinline)) static void pe_small16(const mcuc_patch_embed_params_t
 {
     static const int32_t zero[2] = {0, 0}; /* the bias when there is none */
     uint32_t xbuf[16];                     /* 4 words per group of four taps */
+    const pe16_ctx_t ctx = {xbuf, p->weights, p->bias ? p->bias : zero, p->mult, p->shift,
+                            2 * p->y_zp + 1, p->d, p->bias ? 1 : 0};
     /* Locals: the stores through y may alias *p for the compiler. */
     const int32_t d = p->d, wp = p->wp, pw = p->pw, hp = p->hp, band_x = p->ph * p->w_in;
-    const int32_t kz = 2 * p->y_zp + 1, bstep = p->bias ? 2 : 0;
-    const int8_t *const weights = p->weights;
-    const int32_t *const bias = p->bias ? p->bias : zero, *const mult = p->mult;
-    const int32_t *const shift = p->shift;
     for (int32_t py = 0; py < hp; ++py) {
         const int8_t *xp = x + (int64_t)py * band_x;
         int8_t *yq = y + (int64_t)py * wp * d;
@@ -278,15 +297,10 @@ __attribute__((noinline)) static void pe_small16(const mcuc_patch_embed_params_t
             if (two) {
                 fill_patch(p, xp + pw, xbuf + 2);
             }
-            const int8_t *w = weights;
-            const int32_t *bp = bias, *mp = mult, *sp = shift;
-            int8_t *yo = yq;
-            for (int32_t o = 0; o < d; o += 2, w += 32, bp += bstep, mp += 2, sp += 2, yo += 2) {
-                if (two) {
-                    pe16_pass(xbuf, w, bp, mp, sp, kz, yo, d, 1, 1);
-                } else {
-                    pe16_pass(xbuf, w, bp, mp, sp, kz, yo, d, 1, 0);
-                }
+            void (*const pass)(const pe16_ctx_t *, int32_t, int8_t *) = two ? pe16_pass2
+                                                                             : pe16_pass1;
+            for (int32_t o = 0; o < d; o += 2) {
+                pass(&ctx, o, yq + o);
             }
         }
     }
