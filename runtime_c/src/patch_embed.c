@@ -190,8 +190,20 @@ static void fill_patch(const mcuc_patch_embed_params_t *p, const int8_t *xp, uin
 {
     const int32_t w_in = p->w_in, ph = p->ph, pw = p->pw, x_zp = p->x_zp;
     const int32_t c_in = p->c_in, plane = p->h_in * w_in;
+    const uint32_t zp2 = mcuc_dup16(x_zp);
+    if (pw == 4) { /* one word per image row (the default model) */
+        const int8_t *xr = xp;
+        const int32_t next_c = plane - ph * w_in;
+        for (int32_t c = 0; c < c_in; ++c, xr += next_c) {
+            for (int32_t ky = 0; ky < ph; ++ky, xr += w_in, dst += 4) {
+                const uint32_t v = mcuc_read32(xr);
+                dst[0] = pe_dbl16(mcuc_ssub16(mcuc_sxtb16(v), zp2));
+                dst[1] = pe_dbl16(mcuc_ssub16(mcuc_sxtb16_ror8(v), zp2));
+            }
+        }
+        return;
+    }
     if ((pw & 3) == 0) { /* every group is one word of one image row */
-        const uint32_t zp2 = mcuc_dup16(x_zp);
         for (int32_t c = 0; c < c_in; ++c, xp += plane) {
             const int8_t *xr = xp;
             for (int32_t ky = 0; ky < ph; ++ky, xr += w_in) {
