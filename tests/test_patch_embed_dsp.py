@@ -53,10 +53,10 @@ def gen_patch_dsp(rng: np.random.Generator) -> Case:
     c = int(rng.choice([1, 1, 3, 2]))
     ph = int(rng.choice([1, 2, 3, 4, 4, 5, 7, 8]))
     pw = int(rng.choice([1, 2, 3, 4, 4, 5, 6, 7, 8, 9, 12]))
-    small = rng.random() < 0.3
+    small = rng.random() < 0.4
     if small:  # 16 taps: the small path, words or gathered (pw % 4 != 0)
-        c, ph, pw = [(1, 4, 4), (1, 4, 4), (1, 2, 8), (1, 8, 2), (4, 2, 2), (2, 1, 8)][
-            int(rng.integers(0, 6))]
+        c, ph, pw = [(1, 4, 4), (1, 4, 4), (2, 2, 4), (4, 1, 4), (1, 2, 8), (1, 8, 2),
+                     (4, 2, 2), (2, 4, 2), (16, 1, 1)][int(rng.integers(0, 9))]
     hp, wp, d = int(rng.integers(1, 5)), int(rng.integers(1, 6)), int(rng.integers(1, 23))
     if small and rng.random() < 0.8:
         d += d % 2  # the small path takes an even d
