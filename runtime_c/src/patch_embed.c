@@ -6,27 +6,33 @@
  * saturated to int32, as conv2d_s8 does.
  *
  * With MCUC_ARM_DSP (boards whose board.toml says [cpu] dsp = true) the same bands go
- * through an SMLAD loop, for taps = c_in * ph * pw <= MCUC_PE_MAX_TAPS (else the
- * reference), with nothing but registers and a few spilled words on the stack: both
- * operands are unpacked into 16-bit pairs with SXTB16 as they are loaded, the image
- * straight from the image and the weights straight from flash.
+ * through SMLAD loops, for taps = c_in * ph * pw <= MCUC_PE_MAX_TAPS (else the reference),
+ * with no buffer on the stack beyond 64 bytes (issue 23: scratch is planned or absent):
+ * both operands are unpacked into 16-bit pairs with SXTB16 as they are loaded, the
+ * weights straight from flash. Taps go in memory order (c, ky, kx) by words of four:
+ * x0..x3 as the pairs (x0, x2), (x1, x3) that SXTB16 and SXTB16 ROR #8 give, against the
+ * weights' word unpacked the same way.
  * - The block: two patches (q, q + 1 of a band) against two output channels (o, o + 1),
  *   four int32 sums in registers, so every unpacked image word serves two channels and
  *   every unpacked weight word two patches (2 x 2 is the most that fits the registers:
- *   four sums, four image pairs, one weight pair and the pointers). An odd last patch or
- *   channel is computed twice (the same bytes written twice, within the band).
- * - Taps in memory order (c, ky, kx): per image row, whole words (x0..x3 as the pairs
- *   (x0, x2), (x1, x3) that SXTB16 and SXTB16 ROR #8 give, against the weights' word
- *   unpacked the same way), then the pw % 4 bytes one by one. pw == 4 (one word per row)
- *   is compiled on its own.
- * - x - x_zp: SSUB16 on the image pairs (|x - x_zp| <= 255 fits 16 bits), compiled out
- *   when the zero point is 0 (schedule/patch.py folds it into the bias where exact).
+ *   four sums, four image pairs, one weight pair and the pointers; 2 x 4 spills). An odd
+ *   last patch takes a one-patch block; the last channel of an odd d is paired with
+ *   itself (the same bytes written twice).
+ * - 16 taps, fast epilogue, d even (the default model's 1 x 4 x 4 patches): per pair of
+ *   patches their pairs, doubled and minus x_zp, go into a 64-byte buffer once, and every
+ *   pass over two channels reads them with LDRD at constant offsets (each pass a function
+ *   of its own, so the sums get the registers). The doubled image makes the sums 2a.
+ * - Other patches: per image row its whole words, then its pw % 4 bytes one by one;
+ *   x - x_zp by SSUB16 on the image pairs (|x - x_zp| <= 255 fits 16 bits), compiled out
+ *   when the zero point is 0 (schedule/patch.py folds it into the bias where exact); the
+ *   sums are a, doubled for the epilogue.
  * Sums in int32: |x - x_zp| <= 255 and |w| <= 128, so every partial sum is at most
- * 255 * 128 * taps in magnitude (checked at compile time below with the bias bound).
+ * 255 * 128 * taps in magnitude, doubled 2 * 255 * 128 * taps (checked at compile time
+ * below with the bias bound).
  * Epilogue, fast form, when every channel has a shift in [-20, -1], a multiplier > 0 and
  * |bias| <= 2^30 - 1 - 255 * 128 * taps (checked once per call): the sums start from
- * the bias, so a = bias + sum is exact with |a| < 2^30 (the reference does not saturate),
- * and A = 2a. With e = -shift and half = 2^(e-1):
+ * the bias (doubled for doubled sums), so a = bias + sum is exact with |a| < 2^30 (the
+ * reference does not saturate), and A = 2a. With e = -shift and half = 2^(e-1):
  *   srdhm(a, m) = floor((A * m + 2^31) / 2^32) (mcuc_requantize_fast's comment: the
  *     nudge-and-truncate is this floor for every sign), the rounded high word of A * m;
  *   rdbpot(x, e) = floor((x + half - [x < 0]) / 2^e) for e >= 1 (x >= 0: up when the
