@@ -22,10 +22,11 @@
  *   patches their pairs, doubled and minus x_zp, go into a 64-byte buffer once, and every
  *   pass over two channels reads them with LDRD at constant offsets (each pass a function
  *   of its own, so the sums get the registers). The doubled image makes the sums 2a.
- * - Other patches: per image row its whole words, then its pw % 4 bytes one by one;
- *   x - x_zp by SSUB16 on the image pairs (|x - x_zp| <= 255 fits 16 bits), compiled out
- *   when the zero point is 0 (schedule/patch.py folds it into the bias where exact); the
- *   sums are a, doubled for the epilogue.
+ * - Other patches: per image row its whole words, then its pw % 4 bytes one by one (pw ==
+ *   4: one flat loop over the rows); x - x_zp by SSUB16 on the image pairs (|x - x_zp| <=
+ *   255 fits 16 bits), also when the zero point is 0 (schedule/patch.py folds it into the
+ *   bias where exact; one copy of the loop instead of two); each pass's sums in a function
+ *   of their own; the sums are a, doubled for the epilogue.
  * Sums in int32: |x - x_zp| <= 255 and |w| <= 128, so every partial sum is at most
  * 255 * 128 * taps in magnitude, doubled 2 * 255 * 128 * taps (checked at compile time
  * below with the bias bound).
@@ -327,16 +328,36 @@ __attribute__((noinline)) static void pe_small16(const mcuc_patch_embed_params_t
 /* --- Larger patches: both operands unpacked in registers as they are loaded. */
 
 /* Patches at x0 and x0 + dx (when two) against the channels at w and w + dw: per image row
- * its whole words, then its pw % 4 bytes; x - x_zp by SSUB16 when has_zp. */
+ * its whole words, then its pw % 4 bytes (pw4, a constant: pw == 4, one flat loop); x -
+ * x_zp by SSUB16. */
 MCUC_ALWAYS_INLINE static pe_acc_t dot_rows(const mcuc_patch_embed_params_t *p,
                                             const int8_t *x0, int32_t dx, const int8_t *w,
                                             int32_t dw, int32_t i0, int32_t i1, int two,
-                                            int has_zp)
+                                            int pw4)
 {
     pe_acc_t s = {i0, i1, i0, i1};
     const int32_t w_in = p->w_in, pw = p->pw, x_zp = p->x_zp, plane = p->h_in * w_in;
     const int32_t n4 = pw >> 2, rem = pw & 3;
     const uint32_t zp2 = mcuc_dup16(x_zp);
+    if (pw4) { /* one word per row: one flat loop per channel */
+        const int32_t ph = p->ph, c_in = p->c_in;
+        for (int32_t c = 0; c < c_in; ++c) {
+            const int8_t *xr = x0 + c * plane;
+            const int8_t *const wend = w + 4 * ph;
+            do {
+                const uint32_t xw0 = mcuc_read32(xr), xw1 = two ? mcuc_read32(xr + 4) : 0;
+                const uint32_t x0l = mcuc_ssub16(mcuc_sxtb16(xw0), zp2);
+                const uint32_t x0h = mcuc_ssub16(mcuc_sxtb16_ror8(xw0), zp2);
+                const uint32_t x1l = mcuc_ssub16(mcuc_sxtb16(xw1), zp2);
+                const uint32_t x1h = mcuc_ssub16(mcuc_sxtb16_ror8(xw1), zp2);
+                const uint32_t ww1 = mcuc_read32(w + dw), ww0 = mcuc_read32(w);
+                xr += w_in;
+                w += 4;
+                MCUC_PE_MAC(s, x0l, x0h, x1l, x1h, ww0, ww1, two);
+            } while (w != wend);
+        }
+        return s;
+    }
     for (int32_t c = 0; c < p->c_in; ++c) {
         const int8_t *xr = x0 + c * plane;
         for (int32_t ky = 0; ky < p->ph; ++ky, xr += w_in) {
@@ -345,12 +366,10 @@ MCUC_ALWAYS_INLINE static pe_acc_t dot_rows(const mcuc_patch_embed_params_t *p,
                 const uint32_t xw0 = mcuc_read32(xi), xw1 = two ? mcuc_read32(xi + dx) : 0;
                 uint32_t x0l = mcuc_sxtb16(xw0), x0h = mcuc_sxtb16_ror8(xw0);
                 uint32_t x1l = mcuc_sxtb16(xw1), x1h = mcuc_sxtb16_ror8(xw1);
-                if (has_zp) {
-                    x0l = mcuc_ssub16(x0l, zp2);
-                    x0h = mcuc_ssub16(x0h, zp2);
-                    x1l = mcuc_ssub16(x1l, zp2);
-                    x1h = mcuc_ssub16(x1h, zp2);
-                }
+                x0l = mcuc_ssub16(x0l, zp2); /* zp2 = 0: unchanged (one copy for both) */
+                x0h = mcuc_ssub16(x0h, zp2);
+                x1l = mcuc_ssub16(x1l, zp2);
+                x1h = mcuc_ssub16(x1h, zp2);
                 const uint32_t ww1 = mcuc_read32(w + dw), ww0 = mcuc_read32(w);
                 MCUC_PE_MAC(s, x0l, x0h, x1l, x1h, ww0, ww1, two);
             }
@@ -369,10 +388,28 @@ MCUC_ALWAYS_INLINE static pe_acc_t dot_rows(const mcuc_patch_embed_params_t *p,
     return s;
 }
 
+/* dot_rows for two (a constant) as a function of its own: the sums get the registers, the
+ * band loops keep theirs. */
+__attribute__((noinline)) static pe_acc_t dot_rows2(const mcuc_patch_embed_params_t *p,
+                                                   const int8_t *x0, const int8_t *w,
+                                                   int32_t dw, int32_t i0, int32_t i1, int pw4)
+{
+    return pw4 ? dot_rows(p, x0, 4, w, dw, i0, i1, 1, 1)
+               : dot_rows(p, x0, p->pw, w, dw, i0, i1, 1, 0);
+}
+
+__attribute__((noinline)) static pe_acc_t dot_rows1(const mcuc_patch_embed_params_t *p,
+                                                   const int8_t *x0, const int8_t *w,
+                                                   int32_t dw, int32_t i0, int32_t i1, int pw4)
+{
+    return pw4 ? dot_rows(p, x0, 0, w, dw, i0, i1, 0, 1)
+               : dot_rows(p, x0, 0, w, dw, i0, i1, 0, 0);
+}
+
 /* Every band, larger patches: channel pairs outer (their epilogue hoisted), patch pairs
- * inner; has_zp is a constant at each call. */
+ * inner; fast is a constant at each call. */
 MCUC_ALWAYS_INLINE static void pe_large(const mcuc_patch_embed_params_t *p, const int8_t *x,
-                                        int8_t *y, int32_t taps, int fast, int has_zp)
+                                        int8_t *y, int32_t taps, int fast, int pw4)
 {
     const int32_t d = p->d, wp = p->wp, pw = p->pw, hp = p->hp, band_x = p->ph * p->w_in;
     const int32_t kz = 2 * p->y_zp + 1;
@@ -392,9 +429,9 @@ MCUC_ALWAYS_INLINE static void pe_large(const mcuc_patch_embed_params_t *p, cons
                 pe_acc_t s;
                 const int two = q + 1 < wp;
                 if (two) {
-                    s = dot_rows(p, xq, pw, w, do1 * taps, c0.init, c1.init, 1, has_zp);
+                    s = dot_rows2(p, xq, w, do1 * taps, c0.init, c1.init, pw4);
                 } else {
-                    s = dot_rows(p, xq, 0, w, do1 * taps, c0.init, c1.init, 0, has_zp);
+                    s = dot_rows1(p, xq, w, do1 * taps, c0.init, c1.init, pw4);
                 }
                 const pe_acc_t s2 = {s.a00 + s.a00, s.a01 + s.a01, s.a10 + s.a10, s.a11 + s.a11};
                 pe_store(p, yq, d, o, do1, &c0, &c1, s2, two, fast);
@@ -403,18 +440,18 @@ MCUC_ALWAYS_INLINE static void pe_large(const mcuc_patch_embed_params_t *p, cons
     }
 }
 
-__attribute__((noinline)) static void pe_large_zp(const mcuc_patch_embed_params_t *p,
-                                                  const int8_t *x, int8_t *y, int32_t taps,
-                                                  int fast)
+
+
+__attribute__((noinline)) static void pe_large_fast(const mcuc_patch_embed_params_t *p,
+                                                    const int8_t *x, int8_t *y, int32_t taps)
 {
-    pe_large(p, x, y, taps, fast, 1);
+    pe_large(p, x, y, taps, 1, p->pw == 4);
 }
 
-__attribute__((noinline)) static void pe_large_nozp(const mcuc_patch_embed_params_t *p,
-                                                    const int8_t *x, int8_t *y, int32_t taps,
-                                                    int fast)
+__attribute__((noinline)) static void pe_large_any(const mcuc_patch_embed_params_t *p,
+                                                   const int8_t *x, int8_t *y, int32_t taps)
 {
-    pe_large(p, x, y, taps, fast, 0);
+    pe_large(p, x, y, taps, 0, p->pw == 4);
 }
 
 void mcuc_patch_embed_s8(const mcuc_patch_embed_params_t *p, const int8_t *x, int8_t *y)
@@ -428,7 +465,7 @@ void mcuc_patch_embed_s8(const mcuc_patch_embed_params_t *p, const int8_t *x, in
     if (taps == 16 && fast && (p->d & 1) == 0) {
         pe_small16(p, x, y);
     } else {
-        (p->x_zp ? pe_large_zp : pe_large_nozp)(p, x, y, taps, fast);
+        (fast ? pe_large_fast : pe_large_any)(p, x, y, taps);
     }
 }
 #endif /* MCUC_ARM_DSP */
