@@ -7,11 +7,11 @@ patches) at a time, so its output may overlap the image (see schedule/patch.py).
 Bit-identical to conv2d + transpose: the same exact int64 sum of the same taps,
 saturated to int32, and the same requantization.
 
-The C kernel has an ARMv7E-M variant (MCUC_ARM_DSP: SMLAD on 16-bit pairs unpacked into
-stack buffers, int32 sums) for taps = c_in * ph * pw <= DSP_MAX_TAPS; larger patches take
-the portable loop. The fusion (schedule/patch.py) folds the input zero point into an
-existing bias (`fold_zero_point`); the weights stay in the plain order (the variant
-unpacks them once per call, and every patch reuses them).
+The C kernel has an ARMv7E-M variant (MCUC_ARM_DSP: SMLAD on 16-bit pairs unpacked in
+registers as they are loaded, int32 sums, no buffers) for taps = c_in * ph * pw <=
+DSP_MAX_TAPS; larger patches take the portable loop. The fusion (schedule/patch.py) folds
+the input zero point into an existing bias (`fold_zero_point`); the weights stay in the
+plain order.
 """
 
 from __future__ import annotations
@@ -39,9 +39,9 @@ def ref(p: dict, x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(chw.T).reshape(-1)
 
 
-# Most taps (c_in * ph * pw) the DSP variant takes (MCUC_PE_MAX_TAPS in C: one patch's
-# pairs fill its image buffer); its doubled int32 sums, 2 * 255 * 128 * taps, fit easily.
-DSP_MAX_TAPS = 256
+# Most taps (c_in * ph * pw) the DSP variant takes (MCUC_PE_MAX_TAPS in C); its int32
+# sums, 255 * 128 * taps, fit easily, and the fast epilogue's bias bound stays positive.
+DSP_MAX_TAPS = 4096
 
 
 def fold_zero_point(p: dict) -> dict:
