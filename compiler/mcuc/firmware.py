@@ -40,7 +40,8 @@ DATA_BASE_BYTES = 512
 ELF_NAME = "firmware.elf"
 MAKE_TIMEOUT_S = 900.0
 # The Unicorn run stops here (a firmware that never prints MCUC_DONE); the default model
-# takes about 120 million instructions per inference (README).
+# takes about 25 million instructions per inference, 100 million with the portable kernels
+# (README).
 MAX_INSTRUCTIONS = 2_000_000_000
 
 
