@@ -31,8 +31,7 @@ from mcuc.quant.calibrate import (
 )
 from mcuc.schedule.lower import lower
 from mcuc.schedule.schedule import Schedule
-from mcuc.schedule.widen import OPTIMIZE, widen_weights
-from mcuc.text import one_line
+from mcuc.schedule.widen import check_optimize, widen_weights
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "default.onnx"
 
@@ -99,11 +98,9 @@ def compile_graph(graph: Graph, samples: np.ndarray, disabled: tuple[str, ...] =
         from mcuc.schedule.stream import stream_input as streamed
 
         schedule = streamed(schedule)
+    check_optimize(optimize)
     if optimize == "speed":
         schedule = widen_weights(schedule)
-    elif optimize != "size":
-        raise McucError(f"optimize must be one of {', '.join(OPTIMIZE)}, not "
-                        f"{one_line(str(optimize))}")
     t["schedule_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     bufs = schedule.liveness()
@@ -166,9 +163,7 @@ def build(model=None, board: str = "host", calib="fashion-mnist", out_dir: Path 
     """
     t_start = time.perf_counter()
     check_method(calib_method, calib_percentile)
-    if optimize not in OPTIMIZE:
-        raise McucError(f"optimize must be one of {', '.join(OPTIMIZE)}, not "
-                        f"{one_line(str(optimize))}")
+    check_optimize(optimize)
     b = load_board(board).with_kernels(kernels)
     out = check_out(out_dir)
     graph = load_graph(model, input_shape)

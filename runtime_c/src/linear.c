@@ -28,6 +28,7 @@
 #include <string.h>
 
 #include "mcuc/kernels.h"
+#include "mcuc/simd.h" /* MCUC_ALWAYS_INLINE; the intrinsics are used with MCUC_ARM_DSP */
 
 /* The reference's epilogue: saturate the exact sum, requantize, add y_zp, clamp. */
 static int8_t ref_out(const mcuc_linear_params_t *p, int32_t j, int64_t acc)
@@ -40,18 +41,12 @@ static int8_t ref_out(const mcuc_linear_params_t *p, int32_t j, int64_t acc)
 /* Position of w[.][i] within its word in the widened layout: 0, 2, 1, 3. */
 #define MCUC_WIDE_POS(t) ((((t) & 1) << 1) | ((t) >> 1))
 
-#if defined(__GNUC__)
-#define MCUC_REF_INLINE inline __attribute__((always_inline))
-#else
-#define MCUC_REF_INLINE inline
-#endif
-
 /* Weight at packed position pos (a tail or plain byte) or at word position word + t. */
 #define MCUC_W_AT(pos) (wide ? (int32_t)p->weights16[pos] : (int32_t)p->weights[pos])
 #define MCUC_W_WORD(word, t) MCUC_W_AT((word) + (wide ? MCUC_WIDE_POS(t) : (t)))
 
 /* The reference loops over either layout (wide is a constant at each call). */
-MCUC_REF_INLINE static void ref_rows(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y,
+MCUC_ALWAYS_INLINE static void ref_rows(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y,
                                      int wide)
 {
     const int32_t k = p->k, n = p->n, n4 = n & ~3, k4 = k & ~3;
@@ -102,7 +97,6 @@ static void linear_ref(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y
 }
 
 #ifdef MCUC_ARM_DSP
-#include "mcuc/simd.h"
 
 #define MCUC_DSP_MAX_K 65793
 /* The int32 bound above, as a compile-time check (a negative array size fails). */

@@ -11,10 +11,19 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from mcuc import McucError
 from mcuc.kernels import linear as k_linear
 from mcuc.schedule.schedule import Schedule
+from mcuc.text import one_line
 
 OPTIMIZE = ("size", "speed")  # `mcuc build --optimize`; size is the default
+
+
+def check_optimize(optimize: str) -> None:
+    """One line for a value outside OPTIMIZE (checked before any work is done)."""
+    if optimize not in OPTIMIZE:
+        raise McucError(f"optimize must be one of {', '.join(OPTIMIZE)}, not "
+                        f"{one_line(str(optimize))}")
 
 
 def widen_params(kernel: str, p: dict) -> dict:
