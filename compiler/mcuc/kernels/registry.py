@@ -3,12 +3,12 @@
 A KernelDef says what codegen needs (C function and parameter struct, field by field)
 and what the integer reference needs (a numpy function that is the specification the
 C code must match bit for bit). Codegen, the reference executor and the memory planner
-read kernels from here, so they need no change for a new kernel; what does is, by
-hand: the module in this package and its import in kernels/__init__.py, the struct and
-prototype in runtime_c/include/mcuc/kernels.h (a test checks its layout against the
-fields), the C file runtime_c/src/<name>.c, the lowering rule or schedule pass that
-emits it, and its generator in tests/test_kernels.py. docs/add-a-kernel.md lists every
-step.
+read kernels from here, so they need no change for a new kernel (unless its reference
+writes through `out=`, see schedule/execute.py). What does change, by hand: the module
+in this package and its import in kernels/__init__.py, the struct and prototype in
+runtime_c/include/mcuc/kernels.h (a test checks its layout against the fields), the C
+file runtime_c/src/<name>.c, the lowering rule or schedule pass that emits it, and its
+generator in tests/test_kernels.py. docs/add-a-kernel.md lists every step.
 """
 
 from __future__ import annotations
