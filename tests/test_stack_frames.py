@@ -6,7 +6,8 @@ three. gcc's -fstack-usage gives each function's frame; a chain of kernel calls 
 most a few of them (tokenwise -> linear / layernorm / add), so bounding every frame
 bounds the runtime's stack. The one known exception is the DSP attention's pair path
 (V^T of a head, q/p pairs and a score row: up to 3.1 KB, bounded in attention.c), kept
-to its measured size here until that scratch moves; see README, "Kernels".
+to its measured size here until that scratch moves; see docs/architecture.md, "Kernel
+variants and options".
 """
 
 from __future__ import annotations

@@ -330,7 +330,7 @@ def family_finalists(candidates: list, k: int) -> list:
     a patch-4 dim-64 depth-4 ViT 90.23% with crops and flips); so each family's best is
     fine-tuned and the held-out images decide across families. (Measured at 64 KB: the
     patch-4 finalist, narrow and low-rank, lost to the patch-7 one, 88.70% vs 89.18%
-    held-out; ranking inside a family is the open problem, see README.)"""
+    held-out; ranking inside a family is the open problem, see docs/search.md.)"""
     best: dict[tuple[int, int], object] = {}
     for c in sorted(candidates, key=lambda c: -c.accuracy):
         best.setdefault((c.config.resolution, c.config.patch), c)
