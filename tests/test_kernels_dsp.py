@@ -23,7 +23,7 @@ from mcuc.kernels import REGISTRY, linear
 from mcuc.kernels.fixedpoint import INT32_MAX, INT32_MIN
 from mcuc.schedule.widen import widen_params
 from test_kernels import Case, gen_add, rand_bias, rand_requant, rand_s8, zp
-from test_tokenwise import gen_tokenwise
+from test_tokenwise import _linear, gen_tokenwise, tokenwise_params
 
 from ckernels import ROOT, CKernels, run_sanitized
 
@@ -207,6 +207,32 @@ def test_tokenwise_dsp_matches_reference(ck_dsp: CKernels) -> None:
         want = REGISTRY["tokenwise"].ref(case.params, *case.inputs)
         got = ck_dsp.run("tokenwise", case.params, case.inputs, case.out_size)
         assert np.array_equal(got, want), f"case {i}"
+
+
+def test_tokenwise_ln_pairs_in_y(ck_dsp: CKernels, tmp_path: Path) -> None:
+    """LayerNorm -> linear [-> table] at tile 1 with a free y and n >= 2 k (the qkv step at
+    the arena's peak): tokenwise.c runs row pairs with the two normalised rows in y's last
+    row. Both builds, int8 and widened weights, odd and even row counts, must equal the
+    spec; the portable build takes the same path."""
+    rng = np.random.default_rng(231)
+    ck_port = CKernels(tmp_path)
+    for i in range(120):
+        p = tokenwise_params(rng, rows=int(rng.integers(3, 12)))
+        k = int(rng.integers(1, 20))
+        n = int(rng.integers(2 * k, 2 * k + 24))
+        p.update(tile=1, k=k, x_rs=k, h=n, n=n, has_ln=1, has_l2=0, has_res=0, y_free=1,
+                 ln_gamma_q=rng.integers(-(1 << 22), 1 << 22, k).astype(np.int32),
+                 ln_beta_q=rng.integers(-(1 << 22), 1 << 22, k).astype(np.int32),
+                 l2_x_zp=0, l2_y_zp=0, l2_weights=None, l2_bias=None, l2_mult=None,
+                 l2_shift=None, **_linear(rng, "l1", k, n))
+        if i % 2:
+            p = widen_params("tokenwise", p)
+        x = rand_s8(rng, p["rows"] * k)
+        r = rand_s8(rng, p["rows"] * n)
+        want = REGISTRY["tokenwise"].ref(p, x, r)
+        for ck in (ck_dsp, ck_port):
+            got = ck.run("tokenwise", p, [x, r], p["rows"] * n)
+            assert np.array_equal(got, want), f"case {i}"
 
 
 @pytest.mark.parametrize("k", [linear.DSP_MAX_K, linear.DSP_MAX_K + 1])

@@ -106,32 +106,39 @@ typedef char mcuc_dsp_k_bound_fits_int32[(255LL * 128 * MCUC_DSP_MAX_K <= INT32_
  * (has_zp is a constant at every call, so each loop is compiled without the test). */
 #define MCUC_PAIR(v, has_zp, zp2) ((has_zp) ? mcuc_ssub16((v), (zp2)) : (v))
 
-/* acc[c] += sum_i (x[i] - x_zp) * w[j+c][i] for the four channels of one packed block. */
+/* One step of dot4: inputs i..i+3 (word xw) against the four channels' words at w. */
+#define MCUC_DOT4_STEP(xw, w)                                                    \
+    do {                                                                         \
+        const uint32_t xl_ = MCUC_PAIR(mcuc_sxtb16(xw), has_zp, zp2);            \
+        const uint32_t xh_ = MCUC_PAIR(mcuc_sxtb16_ror8(xw), has_zp, zp2);       \
+        uint32_t w_ = mcuc_read32(w);                                            \
+        a0 = mcuc_smlad(xh_, mcuc_sxtb16_ror8(w_), mcuc_smlad(xl_, mcuc_sxtb16(w_), a0)); \
+        w_ = mcuc_read32((w) + 4);                                               \
+        a1 = mcuc_smlad(xh_, mcuc_sxtb16_ror8(w_), mcuc_smlad(xl_, mcuc_sxtb16(w_), a1)); \
+        w_ = mcuc_read32((w) + 8);                                               \
+        a2 = mcuc_smlad(xh_, mcuc_sxtb16_ror8(w_), mcuc_smlad(xl_, mcuc_sxtb16(w_), a2)); \
+        w_ = mcuc_read32((w) + 12);                                              \
+        a3 = mcuc_smlad(xh_, mcuc_sxtb16_ror8(w_), mcuc_smlad(xl_, mcuc_sxtb16(w_), a3)); \
+    } while (0)
+
+/* acc[c] += sum_i (x[i] - x_zp) * w[j+c][i] for the four channels of one packed block:
+ * eight inputs per loop step, then at most one step of four, then the tail. */
 MCUC_ALWAYS_INLINE static void dot4(const int8_t *xr, const int8_t *wb, int32_t k,
                                     int has_zp, int32_t x_zp, int32_t *acc)
 {
-    const int32_t k4 = k & ~3;
+    const int32_t k4 = k & ~3, k8 = k & ~7;
     const uint32_t zp2 = mcuc_dup16(x_zp);
-    const int8_t *const xend = xr + k4;
+    const int8_t *const x8 = xr + k8;
     int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
     const int8_t *xi = xr;
-    while (xi < xend) {
-        const uint32_t xw = mcuc_read32(xi);
-        xi += 4;
-        const uint32_t xl = MCUC_PAIR(mcuc_sxtb16(xw), has_zp, zp2);
-        const uint32_t xh = MCUC_PAIR(mcuc_sxtb16_ror8(xw), has_zp, zp2);
-        uint32_t w = mcuc_read32(wb);
-        a0 = mcuc_smlad(xl, mcuc_sxtb16(w), a0);
-        a0 = mcuc_smlad(xh, mcuc_sxtb16_ror8(w), a0);
-        w = mcuc_read32(wb + 4);
-        a1 = mcuc_smlad(xl, mcuc_sxtb16(w), a1);
-        a1 = mcuc_smlad(xh, mcuc_sxtb16_ror8(w), a1);
-        w = mcuc_read32(wb + 8);
-        a2 = mcuc_smlad(xl, mcuc_sxtb16(w), a2);
-        a2 = mcuc_smlad(xh, mcuc_sxtb16_ror8(w), a2);
-        w = mcuc_read32(wb + 12);
-        a3 = mcuc_smlad(xl, mcuc_sxtb16(w), a3);
-        a3 = mcuc_smlad(xh, mcuc_sxtb16_ror8(w), a3);
+    while (xi < x8) {
+        MCUC_DOT4_STEP(mcuc_read32(xi), wb);
+        MCUC_DOT4_STEP(mcuc_read32(xi + 4), wb + 16);
+        xi += 8;
+        wb += 32;
+    }
+    if (k8 < k4) {
+        MCUC_DOT4_STEP(mcuc_read32(xi), wb);
         wb += 16;
     }
     for (int32_t i = k4; i < k; ++i, wb += 4) {
@@ -147,37 +154,49 @@ MCUC_ALWAYS_INLINE static void dot4(const int8_t *xr, const int8_t *wb, int32_t 
     acc[3] = a3;
 }
 
+/* One step of dot2x2: inputs i..i+3 of the two rows (words u, v) against the two
+ * channels' words at w and w + 4. */
+#define MCUC_2X2_STEP(u, v, w)                                                   \
+    do {                                                                         \
+        const uint32_t ul_ = MCUC_PAIR(mcuc_sxtb16(u), has_zp, zp2);             \
+        const uint32_t uh_ = MCUC_PAIR(mcuc_sxtb16_ror8(u), has_zp, zp2);        \
+        const uint32_t vl_ = MCUC_PAIR(mcuc_sxtb16(v), has_zp, zp2);             \
+        const uint32_t vh_ = MCUC_PAIR(mcuc_sxtb16_ror8(v), has_zp, zp2);        \
+        uint32_t w_ = mcuc_read32(w);                                            \
+        uint32_t wl_ = mcuc_sxtb16(w_), wh_ = mcuc_sxtb16_ror8(w_);              \
+        a00 = mcuc_smlad(uh_, wh_, mcuc_smlad(ul_, wl_, a00));                   \
+        a10 = mcuc_smlad(vh_, wh_, mcuc_smlad(vl_, wl_, a10));                   \
+        w_ = mcuc_read32((w) + 4);                                               \
+        wl_ = mcuc_sxtb16(w_);                                                   \
+        wh_ = mcuc_sxtb16_ror8(w_);                                              \
+        a01 = mcuc_smlad(uh_, wh_, mcuc_smlad(ul_, wl_, a01));                   \
+        a11 = mcuc_smlad(vh_, wh_, mcuc_smlad(vl_, wl_, a11));                   \
+    } while (0)
+
 /* Two rows against two channels of one packed block: acc[2 t + c] += sum_i (xa[t k + i] -
  * x_zp) * w[j + c0 + c][i] for t, c in {0, 1}. Each unpacked input word serves two
- * channels and each unpacked weight word two rows: 22 instructions per 16 MACs where dot4
- * takes 27. wb points at channel c0's first word (block + 4 c0, words 16 bytes apart) and
- * tail at its first tail byte (block + 4 k4 + c0, four bytes apart). */
+ * channels and each unpacked weight word two rows; eight inputs per loop step (44
+ * instructions per 32 MACs where one step of four takes 25 per 16, and dot4 27), then at
+ * most one step of four, then the tail. wb points at channel c0's first word (block +
+ * 4 c0, words 16 bytes apart) and tail at its first tail byte (block + 4 k4 + c0, four
+ * bytes apart). */
 MCUC_ALWAYS_INLINE static void dot2x2(const int8_t *xa, int32_t k, const int8_t *wb,
                                       const int8_t *tail, int has_zp, int32_t x_zp,
                                       int32_t *acc)
 {
-    const int32_t k4 = k & ~3;
+    const int32_t k4 = k & ~3, k8 = k & ~7;
     const uint32_t zp2 = mcuc_dup16(x_zp);
-    const int8_t *const xend = xa + k4;
+    const int8_t *const x8 = xa + k8;
     int32_t a00 = acc[0], a01 = acc[1], a10 = acc[2], a11 = acc[3];
     const int8_t *xi = xa;
-    while (xi < xend) {
-        const uint32_t u = mcuc_read32(xi), v = mcuc_read32(xi + k);
-        xi += 4;
-        const uint32_t ul = MCUC_PAIR(mcuc_sxtb16(u), has_zp, zp2);
-        const uint32_t uh = MCUC_PAIR(mcuc_sxtb16_ror8(u), has_zp, zp2);
-        const uint32_t vl = MCUC_PAIR(mcuc_sxtb16(v), has_zp, zp2);
-        const uint32_t vh = MCUC_PAIR(mcuc_sxtb16_ror8(v), has_zp, zp2);
-        uint32_t w = mcuc_read32(wb);
-        uint32_t wl = mcuc_sxtb16(w), wh = mcuc_sxtb16_ror8(w);
-        a00 = mcuc_smlad(uh, wh, mcuc_smlad(ul, wl, a00));
-        a10 = mcuc_smlad(vh, wh, mcuc_smlad(vl, wl, a10));
-        w = mcuc_read32(wb + 4);
-        wl = mcuc_sxtb16(w);
-        wh = mcuc_sxtb16_ror8(w);
-        a01 = mcuc_smlad(uh, wh, mcuc_smlad(ul, wl, a01));
-        a11 = mcuc_smlad(vh, wh, mcuc_smlad(vl, wl, a11));
-        wb += 16;
+    while (xi < x8) {
+        MCUC_2X2_STEP(mcuc_read32(xi), mcuc_read32(xi + k), wb);
+        MCUC_2X2_STEP(mcuc_read32(xi + 4), mcuc_read32(xi + k + 4), wb + 16);
+        xi += 8;
+        wb += 32;
+    }
+    if (k8 < k4) {
+        MCUC_2X2_STEP(mcuc_read32(xi), mcuc_read32(xi + k), wb);
     }
     for (int32_t i = k4; i < k; ++i, tail += 4) {
         const int32_t xu = xa[i] - x_zp, xv = xa[k + i] - x_zp;
@@ -202,7 +221,7 @@ MCUC_ALWAYS_INLINE static void dot2x2(const int8_t *xa, int32_t k, const int8_t 
  * constant (flash), so the asm reads no memory the compiler could have changed. */
 #if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
 #define MCUC_LDRD_WIDE(w, off, lo, hi) \
-    __asm__("ldrd %0, %1, [%2, #" #off " * 2]" : "=r"(lo), "=r"(hi) : "r"(w))
+    __asm__("ldrd %0, %1, [%2, #(" #off ") * 2]" : "=r"(lo), "=r"(hi) : "r"(w))
 #else
 #define MCUC_LDRD_WIDE(w, off, lo, hi) read_wide((w) + (off), &(lo), &(hi))
 #endif
@@ -214,45 +233,6 @@ MCUC_ALWAYS_INLINE static void read_wide(const int16_t *w, uint32_t *lo, uint32_
     memcpy(&v, w, sizeof v);
     *lo = (uint32_t)v;
     *hi = (uint32_t)(v >> 32);
-}
-
-/* dot4 over a widened block: no SXTB16 on the weights (17 instructions per 16 MACs). */
-MCUC_ALWAYS_INLINE static void dot4w(const int8_t *xr, const int16_t *wb, int32_t k,
-                                     int has_zp, int32_t x_zp, int32_t *acc)
-{
-    const int32_t k4 = k & ~3;
-    const uint32_t zp2 = mcuc_dup16(x_zp);
-    const int8_t *const xend = xr + k4;
-    const int16_t *w = wb;
-    int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
-    const int8_t *xi = xr;
-    uint32_t lo, hi;
-    while (xi < xend) {
-        const uint32_t xw = mcuc_read32(xi);
-        xi += 4;
-        const uint32_t xl = MCUC_PAIR(mcuc_sxtb16(xw), has_zp, zp2);
-        const uint32_t xh = MCUC_PAIR(mcuc_sxtb16_ror8(xw), has_zp, zp2);
-        MCUC_LDRD_WIDE(w, 0, lo, hi);
-        a0 = mcuc_smlad(xh, hi, mcuc_smlad(xl, lo, a0));
-        MCUC_LDRD_WIDE(w, 4, lo, hi);
-        a1 = mcuc_smlad(xh, hi, mcuc_smlad(xl, lo, a1));
-        MCUC_LDRD_WIDE(w, 8, lo, hi);
-        a2 = mcuc_smlad(xh, hi, mcuc_smlad(xl, lo, a2));
-        MCUC_LDRD_WIDE(w, 12, lo, hi);
-        a3 = mcuc_smlad(xh, hi, mcuc_smlad(xl, lo, a3));
-        w += 16;
-    }
-    for (int32_t i = k4; i < k; ++i, w += 4) {
-        const int32_t xv = xr[i] - x_zp;
-        a0 += xv * w[0];
-        a1 += xv * w[1];
-        a2 += xv * w[2];
-        a3 += xv * w[3];
-    }
-    acc[0] = a0;
-    acc[1] = a1;
-    acc[2] = a2;
-    acc[3] = a3;
 }
 
 /* One plain row's sum (the channels past the last block of four): int8 weights wj, or
@@ -292,23 +272,32 @@ MCUC_ALWAYS_INLINE static int8_t with_bias(const int32_t *bias, const int32_t *m
 }
 
 /* The short epilogue, for calls where every accumulator (bias included) is below 2^30 in
- * magnitude and every shift is in [-31, -1] (short_epilogue_ok). Bit for bit
- * mcuc_requantize(acc, mult, shift) then y_zp and the clamp, because:
+ * magnitude and every shift is in [-31, -1] (short_epilogue_ok). c = 2 y_zp + 1, once
+ * per call (short_c). Bit for bit mcuc_requantize(acc, mult, shift) then y_zp and the
+ * clamp, because:
  * - srdhm(acc, mult) = floor((acc * mult + 2^30) / 2^31) (see mcuc_requantize_fast)
  *   = floor((2 acc * mult + 2^31) / 2^32) = SMMULR(2 acc, mult); 2 acc fits int32, and
  *   acc = mult = INT32_MIN (srdhm's saturating case) cannot occur;
  * - with q = that result (|q| < 2^30) and e = -shift in [1, 31], write q = d 2^e + r,
  *   0 <= r < 2^e: mcuc_rdbpot adds 1 to d exactly when r > 2^(e-1) - 1 + (q < 0), and
- *   (q + 2^(e-1) - (q < 0)) >> e = d + [r + 2^(e-1) - (q < 0) >= 2^e] is the same test;
- *   q + 2^(e-1) < 2^31, so the sum does not overflow;
- * - the result is below 2^30 in magnitude, so y_zp + it needs no saturating add. */
+ *   floor((s + 2^(e-1)) / 2^e) = d + [r + 2^(e-1) - (q < 0) >= 2^e] is the same test,
+ *   where s = q - (q < 0) = q + (q >> 31);
+ * - floor((s + 2^(e-1)) / 2^e) = floor((floor(s / 2^(e-1)) + 1) / 2) (for any real z,
+ *   floor((z + 1) / 2) = floor((floor(z) + 1) / 2)), and adding the even 2 y_zp inside
+ *   the last floor adds y_zp: y_zp + rounded = ((s >> (e - 1)) + c) >> 1, with
+ *   e - 1 = ~shift in [0, 30]; |s >> (e - 1)| <= 2^30 and |c| <= 255, so nothing
+ *   overflows, and the halving folds into the clamp (SSAT with ASR #1). */
 MCUC_ALWAYS_INLINE static int8_t short_out(int32_t acc, int32_t mult, int32_t shift,
-                                           int32_t y_zp)
+                                           int32_t c)
 {
-    const int32_t e = -shift;
     const int32_t q = mcuc_smmulr(acc * 2, mult);
-    const int32_t half = (int32_t)((1u << e) >> 1);
-    return (int8_t)mcuc_ssat8(y_zp + ((q + half + (q >> 31)) >> e));
+    return (int8_t)mcuc_ssat8((((q + (q >> 31)) >> ~shift) + c) >> 1);
+}
+
+/* The short epilogue's per-call constant (see short_out). */
+static inline int32_t short_c(int32_t y_zp)
+{
+    return 2 * y_zp + 1;
 }
 
 /* Whether short_out serves every output of this call: one pass over the n channels'
@@ -328,17 +317,98 @@ static int short_epilogue_ok(const mcuc_linear_params_t *p)
     return 255LL * 128 * p->k + bias_max < (1LL << 30);
 }
 
-/* Every row; has_zp, short_epi and wide are constants at each call (one loop each).
- * With short_epi the accumulators start at the bias, otherwise at 0 and the bias is
- * added with saturation in with_bias. Widened weights go row by row (dot4w needs no
- * pairing: its weights cost one load per channel and word). */
+/* acc[0..3] += four channels' sums over one widened block, eight inputs per step: the
+ * accumulators stay in registers across the k loop, and w ends where the next block of
+ * four channels starts (blocks are contiguous), so the caller walks one pointer. */
+#define MCUC_WIDE_STEP(xw, off)                                                  \
+    do {                                                                         \
+        const uint32_t xl_ = MCUC_PAIR(mcuc_sxtb16(xw), has_zp, zp2);            \
+        const uint32_t xh_ = MCUC_PAIR(mcuc_sxtb16_ror8(xw), has_zp, zp2);       \
+        uint32_t lo_, hi_;                                                       \
+        MCUC_LDRD_WIDE(w, off, lo_, hi_);                                        \
+        a0 = mcuc_smlad(xh_, hi_, mcuc_smlad(xl_, lo_, a0));                     \
+        MCUC_LDRD_WIDE(w, off + 4, lo_, hi_);                                    \
+        a1 = mcuc_smlad(xh_, hi_, mcuc_smlad(xl_, lo_, a1));                     \
+        MCUC_LDRD_WIDE(w, off + 8, lo_, hi_);                                    \
+        a2 = mcuc_smlad(xh_, hi_, mcuc_smlad(xl_, lo_, a2));                     \
+        MCUC_LDRD_WIDE(w, off + 12, lo_, hi_);                                   \
+        a3 = mcuc_smlad(xh_, hi_, mcuc_smlad(xl_, lo_, a3));                     \
+    } while (0)
+
+/* Widened weights (--optimize speed), one row at a time: per block of four channels,
+ * the k loop takes eight inputs per step (two words of x, eight LDRDs of weights, 16
+ * SMLADs: 33 instructions per 32 MACs), then at most one step of four, then the tail;
+ * the epilogue follows with the sums still in registers. */
+MCUC_ALWAYS_INLINE static void wide_rows(const mcuc_linear_params_t *p, const int8_t *x,
+                                         int8_t *y, int has_zp, int short_epi)
+{
+    const int32_t k = p->k, n = p->n, n4 = n & ~3, k4 = k & ~3, k8 = k & ~7;
+    const int32_t x_zp = p->x_zp, y_zp = p->y_zp, y_c = short_c(y_zp);
+    const int32_t *const bias = p->bias, *const mult = p->mult, *const shift = p->shift;
+    const uint32_t zp2 = mcuc_dup16(x_zp);
+    for (int32_t r = 0; r < p->rows; ++r) {
+        const int8_t *const xr = x + (int64_t)r * k;
+        const int8_t *const x8 = xr + k8;
+        int8_t *const yr = y + (int64_t)r * n;
+        const int16_t *w = p->weights16;
+        for (int32_t j = 0; j < n4; j += 4) {
+            int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+            if (short_epi && bias) {
+                a0 = bias[j];
+                a1 = bias[j + 1];
+                a2 = bias[j + 2];
+                a3 = bias[j + 3];
+            }
+            const int8_t *xi = xr;
+            while (xi < x8) {
+                const uint32_t u = mcuc_read32(xi), v = mcuc_read32(xi + 4);
+                xi += 8;
+                MCUC_WIDE_STEP(u, 0);
+                MCUC_WIDE_STEP(v, 16);
+                w += 32;
+            }
+            if (k8 < k4) {
+                MCUC_WIDE_STEP(mcuc_read32(xi), 0);
+                w += 16;
+            }
+            for (int32_t i = k4; i < k; ++i, w += 4) {
+                const int32_t xv = xr[i] - x_zp;
+                a0 += xv * w[0];
+                a1 += xv * w[1];
+                a2 += xv * w[2];
+                a3 += xv * w[3];
+            }
+            if (short_epi) {
+                yr[j] = short_out(a0, mult[j], shift[j], y_c);
+                yr[j + 1] = short_out(a1, mult[j + 1], shift[j + 1], y_c);
+                yr[j + 2] = short_out(a2, mult[j + 2], shift[j + 2], y_c);
+                yr[j + 3] = short_out(a3, mult[j + 3], shift[j + 3], y_c);
+            } else {
+                yr[j] = with_bias(bias, mult, shift, y_zp, j, a0);
+                yr[j + 1] = with_bias(bias, mult, shift, y_zp, j + 1, a1);
+                yr[j + 2] = with_bias(bias, mult, shift, y_zp, j + 2, a2);
+                yr[j + 3] = with_bias(bias, mult, shift, y_zp, j + 3, a3);
+            }
+        }
+        for (int32_t j = n4; j < n; ++j) {
+            const int32_t sum = dot1(xr, NULL, p->weights16 + (int64_t)j * k, k, x_zp);
+            yr[j] = short_epi ? short_out((bias ? bias[j] : 0) + sum, mult[j], shift[j], y_c)
+                              : with_bias(bias, mult, shift, y_zp, j, sum);
+        }
+    }
+}
+
+/* Every row over int8 weights; has_zp and short_epi are constants at each call (one loop
+ * each). With short_epi the accumulators start at the bias, otherwise at 0 and the bias
+ * is added with saturation in with_bias. (Widened weights: wide_rows.) */
 MCUC_ALWAYS_INLINE static void linear_dsp(const mcuc_linear_params_t *p, const int8_t *x,
-                                          int8_t *y, int has_zp, int short_epi, int wide)
+                                          int8_t *y, int has_zp, int short_epi)
 {
     const int32_t k = p->k, n = p->n, n4 = n & ~3, x_zp = p->x_zp, y_zp = p->y_zp;
+    const int32_t y_c = short_c(y_zp);
     const int32_t *const bias = p->bias, *const mult = p->mult, *const shift = p->shift;
     int32_t r = 0;
-    for (; !wide && r + 1 < p->rows; r += 2) { /* row pairs */
+    for (; r + 1 < p->rows; r += 2) { /* row pairs */
         const int8_t *xr = x + (int64_t)r * k;
         int8_t *yr = y + (int64_t)r * n;
         const int8_t *wb = p->weights;
@@ -354,10 +424,10 @@ MCUC_ALWAYS_INLINE static void linear_dsp(const mcuc_linear_params_t *p, const i
                 if (short_epi) { /* each channel's multiplier and shift serve both rows */
                     const int32_t m0 = mult[o], m1 = mult[o + 1];
                     const int32_t s0 = shift[o], s1 = shift[o + 1];
-                    yr[o] = short_out(a[0], m0, s0, y_zp);
-                    yr[o + 1] = short_out(a[1], m1, s1, y_zp);
-                    yr[n + o] = short_out(a[2], m0, s0, y_zp);
-                    yr[n + o + 1] = short_out(a[3], m1, s1, y_zp);
+                    yr[o] = short_out(a[0], m0, s0, y_c);
+                    yr[o + 1] = short_out(a[1], m1, s1, y_c);
+                    yr[n + o] = short_out(a[2], m0, s0, y_c);
+                    yr[n + o + 1] = short_out(a[3], m1, s1, y_c);
                 } else {
                     yr[o] = with_bias(bias, mult, shift, y_zp, o, a[0]);
                     yr[o + 1] = with_bias(bias, mult, shift, y_zp, o + 1, a[1]);
@@ -370,12 +440,12 @@ MCUC_ALWAYS_INLINE static void linear_dsp(const mcuc_linear_params_t *p, const i
             for (int32_t t = 0; t < 2; ++t) {
                 const int32_t sum = dot1(xr + t * k, wb, NULL, k, x_zp);
                 yr[t * n + j] = short_epi
-                    ? short_out((bias ? bias[j] : 0) + sum, mult[j], shift[j], y_zp)
+                    ? short_out((bias ? bias[j] : 0) + sum, mult[j], shift[j], y_c)
                     : with_bias(bias, mult, shift, y_zp, j, sum);
             }
         }
     }
-    for (; r < p->rows; ++r) { /* single rows: the last of an odd count, or all if wide */
+    for (; r < p->rows; ++r) { /* the last row of an odd count */
         const int8_t *xr = x + (int64_t)r * k;
         int8_t *yr = y + (int64_t)r * n;
         for (int32_t j = 0; j < n4; j += 4) {
@@ -385,16 +455,12 @@ MCUC_ALWAYS_INLINE static void linear_dsp(const mcuc_linear_params_t *p, const i
                     a[c] = bias[j + c];
                 }
             }
-            if (wide) { /* weights is NULL: no pointer is formed from it */
-                dot4w(xr, p->weights16 + (int64_t)j * k, k, has_zp, x_zp, a);
-            } else {
-                dot4(xr, p->weights + (int64_t)j * k, k, has_zp, x_zp, a);
-            }
+            dot4(xr, p->weights + (int64_t)j * k, k, has_zp, x_zp, a);
             if (short_epi) {
-                yr[j] = short_out(a[0], mult[j], shift[j], y_zp);
-                yr[j + 1] = short_out(a[1], mult[j + 1], shift[j + 1], y_zp);
-                yr[j + 2] = short_out(a[2], mult[j + 2], shift[j + 2], y_zp);
-                yr[j + 3] = short_out(a[3], mult[j + 3], shift[j + 3], y_zp);
+                yr[j] = short_out(a[0], mult[j], shift[j], y_c);
+                yr[j + 1] = short_out(a[1], mult[j + 1], shift[j + 1], y_c);
+                yr[j + 2] = short_out(a[2], mult[j + 2], shift[j + 2], y_c);
+                yr[j + 3] = short_out(a[3], mult[j + 3], shift[j + 3], y_c);
             } else {
                 for (int32_t c = 0; c < 4; ++c) {
                     yr[j + c] = with_bias(bias, mult, shift, y_zp, j + c, a[c]);
@@ -402,9 +468,8 @@ MCUC_ALWAYS_INLINE static void linear_dsp(const mcuc_linear_params_t *p, const i
             }
         }
         for (int32_t j = n4; j < n; ++j) {
-            const int32_t sum = wide ? dot1(xr, NULL, p->weights16 + (int64_t)j * k, k, x_zp)
-                                     : dot1(xr, p->weights + (int64_t)j * k, NULL, k, x_zp);
-            yr[j] = short_epi ? short_out((bias ? bias[j] : 0) + sum, mult[j], shift[j], y_zp)
+            const int32_t sum = dot1(xr, p->weights + (int64_t)j * k, NULL, k, x_zp);
+            yr[j] = short_epi ? short_out((bias ? bias[j] : 0) + sum, mult[j], shift[j], y_c)
                               : with_bias(bias, mult, shift, y_zp, j, sum);
         }
     }
@@ -430,16 +495,16 @@ void mcuc_linear_planned_s8(const mcuc_linear_params_t *p, int32_t plan, const i
 {
     switch (plan) {
     case PLAN_SHORT:
-        linear_dsp(p, x, y, 0, 1, 0);
+        linear_dsp(p, x, y, 0, 1);
         break;
     case PLAN_DSP:
-        linear_dsp(p, x, y, 1, 0, 0);
+        linear_dsp(p, x, y, 1, 0);
         break;
     case PLAN_WIDE + PLAN_SHORT:
-        linear_dsp(p, x, y, 0, 1, 1);
+        wide_rows(p, x, y, 0, 1);
         break;
     case PLAN_WIDE + PLAN_DSP:
-        linear_dsp(p, x, y, 1, 0, 1);
+        wide_rows(p, x, y, 1, 0);
         break;
     default:
         linear_ref(p, x, y);

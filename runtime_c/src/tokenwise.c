@@ -5,6 +5,38 @@
 
 #include "mcuc/kernels.h"
 
+/* Row pairs for a LayerNorm -> linear [-> table] chain whose tile is one row (the
+ * planned scratch holds one normalised row, e.g. before qkv at the arena's peak): the
+ * pair's two normalised rows are kept in the output's last row, which no pair before
+ * the last writes (rows r0 and r0 + 1 < rows - 1), so the linear runs on row pairs, its
+ * faster loop, without scratch beyond the plan. Needs y free (it overlaps neither x nor
+ * r), contiguous x rows and n >= 2 k. Returns the first row the tile loop still does. */
+static int32_t ln_pairs_in_y(const mcuc_tokenwise_params_t *p, int32_t tile, int32_t l1_plan,
+                             const int8_t *x, int8_t *y)
+{
+    const int32_t k = p->k, n = p->n;
+    if (!p->has_ln || p->has_l2 || p->has_res || !p->y_free || tile > 1 ||
+        p->x_rs != k || n < 2 * k) {
+        return 0;
+    }
+    int8_t *const pair = y + (int64_t)(p->rows - 1) * n;
+    const mcuc_layernorm_params_t lp = {2, k, p->ln_y_zp, p->ln_eps_q, p->ln_gamma_q,
+                                        p->ln_beta_q};
+    const mcuc_linear_params_t l1 = {2, k, n, p->l1_x_zp, p->l1_y_zp, p->l1_weights,
+                                     p->l1_weights16, p->l1_bias, p->l1_mult, p->l1_shift};
+    int32_t r0 = 0;
+    for (; r0 + 2 < p->rows; r0 += 2) {
+        int8_t *yt = y + (int64_t)r0 * n;
+        mcuc_layernorm_s8(&lp, x + (int64_t)r0 * k, pair);
+        mcuc_linear_planned_s8(&l1, l1_plan, pair, yt);
+        if (p->has_lut) {
+            const mcuc_lut_params_t up = {2 * n, p->lut_table};
+            mcuc_lut_s8(&up, yt, yt);
+        }
+    }
+    return r0;
+}
+
 void mcuc_tokenwise_s8(const mcuc_tokenwise_params_t *p, const int8_t *x, const int8_t *r,
                        int8_t *y, int8_t *scratch)
 {
@@ -30,7 +62,8 @@ void mcuc_tokenwise_s8(const mcuc_tokenwise_params_t *p, const int8_t *x, const 
         l2_plan = mcuc_linear_plan(&l2_all);
     }
 
-    for (int32_t r0 = 0; r0 < p->rows; r0 += tile) {
+    int32_t r0 = ln_pairs_in_y(p, tile, l1_plan, x, y);
+    for (; r0 < p->rows; r0 += tile) {
         const int32_t t = p->rows - r0 < tile ? p->rows - r0 : tile;
         const int8_t *xt = x + (int64_t)r0 * p->x_rs;
         const int8_t *rt = r + (int64_t)r0 * n;
