@@ -4,11 +4,13 @@ portable C against the optimized kernel variants (size and speed builds), writte
 bench/kernels.md.
 
 Why a script: the figure that issue 23 tracks is the firmware's own, so the default model
-is built for each board three times (`mcuc build`: --kernels portable; the board's
-variants, -DMCUC_ARM_DSP; and the variants with --optimize speed), and each build's
-report.json gives the exact instruction count of every step, counted by the Unicorn
-engine while the firmware runs its self-test. These are retired instructions, not cycles
-(a Cortex-M7 dual-issues some pairs and stalls on others).
+is built for each board three times (mcuc.pipeline.build, as `mcuc build`: --kernels
+portable; the board's variants, -DMCUC_ARM_DSP; and the variants with --optimize speed),
+and each build's report gives the exact instruction count of every step, counted by the
+Unicorn engine while the firmware runs its self-test. These are retired instructions,
+not cycles (a Cortex-M7 dual-issues some pairs and stalls on others). Issue 23's two
+larger shapes (dim 128 with 65 tokens, dim 192 with 145 tokens) are built the same way
+on the first board, as one-block ViTs with seeded random weights.
 
 Usage: .venv/bin/python scripts/bench_kernels.py [--boards stm32f746,stm32f427]
        [--out bench/kernels.md]
@@ -18,10 +20,8 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 from collections import defaultdict
@@ -35,22 +35,40 @@ from mcuc.boards import load_board  # noqa: E402
 
 # functions whose hot loop is a matrix product (per-MAC figures make sense)
 MATRIX_FUNCS = ("mcuc_linear", "dot_pair", "pv_dsp", "block_fast", "mcuc_patch_embed")
-# build name -> the `mcuc build` options that make it
-VARIANTS = {"portable": ["--kernels", "portable"], "optimized": [],
-            "speed": ["--optimize", "speed"]}
+# build name -> the mcuc.pipeline.build options that make it
+VARIANTS: dict[str, dict[str, str]] = {"portable": {"kernels": "portable"}, "optimized": {},
+                                       "speed": {"optimize": "speed"}}
+# issue 23's larger shapes: one block each (at dim 192 the --optimize speed weights take
+# 0.9 MB of the F746's 1 MB of flash), patch 4, MLP ratio 4, head dim 64
+LARGE = {"dim 128, 65 tokens": {"img_size": 32, "dim": 128, "heads": 2},
+         "dim 192, 145 tokens": {"img_size": 48, "dim": 192, "heads": 3}}
 # issue 23's goals in instructions per MAC, by kernel (the table's "goal" column)
 GOALS = {"linear": 1.2, "tokenwise": 1.2, "attention": 1.6, "patch_embed": 1.5}
 WHOLE_GOAL = 1.4
 
 
-def build(board: str, variant: str, out: Path) -> dict:
-    """report.json of the default model built for `board` as build `variant`."""
-    mcuc = Path(sys.executable).with_name("mcuc")
-    res = subprocess.run([str(mcuc), "build", "--board", board, "--out", str(out),
-                          *VARIANTS[variant]], capture_output=True, text=True)
-    if res.returncode != 0:
-        sys.exit(f"bench_kernels: {variant} build failed:\n{res.stdout}\n{res.stderr}")
-    report = json.loads((out / "report.json").read_text())
+def build(board: str, variant: str, out: Path, shape: dict | None = None) -> dict:
+    """The report of the default model (or a LARGE shape) built for `board` as `variant`."""
+    from mcuc import McucError
+    from mcuc.pipeline import build as mcuc_build
+
+    model, calib, kw = None, "fashion-mnist", {}
+    if shape is not None:
+        import numpy as np
+        import torch
+
+        from mcuc.models.vit import ViTConfig, build_vit
+
+        cfg = ViTConfig(patch=4, depth=1, mlp_ratio=4.0, **shape)
+        torch.manual_seed(0)
+        model = build_vit(cfg).eval()
+        side = cfg.img_size
+        calib = np.random.default_rng(0).standard_normal((8, 1, side, side)).astype(np.float32)
+        kw = {"input_shape": (1, 1, side, side), "samples": 1}
+    try:
+        report = mcuc_build(model, board, calib, out, **VARIANTS[variant], **kw)
+    except McucError as e:
+        sys.exit(f"bench_kernels: {variant} build failed: {e}")
     if not report.get("instructions"):
         sys.exit(f"bench_kernels: the {variant} build reports no instruction count "
                  f"(board {board} has no instruction-counting emulator)")
@@ -96,12 +114,35 @@ def loops_table(chip: str, runs: dict[str, tuple[int, list[HotLoop]]]) -> list[s
     return lines + [""]
 
 
-def render(command: str, reports: dict[str, dict[str, dict]],
-           loops: dict[str, tuple[int, list[HotLoop]]]) -> str:
-    """bench/kernels.md from {board: {variant: report}}; per kernel for the first board."""
-    board = next(iter(reports))
-    port, opt, fast = (reports[board][v] for v in VARIANTS)
+def kernel_rows(port: dict, opt: dict, fast: dict) -> list[str]:
+    """The per-kernel table (and its whole-model line) of one model's three builds."""
     kp, ko, kf = per_kernel(port), per_kernel(opt), per_kernel(fast)
+    lines = [
+        "| kernel | op | steps | MACs/step | portable | optimized | speed | goal |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for key in sorted(kp, key=lambda k: (k[0], k[1], k[2])):
+        kernel, op, macs = key
+        n, ip = kp[key]
+        io = ko.get(key, (0, float("nan")))[1]
+        iff = kf.get(key, (0, float("nan")))[1]
+        goal = f"<= {GOALS[kernel]}" if kernel in GOALS else ""
+        lines.append(f"| {kernel} | {op} | {n} | {macs:,} | {ip / macs:.2f} | {io / macs:.2f} "
+                     f"| {iff / macs:.2f} | {goal} |")
+    macs = int(port["macs"])
+    lines.append(
+        f"| **whole model** | | {port['steps']} | {macs:,} | "
+        f"{int(port['instructions']) / macs:.2f} | {int(opt['instructions']) / macs:.2f} | "
+        f"{int(fast['instructions']) / macs:.2f} | <= {WHOLE_GOAL} |")
+    return lines
+
+
+def render(command: str, reports: dict[str, dict[str, dict]],
+           loops: dict[str, tuple[int, list[HotLoop]]],
+           large: dict[str, dict[str, dict]]) -> str:
+    """bench/kernels.md from {board: {variant: report}}; per kernel for the first board,
+    and for each LARGE shape ({shape: {variant: report}}) on that board."""
+    board = next(iter(reports))
     lines = [
         "# Kernel benchmark: instructions per MAC",
         "",
@@ -120,22 +161,7 @@ def render(command: str, reports: dict[str, dict[str, dict]],
         "A step's instructions / its MACs, the mean over the steps of the same shape. A",
         "token-wise step includes its LayerNorm, epilogues, table and residual add.",
         "",
-        "| kernel | op | steps | MACs/step | portable | optimized | speed | goal |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for key in sorted(kp, key=lambda k: (k[0], k[1], k[2])):
-        kernel, op, macs = key
-        n, ip = kp[key]
-        io = ko.get(key, (0, float("nan")))[1]
-        iff = kf.get(key, (0, float("nan")))[1]
-        goal = f"<= {GOALS[kernel]}" if kernel in GOALS else ""
-        lines.append(f"| {kernel} | {op} | {n} | {macs:,} | {ip / macs:.2f} | {io / macs:.2f} "
-                     f"| {iff / macs:.2f} | {goal} |")
-    macs = int(port["macs"])
-    lines += [
-        f"| **whole model** | | {port['steps']} | {macs:,} | "
-        f"{int(port['instructions']) / macs:.2f} | {int(opt['instructions']) / macs:.2f} | "
-        f"{int(fast['instructions']) / macs:.2f} | <= {WHOLE_GOAL} |",
+        *kernel_rows(*(reports[board][v] for v in VARIANTS)),
         "",
         "## Whole model per board",
         "",
@@ -149,6 +175,18 @@ def render(command: str, reports: dict[str, dict[str, dict]],
             lines.append(f"| {b} | {v} | {n:,} | {n / int(r['macs']):.2f} | "
                          f"{r['arena_bytes']:,} | {r['weights_bytes']:,} | "
                          f"{r['flash_bytes']:,} |")
+    for shape, by_variant in large.items():
+        opt = by_variant["optimized"]
+        lines += [
+            "",
+            f"## Larger shape, {board}: {shape}",
+            "",
+            f"One block (patch 4, MLP ratio 4, head dim 64: {LARGE[shape]}), seeded random "
+            f"weights; arena {opt['arena_bytes']:,} B, flash {opt['flash_bytes']:,} B "
+            f"(speed: {by_variant['speed']['flash_bytes']:,} B).",
+            "",
+            *kernel_rows(*(by_variant[v] for v in VARIANTS)),
+        ]
     lines += [
         "",
         "CMSIS-NN on the same shapes (issue 23's anchor table: commit 99f736a, DSP path, "
@@ -179,11 +217,18 @@ def main() -> None:
             for v in VARIANTS:
                 print(f"bench_kernels: {b} {v} ...", file=sys.stderr, flush=True)
                 reports[b][v] = build(b, v, Path(tmp) / f"{b}-{v}")
+        large: dict[str, dict[str, dict]] = {}
+        for i, (shape, kw) in enumerate(LARGE.items()):
+            large[shape] = {}
+            for v in VARIANTS:
+                print(f"bench_kernels: {boards[0]} {shape} {v} ...", file=sys.stderr,
+                      flush=True)
+                large[shape][v] = build(boards[0], v, Path(tmp) / f"large{i}-{v}", kw)
         print("bench_kernels: hot loops (llvm-mca) ...", file=sys.stderr, flush=True)
         chip = load_board(boards[0]).chip
         loops = {v: hot_loops(Path(tmp) / f"{boards[0]}-{v}" / "firmware.elf", chip)
                  for v in ("optimized", "speed")}
-    text = render(command, reports, loops)
+    text = render(command, reports, loops, large)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     print(text)
