@@ -46,8 +46,8 @@ fuzz: setup
 		tests/test_fuzz.py
 
 bench: setup
-	$(PY) -m mcuc.bench
-	$(PY) -m mcuc.bench_memory
+	$(PY) scripts/bench_compile.py
+	$(PY) scripts/bench_memory.py
 
 # parts side by side, one thread each; rerun to go on after an interruption
 bench-search: setup

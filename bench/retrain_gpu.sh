@@ -5,7 +5,7 @@
 # deadline: every process first trains one epoch side by side, and the slowest one's
 # time sets E. Measure afterwards on the CPU machine, with OUT copied back and the same
 # flags plus --finetune-epochs E:
-#     python -m mcuc.bench_search --out OUT <FLAGS> --finetune-epochs E
+#     python scripts/bench_search.py --out OUT <FLAGS> --finetune-epochs E
 #
 #   bench/retrain_gpu.sh OUT DEADLINE_S EPOCHS|auto FLAGS...
 #

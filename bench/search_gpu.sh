@@ -3,10 +3,10 @@
 # ViTs here leave a GPU mostly idle one at a time (each step is a few hundred tiny
 # kernels), so baselines train beside the supernet, the four searches run at once, and
 # every finalist's fine-tune is its own process. Each part caches its result under OUT
-# (see mcuc.bench_search_stages). The measuring half (int8 reference, qemu firmware) needs
+# (see scripts/bench_search_stages.py). The measuring half (int8 reference, qemu firmware) needs
 # the cross compiler and emulator: run afterwards, on the CPU machine, with OUT copied
 # back and the same flags,
-#     python -m mcuc.bench_search --out OUT --supernet-epochs N <FLAGS>
+#     python scripts/bench_search.py --out OUT --supernet-epochs N <FLAGS>
 # which finds everything trained and only measures and reports.
 #
 #   bench/search_gpu.sh OUT DEADLINE_S SUPERNET_EPOCHS|auto FLAGS...
@@ -21,7 +21,7 @@ shift 3
 
 smoke=$(mktemp -d)
 echo "smoke run (every part, 6,400 images, on $device)"
-if ! timeout 240 "$py" -m mcuc.bench_search "$@" --device "$device" --out "$smoke" \
+if ! timeout 240 "$py" scripts/bench_search.py "$@" --device "$device" --out "$smoke" \
         --limit 6400 --part train --budgets 64 --supernet-epochs 3 --finetune-epochs 1 \
         --distill-epochs 1 --population 4 --generations 1 --pool 8 --finalists 2 \
         >"$out/logs/smoke.log" 2>&1; then

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Train and measure one ViT config exactly as `make bench-search` trains a searched model.
 
-For a pick made outside a full bench run (e.g. by `python -m mcuc.bench_search ...
+For a pick made outside a full bench run (e.g. by `python scripts/bench_search.py ...
 --proxy-plain --budgets 32`, whose proxy ranking picks the config): the same recipe,
 teacher, held-out split and model cache (OUT/models/), so `scripts/promote_default.py`
 takes its model as it takes a full run's. Prints the table row as one JSON line.
@@ -18,8 +18,8 @@ import json
 import sys
 from pathlib import Path
 
+from bench_search import parse_args, train_config
 from mcuc import McucError
-from mcuc.bench_search import parse_args, train_config
 from mcuc.nas.space import SubnetConfig
 
 

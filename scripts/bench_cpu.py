@@ -30,8 +30,12 @@ from pathlib import Path
 
 import torch
 
-from mcuc import McucError, bench_search_stages
-from mcuc.bench_search import baseline_config, grid_fits, parse_args
+import bench_search_stages
+from bench_search import baseline_config, grid_fits, parse_args
+from mcuc import McucError
+
+# each part runs as its own process of the bench, the module beside this script
+BENCH_SEARCH = Path(__file__).resolve().with_name("bench_search.py")
 
 
 @dataclass
@@ -159,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
 
         def launch(j: Job) -> subprocess.Popen:
             print(f"[{(time.perf_counter() - t0) / 60:6.1f} min] start {j.name}", flush=True)
-            cmd = [sys.executable, "-m", "mcuc.bench_search", *flags, *j.args,
+            cmd = [sys.executable, str(BENCH_SEARCH), *flags, *j.args,
                    "--threads", str(j.threads)]
             with open(logs / f"{j.name}.log", "a") as log:
                 return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)

@@ -30,7 +30,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from hot_loops import HotLoop, hot_loops  # noqa: E402  (a sibling script module)
-
 from mcuc.boards import load_board  # noqa: E402
 
 # functions whose hot loop is a matrix product (per-MAC figures make sense)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from mcuc.bench_search_stages import load_trained
+from bench_search_stages import load_trained
 from mcuc.datasets import load_fashion_mnist
 from mcuc.models.train import count_params, evaluate, export_onnx
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -12,15 +11,14 @@ import pytest
 
 pytest.importorskip("torch")
 
-from mcuc import McucError  # noqa: E402
-from mcuc.bench_search import parse_args  # noqa: E402
-from mcuc.nas.space import SubnetConfig  # noqa: E402
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+sys.path.insert(0, str(SCRIPTS))   # the bench harness lives in scripts/, outside the package
+SCRIPT = SCRIPTS / "bench_cpu.py"
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "bench_cpu.py"
-_spec = importlib.util.spec_from_file_location("bench_cpu", SCRIPT)
-bench_cpu = importlib.util.module_from_spec(_spec)
-sys.modules["bench_cpu"] = bench_cpu   # dataclasses look their module up
-_spec.loader.exec_module(bench_cpu)
+import bench_cpu  # noqa: E402
+from bench_search import parse_args  # noqa: E402
+from mcuc import McucError  # noqa: E402
+from mcuc.nas.space import SubnetConfig  # noqa: E402
 
 TABLE = ["--budgets", "16", "32", "64", "128", "--proxy-epochs", "8", "--proxy-shapes", "6",
          "--proxy-plain", "--proxy-check", "--repeats", "2", "--init", "scratch",
@@ -70,7 +68,7 @@ def test_budgets_that_pick_from_the_grid_share_one_baseline_job() -> None:
     rule's baselines are known, so budgets share a job only when they share the model."""
     from types import SimpleNamespace
 
-    from mcuc.bench_search import uniform_grid
+    from bench_search import uniform_grid
     from mcuc.nas.space import load_space
 
     space = load_space(None)

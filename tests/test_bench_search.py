@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,12 @@ import pytest
 
 pytest.importorskip("torch")
 
-from mcuc import bench_search, bench_search_report, bench_search_stages  # noqa: E402
+# the bench harness lives in scripts/, outside the package
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+
+import bench_search  # noqa: E402
+import bench_search_report  # noqa: E402
+import bench_search_stages  # noqa: E402
 from mcuc.datasets import load_fashion_mnist  # noqa: E402
 
 
@@ -197,7 +203,7 @@ def test_proxy_shapes_are_the_best_of_each_shape_that_fits() -> None:
     on equal inherited accuracy the budget's own search comes first."""
     from types import SimpleNamespace
 
-    from mcuc.bench_search_proxy import budget_shapes
+    from bench_search_proxy import budget_shapes
 
     def found(*cands) -> dict:
         return {"candidates": [{"config": g.to_dict(), "accuracy": a} for g, a in cands]}
@@ -225,7 +231,7 @@ def test_proxy_pick_takes_the_best_held_out_proxy(monkeypatch) -> None:
     order; `only` trains one shape and picks nothing."""
     from types import SimpleNamespace
 
-    from mcuc import bench_search_proxy
+    import bench_search_proxy
 
     first, second = _cfg(7, 32), _cfg(7, 48)
     founds = {16: {"candidates": [{"config": first.to_dict(), "accuracy": 0.8},
@@ -255,7 +261,7 @@ def test_proxy_plain_trains_each_shapes_plain_variant_after_it(monkeypatch) -> N
     inherited weights, and may be the pick."""
     from types import SimpleNamespace
 
-    from mcuc import bench_search_proxy
+    import bench_search_proxy
     from mcuc.nas.space import SubnetConfig, load_space
 
     mixed = SubnetConfig(28, 4, 64, 2, (2, 4), (1.0, 3.0), (0.5, 1.0), 1, 10)

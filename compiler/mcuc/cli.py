@@ -144,6 +144,9 @@ def add_search_args(s: argparse.ArgumentParser) -> None:
 
 def cmd_search(a: argparse.Namespace) -> int:
     from mcuc.nas.search import SearchOptions, run_search
+    from mcuc.optional import require
+
+    require("torch", "search", "mcuc search (it trains the candidates)")
 
     opts = SearchOptions(
         board=a.board, sram=a.sram, flash=a.flash, dataset=a.dataset, limit=a.limit, val=a.val,

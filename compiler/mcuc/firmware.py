@@ -22,6 +22,7 @@ from mcuc import McucError, subproc
 from mcuc.boards import Board
 from mcuc.codegen.names import c_comment
 from mcuc.paths import templates_dir
+from mcuc.sim.protocol import parse_protocol
 
 # Code estimate: runtime kernels + startup + system + driver, plus each step's call and
 # kernel parameter struct, at -O2. Fitted on eight linked STM32F746 ELFs (15-63 steps):
@@ -266,33 +267,6 @@ def patch_elf(elf: Path, values: dict[str, bytes], dest: Path) -> Path:
                 raise McucError(f"{name} of {elf} is not in a loadable segment")
     dest.write_bytes(bytes(blob))
     return dest
-
-
-def parse_protocol(text: str) -> dict:
-    """The firmware protocol lines: outputs, stack, cycles, status, done (a malformed line
-    or an output outside int8 is one error line)."""
-    from mcuc.sim.host import int8_values, int_field
-
-    res: dict = {"outputs": [], "stack_bytes": None, "cycles": None, "status": None,
-                 "begin": False, "done": False}
-    for line in text.replace("\r", "").splitlines():
-        parts = line.split()
-        if not parts:
-            continue
-        key = parts[0]
-        if key == "MCUC_BEGIN":
-            res["begin"] = True
-        elif key == "MCUC_OUTPUT":
-            res["outputs"].append(int8_values(line))
-        elif key == "MCUC_STACK":
-            res["stack_bytes"] = int_field(line)
-        elif key == "MCUC_CYCLES":
-            res["cycles"] = int_field(line)
-        elif key == "MCUC_STATUS":
-            res["status"] = int_field(line)
-        elif key == "MCUC_DONE":
-            res["done"] = True
-    return res
 
 
 def render_mcu(board: Board, out: Path, model_name: str, samples_q: np.ndarray) -> None:

@@ -224,6 +224,9 @@ def build(model=None, board: str = "host", calib="fashion-mnist", out_dir: Path 
 
 def _plot_memory(c: Compiled, path: Path, desc: str) -> None:
     from mcuc.memory.plot import plot_plan
+    from mcuc.optional import require
+
+    require("matplotlib", "plot", "memory.png (--report full)")
 
     plot_plan(c.schedule.liveness(), c.plan, path,
               title=f"{desc}: arena {c.plan.arena_bytes:,} B "

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from mcuc import McucError, subproc
+from mcuc.sim.protocol import int8_values, int_field
 from mcuc.text import one_line, path_line
 
 MAKE_TIMEOUT_S = 900.0
@@ -27,31 +28,6 @@ def build_host(out_dir: Path, sanitize: bool = False, exe: str = "model",
     if proc.returncode != 0:
         raise McucError(f"host C build failed: {(proc.stderr or proc.stdout).strip()[:2000]}")
     return out_dir / exe
-
-
-def _bad_line(line: str) -> McucError:
-    return McucError(f"the program printed a malformed result line: {path_line(line)}")
-
-
-def int8_values(line: str) -> np.ndarray:
-    """The int8 values after a protocol line's keyword; one error line if any value is not
-    an integer in [-128, 127] (never wrapped around)."""
-    try:
-        vals = [int(v) for v in line.split()[1:]]
-    except ValueError:
-        raise _bad_line(line) from None
-    if not vals or any(not -128 <= v <= 127 for v in vals):
-        raise McucError(f"the program printed an output outside int8: {path_line(line)}")
-    return np.array(vals, dtype=np.int8)
-
-
-def int_field(line: str) -> int:
-    """The integer after a protocol line's keyword."""
-    parts = line.split()
-    try:
-        return int(parts[1])
-    except (IndexError, ValueError):
-        raise _bad_line(line) from None
 
 
 def parse_output(text: str) -> tuple[np.ndarray, int]:

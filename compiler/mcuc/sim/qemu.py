@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from mcuc import McucError
-from mcuc.firmware import parse_protocol
+from mcuc.sim.protocol import parse_protocol
 
 QEMU = "qemu-system-arm"
 INPUTS_FILE = "mcuc_inputs.bin"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 
-from mcuc.bench_search_stages import BASELINE_LR
+from bench_search_stages import BASELINE_LR
 
 NATIVE = 28   # Fashion-MNIST's side: other input resolutions are named in the table
 
@@ -107,7 +107,7 @@ def _proxy_check_line(r: dict) -> str | None:
 
 
 def _command(a) -> str:
-    return (f"python -m mcuc.bench_search --supernet-epochs {a.supernet_epochs} "
+    return (f"python scripts/bench_search.py --supernet-epochs {a.supernet_epochs} "
             f"--finetune-epochs {a.finetune_epochs} --finetune-lr {a.finetune_lr:g} "
             f"--distill-epochs {a.distill_epochs} "
             + ("--distill-supernet " if getattr(a, "distill_supernet", False) else "")

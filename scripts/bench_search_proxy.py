@@ -35,7 +35,7 @@ def inherited(c, cfg: SubnetConfig) -> float:
     """Held-out accuracy of `cfg` with the supernet's weights, as the searches score."""
     import torch
 
-    from mcuc.bench_search_stages import supernet
+    from bench_search_stages import supernet
     from mcuc.nas.train import subnet_accuracy
 
     model = supernet(c).to(c.a.device)
@@ -48,7 +48,7 @@ def proxy_pick(c, b: int, founds: dict[int, dict], only: int | None = None
                ) -> tuple[SubnetConfig | None, list[dict]]:
     """Train budget b's proxy trainees (one that two budgets share is trained once);
     (the best on held-out images, or None when `only` picks one trainee; their records)."""
-    from mcuc.bench_search_stages import trained
+    from bench_search_stages import trained
 
     chosen = trainees(c, b, founds)
     if only is not None:

@@ -75,7 +75,7 @@ def run(out: Path, names: list[str]) -> str:
     text = "\n".join([
         "# Memory benchmark",
         "",
-        f"Made by `make bench` (`python -m mcuc.bench_memory`), {time.strftime('%Y-%m-%d')}.",
+        f"Made by `make bench` (`python scripts/bench_memory.py`), {time.strftime('%Y-%m-%d')}.",
         "Activation arena in bytes (scratch included) for random-weight ViTs of each shape,",
         "with all memory techniques, each one switched off (`--disable NAME`), and none.",
         "TFLM arenas are quoted from issue 4's table (not rebuilt here: writing .tflite",

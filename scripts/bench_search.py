@@ -35,11 +35,10 @@ import json
 import shutil
 from pathlib import Path
 
-from mcuc import McucError
-from mcuc.bench_search_proxy import proxy_pick
-from mcuc.bench_search_report import NATIVE
-from mcuc.bench_search_report import report as _report
-from mcuc.bench_search_stages import (
+from bench_search_proxy import proxy_pick
+from bench_search_report import NATIVE
+from bench_search_report import report as _report
+from bench_search_stages import (
     BASELINE_LR,
     KB,
     Ctx,
@@ -51,6 +50,7 @@ from mcuc.bench_search_stages import (
     supernet,
     trained,
 )
+from mcuc import McucError
 from mcuc.nas.space import SAMPLING, SubnetConfig, load_space
 
 __all__ = ["BASELINE_LR", "KB", "main", "run"]

@@ -1,0 +1,64 @@
+"""The result lines a compiled model prints, wherever it runs (host program, firmware under
+QEMU, Renode or Unicorn): `MCUC_BEGIN`, `MCUC_OUTPUT v...`, `MCUC_STACK n`, `MCUC_CYCLES n`,
+`MCUC_STATUS n`, `MCUC_DONE`.
+
+Its own module so that the emulators and the firmware builder both read it without
+importing each other.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mcuc import McucError
+from mcuc.text import path_line
+
+
+def _bad_line(line: str) -> McucError:
+    return McucError(f"the program printed a malformed result line: {path_line(line)}")
+
+
+def int8_values(line: str) -> np.ndarray:
+    """The int8 values after a protocol line's keyword; one error line if any value is not
+    an integer in [-128, 127] (never wrapped around)."""
+    try:
+        vals = [int(v) for v in line.split()[1:]]
+    except ValueError:
+        raise _bad_line(line) from None
+    if not vals or any(not -128 <= v <= 127 for v in vals):
+        raise McucError(f"the program printed an output outside int8: {path_line(line)}")
+    return np.array(vals, dtype=np.int8)
+
+
+def int_field(line: str) -> int:
+    """The integer after a protocol line's keyword."""
+    parts = line.split()
+    try:
+        return int(parts[1])
+    except (IndexError, ValueError):
+        raise _bad_line(line) from None
+
+
+def parse_protocol(text: str) -> dict:
+    """The firmware protocol lines: outputs, stack, cycles, status, done (a malformed line
+    or an output outside int8 is one error line)."""
+    res: dict = {"outputs": [], "stack_bytes": None, "cycles": None, "status": None,
+                 "begin": False, "done": False}
+    for line in text.replace("\r", "").splitlines():
+        parts = line.split()
+        if not parts:
+            continue
+        key = parts[0]
+        if key == "MCUC_BEGIN":
+            res["begin"] = True
+        elif key == "MCUC_OUTPUT":
+            res["outputs"].append(int8_values(line))
+        elif key == "MCUC_STACK":
+            res["stack_bytes"] = int_field(line)
+        elif key == "MCUC_CYCLES":
+            res["cycles"] = int_field(line)
+        elif key == "MCUC_STATUS":
+            res["status"] = int_field(line)
+        elif key == "MCUC_DONE":
+            res["done"] = True
+    return res
