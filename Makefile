@@ -14,7 +14,8 @@ BENCH_SEARCH ?= --supernet-epochs 20 --finetune-epochs 50 --finetune-lr 0.001 \
 	--generations 8 --pool 400 --sampling macs --augment --proxy-plain \
 	--baseline best --space bench/space_resolution.toml
 
-.PHONY: help setup demo test fuzz bench bench-search bench-kernels lint clean distclean
+.PHONY: help setup demo test fuzz bench bench-search bench-kernels bench-cmsis lint clean \
+	distclean
 
 help:
 	@echo "make setup      install Debian packages and .venv (idempotent)"
@@ -24,6 +25,7 @@ help:
 	@echo "make bench      run the benchmarks"
 	@echo "make bench-search  architecture search vs uniform ViTs at 4 budgets (hours; CPU)"
 	@echo "make bench-kernels kernel instructions/MAC, portable vs optimized (bench/kernels.md)"
+	@echo "make bench-cmsis CMSIS_NN=DIR  linear vs CMSIS-NN fully connected (bench/vs_cmsis.md)"
 	@echo "make lint       ruff only"
 	@echo "make clean      remove build outputs and caches (keeps .venv)"
 	@echo "make distclean  clean, and remove .venv"
@@ -53,9 +55,14 @@ bench: setup
 bench-search: setup
 	$(PY) scripts/bench_cpu.py -- $(BENCH_SEARCH)
 
-# the default model built twice for stm32f746 (portable / optimized kernels), ~1 minute
+# the default model three times per board (portable / optimized / --optimize speed) and
+# issue 23's two larger shapes on stm32f746, ~5 minutes
 bench-kernels: setup
 	$(PY) scripts/bench_kernels.py
+
+# needs a CMSIS-NN checkout (not part of this project): CMSIS_NN=path/to/CMSIS-NN; seconds
+bench-cmsis: setup
+	$(PY) scripts/bench_vs_cmsis.py $(if $(CMSIS_NN),--cmsis-nn "$(CMSIS_NN)")
 
 lint: setup
 	$(RUFF) check $(LINT_PATHS)
