@@ -44,6 +44,12 @@ LARGE = {"dim 128, 65 tokens": {"img_size": 32, "dim": 128, "heads": 2},
 # issue 23's goals in instructions per MAC, by kernel (the table's "goal" column)
 GOALS = {"linear": 1.2, "tokenwise": 1.2, "attention": 1.6, "patch_embed": 1.5}
 WHOLE_GOAL = 1.4
+# the element-wise parts: the runtime functions that do them (name prefixes; static
+# helpers included) and issue 23's goals in instructions per element
+ELEMENTWISE = {"LayerNorm": ("ln_", "mcuc_layernorm"), "softmax": ("softmax",),
+               "GELU (table)": ("mcuc_lut",), "residual add": ("mcuc_add", "add_")}
+ELEMENT_GOALS = {"LayerNorm": 8, "softmax": 15}
+INFERENCES = 4  # the firmware's self-test runs its `samples` (4 by default) once each
 
 
 def build(board: str, variant: str, out: Path, shape: dict | None = None) -> dict:
@@ -113,6 +119,51 @@ def loops_table(chip: str, runs: dict[str, tuple[int, list[HotLoop]]]) -> list[s
     return lines + [""]
 
 
+def element_counts() -> dict[str, int]:
+    """Elements per inference of the default model's element-wise parts, from its
+    schedule (the same compile as `mcuc build`: LayerNorm rows x cols, softmax scores,
+    GELU inputs, residual-add outputs)."""
+    from collections import Counter
+
+    from mcuc.pipeline import calibration_samples, compile_graph, load_graph
+
+    g = load_graph(None)
+    n: Counter = Counter()
+    for st in compile_graph(g, calibration_samples(g, "fashion-mnist")).schedule.steps:
+        p = st.params
+        if st.kernel == "layernorm":
+            n["LayerNorm"] += p["rows"] * p["cols"]
+        elif st.kernel == "tokenwise":
+            n["LayerNorm"] += p["has_ln"] * p["rows"] * p["k"]
+            n["GELU (table)"] += p["has_lut"] * p["rows"] * p["h"]
+            n["residual add"] += p["has_res"] * p["rows"] * p["n"]
+        elif st.kernel == "attention":
+            n["softmax"] += p["batch"] * p["q_len"] * p["kv_len"]
+        elif st.kernel == "add":
+            n["residual add"] += p["size"]
+        elif st.kernel == "lut":
+            n["GELU (table)"] += p["size"]
+    return dict(n)
+
+
+def element_rows(functions: dict[str, dict[str, int]], counts: dict[str, int]) -> list[str]:
+    """Instructions per element of each element-wise part, per build ({build: {function:
+    instructions over the run}}), from the function profile of the hot-loop run."""
+    builds = list(functions)
+    lines = ["| part | elements / inference | " + " | ".join(builds) + " | goal |",
+             "|---|---|" + "---|" * len(builds) + "---|"]
+    for part, prefixes in ELEMENTWISE.items():
+        per = []
+        for b in builds:
+            total = sum(v for f, v in functions[b].items() if f.startswith(prefixes))
+            # 0: the build has no function of that name (inlined into its caller)
+            per.append(f"{total / INFERENCES / counts[part]:.1f}" if total and counts.get(part)
+                       else "n/a")
+        goal = f"<= {ELEMENT_GOALS[part]}" if part in ELEMENT_GOALS else ""
+        lines.append(f"| {part} | {counts.get(part, 0):,} | " + " | ".join(per) + f" | {goal} |")
+    return lines
+
+
 def kernel_rows(port: dict, opt: dict, fast: dict) -> list[str]:
     """The per-kernel table (and its whole-model line) of one model's three builds."""
     kp, ko, kf = per_kernel(port), per_kernel(opt), per_kernel(fast)
@@ -138,7 +189,7 @@ def kernel_rows(port: dict, opt: dict, fast: dict) -> list[str]:
 
 def render(command: str, reports: dict[str, dict[str, dict]],
            loops: dict[str, tuple[int, list[HotLoop]]],
-           large: dict[str, dict[str, dict]]) -> str:
+           large: dict[str, dict[str, dict]], elements: list[str]) -> str:
     """bench/kernels.md from {board: {variant: report}}; per kernel for the first board,
     and for each LARGE shape ({shape: {variant: report}}) on that board."""
     board = next(iter(reports))
@@ -161,6 +212,16 @@ def render(command: str, reports: dict[str, dict[str, dict]],
         "token-wise step includes its LayerNorm, epilogues, table and residual add.",
         "",
         *kernel_rows(*(reports[board][v] for v in VARIANTS)),
+        "",
+        f"## Element-wise parts, {board}",
+        "",
+        "Instructions per element: the retired instructions of the functions that do each",
+        f"part (by name: {', '.join(f'{k} = {v}' for k, v in ELEMENTWISE.items())}) over",
+        f"the firmware's run, over its {INFERENCES} inferences, per element of the default",
+        "model's schedule. Attributed by function, so call overhead counts; the residual adds",
+        "inside the token-wise steps are included.",
+        "",
+        *elements,
         "",
         "## Whole model per board",
         "",
@@ -225,9 +286,12 @@ def main() -> None:
                 large[shape][v] = build(boards[0], v, Path(tmp) / f"large{i}-{v}", kw)
         print("bench_kernels: hot loops (llvm-mca) ...", file=sys.stderr, flush=True)
         chip = load_board(boards[0]).chip
-        loops = {v: hot_loops(Path(tmp) / f"{boards[0]}-{v}" / "firmware.elf", chip)
-                 for v in ("optimized", "speed")}
-    text = render(command, reports, loops, large)
+        functions: dict[str, dict[str, int]] = {v: {} for v in VARIANTS}
+        loops = {v: hot_loops(Path(tmp) / f"{boards[0]}-{v}" / "firmware.elf", chip,
+                              functions=functions[v]) for v in VARIANTS}
+    elements = element_rows(functions, element_counts())
+    text = render(command, reports, {v: loops[v] for v in ("optimized", "speed")}, large,
+                  elements)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     print(text)

@@ -114,9 +114,11 @@ def _loop_of(blocks: dict[tuple[int, int], int], code: list[tuple[int, str, int 
     return n, [t for _, t, _ in body]
 
 
-def hot_loops(elf: Path, chip: str, top: int = 8) -> tuple[int, list[HotLoop]]:
+def hot_loops(elf: Path, chip: str, top: int = 8,
+              functions: dict[str, int] | None = None) -> tuple[int, list[HotLoop]]:
     """(retired instructions, the hottest loop of each of the `top` functions that retire
-    the most instructions), over the firmware's whole run (see the module doc)."""
+    the most instructions), over the firmware's whole run (see the module doc); every
+    function's retired instructions go into `functions` when it is given."""
     counts, syms = _profile(elf, chip)
     starts = [s[0] for s in syms]
     per_fn: dict[tuple[int, int, str], dict[tuple[int, int], int]] = {}
@@ -131,6 +133,8 @@ def hot_loops(elf: Path, chip: str, top: int = 8) -> tuple[int, list[HotLoop]]:
         total = sum(n * (bisect.bisect_left(addrs, a + s) - bisect.bisect_left(addrs, a))
                     for (a, s), n in blocks.items())
         found.append((total, sym[2], blocks, code))
+        if functions is not None:
+            functions[sym[2]] = total
     found.sort(key=lambda f: f[0], reverse=True)
     loops = []
     for total, fn, blocks, code in found[:top]:
