@@ -1,6 +1,6 @@
 /*
  * Cortex-M startup shared by the MCU boards: vector table, Reset_Handler (FPU on, copy
- * .data from flash, zero .bss, then main) and default exception handlers.
+ * the ITCM code and .data from flash, zero .bss, then main) and default exception handlers.
  * Symbols come from the linker script mcuc renders for each board (templates/
  * linker_cortexm.ld.j2). MCUC_IRQ_COUNT (from board.toml) sizes the vector table.
  */
@@ -16,6 +16,10 @@
 
 extern uint32_t _estack;
 extern uint32_t _sidata, _sdata, _edata, _sbss, _ebss;
+#if defined(MCUC_BOARD_HAS_ITCM)
+/* The hot kernels' code (.itcm_text): runs at _sitcm.._eitcm in ITCM, loaded at _litcm. */
+extern uint32_t _sitcm, _eitcm, _litcm;
+#endif
 
 int main(void);
 void Reset_Handler(void);
@@ -63,6 +67,13 @@ void Reset_Handler(void)
 #if defined(__ARM_FP)
     /* CP10/CP11 full access before any floating-point instruction can run. */
     SCB_CPACR |= (0xFu << 20);
+    mcuc_dsb();
+    mcuc_isb();
+#endif
+#if defined(MCUC_BOARD_HAS_ITCM)
+    /* memcpy itself stays in flash (it is not in the ITCM list). The barriers make the
+     * copied instructions visible to instruction fetch before anything calls them. */
+    memcpy(&_sitcm, &_litcm, (size_t)((uintptr_t)&_eitcm - (uintptr_t)&_sitcm));
     mcuc_dsb();
     mcuc_isb();
 #endif

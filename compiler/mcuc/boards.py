@@ -2,9 +2,10 @@
 
 The host board is a plain process; every other board is a Cortex-M MCU whose TOML
 names the core and FPU (gcc flags), its flash and RAM regions (the linker script is
-rendered from them), the stack reserve, the startup/system sources, how inputs arrive
-(flash samples or a semihosting file), and its emulators (with the chip the Unicorn engine
-models), flasher and Renode platform.
+rendered from them), its tightly coupled memories if it has any ([memory] itcm/dtcm: the
+hot kernels run from ITCM, the arena lives in DTCM), the stack reserve, the startup/system
+sources, how inputs arrive (flash samples or a semihosting file), and its emulators (with
+the chip the Unicorn engine models), flasher and Renode platform.
 Keeping all of that here means adding a board needs no Python change.
 """
 
@@ -49,6 +50,11 @@ class Board:
     renode: dict = field(default_factory=dict, compare=False)
     qemu: dict = field(default_factory=dict, compare=False)
     chip: str = ""  # what the Unicorn engine models ([unicorn] chip; default: the bare core)
+    # Tightly coupled memories ([memory] itcm / dtcm; size 0: the board has none).
+    itcm_origin: int = 0
+    itcm_bytes: int = 0
+    dtcm_origin: int = 0
+    dtcm_bytes: int = 0
 
     @property
     def is_mcu(self) -> bool:
@@ -58,6 +64,18 @@ class Board:
     @property
     def semihosting(self) -> bool:
         return self.inputs == "semihost-file"
+
+    @property
+    def dtcm_in_ram(self) -> bool:
+        """True when the DTCM is the start of the RAM region (STM32F7): no region of its own,
+        the bottom of RAM (stack, .data, .bss, arena) is in it as far as it reaches."""
+        return bool(self.dtcm_bytes) and self.dtcm_origin == self.ram_origin
+
+    @property
+    def arena_dtcm_bytes(self) -> int:
+        """Size of the DTCM region the linker script places the arena in when it fits; 0 where
+        the board has no DTCM apart from its RAM region."""
+        return 0 if self.dtcm_in_ram else self.dtcm_bytes
 
     @property
     def default_engine(self) -> str | None:
@@ -72,6 +90,8 @@ class Board:
             out.append("-DMCUC_INPUTS_FROM_FILE")
         if self.dsp:
             out.append("-DMCUC_ARM_DSP")
+        if self.itcm_bytes:
+            out.append("-DMCUC_BOARD_HAS_ITCM")
         return out
 
     def with_kernels(self, kernels: str) -> Board:
@@ -111,6 +131,12 @@ def _mcu_fields(data: dict, path: Path) -> dict:
             raise McucError(f"{path}: firmware source {src} not found")
     if fw.get("inputs") not in ("flash", "semihost-file"):
         raise McucError(f"{path}: firmware.inputs must be 'flash' or 'semihost-file'")
+    regions = {"flash": (int(flash["origin"]), int(flash["size"])),
+               "ram": (int(ram["origin"]), int(ram["size"]))}
+    itcm = _tcm(mem, "itcm", regions, path)
+    if itcm[1]:
+        regions["itcm"] = itcm
+    dtcm = _tcm(mem, "dtcm", regions, path)
     return dict(
         mcpu=cpu["mcpu"], fpu=cpu["fpu"], float_abi=cpu.get("float_abi", "hard"),
         has_dwt=bool(cpu.get("dwt", False)), dsp=cpu.get("dsp", False) is True,
@@ -121,7 +147,33 @@ def _mcu_fields(data: dict, path: Path) -> dict:
         flasher=dict(data.get("flasher", {})), renode=dict(data.get("renode", {})),
         qemu=dict(data.get("qemu", {})),
         chip=str(data.get("unicorn", {}).get("chip", data["core"])),
+        itcm_origin=itcm[0], itcm_bytes=itcm[1], dtcm_origin=dtcm[0], dtcm_bytes=dtcm[1],
     )
+
+
+def _tcm(mem: dict, key: str, regions: dict[str, tuple[int, int]],
+         path: Path) -> tuple[int, int]:
+    """(origin, size) of the optional [memory] itcm / dtcm entry; (0, 0) when absent. A TCM
+    must be word aligned and lie apart from flash; an ITCM apart from RAM too, while a DTCM
+    either lies apart from RAM or is RAM's first bytes (STM32F7: DTCM opens its SRAM)."""
+    if key not in mem:
+        return 0, 0
+    entry = mem[key]
+    if (not isinstance(entry, dict) or set(entry) != {"origin", "size"}
+            or not all(type(v) is int for v in entry.values())):
+        raise McucError(f"{path}: memory.{key} must be {{ origin = <int>, size = <int> }}")
+    origin, size = entry["origin"], entry["size"]
+    if origin < 0 or size <= 0 or origin % 4 or size % 4 or origin + size > 1 << 32:
+        raise McucError(f"{path}: memory.{key} needs a word-aligned origin and a positive "
+                        f"word-multiple size inside 4 GiB (got origin {origin:#x}, size {size})")
+    ram_lo, ram_size = regions["ram"]
+    inside_ram = key == "dtcm" and origin == ram_lo and size <= ram_size
+    for name, (lo, n) in regions.items():
+        if origin < lo + n and lo < origin + size and not (name == "ram" and inside_ram):
+            raise McucError(f"{path}: memory.{key} overlaps memory.{name}"
+                            + (" (a DTCM inside RAM must start at RAM's origin)"
+                               if key == "dtcm" and name == "ram" else ""))
+    return origin, size
 
 
 _BOARD_NAME = re.compile(r"[a-z0-9_-]{1,64}")

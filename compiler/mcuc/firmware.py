@@ -18,7 +18,7 @@ from pathlib import Path
 import jinja2
 import numpy as np
 
-from mcuc import McucError, subproc
+from mcuc import McucError, subproc, tcm
 from mcuc.boards import Board
 from mcuc.codegen.names import c_comment
 from mcuc.paths import templates_dir
@@ -37,6 +37,11 @@ from mcuc.sim.protocol import parse_protocol
 CODE_BASE_BYTES = 11 * 1024
 CODE_DSP_EXTRA_BYTES = 18 * 1024
 CODE_PER_STEP_BYTES = 160
+# A board with ITCM (mcuc.tcm): the kernels copied there keep their load image in flash (so
+# the code estimate stands), plus ld's 8-byte long-branch veneers for calls between flash and
+# ITCM (in both directions) and .itcm_text's alignment. The default model has 19 veneers
+# (152 B) on the stm32f746; allowance 1 KB.
+CODE_TCM_EXTRA_BYTES = 1024
 # .data/.bss besides the arena: board state, the output line buffer, the input buffer.
 DATA_BASE_BYTES = 512
 ELF_NAME = "firmware.elf"
@@ -58,6 +63,10 @@ class Fit:
     samples: int
     sram_limit: int
     flash_limit: int
+    # The arena goes to the board's DTCM region (mcuc.tcm.arena_in_dtcm). The check still
+    # counts it in `sram`, against the RAM size: DTCM gives speed, not capacity, here (an
+    # upper bound; a search's --sram budget keeps meaning the model's whole RAM).
+    arena_in_dtcm: bool = False
 
     @property
     def sram(self) -> int:
@@ -92,11 +101,13 @@ def estimate(board: Board, arena_bytes: int, weights_bytes: int, n_steps: int,
     samples = 0 if board.semihosting else n_samples * input_size
     return Fit(arena=arena_bytes, stack=board.stack_bytes, data=data, weights=weights_bytes,
                code=_code_bytes(board, n_steps), samples=samples,
-               sram_limit=board.sram_bytes, flash_limit=board.flash_bytes)
+               sram_limit=board.sram_bytes, flash_limit=board.flash_bytes,
+               arena_in_dtcm=tcm.arena_in_dtcm(board, arena_bytes))
 
 
 def _code_bytes(board: Board, n_steps: int) -> int:
     extra = CODE_DSP_EXTRA_BYTES if board.dsp else 0
+    extra += CODE_TCM_EXTRA_BYTES if board.itcm_bytes else 0
     return CODE_BASE_BYTES + extra + CODE_PER_STEP_BYTES * n_steps
 
 
@@ -141,7 +152,7 @@ def render_firmware(board: Board, out: Path, model_name: str,
            "has_samples": has_samples,
            "board_sources": [f"board/{Path(s).name}" for s in board.sources]}
     files = {"main.c": "main_firmware.c.j2", "Makefile": "Makefile.arm.j2",
-             "linker.ld": "linker_cortexm.ld.j2", "mcuc_prof.h": "mcuc_prof.h.j2"}
+             "mcuc_prof.h": "mcuc_prof.h.j2"}
     if has_samples:
         if samples_q is None or len(samples_q) == 0:
             raise McucError(f"board {board.name} bakes inputs into flash: need >= 1 sample")
@@ -150,9 +161,20 @@ def render_firmware(board: Board, out: Path, model_name: str,
         files.update({"samples.c": "samples.c.j2", "samples.h": "samples.h.j2"})
     for name, tpl in files.items():
         (out / name).write_text(env.get_template(tpl).render(**ctx))
+    render_linker(board, out, tcm.Placement())
+
+
+def render_linker(board: Board, out: Path, placement: tcm.Placement) -> None:
+    """linker.ld for `board`, with `placement`'s kernels in ITCM and arena in DTCM (nothing
+    in the TCMs until cross_build has chosen from the objects)."""
+    text = _env().get_template("linker_cortexm.ld.j2").render(
+        board=board, itcm_sections=placement.itcm_sections,
+        arena_in_dtcm=placement.arena_in_dtcm)
+    (out / "linker.ld").write_text(text)
 
 
 _OVERFLOW = re.compile(r"region `(\w+)' overflowed by (\d+) bytes")
+_REGION = {"FLASH": "flash", "RAM": "SRAM", "ITCM": "ITCM", "DTCM": "DTCM"}
 
 
 def cross_build(out: Path, board: Board, fit: Fit | None = None, jobs: int = 2,
@@ -162,30 +184,39 @@ def cross_build(out: Path, board: Board, fit: Fit | None = None, jobs: int = 2,
         raise McucError("building for MCU boards needs make and arm-none-eabi-gcc "
                         "(apt-get install make gcc-arm-none-eabi libnewlib-arm-none-eabi)")
     (out / ELF_NAME).unlink(missing_ok=True)
-    proc = subproc.run(["make", "-s", "-C", str(out), f"-j{jobs}", "all"],
+    if board.itcm_bytes or board.arena_dtcm_bytes:   # objects first, then choose (mcuc.tcm)
+        _make(out, board, fit, jobs, timeout, "objs")
+        render_linker(board, out, tcm.choose(board, sorted((out / "obj").rglob("*.o"))))
+    _make(out, board, fit, jobs, timeout, "all")
+    return out / ELF_NAME
+
+
+def _make(out: Path, board: Board, fit: Fit | None, jobs: int, timeout: float,
+          target: str) -> None:
+    proc = subproc.run(["make", "-s", "-C", str(out), f"-j{jobs}", target],
                        f"the cross build for {board.name} (make)", timeout)
     if proc.returncode != 0:
         text = proc.stderr + proc.stdout
         overflows = _OVERFLOW.findall(text)
         if overflows:
-            what = "; ".join(f"{'flash' if r.upper() == 'FLASH' else 'SRAM'} over by "
-                             f"{int(n):,} bytes" for r, n in overflows)
+            what = "; ".join(f"{_REGION.get(r.upper(), r)} over by {int(n):,} bytes"
+                             for r, n in overflows)
             hint = (f" (estimate: arena {fit.arena:,} B, weights {fit.weights:,} B, "
                     f"code ~{fit.code:,} B, stack {fit.stack:,} B)") if fit else ""
             raise McucError(f"model does not fit {board.name} (linker): {what}{hint}")
         first = next((ln for ln in text.splitlines() if "error" in ln.lower()),
                      text.strip().splitlines()[-1] if text.strip() else "unknown error")
         raise McucError(f"cross build for {board.name} failed: {first.strip()[:300]}")
-    return out / ELF_NAME
 
 
 def elf_sizes(elf: Path, board: Board) -> dict[str, int]:
     """Section sizes from the ELF, grouped by memory (flash: vectors, text, rodata and
-    the .data image; RAM: stack reserve, data, bss, arena)."""
+    the images of .itcm_text and .data; RAM: stack reserve, data, bss, arena, wherever the
+    arena is; ITCM: the hot kernels; DTCM: what lies in a DTCM region of its own)."""
     from elftools.elf.elffile import ELFFile
 
     sec: dict[str, int] = {}
-    in_flash = in_ram = code = 0
+    in_flash = in_ram = code = in_itcm = in_dtcm = 0
     with open(elf, "rb") as f:
         ef = ELFFile(f)
         for s in ef.iter_sections():
@@ -200,8 +231,18 @@ def elf_sizes(elf: Path, board: Board) -> dict[str, int]:
                 in_ram += size
                 if s["sh_type"] != "SHT_NOBITS":  # .data also occupies flash (its image)
                     in_flash += size
+            elif board.itcm_origin <= addr < board.itcm_origin + board.itcm_bytes:
+                in_itcm += size
+                in_flash += size   # its load image
+                code += size
+            elif board.dtcm_origin <= addr < board.dtcm_origin + board.arena_dtcm_bytes:
+                in_dtcm += size
+                in_ram += size
+                if s["sh_type"] != "SHT_NOBITS":
+                    in_flash += size
     return {
         "flash_bytes": in_flash, "ram_bytes": in_ram,
+        "itcm_bytes": in_itcm, "dtcm_bytes": in_dtcm,
         "text_bytes": code,
         "rodata_bytes": sec.get(".rodata", 0), "data_bytes": sec.get(".data", 0),
         "bss_bytes": sec.get(".bss", 0), "arena_section_bytes": sec.get(".mcuc_arena", 0),
@@ -216,6 +257,9 @@ def confirm_fit(board: Board, sizes: dict[str, int]) -> None:
         over.append(f"flash over by {sizes['flash_bytes'] - board.flash_bytes:,} bytes")
     if sizes["ram_bytes"] > board.sram_bytes:
         over.append(f"SRAM over by {sizes['ram_bytes'] - board.sram_bytes:,} bytes")
+    for mem, limit in (("itcm", board.itcm_bytes), ("dtcm", board.arena_dtcm_bytes)):
+        if sizes.get(f"{mem}_bytes", 0) > limit:
+            over.append(f"{mem.upper()} over by {sizes[f'{mem}_bytes'] - limit:,} bytes")
     if over:
         raise McucError(f"model does not fit {board.name} (ELF): {'; '.join(over)}")
 

@@ -76,10 +76,11 @@ class ElfImage:
             below = [v + m for v, _p, _f, m, _d in self.segments
                      if v + m <= sp and sp - (v + m) < 0x0100_0000]
             ranges.append((max(below) if below else sp - 0x1_0000, sp))
-        return _merge(ranges)
+        return merge_pages(ranges)
 
 
-def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+def merge_pages(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """[lo, hi) ranges widened to whole pages, overlapping or touching ones merged."""
     out: list[list[int]] = []
     for lo, hi in sorted((lo & ~(PAGE - 1), (hi + PAGE - 1) & ~(PAGE - 1)) for lo, hi in ranges):
         if out and lo <= out[-1][1]:

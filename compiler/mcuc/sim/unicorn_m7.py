@@ -2,10 +2,11 @@
 
 The chip (:mod:`mcuc.sim.chips`) picks Unicorn's CPU model (Cortex-M4 or M7) and the register
 models. Memory: the ELF's PT_LOAD segments (file bytes at their load address, LMA; the
-firmware's startup copies .data), RAM from the lowest data segment up to the initial stack
-pointer, the Cortex-M system region 0xE0000000-0xE00FFFFF and the peripheral window
-0x40000000-0x5FFFFFFF, both served by the register models in :mod:`mcuc.sim.armv7m_periph` and
-:mod:`mcuc.sim.stm32_periph`. I/O: USART data register writes and ARM semihosting
+firmware's startup copies .data and the ITCM code), RAM from the lowest data segment up to
+the initial stack pointer, the chip's tightly coupled RAMs (ITCM, DTCM: :mod:`mcuc.sim.chips`),
+the Cortex-M system region 0xE0000000-0xE00FFFFF and the peripheral window
+0x40000000-0x5FFFFFFF, both served by the register models in :mod:`mcuc.sim.armv7m_periph`
+and :mod:`mcuc.sim.stm32_periph`. I/O: USART data register writes and ARM semihosting
 (:mod:`mcuc.sim.semihost`) go to ``stdout``.
 
 Instruction counting: a UC_HOOK_BLOCK callback (:mod:`mcuc.sim.blockcount`, native C when a
@@ -57,7 +58,7 @@ from mcuc import McucError
 from mcuc.sim.armv7m_periph import Bus
 from mcuc.sim.blockcount import CodeCounter, block_counter
 from mcuc.sim.chips import get_chip, summary, vendor_devices
-from mcuc.sim.elfimage import ElfImage
+from mcuc.sim.elfimage import ElfImage, merge_pages
 from mcuc.sim.semihost import Semihost
 from mcuc.sim.thumb import BlockDecoder, fpu_fault
 
@@ -135,12 +136,13 @@ class UnicornM7:
         self.image = img = ElfImage(elf_path)
         self.segments, self.symbols = img.segments, img.symbols
         self.initial_sp, self.entry = img.initial_sp, img.entry
-        self.ranges = img.memory(memory_regions)
+        self.chip = get_chip(chip)
+        self.ranges = merge_pages(img.memory(memory_regions) + [
+            (base, base + size) for base, size in self.chip.tcm])
         for lo, hi in self.ranges:
             if lo < PERIPH_BASE + PERIPH_SIZE and hi > PERIPH_BASE or hi > SYSTEM_BASE:
                 raise McucError(f"memory region 0x{lo:08x}-0x{hi:08x} overlaps the peripheral "
                                 "or system window")
-        self.chip = get_chip(chip)
         self.uc = _open_cpu(self.chip.cpu)
         self._map_memory()
         self._apply_patches(patch_symbols or {})
