@@ -30,10 +30,13 @@ from mcuc.paths import templates_dir
 # 10 to 11 KB when the portable kernels grew to 9,900 B of .text (the default model's
 # portable build had come within 22 B of the old estimate). The ARMv7E-M kernel variants
 # (board [cpu] dsp) add their own code beside the portable loops they fall back to:
-# 15,888 B of .text (all runtime_c objects at -O2 for Cortex-M7, with minus without
-# -DMCUC_ARM_DSP; the linker keeps at most that); rounded up.
+# 17,420 B of .text (all runtime_c objects at -O2 for Cortex-M7, with minus without
+# -DMCUC_ARM_DSP; the linker keeps at most that); rounded up. It was 15,880 B by the same
+# count (16 KB allowance) before the residual add's add_exact (+~600 B: one loop per usual
+# output shift) and LayerNorm's ln_row10 (+~900 B) took the default model's adds from 44
+# to 15 instructions per element and its LayerNorm from 22 to 16.
 CODE_BASE_BYTES = 11 * 1024
-CODE_DSP_EXTRA_BYTES = 16 * 1024
+CODE_DSP_EXTRA_BYTES = 18 * 1024
 CODE_PER_STEP_BYTES = 160
 # .data/.bss besides the arena: board state, the output line buffer, the input buffer.
 DATA_BASE_BYTES = 512
