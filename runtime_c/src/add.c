@@ -152,7 +152,7 @@ static __attribute__((noinline)) int add_exact(const mcuc_add_params_t *p, const
         return 0;
     }
     const int32_t ey = -p->y_shift, y_zp = p->y_zp;
-    if (p->b_size != p->size || mo < 0 || eo < 1 || eo > 31 || p->y_mult < (1 << 30) ||
+    if (p->size <= 0 || p->b_size != p->size || mo < 0 || eo < 1 || eo > 31 || p->y_mult < (1 << 30) ||
         ey < 1 || ey > 31 || !fits30(ze, 19 + eo, eo) || !fits30(y_zp, ey, ey)) {
         return 0;
     }
