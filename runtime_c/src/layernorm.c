@@ -191,11 +191,11 @@ static __attribute__((noinline)) int32_t ln_fast(const int8_t *x, int8_t *y, con
  * floor(T / 1024) = t >> 10 (t - 2 and t have the same quotient). Otherwise (about 1 in
  * 256 elements) the element goes to ln_near with the guess (t >> 10) - y_zp, within one
  * of floor(V) (floor(T / 1024) is t >> 10 or one less).
- * Preconditions (ln_row10): 8 cols < sigma < 2^16, so k < 2^31 and |c| < 128 cols 2^26 /
- * sigma + 1 <= 2^30, with k and c exact from two UDIVs each (cols 2^18 and |S| 2^10 fit
- * 32 bits); sk (sigma + 1) <= 16 sigma, so |A*| < |d| 2^26 / sigma < 2^30 (ln_fast's
- * bound on d) and A fits int32 whatever SMLAW's intermediate sum; |y_zp| < 2^15, so
- * |t| < 2^29 + 2^25 + 2^26. */
+ * Preconditions (mcuc_layernorm_s8 checks them): 8 cols < sigma < 2^16, so k < 2^31 and
+ * |c| < 128 cols 2^26 / sigma + 1 <= 2^30, with k and c exact from two UDIVs each (cols
+ * 2^18 and |S| 2^10 fit 32 bits); sk (sigma + 1) <= 16 sigma (cols <= 224 and sigma >=
+ * 15), so |A*| < |d| 2^26 / sigma < 2^30 (ln_fast's bound on d) and A fits int32 whatever
+ * SMLAW's intermediate sum; |y_zp| < 2^15, so |t| < 2^29 + 2^25 + 2^26. */
 #define LN10_STEP(j, gj, bj, lane_mul)                                                   \
     do {                                                                                 \
         const int32_t t_ = mcuc_smmla(lane_mul, gj, ((bj) >> 6) + cst);                  \
@@ -244,31 +244,26 @@ static uint32_t div_2p16(uint32_t num, uint32_t s, int *inexact)
     return (qa << 16) + qb;
 }
 
-/* ln_row10 when its preconditions hold (see ln_fast10); returns 0 otherwise. */
-static int ln_row10(const mcuc_layernorm_params_t *p, const int8_t *xr, int8_t *yr,
-                    int32_t sum, int64_t sigma, int64_t sk)
+/* ln_row10 for a row whose sigma s meets its preconditions (see ln_fast10; checked in
+ * mcuc_layernorm_s8); cst = 514 + 1024 y_zp. */
+static void ln_row10(const mcuc_layernorm_params_t *p, const int8_t *xr, int8_t *yr,
+                     int32_t sum, uint32_t s, int32_t cst)
 {
-    const int32_t cols = p->cols, y_zp = p->y_zp;
-    if (sigma <= 8LL * cols || sigma >= 65536 || sk * (sigma + 1) > 16 * sigma ||
-        y_zp <= -32768 || y_zp >= 32768) {
-        return 0;
-    }
-    const uint32_t s = (uint32_t)sigma;
+    const int32_t cols = p->cols;
     int inexact = 0;
     const int32_t k = (int32_t)div_2p16((uint32_t)cols << 18, s, &inexact);
     const uint32_t v = div_2p16((sum < 0 ? 0u - (uint32_t)sum : (uint32_t)sum) << 10, s,
                                 &inexact);
     const int32_t c = (sum >= 0 ? -(int32_t)v - inexact : (int32_t)v) + 1;
-    const int32_t cst = 514 + y_zp * 1024;
     int32_t i = 0;
     for (;;) {
         int32_t t = 0;
         i += ln_fast10(xr + i, yr + i, p->gamma_q + i, p->beta_q + i, cols - i, k, c, cst,
                        &t);
         if (i == cols) {
-            return 1;
+            return;
         }
-        yr[i] = ln_near(p, i, xr[i], sum, sigma, t >> 2);
+        yr[i] = ln_near(p, i, xr[i], sum, (int64_t)s, t >> 2);
         ++i;
     }
 }
@@ -277,9 +272,6 @@ static int ln_row10(const mcuc_layernorm_params_t *p, const int8_t *xr, int8_t *
 static void ln_row(const mcuc_layernorm_params_t *p, const int8_t *xr, int8_t *yr, int32_t sum,
                    int64_t sigma, int64_t sk)
 {
-    if (ln_row10(p, xr, yr, sum, sigma, sk)) {
-        return;
-    }
     const int32_t cols = p->cols;
     int64_t m = sk * (sigma + 1);
     if (m > 255LL * cols) {
@@ -326,7 +318,13 @@ void mcuc_layernorm_s8(const mcuc_layernorm_params_t *p, const int8_t *x, int8_t
         layernorm_ref(p, x, y);
         return;
     }
-    const int64_t sk = (int64_t)isqrt_u32((uint32_t)cols) + 1;
+    /* ln_row10's per-call preconditions: with cols <= 224, sk = isqrt(cols) + 1 <= 15,
+     * so sigma >= 15 gives sk (sigma + 1) <= 16 sigma; and the variance fits 31 bits:
+     * cols Q and S^2 are below 224^2 2^14 < 2^30 (cols Q - S^2 >= 0), eps_q <= 2^30. */
+    const int small = cols <= 224 && p->eps_q >= 0 && p->eps_q <= (1 << 30) &&
+                      p->y_zp > -32768 && p->y_zp < 32768;
+    const int32_t cst10 = small ? 514 + p->y_zp * 1024 : 0;
+    int64_t sk = 0; /* isqrt(cols) + 1, once the older row loop needs it */
     const uint32_t ones = 0x00010001u;
     for (int32_t r = 0; r < p->rows; ++r) {
         const int8_t *xr = x + (int64_t)r * cols;
@@ -349,10 +347,25 @@ void mcuc_layernorm_s8(const mcuc_layernorm_params_t *p, const int8_t *x, int8_t
             sum += xr[i];
             sq += xr[i] * xr[i];
         }
-        const int64_t var = (int64_t)cols * sq - (int64_t)sum * sum + p->eps_q;
-        const uint64_t s = (uint64_t)var < (1ULL << 32) ? isqrt_u32((uint32_t)var)
-                                                       : isqrt_u64((uint64_t)var);
-        ln_row(p, xr, y + (int64_t)r * cols, sum, s == 0 ? 1 : (int64_t)s, sk);
+        int8_t *const yr = y + (int64_t)r * cols;
+        uint64_t s;
+        if (small) { /* the variance in uint32 (exact: it lies in [0, 2^31)) */
+            const uint32_t var = (uint32_t)cols * (uint32_t)sq - (uint32_t)sum * (uint32_t)sum +
+                                 (uint32_t)p->eps_q;
+            s = isqrt_u32(var);
+            if (s > 8u * (uint32_t)cols && s >= 15 && s < 65536) {
+                ln_row10(p, xr, yr, sum, (uint32_t)s, cst10);
+                continue;
+            }
+        } else {
+            const int64_t var = (int64_t)cols * sq - (int64_t)sum * sum + p->eps_q;
+            s = (uint64_t)var < (1ULL << 32) ? isqrt_u32((uint32_t)var)
+                                             : isqrt_u64((uint64_t)var);
+        }
+        if (sk == 0) {
+            sk = (int64_t)isqrt_u32((uint32_t)cols) + 1;
+        }
+        ln_row(p, xr, yr, sum, s == 0 ? 1 : (int64_t)s, sk);
     }
 }
 #endif /* MCUC_ARM_DSP */
