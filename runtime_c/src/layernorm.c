@@ -78,7 +78,9 @@ void mcuc_layernorm_s8(const mcuc_layernorm_params_t *p, const int8_t *x, int8_t
  * multiple of 256 lies in that interval: V is not an integer and floor(V) = floor(t / 256).
  * Otherwise (about 1 element in 85) the element takes the exact int64 formula.
  * The bound on d: d_i^2 <= ssq = cols (var - eps) < cols (sigma + 1)^2, so
- * |d_i| < sk (sigma + 1) with sk = isqrt(cols) + 1; c = 31 - bitlen(that bound). */
+ * |d_i| < sk (sigma + 1) with sk = isqrt(cols) + 1; c = 31 - bitlen(that bound).
+ * The usual row (8 cols < sigma < 2^16, cols <= 224) takes ln_row10 instead: the same
+ * scheme in units of 2^-10, with A from the input bytes by SMLAWB/SMLAWT (its comment). */
 #define LN_MAX_COLS 131071
 typedef char mcuc_ln_q_fits_int32[(16384LL * LN_MAX_COLS <= INT32_MAX) ? 1 : -1];
 
