@@ -129,9 +129,9 @@ def ln10_rows(case: Case) -> int:
 
 def gen_ln10(rng: np.random.Generator) -> Case:
     """Rows around ln_row10's preconditions: sigma near 8 cols (std near 8) and near
-    2^16, widths up to 225 (sk near its bound), eps_q at 2^30 and just above, one outlier per row (|d| near its
-    bound), gamma/beta at the int32 limits or multiples of 2^15 (exact ties), y_zp up
-    to +-32767 (and just outside)."""
+    2^16, widths up to 225 (the per-call bound 224), eps_q at 2^30 and just above, one
+    outlier per row (|d| near its bound), gamma/beta at the int32 limits or multiples of
+    2^15 (exact ties) or just off an integer V, y_zp up to +-32767 (and just outside)."""
     rows = int(rng.integers(1, 6))
     cols = int(rng.choice([1, 2, 3, 4, 5, 8, 63, 64, 65, 100, 127, 150, 200, 224, 225]))
     std = float(rng.choice([rng.uniform(6, 11), rng.uniform(11, 80), 127.0]))
@@ -151,7 +151,8 @@ def gen_ln10(rng: np.random.Generator) -> Case:
         b = (rng.integers(-2**14, 2**14, cols) << 16) + 2**15 + rng.integers(-300, 300, cols)
     y_zp = int(rng.choice([int(rng.integers(-128, 128)), -32767, 32767, -32768, 32768,
                            int(rng.integers(-40000, 40000))]))
-    p = dict(rows=rows, cols=cols, y_zp=y_zp, eps_q=int(rng.choice([0, 1, 10**5, 2**30, 2**30 + 1])),
+    eps = int(rng.choice([0, 1, 10**5, 2**30, 2**30 + 1]))
+    p = dict(rows=rows, cols=cols, y_zp=y_zp, eps_q=eps,
              gamma_q=g.astype(np.int32), beta_q=b.astype(np.int32))
     return Case(p, [x], rows * cols)
 

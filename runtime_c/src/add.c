@@ -89,7 +89,7 @@ static void add_fast(const mcuc_add_params_t *p, const int8_t *a, const int8_t *
  * with no rounding (the product (e - ze) 2^50 is a multiple of 2^31). The other input, o,
  * with 0 <= mo < 2^31 and a shift -eo in [-31, -1], and the output, with my in
  * [2^30, 2^31) (quantize_multiplier's normal form) and a shift -ey in [-31, -1], go as
- * in add_fast with these exact rewrites:
+ * in add_fast with these exact rewrites (zero points ze, zo in [-128, 127], checked):
  *   - o side: x = (o - zo) 2^21 (|x| <= 255 2^21 < 2^29) and u = srdhm(x / 2, mo) =
  *     SMMULR(x, mo), |u| < 2^28. The rounding shift's (u < 0) may be read as (x < 0):
  *     mo >= 0 gives u <= 0 for x < 0 and u >= 0 for x >= 0, and where u = 0 < x's sign
@@ -139,7 +139,8 @@ static int fits30(int32_t z, int32_t sh, int32_t e)
 }
 
 /* add_exact's preconditions (its comment); returns 0 when they fail. */
-static __attribute__((noinline)) int add_exact(const mcuc_add_params_t *p, const int8_t *a, const int8_t *b, int8_t *y)
+static __attribute__((noinline)) int add_exact(const mcuc_add_params_t *p, const int8_t *a,
+                                               const int8_t *b, int8_t *y)
 {
     int32_t ze, zo, mo, eo;
     if (p->a_mult == (1 << 30) && p->a_shift == 0) {
@@ -152,14 +153,16 @@ static __attribute__((noinline)) int add_exact(const mcuc_add_params_t *p, const
         return 0;
     }
     const int32_t ey = -p->y_shift, y_zp = p->y_zp;
-    if (p->size <= 0 || p->b_size != p->size || mo < 0 || eo < 1 || eo > 31 || p->y_mult < (1 << 30) ||
+    if (p->size <= 0 || p->b_size != p->size || ze < -128 || ze > 127 || zo < -128 || zo > 127 ||
+        mo < 0 || eo < 1 || eo > 31 || p->y_mult < (1 << 30) ||
         ey < 1 || ey > 31 || !fits30(ze, 19 + eo, eo) || !fits30(y_zp, ey, ey)) {
         return 0;
     }
     /* fits30 bounds both constants by 2^30 (and ze = 0 where 19 + eo > 30). */
     const uint32_t ze_sh = ze ? (uint32_t)ze << (19 + eo) : 0u;
     const add_exact_t k = {
-        (int32_t)((uint32_t)zo << 21),     (int32_t)((1u << (eo - 1)) - ze_sh),
+        (int32_t)((uint32_t)zo << 21),
+        (int32_t)((1u << (eo - 1)) - ze_sh),
         mo,
         eo,
         (int32_t)((1u << (ey - 1)) + ((uint32_t)y_zp << ey)),
