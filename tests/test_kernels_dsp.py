@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mcuc.kernels import REGISTRY, linear
+from mcuc.kernels import REGISTRY, add, linear
 from mcuc.kernels.fixedpoint import INT32_MAX, INT32_MIN
 from mcuc.schedule.widen import widen_params
 from test_kernels import Case, gen_add, rand_bias, rand_requant, rand_s8, zp
@@ -144,6 +144,74 @@ def test_add_dsp_matches_reference(ck_dsp: CKernels) -> None:
         assert np.array_equal(got, want), f"case {i}: {case.params}"
 
 
+def add_exact_ok(p: dict) -> bool:
+    """add.c's add_exact preconditions: one input at multiplier 1/2 exactly (2^30, shift
+    0), the other at a shift in [-31, -1], the output normalised, nothing overflows."""
+    a_ex = p["a_mult"] == 1 << 30 and p["a_shift"] == 0
+    b_ex = p["b_mult"] == 1 << 30 and p["b_shift"] == 0
+    if p["b_size"] != p["size"] or not (a_ex or b_ex):
+        return False
+    ze, mo, so = (p["a_zp"], p["b_mult"], p["b_shift"]) if a_ex else \
+        (p["b_zp"], p["a_mult"], p["a_shift"])
+    eo, ey = -so, -p["y_shift"]
+    return (mo >= 0 and 1 <= eo <= 31 and p["y_mult"] >= 1 << 30 and 1 <= ey <= 31
+            and abs(ze) * 2 ** (19 + eo) + 2 ** (eo - 1) <= 2**30
+            and abs(p["y_zp"]) * 2**ey + 2 ** (ey - 1) <= 2**30)
+
+
+def gen_add_exact(rng: np.random.Generator) -> Case:
+    """add cases around add_exact: make_params scales, one input at (2^30, 0), the
+    other's and the output's multipliers and shifts at their extremes, zero points and
+    inputs at -128 / 127, and cases just outside the preconditions (the fallback)."""
+    size = int(rng.integers(1, 90))
+    if rng.random() < 0.4:
+        p = dict(add.make_params(*(10.0 ** rng.uniform(-3, 0, 3))))
+    else:
+        mo = int(rng.choice([0, 1, 1 << 30, INT32_MAX, int(rng.integers(0, 2**31))]))
+        so = int(rng.choice([-1, -2, -31, 0, int(rng.integers(-31, 0))]))
+        ym = int(rng.choice([1 << 30, INT32_MAX, int(rng.integers(1 << 30, 2**31)),
+                             int(rng.integers(1, 1 << 30))]))
+        ys = int(rng.choice([-18, -19, -20, -1, -31, 0, int(rng.integers(-31, 0))]))
+        p = dict(a_mult=1 << 30, a_shift=0, b_mult=mo, b_shift=so, y_mult=ym, y_shift=ys)
+        if rng.random() < 0.5:
+            p.update(a_mult=mo, a_shift=so, b_mult=1 << 30, b_shift=0)
+    edge = [-128, 127, 0]
+    p.update(size=size, b_size=size if rng.random() < 0.9 else int(rng.integers(1, size + 1)),
+             a_zp=int(rng.choice(edge + [zp(rng)])), b_zp=int(rng.choice(edge + [zp(rng)])),
+             y_zp=int(rng.choice(edge + [zp(rng)])))
+    ins = [rand_s8(rng, size), rand_s8(rng, p["b_size"])]
+    for x in ins:
+        if rng.random() < 0.3:
+            x[:] = rng.choice([-128, 127], x.size)
+    if rng.random() < 0.3:  # fine: the exact input at its zero point, small sums, so
+        # that every rounding step of the other input shows in the output byte
+        ex = int(p["a_mult"] == 1 << 30 and p["a_shift"] == 0)
+        ex_key, o_key = ("a", "b") if ex else ("b", "a")
+        p.update(b_size=size, y_shift=int(rng.choice([-1, -2])),
+                 y_mult=int(rng.integers(1 << 30, 2**31)),
+                 **{f"{o_key}_mult": int(rng.integers(1 << 8, 1 << 12)),
+                    f"{o_key}_shift": int(rng.choice([-1, -2, -3]))})
+        if not ex:
+            p.update(b_mult=1 << 30, b_shift=0)
+        ins = [rand_s8(rng, size), rand_s8(rng, size)]
+        ins[0 if ex_key == "a" else 1][:] = p[f"{ex_key}_zp"]
+    return Case(p, ins, size)
+
+
+def test_add_exact_matches_reference(ck_dsp: CKernels) -> None:
+    """add_exact (one input at multiplier 1/2, the common case) and its fallback both
+    equal the spec; both are taken many times."""
+    rng = np.random.default_rng(233)
+    taken = [0, 0]
+    for i in range(1500):
+        case = gen_add_exact(rng)
+        want = REGISTRY["add"].ref(case.params, *case.inputs)
+        got = ck_dsp.run("add", case.params, case.inputs, case.out_size)
+        assert np.array_equal(got, want), f"case {i}: {case.params}"
+        taken[add_exact_ok(case.params)] += 1
+    assert min(taken) > 300, taken
+
+
 def test_zero_point_fold_is_exact() -> None:
     """fold_zero_point moves x_zp into the bias: the reference gives the same bytes, and a
     fold whose bias would leave int32 is refused."""
@@ -260,6 +328,9 @@ def test_sanitizers_dsp(tmp_path: Path) -> None:
         cases.append(("linear", c.params, c.inputs, linear.ref(c.params, *c.inputs)))
     for _ in range(60):
         c = gen_add_dsp(rng)
+        cases.append(("add", c.params, c.inputs, REGISTRY["add"].ref(c.params, *c.inputs)))
+    for _ in range(80):
+        c = gen_add_exact(rng)
         cases.append(("add", c.params, c.inputs, REGISTRY["add"].ref(c.params, *c.inputs)))
     for _ in range(12):
         c = gen_tokenwise(rng)

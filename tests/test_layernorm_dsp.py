@@ -108,10 +108,110 @@ def test_near_ties_are_exercised(ck_dsp: CKernels) -> None:
     assert hits > 50
 
 
+def row_stats(case: Case) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row: d (cols x - sum), sigma, and sk = isqrt(cols) + 1, as the kernel has them."""
+    p, x = case.params, case.inputs[0].astype(np.int64)
+    rows, cols = p["rows"], p["cols"]
+    xv = x.reshape(rows, cols)
+    d = cols * xv - xv.sum(axis=1, keepdims=True)
+    var = (d * d).sum(axis=1, keepdims=True) // cols + p["eps_q"]
+    return d, np.maximum(layernorm.isqrt(var), 1), layernorm.isqrt(np.int64(cols)) + 1
+
+
+def ln10_rows(case: Case) -> int:
+    """Rows that take layernorm.c's ln_row10 (its preconditions)."""
+    p = case.params
+    _, sigma, _ = row_stats(case)
+    ok = (sigma > 8 * p["cols"]) & (sigma < 65536) & (sigma >= 15)
+    per_call = p["cols"] <= 224 and 0 <= p["eps_q"] <= 2**30 and abs(p["y_zp"]) < 32768
+    return int(ok.sum()) if per_call else 0
+
+
+def gen_ln10(rng: np.random.Generator) -> Case:
+    """Rows around ln_row10's preconditions: sigma near 8 cols (std near 8) and near
+    2^16, widths up to 225 (the per-call bound 224), eps_q at 2^30 and just above, one
+    outlier per row (|d| near its bound), gamma/beta at the int32 limits or multiples of
+    2^15 (exact ties) or just off an integer V, y_zp up to +-32767 (and just outside)."""
+    rows = int(rng.integers(1, 6))
+    cols = int(rng.choice([1, 2, 3, 4, 5, 8, 63, 64, 65, 100, 127, 150, 200, 224, 225]))
+    std = float(rng.choice([rng.uniform(6, 11), rng.uniform(11, 80), 127.0]))
+    x = np.clip(np.rint(rng.normal(0, std, rows * cols)), -128, 127).astype(np.int8)
+    if rng.random() < 0.2:
+        x = np.full(rows * cols, int(rng.integers(-3, 4)), np.int8)
+        x[:: cols] = int(rng.choice([-128, 127]))
+    lim = np.array([INT32_MIN, INT32_MAX, INT32_MIN + 1, 1 << 30, -(1 << 30), 0, 1, -1])
+    g, b = (rng.choice(lim, cols) if rng.random() < 0.3 else
+            rng.normal(0, 2.0 ** rng.uniform(10, 31), cols).clip(INT32_MIN, INT32_MAX)
+            for _ in range(2))
+    g, b = g.astype(np.int64), b.astype(np.int64)
+    if rng.random() < 0.3:  # exact ties: V an integer for many elements
+        g, b = g >> 15 << 15, b >> 15 << 15
+    elif rng.random() < 0.3:  # V just off an integer, |g| near 2^31: the widest margins
+        g = rng.choice([INT32_MIN, INT32_MAX, INT32_MIN + 7, INT32_MAX - 9], cols)
+        b = (rng.integers(-2**14, 2**14, cols) << 16) + 2**15 + rng.integers(-300, 300, cols)
+    y_zp = int(rng.choice([int(rng.integers(-128, 128)), -32767, 32767, -32768, 32768,
+                           int(rng.integers(-40000, 40000))]))
+    eps = int(rng.choice([0, 1, 10**5, 2**30, 2**30 + 1]))
+    p = dict(rows=rows, cols=cols, y_zp=y_zp, eps_q=eps,
+             gamma_q=g.astype(np.int32), beta_q=b.astype(np.int32))
+    return Case(p, [x], rows * cols)
+
+
+def ln10_margin(case: Case) -> tuple[float, float]:
+    """ln_fast10's t recomputed in Python for the rows that take it, and the proof's
+    claim checked element by element: T - (t - 2) lies in (-0.75, 2.75), T = 1024 (V +
+    y_zp). Returns the smallest and largest T - (t - 2) seen (inf, -inf without rows)."""
+    p = case.params
+    d, sigma, sk = row_stats(case)
+    cols, y_zp = p["cols"], p["y_zp"]
+    x = case.inputs[0].astype(np.int64).reshape(p["rows"], cols)
+    g, b = p["gamma_q"].astype(np.int64), p["beta_q"].astype(np.int64)
+    lo, hi = np.inf, -np.inf
+    for r in range(p["rows"]):
+        s_, sg = int(x[r].sum()), int(sigma[r, 0])
+        if not (8 * cols < sg < 65536 and sg >= 15 and cols <= 224
+                and 0 <= p["eps_q"] <= 2**30 and abs(y_zp) < 32768):
+            continue
+        assert sk * (sg + 1) <= 16 * sg  # the bound the preconditions stand for
+        k, c = (cols << 34) // sg, (-s_ << 26) // sg + 1
+        a = c + ((k * (x[r] * 256)) >> 16)
+        t = ((a * g) >> 32) + (b >> 6) + 514 + 1024 * y_zp
+        num = d[r] * g + b * sg
+        diff = (num + sg * 2**15 + 1024 * y_zp * 64 * sg - (t - 2) * 64 * sg) / (64 * sg)
+        assert diff.min() > -0.75 and diff.max() < 2.75, (r, diff.min(), diff.max())
+        lo, hi = min(lo, diff.min()), max(hi, diff.max())
+    return lo, hi
+
+
+def test_ln_row10_matches_reference(ck_dsp: CKernels) -> None:
+    """ln_row10 (and the older row loop it falls back to) equal the spec; both are taken
+    many times, and elements within 4/1024 of a rounding boundary (its near path) too."""
+    rng = np.random.default_rng(2310)
+    fast = slow = near = 0
+    span = (np.inf, -np.inf)
+    for i in range(700):
+        case = gen_ln10(rng)
+        want = layernorm.ref(case.params, *case.inputs)
+        got = ck_dsp.run("layernorm", case.params, case.inputs, case.out_size)
+        assert np.array_equal(got, want), f"case {i}: {case.params}"
+        lo, hi = ln10_margin(case)
+        span = (min(span[0], lo), max(span[1], hi))
+        n10 = ln10_rows(case)
+        fast, slow = fast + n10, slow + case.params["rows"] - n10
+        if n10 == case.params["rows"]:
+            p = case.params
+            d, sigma, _ = row_stats(case)
+            num = d * p["gamma_q"].astype(np.int64) + p["beta_q"].astype(np.int64) * sigma
+            t = (num * 1024 + sigma * 2**25) // (sigma << 16) + 2  # 1024 V + 2, floored
+            near += int(((t % 1024) < 4).sum())
+    assert fast > 300 and slow > 300 and near > 100, (fast, slow, near)
+    assert span[0] < -0.5 and span[1] > 2.0, span  # the margins are used, not idle
+
+
 def test_sanitizers_layernorm_dsp(tmp_path: Path) -> None:
     rng = np.random.default_rng(11)
     cases = []
-    for gen in (gen_layernorm, gen_edges, gen_model_shape):
+    for gen in (gen_layernorm, gen_edges, gen_model_shape, gen_ln10):
         for _ in range(25):
             c = gen(rng)
             cases.append(("layernorm", c.params, c.inputs,

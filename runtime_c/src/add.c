@@ -83,8 +83,113 @@ static void add_fast(const mcuc_add_params_t *p, const int8_t *a, const int8_t *
     }
 }
 
+/* The common case, add_exact: make_params gives the input of the larger scale the
+ * multiplier 1/2 exactly (mult 2^30, shift 0), so that input, e, contributes
+ *   ev = requantize((e - ze) 2^20, 2^30, 0) = srdhm((e - ze) 2^20, 2^30) = (e - ze) 2^19
+ * with no rounding (the product (e - ze) 2^50 is a multiple of 2^31). The other input, o,
+ * with 0 <= mo < 2^31 and a shift -eo in [-31, -1], and the output, with my in
+ * [2^30, 2^31) (quantize_multiplier's normal form) and a shift -ey in [-31, -1], go as
+ * in add_fast with these exact rewrites (zero points ze, zo in [-128, 127], checked):
+ *   - o side: x = (o - zo) 2^21 (|x| <= 255 2^21 < 2^29) and u = srdhm(x / 2, mo) =
+ *     SMMULR(x, mo), |u| < 2^28. The rounding shift's (u < 0) may be read as (x < 0):
+ *     mo >= 0 gives u <= 0 for x < 0 and u >= 0 for x >= 0, and where u = 0 < x's sign
+ *     the two results floor((2^(eo-1) - 1) / 2^eo) and floor(2^(eo-1) / 2^eo) are both 0
+ *     (eo >= 1). So ov = (SMMLAR(x, mo, ko + (x >> 31)) >> eo) with ko = 2^(eo-1), and
+ *     adding -ze 2^19 2^eo to ko adds exactly -ze 2^19 after the shift: w = ov - ze 2^19,
+ *     and s = ev + ov = w + e 2^19, |s| <= |ov| + 255 2^19 < 2^27 + 2^28 < 2^29.
+ *     SMMLAR's sum stays within int32 when |ze| 2^(19+eo) + 2^(eo-1) <= 2^30 (checked).
+ *   - output: srdhm(s, my) = floor((2 s my + 2^31) / 2^32) (|s| < 2^29, add_fast's
+ *     argument); 2 my does not fit int32, but m2 = 2 my - 2^32 in [-2^31, 0) does, and
+ *     SMMLAR(s, m2, acc) = floor((acc 2^32 + 2 s my - s 2^32 + 2^31) / 2^32) = acc - s +
+ *     srdhm(s, my). With acc = s + cy + (s >> 31), cy = 2^(ey-1) + y_zp 2^ey, the result
+ *     is z = srdhm(s, my) + 2^(ey-1) - (s < 0) + y_zp 2^ey, and z >> ey is
+ *     y_zp + rdbpot(srdhm(s, my), ey): (s < 0) stands for (srdhm < 0) as above (my > 0),
+ *     and y_zp 2^ey is a multiple of 2^ey. No int32 overflow: |s| < 2^29, |srdhm| < 2^29,
+ *     and |y_zp| 2^ey + 2^(ey-1) <= 2^30 (checked). The sum needs no saturation (|s| <
+ *     2^29), and y_zp + v needs none either, so ssat8(z >> ey) is the output byte. */
+typedef struct {
+    int32_t zo21, ko, mo, eo, cy, m2;
+} add_exact_t;
+
+/* One output element before its shift by ey: e and o are the two inputs' bytes. */
+MCUC_ALWAYS_INLINE static int32_t add_exact_z(int32_t e, int32_t o, const add_exact_t *k)
+{
+    const int32_t x = o * (1 << 21) - k->zo21;
+    const int32_t s = (mcuc_smmlar(x, k->mo, k->ko + (x >> 31)) >> k->eo) + e * (1 << 19);
+    return mcuc_smmlar(s, k->m2, s + k->cy + (s >> 31));
+}
+
+/* The loop; ey is a constant where inlined with one (the output's shift and clamp are
+ * then one SSAT). */
+MCUC_ALWAYS_INLINE static void add_exact_loop(const int8_t *e, const int8_t *o, int8_t *y,
+                                              int32_t n, add_exact_t k, int32_t ey)
+{
+    const int8_t *const end = e + n;
+    while (e != end) {
+        *y++ = (int8_t)mcuc_ssat8(add_exact_z(*e++, *o++, &k) >> ey);
+    }
+}
+
+/* |z| 2^sh + 2^(e-1) <= 2^30 (sh in [1, 50], e in [1, 31]), in 32-bit steps. */
+static int fits30(int32_t z, int32_t sh, int32_t e)
+{
+    const uint32_t az = z < 0 ? 0u - (uint32_t)z : (uint32_t)z;
+    const uint32_t room = (1u << 30) - (1u << (e - 1));
+    return sh >= 31 ? az == 0 : az <= (room >> sh);
+}
+
+/* add_exact's preconditions (its comment); returns 0 when they fail. */
+static __attribute__((noinline)) int add_exact(const mcuc_add_params_t *p, const int8_t *a,
+                                               const int8_t *b, int8_t *y)
+{
+    int32_t ze, zo, mo, eo;
+    if (p->a_mult == (1 << 30) && p->a_shift == 0) {
+        ze = p->a_zp, zo = p->b_zp, mo = p->b_mult, eo = -p->b_shift;
+    } else if (p->b_mult == (1 << 30) && p->b_shift == 0) {
+        const int8_t *t = a;
+        a = b, b = t;
+        ze = p->b_zp, zo = p->a_zp, mo = p->a_mult, eo = -p->a_shift;
+    } else {
+        return 0;
+    }
+    const int32_t ey = -p->y_shift, y_zp = p->y_zp;
+    if (p->size <= 0 || p->b_size != p->size || ze < -128 || ze > 127 || zo < -128 || zo > 127 ||
+        mo < 0 || eo < 1 || eo > 31 || p->y_mult < (1 << 30) ||
+        ey < 1 || ey > 31 || !fits30(ze, 19 + eo, eo) || !fits30(y_zp, ey, ey)) {
+        return 0;
+    }
+    /* fits30 bounds both constants by 2^30 (and ze = 0 where 19 + eo > 30). */
+    const uint32_t ze_sh = ze ? (uint32_t)ze << (19 + eo) : 0u;
+    const add_exact_t k = {
+        (int32_t)((uint32_t)zo << 21),
+        (int32_t)((1u << (eo - 1)) - ze_sh),
+        mo,
+        eo,
+        (int32_t)((1u << (ey - 1)) + ((uint32_t)y_zp << ey)),
+        (int32_t)((uint32_t)p->y_mult * 2u),
+    };
+    switch (ey) { /* the usual shifts (LEFT_SHIFT 20 and scales of one order) */
+    case 18:
+        add_exact_loop(a, b, y, p->size, k, 18);
+        break;
+    case 19:
+        add_exact_loop(a, b, y, p->size, k, 19);
+        break;
+    case 20:
+        add_exact_loop(a, b, y, p->size, k, 20);
+        break;
+    default:
+        add_exact_loop(a, b, y, p->size, k, ey);
+        break;
+    }
+    return 1;
+}
+
 void mcuc_add_s8(const mcuc_add_params_t *p, const int8_t *a, const int8_t *b, int8_t *y)
 {
+    if (add_exact(p, a, b, y)) {
+        return;
+    }
     if (p->a_shift <= 0 && p->b_shift <= 0 && p->y_shift <= 0 && p->a_shift >= -31 &&
         p->b_shift >= -31 && p->y_shift >= -31) {
         add_fast(p, a, b, y);

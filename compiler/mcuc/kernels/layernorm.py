@@ -4,9 +4,10 @@ Working on d_i = cols * x_i - sum (cols times the centred value) keeps the mean 
 and the input scale and zero point cancel out except inside eps_q; the only
 irrational step is an exact floor square root. Fully vectorised over rows.
 
-The C kernel has an ARMv7E-M variant (MCUC_ARM_DSP: SMLAD statistics, a per-row
-reciprocal with SMMUL/SMMLA instead of the int64 division, the exact formula for the rare
-element near a rounding boundary) that must equal this reference bit for bit.
+The C kernel has an ARMv7E-M variant (MCUC_ARM_DSP: SMLAD statistics, per-row constants
+with SMLAWB/SMLAWT and SMMLA, or SMMUL/SMMLA, instead of the int64 division, the exact
+formula for the rare element near a rounding boundary) that must equal this reference bit
+for bit.
 """
 
 from __future__ import annotations

@@ -385,4 +385,54 @@ static inline uint32_t mcuc_usada8(uint32_t w, uint32_t acc)
 
 #endif /* __ARM_FEATURE_DSP */
 
+/* LayerNorm section: lane-wise a + b, modulo 2^16 (SADD16). */
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+
+static inline uint32_t mcuc_sadd16(uint32_t a, uint32_t b)
+{
+    return (uint32_t)__sadd16((int16x2_t)a, (int16x2_t)b);
+}
+
+#else /* portable definition, bit for bit the same result */
+
+static inline uint32_t mcuc_sadd16(uint32_t a, uint32_t b)
+{
+    return mcuc_pack_lanes(mcuc_lane(a, 0) + mcuc_lane(b, 0), mcuc_lane(a, 1) + mcuc_lane(b, 1));
+}
+
+#endif /* __ARM_FEATURE_DSP */
+
+/* LayerNorm section: acc + floor(a * lane / 2^16) for the bottom (SMLAWB) or top (SMLAWT)
+ * signed 16-bit lane of w: the top 32 bits of the 48-bit product, then a 32-bit add. The
+ * instruction keeps the low 32 bits of the sum; the kernel proves it fits. */
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+
+static inline int32_t mcuc_smlawb(int32_t a, uint32_t w, int32_t acc)
+{
+    int32_t r;
+    __asm__("smlawb %0, %1, %2, %3" : "=r"(r) : "r"(a), "r"(w), "r"(acc));
+    return r;
+}
+
+static inline int32_t mcuc_smlawt(int32_t a, uint32_t w, int32_t acc)
+{
+    int32_t r;
+    __asm__("smlawt %0, %1, %2, %3" : "=r"(r) : "r"(a), "r"(w), "r"(acc));
+    return r;
+}
+
+#else /* portable definitions, bit for bit the same results (within int32) */
+
+static inline int32_t mcuc_smlawb(int32_t a, uint32_t w, int32_t acc)
+{
+    return (int32_t)(acc + (((int64_t)a * mcuc_lane(w, 0)) >> 16));
+}
+
+static inline int32_t mcuc_smlawt(int32_t a, uint32_t w, int32_t acc)
+{
+    return (int32_t)(acc + (((int64_t)a * mcuc_lane(w, 1)) >> 16));
+}
+
+#endif /* __ARM_FEATURE_DSP */
+
 #endif /* MCUC_SIMD_H */
