@@ -168,3 +168,20 @@ def test_stm32f746_through_unicorn(tmp_path) -> None:
     assert v.engine == "unicorn" and v.images == 4
     assert v.bit_exact and v.target.agreement == 1.0
     assert v.seconds["target_per_image"] > 0
+
+
+def test_per_layer(host_build, capsys) -> None:
+    v = validate(host_build, "fashion-mnist:3", per_layer=True)
+    layers = v.per_layer
+    assert layers and {"Conv", "LayerNorm", "Linear", "Gelu", "Softmax"} <= {r.op for r in layers}
+    assert not {"Reshape", "Transpose"} & {r.op for r in layers}
+    # One layer: rounding, and clipping where a test image leaves the calibrated range.
+    assert layers[0].op == "Conv" and layers[0].cosine > 0.999 and layers[0].max_lsb < 8
+    assert all(r.cosine > 0.98 for r in layers)
+    # The last layer is the model's output: the same figures as the reference's own row
+    # (the float interpreter and onnxruntime agree to float32 rounding).
+    if v.reference.vs_float is not None:
+        assert layers[-1].cosine == pytest.approx(v.reference.vs_float.cosine, abs=1e-5)
+        assert layers[-1].max_abs == pytest.approx(v.reference.vs_float.max_abs, abs=1e-3)
+    assert main(["validate", str(host_build), "--data", "fashion-mnist:2", "--per-layer"]) == 0
+    assert "per layer:" in capsys.readouterr().out

@@ -41,6 +41,11 @@ SEMIHOST_CHUNK = 50
 # driver, not the model).
 MODEL_SOURCES = ("model.h", "model.c", "weights.h", "weights.c")
 MAX_VALIDATE_IMAGES = 10000
+# --per-layer: inputs compared (each is one float and one int8 run in numpy), and the ops
+# left out of its table (they move values, so their error is their input's).
+PER_LAYER_IMAGES = 20
+MOVES = frozenset({"Reshape", "Transpose", "Slice", "Gather", "Flatten", "Squeeze",
+                   "Unsqueeze", "Identity", "Split", "Concat"})
 
 
 @dataclass
@@ -421,7 +426,7 @@ def validate(out_dir: Path | str, data: str = "fashion-mnist:1000",
             row.vs_float = errors(s, flt)
     t_row.vs_reference = errors(tgt_s, ref_s)
     diff = np.flatnonzero(np.any(ref_q != tgt_q, axis=1))
-    layers = per_layer_errors(c, xs_f[: min(len(xs_f), 20)]) if per_layer else None
+    layers = per_layer_errors(c, xs_f[:PER_LAYER_IMAGES]) if per_layer else None
     secs["total"] = time.perf_counter() - t_all
     return Validation(str(b.path), b.board, eng, desc, len(x), y is not None, f_row, r_row,
                       t_row, int(diff.size), int(diff[0]) if diff.size else None,
@@ -431,40 +436,49 @@ def validate(out_dir: Path | str, data: str = "fashion-mnist:1000",
 # --- per layer -----------------------------------------------------------------------------
 
 def per_layer_errors(c, xs: np.ndarray) -> list[LayerRow]:
-    """Each reference step whose output is a float graph tensor with quantization, against
-    the float interpreter (ir/interpreter.py) on the same inputs: cosine over all of them,
-    max absolute error and that error in the tensor's LSBs."""
+    """Each activation of the int8 reference against the float interpreter
+    (ir/interpreter.py) on the same float inputs `xs`, in graph order: cosine over all
+    inputs, max absolute error, and that error in the tensor's LSBs. Errors add up along
+    the graph, so the first layer where they jump is the one that loses accuracy.
+
+    The reference is lowered here with every memory technique off (each step one IR op,
+    each activation its own buffer, as tests/test_layers_vs_float.py does); the
+    techniques are bit-exact rewrites, so its outputs are the build's."""
     from mcuc.ir import interpreter
     from mcuc.schedule import execute
+    from mcuc.schedule.lower import Lowerer
+    from mcuc.schedule.passes import TECHNIQUES
 
-    s, g = c.schedule, c.graph
-    qps = c.qgraph.qparams
-    pairs = {}
-    for st in s.steps:
-        tensor = st.output if st.output in qps else st.name if st.name in qps else None
-        if tensor is not None and tensor in g.tensors:
-            pairs[st.name] = (st, tensor)
-    acc: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {k: [] for k in pairs}
+    qg, g = c.qgraph, c.graph
+    lw = Lowerer(qg)
+    lw.inplace = False
+    s = lw.run(TECHNIQUES)
+    writer = {st.output: st for st in s.steps}
+    producer = {out: node.op for node in g.nodes for out in node.outputs}
+    got: dict[str, list[np.ndarray]] = {}
+    want: dict[str, list[np.ndarray]] = {}
     for x in xs:
         x_q = execute.quantize_input(s, x[None])
         trace: dict[str, np.ndarray] = {}
-        execute.run(s, x_q, None, trace)
+        execute.run(s, x_q, trace=trace)
         ref = interpreter.run(g, {g.inputs[0]: x[None].astype(np.float32)}, keep_all=True)
-        for k, (_st, tensor) in pairs.items():
-            if k in trace and tensor in ref:
-                f = np.asarray(ref[tensor], np.float64).reshape(-1)
-                q = qps[tensor].dequantize(trace[k])
-                if q.size == f.size:
-                    acc[k].append((q, f))
+        for t, buf in lw.buf_of.items():
+            st = writer.get(buf)
+            if st is None or t not in ref or t not in qg.qparams:
+                continue
+            f = np.asarray(ref[t], np.float64).reshape(-1)
+            q = qg.qparams[t].dequantize(trace[st.name][: f.size])
+            if q.size == f.size:
+                got.setdefault(t, []).append(q)
+                want.setdefault(t, []).append(f)
     rows = []
-    for k, (st, tensor) in pairs.items():
-        if not acc[k]:
+    for t in got:
+        e = errors(np.concatenate(got[t]), np.concatenate(want[t]))
+        st = writer[lw.buf_of[t]]
+        if producer.get(t, st.op) in MOVES:
             continue
-        q = np.concatenate([a for a, _ in acc[k]])
-        f = np.concatenate([b for _, b in acc[k]])
-        e = errors(q, f)
-        rows.append(LayerRow(k, st.op, tensor, e.cosine, e.max_abs,
-                             e.max_abs / qps[tensor].scale))
+        rows.append(LayerRow(st.name, producer.get(t, st.op), t, e.cosine, e.max_abs,
+                             e.max_abs / qg.qparams[t].scale))
     return rows
 
 
@@ -476,6 +490,11 @@ def _pct(v: float | None) -> str:
 
 def _num(v: float | None, fmt: str) -> str:
     return "-" if v is None else format(v, fmt)
+
+
+def _cut(text: str, n: int) -> str:
+    text = one_line(text, 1000)
+    return text if len(text) <= n else text[: n - 1] + "~"
 
 
 def format_validation(v: Validation) -> str:
@@ -509,8 +528,11 @@ def format_validation(v: Validation) -> str:
     for w in v.warnings:
         lines.append(f"warning: {w}")
     if v.per_layer is not None:
-        lines += ["", f"{'step':<28}{'op':<14}{'cosine':>10}{'max err':>10}{'LSB':>8}"]
+        lines += ["", f"per layer: int8 reference vs float interpreter on the first "
+                      f"{min(v.images, PER_LAYER_IMAGES)} inputs (errors accumulate along "
+                      "the graph)",
+                  f"{'step':<44}{'op':<11}{'cosine':>10}{'max err':>10}{'in LSB':>8}"]
         for lr in v.per_layer:
-            lines.append(f"{one_line(lr.step, 27):<28}{one_line(lr.op, 13):<14}"
+            lines.append(f"{_cut(lr.step, 43):<44}{_cut(lr.op, 10):<11}"
                          f"{lr.cosine:>10.6f}{lr.max_abs:>10.4f}{lr.max_lsb:>8.1f}")
     return "\n".join(lines)
