@@ -156,6 +156,25 @@ def test_bad_inputs_are_one_line(host_build, tmp_path, capsys) -> None:
     (old / "mcuc.json").write_text(json.dumps(meta))
     assert "malformed reference" in _err(capsys, ["validate", str(old), "--data",
                                                   "fashion-mnist:2"])
+    # A model file that is not the one built: refused, not compared against.
+    meta = json.loads((host_build / "mcuc.json").read_text())
+    meta["reference"]["model_sha256"] = "0" * 64
+    (old / "mcuc.json").write_text(json.dumps(meta))
+    assert "changed after the build" in _err(capsys, ["validate", str(old), "--data",
+                                                      "fashion-mnist:2"])
+
+
+def test_without_onnxruntime(host_build, monkeypatch, capsys) -> None:
+    """mcuc[search] not installed: the float row says so in one line; the rest runs."""
+    import mcuc.validate
+
+    monkeypatch.setattr(mcuc.validate, "float_available", lambda: False)
+    v = validate(host_build, "fashion-mnist:2")
+    assert "onnxruntime not installed" in v.float_model.note
+    assert v.reference.vs_float is None and v.bit_exact and v.reference.accuracy is not None
+    assert main(["validate", str(host_build), "--data", "fashion-mnist:2"]) == 0
+    out = capsys.readouterr().out
+    assert "float (onnxruntime)   onnxruntime not installed" in out
 
 
 @pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None or not unicorn_available(),
