@@ -110,11 +110,12 @@ class Validation:
 # --- data ----------------------------------------------------------------------------------
 
 def parse_data(spec: str) -> tuple[str, int | None]:
-    """'fashion-mnist:200' -> ('fashion-mnist', 200); a path or a bare name -> (spec, None)."""
+    """'fashion-mnist:200' -> ('fashion-mnist', 200), likewise an image folder's 'DIR:200';
+    anything else -> (spec, None)."""
     from mcuc.datasets import NAMED_DATASETS
 
     name, sep, count = spec.rpartition(":")
-    if sep and name in NAMED_DATASETS:
+    if sep and (name in NAMED_DATASETS or Path(name).is_dir()):
         try:
             n = int(count)
         except ValueError:
