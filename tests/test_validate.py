@@ -184,7 +184,7 @@ def test_stm32f746_through_unicorn(tmp_path) -> None:
     v = validate(out, "fashion-mnist:4", engine="unicorn")
     assert v.engine == "unicorn" and v.images == 4
     assert v.bit_exact and v.target.agreement == 1.0
-    assert v.seconds["target_per_image"] > 0
+    assert v.seconds["target_per_image"] > 0 and v.per_launch == 2
 
 
 def test_per_layer(host_build, capsys) -> None:

@@ -93,6 +93,7 @@ class Validation:
     target: Row
     mismatches: int                        # inputs where target != reference (any bit)
     first_mismatch: int | None
+    per_launch: int = 1                    # inputs per run of the program / emulator
     seconds: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     per_layer: list[LayerRow] | None = None
@@ -280,15 +281,18 @@ def pick_engine(b: Build, engine: str | None) -> str:
     return engine
 
 
-def run_target(b: Build, xs_q: np.ndarray, engine: str, progress: bool = False) -> np.ndarray:
-    """int8 outputs [N, K] of the build on int8 inputs [N, size]: the host program once per
-    input; the firmware as many inputs per emulator launch as it takes (all of a
-    semihosting file in chunks of SEMIHOST_CHUNK, or as many as its mcuc_samples holds)."""
+def run_target(b: Build, xs_q: np.ndarray, engine: str, progress: bool = False
+               ) -> tuple[np.ndarray, int]:
+    """(int8 outputs [N, K], inputs per launch) of the build on int8 inputs [N, size]: the
+    host program once per input; the firmware as many inputs per emulator launch as it
+    takes (a semihosting file in chunks of SEMIHOST_CHUNK, or as many as its mcuc_samples
+    holds: the build's --samples)."""
     from mcuc import firmware
     from mcuc.boards import load_board
 
     k = math.prod(b.output_shape)
     out: list[np.ndarray] = []
+    chunk = 1
     with _bar(len(xs_q), f"target ({engine})", progress) as bar:
         if engine == "host":
             from mcuc.sim.host import run_host
@@ -325,7 +329,7 @@ def run_target(b: Build, xs_q: np.ndarray, engine: str, progress: bool = False) 
         if y.size != k:
             raise McucError(f"the build printed {y.size} output values; its mcuc.json says "
                             f"{k}; rebuild with `mcuc build`")
-    return np.stack([y.reshape(-1) for y in out]).astype(np.int8)
+    return np.stack([y.reshape(-1) for y in out]).astype(np.int8), chunk
 
 
 # --- the float model -----------------------------------------------------------------------
@@ -396,7 +400,7 @@ def validate(out_dir: Path | str, data: str = "fashion-mnist:1000",
     ref_q = run_reference(c, xs_q, progress)
     secs["reference"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    tgt_q = run_target(b, xs_q, eng, progress)
+    tgt_q, per_launch = run_target(b, xs_q, eng, progress)
     secs["target"] = time.perf_counter() - t0
     secs["target_per_image"] = secs["target"] / len(xs_q)
 
@@ -431,7 +435,8 @@ def validate(out_dir: Path | str, data: str = "fashion-mnist:1000",
     secs["total"] = time.perf_counter() - t_all
     return Validation(str(b.path), b.board, eng, desc, len(x), y is not None, f_row, r_row,
                       t_row, int(diff.size), int(diff[0]) if diff.size else None,
-                      {k: round(v, 4) for k, v in secs.items()}, warns, layers)
+                      min(per_launch, len(x)), {k: round(v, 4) for k, v in secs.items()},
+                      warns, layers)
 
 
 # --- per layer -----------------------------------------------------------------------------
@@ -524,7 +529,8 @@ def format_validation(v: Validation) -> str:
                      f"(first: input {v.first_mismatch})")
     s = v.seconds
     lines.append(f"time: target {s.get('target', 0):.2f} s "
-                 f"({1000 * s.get('target_per_image', 0):.1f} ms/input), reference "
+                 f"({1000 * s.get('target_per_image', 0):.1f} ms/input, {v.per_launch} per "
+                 f"{'launch' if v.engine != 'host' else 'run'}), reference "
                  f"{s.get('reference', 0):.2f} s, total {s.get('total', 0):.1f} s")
     for w in v.warnings:
         lines.append(f"warning: {w}")
