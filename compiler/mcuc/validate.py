@@ -26,12 +26,16 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mcuc import McucError
 from mcuc.buildmeta import Build, load_build, sha256
 from mcuc.text import one_line, path_line
+
+if TYPE_CHECKING:
+    from mcuc.pipeline import Compiled
 
 ENGINES = ("host", "unicorn", "qemu")
 # Inputs per emulator launch where the firmware reads them from a file (semihosting):
@@ -189,7 +193,8 @@ def load_data(spec: str, b: Build, labels: str | Path | None = None,
 
 # --- the int8 reference ------------------------------------------------------------------
 
-def rebuild_reference(b: Build, warnings: list[str] | None = None):
+def rebuild_reference(b: Build, warnings: list[str] | None = None
+                      ) -> tuple[Compiled, Path]:
     """The build's Compiled (graph, schedule, plan), rebuilt from mcuc.json's `reference`
     record without calibrating. The model file must still have its recorded digest; the
     model sources rendered from the rebuilt schedule are compared with the build's (a
@@ -246,7 +251,7 @@ def _bar(total: int, desc: str, progress: bool):
     return tqdm(total=total, desc=desc, unit="img", disable=not progress, leave=False)
 
 
-def run_reference(c, xs_q: np.ndarray, progress: bool = False) -> np.ndarray:
+def run_reference(c: Compiled, xs_q: np.ndarray, progress: bool = False) -> np.ndarray:
     """int8 outputs [N, K] of the reference on int8 inputs [N, size]."""
     from mcuc.schedule import execute
 
@@ -441,7 +446,7 @@ def validate(out_dir: Path | str, data: str = "fashion-mnist:1000",
 
 # --- per layer -----------------------------------------------------------------------------
 
-def per_layer_errors(c, xs: np.ndarray) -> list[LayerRow]:
+def per_layer_errors(c: Compiled, xs: np.ndarray) -> list[LayerRow]:
     """Each activation of the int8 reference against the float interpreter
     (ir/interpreter.py) on the same float inputs `xs`, in graph order: cosine over all
     inputs, max absolute error, and that error in the tensor's LSBs. Errors add up along
