@@ -358,9 +358,12 @@ def run_float(model: Path, xs: np.ndarray, input_shape: tuple[int, ...],
 
 
 def float_available() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("onnxruntime") is not None
+    """Whether onnxruntime imports (the `mcuc[search]` extra installs it)."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 # --- figures -------------------------------------------------------------------------------
