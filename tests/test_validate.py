@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mcuc import McucError
 from mcuc.buildmeta import load_build, write_meta
 from mcuc.cli import main
 from mcuc.firmware import unicorn_available
@@ -158,8 +159,27 @@ def test_bad_inputs_are_one_line(host_build, tmp_path, capsys) -> None:
     meta = json.loads((host_build / "mcuc.json").read_text())
     meta["reference"]["model_sha256"] = "0" * 64
     (old / "mcuc.json").write_text(json.dumps(meta))
-    assert "changed after the build" in _err(capsys, ["validate", str(old), "--data",
-                                                      "fashion-mnist:2"])
+    assert "not the one this build" in _err(capsys, ["validate", str(old), "--data",
+                                                     "fashion-mnist:2"])
+    assert "not the one this build" in _err(capsys, ["validate", b, "--data", "fashion-mnist:2",
+                                                     "--model", str(tmp_path / "x.npy")])
+    assert "--model" in _err(capsys, ["validate", b, "--data", "fashion-mnist:2",
+                                      "--model", str(tmp_path / "gone.onnx")])
+
+
+def test_moved_model(host_build, tmp_path) -> None:
+    """A build whose model file moved: --model names its new place."""
+    from mcuc.pipeline import DEFAULT_MODEL
+
+    shutil.copy(DEFAULT_MODEL, tmp_path / "moved.onnx")
+    out = tmp_path / "b"
+    shutil.copytree(host_build, out)
+    meta = json.loads((out / "mcuc.json").read_text())
+    meta["reference"]["model"] = str(tmp_path / "gone.onnx")
+    (out / "mcuc.json").write_text(json.dumps(meta))
+    with pytest.raises(McucError, match="missing"):
+        validate(out, "fashion-mnist:2")
+    assert validate(out, "fashion-mnist:2", model=tmp_path / "moved.onnx").bit_exact
 
 
 def test_without_onnxruntime(host_build, monkeypatch, capsys) -> None:

@@ -61,7 +61,7 @@ def cmd_validate(a: argparse.Namespace) -> int:
     from mcuc.validate import format_validation, validate
 
     v = validate(a.out, a.data, a.labels, a.engine, progress=sys.stderr.isatty(),
-                 per_layer=a.per_layer)
+                 per_layer=a.per_layer, model=a.model)
     print(json.dumps(v.to_dict(), indent=2) if a.json else format_validation(v))
     return 0
 
@@ -234,6 +234,8 @@ def parser() -> argparse.ArgumentParser:
                    help="fashion-mnist[:N] (test split), an image folder, or an .npy of "
                         "inputs (float, or int8 quantized) (default fashion-mnist:1000)")
     v.add_argument("--labels", help=".npy of integer labels for an .npy --data")
+    v.add_argument("--model", help="the build's model file, if it moved since the build "
+                                   "(its sha256 must match)")
     v.add_argument("--engine", choices=["host", "unicorn", "qemu"],
                    help="what runs the build (default: host builds on the host, MCU builds "
                         "in the board's first emulator)")

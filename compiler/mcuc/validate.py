@@ -193,10 +193,11 @@ def load_data(spec: str, b: Build, labels: str | Path | None = None,
 
 # --- the int8 reference ------------------------------------------------------------------
 
-def rebuild_reference(b: Build, warnings: list[str] | None = None
-                      ) -> tuple[Compiled, Path]:
+def rebuild_reference(b: Build, warnings: list[str] | None = None,
+                      model_file: str | Path | None = None) -> tuple[Compiled, Path]:
     """The build's Compiled (graph, schedule, plan), rebuilt from mcuc.json's `reference`
-    record without calibrating. The model file must still have its recorded digest; the
+    record without calibrating. The model file (`model_file` if given: the build's model
+    moved or copied elsewhere) must have the recorded digest; the
     model sources rendered from the rebuilt schedule are compared with the build's (a
     difference is appended to `warnings`: the target is then not this reference's C)."""
     import tempfile
@@ -222,12 +223,14 @@ def rebuild_reference(b: Build, warnings: list[str] | None = None
     except (KeyError, TypeError, ValueError, AttributeError):
         raise McucError(f"{where} has a malformed reference record; rebuild with "
                         "`mcuc build`") from None
+    if model_file is not None:
+        model = Path(model_file)
     if not model.is_file():
         raise McucError(f"the build's model {path_line(model)} is missing; validate needs it "
-                        "to rebuild the int8 reference")
+                        "to rebuild the int8 reference (give its new place with --model)")
     if sha256(model) != digest:
-        raise McucError(f"the build's model {path_line(model)} changed after the build; "
-                        "rebuild with `mcuc build`")
+        raise McucError(f"the model {path_line(model)} is not the one this build was made "
+                        "from (its sha256 differs); rebuild with `mcuc build`")
     c = compile_graph(load_graph(model, shape), np.zeros((0,)), disabled,
                       stream_input=stream, optimize=optimize, qparams=qparams)
     files = b.meta.get("files", {})
@@ -385,10 +388,11 @@ def _top1(scores: np.ndarray) -> np.ndarray:
 def validate(out_dir: Path | str, data: str = "fashion-mnist:1000",
              labels: str | Path | None = None, engine: str | None = None,
              limit: int | None = None, progress: bool = False,
-             per_layer: bool = False) -> Validation:
+             per_layer: bool = False, model: str | Path | None = None) -> Validation:
     """Validate build `out_dir` on `data` (see load_data) through the float model, the int8
     reference and the target on `engine` (pick_engine); see the module doc for the figures.
     `per_layer` adds each reference step against the float interpreter (per_layer_errors).
+    `model`: where the build's model file is now, if it moved (rebuild_reference).
     One McucError line for any bad build, data, engine or failed run."""
     t_all = time.perf_counter()
     b = load_build(out_dir)
@@ -397,7 +401,7 @@ def validate(out_dir: Path | str, data: str = "fashion-mnist:1000",
     secs: dict[str, float] = {}
     warns: list[str] = []
     t0 = time.perf_counter()
-    c, model = rebuild_reference(b, warns)
+    c, model_path = rebuild_reference(b, warns, model)
     secs["rebuild_reference"] = time.perf_counter() - t0
     from mcuc.quant.qparams import prepare_input
 
@@ -414,13 +418,13 @@ def validate(out_dir: Path | str, data: str = "fashion-mnist:1000",
 
     flt = None
     f_row = Row("float (onnxruntime)")
-    if model.suffix.lower() != ".onnx":
-        f_row.note = f"not an ONNX file ({path_line(model.name)})"
+    if model_path.suffix.lower() != ".onnx":
+        f_row.note = f"not an ONNX file ({path_line(model_path.name)})"
     elif not float_available():
         f_row.note = "onnxruntime not installed (pip install 'mcuc[search]')"
     else:
         t0 = time.perf_counter()
-        flt = run_float(model, xs_f, b.input_shape, progress)
+        flt = run_float(model_path, xs_f, b.input_shape, progress)
         secs["float"] = time.perf_counter() - t0
         if flt.shape[1] != ref_q.shape[1]:
             f_row.note = f"the ONNX model gives {flt.shape[1]} outputs, the build {ref_q.shape[1]}"
