@@ -57,6 +57,15 @@ def cmd_run(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_validate(a: argparse.Namespace) -> int:
+    from mcuc.validate import format_validation, validate
+
+    v = validate(a.out, a.data, a.labels, a.engine, progress=sys.stderr.isatty(),
+                 per_layer=a.per_layer, model=a.model)
+    print(json.dumps(v.to_dict(), indent=2) if a.json else format_validation(v))
+    return 0
+
+
 def cmd_flash(a: argparse.Namespace) -> int:
     from mcuc.flash import flash
 
@@ -217,6 +226,24 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--engine", choices=["qemu", "unicorn", "renode"],
                    help="emulator for MCU builds (default: the board's first)")
     r.set_defaults(fn=cmd_run)
+
+    v = sub.add_parser("validate", help="a data set through the float model, the int8 "
+                                        "reference and the build: accuracy, errors, bit-exactness")
+    v.add_argument("out", help="build directory made by `mcuc build`")
+    v.add_argument("--data", default="fashion-mnist:1000",
+                   help="fashion-mnist[:N] (test split), an image folder, or an .npy of "
+                        "inputs (float, or int8 quantized) (default fashion-mnist:1000)")
+    v.add_argument("--labels", help=".npy of integer labels for an .npy --data")
+    v.add_argument("--model", help="the build's model file, if it moved since the build "
+                                   "(its sha256 must match)")
+    v.add_argument("--engine", choices=["host", "unicorn", "qemu"],
+                   help="what runs the build (default: host builds on the host, MCU builds "
+                        "in the board's first emulator)")
+    v.add_argument("--per-layer", action="store_true",
+                   help="also each int8 reference step against the float interpreter "
+                        "(on the first 20 inputs)")
+    v.add_argument("--json", action="store_true", help="print JSON")
+    v.set_defaults(fn=cmd_validate)
 
     f = sub.add_parser("flash", help="program a built firmware onto its board (openocd)")
     f.add_argument("out", help="build directory made by `mcuc build --board <mcu>`")

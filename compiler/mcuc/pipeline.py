@@ -29,6 +29,7 @@ from mcuc.quant.calibrate import (
     check_method,
     describe,
 )
+from mcuc.quant.qparams import QParams
 from mcuc.schedule.lower import lower
 from mcuc.schedule.schedule import Schedule
 from mcuc.schedule.widen import check_optimize, widen_weights
@@ -82,15 +83,21 @@ def compile_graph(graph: Graph, samples: np.ndarray, disabled: tuple[str, ...] =
                   strategy: str = "best", progress: bool = False,
                   stream_input: bool = False, calib_method: str = DEFAULT_METHOD,
                   calib_percentile: float = DEFAULT_PERCENTILE,
-                  optimize: str = "size") -> Compiled:
+                  optimize: str = "size", qparams: dict[str, QParams] | None = None
+                  ) -> Compiled:
     """Calibrate (quant/calibrate.py: `calib_method`, `calib_percentile`), lower and plan.
+    Given `qparams` (every activation's, as a build records them for `mcuc validate`),
+    calibration is skipped and `samples` unused.
     `stream_input` makes the image arrive band by band through a callback
     (schedule/stream.py), so the arena never holds all of it. `optimize` "speed" stores
     the linear weights as int16 (schedule/widen.py): faster, twice their flash."""
     t: dict[str, float] = {}
     t0 = time.perf_counter()
-    qg = calibrate(graph, samples, progress=progress, method=calib_method,
-                   percentile=calib_percentile)
+    if qparams is not None:
+        qg = QGraph(graph, dict(qparams))
+    else:
+        qg = calibrate(graph, samples, progress=progress, method=calib_method,
+                       percentile=calib_percentile)
     t["calibrate_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     schedule = lower(qg, disabled)
@@ -218,7 +225,8 @@ def build(model=None, board: str = "host", calib="fashion-mnist", out_dir: Path 
                                   **asdict(fit)}
             _add_firmware(report, fw)
         (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-        _save_runtime_meta(c, tmp, b.name, name if b.is_mcu else None)
+        ref = _reference_meta(model, input_shape, c, name, stream_input, optimize)
+        _save_runtime_meta(c, tmp, b.name, name if b.is_mcu else None, ref)
     return report
 
 
@@ -263,12 +271,33 @@ def _add_firmware(report: dict, fw: dict) -> None:
         row["instructions"] = per_step.get(i)
 
 
-def _save_runtime_meta(c: Compiled, out: Path, board: str, fw_name: str | None = None) -> None:
-    """What `mcuc run` needs later: shapes and quantization of input and output."""
+def _reference_meta(model, input_shape: tuple[int, ...] | None, c: Compiled, name: str,
+                    stream_input: bool, optimize: str) -> dict | None:
+    """What `mcuc validate` needs to rebuild the int8 reference without calibrating again:
+    the model file (None: the bundled default) and its digest, the options that shape the
+    schedule, and every activation's quantization. None for a model given as an object."""
+    from mcuc.buildmeta import sha256
+
+    if model is not None and not isinstance(model, str | Path):
+        return None
+    path = DEFAULT_MODEL if model is None else Path(model).resolve()
+    return {"model": None if model is None else str(path), "model_sha256": sha256(path),
+            "input_shape": list(input_shape) if input_shape else None, "name": name,
+            "disabled": list(c.schedule.disabled), "stream_input": bool(stream_input),
+            "optimize": optimize,
+            "qparams": {t: [q.scale, q.zero_point] for t, q in c.qgraph.qparams.items()}}
+
+
+def _save_runtime_meta(c: Compiled, out: Path, board: str, fw_name: str | None = None,
+                       reference: dict | None = None) -> None:
+    """What `mcuc run` needs later: shapes and quantization of input and output; and
+    `reference` (see _reference_meta) for `mcuc validate`."""
     s = c.schedule
     meta = {"board": board, "input_shape": list(s.input_shape),
             "input": s.input_qp.to_dict(), "output_shape": list(s.output_shape),
             "output": s.output_qp.to_dict(), "exe": "model"}
+    if reference is not None:
+        meta["reference"] = reference
     if fw_name is not None:
         from mcuc.sim.renode import SCRIPT_STEM
 
