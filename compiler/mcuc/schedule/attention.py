@@ -26,6 +26,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from mcuc.codegen.names import fresh
 from mcuc.kernels import attention as k_att
 from mcuc.kernels import registry
 from mcuc.kernels.copy import _indices
@@ -147,14 +148,6 @@ class _Work:
                                 if n not in self.dropped})
 
 
-def _unique_name(base: str, taken: set[str]) -> str:
-    name, k = base, 0
-    while name in taken:
-        k += 1
-        name = f"{base}_{k}"
-    return name
-
-
 # --------------------------------------------------------------------------- fusion
 
 def fuse_attention(schedule: Schedule) -> Schedule:
@@ -208,7 +201,7 @@ def _fused_name(names: list[str], taken: set[str]) -> str:
     """`blocks_0_attn_MatMul`, `..._Softmax`, `..._MatMul_1` -> `blocks_0_attn_attention`."""
     prefix = os.path.commonprefix(names)
     prefix = prefix[: prefix.rfind("_") + 1] if "_" in prefix else ""
-    return _unique_name(prefix + "attention", taken)
+    return fresh(prefix + "attention", taken)
 
 
 def _fused_step(w: _Work, a: int, b: int, c: int) -> Step:

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from mcuc.codegen.names import fresh
 from mcuc.kernels import patch_embed as k_patch
 from mcuc.kernels import registry
 from mcuc.schedule.access import Touches, arena
@@ -102,10 +103,7 @@ def fuse(s: Schedule, i: int) -> Schedule | None:
     p = k_patch.fold_zero_point(p)  # exact; the DSP loop then skips the subtraction
     kdef = registry.get("patch_embed")
     kdef.check_params(p)
-    taken, name, k = {st.name for st in s.steps}, f"{conv.name}_patch_embed", 0
-    while name in taken:
-        k += 1
-        name = f"{conv.name}_patch_embed_{k}"
+    name = fresh(f"{conv.name}_patch_embed", {st.name for st in s.steps})
     step = Step(name, "patch_embed", p, list(conv.inputs), tr.output, "Conv+Transpose",
                 int(kdef.macs(p)), 0)
     steps = s.steps[:i] + [step] + s.steps[i + 2:]
@@ -128,10 +126,7 @@ def _overlap(s: Schedule, i: int) -> Schedule | None:
         return None
     a = image_offset(st.params)
     size = max(s.buffers[y].size, a + s.buffers[x].size)
-    name, k = f"patch_{y}", 0
-    while name in s.buffers:
-        k += 1
-        name = f"patch_{y}_{k}"
+    name = fresh(f"patch_{y}", s.buffers)
     bufs = dict(s.buffers)
     bufs[name] = BufferInfo(name, size, (size,))
     bufs[x] = replace(bufs[x], parent=name, offset=a)

@@ -31,6 +31,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from mcuc import McucError
+from mcuc.codegen.names import fresh
 from mcuc.schedule import patch
 from mcuc.schedule.access import Touches, arena
 from mcuc.schedule.schedule import BufferInfo, Operand, Schedule, Step
@@ -81,10 +82,7 @@ def stream_input(s: Schedule) -> Schedule:
         raise _refuse(f"buffer '{kids[0]}' lives inside the input image's bytes")
     p = st.params
     band = dict(p, h_in=p["ph"], hp=1, stream=p["hp"])
-    name, k = f"{x}_band", 0
-    while name in s.buffers:
-        k += 1
-        name = f"{x}_band_{k}"
+    name = fresh(f"{x}_band", s.buffers)
     bufs = {n: b for n, b in s.buffers.items() if n != x}
     bufs[name] = BufferInfo(name, p["c_in"] * p["ph"] * p["w_in"],
                             (p["c_in"], p["ph"], p["w_in"]))

@@ -30,6 +30,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from mcuc import memory
+from mcuc.codegen.names import fresh
 from mcuc.kernels import registry
 from mcuc.kernels import tokenwise as k_tw
 from mcuc.schedule import patch
@@ -194,11 +195,7 @@ def _fuse(s: Schedule, i: int, stages: list[tuple[str, int]], r: str) -> Schedul
     p["y_free"] = int(bool(alias_ok(s, y, x, r, p["k"], p["n"])))
     kdef = registry.get("tokenwise")
     kdef.check_params(p)
-    taken = {st.name for st in s.steps}
-    name, k = f"{s.steps[i].name}_tokenwise", 0
-    while name in taken:
-        k += 1
-        name = f"{s.steps[i].name}_tokenwise_{k}"
+    name = fresh(f"{s.steps[i].name}_tokenwise", {st.name for st in s.steps})
     step = Step(name, "tokenwise", p, [Operand("buf", x), Operand("buf", r)], y,
                 "+".join(s.steps[j].op for _, j in stages), int(kdef.macs(p)),
                 int(kdef.scratch(p)))
