@@ -95,14 +95,15 @@ def _context(schedule: Schedule, plan: Plan, model_name: str) -> dict:
         if st.scratch:
             args.append(f"a + {plan.offsets[schedule.scratch_name(st)]}")
         ins = ", ".join(c_comment(op.name) for op in st.inputs)
+        bands = kdef.bands(st.params)
         steps.append({
             "name": sid, "label": c_string(st.name), "kernel": st.kernel,
             "op": c_comment(st.op), "macs": st.macs,
             "c_func": kdef.c_func, "c_params_type": kdef.c_params_type, "fields": fields,
             "args": args,
             "comment": f"{i}: {c_comment(st.op)} ({ins}) -> {c_comment(st.output)}",
-            # A streamed step runs once per band, its output moved by one token row.
-            "row_bytes": st.params["wp"] * st.params["d"] if st.params.get("stream") else 0,
+            # A streamed step runs once per band, its output moved by one band's bytes.
+            "row_bytes": bands.out_bytes if bands else 0,
         })
     buffers = sorted(
         ({"name": c_comment(b.name), "offset": schedule.offset_of(b.name, plan.offsets),

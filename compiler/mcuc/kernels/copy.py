@@ -87,6 +87,7 @@ KERNEL = register(
         ),
         n_inputs=1,
         ref=ref,
+        writes_through=True,
         macs=lambda p: 0,  # data movement: only GEMM-like kernels count MACs
     )
 )
