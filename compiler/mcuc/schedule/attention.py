@@ -28,7 +28,7 @@ import numpy as np
 from mcuc.codegen.names import fresh
 from mcuc.kernels import attention as k_att
 from mcuc.kernels import registry
-from mcuc.kernels.copy import _indices
+from mcuc.kernels.copy import index_maps
 from mcuc.schedule.edit import Edit
 from mcuc.schedule.schedule import Operand, Schedule, Step
 
@@ -181,16 +181,6 @@ def fit_view(idx: np.ndarray) -> tuple[int, int, int, int] | None:
     return off, st[0], st[1], st[2]
 
 
-def _copy_maps(st: Step) -> tuple[np.ndarray, np.ndarray]:
-    """(source index, destination index) of every element a copy step moves."""
-    p = st.params
-    nd = p["ndim"]
-    shape = [int(v) for v in p["shape"][:nd]]
-    src = _indices(shape, [int(v) for v in p["in_strides"][:nd]], p["in_offset"])
-    dst = _indices(shape, [int(v) for v in p["out_strides"][:nd]], p["out_offset"])
-    return src, dst
-
-
 def _distinct(idx: np.ndarray, size: int) -> bool:
     """No index repeats; all of them lie in [0, size)."""
     seen = np.zeros(size, dtype=bool)
@@ -216,7 +206,7 @@ def _absorb_copy(w: Edit, a: int, x: str) -> _Rewrite | None:
     ry = w.root(y)
     if ry == x or w.written_between(ry, ci, a) or ry == w.root(att.output):
         return None
-    src, dst = _copy_maps(cp)
+    src, dst = index_maps(cp.params)
     size = w.buffers[x].size
     if dst.min() < 0 or dst.max() >= size or not _distinct(dst, size):
         return None
@@ -277,7 +267,7 @@ def _absorb_output(w: Edit, a: int) -> _Rewrite | None:
     if (not w.plain(z) or z == w.s.input_buffer or w.writes(z) != [t]
             or any(r <= t for r in w.reads(z)) or z in w.roots(att)):
         return None
-    src, dst = _copy_maps(cp)
+    src, dst = index_maps(cp.params)
     n_o, n_z = w.buffers[o].size, w.buffers[z].size
     # A bijection from o onto all of z: every element attention writes lands once, and
     # z holds nothing else the copy would have left untouched.
