@@ -19,6 +19,7 @@ it read has changed (attempts are deterministic).
 from __future__ import annotations
 
 from bisect import insort
+from collections.abc import Set
 from dataclasses import replace
 
 from mcuc.schedule.schedule import BufferInfo, Schedule, Step
@@ -138,7 +139,7 @@ class Edit:
         return roots | {out}
 
     def replace(self, k: int, gone: tuple[int, ...], st: Step,
-                drop: set[str] = frozenset()) -> set[int | str]:
+                drop: Set[str] = frozenset()) -> set[int | str]:
         """Delete steps `gone`, make `st` step `k`, drop those of the plain buffers `drop`
         that nothing uses any more; returns the keys and roots whose access lists changed."""
         changed: set[int | str] = {k, *gone}
