@@ -15,13 +15,12 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import jinja2
 import numpy as np
 
 from mcuc import McucError, subproc, tcm
 from mcuc.boards import Board
 from mcuc.codegen.names import c_comment
-from mcuc.paths import templates_dir
+from mcuc.codegen.templates import environment
 from mcuc.sim.protocol import parse_protocol
 
 # Code estimate: runtime kernels + startup + system + driver, plus each step's call and
@@ -119,11 +118,6 @@ def check_fit(board: Board, fit: Fit) -> None:
         raise McucError(f"model does not fit {board.name}: " + "; ".join(problems))
 
 
-def _env() -> jinja2.Environment:
-    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates_dir())),
-                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
-
-
 def _c_rows(samples: np.ndarray) -> list[str]:
     rows = []
     for s in samples:
@@ -140,7 +134,7 @@ def render_firmware(board: Board, out: Path, model_name: str,
     The model sources (model.c, weights.c, runtime/) come from codegen.render first;
     this adds what turns them into a bootable image for `board`.
     """
-    env = _env()
+    env = environment()
     board_dir = out / "board"
     if board_dir.exists():
         shutil.rmtree(board_dir)

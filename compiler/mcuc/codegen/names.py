@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Container
 
 from mcuc.text import as_text
 
@@ -56,6 +57,16 @@ def sanitize(name: object, limit: int = MAX_IDENT) -> str:
     return s
 
 
+def fresh(base: str, taken: Container[str]) -> str:
+    """`base`, else the first of `base_1`, `base_2`, ... not in `taken`: the one rule by
+    which lowering, the schedule passes and the C tables make a name new."""
+    name, k = base, 0
+    while name in taken:
+        k += 1
+        name = f"{base}_{k}"
+    return name
+
+
 class CNames:
     """A uniqueness table: model text in, C identifiers out, none ever handed out twice.
 
@@ -77,11 +88,7 @@ class CNames:
 
     def ident(self, name: object) -> str:
         """A new identifier for `name`, distinct from every one handed out before."""
-        base = self.prefix + sanitize(name, self.limit - len(self.prefix))
-        ident, k = base, 0
-        while ident in self._taken:
-            k += 1
-            ident = f"{base}_{k}"
+        ident = fresh(self.prefix + sanitize(name, self.limit - len(self.prefix)), self._taken)
         self._taken.add(ident)
         return ident
 

@@ -6,14 +6,14 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import jinja2
 import numpy as np
 
 from mcuc import __version__
 from mcuc.codegen.names import CNames, c_comment, c_string
+from mcuc.codegen.templates import environment
 from mcuc.kernels import registry
 from mcuc.memory import Plan
-from mcuc.paths import runtime_dir, templates_dir
+from mcuc.paths import runtime_dir
 from mcuc.schedule.schedule import Schedule
 
 CTYPES = {"int8[]": ("int8_t", np.int8), "int16[]": ("int16_t", np.int16),
@@ -45,14 +45,6 @@ def _int(v: int, ctype: str) -> str:
     if ctype == "int64":
         return f"INT64_C({v})"
     return "INT32_MIN" if v == -(2**31) else str(v)
-
-
-def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(templates_dir())),
-        undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
-        trim_blocks=False, lstrip_blocks=False,
-    )
 
 
 def _context(schedule: Schedule, plan: Plan, model_name: str) -> dict:
@@ -95,14 +87,15 @@ def _context(schedule: Schedule, plan: Plan, model_name: str) -> dict:
         if st.scratch:
             args.append(f"a + {plan.offsets[schedule.scratch_name(st)]}")
         ins = ", ".join(c_comment(op.name) for op in st.inputs)
+        bands = kdef.bands(st.params)
         steps.append({
             "name": sid, "label": c_string(st.name), "kernel": st.kernel,
             "op": c_comment(st.op), "macs": st.macs,
             "c_func": kdef.c_func, "c_params_type": kdef.c_params_type, "fields": fields,
             "args": args,
             "comment": f"{i}: {c_comment(st.op)} ({ins}) -> {c_comment(st.output)}",
-            # A streamed step runs once per band, its output moved by one token row.
-            "row_bytes": st.params["wp"] * st.params["d"] if st.params.get("stream") else 0,
+            # A streamed step runs once per band, its output moved by one band's bytes.
+            "row_bytes": bands.out_bytes if bands else 0,
         })
     buffers = sorted(
         ({"name": c_comment(b.name), "offset": schedule.offset_of(b.name, plan.offsets),
@@ -143,7 +136,7 @@ def render(schedule: Schedule, plan: Plan, out_dir: Path, model_name: str = "mod
            driver: str = "main_host.c.j2", makefile: str | None = "Makefile.host.j2") -> None:
     """Write the generated sources and a copy of the runtime into `out_dir`."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    env = _environment()
+    env = environment()
     ctx = _context(schedule, plan, model_name)
     files = {"model.h": "model.h.j2", "model.c": "model.c.j2", "weights.h": "weights.h.j2",
              "weights.c": "weights.c.j2", "main.c": driver}

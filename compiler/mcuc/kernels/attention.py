@@ -126,6 +126,7 @@ KERNEL = register(
         ),
         n_inputs=3,
         ref=ref,
+        writes_through=True,
         macs=lambda p: p["batch"] * p["q_len"] * p["kv_len"] * (p["d"] + p["dv"]),
         scratch=lambda p: p["kv_len"],
         variants=("MCUC_ARM_DSP",),

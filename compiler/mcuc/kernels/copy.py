@@ -29,11 +29,18 @@ def _indices(shape: Sequence[int], strides: Sequence[int], offset: int) -> np.nd
     return idx.reshape(-1)
 
 
-def ref(p: dict, x: np.ndarray, *, out: np.ndarray | None = None) -> np.ndarray:
+def index_maps(p: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(source index, destination index) of every element a copy with params `p` moves,
+    in the kernel's order: what ref does, for passes that compose copies into views."""
     nd = p["ndim"]
     shape = [int(v) for v in p["shape"][:nd]]
     src = _indices(shape, [int(v) for v in p["in_strides"][:nd]], p["in_offset"])
     dst = _indices(shape, [int(v) for v in p["out_strides"][:nd]], p["out_offset"])
+    return src, dst
+
+
+def ref(p: dict, x: np.ndarray, *, out: np.ndarray | None = None) -> np.ndarray:
+    src, dst = index_maps(p)
     v = x[src]
     if p["requant"]:
         r = requantize(v.astype(np.int64) - p["x_zp"], p["mult"], p["shift"])
@@ -87,6 +94,7 @@ KERNEL = register(
         ),
         n_inputs=1,
         ref=ref,
+        writes_through=True,
         macs=lambda p: 0,  # data movement: only GEMM-like kernels count MACs
     )
 )

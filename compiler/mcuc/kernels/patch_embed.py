@@ -20,7 +20,7 @@ import numpy as np
 
 from mcuc.kernels import conv2d as k_conv
 from mcuc.kernels import linear
-from mcuc.kernels.registry import WEIGHTED_FIELDS, Field, KernelDef, register
+from mcuc.kernels.registry import WEIGHTED_FIELDS, Bands, Field, KernelDef, register
 
 
 def conv_params(p: dict) -> dict:
@@ -59,6 +59,14 @@ def macs(p: dict) -> int:
     return p["d"] * p["hp"] * p["wp"] * p["c_in"] * p["ph"] * p["pw"]
 
 
+def bands(p: dict) -> Bands | None:
+    """Streamed (schedule/stream.py: the params of one band plus `stream` = the number of
+    bands): one call per band of ph image rows, each writing one token row of wp * d."""
+    if not p.get("stream"):
+        return None
+    return Bands(p["stream"], p["ph"], p["wp"] * p["d"])
+
+
 KERNEL = register(
     KernelDef(
         name="patch_embed",
@@ -73,5 +81,6 @@ KERNEL = register(
         ref=ref,
         macs=macs,
         variants=("MCUC_ARM_DSP",),
+        bands=bands,
     )
 )

@@ -3,9 +3,9 @@
 A KernelDef says what codegen needs (C function and parameter struct, field by field)
 and what the integer reference needs (a numpy function that is the specification the
 C code must match bit for bit). Codegen, the reference executor and the memory planner
-read kernels from here, so they need no change for a new kernel (unless its reference
-writes through `out=`, see schedule/execute.py). What does change, by hand: the module
-in this package and its import in kernels/__init__.py, the struct and prototype in
+read kernels from here, so they need no change for a new kernel: what they must know
+of one kernel is a hook here (`writes_through`, `bands`). What does change, by hand: the
+module in this package and its import in kernels/__init__.py, the struct and prototype in
 runtime_c/include/mcuc/kernels.h (a test checks its layout against the fields), the C
 file runtime_c/src/<name>.c, the lowering rule or schedule pass that emits it, and its
 generator in tests/test_kernels.py. docs/add-a-kernel.md lists every step.
@@ -71,6 +71,17 @@ RefFn = Callable[..., np.ndarray]
 
 
 @dataclass(frozen=True)
+class Bands:
+    """How a step over a streamed input runs (schedule/stream.py): `count` calls, call r
+    reading image rows [r * rows, (r + 1) * rows) of every channel from its input buffer
+    and writing `out_bytes` bytes at r * out_bytes of its output."""
+
+    count: int
+    rows: int
+    out_bytes: int
+
+
+@dataclass(frozen=True)
 class KernelDef:
     name: str                 # registry key, e.g. "linear"
     c_func: str               # e.g. "mcuc_linear_s8"
@@ -79,6 +90,9 @@ class KernelDef:
     n_inputs: int             # activation (or constant int8) pointers before the output
     ref: RefFn
     inplace_ok: bool = False  # output may share the first input's memory
+    # ref writes only part of its output (a concat part, attention over its queries): it
+    # takes the output's current contents as `out=` and returns them updated.
+    writes_through: bool = False
     macs: Callable[[dict], int] = field(default=lambda p: 0)
     # Bytes of per-call scratch the C function takes after the output pointer (a fused
     # kernel's row buffer); 0 = the function takes no scratch argument.
@@ -86,6 +100,9 @@ class KernelDef:
     # C macros that select an optimized variant of this kernel's code (a board's
     # defines(), e.g. "MCUC_ARM_DSP"); every variant must equal `ref` bit for bit.
     variants: tuple[str, ...] = ()
+    # The band loop of a step with these params, or None when it runs once: codegen and
+    # the reference executor ask this instead of reading the kernel's own params.
+    bands: Callable[[dict], Bands | None] = field(default=lambda p: None)
 
     def check_params(self, params: dict) -> None:
         missing = [f.name for f in self.fields if f.name not in params and not f.nullable]

@@ -21,14 +21,15 @@ of attention is handled alike. They return new Schedules; the input is not modif
 from __future__ import annotations
 
 import os
-from bisect import insort
 from dataclasses import replace
 
 import numpy as np
 
+from mcuc.codegen.names import fresh
 from mcuc.kernels import attention as k_att
 from mcuc.kernels import registry
-from mcuc.kernels.copy import _indices
+from mcuc.kernels.copy import index_maps
+from mcuc.schedule.edit import Edit
 from mcuc.schedule.schedule import Operand, Schedule, Step
 
 SLOTS = ("q", "k", "v")          # attention inputs, in order
@@ -36,143 +37,24 @@ ELEMENTWISE = ("rescale", "lut")  # int8 -> int8 maps a 256-entry table can stan
 INT32_MAX = 2**31 - 1
 
 
-# --------------------------------------------------------------------------- access maps
-
-class _Work:
-    """A working copy of a schedule that both passes edit in place, rewrite by rewrite.
-
-    Steps are keyed by their index in the input schedule. Deleting steps keeps the
-    order of the other keys, so every comparison the passes make between keys is the one
-    they would make between indices of the schedule of that moment, and the access lists
-    (sorted keys of the steps that read / write each root) are updated per rewrite
-    instead of rebuilt. A rewrite only deletes steps, replaces one step by another that
-    reads and writes buffers the schedule already uses, and drops plain buffers nothing
-    uses any more: parents, roots and plainness never change.
-
-    While `deps` is a set, every read of what rewrites change (a step by key, an access
-    list by name) is recorded in it: a head-split attempt that failed fails again as long
-    as none of what it read has changed (the attempts are deterministic).
-    """
-
-    def __init__(self, s: Schedule) -> None:
-        self.s = s
-        self.buffers = s.buffers
-        self.steps: dict[int, Step] = dict(enumerate(s.steps))
-        self._root: dict[str, str] = {}
-        parents = {b.parent for b in s.buffers.values() if b.parent is not None}
-        self._plain = {n for n, b in s.buffers.items() if b.parent is None and n not in parents}
-        self._io = {self.root(s.input_buffer), self.root(s.output_buffer)}
-        self.readers: dict[str, list[int]] = {}
-        self.writers: dict[str, list[int]] = {}
-        self.dropped: set[str] = set()
-        self.rewrites = 0
-        self.deps: set[int | str] | None = None
-        for k, st in self.steps.items():
-            self._touch(k, st)
-
-    # -- what the rewrites read
-    def root(self, name: str) -> str:
-        r = self._root.get(name)
-        if r is None:
-            r = self._root[name] = self.s.root(name)[0]
-        return r
-
-    def roots(self, st: Step) -> set[str]:
-        return {self.root(op.name) for op in st.inputs if op.kind == "buf"}
-
-    def step(self, k: int) -> Step:
-        if self.deps is not None:
-            self.deps.add(k)
-        return self.steps[k]
-
-    def plain(self, name: str, io_ok: bool = False) -> bool:
-        """A root without children (so its accesses are all listed under its own name)."""
-        return name in self._plain and (io_ok or name not in self._io)
-
-    def reads(self, name: str) -> list[int]:
-        if self.deps is not None:
-            self.deps.add(name)
-        return self.readers.get(name, [])
-
-    def writes(self, name: str) -> list[int]:
-        if self.deps is not None:
-            self.deps.add(name)
-        return self.writers.get(name, [])
-
-    def written_between(self, name: str, lo: int, hi: int) -> bool:
-        return any(lo < w < hi for w in self.writes(name))
-
-    # -- rewriting
-    def _touch(self, k: int, st: Step) -> set[str]:
-        roots = self.roots(st)
-        for r in roots:
-            insort(self.readers.setdefault(r, []), k)
-        out = self.root(st.output)
-        insort(self.writers.setdefault(out, []), k)
-        return roots | {out}
-
-    def _untouch(self, k: int, st: Step) -> set[str]:
-        roots = self.roots(st)
-        for r in roots:
-            self.readers[r].remove(k)
-        out = self.root(st.output)
-        self.writers[out].remove(k)
-        return roots | {out}
-
-    def apply(self, k: int, gone: tuple[int, ...], st: Step, drop: set[str]) -> set[int | str]:
-        """Delete steps `gone`, make `st` step `k`, drop the unused of the plain buffers
-        `drop`; returns the keys and the names whose access lists changed."""
-        changed: set[int | str] = {k, *gone}
-        for g in gone:
-            changed |= self._untouch(g, self.steps.pop(g))
-        changed |= self._untouch(k, self.steps[k])
-        self.steps[k] = st
-        changed |= self._touch(k, st)
-        io = (self.s.input_buffer, self.s.output_buffer)
-        for n in drop:  # plain, so used exactly when its access lists are not empty
-            if n not in io and not self.readers.get(n) and not self.writers.get(n):
-                self.dropped.add(n)
-        self.rewrites += 1
-        return changed
-
-    def buffer_names(self) -> set[str]:
-        return {n for n in self.s.buffers if n not in self.dropped}
-
-    def result(self) -> Schedule:
-        """The edited schedule (the input itself if nothing was rewritten)."""
-        if not self.rewrites:
-            return self.s
-        return replace(self.s, steps=list(self.steps.values()),
-                       buffers={n: b for n, b in self.s.buffers.items()
-                                if n not in self.dropped})
-
-
-def _unique_name(base: str, taken: set[str]) -> str:
-    name, k = base, 0
-    while name in taken:
-        k += 1
-        name = f"{base}_{k}"
-    return name
-
-
 # --------------------------------------------------------------------------- fusion
 
 def fuse_attention(schedule: Schedule) -> Schedule:
     """Replace every matmul -> softmax -> matmul chain by one attention step."""
-    w = _Work(schedule)
+    w = Edit(schedule)
     while (found := _find_chain(w)) is not None:
         a, b, c = found
         drop = {w.steps[a].output, w.steps[b].output}
-        w.apply(c, (a, b), _fused_step(w, a, b, c), drop)
+        w.replace(c, (a, b), _fused_step(w, a, b, c), drop)
     return w.result()
 
 
-def _find_chain(w: _Work) -> tuple[int, int, int] | None:
+def _find_chain(w: Edit) -> tuple[int, int, int] | None:
     for a, mm1 in w.steps.items():
         if mm1.kernel != "matmul":
             continue
         x1 = mm1.output
-        if not w.plain(x1) or not w.reads(x1):
+        if not w.plain(x1, io_ok=False) or not w.reads(x1):
             continue
         b = w.reads(x1)[0]
         sm = w.step(b)
@@ -183,7 +65,7 @@ def _find_chain(w: _Work) -> tuple[int, int, int] | None:
         # Scores are read by the softmax only, probabilities by the second matmul only
         # (the softmax usually runs in place: then both live in one buffer).
         x2 = sm.output
-        if not w.plain(x2) or not set(w.writes(x2)) <= {a, b} \
+        if not w.plain(x2, io_ok=False) or not set(w.writes(x2)) <= {a, b} \
                 or not set(w.writes(x1)) <= {a, b} or not w.reads(x2):
             continue
         c = w.reads(x2)[-1]
@@ -208,10 +90,10 @@ def _fused_name(names: list[str], taken: set[str]) -> str:
     """`blocks_0_attn_MatMul`, `..._Softmax`, `..._MatMul_1` -> `blocks_0_attn_attention`."""
     prefix = os.path.commonprefix(names)
     prefix = prefix[: prefix.rfind("_") + 1] if "_" in prefix else ""
-    return _unique_name(prefix + "attention", taken)
+    return fresh(prefix + "attention", taken)
 
 
-def _fused_step(w: _Work, a: int, b: int, c: int) -> Step:
+def _fused_step(w: Edit, a: int, b: int, c: int) -> Step:
     mm1, sm, mm2 = w.step(a), w.step(b), w.step(c)
     p1, p2 = mm1.params, mm2.params
     bt, m, d, n, dv = p1["batch"], p1["m"], p1["k"], p1["n"], p2["n"]
@@ -230,7 +112,7 @@ def _fused_step(w: _Work, a: int, b: int, c: int) -> Step:
     kdef = registry.get("attention")
     kdef.check_params(params)
     # Step, buffer and constant names all become C identifiers: avoid every one of them.
-    taken = {st.name for st in w.steps.values()} | w.buffer_names() | set(w.s.consts)
+    taken = w.step_names() | set(w.buffers) | set(w.s.consts)
     return Step(_fused_name([mm1.name, sm.name, mm2.name], taken), "attention", params,
                 [mm1.inputs[0], mm1.inputs[1], mm2.inputs[1]], mm2.output, "Attention",
                 int(kdef.macs(params)), int(kdef.scratch(params)))
@@ -246,7 +128,7 @@ def split_heads(schedule: Schedule) -> Schedule:
 
     Attention steps are tried in order and the scan restarts after every rewrite; a step
     whose attempts all failed is skipped until a rewrite changes something they read."""
-    w = _Work(schedule)
+    w = Edit(schedule)
     # Fixed: rewrites delete only copy and elementwise steps, and keep attention ones so.
     attention = [k for k, st in w.steps.items() if st.kernel == "attention"]
     done: dict[int, set[int | str]] = {}  # attention key -> what its failed attempts read
@@ -263,14 +145,14 @@ def split_heads(schedule: Schedule) -> Schedule:
                 done[a] = deps
                 continue
             gone, att, drop = found
-            touched = w.apply(a, (gone,), att, drop)
+            touched = w.replace(a, (gone,), att, drop)
             done = {k: d for k, d in done.items() if d.isdisjoint(touched)}
             changed = True
             break  # as if step indices moved: rescan
     return w.result()
 
 
-def _attempt(w: _Work, a: int) -> _Rewrite | None:
+def _attempt(w: Edit, a: int) -> _Rewrite | None:
     """The first rewrite of attention step `a`: its inputs in order, then its output."""
     st = w.step(a)
     for x in dict.fromkeys(op.name for op in st.inputs if op.kind == "buf"):
@@ -299,16 +181,6 @@ def fit_view(idx: np.ndarray) -> tuple[int, int, int, int] | None:
     return off, st[0], st[1], st[2]
 
 
-def _copy_maps(st: Step) -> tuple[np.ndarray, np.ndarray]:
-    """(source index, destination index) of every element a copy step moves."""
-    p = st.params
-    nd = p["ndim"]
-    shape = [int(v) for v in p["shape"][:nd]]
-    src = _indices(shape, [int(v) for v in p["in_strides"][:nd]], p["in_offset"])
-    dst = _indices(shape, [int(v) for v in p["out_strides"][:nd]], p["out_offset"])
-    return src, dst
-
-
 def _distinct(idx: np.ndarray, size: int) -> bool:
     """No index repeats; all of them lie in [0, size)."""
     seen = np.zeros(size, dtype=bool)
@@ -321,10 +193,10 @@ def _set_view(params: dict, slot: str, view: tuple[int, int, int, int]) -> None:
         params[f"{slot}_{key}"] = v
 
 
-def _absorb_copy(w: _Work, a: int, x: str) -> _Rewrite | None:
+def _absorb_copy(w: Edit, a: int, x: str) -> _Rewrite | None:
     """Attention reads x, x is one copy of y read by nobody else: read y directly."""
     att = w.step(a)
-    if not w.plain(x) or w.reads(x) != [a] or len(w.writes(x)) != 1:
+    if not w.plain(x, io_ok=False) or w.reads(x) != [a] or len(w.writes(x)) != 1:
         return None
     ci = w.writes(x)[0]
     cp = w.step(ci)
@@ -334,7 +206,7 @@ def _absorb_copy(w: _Work, a: int, x: str) -> _Rewrite | None:
     ry = w.root(y)
     if ry == x or w.written_between(ry, ci, a) or ry == w.root(att.output):
         return None
-    src, dst = _copy_maps(cp)
+    src, dst = index_maps(cp.params)
     size = w.buffers[x].size
     if dst.min() < 0 or dst.max() >= size or not _distinct(dst, size):
         return None
@@ -352,10 +224,10 @@ def _absorb_copy(w: _Work, a: int, x: str) -> _Rewrite | None:
     return ci, replace(att, params=params, inputs=inputs), {x}
 
 
-def _absorb_elementwise(w: _Work, a: int, x: str) -> _Rewrite | None:
+def _absorb_elementwise(w: Edit, a: int, x: str) -> _Rewrite | None:
     """Attention reads x = f(x0) elementwise (in place or not): apply f as a read table."""
     att = w.step(a)
-    if not w.plain(x) or not w.writes(x) or max(w.writes(x)) > a:
+    if not w.plain(x, io_ok=False) or not w.writes(x) or max(w.writes(x)) > a:
         return None
     wi = max(w.writes(x))
     ew = w.step(wi)
@@ -366,7 +238,7 @@ def _absorb_elementwise(w: _Work, a: int, x: str) -> _Rewrite | None:
     if x0 == x:
         if w.reads(x) != [wi, a]:
             return None
-    elif (w.reads(x) != [a] or w.writes(x) != [wi] or not w.plain(x0, io_ok=True)
+    elif (w.reads(x) != [a] or w.writes(x) != [wi] or not w.plain(x0)
           or w.buffers[x0].size != w.buffers[x].size or w.written_between(x0, wi, a)
           or x0 == w.root(att.output)):
         return None
@@ -381,21 +253,21 @@ def _absorb_elementwise(w: _Work, a: int, x: str) -> _Rewrite | None:
     return wi, replace(att, params=params, inputs=inputs), {x} if x0 != x else set()
 
 
-def _absorb_output(w: _Work, a: int) -> _Rewrite | None:
+def _absorb_output(w: Edit, a: int) -> _Rewrite | None:
     """The attention output is only permuted by one copy: write it permuted directly."""
     att = w.step(a)
     o = att.output
-    if not w.plain(o) or w.writes(o) != [a] or len(w.reads(o)) != 1:
+    if not w.plain(o, io_ok=False) or w.writes(o) != [a] or len(w.reads(o)) != 1:
         return None
     t = w.reads(o)[0]
     cp = w.step(t)
     if cp.kernel != "copy" or cp.params["requant"] or t <= a or cp.inputs[0].name != o:
         return None
     z = cp.output
-    if (not w.plain(z, io_ok=True) or z == w.s.input_buffer or w.writes(z) != [t]
+    if (not w.plain(z) or z == w.s.input_buffer or w.writes(z) != [t]
             or any(r <= t for r in w.reads(z)) or z in w.roots(att)):
         return None
-    src, dst = _copy_maps(cp)
+    src, dst = index_maps(cp.params)
     n_o, n_z = w.buffers[o].size, w.buffers[z].size
     # A bijection from o onto all of z: every element attention writes lands once, and
     # z holds nothing else the copy would have left untouched.

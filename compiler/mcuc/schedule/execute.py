@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from mcuc.kernels import registry
+from mcuc.kernels.registry import Bands
 from mcuc.memory import Plan
 from mcuc.quant.qparams import prepare_input
 from mcuc.schedule.schedule import Schedule, Step
@@ -21,19 +22,18 @@ def quantize_input(schedule: Schedule, x: np.ndarray) -> np.ndarray:
     return prepare_input(x, schedule.input_shape, schedule.input_qp)
 
 
-def _run_bands(schedule: Schedule, st: Step, x_q: np.ndarray, view) -> None:
+def _run_bands(schedule: Schedule, st: Step, bands: Bands, x_q: np.ndarray, view) -> None:
     """A streamed step: copy band r of the full image into the band buffer (as the
-    user callback does in C), then run the kernel for that band's token row."""
-    p = st.params
+    user callback does in C), then run the kernel for that band's output rows."""
     c, h, w = schedule.input_shape[-3:]
     img = x_q.reshape(c, h, w)
     band, out = view(st.inputs[0].name), view(st.output)
-    row = p["wp"] * p["d"]
+    rows, size = bands.rows, bands.out_bytes
     kdef = registry.get(st.kernel)
-    for r in range(p["stream"]):
-        band[:] = img[:, r * p["ph"]: (r + 1) * p["ph"], :].reshape(-1)
-        res = np.asarray(kdef.ref(p, band.copy()), dtype=np.int8).reshape(-1)
-        out[r * row: (r + 1) * row] = res[:row]
+    for r in range(bands.count):
+        band[:] = img[:, r * rows: (r + 1) * rows, :].reshape(-1)
+        res = np.asarray(kdef.ref(st.params, band.copy()), dtype=np.int8).reshape(-1)
+        out[r * size: (r + 1) * size] = res[:size]
 
 
 def run(schedule: Schedule, x_q: np.ndarray, plan: Plan | None = None,
@@ -58,18 +58,18 @@ def run(schedule: Schedule, x_q: np.ndarray, plan: Plan | None = None,
     if not schedule.stream:
         view(schedule.input_buffer)[:] = x_q
     for st in schedule.steps:
-        if st.params.get("stream"):
-            _run_bands(schedule, st, x_q, view)
+        kdef = registry.get(st.kernel)
+        if (bands := kdef.bands(st.params)) is not None:
+            _run_bands(schedule, st, bands, x_q, view)
             if trace is not None:
                 trace[st.name] = view(st.output).copy()
             continue
-        kdef = registry.get(st.kernel)
         args = [view(op.name) if op.kind == "buf" else schedule.consts[op.name]
                 for op in st.inputs]
         out = view(st.output)
         # Copies into part of a buffer (Concat), and attention writing over its queries,
         # write through a view: they read the current contents and update them.
-        extra = {"out": out.copy()} if st.kernel in ("copy", "attention") else {}
+        extra = {"out": out.copy()} if kdef.writes_through else {}
         if st.scratch and plan is not None:
             # The kernel may scribble over its scratch; so does the reference, so a plan
             # that puts scratch over a live buffer changes the planned result.

@@ -38,10 +38,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from mcuc.codegen.names import fresh
 from mcuc.kernels import patch_embed as k_patch
 from mcuc.kernels import registry
-from mcuc.schedule.access import Touches, arena
+from mcuc.schedule.access import arena
 from mcuc.schedule.copies import copy_params
+from mcuc.schedule.edit import Edit
 from mcuc.schedule.schedule import BufferInfo, Schedule, Step
 
 
@@ -87,9 +89,9 @@ def fuse(s: Schedule, i: int) -> Schedule | None:
     c = conv.output
     if tr.inputs[0].kind != "buf" or tr.inputs[0].name != c or conv.inputs[0].kind != "buf":
         return None
-    acc = Touches(s)
-    if not acc.plain(c) or acc.of(c) != [i, i + 1] or acc.of(tr.output) and \
-            min(acc.of(tr.output)) < i + 1:
+    w = Edit(s)
+    if not w.plain(c) or w.touches(c) != [i, i + 1] or w.touches(tr.output) and \
+            w.touches(tr.output)[0] < i + 1:
         return None
     if not is_token_transpose(conv, tr, s):
         return None
@@ -102,15 +104,11 @@ def fuse(s: Schedule, i: int) -> Schedule | None:
     p = k_patch.fold_zero_point(p)  # exact; the DSP loop then skips the subtraction
     kdef = registry.get("patch_embed")
     kdef.check_params(p)
-    taken, name, k = {st.name for st in s.steps}, f"{conv.name}_patch_embed", 0
-    while name in taken:
-        k += 1
-        name = f"{conv.name}_patch_embed_{k}"
+    name = fresh(f"{conv.name}_patch_embed", w.step_names())
     step = Step(name, "patch_embed", p, list(conv.inputs), tr.output, "Conv+Transpose",
                 int(kdef.macs(p)), 0)
-    steps = s.steps[:i] + [step] + s.steps[i + 2:]
-    bufs = {nm: b for nm, b in s.buffers.items() if nm != c}
-    return replace(s, steps=steps, buffers=bufs)
+    w.replace(i, (i + 1,), step, {c})  # c: touched by these two steps only
+    return w.result()
 
 
 def image_offset(p: dict) -> int:
@@ -123,20 +121,16 @@ def image_offset(p: dict) -> int:
 def _overlap(s: Schedule, i: int) -> Schedule | None:
     st = s.steps[i]
     x, y = st.inputs[0].name, st.output
-    acc = Touches(s)
-    if not (acc.plain(x) and acc.plain(y) and acc.dies_at(x, i) and min(acc.of(y)) == i):
+    w = Edit(s)
+    if not (w.plain(x) and w.plain(y) and w.dies_at(x, i) and w.touches(y)[0] == i):
         return None
     a = image_offset(st.params)
-    size = max(s.buffers[y].size, a + s.buffers[x].size)
-    name, k = f"patch_{y}", 0
-    while name in s.buffers:
-        k += 1
-        name = f"patch_{y}_{k}"
-    bufs = dict(s.buffers)
-    bufs[name] = BufferInfo(name, size, (size,))
-    bufs[x] = replace(bufs[x], parent=name, offset=a)
-    bufs[y] = replace(bufs[y], parent=name, offset=0)
-    return replace(s, buffers=bufs)
+    size = max(w.buffers[y].size, a + w.buffers[x].size)
+    name = fresh(f"patch_{y}", w.buffers)
+    w.add_buffer(BufferInfo(name, size, (size,)))
+    w.reparent(x, replace(w.buffers[x], parent=name, offset=a))
+    w.reparent(y, replace(w.buffers[y], parent=name, offset=0))
+    return w.result()
 
 
 def overlapped(s: Schedule) -> list[int]:

@@ -27,34 +27,37 @@ import numpy as np
 
 from mcuc.kernels import attention as k_att
 from mcuc.kernels import tokenwise as k_tw
-from mcuc.schedule.access import Touches, arena
+from mcuc.schedule.access import arena
+from mcuc.schedule.edit import Edit
 from mcuc.schedule.schedule import Schedule
 
 
 def overwrite_queries(schedule: Schedule) -> Schedule:
-    s = replace(schedule, steps=list(schedule.steps), buffers=dict(schedule.buffers))
-    acc: Touches | None = None  # of `s`, kept up to date by _overwrite
-    for a, st in enumerate(s.steps):
+    w = Edit(schedule)
+    for a, st in list(w.steps.items()):
         if st.kernel == "attention":
-            if acc is None:
-                acc = Touches(s)
-            _overwrite(s, a, acc)
+            _overwrite(w, a)
+    s = w.result()
     return s if arena(s) <= arena(schedule) else schedule
 
 
 def root_index(s: Schedule, name: str, p: dict, slot: str) -> np.ndarray:
     """Byte offsets, within its root buffer, of every element of view `slot`."""
-    return s.root(name)[1] + k_att.view_index(p, slot).reshape(-1)
+    return _index(s.root(name)[1], p, slot)
 
 
-def _readers(s: Schedule, o: str, a: int, acc: Touches) -> list[int] | None:
+def _index(offset: int, p: dict, slot: str) -> np.ndarray:
+    return offset + k_att.view_index(p, slot).reshape(-1)
+
+
+def _readers(w: Edit, o: str, a: int) -> list[int] | None:
     """The tokenwise steps after `a` that read `o` as contiguous chain input; None if
     anything else touches it (or it is touched before `a`)."""
     out = []
-    for j in acc.of(o):
+    for j in w.touches(o):
         if j == a:
             continue
-        st = s.steps[j]
+        st = w.steps[j]
         if j < a or st.kernel != "tokenwise" or st.output == o or st.inputs[0].name != o \
                 or st.params["x_rs"] != st.params["k"]:
             return None
@@ -64,38 +67,36 @@ def _readers(s: Schedule, o: str, a: int, acc: Touches) -> list[int] | None:
     return out
 
 
-def _overwrite(s: Schedule, a: int, acc: Touches) -> None:
-    """Put attention step a's output over its queries, in place in `s` (and `acc`)."""
-    st = s.steps[a]
+def _overwrite(w: Edit, a: int) -> None:
+    """Put attention step a's output over its queries."""
+    st = w.steps[a]
     p = st.params
     o, q = st.output, st.inputs[0].name
-    if not acc.plain(o) or min(acc.of(o)) != a or o in (s.input_buffer, s.output_buffer):
+    if not w.plain(o) or w.touches(o)[0] != a or o in (w.s.input_buffer, w.s.output_buffer):
         return
     bt, m, d, dv = p["batch"], p["q_len"], p["d"], p["dv"]
     width = bt * dv
     o_bs, q_bs = (p["o_bs"], p["q_bs"]) if bt > 1 else (dv, dv)  # one head: no stride
     if (p["o_off"], o_bs, p["o_rs"], p["o_cs"]) != (0, dv, width, 1) \
-            or s.buffers[o].size != m * width:
+            or w.buffers[o].size != m * width:
         return
     if (q_bs, p["q_cs"]) != (dv, 1) or d != dv or p["q_rs"] < width:
         return
-    root = s.root(q)[0]
-    if root in (s.root(s.input_buffer)[0], s.root(s.output_buffer)[0]) \
-            or not acc.dies_at(root, a):
+    root = w.root(q)
+    if w.io(root) or not w.dies_at(root, a):
         return
-    qi = root_index(s, q, p, "q")
+    qi = _index(w.offset(q), p, "q")
     for slot, op in (("k", st.inputs[1]), ("v", st.inputs[2])):
-        if s.root(op.name)[0] == root and np.intersect1d(qi, root_index(s, op.name, p, slot)).size:
+        if w.root(op.name) == root and np.intersect1d(qi, _index(w.offset(op.name), p, slot)).size:
             return
-    readers = _readers(s, o, a, acc)
-    if readers is None or any(s.steps[j].params["k"] != width
-                              or s.steps[j].params["rows"] != m for j in readers):
+    readers = _readers(w, o, a)
+    if readers is None or any(w.steps[j].params["k"] != width
+                              or w.steps[j].params["rows"] != m for j in readers):
         return
-    start, rs = s.root(q)[1] + p["q_off"], p["q_rs"]  # q[0, 0, 0]; strides are positive
+    start, rs = w.offset(q) + p["q_off"], p["q_rs"]  # q[0, 0, 0]; strides are positive
     span = (m - 1) * rs + width
-    s.buffers[o] = replace(s.buffers[o], parent=root, offset=start, size=span, shape=(span,))
-    s.steps[a] = replace(st, params=dict(p, o_off=0, o_bs=dv, o_rs=rs, o_cs=1))
+    w.reparent(o, replace(w.buffers[o], parent=root, offset=start, size=span, shape=(span,)))
+    w.replace(a, (), replace(st, params=dict(p, o_off=0, o_bs=dv, o_rs=rs, o_cs=1)))
     for j in readers:
-        tp = dict(s.steps[j].params, x_rs=rs)
-        s.steps[j] = replace(s.steps[j], params=tp, scratch=int(k_tw.scratch_bytes(tp)))
-    acc.reparent(o)
+        tp = dict(w.steps[j].params, x_rs=rs)
+        w.replace(j, (), replace(w.steps[j], params=tp, scratch=int(k_tw.scratch_bytes(tp))))

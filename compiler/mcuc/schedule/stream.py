@@ -31,8 +31,10 @@ from __future__ import annotations
 from dataclasses import replace
 
 from mcuc import McucError
+from mcuc.codegen.names import fresh
 from mcuc.schedule import patch
-from mcuc.schedule.access import Touches, arena
+from mcuc.schedule.access import arena
+from mcuc.schedule.edit import Edit
 from mcuc.schedule.schedule import BufferInfo, Operand, Schedule, Step
 
 ERROR = "--stream-input needs a patch-embedding first layer (kernel == stride, no padding)"
@@ -81,10 +83,7 @@ def stream_input(s: Schedule) -> Schedule:
         raise _refuse(f"buffer '{kids[0]}' lives inside the input image's bytes")
     p = st.params
     band = dict(p, h_in=p["ph"], hp=1, stream=p["hp"])
-    name, k = f"{x}_band", 0
-    while name in s.buffers:
-        k += 1
-        name = f"{x}_band_{k}"
+    name = fresh(f"{x}_band", s.buffers)
     bufs = {n: b for n, b in s.buffers.items() if n != x}
     bufs[name] = BufferInfo(name, p["c_in"] * p["ph"] * p["w_in"],
                             (p["c_in"], p["ph"], p["w_in"]))
@@ -121,8 +120,8 @@ def _fuse_patch(s: Schedule, i: int) -> tuple[Schedule, int]:
     transpose up to i + 1 when steps between touch neither of its buffers)."""
     conv = s.steps[i]
     c = conv.output
-    acc = Touches(s)
-    if not acc.plain(c):
+    w = Edit(s)
+    if not w.plain(c):
         raise _refuse(f"the patch conv '{conv.name}' writes into a buffer shared with "
                       f"other tensors ('{s.root(c)[0]}')")
     readers = _readers(s, c)
@@ -134,11 +133,11 @@ def _fuse_patch(s: Schedule, i: int) -> tuple[Schedule, int]:
                       f"{_what(s.steps[readers[0]])}, not by a transpose of its [d, h, w] "
                       f"output to tokens [h*w, d]")
     tr = s.steps[t]
-    if acc.of(c) != [i, t]:
-        other = next(k for k in acc.of(c) if k not in (i, t))
+    if w.touches(c) != [i, t]:
+        other = next(k for k in w.touches(c) if k not in (i, t))
         raise _refuse(f"the channels-first output of the patch conv '{conv.name}' is also "
                       f"used by step {_what(s.steps[other])}, not only by its transpose")
-    between = [k for k in acc.of(tr.output) if k < t]
+    between = [k for k in w.touches(tr.output) if k < t]
     if between:
         raise _refuse(f"step {_what(s.steps[between[0]])} uses the tokens buffer "
                       f"'{tr.output}' before the patch embedding writes it")

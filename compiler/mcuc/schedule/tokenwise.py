@@ -30,10 +30,12 @@ from __future__ import annotations
 from dataclasses import replace
 
 from mcuc import memory
+from mcuc.codegen.names import fresh
 from mcuc.kernels import registry
 from mcuc.kernels import tokenwise as k_tw
 from mcuc.schedule import patch
-from mcuc.schedule.access import Touches, arena, arena_of, overlaps, span
+from mcuc.schedule.access import arena, arena_of
+from mcuc.schedule.edit import Edit
 from mcuc.schedule.schedule import Operand, Schedule, Step
 
 TILE_CANDIDATES = (1, 2, 4, 8, 16, 32)
@@ -41,12 +43,12 @@ LINEAR_KEYS = k_tw.LINEAR_FIELDS
 ADD_SIDES = ("zp", "mult", "shift")
 
 
-def alias_ok(s: Schedule, y: str, x: str, r: str, k: int, n: int) -> bool | None:
+def alias_ok(w: Edit, y: str, x: str, r: str, k: int, n: int) -> bool | None:
     """None if y overlaps x or r in a way the kernel cannot take, else y_free."""
     y_free = True
     for src, ok in ((x, n <= k), (r, True)):
-        if overlaps(s, y, src):
-            if not ok or span(s, y)[1] != span(s, src)[1]:
+        if w.overlaps(y, src):
+            if not ok or w.offset(y) != w.offset(src):
                 return None
             y_free = False
     return y_free
@@ -56,35 +58,31 @@ def alias_ok(s: Schedule, y: str, x: str, r: str, k: int, n: int) -> bool | None
 
 def fuse_tokenwise(schedule: Schedule) -> Schedule:
     """Replace every row-wise run (see module doc) by one tokenwise step, tile = rows."""
-    s = schedule
-    acc: Touches | None = None  # of `s`, built when first needed, then kept up to date
+    w = Edit(schedule)
+    keys, steps = list(w.steps), list(w.steps.values())  # in order, as of now
     i = 0
-    while i < len(s.steps):
-        stages = _stages(s, i)
-        if len(stages) >= 2:
-            if acc is None:
-                acc = Touches(s)
-            run = _match(s, i, stages, acc)
-            if run is not None:
-                s = _fuse(s, i, *run)
-                acc.fused(s, i, run[0][-1][1])
+    while i < len(steps):
+        stages = _stages(steps, i)
+        if len(stages) >= 2 and (run := _match(w, keys, steps, i, stages)) is not None:
+            _fuse(w, keys, steps, i, *run)
+            keys, steps = list(w.steps), list(w.steps.values())
         i += 1
-    return s
+    return w.result()
 
 
-def _feeds(s: Schedule, a: int, b: int) -> bool:
-    op = s.steps[b].inputs[0]
-    return op.kind == "buf" and op.name == s.steps[a].output
+def _feeds(steps: list[Step], a: int, b: int) -> bool:
+    op = steps[b].inputs[0]
+    return op.kind == "buf" and op.name == steps[a].output
 
 
-def _stages(s: Schedule, i: int) -> list[tuple[str, int]]:
+def _stages(steps: list[Step], i: int) -> list[tuple[str, int]]:
     """The longest run of stages starting at step i, by kernel kinds and shapes only."""
-    steps, out = s.steps, []
+    out = []
     j = i
     if steps[j].kernel == "layernorm":
         out.append(("ln", j))
         j += 1
-    if j >= len(steps) or steps[j].kernel != "linear" or (out and not _feeds(s, j - 1, j)):
+    if j >= len(steps) or steps[j].kernel != "linear" or (out and not _feeds(steps, j - 1, j)):
         return []
     if out and (steps[i].params["cols"], steps[i].params["rows"]) != \
             (steps[j].params["k"], steps[j].params["rows"]):
@@ -93,11 +91,11 @@ def _stages(s: Schedule, i: int) -> list[tuple[str, int]]:
     rows, width = l1["rows"], l1["n"]
     out.append(("l1", j))
     j += 1
-    if j < len(steps) and steps[j].kernel == "lut" and _feeds(s, j - 1, j) \
+    if j < len(steps) and steps[j].kernel == "lut" and _feeds(steps, j - 1, j) \
             and steps[j].params["size"] == rows * width:
         out.append(("lut", j))
         j += 1
-    if j < len(steps) and steps[j].kernel == "linear" and _feeds(s, j - 1, j) \
+    if j < len(steps) and steps[j].kernel == "linear" and _feeds(steps, j - 1, j) \
             and (steps[j].params["rows"], steps[j].params["k"]) == (rows, width):
         out.append(("l2", j))
         width = steps[j].params["n"]
@@ -112,42 +110,43 @@ def _stages(s: Schedule, i: int) -> list[tuple[str, int]]:
     return out
 
 
-def _match(s: Schedule, i: int, stages: list[tuple[str, int]],
-           acc: Touches) -> tuple[list[tuple[str, int]], str] | None:
-    """The longest valid prefix (>= 2 steps) of the run `stages` at i (`_stages(s, i)`),
-    and its residual buffer; `acc` is `Touches(s)`."""
+def _match(w: Edit, keys: list[int], steps: list[Step], i: int, stages: list[tuple[str, int]]
+           ) -> tuple[list[tuple[str, int]], str] | None:
+    """The longest valid prefix (>= 2 steps) of the run `stages` at i (`_stages(steps, i)`),
+    and its residual buffer; `steps` are `w`'s in order, `keys` their keys."""
     while len(stages) >= 2:
         last = stages[-1][1]
-        x_op = s.steps[i].inputs[0]
+        x_op = steps[i].inputs[0]
         r = x_op.name
         if stages[-1][0] == "add":
-            prev = s.steps[last - 1].output
-            r = next(op.name for op in s.steps[last].inputs if op.name != prev)
-        if x_op.kind == "buf" and _valid(s, acc, stages, x_op.name, r):
+            prev = steps[last - 1].output
+            r = next(op.name for op in steps[last].inputs if op.name != prev)
+        if x_op.kind == "buf" and _valid(w, keys, steps, stages, x_op.name, r):
             return stages, r
         stages = stages[:-1]
     return None
 
 
-def _valid(s: Schedule, acc: Touches, stages: list[tuple[str, int]], x: str, r: str) -> bool:
+def _valid(w: Edit, keys: list[int], steps: list[Step], stages: list[tuple[str, int]],
+           x: str, r: str) -> bool:
     first, last = stages[0][1], stages[-1][1]
-    chain = set(range(first, last + 1))
-    y = s.steps[last].output
-    internal = {s.steps[j].output for _, j in stages[:-1]} - {y}
+    chain = set(keys[first:last + 1])
+    y = steps[last].output
+    internal = {steps[j].output for _, j in stages[:-1]} - {y}
     for b in internal:
-        if b in (x, r) or not acc.plain(b) or not set(acc.of(b)) <= chain:
+        if b in (x, r) or not w.plain(b) or not set(w.touches(b)) <= chain:
             return False
-        writer = next(j for j in sorted(chain) if s.root(s.steps[j].output)[0] == b)
-        if min(acc.of(b)) != writer or b in (op.name for op in s.steps[writer].inputs):
+        writer = next(j for j in range(first, last + 1) if w.root(steps[j].output) == b)
+        if w.touches(b)[0] != keys[writer] or b in (op.name for op in steps[writer].inputs):
             return False
-        if overlaps(s, b, x) or overlaps(s, b, r):
+        if w.overlaps(b, x) or w.overlaps(b, r):
             return False
-    if y != x and y != r and y in {s.steps[j].output for _, j in stages[:-1]}:
+    if y != x and y != r and y in {steps[j].output for _, j in stages[:-1]}:
         # The last step wrote in place over an intermediate: that buffer is new here.
-        if not acc.plain(y) or min(acc.of(y)) < first:
+        if not w.plain(y) or w.touches(y)[0] < keys[first]:
             return False
-    p = tokenwise_params(s, stages, r)
-    return alias_ok(s, y, x, r, p["k"], p["n"]) is not None
+    p = tokenwise_params(steps, stages, r)
+    return alias_ok(w, y, x, r, p["k"], p["n"]) is not None
 
 
 def _add_params(st: Step, r: str) -> dict:
@@ -161,9 +160,9 @@ def _add_params(st: Step, r: str) -> dict:
     return out
 
 
-def tokenwise_params(s: Schedule, stages: list[tuple[str, int]], r: str) -> dict:
+def tokenwise_params(steps: list[Step], stages: list[tuple[str, int]], r: str) -> dict:
     """The fused step's params from the unfused steps' (tile = rows)."""
-    got = {name: s.steps[j] for name, j in stages}
+    got = {name: steps[j] for name, j in stages}
     l1 = got["l1"].params
     p: dict = {"rows": l1["rows"], "tile": l1["rows"], "k": l1["k"], "x_rs": l1["k"],
                "h": l1["n"],
@@ -187,25 +186,22 @@ def tokenwise_params(s: Schedule, stages: list[tuple[str, int]], r: str) -> dict
     return p
 
 
-def _fuse(s: Schedule, i: int, stages: list[tuple[str, int]], r: str) -> Schedule:
+def _fuse(w: Edit, keys: list[int], steps: list[Step], i: int, stages: list[tuple[str, int]],
+          r: str) -> None:
+    """Replace the run by one tokenwise step; its intermediates (`_valid`: read and written
+    inside the run only) are dropped with it."""
     last = stages[-1][1]
-    x, y = s.steps[i].inputs[0].name, s.steps[last].output
-    p = tokenwise_params(s, stages, r)
-    p["y_free"] = int(bool(alias_ok(s, y, x, r, p["k"], p["n"])))
+    x, y = steps[i].inputs[0].name, steps[last].output
+    p = tokenwise_params(steps, stages, r)
+    p["y_free"] = int(bool(alias_ok(w, y, x, r, p["k"], p["n"])))
     kdef = registry.get("tokenwise")
     kdef.check_params(p)
-    taken = {st.name for st in s.steps}
-    name, k = f"{s.steps[i].name}_tokenwise", 0
-    while name in taken:
-        k += 1
-        name = f"{s.steps[i].name}_tokenwise_{k}"
+    name = fresh(f"{steps[i].name}_tokenwise", w.step_names())
     step = Step(name, "tokenwise", p, [Operand("buf", x), Operand("buf", r)], y,
-                "+".join(s.steps[j].op for _, j in stages), int(kdef.macs(p)),
+                "+".join(steps[j].op for _, j in stages), int(kdef.macs(p)),
                 int(kdef.scratch(p)))
-    internal = {s.steps[j].output for _, j in stages[:-1]} - {y, x, r}
-    steps = s.steps[:i] + [step] + s.steps[last + 1:]
-    bufs = {nm: b for nm, b in s.buffers.items() if nm not in internal}
-    return replace(s, steps=steps, buffers=bufs)
+    internal = {steps[j].output for _, j in stages[:-1]} - {y, x, r}
+    w.replace(keys[i], tuple(keys[i + 1:last + 1]), step, internal)
 
 
 # --------------------------------------------------------------------------- overwrite
@@ -214,13 +210,11 @@ def overwrite_tokens(schedule: Schedule) -> Schedule:
     """Write each tokenwise step over an input that dies there, then choose tiles.
 
     Never returns a schedule with a larger planned arena than it was given."""
-    s = replace(schedule, steps=list(schedule.steps), buffers=dict(schedule.buffers))
-    acc: Touches | None = None  # of `s`, kept up to date by _overwrite
-    for i, st in enumerate(s.steps):
+    w = Edit(schedule)
+    for i, st in list(w.steps.items()):
         if st.kernel == "tokenwise" and st.params["y_free"]:
-            if acc is None:
-                acc = Touches(s)
-            _overwrite(s, i, acc)
+            _overwrite(w, i)
+    s = w.result()
     best = choose_tiles(s)
     # A patch overlap (patch.py) keeps the image's bytes while the tokens live; with the
     # smaller peaks this pass leaves, that can become the peak. Keep it only if it pays.
@@ -231,22 +225,20 @@ def overwrite_tokens(schedule: Schedule) -> Schedule:
     return best if arena(best) <= arena(schedule) else schedule
 
 
-def _overwrite(s: Schedule, i: int, acc: Touches) -> None:
-    """Make the output a child of a dying input (residual first), in place in `s` (and
-    in `acc`, its Touches)."""
-    st = s.steps[i]
+def _overwrite(w: Edit, i: int) -> None:
+    """Make step i's output a child of a dying input (residual first)."""
+    st = w.steps[i]
     p = st.params
     x, r, y = st.inputs[0].name, st.inputs[1].name, st.output
-    if not acc.plain(y) or min(acc.of(y)) != i or y == s.input_buffer:
+    if not w.plain(y) or w.touches(y)[0] != i or y == w.s.input_buffer:
         return
-    size = s.buffers[y].size
+    size = w.buffers[y].size
     contiguous = p["x_rs"] == p["k"]
     options = ([r] if p["has_res"] else []) + ([x] if p["n"] <= p["k"] and contiguous else [])
     for src in options:
-        if acc.dies_at(src, i) and s.buffers[src].size >= size:
-            s.buffers[y] = replace(s.buffers[y], parent=src, offset=0)
-            s.steps[i] = _with_params(st, dict(p, y_free=0))
-            acc.reparent(y)
+        if w.dies_at(src, i) and w.buffers[src].size >= size:
+            w.reparent(y, replace(w.buffers[y], parent=src, offset=0))
+            w.replace(i, (), _with_params(st, dict(p, y_free=0)))
             return
 
 

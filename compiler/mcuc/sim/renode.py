@@ -14,11 +14,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import jinja2
-
 from mcuc import McucError
 from mcuc.boards import Board
-from mcuc.paths import templates_dir
+from mcuc.codegen.templates import environment
 
 RENODE = "renode"
 
@@ -32,8 +30,7 @@ def write_files(out: Path, board: Board, timeout_s: int = 600) -> list[Path]:
     """Write renode/model.resc and renode/model.robot for a board with a Renode platform."""
     if not board.renode:
         return []
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates_dir())),
-                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    env = environment()
     name = SCRIPT_STEM
     d = out / "renode"
     d.mkdir(parents=True, exist_ok=True)
