@@ -162,7 +162,7 @@ def render_firmware(board: Board, out: Path, model_name: str,
 def render_linker(board: Board, out: Path, placement: tcm.Placement) -> None:
     """linker.ld for `board`, with `placement`'s kernels in ITCM and arena in DTCM (nothing
     in the TCMs until cross_build has chosen from the objects)."""
-    text = _env().get_template("linker_cortexm.ld.j2").render(
+    text = environment().get_template("linker_cortexm.ld.j2").render(
         board=board, itcm_sections=placement.itcm_sections,
         arena_in_dtcm=placement.arena_in_dtcm)
     (out / "linker.ld").write_text(text)
