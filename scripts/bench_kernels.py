@@ -216,7 +216,8 @@ def render(command: str, reports: dict[str, dict[str, dict]],
         f"## Element-wise parts, {board}",
         "",
         "Instructions per element: the retired instructions of the functions that do each",
-        f"part (by name: {', '.join(f'{k} = {v}' for k, v in ELEMENTWISE.items())}) over",
+        "part (by name: " + "; ".join(f"{k}: " + ", ".join(f"{v}*" for v in vs)
+                                      for k, vs in ELEMENTWISE.items()) + ") over",
         f"the firmware's run, over its {INFERENCES} inferences, per element of the default",
         "model's schedule. Attributed by function, so call overhead counts; the residual adds",
         "inside the token-wise steps are included.",
@@ -241,7 +242,8 @@ def render(command: str, reports: dict[str, dict[str, dict]],
             "",
             f"## Larger shape, {board}: {shape}",
             "",
-            f"One block (patch 4, MLP ratio 4, head dim 64: {LARGE[shape]}), seeded random "
+            f"One block ({LARGE[shape]['img_size']} x {LARGE[shape]['img_size']} image, patch 4, "
+            f"{LARGE[shape]['heads']} heads of 64, MLP ratio 4), seeded random "
             f"weights; arena {opt['arena_bytes']:,} B, flash {opt['flash_bytes']:,} B "
             f"(speed: {by_variant['speed']['flash_bytes']:,} B).",
             "",

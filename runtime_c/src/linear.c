@@ -27,6 +27,12 @@
  * output takes the general epilogue (with_bias). */
 #include <string.h>
 
+/* gcc's scheduling before register allocation hoists the blocks' loads and then spills:
+ * without it the Cortex-M4 build of the default model takes 21.6 M instructions instead
+ * of 25.0 M (the M7 build: +0.1%; --optimize speed: -0.7% on both). */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-schedule-insns")
+#endif
 #include "mcuc/kernels.h"
 #include "mcuc/simd.h" /* MCUC_ALWAYS_INLINE; the intrinsics are used with MCUC_ARM_DSP */
 
