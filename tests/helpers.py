@@ -64,3 +64,15 @@ def compile_random(seed: int, disabled: tuple[str, ...] = ()) -> tuple[ViTConfig
 
 def write_c(c: Compiled, out: Path) -> None:
     render(c.schedule, c.plan, out, model_name="test_model")
+
+
+def cli_error_line(capsys, argv: list[str]) -> str:
+    """Run the CLI, expect exit code 2 and exactly one `mcuc: error:` line; return it."""
+    from mcuc.cli import main
+
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert len(err.splitlines()) == 1 and err.startswith("mcuc: error: "), err
+    assert "Traceback" not in err
+    return err

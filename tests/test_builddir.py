@@ -35,7 +35,7 @@ from mcuc.pipeline import build
 from mcuc.runner import run_built
 from mcuc.sim.host import build_host, parse_output, run_host
 
-from helpers import random_model
+from helpers import cli_error_line, random_model
 
 CFG = ViTConfig(img_size=8, in_chans=1, patch=4, dim=8, depth=1, heads=2, mlp_ratio=2.0,
                 num_classes=3, pool="cls", encoder="mcuc")
@@ -43,14 +43,6 @@ SHAPE = (1, 1, 8, 8)
 QP = {"scale": 0.5, "zero_point": 0}
 
 
-def _one_line(capsys, argv: list[str]) -> str:
-    """Run the CLI, expect exit 2 with exactly one `mcuc: error:` line; return it."""
-    code = main(argv)
-    err = capsys.readouterr().err.strip()
-    assert code == 2, err
-    assert len(err.splitlines()) == 1 and err.startswith("mcuc: error: "), err
-    assert "Traceback" not in err
-    return err
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +130,7 @@ def test_bad_out_is_refused_in_one_line(tiny, tmp_path, monkeypatch, capsys) -> 
     cases = _bad_outs(tmp_path, monkeypatch)
     before = sorted(str(p) for p in tmp_path.rglob("*"))
     for name, (value, phrase) in cases.items():
-        err = _one_line(capsys, ["build", "--model", str(tiny["onnx"]), "--calib",
+        err = cli_error_line(capsys, ["build", "--model", str(tiny["onnx"]), "--calib",
                                  str(tiny["calib_a"]), "--out", value])
         assert phrase in err, (name, err)
     assert sorted(str(p) for p in tmp_path.rglob("*")) == before   # nothing written
@@ -198,7 +190,7 @@ def test_failed_rebuild_leaves_previous_build(tiny, tmp_path, monkeypatch, capsy
     empty = tmp_path / "bin"
     empty.mkdir()
     monkeypatch.setenv("PATH", str(empty))
-    err = _one_line(capsys, ["build", "--model", str(tiny["onnx"]), "--calib",
+    err = cli_error_line(capsys, ["build", "--model", str(tiny["onnx"]), "--calib",
                              str(tiny["calib_b"]), "--out", str(out)])
     assert "make" in err
     monkeypatch.undo()
@@ -306,13 +298,13 @@ def test_board_names_are_never_paths(tiny, tmp_path, capsys) -> None:
         assert "\n" not in str(e.value)
     with pytest.raises(McucError, match="unknown board"):
         load_board(7)       # type: ignore[arg-type]
-    err = _one_line(capsys, ["build", "--board", "../../..", "--out", str(tmp_path / "o")])
+    err = cli_error_line(capsys, ["build", "--board", "../../..", "--out", str(tmp_path / "o")])
     assert "unknown board" in err and not (tmp_path / "o").exists()
     out = _copy(tiny["host"], tmp_path / "b")
     meta = json.loads((out / "mcuc.json").read_text())
     meta["board"] = "../../../tmp"
     (out / "mcuc.json").write_text(json.dumps(meta))
-    assert "unknown board" in _one_line(capsys, ["run", str(out), "--input", str(tiny["x"])])
+    assert "unknown board" in cli_error_line(capsys, ["run", str(out), "--input", str(tiny["x"])])
 
 
 def _evil(tmp_path: Path) -> tuple[Path, Path]:
@@ -393,7 +385,7 @@ def test_tampered_build_is_refused_and_nothing_runs(tiny, tmp_path, capsys) -> N
     for case in TAMPERINGS:
         out = _copy(tiny["host"], tmp_path / case.replace(" ", "_").replace("/", "_"))
         phrase = _tamper(out, case, evil)
-        err = _one_line(capsys, ["run", str(out), "--input", str(tiny["x"])])
+        err = cli_error_line(capsys, ["run", str(out), "--input", str(tiny["x"])])
         assert phrase in err, (case, err)
         assert not canary.exists(), case
     # The same script as an honestly described program runs: the canary works.
@@ -412,7 +404,7 @@ def test_tampered_firmware_is_refused_by_flash_and_run(f746, tmp_path, capsys) -
     np.save(tmp_path / "x.npy", np.zeros(SHAPE, np.float32))
     for argv in (["flash", str(out), "--dry-run"],
                  ["run", str(out), "--engine", "unicorn", "--input", str(tmp_path / "x.npy")]):
-        err = _one_line(capsys, argv)
+        err = cli_error_line(capsys, argv)
         assert "firmware.elf does not match mcuc.json" in err
 
 

@@ -16,17 +16,7 @@ from onnx import TensorProto, helper
 
 from mcuc.cli import main
 
-from helpers import input_shape, random_config, random_model
-
-
-def _error_line(capsys, argv: list[str]) -> str:
-    code = main(argv)
-    err = capsys.readouterr().err.strip()
-    assert code == 2, err
-    assert len(err.splitlines()) == 1, err
-    assert err.startswith("mcuc: error: ")
-    assert "Traceback" not in err
-    return err
+from helpers import cli_error_line, input_shape, random_config, random_model
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +63,7 @@ def test_console_script_runs(small_onnx, tmp_path) -> None:
 
 
 def test_missing_model_file(capsys, tmp_path) -> None:
-    err = _error_line(capsys, ["build", "--model", str(tmp_path / "nope.onnx"),
+    err = cli_error_line(capsys, ["build", "--model", str(tmp_path / "nope.onnx"),
                                "--out", str(tmp_path / "o")])
     assert "nope.onnx" in err
 
@@ -81,7 +71,7 @@ def test_missing_model_file(capsys, tmp_path) -> None:
 def test_corrupt_onnx(capsys, tmp_path) -> None:
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"\x08\x07this is not a protobuf\xff\xfe" * 10)
-    err = _error_line(capsys, ["build", "--model", str(bad), "--out", str(tmp_path / "o")])
+    err = cli_error_line(capsys, ["build", "--model", str(bad), "--out", str(tmp_path / "o")])
     assert "bad.onnx" in err
 
 
@@ -93,7 +83,7 @@ def test_unsupported_op(capsys, tmp_path) -> None:
                               opset_imports=[helper.make_opsetid("", 17)])
     path = tmp_path / "unsup.onnx"
     onnx.save(model, path)
-    err = _error_line(capsys, ["build", "--model", str(path), "--calib",
+    err = cli_error_line(capsys, ["build", "--model", str(path), "--calib",
                                str(_npy(tmp_path, (4, 1, 4))), "--out", str(tmp_path / "o")])
     assert "Hardmax" in err and "weird_node" in err
 
@@ -104,7 +94,7 @@ def test_dynamic_shape(capsys, tmp_path, small_onnx) -> None:
     m.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"
     dyn = tmp_path / "dyn.onnx"
     onnx.save(m, dyn)
-    err = _error_line(capsys, ["build", "--model", str(dyn), "--out", str(tmp_path / "o")])
+    err = cli_error_line(capsys, ["build", "--model", str(dyn), "--out", str(tmp_path / "o")])
     assert "dynamic" in err
 
 
@@ -115,17 +105,17 @@ def test_wrong_input_shape_for_run(small_onnx, tmp_path, capsys) -> None:
     capsys.readouterr()
     bad = tmp_path / "bad.npy"
     np.save(bad, np.zeros((3, 5), dtype=np.float32))
-    err = _error_line(capsys, ["run", str(out), "--input", str(bad)])
+    err = cli_error_line(capsys, ["run", str(out), "--input", str(bad)])
     assert "(3, 5)" in err
 
 
 def test_run_without_build(capsys, tmp_path) -> None:
-    err = _error_line(capsys, ["run", str(tmp_path), "--input", str(_npy(tmp_path, (1,)))])
+    err = cli_error_line(capsys, ["run", str(tmp_path), "--input", str(_npy(tmp_path, (1,)))])
     assert "mcuc build" in err
 
 
 def test_unknown_board(capsys, tmp_path) -> None:
-    err = _error_line(capsys, ["build", "--board", "nosuchboard", "--out", str(tmp_path)])
+    err = cli_error_line(capsys, ["build", "--board", "nosuchboard", "--out", str(tmp_path)])
     assert "nosuchboard" in err
 
 

@@ -20,6 +20,8 @@ from mcuc.pipeline import build
 from mcuc.sim.host import build_host
 from mcuc.validate import float_available, validate
 
+from helpers import cli_error_line as _err
+
 N = 50
 # Calibration images for the builds here: fewer than the default 64, so the build is
 # quick; the default model still scores within a point or two of its ~89%.
@@ -108,13 +110,6 @@ def test_patched_target_is_reported(host_build, tmp_path) -> None:
     assert not v.warnings   # the model sources are untouched; only the driver differs
 
 
-def _err(capsys, argv: list[str]) -> str:
-    code = main(argv)
-    err = capsys.readouterr().err.strip()
-    assert code == 2, err
-    assert len(err.splitlines()) == 1 and err.startswith("mcuc: error: "), err
-    assert "Traceback" not in err
-    return err
 
 
 def test_bad_inputs_are_one_line(host_build, tmp_path, capsys) -> None:
