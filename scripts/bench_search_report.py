@@ -107,25 +107,34 @@ def _proxy_check_line(r: dict) -> str | None:
 
 
 def _command(a) -> str:
-    return (f"python scripts/bench_search.py --supernet-epochs {a.supernet_epochs} "
-            f"--finetune-epochs {a.finetune_epochs} --finetune-lr {a.finetune_lr:g} "
-            f"--distill-epochs {a.distill_epochs} "
-            + ("--distill-supernet " if getattr(a, "distill_supernet", False) else "")
-            + (f"--finalists {a.finalists} " if getattr(a, "finalists", 1) != 1 else "")
-            + ("--init scratch " if getattr(a, "init", "inherited") == "scratch" else "")
-            + ("--shared-finalists " if getattr(a, "shared_finalists", False) else "")
-            + (f"--proxy-epochs {a.proxy_epochs} --proxy-shapes {a.proxy_shapes} "
-               if getattr(a, "proxy_epochs", 0) else "")
-            + ("--proxy-plain " if getattr(a, "proxy_plain", False) else "")
-            + ("--proxy-check " if getattr(a, "proxy_check", False) else "")
-            + ("--baseline best " if getattr(a, "baseline", "rule") == "best" else "")
-            + (f"--repeats {a.repeats} " if getattr(a, "repeats", 1) > 1 else "")
-            + f"--population {a.population} "
-            f"--generations {a.generations} --pool {a.pool} --sampling {a.sampling}"
-            + (" --augment" if a.augment else "")
-            + (f" --limit {a.limit}" if a.limit else "")
-            + (f" --test-limit {a.test_limit}" if a.test_limit else "")
-            + (f" --space {a.space}" if getattr(a, "space", None) else ""))
+    """The bench's command line: --budget and every recipe option the preset does not
+    already give (mcuc.nas.recipe), then the bench's own options that are not at their
+    defaults."""
+    from dataclasses import fields
+
+    from mcuc.nas.recipe import PRESETS, Recipe, option_table
+
+    budget = getattr(a, "budget", None) or "standard"
+    preset = PRESETS[budget]
+    flags = {field: names[0] for field, names, _ in option_table()}
+    parts = ["python scripts/bench_search.py"] + ([f"--budget {budget}"]
+                                                  if budget != "standard" else [])
+    for f in fields(Recipe):
+        value = getattr(a, f.name, getattr(preset, f.name))
+        if value == getattr(preset, f.name) or value is None:
+            continue
+        flag = flags[f.name]
+        if isinstance(value, bool):
+            parts.append(flag if value else "--no-" + flag[2:])
+        else:
+            parts.append(f"{flag} {value:g}" if isinstance(value, float) else f"{flag} {value}")
+    parts += (["--shared-finalists"] if getattr(a, "shared_finalists", False) else []) \
+        + (["--proxy-check"] if getattr(a, "proxy_check", False) else []) \
+        + (["--baseline best"] if getattr(a, "baseline", "rule") == "best" else []) \
+        + ([f"--repeats {a.repeats}"] if getattr(a, "repeats", 1) > 1 else []) \
+        + ([f"--test-limit {a.test_limit}"] if getattr(a, "test_limit", None) else []) \
+        + ([f"--space {a.space}"] if getattr(a, "space", None) else [])
+    return " ".join(parts)
 
 
 def compute_seconds(rows: list[dict], supernet_s: float, teacher: dict | None) -> dict:
@@ -202,11 +211,11 @@ def report(a, rows: list[dict], supernet_s: float, pool: int,
         "",
         method.split("\n\n", 1)[-1].strip(),
         "",
-        f"Supernet: {a.supernet_epochs} epochs on {pool} budget-feasible subnets, "
+        f"Supernet: {a.epochs} epochs on {pool} budget-feasible subnets, "
         f"{supernet_s / 60:.1f} min. "
         + (f"Searched models: retrained from scratch {a.finetune_epochs} epochs with the "
            f"baselines' recipe (the search picks the architecture only). "
-           if getattr(a, "init", "inherited") == "scratch" else
+           if getattr(a, "finetune_init", "inherited") == "scratch" else
            f"Searched models: inherited weights fine-tuned {a.finetune_epochs} epochs "
            f"(lr {a.finetune_lr:g}). ")
         + f"Baselines: {a.finetune_epochs} "

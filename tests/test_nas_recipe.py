@@ -138,3 +138,53 @@ def test_bogus_budget_from_the_shell_has_no_traceback(tmp_path: Path) -> None:
         "mcuc search: error: argument --budget: bad budget 'bogus': give quick, standard, "
         "full or a time such as 2h or 90m")
 
+
+def _actions(p: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    return {a.dest: a for a in p._actions}
+
+
+def test_cli_and_bench_share_one_option_definition() -> None:
+    """Every recipe option, --budget and --recipe are the same in `mcuc search` and
+    scripts/bench_search.py (flags, dest, type, choices, action, help), and both resolve
+    a command line to the same recipe; the bench's defaults are mcuc search's."""
+    pytest.importorskip("torch")
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import bench_search
+
+    search = next(a for a in parser()._actions if isinstance(a, argparse._SubParsersAction))
+    cli = _actions(search.choices["search"])
+    bench = _actions(bench_search.arg_parser())
+    keys = ("option_strings", "dest", "type", "choices", "help", "default", "nargs")
+    for dest in [f for f, _, _ in option_table()] + ["budget", "recipe"]:
+        assert dest in cli and dest in bench, dest
+        assert type(cli[dest]) is type(bench[dest]), dest
+        assert {k: getattr(cli[dest], k) for k in keys} == \
+            {k: getattr(bench[dest], k) for k in keys}, dest
+    a = bench_search.parse_args([])
+    assert {f.name: getattr(a, f.name) for f in fields(Recipe)} == asdict(Recipe())
+    args = ["--budget", "quick", "--pool", "9", "--no-proxy-plain", "--init", "inherited"]
+    b = bench_search.parse_args(args)
+    o = search_options(_search(*args))
+    assert {f.name: getattr(b, f.name) for f in fields(Recipe)} == \
+        {f.name: getattr(o, f.name) for f in fields(Recipe)}
+
+
+@pytest.mark.parametrize("args", [
+    [], ["--budget", "quick"], ["--budget", "full", "--no-augment", "--finetune-lr", "1e-3",
+                                "--baseline", "best", "--repeats", "2"],
+    ["--init", "inherited", "--proxy-epochs", "0", "--shared-finalists", "--limit", "600"],
+])
+def test_the_bench_reports_a_command_that_reruns_its_recipe(args: list[str]) -> None:
+    """bench/search.md's "Made by" line, run again, resolves to the same recipe."""
+    pytest.importorskip("torch")
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import shlex
+
+    import bench_search
+    import bench_search_report
+
+    a = bench_search.parse_args(args)
+    line = bench_search_report._command(a)
+    assert line.startswith("python scripts/bench_search.py")
+    again = bench_search.parse_args(shlex.split(line)[2:])
+    assert {k: getattr(again, k) for k in vars(a)} == vars(a), line
