@@ -107,34 +107,31 @@ def _proxy_check_line(r: dict) -> str | None:
 
 
 def _command(a) -> str:
-    """The bench's command line: --budget and every recipe option the preset does not
-    already give (mcuc.nas.recipe), then the bench's own options that are not at their
-    defaults."""
-    from dataclasses import fields
+    """The bench's command line, every recipe option spelt out (mcuc.nas.recipe: an
+    option left out would now mean the measured recipe's value)."""
+    def on(name: str, flag: str) -> str:
+        return flag + " " if getattr(a, name, False) else "--no-" + flag[2:] + " "
 
-    from mcuc.nas.recipe import PRESETS, Recipe, option_table
-
-    budget = getattr(a, "budget", None) or "standard"
-    preset = PRESETS[budget]
-    flags = {field: names[0] for field, names, _ in option_table()}
-    parts = ["python scripts/bench_search.py"] + ([f"--budget {budget}"]
-                                                  if budget != "standard" else [])
-    for f in fields(Recipe):
-        value = getattr(a, f.name, getattr(preset, f.name))
-        if value == getattr(preset, f.name) or value is None:
-            continue
-        flag = flags[f.name]
-        if isinstance(value, bool):
-            parts.append(flag if value else "--no-" + flag[2:])
-        else:
-            parts.append(f"{flag} {value:g}" if isinstance(value, float) else f"{flag} {value}")
-    parts += (["--shared-finalists"] if getattr(a, "shared_finalists", False) else []) \
-        + (["--proxy-check"] if getattr(a, "proxy_check", False) else []) \
-        + (["--baseline best"] if getattr(a, "baseline", "rule") == "best" else []) \
-        + ([f"--repeats {a.repeats}"] if getattr(a, "repeats", 1) > 1 else []) \
-        + ([f"--test-limit {a.test_limit}"] if getattr(a, "test_limit", None) else []) \
-        + ([f"--space {a.space}"] if getattr(a, "space", None) else [])
-    return " ".join(parts)
+    proxy = getattr(a, "proxy_epochs", 0)
+    return (f"python scripts/bench_search.py --supernet-epochs {a.epochs} "
+            f"--finetune-epochs {a.finetune_epochs} --finetune-lr {a.finetune_lr:g} "
+            f"--distill-epochs {a.distill_epochs} "
+            + (on("distill_supernet", "--distill-supernet") if a.distill_epochs else "")
+            + (f"--finalists {a.finalists} " if getattr(a, "finalists", 1) != 1 else "")
+            + f"--init {getattr(a, 'finetune_init', 'inherited')} "
+            + ("--shared-finalists " if getattr(a, "shared_finalists", False) else "")
+            + (f"--proxy-epochs {proxy} --proxy-shapes {a.proxy_shapes} " if proxy
+               else "--proxy-epochs 0 ")
+            + (on("proxy_plain", "--proxy-plain") if proxy else "")
+            + ("--proxy-check " if getattr(a, "proxy_check", False) else "")
+            + ("--baseline best " if getattr(a, "baseline", "rule") == "best" else "")
+            + (f"--repeats {a.repeats} " if getattr(a, "repeats", 1) > 1 else "")
+            + f"--population {a.population} "
+            f"--generations {a.generations} --pool {a.pool} --sampling {a.sampling} "
+            + on("augment", "--augment").strip()
+            + (f" --limit {a.limit}" if a.limit else "")
+            + (f" --test-limit {a.test_limit}" if a.test_limit else "")
+            + (f" --space {a.space}" if getattr(a, "space", None) else ""))
 
 
 def compute_seconds(rows: list[dict], supernet_s: float, teacher: dict | None) -> dict:
