@@ -51,7 +51,8 @@ from bench_search_stages import (
     trained,
 )
 from mcuc import McucError
-from mcuc.nas.space import SAMPLING, SubnetConfig, load_space
+from mcuc.nas.recipe import add_recipe_args, resolve
+from mcuc.nas.space import SubnetConfig, load_space
 
 __all__ = ["BASELINE_LR", "KB", "main", "run"]
 
@@ -243,8 +244,9 @@ def pick_searched(c: Ctx, b: int, founds: dict[int, dict], fins: dict[int, list[
     return row
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """The bench's flags, checked (scripts/bench_config.py reuses them)."""
+def arg_parser() -> argparse.ArgumentParser:
+    """The bench's flags: its own, and the search recipe's (mcuc.nas.recipe, the same
+    definition `mcuc search` adds)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--budgets", type=int, nargs="+", default=list(BUDGETS_KB),
                     help="SRAM budgets in KB (the supernet is trained for all of them)")
@@ -256,31 +258,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--finalist", type=int, default=None,
                     help="with --part finetune or proxy: only this finalist or proxy shape "
                          "(0 = the best)")
-    ap.add_argument("--supernet-epochs", type=int, default=60)
-    ap.add_argument("--finetune-epochs", type=int, default=12)
-    ap.add_argument("--finetune-lr", type=float, default=1e-3,
-                    help="the searched models' learning rate when they inherit weights")
-    ap.add_argument("--init", choices=("inherited", "scratch"), default="inherited",
-                    help="searched models start from the supernet's weights, or are "
-                         "retrained from scratch with the baselines' recipe")
-    ap.add_argument("--distill-epochs", type=int, default=8,
-                    help="CNN teacher epochs; its labels are distilled into every model "
-                         "(searched and baseline); 0: no teacher")
-    ap.add_argument("--distill-supernet", action="store_true",
-                    help="distil the teacher's labels into the supernet too")
-    ap.add_argument("--finalists", type=int, default=1,
-                    help="token families (patch sizes) whose best candidate is fine-tuned")
     ap.add_argument("--shared-finalists", action="store_true",
                     help="each budget also weighs the other budgets' finalists that fit it")
-    ap.add_argument("--proxy-epochs", type=int, default=0,
-                    help="rank the --proxy-shapes best shapes (resolution, patch, dim, "
-                         "depth) by this many epochs of training from scratch; the best is "
-                         "the finalist")
-    ap.add_argument("--proxy-shapes", type=int, default=6,
-                    help="shapes trained for the proxy ranking, per budget")
-    ap.add_argument("--proxy-plain", action="store_true",
-                    help="the proxy also trains each shape's plain variant (one MLP ratio "
-                         "and rank in every block, the most MACs that fit)")
     ap.add_argument("--baseline", choices=("rule", "best"), default="rule",
                     help="rule: the grid model with the most MACs that fits; best: the grid "
                          "model that fits with the best held-out proxy (needs --proxy-epochs)")
@@ -293,13 +272,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--repeat", type=int, default=None,
                     help="train only this repeat (0 = --seed) of each table model "
                          "(for parallel processes)")
-    ap.add_argument("--population", type=int, default=16)
-    ap.add_argument("--generations", type=int, default=8)
-    ap.add_argument("--pool", type=int, default=400)
-    ap.add_argument("--sampling", choices=SAMPLING, default=SAMPLING[0])
-    ap.add_argument("--augment", action="store_true",
-                    help="random crops and flips for every model (baselines too)")
-    ap.add_argument("--limit", type=int, default=None, help="training images (default: all)")
     ap.add_argument("--test-limit", type=int, default=None, help="test images (default: all)")
     ap.add_argument("--fw-images", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
@@ -313,7 +285,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--space", default=None,
                     help="search space TOML (default: the bundled Fashion-MNIST space); the "
                          "baselines' grid stays at the native 28x28")
+    add_recipe_args(ap)   # the training and search recipe: the options mcuc search has
+    return ap
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The bench's flags, checked, the recipe resolved (scripts/bench_config.py reuses
+    them)."""
+    ap = arg_parser()
     a = ap.parse_args(argv)
+    resolve(a)
     if a.only and not set(a.only) <= set(a.budgets):
         ap.error(f"--only {a.only} must be among --budgets {a.budgets}")
     if a.finalist is not None and a.part not in ("finetune", "proxy", "grid"):

@@ -107,22 +107,28 @@ def _proxy_check_line(r: dict) -> str | None:
 
 
 def _command(a) -> str:
-    return (f"python scripts/bench_search.py --supernet-epochs {a.supernet_epochs} "
+    """The bench's command line, every recipe option spelt out (mcuc.nas.recipe: an
+    option left out would now mean the measured recipe's value)."""
+    def on(name: str, flag: str) -> str:
+        return flag + " " if getattr(a, name, False) else "--no-" + flag[2:] + " "
+
+    proxy = getattr(a, "proxy_epochs", 0)
+    return (f"python scripts/bench_search.py --supernet-epochs {a.epochs} "
             f"--finetune-epochs {a.finetune_epochs} --finetune-lr {a.finetune_lr:g} "
             f"--distill-epochs {a.distill_epochs} "
-            + ("--distill-supernet " if getattr(a, "distill_supernet", False) else "")
+            + (on("distill_supernet", "--distill-supernet") if a.distill_epochs else "")
             + (f"--finalists {a.finalists} " if getattr(a, "finalists", 1) != 1 else "")
-            + ("--init scratch " if getattr(a, "init", "inherited") == "scratch" else "")
+            + f"--init {getattr(a, 'finetune_init', 'inherited')} "
             + ("--shared-finalists " if getattr(a, "shared_finalists", False) else "")
-            + (f"--proxy-epochs {a.proxy_epochs} --proxy-shapes {a.proxy_shapes} "
-               if getattr(a, "proxy_epochs", 0) else "")
-            + ("--proxy-plain " if getattr(a, "proxy_plain", False) else "")
+            + (f"--proxy-epochs {proxy} --proxy-shapes {a.proxy_shapes} " if proxy
+               else "--proxy-epochs 0 ")
+            + (on("proxy_plain", "--proxy-plain") if proxy else "")
             + ("--proxy-check " if getattr(a, "proxy_check", False) else "")
             + ("--baseline best " if getattr(a, "baseline", "rule") == "best" else "")
             + (f"--repeats {a.repeats} " if getattr(a, "repeats", 1) > 1 else "")
             + f"--population {a.population} "
-            f"--generations {a.generations} --pool {a.pool} --sampling {a.sampling}"
-            + (" --augment" if a.augment else "")
+            f"--generations {a.generations} --pool {a.pool} --sampling {a.sampling} "
+            + on("augment", "--augment").strip()
             + (f" --limit {a.limit}" if a.limit else "")
             + (f" --test-limit {a.test_limit}" if a.test_limit else "")
             + (f" --space {a.space}" if getattr(a, "space", None) else ""))
@@ -202,11 +208,11 @@ def report(a, rows: list[dict], supernet_s: float, pool: int,
         "",
         method.split("\n\n", 1)[-1].strip(),
         "",
-        f"Supernet: {a.supernet_epochs} epochs on {pool} budget-feasible subnets, "
+        f"Supernet: {a.epochs} epochs on {pool} budget-feasible subnets, "
         f"{supernet_s / 60:.1f} min. "
         + (f"Searched models: retrained from scratch {a.finetune_epochs} epochs with the "
            f"baselines' recipe (the search picks the architecture only). "
-           if getattr(a, "init", "inherited") == "scratch" else
+           if getattr(a, "finetune_init", "inherited") == "scratch" else
            f"Searched models: inherited weights fine-tuned {a.finetune_epochs} epochs "
            f"(lr {a.finetune_lr:g}). ")
         + f"Baselines: {a.finetune_epochs} "

@@ -112,7 +112,7 @@ def setup(a: argparse.Namespace) -> Ctx:
 def supernet_settings(c: Ctx):
     from mcuc.nas.train import TrainSettings
 
-    return TrainSettings(epochs=c.a.supernet_epochs, seed=c.a.seed, augment=c.a.augment,
+    return TrainSettings(epochs=c.a.epochs, seed=c.a.seed, augment=c.a.augment,
                          sampling=c.a.sampling,
                          distill_weight=0.5 if c.a.distill_supernet and c.teacher else 0.0)
 
@@ -232,7 +232,7 @@ def finalists(c: Ctx, found: dict) -> list[SubnetConfig]:
 
 def _inherits(c: Ctx, kind: str) -> bool:
     """Does this model start from the supernet's weights (else from scratch)?"""
-    return kind == "searched" and c.a.init == "inherited"
+    return kind == "searched" and c.a.finetune_init == "inherited"
 
 
 def model_path(c: Ctx, kind: str, cfg: SubnetConfig, rep: int = 0) -> Path:

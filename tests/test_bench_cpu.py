@@ -20,7 +20,10 @@ from bench_search import parse_args  # noqa: E402
 from mcuc import McucError  # noqa: E402
 from mcuc.nas.space import SubnetConfig  # noqa: E402
 
-TABLE = ["--budgets", "16", "32", "64", "128", "--proxy-epochs", "8", "--proxy-shapes", "6",
+# the defaults these tests were written against (the bench now takes mcuc search's recipe)
+BEFORE = ["--recipe", str(Path(__file__).resolve().parent / "recipes" / "bench_before.toml")]
+TABLE = [*BEFORE, "--budgets", "16", "32", "64", "128", "--proxy-epochs", "8",
+         "--proxy-shapes", "6",
          "--proxy-plain", "--proxy-check", "--repeats", "2", "--init", "scratch",
          "--shared-finalists"]
 
@@ -51,7 +54,7 @@ def test_plan_orders_the_parts_and_shares_baselines() -> None:
     assert set(by["all"].after) == {"train_r0", "train_r1"} and by["all"].threads == 2
     assert all(j.threads == 1 for j in jobs[:-1])
     # without proxies the picks wait for the searches
-    plain = bench_cpu.plan(parse_args(["--budgets", "16"]), [], 0, 1).jobs
+    plain = bench_cpu.plan(parse_args([*BEFORE, "--budgets", "16"]), [], 0, 1).jobs
     assert [j.name for j in plain] == ["supernet", "search16", "train_r0", "all"]
     assert plain[2].after == ("search16",)
     # --baseline best: the grid's proxies fill free slots, the baselines wait for them all
@@ -143,7 +146,8 @@ def test_bench_cpu_runs_the_bench_and_a_rerun_trains_nothing(tmp_path: Path) -> 
     """End to end on a few hundred images: the report is written; run again, every part
     finds its results cached (the logs say no epoch was trained the second time)."""
     out, bench = tmp_path / "out", tmp_path / "bench"
-    flags = ["--limit", "600", "--test-limit", "50", "--budgets", "64", "--supernet-epochs",
+    flags = [*BEFORE, "--limit", "600", "--test-limit", "50", "--budgets", "64",
+             "--supernet-epochs",
              "1", "--finetune-epochs", "1", "--distill-epochs", "1", "--distill-supernet",
              "--population", "3", "--generations", "1", "--pool", "4", "--init", "scratch",
              "--proxy-epochs", "1", "--proxy-shapes", "1", "--proxy-plain", "--repeats", "2",

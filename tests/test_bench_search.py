@@ -22,7 +22,7 @@ from mcuc.datasets import load_fashion_mnist  # noqa: E402
 
 
 def _args(**kw) -> argparse.Namespace:
-    base = dict(distill_epochs=1, seed=0, supernet_epochs=2, finetune_epochs=1,
+    base = dict(distill_epochs=1, seed=0, epochs=2, finetune_epochs=1, finetune_init="inherited",
                 finetune_lr=1e-3, population=4, generations=2, pool=8, sampling="macs",
                 augment=False, limit=None, test_limit=None)
     return argparse.Namespace(**{**base, **kw})
@@ -79,9 +79,12 @@ def test_report_counts_wins_and_the_goal() -> None:
     assert "(misses the 90% goal)" in bench_search.report(_args(), rows, 60.0, 8)
 
 
+# the defaults these tests were written against (the bench now takes mcuc search's recipe)
+BEFORE = ["--recipe", str(Path(__file__).resolve().parent / "recipes" / "bench_before.toml")]
 QUICK = ["--limit", "600", "--test-limit", "50", "--budgets", "64", "--supernet-epochs", "1",
          "--finetune-epochs", "1", "--distill-epochs", "1", "--distill-supernet",
-         "--population", "3", "--generations", "1", "--pool", "4", "--finalists", "2"]
+         "--population", "3", "--generations", "1", "--pool", "4", "--finalists", "2",
+         *BEFORE]
 
 
 def _refuse(name: str):
@@ -160,7 +163,7 @@ def test_cached_search_needs_the_same_options(tmp_path: Path) -> None:
 ])
 def test_bench_usage_errors(args: list[str], needle: str, capsys) -> None:
     with pytest.raises(SystemExit) as e:
-        bench_search.main(args)
+        bench_search.main([*BEFORE, *args])
     assert e.value.code == 2 and needle in capsys.readouterr().err
 
 
@@ -403,7 +406,8 @@ def test_measurements_are_redone_when_the_memory_plan_changes(tmp_path: Path,
 
     arena = {"bytes": 1000}
     cost = SimpleNamespace(cost=lambda cfg: SimpleNamespace(arena_bytes=arena["bytes"]))
-    c = SimpleNamespace(a=_args(init="scratch", fw_images=0, budgets=(64,), proxy_epochs=None),
+    c = SimpleNamespace(a=_args(finetune_init="scratch", fw_images=0, budgets=(64,),
+                                proxy_epochs=None),
                         out=tmp_path, models={64: cost}, x=np.zeros((64, 1, 28, 28)),
                         tr=np.arange(64), x_test=np.zeros((2, 1, 28, 28)), y_test=np.zeros(2),
                         labels=None)
@@ -598,5 +602,5 @@ def test_baseline_best_is_the_grid_model_with_the_best_held_out_proxy(tmp_path: 
 ])
 def test_baseline_best_usage_errors(args: list[str], needle: str, capsys) -> None:
     with pytest.raises(SystemExit):
-        bench_search.parse_args(args)
+        bench_search.parse_args([*BEFORE, *args])
     assert needle in capsys.readouterr().err

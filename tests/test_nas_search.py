@@ -22,8 +22,10 @@ from mcuc.runner import run_built
 from mcuc.schedule import execute
 
 SRAM, FLASH = 48 * 1024, 256 * 1024
+# the defaults these tests were written against (mcuc search now defaults to the recipe)
+BARE = ["--recipe", str(Path(__file__).resolve().parent / "recipes" / "bare.toml")]
 QUICK = ["--limit", "400", "--val", "100", "--epochs", "1", "--pool", "12",
-         "--population", "6", "--generations", "2", "--parents", "3", "--quiet"]
+         "--population", "6", "--generations", "2", "--parents", "3", "--quiet", *BARE]
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +169,7 @@ def test_search_on_an_image_folder(tmp_path: Path) -> None:
                      "depth = [1, 2]\nheads = [1, 2]\nmlp_ratio = [1.0, 2.0]\n"
                      "lowrank_ratio = [1.0, 0.5]\n")
     out = tmp_path / "run"
-    assert main(["search", "--dataset", str(tmp_path / "data"), "--space", str(space),
+    assert main(["search", *BARE, "--dataset", str(tmp_path / "data"), "--space", str(space),
                  "--sram", "32K", "--flash", "128K", "--val", "30", "--epochs", "25",
                  "--batch-size", "16", "--lr", "3e-3",
                  "--pool", "6", "--population", "4", "--generations", "2", "--quiet",

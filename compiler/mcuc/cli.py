@@ -6,9 +6,13 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mcuc import McucError, __version__
 from mcuc.text import MAX_ERROR_CHARS, one_line
+
+if TYPE_CHECKING:
+    from mcuc.nas.search import SearchOptions
 
 
 def _shape(text: str) -> tuple[int, ...]:
@@ -94,8 +98,8 @@ def cmd_boards(a: argparse.Namespace) -> int:
 
 
 def add_search_args(s: argparse.ArgumentParser) -> None:
+    from mcuc.nas.recipe import add_recipe_args
     from mcuc.nas.search import SearchOptions
-    from mcuc.nas.space import SAMPLING
     from mcuc.nas.units import size_arg
 
     o = SearchOptions()
@@ -105,69 +109,49 @@ def add_search_args(s: argparse.ArgumentParser) -> None:
     s.add_argument("--dataset", default=o.dataset, help="fashion-mnist or an image-folder path")
     s.add_argument("--out", required=True, help="output folder (best.onnx, search.json, ...)")
     s.add_argument("--space", help="search-space TOML (default: the bundled one)")
-    s.add_argument("--limit", type=int, help="use only the first N training images")
-    s.add_argument("--val", type=int, help="training images held out to score candidates "
-                                           "(default: 1/12 of them)")
-    s.add_argument("--epochs", type=int, default=o.epochs, help="supernet training epochs")
-    s.add_argument("--batch-size", type=int, default=o.batch_size)
-    s.add_argument("--lr", type=float, default=o.lr)
-    s.add_argument("--pool", type=int, default=o.pool,
-                   help="budget-feasible subnets the supernet trains")
-    s.add_argument("--population", type=int, default=o.population)
-    s.add_argument("--generations", type=int, default=o.generations)
-    s.add_argument("--parents", type=int, default=o.parents)
-    s.add_argument("--mutation-prob", type=float, default=o.mutation_prob)
-    s.add_argument("--sampling", choices=SAMPLING, default=o.sampling,
-                   help="supernet subnet draw: weighted by MACs (default) or uniform")
-    s.add_argument("--augment", action="store_true",
-                   help="random crops and flips while training (pays off only in long runs)")
-    s.add_argument("--finetune-epochs", type=int, default=o.finetune_epochs,
-                   help="fine-tune the chosen subnet alone for this many epochs")
-    s.add_argument("--finetune-lr", type=float, default=o.finetune_lr)
-    s.add_argument("--finetune-init", choices=["inherited", "scratch"], default=o.finetune_init,
-                   help="fine-tune from the supernet's weights, or retrain the picked "
-                        "architecture from scratch (then raise --finetune-lr, e.g. 2e-3)")
-    s.add_argument("--finalists", type=int, default=o.finalists,
-                   help="fine-tune the best candidate of each of this many patch-size "
-                        "families and keep the best on held-out images (default 1)")
-    s.add_argument("--proxy-epochs", type=int, default=o.proxy_epochs,
-                   help="train the best candidate of each of the --proxy-shapes best shapes "
-                        "(resolution, patch, dim, depth) from scratch this many epochs; the "
-                        "best on held-out images is the finalist (0: off)")
-    s.add_argument("--proxy-shapes", type=int, default=o.proxy_shapes)
-    s.add_argument("--proxy-plain", action="store_true",
-                   help="the proxy also trains each shape's plain variant (one MLP ratio "
-                        "and rank in every block, the most MACs that fit)")
-    s.add_argument("--distill-epochs", type=int, default=o.distill_epochs,
-                   help="train a small CNN teacher this many epochs and distil its labels "
-                        "into the fine-tune (0: no teacher)")
-    s.add_argument("--distill-supernet", action="store_true",
-                   help="distil the teacher's labels into the supernet too")
     s.add_argument("--seed", type=int, default=o.seed)
     s.add_argument("--device", choices=["cpu", "cuda"], default=o.device)
     s.add_argument("--supernet", help="reuse a trained supernet.pt instead of training one")
     s.add_argument("--resume", action="store_true",
                    help="continue an interrupted supernet training from OUT/supernet.pt")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_recipe_args(s)
+    x = s.add_argument_group("more research options (advanced; not in the recipe)")
+    x.add_argument("--val", type=int, help="training images held out to score candidates "
+                                           "(default: 1/12 of them)")
+    x.add_argument("--batch-size", type=int, default=o.batch_size)
+    x.add_argument("--lr", type=float, default=o.lr,
+                   help="learning rate of the supernet and the proxies")
+    x.add_argument("--parents", type=int, default=o.parents)
+    x.add_argument("--mutation-prob", type=float, default=o.mutation_prob)
+
+
+def search_options(a: argparse.Namespace) -> SearchOptions:
+    """SearchOptions from parsed `mcuc search` arguments: the recipe resolved (--budget,
+    --recipe, explicit options) and every other option by its field name."""
+    from dataclasses import asdict, fields
+
+    from mcuc.nas.recipe import resolve
+    from mcuc.nas.search import SearchOptions
+
+    recipe = asdict(resolve(a))
+    rest = {f.name: getattr(a, f.name) for f in fields(SearchOptions)
+            if f.name not in recipe and hasattr(a, f.name)}
+    return SearchOptions(**recipe, **rest, progress=not a.quiet,
+                         extra={"command": "mcuc " + " ".join(getattr(a, "argv", [])),
+                                "budget": a.budget})
 
 
 def cmd_search(a: argparse.Namespace) -> int:
-    from mcuc.nas.search import SearchOptions, run_search
+    from mcuc.nas.recipe import HOURS
+    from mcuc.nas.search import run_search
     from mcuc.optional import require
 
     require("torch", "search", "mcuc search (it trains the candidates)")
-
-    opts = SearchOptions(
-        board=a.board, sram=a.sram, flash=a.flash, dataset=a.dataset, limit=a.limit, val=a.val,
-        space=a.space, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, pool=a.pool,
-        population=a.population, generations=a.generations, parents=a.parents,
-        mutation_prob=a.mutation_prob, finetune_epochs=a.finetune_epochs,
-        finetune_lr=a.finetune_lr, distill_epochs=a.distill_epochs, finalists=a.finalists,
-        proxy_epochs=a.proxy_epochs, proxy_shapes=a.proxy_shapes, proxy_plain=a.proxy_plain,
-        distill_supernet=a.distill_supernet, finetune_init=a.finetune_init,
-        sampling=a.sampling, augment=a.augment, seed=a.seed,
-        device=a.device, supernet=a.supernet, resume=a.resume, progress=not a.quiet,
-        extra={"command": "mcuc " + " ".join(a.argv)})
+    opts = search_options(a)
+    if opts.progress:
+        print(f"mcuc search: --budget {a.budget} (estimated {HOURS[a.budget]:g} h on a "
+              "2-core CPU; options given explicitly override it)", flush=True)
     run_search(opts, a.out)
     return 0
 
