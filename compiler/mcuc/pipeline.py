@@ -6,6 +6,7 @@ Every CLI command is a thin wrapper over these functions.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -225,7 +226,7 @@ def build(model=None, board: str = "host", calib="fashion-mnist", out_dir: Path 
                                   **asdict(fit)}
             _add_firmware(report, fw)
         (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-        ref = _reference_meta(model, input_shape, c, name, stream_input, optimize)
+        ref = _reference_meta(model, input_shape, c, stream_input, optimize)
         _save_runtime_meta(c, tmp, b.name, name if b.is_mcu else None, ref)
     return report
 
@@ -271,21 +272,30 @@ def _add_firmware(report: dict, fw: dict) -> None:
         row["instructions"] = per_step.get(i)
 
 
-def _reference_meta(model, input_shape: tuple[int, ...] | None, c: Compiled, name: str,
+def tensor_key(name: str | bytes) -> str:
+    """A tensor's name as mcuc.json records it: a digest, because model text is untrusted
+    and never written raw (names may be any bytes, even not UTF-8)."""
+    raw = name if isinstance(name, bytes) else name.encode("utf-8", "surrogateescape")
+    return hashlib.sha256(raw).hexdigest()[:24]
+
+
+def _reference_meta(model, input_shape: tuple[int, ...] | None, c: Compiled,
                     stream_input: bool, optimize: str) -> dict | None:
     """What `mcuc validate` needs to rebuild the int8 reference without calibrating again:
     the model file (None: the bundled default) and its digest, the options that shape the
-    schedule, and every activation's quantization. None for a model given as an object."""
+    schedule, and every activation's quantization, keyed by tensor_key. None for a model
+    given as an object. (The model's name is read again from the model.)"""
     from mcuc.buildmeta import sha256
 
     if model is not None and not isinstance(model, str | Path):
         return None
     path = DEFAULT_MODEL if model is None else Path(model).resolve()
     return {"model": None if model is None else str(path), "model_sha256": sha256(path),
-            "input_shape": list(input_shape) if input_shape else None, "name": name,
+            "input_shape": list(input_shape) if input_shape else None,
             "disabled": list(c.schedule.disabled), "stream_input": bool(stream_input),
             "optimize": optimize,
-            "qparams": {t: [q.scale, q.zero_point] for t, q in c.qgraph.qparams.items()}}
+            "qparams": {tensor_key(t): [q.scale, q.zero_point]
+                        for t, q in c.qgraph.qparams.items()}}
 
 
 def _save_runtime_meta(c: Compiled, out: Path, board: str, fw_name: str | None = None,

@@ -203,7 +203,7 @@ def rebuild_reference(b: Build, warnings: list[str] | None = None,
     import tempfile
 
     from mcuc.codegen.render import render
-    from mcuc.pipeline import DEFAULT_MODEL, compile_graph, load_graph
+    from mcuc.pipeline import DEFAULT_MODEL, compile_graph, load_graph, tensor_key
     from mcuc.quant.qparams import QParams
 
     where = path_line(b.path / "mcuc.json")
@@ -216,10 +216,9 @@ def rebuild_reference(b: Build, warnings: list[str] | None = None,
         model = DEFAULT_MODEL if ref["model"] is None else Path(str(ref["model"]))
         digest = str(ref["model_sha256"])
         shape = tuple(int(d) for d in ref["input_shape"]) if ref["input_shape"] else None
-        qparams = {str(t): QParams(float(s), int(z)) for t, (s, z) in ref["qparams"].items()}
+        recorded = {str(k): QParams(float(s), int(z)) for k, (s, z) in ref["qparams"].items()}
         disabled = tuple(str(d) for d in ref["disabled"])
         stream, optimize = bool(ref["stream_input"]), str(ref["optimize"])
-        name = str(ref["name"])
     except (KeyError, TypeError, ValueError, AttributeError):
         raise McucError(f"{where} has a malformed reference record; rebuild with "
                         "`mcuc build`") from None
@@ -231,7 +230,14 @@ def rebuild_reference(b: Build, warnings: list[str] | None = None,
     if sha256(model) != digest:
         raise McucError(f"the model {path_line(model)} is not the one this build was made "
                         "from (its sha256 differs); rebuild with `mcuc build`")
-    c = compile_graph(load_graph(model, shape), np.zeros((0,)), disabled,
+    graph = load_graph(model, shape)
+    name = graph.name or "model"   # as `mcuc build` names it
+    keys = {tensor_key(t): t for t in graph.tensors}
+    if not set(recorded) <= set(keys):
+        raise McucError(f"{where}'s quantization names tensors the model does not have; "
+                        "rebuild with `mcuc build`")
+    qparams = {keys[k]: q for k, q in recorded.items()}
+    c = compile_graph(graph, np.zeros((0,)), disabled,
                       stream_input=stream, optimize=optimize, qparams=qparams)
     files = b.meta.get("files", {})
     with tempfile.TemporaryDirectory(prefix="mcuc-validate-") as tmp:
