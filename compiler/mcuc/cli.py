@@ -37,7 +37,8 @@ def cmd_build(a: argparse.Namespace) -> int:
                    progress=sys.stderr.isatty(), samples=a.samples,
                    stream_input=a.stream_input, calib_method=a.calib_method,
                    calib_percentile=a.calib_percentile, calib_images=a.calib_images,
-                   kernels=a.kernels, report_full=a.report == "full", optimize=a.optimize)
+                   kernels=a.kernels, report_full=a.report == "full", optimize=a.optimize,
+                   profile=a.profile)
     print(format_report(report))
     extra = ", memory.png" if a.report == "full" else ""
     print(f"\nwrote {a.out}/ (model.c, model.h, weights.c, report.json{extra})")
@@ -199,6 +200,9 @@ def parser() -> argparse.ArgumentParser:
                    help="size: int8 weights; speed: the linear weights stored as int16 "
                         "(twice their flash, ~35%% fewer instructions in the linear "
                         "layers on DSP cores)")
+    b.add_argument("--profile", action="store_true",
+                   help="the firmware times every step with the DWT cycle counter and prints "
+                        "it (MCUC_STEP lines; read by `mcuc run --profile` on a board)")
     b.set_defaults(fn=cmd_build)
 
     r = sub.add_parser("run", help="run a built model on one input")
