@@ -19,11 +19,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mcuc import McucError
-from mcuc.text import one_line
+from mcuc.text import cut, one_line
 
 UNITS = ("instructions", "cycles")
 MAX_REPORT_BYTES = 16 << 20
-NAME_CHARS = 40
+NAME_CHARS = 48
 
 
 @dataclass
@@ -93,8 +93,8 @@ def make_profile(build_dir: Path, unit: str, engine: str, counts: dict[int, int]
     rows = []
     for i in sorted(counts):
         r = layers[i] if layers is not None else None
-        rows.append(StepCost(i, one_line(r["name"], NAME_CHARS) if r else None,
-                             one_line(r["kernel"], 16) if r else None,
+        rows.append(StepCost(i, cut(r["name"], NAME_CHARS) if r else None,
+                             cut(r["kernel"], 12) if r else None,
                              r["macs"] if r else None, int(counts[i])))
     return Profile(unit, engine, total, rows, notes)
 
