@@ -270,3 +270,15 @@ def test_reader_line_splitting_is_chunk_independent() -> None:
             lines.feed(text[cut:])
         assert lines.done and lines.lines == ["MCUC_BEGIN", "MCUC_OUTPUT -1 2",
                                               "MCUC_STEP 0 17", "MCUC_DONE"], cut
+
+
+def test_step_lines_are_checked() -> None:
+    from mcuc.sim.protocol import parse_protocol
+
+    res = parse_protocol("MCUC_BEGIN\nMCUC_STEP 0 17\nMCUC_STEP 1 4294967295\nMCUC_DONE\n")
+    assert res["cycles_per_step"] == {0: 17, 1: 4294967295}
+    for bad in ("MCUC_STEP 1", "MCUC_STEP -1 5", "MCUC_STEP 0 5 7", "MCUC_STEP x 5",
+                "MCUC_STEP 0 " + "9" * 5000):
+        with pytest.raises(McucError, match="malformed result line") as e:
+            parse_protocol(bad + "\n")
+        assert "\n" not in str(e.value)

@@ -156,7 +156,7 @@ class _Background(threading.Thread):
             self.fn()
         except McucError as e:
             self.error = e
-        except Exception as e:  # noqa: BLE001 - any flasher failure becomes one line
+        except Exception as e:  # any flasher failure becomes one line
             self.error = McucError(f"programming the board failed: {one_line(str(e), 160)}")
 
 
