@@ -282,3 +282,25 @@ def test_step_lines_are_checked() -> None:
         with pytest.raises(McucError, match="malformed result line") as e:
             parse_protocol(bad + "\n")
         assert "\n" not in str(e.value)
+
+
+def test_profile_table_reads_report_json_as_untrusted(tmp_path) -> None:
+    from mcuc.profile import format_profile, make_profile
+
+    layers = [{"name": "evil\x1b[2J\nMCUC_DONE", "kernel": "linear", "macs": 100},
+              {"name": "b", "kernel": "copy", "macs": 0}]
+    (tmp_path / "report.json").write_text(json.dumps({"layers": layers}))
+    p = make_profile(tmp_path, "cycles", "serial:/dev/x", {0: 250, 1: 50}, 400, 2)
+    text = format_profile(p)
+    assert "\x1b" not in text and "evil\\x1b[2J\\x0aMCUC_DONE" in text
+    assert "62.50%" in text and "2.50" in text and "(outside steps)" in text
+    assert p.to_dict()["steps"][0] == {"step": 0, "name": "evil\\x1b[2J\\x0aMCUC_DONE",
+                                       "kernel": "linear", "macs": 100, "cycles": 250}
+    with pytest.raises(McucError, match="for 1 steps; the model has 2"):
+        make_profile(tmp_path, "cycles", "serial:/dev/x", {0: 250}, 400, 2)
+    (tmp_path / "report.json").write_text(json.dumps({"layers": layers[:1]}))
+    p = make_profile(tmp_path, "instructions", "unicorn", {0: 250, 1: 50}, 400, 2)
+    assert p.steps[0].name is None and "another number of steps" in p.notes[0]
+    (tmp_path / "report.json").write_text('{"layers": [{"name": 5}]}')
+    assert "no readable report.json" in make_profile(
+        tmp_path, "instructions", "unicorn", {0: 1}, None).notes[0]

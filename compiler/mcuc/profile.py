@@ -128,4 +128,4 @@ def format_profile(p: Profile) -> str:
     lines.append(f"{'':>3}  {'total':<{w}}  {'':<12} {macs:>11,} {total:>13,} "
                  f"{_share(total, p.total)} {rate}")
     lines += [f"note: {n}" for n in p.notes]
-    return "\n".join(lines)
+    return "\n".join(line.rstrip() for line in lines)
