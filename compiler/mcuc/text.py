@@ -47,3 +47,9 @@ def one_line(text: object, limit: int = 80, *, middle: bool = False) -> str:
 def path_line(path: object) -> str:
     """A path for a message: one_line, cut in the middle so both ends stay."""
     return one_line(path, 120, middle=True)
+
+
+def cut(text: object, n: int) -> str:
+    """one_line for a table column: at most `n` characters, a cut marked with `~`."""
+    text = one_line(text, 1000)
+    return text if len(text) <= n else text[: n - 1] + "~"
