@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "compiler") not in sys.path:
     sys.path.insert(0, str(ROOT / "compiler"))
 
-from mcuc.kernels import REGISTRY, KernelDef  # noqa: E402
+from mcuc.kernels import REGISTRY, Field, KernelDef, get  # noqa: E402
+from mcuc.kernels.registry import leaves  # noqa: E402
 
 INCLUDE = ROOT / "runtime_c" / "include"
 SOURCES = sorted((ROOT / "runtime_c" / "src").glob("*.c"))
@@ -45,20 +46,32 @@ def struct_class(kdef: KernelDef) -> type[ctypes.Structure]:
             fields.append((f.name, _SCALAR[f.ctype]))
         elif f.ctype == "int32[6]":
             fields.append((f.name, ctypes.c_int32 * 6))
+        elif f.ctype == "struct":
+            fields.append((f.name, struct_class(get(f.kernel))))
         else:
             fields.append((f.name, ctypes.c_void_p))
     return type(kdef.c_params_type, (ctypes.Structure,), {"_fields_": fields})
 
 
+def _members(kdef: KernelDef, prefix: str = "") -> list[tuple[str, Field]]:
+    """Every member of kdef's struct as (C member designator, field), nested ones too."""
+    out: list[tuple[str, Field]] = []
+    for f in kdef.fields:
+        out.append((prefix + f.name, f))
+        if f.ctype == "struct":
+            out += _members(get(f.kernel), f"{prefix}{f.name}.")
+    return out
+
+
 def struct_layout_c() -> str:
-    """C program printing `type size` and `type.field offset` lines for every kernel."""
+    """C program printing `type size` and `type.member offset` lines for every kernel."""
     lines = ["#include <stddef.h>", "#include <stdio.h>", '#include "mcuc/kernels.h"',
              "int main(void)", "{"]
     for k in REGISTRY.values():
         t = k.c_params_type
         lines.append(f'    printf("{t} %zu\\n", sizeof({t}));')
-        for f in k.fields:
-            lines.append(f'    printf("{t}.{f.name} %zu\\n", offsetof({t}, {f.name}));')
+        for path, _ in _members(k):
+            lines.append(f'    printf("{t}.{path} %zu\\n", offsetof({t}, {path}));')
     lines += ["    return 0;", "}"]
     return "\n".join(lines) + "\n"
 
@@ -68,9 +81,39 @@ def struct_layout_py() -> dict[str, int]:
     for k in REGISTRY.values():
         cls = struct_class(k)
         out[k.c_params_type] = ctypes.sizeof(cls)
-        for f in k.fields:
-            out[f"{k.c_params_type}.{f.name}"] = getattr(cls, f.name).offset
+        for path, _ in _members(k):
+            off, c = 0, cls
+            for part in path.split("."):
+                member = getattr(c, part)
+                off += member.offset
+                c = dict(c._fields_)[part]
+            out[f"{k.c_params_type}.{path}"] = off
     return out
+
+
+def fill_struct(kdef: KernelDef, params: dict, keep: list) -> ctypes.Structure:
+    """kdef's ctypes struct for params (nested structs and derived fields included); the
+    arrays it points to are appended to `keep`, which must outlive the call."""
+    st = struct_class(kdef)()
+    for leaf in leaves(kdef, params):
+        *outer, name = leaf.path.split(".")
+        target = st
+        for part in outer:
+            target = getattr(target, part)
+        f, v = leaf.field, leaf.value
+        if f.ctype in _SCALAR:
+            setattr(target, name, int(v))
+        elif f.ctype == "int32[6]":
+            setattr(target, name, (ctypes.c_int32 * 6)(*[int(e) for e in v]))
+        elif v is None:
+            assert f.nullable, leaf.path
+            setattr(target, name, None)
+        else:
+            arr = _c_array(f.c_array(leaf.owner), _ARRAY[f.ctype][0])
+            assert f.ctype != "int16[]" or arr.ctypes.data % 8 == 0  # LDRD, as render
+            keep.append(arr)
+            setattr(target, name, arr.ctypes.data)
+    return st
 
 
 def _c_array(v: object, dtype: type) -> np.ndarray:
@@ -85,28 +128,13 @@ class CKernels:
         so = build_dir / "libmcuc.so"
         gcc(["-shared", "-fPIC", "-O2", *CFLAGS, *defines, *map(str, SOURCES), "-o", str(so)])
         self.lib = ctypes.CDLL(str(so))
-        self.structs = {name: struct_class(k) for name, k in REGISTRY.items()}
 
     def run(self, name: str, params: dict, inputs: list[np.ndarray], out_size: int,
             out_init: np.ndarray | None = None, inplace: bool = False) -> np.ndarray:
         """Run kernel `name`; returns the output buffer (asserting the guard is intact)."""
         kdef = REGISTRY[name]
         keep: list[np.ndarray] = []
-        st = self.structs[name]()
-        for f in kdef.fields:
-            v = params.get(f.name)
-            if f.ctype in _SCALAR:
-                setattr(st, f.name, int(v))
-            elif f.ctype == "int32[6]":
-                setattr(st, f.name, (ctypes.c_int32 * 6)(*[int(e) for e in v]))
-            elif v is None:
-                assert f.nullable, f.name
-                setattr(st, f.name, None)
-            else:
-                arr = _c_array(f.c_array(params), _ARRAY[f.ctype][0])
-                assert f.ctype != "int16[]" or arr.ctypes.data % 8 == 0  # LDRD, as render
-                keep.append(arr)
-                setattr(st, f.name, arr.ctypes.data)
+        st = fill_struct(kdef, params, keep)
         ins = [_c_array(x, np.int8) for x in inputs]
         if inplace:
             buf = ins[0]  # output aliases the first input
@@ -141,21 +169,21 @@ def emit_case(i: int, name: str, params: dict, inputs: list[np.ndarray],
     kdef = REGISTRY[name]
     g: list[str] = []
     inits: list[str] = []
-    for f in kdef.fields:
-        v = params.get(f.name)
+    for leaf in leaves(kdef, params):
+        f, v, path = leaf.field, leaf.value, leaf.path
         if f.ctype in _SCALAR:
-            inits.append(f".{f.name} = {int(v)}")
+            inits.append(f".{path} = {int(v)}")
         elif f.ctype == "int32[6]":
-            inits.append(f".{f.name} = {_arr_lit(np.asarray(v)[:6])}")
+            inits.append(f".{path} = {_arr_lit(np.asarray(v)[:6])}")
         elif v is None:
-            inits.append(f".{f.name} = NULL")
+            inits.append(f".{path} = NULL")
         else:
             dt, ct = _ARRAY[f.ctype]
-            a = _c_array(f.c_array(params), dt)
+            a = _c_array(f.c_array(leaf.owner), dt)
             align = " __attribute__((aligned(8)))" if f.ctype == "int16[]" else ""  # as render
-            g.append(f"static const {ct} c{i}_{f.name}[{max(a.size, 1)}]{align} = "
-                     f"{_arr_lit(a)};")
-            inits.append(f".{f.name} = c{i}_{f.name}")
+            cname = f"c{i}_{path.replace('.', '_')}"
+            g.append(f"static const {ct} {cname}[{max(a.size, 1)}]{align} = {_arr_lit(a)};")
+            inits.append(f".{path} = {cname}")
     g.append(f"static const {kdef.c_params_type} c{i}_p = {{{', '.join(inits)}}};")
     args = []
     for j, x in enumerate(inputs):

@@ -23,7 +23,7 @@ from mcuc.kernels import REGISTRY, add, linear
 from mcuc.kernels.fixedpoint import INT32_MAX, INT32_MIN
 from mcuc.schedule.widen import widen_params
 from test_kernels import Case, gen_add, rand_bias, rand_requant, rand_s8, zp
-from test_tokenwise import _linear, gen_tokenwise, tokenwise_params
+from test_tokenwise import gen_tokenwise, tokenwise_params
 
 from ckernels import ROOT, CKernels, run_sanitized
 
@@ -271,7 +271,7 @@ def test_tokenwise_dsp_matches_reference(ck_dsp: CKernels) -> None:
         case = gen_tokenwise(rng)
         if i % 2:  # --optimize speed
             case = Case(widen_params("tokenwise", case.params), case.inputs, case.out_size)
-            assert case.params["l1_weights16"] is not None
+            assert case.params["l1"]["weights16"] is not None
         want = REGISTRY["tokenwise"].ref(case.params, *case.inputs)
         got = ck_dsp.run("tokenwise", case.params, case.inputs, case.out_size)
         assert np.array_equal(got, want), f"case {i}"
@@ -285,14 +285,10 @@ def test_tokenwise_ln_pairs_in_y(ck_dsp: CKernels, tmp_path: Path) -> None:
     rng = np.random.default_rng(231)
     ck_port = CKernels(tmp_path)
     for i in range(120):
-        p = tokenwise_params(rng, rows=int(rng.integers(3, 12)))
         k = int(rng.integers(1, 20))
         n = int(rng.integers(2 * k, 2 * k + 24))
-        p.update(tile=1, k=k, x_rs=k, h=n, n=n, has_ln=1, has_l2=0, has_res=0, y_free=1,
-                 ln_gamma_q=rng.integers(-(1 << 22), 1 << 22, k).astype(np.int32),
-                 ln_beta_q=rng.integers(-(1 << 22), 1 << 22, k).astype(np.int32),
-                 l2_x_zp=0, l2_y_zp=0, l2_weights=None, l2_bias=None, l2_mult=None,
-                 l2_shift=None, **_linear(rng, "l1", k, n))
+        p = tokenwise_params(rng, rows=int(rng.integers(3, 12)), k=k, h=n, n=n, has_ln=1,
+                             has_l2=0, has_res=0, tile=1, y_free=1, x_rs=k)
         if i % 2:
             p = widen_params("tokenwise", p)
         x = rand_s8(rng, p["rows"] * k)

@@ -31,7 +31,7 @@ from mcuc.schedule.lower import lower
 from mcuc.schedule.widen import widen_params
 from mcuc.sim.host import build_host, run_host
 
-from ckernels import _ARRAY, _SCALAR, CKernels, struct_class
+from ckernels import CKernels, fill_struct
 from helpers import compile_random, random_inputs, write_c
 
 MINE = ("fusion", "token-overwrite", "patch-decomp")
@@ -72,42 +72,54 @@ def _bias(rng: np.random.Generator, n: int) -> np.ndarray | None:
     return rng.integers(-hi, hi, n, endpoint=True).astype(np.int32)
 
 
-def _linear(rng: np.random.Generator, prefix: str, k: int, n: int) -> dict:
+def _linear(rng: np.random.Generator, rows: int, k: int, n: int) -> dict:
     mult, shift = _requant(rng, n, 70 * 70 * math.sqrt(k))
-    return {f"{prefix}_x_zp": _zp(rng), f"{prefix}_y_zp": _zp(rng),
-            f"{prefix}_weights": _s8(rng, n * k), f"{prefix}_bias": _bias(rng, n),
-            f"{prefix}_mult": mult, f"{prefix}_shift": shift}
+    return {"rows": rows, "k": k, "n": n, "x_zp": _zp(rng), "y_zp": _zp(rng),
+            "weights": _s8(rng, n * k), "weights16": None, "bias": _bias(rng, n),
+            "mult": mult, "shift": shift}
 
 
-def tokenwise_params(rng: np.random.Generator, rows: int | None = None) -> dict:
-    """Random valid tokenwise params (every stage combination, any tile, any y_free)."""
+def _flag(rng: np.random.Generator, given: int | None, p_on: float = 0.6) -> int:
+    return int(rng.random() < p_on) if given is None else int(given)
+
+
+def tokenwise_params(rng: np.random.Generator, rows: int | None = None, *,
+                     k: int | None = None, h: int | None = None, n: int | None = None,
+                     has_ln: int | None = None, has_lut: int | None = None,
+                     has_l2: int | None = None, has_res: int | None = None,
+                     tile: int | None = None, y_free: int | None = None,
+                     x_rs: int | None = None, ln_bits: int = 22) -> dict:
+    """Random valid tokenwise params (every stage combination, any tile, any y_free);
+    what is given is kept, the stages' params are made to fit the chain's dims."""
     rows = rows or int(rng.integers(1, 12))
-    has_ln, has_lut, has_l2, has_res = (int(rng.random() < 0.6) for _ in range(4))
-    k, h = int(rng.integers(1, 24)), int(rng.integers(1, 40))
-    n = int(rng.integers(1, 24)) if has_l2 else h
+    has_ln, has_lut, has_l2, has_res = (_flag(rng, v) for v in (has_ln, has_lut, has_l2,
+                                                                   has_res))
+    k = k or int(rng.integers(1, 24))
+    h = h or int(rng.integers(1, 40))
+    n = (n or int(rng.integers(1, 24))) if has_l2 else h
     # Rows of x lie x_rs apart: contiguous, or gaps as when attention wrote them over its
     # queries (schedule/queries.py).
-    x_rs = k + (int(rng.integers(1, 2 * k + 1)) if rng.random() < 0.4 else 0)
-    p = {"rows": rows, "tile": int(rng.integers(1, rows + 1)), "k": k, "x_rs": x_rs,
-         "h": h, "n": n,
-         "has_ln": has_ln, "has_lut": has_lut, "has_l2": has_l2, "has_res": has_res,
-         "y_free": int(rng.integers(0, 2)), "ln_y_zp": 0, "ln_eps_q": 0,
-         "ln_gamma_q": None, "ln_beta_q": None, "lut_table": None,
-         **_linear(rng, "l1", k, h)}
+    if x_rs is None:
+        x_rs = k + (int(rng.integers(1, 2 * k + 1)) if rng.random() < 0.4 else 0)
+    p = {"rows": rows, "tile": tile or int(rng.integers(1, rows + 1)), "k": k,
+         "x_rs": x_rs, "h": h, "n": n, "has_ln": has_ln, "has_lut": has_lut,
+         "has_l2": has_l2, "has_res": has_res,
+         "y_free": int(rng.integers(0, 2)) if y_free is None else y_free,
+         "ln": None, "l1": _linear(rng, rows, k, h), "lut": None, "l2": None, "add": None}
     if has_ln:
-        p.update(ln_y_zp=_zp(rng), ln_eps_q=int(rng.choice([0, int(rng.integers(0, 10**6))])),
-                 ln_gamma_q=rng.integers(-(1 << 22), 1 << 22, k).astype(np.int32),
-                 ln_beta_q=rng.integers(-(1 << 22), 1 << 22, k).astype(np.int32))
+        p["ln"] = {"rows": rows, "cols": k, "y_zp": _zp(rng),
+                   "eps_q": int(rng.choice([0, int(rng.integers(0, 10**6))])),
+                   "gamma_q": rng.integers(-(1 << ln_bits), 1 << ln_bits, k).astype(np.int32),
+                   "beta_q": rng.integers(-(1 << ln_bits), 1 << ln_bits, k).astype(np.int32)}
     if has_lut:
-        p["lut_table"] = rng.integers(-128, 128, 256).astype(np.int8)
+        p["lut"] = {"size": rows * h, "table": rng.integers(-128, 128, 256).astype(np.int8)}
     if has_l2:
-        p.update(_linear(rng, "l2", h, n))
-    else:
-        p.update(l2_x_zp=0, l2_y_zp=0, l2_weights=None, l2_bias=None, l2_mult=None,
-                 l2_shift=None)
-    mp = add.make_params(*(10.0 ** rng.uniform(-3, 0, 3)))
-    p.update({f"add_{f}": v for f, v in mp.items()},
-             add_a_zp=_zp(rng), add_b_zp=_zp(rng), add_y_zp=_zp(rng))
+        p["l2"] = _linear(rng, rows, h, n)
+    if has_res:
+        mp = add.make_params(*(10.0 ** rng.uniform(-3, 0, 3)))
+        p["add"] = {"size": rows * n, "b_size": rows * n, **mp,
+                    "a_zp": _zp(rng), "b_zp": _zp(rng), "y_zp": _zp(rng)}
+    REGISTRY["tokenwise"].check_params(p)
     return p
 
 
@@ -147,17 +159,8 @@ def call_in_arena(ck: CKernels, name: str, params: dict, arena: np.ndarray,
                   in_offs: list[int], out_off: int) -> None:
     """Run a kernel on pointers into one arena (so inputs and output may overlap)."""
     kdef = REGISTRY[name]
-    st, keep = struct_class(kdef)(), []
-    for f in kdef.fields:
-        v = params.get(f.name)
-        if f.ctype in _SCALAR:
-            setattr(st, f.name, int(v))
-        elif v is None:
-            setattr(st, f.name, None)
-        else:
-            arr = np.ascontiguousarray(f.c_array(params), dtype=_ARRAY[f.ctype][0])
-            keep.append(arr)
-            setattr(st, f.name, arr.ctypes.data)
+    keep: list[np.ndarray] = []
+    st = fill_struct(kdef, params, keep)
     base = arena.ctypes.data
     n_scr = int(kdef.scratch(params))
     scr = np.full(n_scr + 64, 0x5A, np.int8)
@@ -194,18 +197,18 @@ def test_tokenwise_writes_over_its_input(ck: CKernels, mode: str) -> None:
     rng = np.random.default_rng(len(mode))
     done = 0
     while done < 80:
-        p = tokenwise_params(rng)
-        p["y_free"] = 0
-        if mode == "y=x=r":  # the MLP block: residual = LayerNorm input, k == n
-            p.update(has_res=1, k=p["n"], **_linear(rng, "l1", p["n"], p["h"]))
-            if p["has_ln"]:
-                p.update(ln_gamma_q=rng.integers(-(1 << 20), 1 << 20, p["k"]).astype(np.int32),
-                         ln_beta_q=rng.integers(-(1 << 20), 1 << 20, p["k"]).astype(np.int32))
+        # y over x: only contiguous rows (tokenwise._overwrite). The MLP block (y=x=r):
+        # residual = LayerNorm input, k == n.
+        p = tokenwise_params(rng, y_free=0, has_res=1 if mode != "y=x" else None,
+                             ln_bits=20 if mode == "y=x=r" else 22)
+        if mode == "y=x=r":
+            n = p["n"]
+            p = tokenwise_params(rng, p["rows"], k=n, h=p["h"], n=n, has_ln=p["has_ln"],
+                                 has_lut=p["has_lut"], has_l2=p["has_l2"], has_res=1,
+                                 tile=p["tile"], y_free=0, x_rs=n, ln_bits=20)
         if mode == "y=x" and p["n"] > p["k"]:
             continue
-        p["x_rs"] = p["k"]  # y over x: only contiguous rows (tokenwise._overwrite)
-        if mode == "y=r":
-            p["has_res"] = 1
+        p = dict(p, x_rs=p["k"])
         rows, k, n = p["rows"], p["k"], p["n"]
         x, r = _s8(rng, rows * k), _s8(rng, rows * n)
         want = tokenwise.ref(p, x, x if mode == "y=x=r" else r)

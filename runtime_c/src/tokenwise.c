@@ -1,6 +1,8 @@
 /* Token-wise fused block: each tile of rows goes through the unfused kernels (so the
- * integer math is theirs, bit for bit) with intermediates in one tile of scratch.
- * The stage placement rule is tokenwise.layout() in the compiler; keep them in step. */
+ * integer math is theirs, bit for bit) with intermediates in one tile of scratch. Each
+ * stage's params are its own kernel's struct, nested here; only the row counts change per
+ * call. Where a stage writes is computed by the compiler (ln_to, l1_to, l2_to, b_offset:
+ * tokenwise.layout()), never here. */
 #include <string.h>
 
 #include "mcuc/kernels.h"
@@ -20,47 +22,37 @@ static int32_t ln_pairs_in_y(const mcuc_tokenwise_params_t *p, int32_t tile, int
         return 0;
     }
     int8_t *const pair = y + (int64_t)(p->rows - 1) * n;
-    const mcuc_layernorm_params_t lp = {2, k, p->ln_y_zp, p->ln_eps_q, p->ln_gamma_q,
-                                        p->ln_beta_q};
-    const mcuc_linear_params_t l1 = {2, k, n, p->l1_x_zp, p->l1_y_zp, p->l1_weights,
-                                     p->l1_weights16, p->l1_bias, p->l1_mult, p->l1_shift};
+    mcuc_layernorm_params_t lp = p->ln;
+    mcuc_linear_params_t l1 = p->l1;
+    mcuc_lut_params_t up = p->lut;
+    lp.rows = 2;
+    l1.rows = 2;
+    up.size = 2 * n;
     int32_t r0 = 0;
     for (; r0 + 2 < p->rows; r0 += 2) {
         int8_t *yt = y + (int64_t)r0 * n;
         mcuc_layernorm_s8(&lp, x + (int64_t)r0 * k, pair);
         mcuc_linear_planned_s8(&l1, l1_plan, pair, yt);
         if (p->has_lut) {
-            const mcuc_lut_params_t up = {2 * n, p->lut_table};
             mcuc_lut_s8(&up, yt, yt);
         }
     }
     return r0;
 }
 
+/* The buffer a stage writes: the tile's output rows, region A or region B of scratch. */
+static int8_t *place(int32_t to, int8_t *yt, int8_t *scratch, int32_t b_offset)
+{
+    return to == MCUC_TW_Y ? yt : (to == MCUC_TW_A ? scratch : scratch + b_offset);
+}
+
 void mcuc_tokenwise_s8(const mcuc_tokenwise_params_t *p, const int8_t *x, const int8_t *r,
                        int8_t *y, int8_t *scratch)
 {
     const int32_t k = p->k, h = p->h, n = p->n, tile = p->tile;
-    const int ln_in_y = p->has_l2 && p->y_free && k <= n;
-    const int l1_in_b = p->has_l2 || (!p->y_free && p->has_ln);
-    const int final_in_a = !p->y_free && (p->has_l2 || !l1_in_b);
-    int32_t a_w = (p->has_ln && !ln_in_y) ? k : 0;
-    if (final_in_a && n > a_w) {
-        a_w = n;
-    }
-    int8_t *A = scratch;
-    int8_t *B = scratch + (int64_t)tile * a_w;
     /* The linear stages' plans, once for all tiles (rows do not enter a plan). */
-    const mcuc_linear_params_t l1_all = {p->rows, k, h, p->l1_x_zp, p->l1_y_zp, p->l1_weights,
-                                         p->l1_weights16, p->l1_bias, p->l1_mult, p->l1_shift};
-    const int32_t l1_plan = mcuc_linear_plan(&l1_all);
-    int32_t l2_plan = 0;
-    if (p->has_l2) {
-        const mcuc_linear_params_t l2_all = {p->rows, h, n, p->l2_x_zp, p->l2_y_zp,
-                                             p->l2_weights, p->l2_weights16, p->l2_bias,
-                                             p->l2_mult, p->l2_shift};
-        l2_plan = mcuc_linear_plan(&l2_all);
-    }
+    const int32_t l1_plan = mcuc_linear_plan(&p->l1);
+    const int32_t l2_plan = p->has_l2 ? mcuc_linear_plan(&p->l2) : 0;
 
     int32_t r0 = ln_pairs_in_y(p, tile, l1_plan, x, y);
     for (; r0 < p->rows; r0 += tile) {
@@ -76,50 +68,48 @@ void mcuc_tokenwise_s8(const mcuc_tokenwise_params_t *p, const int8_t *x, const 
         const int8_t *in1 = xt;
         int32_t in1_rs = p->x_rs;
         if (p->has_ln) {
-            const mcuc_layernorm_params_t lp = {per_call, k, p->ln_y_zp, p->ln_eps_q,
-                                                p->ln_gamma_q, p->ln_beta_q};
-            int8_t *dst = ln_in_y ? yt : A;
+            mcuc_layernorm_params_t lp = p->ln;
+            lp.rows = per_call;
+            int8_t *dst = place(p->ln_to, yt, scratch, p->b_offset);
             for (int32_t c = 0; c < calls; ++c) {
                 mcuc_layernorm_s8(&lp, xt + (int64_t)c * p->x_rs, dst + (int64_t)c * k);
             }
             in1 = dst;
             in1_rs = k;
         }
-        int8_t *f = l1_in_b ? B : (p->y_free ? yt : A);
+        int8_t *f = place(p->l1_to, yt, scratch, p->b_offset);
         const int32_t l1_calls = in1_rs == k ? 1 : t;
-        const mcuc_linear_params_t l1 = {in1_rs == k ? t : 1, k, h, p->l1_x_zp, p->l1_y_zp,
-                                         p->l1_weights, p->l1_weights16, p->l1_bias, p->l1_mult,
-                                         p->l1_shift};
+        mcuc_linear_params_t l1 = p->l1;
+        l1.rows = in1_rs == k ? t : 1;
         for (int32_t c = 0; c < l1_calls; ++c) {
             mcuc_linear_planned_s8(&l1, l1_plan, in1 + (int64_t)c * in1_rs,
                                    f + (int64_t)c * h);
         }
         if (p->has_lut) {
-            const mcuc_lut_params_t up = {t * h, p->lut_table};
+            mcuc_lut_params_t up = p->lut;
+            up.size = t * h;
             mcuc_lut_s8(&up, f, f);
         }
         if (p->has_l2) {
-            int8_t *dst = p->y_free ? yt : A;
-            const mcuc_linear_params_t l2 = {t, h, n, p->l2_x_zp, p->l2_y_zp, p->l2_weights,
-                                             p->l2_weights16, p->l2_bias, p->l2_mult,
-                                             p->l2_shift};
+            int8_t *dst = place(p->l2_to, yt, scratch, p->b_offset);
+            mcuc_linear_params_t l2 = p->l2;
+            l2.rows = t;
             mcuc_linear_planned_s8(&l2, l2_plan, f, dst);
             f = dst;
         }
         if (p->has_res) {
             /* a + b is summed exactly before rounding, so the operands may swap: the one
              * y aliases (if any) goes first, as add_s8 allows. */
-            const mcuc_add_params_t res = {t * n, t * n, p->add_a_zp, p->add_b_zp, p->add_y_zp,
-                                           p->add_a_mult, p->add_a_shift, p->add_b_mult,
-                                           p->add_b_shift, p->add_y_mult, p->add_y_shift};
+            mcuc_add_params_t ap = p->add;
+            ap.size = t * n;
+            ap.b_size = t * n;
             if (f == yt) {
-                const mcuc_add_params_t sw = {t * n, t * n, p->add_b_zp, p->add_a_zp,
-                                              p->add_y_zp, p->add_b_mult, p->add_b_shift,
-                                              p->add_a_mult, p->add_a_shift, p->add_y_mult,
-                                              p->add_y_shift};
+                const mcuc_add_params_t sw = {ap.size, ap.b_size, ap.b_zp, ap.a_zp, ap.y_zp,
+                                              ap.b_mult, ap.b_shift, ap.a_mult, ap.a_shift,
+                                              ap.y_mult, ap.y_shift};
                 mcuc_add_s8(&sw, f, rt, yt);
             } else {
-                mcuc_add_s8(&res, rt, f, yt);
+                mcuc_add_s8(&ap, rt, f, yt);
             }
         } else if (f != yt) {
             memcpy(yt, f, (size_t)t * (size_t)n);

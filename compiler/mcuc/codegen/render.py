@@ -62,24 +62,25 @@ def _context(schedule: Schedule, plan: Plan, model_name: str) -> dict:
         kdef = registry.get(st.kernel)
         sid = ids.of(("step", i), st.name)
         fields = []
-        for f in kdef.fields:
-            v = st.params.get(f.name)
+        for leaf in registry.leaves(kdef, st.params):   # nested structs: "l1.weights"
+            f, v = leaf.field, leaf.value
             if f.ctype in CTYPES:
                 if v is None:
                     value = "NULL"
                 else:
                     ctype, dtype = CTYPES[f.ctype]
-                    arr = f.c_array(st.params).astype(dtype)
-                    aname = ids.of(("field", i, f.name), f"{st.name}_{f.name}")
+                    arr = f.c_array(leaf.owner).astype(dtype)
+                    suffix = leaf.path.replace(".", "_")
+                    aname = ids.of(("field", i, leaf.path), f"{st.name}_{suffix}")
                     arrays.append(CArray(aname, ctype, int(arr.size), _body(arr),
-                                         f"{c_comment(st.name)}.{f.name}",
+                                         f"{c_comment(st.name)}.{leaf.path}",
                                          8 if f.ctype in ALIGN8 else 0))
                     value = aname
             elif f.ctype == "int32[6]":
                 value = "{" + ", ".join(_int(x, "int32") for x in v) + "}"
             else:
                 value = _int(v, f.ctype)
-            fields.append({"name": f.name, "value": value})
+            fields.append({"name": leaf.path, "value": value})
         off = lambda name: schedule.offset_of(name, plan.offsets)  # noqa: E731
         args = [f"a + {off(op.name)}" if op.kind == "buf" else const_ids[op.name]
                 for op in st.inputs]

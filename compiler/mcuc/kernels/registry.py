@@ -19,8 +19,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 # C types a parameter field may have. Array types ("int8[]" ...) become const arrays in
-# weights.c referenced by pointer; "int32[6]" is an inline fixed array in the struct.
-FIELD_TYPES = ("int32", "int64", "int8[]", "int16[]", "int32[]", "uint32[]", "int32[6]")
+# weights.c referenced by pointer; "int32[6]" is an inline fixed array in the struct;
+# "struct" is the whole parameter struct of another kernel (`Field.kernel`), so a fused
+# kernel holds its parts' structs as they are (params: that kernel's params dict).
+FIELD_TYPES = ("int32", "int64", "int8[]", "int16[]", "int32[]", "uint32[]", "int32[6]",
+               "struct")
 
 
 # layout(params, array) -> the array in the order the C kernel reads it (same size).
@@ -35,12 +38,15 @@ class Field:
     # Arrays only: how the compiler lays the constant out for the C loop (e.g. weights
     # interleaved for SIMD). Params and the numpy reference keep the plain order.
     layout: Layout | None = None
+    kernel: str = ""  # "struct" only: the registry name of the kernel whose struct it is
 
     def __post_init__(self) -> None:
         if self.ctype not in FIELD_TYPES:
             raise ValueError(f"unknown field type {self.ctype!r}")
         if self.layout is not None and not self.ctype.endswith("[]"):
             raise ValueError(f"field {self.name}: only arrays have a layout")
+        if (self.ctype == "struct") != bool(self.kernel):
+            raise ValueError(f"field {self.name}: a struct field, and only one, names a kernel")
 
     def c_array(self, params: dict) -> np.ndarray | None:
         """The field's value as the C side stores it (flat), or None for a NULL pointer."""
@@ -103,12 +109,47 @@ class KernelDef:
     # The band loop of a step with these params, or None when it runs once: codegen and
     # the reference executor ask this instead of reading the kernel's own params.
     bands: Callable[[dict], Bands | None] = field(default=lambda p: None)
+    # Fields the compiler computes from the params for the C struct (a fused kernel's
+    # scratch layout): computed here once, never again in C, and never stored in params.
+    derived: Callable[[dict], dict] = field(default=lambda p: {})
 
     def check_params(self, params: dict) -> None:
-        missing = [f.name for f in self.fields if f.name not in params and not f.nullable]
-        extra = sorted(set(params) - {f.name for f in self.fields})
+        made = self.derived(params)   # raises ValueError on params it cannot lay out
+        missing = [f.name for f in self.fields
+                   if f.name not in params and f.name not in made and not f.nullable]
+        extra = sorted(set(params) - {f.name for f in self.fields} | set(params) & set(made))
         if missing or extra:
             raise ValueError(f"{self.name}: missing params {missing}, unknown {extra}")
+        for f in self.fields:
+            if f.ctype == "struct" and params.get(f.name) is not None:
+                get(f.kernel).check_params(params[f.name])
+
+
+@dataclass(frozen=True)
+class Leaf:
+    """One scalar or array member of a (possibly nested) parameter struct."""
+
+    path: str       # C member designator: "k", or "l1.weights" inside a nested struct
+    field: Field
+    value: object   # the param's value (None: NULL pointer, or absent)
+    owner: dict     # the params dict the field belongs to (what Field.c_array reads)
+
+
+def leaves(kdef: KernelDef, params: dict, prefix: str = "") -> list[Leaf]:
+    """Every scalar and array member of kdef's C struct for `params` (derived fields
+    included), nested structs flattened in order. A nested struct whose params are None
+    is left out: its members are zero (a C initializer that omits them, or a zeroed
+    struct), as a disabled stage needs."""
+    values = {**params, **kdef.derived(params)}
+    out: list[Leaf] = []
+    for f in kdef.fields:
+        v = values.get(f.name)
+        if f.ctype == "struct":
+            if v is not None:
+                out += leaves(get(f.kernel), v, f"{prefix}{f.name}.")
+        else:
+            out.append(Leaf(prefix + f.name, f, v, values))
+    return out
 
 
 REGISTRY: dict[str, KernelDef] = {}

@@ -18,9 +18,15 @@ residual; x again when there is none). The residual add is stored with the resid
 `a` and the branch as `b`; since a + b is summed exactly before the one requantization,
 the C kernel may swap them.
 
-Where each stage writes (shared by `scratch_bytes` and tokenwise.c): scratch holds a
-region A (tile x a_w) then a region B (tile x h). With `y_free` (y overlaps neither x
-nor r) the output rows of the tile double as a stage buffer. Then:
+Each stage's params are that kernel's own params dict (`ln`, `l1`, `lut`, `l2`, `add`;
+None for a stage the chain lacks), with rows covering all `rows`; the C struct nests the
+stages' structs as they are and sets their row counts per call.
+
+Where each stage writes is computed once, here (`layout`), and handed to C as derived
+fields of the struct (ln_to, l1_to, l2_to: 0 = the output rows Y, 1 = region A, 2 = B;
+b_offset: where B starts): scratch holds a region A (tile x a_w) then a region B
+(tile x h). With `y_free` (y overlaps neither x nor r) the output rows of the tile double
+as a stage buffer. Then:
   LayerNorm -> Y if (has_l2 and y_free and k <= n) else A
   Linear 1  -> B if has_l2 else (Y if y_free else (B if has_ln else A))
   Linear 2  -> Y if y_free else A          (A's LayerNorm rows are dead by then)
@@ -40,16 +46,19 @@ from mcuc.kernels import linear as k_linear
 from mcuc.kernels import lut as k_lut
 from mcuc.kernels.registry import Field, KernelDef, register
 
-LN_FIELDS = ("y_zp", "eps_q", "gamma_q", "beta_q")
-LINEAR_FIELDS = ("x_zp", "y_zp", "weights", "weights16", "bias", "mult", "shift")
-ADD_FIELDS = ("a_zp", "b_zp", "y_zp", "a_mult", "a_shift", "b_mult", "b_shift",
-              "y_mult", "y_shift")
 FLAGS = ("has_ln", "has_lut", "has_l2", "has_res", "y_free")
+STAGES = {"ln": "layernorm", "l1": "linear", "lut": "lut", "l2": "linear", "add": "add"}
+PLACES = {"Y": 0, "A": 1, "B": 2}   # where a stage writes (the C struct's *_to fields)
 
 
-def stage(p: dict, prefix: str, names: tuple[str, ...]) -> dict:
-    """The params of one stage, unprefixed (e.g. stage(p, "l1", LINEAR_FIELDS))."""
-    return {f: p.get(f"{prefix}_{f}") for f in names}
+def stage_shapes(p: dict) -> dict[str, dict | None]:
+    """The dims each stage's params must have (None: the stage must be absent)."""
+    rows, k, h, n = p["rows"], p["k"], p["h"], p["n"]
+    return {"ln": {"rows": rows, "cols": k} if p["has_ln"] else None,
+            "l1": {"rows": rows, "k": k, "n": h},
+            "lut": {"size": rows * h} if p["has_lut"] else None,
+            "l2": {"rows": rows, "k": h, "n": n} if p["has_l2"] else None,
+            "add": {"size": rows * n, "b_size": rows * n} if p["has_res"] else None}
 
 
 def layout(p: dict) -> dict[str, object]:
@@ -67,6 +76,19 @@ def layout(p: dict) -> dict[str, object]:
     return {"ln": ln, "l1": l1, "l2": l2, "final": final, "a_w": a_w, "b_w": b_w}
 
 
+def derived(p: dict) -> dict:
+    """The C struct's layout fields; ValueError when a stage's params do not fit the
+    chain's dims (so inconsistent params never reach C)."""
+    for name, dims in stage_shapes(p).items():
+        sp = p.get(name)
+        if (sp is None) != (dims is None) or (
+                dims is not None and any(sp.get(d) != v for d, v in dims.items())):
+            raise ValueError(f"tokenwise: stage {name} does not match the chain's dims")
+    lay = layout(p)
+    return {"ln_to": PLACES[lay["ln"]], "l1_to": PLACES[lay["l1"]],
+            "l2_to": PLACES[lay["l2"]], "b_offset": int(p["tile"]) * int(lay["a_w"])}
+
+
 def scratch_bytes(p: dict) -> int:
     """Scratch of one call: tile x (a_w + b_w) bytes, at least 1 (C always takes it)."""
     lay = layout(p)
@@ -74,19 +96,18 @@ def scratch_bytes(p: dict) -> int:
 
 
 def ref(p: dict, x: np.ndarray, r: np.ndarray) -> np.ndarray:
-    rows, k, h, n = p["rows"], p["k"], p["h"], p["n"]
+    rows, k = p["rows"], p["k"]
     idx = np.arange(rows)[:, None] * p["x_rs"] + np.arange(k)[None, :]
     v = np.asarray(x).reshape(-1)[idx.reshape(-1)]
     if p["has_ln"]:
-        v = k_ln.ref({"rows": rows, "cols": k, **stage(p, "ln", LN_FIELDS)}, v)
-    v = k_linear.ref({"rows": rows, "k": k, "n": h, **stage(p, "l1", LINEAR_FIELDS)}, v)
+        v = k_ln.ref(p["ln"], v)
+    v = k_linear.ref(p["l1"], v)
     if p["has_lut"]:
-        v = k_lut.ref({"size": rows * h, "table": p["lut_table"]}, v)
+        v = k_lut.ref(p["lut"], v)
     if p["has_l2"]:
-        v = k_linear.ref({"rows": rows, "k": h, "n": n, **stage(p, "l2", LINEAR_FIELDS)}, v)
+        v = k_linear.ref(p["l2"], v)
     if p["has_res"]:
-        v = k_add.ref({"size": rows * n, "b_size": rows * n, **stage(p, "add", ADD_FIELDS)},
-                      r[: rows * n], v)
+        v = k_add.ref(p["add"], r[: rows * p["n"]], v)
     return np.asarray(v, dtype=np.int8).reshape(-1)
 
 
@@ -100,36 +121,16 @@ KERNEL = register(
         c_func="mcuc_tokenwise_s8",
         c_params_type="mcuc_tokenwise_params_t",
         fields=(
-            *(Field(f, "int32") for f in ("rows", "tile", "k", "h", "n", "x_rs", *FLAGS)),
-            Field("ln_y_zp", "int32"),
-            Field("ln_eps_q", "int64"),
-            Field("ln_gamma_q", "int32[]", nullable=True),
-            Field("ln_beta_q", "int32[]", nullable=True),
-            Field("l1_x_zp", "int32"),
-            Field("l1_y_zp", "int32"),
-            Field("l1_weights", "int8[]", nullable=True,
-                  layout=lambda p, w: k_linear.pack_weights(w, p["h"], p["k"])),
-            Field("l1_weights16", "int16[]", nullable=True,
-                  layout=lambda p, w: k_linear.widen_layout(w, p["h"], p["k"])),
-            Field("l1_bias", "int32[]", nullable=True),
-            Field("l1_mult", "int32[]"),
-            Field("l1_shift", "int32[]"),
-            Field("lut_table", "int8[]", nullable=True),
-            Field("l2_x_zp", "int32"),
-            Field("l2_y_zp", "int32"),
-            Field("l2_weights", "int8[]", nullable=True,
-                  layout=lambda p, w: k_linear.pack_weights(w, p["n"], p["h"])),
-            Field("l2_weights16", "int16[]", nullable=True,
-                  layout=lambda p, w: k_linear.widen_layout(w, p["n"], p["h"])),
-            Field("l2_bias", "int32[]", nullable=True),
-            Field("l2_mult", "int32[]", nullable=True),
-            Field("l2_shift", "int32[]", nullable=True),
-            *(Field(f"add_{f}", "int32") for f in ADD_FIELDS),
+            *(Field(f, "int32") for f in ("rows", "tile", "k", "h", "n", "x_rs", *FLAGS,
+                                          "ln_to", "l1_to", "l2_to", "b_offset")),
+            *(Field(name, "struct", nullable=name != "l1", kernel=kernel)
+              for name, kernel in STAGES.items()),
         ),
         n_inputs=2,
         ref=ref,
         macs=macs,
         scratch=scratch_bytes,
+        derived=derived,
         variants=("MCUC_ARM_DSP",),  # through linear_s8
     )
 )

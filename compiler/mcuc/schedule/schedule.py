@@ -130,8 +130,7 @@ class Schedule:
         """Bytes of constant data (weights, biases, tables, constant tensors) in flash."""
         total = sum(int(a.nbytes) for a in self.consts.values())
         for st in self.steps:
-            for f in registry.get(st.kernel).fields:
-                v = st.params.get(f.name)
-                if f.ctype.endswith("[]") and v is not None:
-                    total += int(np.asarray(v).nbytes)
+            for leaf in registry.leaves(registry.get(st.kernel), st.params):
+                if leaf.field.ctype.endswith("[]") and leaf.value is not None:
+                    total += int(np.asarray(leaf.value).nbytes)
         return total

@@ -39,7 +39,6 @@ from mcuc.schedule.schedule import Operand, Schedule, Step
 from mcuc.text import fresh
 
 TILE_CANDIDATES = (1, 2, 4, 8, 16, 32)
-LINEAR_KEYS = k_tw.LINEAR_FIELDS
 ADD_SIDES = ("zp", "mult", "shift")
 
 
@@ -152,37 +151,27 @@ def _valid(w: Edit, keys: list[int], steps: list[Step], stages: list[tuple[str, 
 def _add_params(st: Step, r: str) -> dict:
     """The residual add's params with the residual as `a` (exact: a + b is symmetric)."""
     p = st.params
-    swap = st.inputs[0].name != r
-    out = {"add_y_zp": p["y_zp"], "add_y_mult": p["y_mult"], "add_y_shift": p["y_shift"]}
-    for side, src in (("a", "b" if swap else "a"), ("b", "a" if swap else "b")):
-        for f in ADD_SIDES:
-            out[f"add_{side}_{f}"] = p[f"{src}_{f}"]
+    if st.inputs[0].name == r:
+        return dict(p)
+    out = dict(p)
+    for f in ADD_SIDES:
+        out[f"a_{f}"], out[f"b_{f}"] = p[f"b_{f}"], p[f"a_{f}"]
     return out
 
 
 def tokenwise_params(steps: list[Step], stages: list[tuple[str, int]], r: str) -> dict:
-    """The fused step's params from the unfused steps' (tile = rows)."""
+    """The fused step's params from the unfused steps' (tile = rows): each stage's params
+    as they are, the residual add's turned to take the residual as `a`."""
     got = {name: steps[j] for name, j in stages}
     l1 = got["l1"].params
     p: dict = {"rows": l1["rows"], "tile": l1["rows"], "k": l1["k"], "x_rs": l1["k"],
-               "h": l1["n"],
-               "n": got["l2"].params["n"] if "l2" in got else l1["n"], "y_free": 1,
-               "ln_y_zp": 0, "ln_eps_q": 0, "ln_gamma_q": None, "ln_beta_q": None,
-               "lut_table": None, "l2_x_zp": 0, "l2_y_zp": 0}
-    for flag in ("ln", "lut", "l2"):
-        p[f"has_{flag}"] = int(flag in got)
-    p["has_res"] = int("add" in got)
-    if "ln" in got:
-        p.update({f"ln_{f}": got["ln"].params[f] for f in k_tw.LN_FIELDS})
-    for name in ("l1", "l2"):
-        for f in LINEAR_KEYS:
-            p[f"{name}_{f}"] = got[name].params.get(f) if name in got else p.get(f"{name}_{f}")
-    if "lut" in got:
-        p["lut_table"] = got["lut"].params["table"]
+               "h": l1["n"], "n": got["l2"].params["n"] if "l2" in got else l1["n"],
+               "y_free": 1, "has_ln": int("ln" in got), "has_lut": int("lut" in got),
+               "has_l2": int("l2" in got), "has_res": int("add" in got)}
+    for name in k_tw.STAGES:
+        p[name] = dict(got[name].params) if name in got else None
     if "add" in got:
-        p.update(_add_params(got["add"], r))
-    else:
-        p.update({f"add_{f}": 0 for f in k_tw.ADD_FIELDS})
+        p["add"] = _add_params(got["add"], r)
     return p
 
 

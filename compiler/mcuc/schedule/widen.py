@@ -32,9 +32,8 @@ def widen_params(kernel: str, p: dict) -> dict:
         return k_linear.widen(p)
     if kernel == "tokenwise":
         for stage in ("l1", "l2"):
-            one = k_linear.widen({"weights": p.get(f"{stage}_weights")})
-            if one.get("weights16") is not None:
-                p = {**p, f"{stage}_weights": None, f"{stage}_weights16": one["weights16"]}
+            if p.get(stage) is not None and p[stage].get("weights") is not None:
+                p = {**p, stage: k_linear.widen(p[stage])}
     return p
 
 

@@ -189,34 +189,25 @@ void mcuc_attention_s8(const mcuc_attention_params_t *p, const int8_t *q, const 
 
 /* Token-wise fused block over tiles of `tile` rows (see compiler/mcuc/kernels/tokenwise.py):
  *   [layernorm_s8 ->] linear_s8 (k -> h) [-> lut_s8] [-> linear_s8 (h -> n)] [-> add_s8 with r]
- * Each stage is exactly the unfused kernel with the prefixed params (ln_, l1_, lut_, l2_,
- * add_ with a = residual r, b = branch); fields of absent stages are ignored.
+ * Each stage is exactly the unfused kernel with its own params struct (ln, l1, lut, l2,
+ * add with a = residual r, b = branch), whose row counts (rows, size) the kernel sets per
+ * call; the structs of absent stages are ignored (zero).
  * x: rows of k, row i at x + i * x_rs (x_rs >= k; rows lie apart when attention wrote
  * them over its queries); r [rows][n] (pass x when has_res == 0), y [rows][n].
  * y may alias x exactly (same start, n <= k, x_rs == k) or r exactly; y_free must then be 0.
- * scratch: tile * (a_w + b_w) bytes as tokenwise.layout() defines (at least 1). */
+ * Where each stage writes is the compiler's (tokenwise.layout()): ln_to, l1_to, l2_to are
+ * MCUC_TW_Y (the tile's output rows), MCUC_TW_A (scratch) or MCUC_TW_B (scratch +
+ * b_offset); scratch holds tile * (a_w + b_w) bytes (at least 1). */
+enum { MCUC_TW_Y = 0, MCUC_TW_A = 1, MCUC_TW_B = 2 };
 typedef struct {
     int32_t rows, tile, k, h, n, x_rs;
     int32_t has_ln, has_lut, has_l2, has_res, y_free;
-    int32_t ln_y_zp;
-    int64_t ln_eps_q;
-    const int32_t *ln_gamma_q;
-    const int32_t *ln_beta_q;
-    int32_t l1_x_zp, l1_y_zp;
-    const int8_t *l1_weights;
-    const int16_t *l1_weights16;
-    const int32_t *l1_bias; /* may be NULL */
-    const int32_t *l1_mult;
-    const int32_t *l1_shift;
-    const int8_t *lut_table;
-    int32_t l2_x_zp, l2_y_zp;
-    const int8_t *l2_weights;
-    const int16_t *l2_weights16;
-    const int32_t *l2_bias; /* may be NULL */
-    const int32_t *l2_mult;
-    const int32_t *l2_shift;
-    int32_t add_a_zp, add_b_zp, add_y_zp;
-    int32_t add_a_mult, add_a_shift, add_b_mult, add_b_shift, add_y_mult, add_y_shift;
+    int32_t ln_to, l1_to, l2_to, b_offset;
+    mcuc_layernorm_params_t ln;
+    mcuc_linear_params_t l1;
+    mcuc_lut_params_t lut;
+    mcuc_linear_params_t l2;
+    mcuc_add_params_t add;
 } mcuc_tokenwise_params_t;
 void mcuc_tokenwise_s8(const mcuc_tokenwise_params_t *p, const int8_t *x, const int8_t *r,
                        int8_t *y, int8_t *scratch);
