@@ -9,8 +9,10 @@ quant/given.py can use the stated scales instead of calibrating:
 - Q(x) -> DQ on an activation: x gets the pair's (scale, zero point), per tensor only.
 - DQ of an int8/uint8/int32 constant: folded to float ((q - zp) * scale); symmetric
   int8 grids (uint8 with zero point 128 shifted to int8) are kept to match weights later.
-- Q of a float constant (a scalar such as attention's 1/sqrt(d)): dropped with its DQ;
-  mcuc folds such constants into its own integer parameters exactly.
+- Q of a float constant: a weight (more than one element, as PyTorch exports them) is
+  quantized as ONNX says and read by its DQ as above; a scalar (attention's 1/sqrt(d),
+  GELU's 0.5) is dropped with its DQ, since mcuc folds scalars into its own integer
+  parameters exactly.
 
 Every scale, zero point and attribute comes from an untrusted file: anything but a
 finite positive scale of the right shape, an int8/uint8 (int32 for constants) zero point
@@ -22,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from mcuc import McucError, limits
+from mcuc.frontend.rewrite import fold_constants
 from mcuc.ir.graph import GivenQuant, Graph, Node, Tensor
 from mcuc.text import one_line
 
@@ -113,6 +116,27 @@ def _fold_dq(g: Graph, node: Node, given: GivenQuant) -> None:
                               np.broadcast_to(z - shift, q.shape).astype(np.int64)))
 
 
+def _fold_q(g: Graph, node: Node) -> None:
+    """Q of a float constant with more than one element: its int8/uint8 values (ONNX:
+    round half to even, saturate), which the DequantizeLinear after it reads."""
+    x = g.const(node.inputs[0])
+    if x.dtype.kind != "f":
+        raise McucError(f"{_where(node)}: input type {x.dtype} is not a float type")
+    scale, zp, axis = _params(g, node, x.ndim)
+    if zp.dtype == np.int32:
+        raise McucError(f"{_where(node)}: output type int32 is not supported")
+    lo, hi = _INT_TYPES[zp.dtype.name]
+    s = _broadcast(scale, axis, x.shape, node)
+    z = _broadcast(zp.astype(np.int64), axis, x.shape, node)
+    with np.errstate(all="ignore"):
+        q = np.clip(np.rint(x.astype(np.float64) / s) + z, lo, hi)
+    if not np.all(np.isfinite(q)):
+        raise McucError(f"{_where(node)}: quantizing its constant gave non-finite values")
+    out = node.outputs[0]
+    q = q.astype(zp.dtype)
+    g.tensors[out] = Tensor(out, tuple(q.shape), q.dtype.name, q)
+
+
 def _pair(g: Graph, q: Node, dqs: list[Node], given: GivenQuant) -> str:
     """Q(x) -> DQ...: x's per-tensor (scale, int8 zero point); readers of each DQ read x."""
     x = q.inputs[0]
@@ -146,6 +170,7 @@ def strip_qdq(g: Graph) -> None:
     inferred), recording what they state in `g.given`; no-op for a float model."""
     if not any(n.op in OPS for n in g.nodes):
         return
+    _fold_around(g)
     given = GivenQuant()
     users = g.consumers()
     rename: dict[str, str] = {}      # a DQ output -> the tensor its readers read instead
@@ -158,8 +183,12 @@ def strip_qdq(g: Graph) -> None:
         if node.op == "QuantizeLinear":
             dqs = _readers(g, node, users)
             x = node.inputs[0]
-            if g.const(x) is not None:   # a float constant: mcuc keeps it exact
-                _params(g, node, g.const(x).ndim)
+            c = g.const(x)
+            if c is not None and c.size > 1:   # a weight, as PyTorch exports them
+                _fold_q(g, node)
+                continue
+            if c is not None:   # a scalar: mcuc folds it into integer parameters exactly
+                _params(g, node, c.ndim)
                 given.constants += 1
             else:
                 _pair(g, node, dqs, given)
@@ -175,6 +204,17 @@ def strip_qdq(g: Graph) -> None:
     g.nodes = kept
     g.outputs = [rename.get(o, o) for o in g.outputs]
     g.given = given
+
+
+def _fold_around(g: Graph) -> None:
+    """Fold the constant computations the Q/DQ nodes read (an exporter may route a zero
+    point through Identity), leaving the Q/DQ nodes themselves in place."""
+    order = list(g.nodes)
+    g.nodes = [n for n in order if n.op not in OPS]
+    with np.errstate(all="ignore"):
+        fold_constants(g)
+    left = {id(n) for n in g.nodes}
+    g.nodes = [n for n in order if n.op in OPS or id(n) in left]
 
 
 def _readers(g: Graph, q: Node, users: dict[str, list[Node]]) -> list[Node]:
