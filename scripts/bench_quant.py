@@ -149,7 +149,7 @@ def run_ort(model: Path, xs: np.ndarray) -> np.ndarray:
     """onnxruntime's outputs [N, K] (float; a QDQ model's are dequantized int8)."""
     from mcuc.validate import run_float
 
-    return run_float(model, xs, SHAPE)
+    return run_float(model, xs, (1, *xs.shape[1:]))
 
 
 def run_mcuc(c: Compiled, xs: np.ndarray) -> np.ndarray:
@@ -288,13 +288,24 @@ def main() -> None:
     print(text)
     print(f"({time.time() - t0:.0f} s)")
     if a.write:
-        head = (ROOT / "bench" / "quant_head.md").read_text() \
-            if (ROOT / "bench" / "quant_head.md").is_file() else ""
-        stamp = datetime.date.today().isoformat()
-        (ROOT / "bench" / "quant.md").write_text(
-            head + f"## Measured {stamp}\n\n`PYTHONPATH=compiler .venv/bin/python "
-            f"scripts/bench_quant.py --images {a.images} --write`\n\n" + text)
+        write_section(ROOT / "bench" / "quant.md",
+                      f"Measured {datetime.date.today().isoformat()} with `PYTHONPATH=compiler "
+                      f".venv/bin/python scripts/bench_quant.py --images {a.images} "
+                      f"--firmware-images {a.firmware_images} --write`.\n\n" + text)
 
+
+BEGIN, END = "<!-- bench_quant.py: begin -->", "<!-- bench_quant.py: end -->"
+
+
+def write_section(path: Path, text: str) -> None:
+    """Replace what lies between the markers in `path` (the rest is prose kept by hand)."""
+    old = path.read_text() if path.is_file() else f"# Quantization\n\n{BEGIN}\n{END}\n"
+    if BEGIN not in old or END not in old:
+        raise SystemExit(f"{path} lacks the markers {BEGIN} ... {END}")
+    head, rest = old.split(BEGIN, 1)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(head + BEGIN + "\n" + text + END + rest.split(END, 1)[1])
+    tmp.replace(path)
 
 if __name__ == "__main__":
     main()

@@ -107,7 +107,8 @@ def compile_graph(graph: Graph, samples: np.ndarray, disabled: tuple[str, ...] =
     info: dict = {"mode": mode, "warnings": []}
     if mode == "calibrate" and graph.given is not None:
         info["warnings"].append("quant: the model's QuantizeLinear/DequantizeLinear scales "
-                                "were ignored (--quant calibrate)")
+                                "were ignored (--quant calibrate); a Relu its quantizer "
+                                "folded into a scale's range is then not applied")
     if mode == "given":
         qg, info = apply_given(qg)
     t["calibrate_s"] = time.perf_counter() - t0
