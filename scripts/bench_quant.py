@@ -193,6 +193,48 @@ def firmware_check(model: Path, images: int, out: Path) -> dict:
             "argmax_vs_ort": v.float_model.agreement}
 
 
+def divergence(model: Path, xs: np.ndarray) -> list[tuple[str, float, int]]:
+    """Where mcuc and onnxruntime part: for each activation the model quantizes and mcuc
+    computes in its own step (every memory technique off, so steps follow the graph),
+    the share of elements within 1 LSB of onnxruntime's value on the model's grid, and
+    the largest difference, over `xs`."""
+    import onnx
+    import onnxruntime as ort
+
+    from mcuc.schedule.passes import TECHNIQUES
+
+    g = load_graph(model)
+    c = compile_graph(g, calibration(), disabled=tuple(TECHNIQUES), quant="given")
+    nodes, k, step_of = c.qgraph.graph.nodes, 0, {}
+    for st in c.schedule.steps:      # steps come in node order; views have none
+        while nodes[k].op != st.op:
+            k += 1
+        step_of[nodes[k].outputs[0]] = st.name   # the last (a Concat writes in parts)
+    tensor_of = {st: t for t, st in step_of.items()}
+    wanted = [t for t in tensor_of.values() if t in g.given.acts]
+    m = onnx.load(str(model))
+    m.graph.output.extend(onnx.ValueInfoProto(name=t) for t in wanted)
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    stats: dict[str, list[tuple[float, int]]] = {}
+    for x in xs:
+        trace: dict[str, np.ndarray] = {}
+        execute.run(c.schedule, execute.quantize_input(c.schedule, x[None]), trace=trace)
+        res = dict(zip(names, sess.run(None, {sess.get_inputs()[0].name: x[None]}),
+                       strict=True))
+        for step, t in tensor_of.items():
+            if t not in res or step not in trace:
+                continue
+            qp = c.qgraph.qparams[t]
+            ref = np.clip(np.round(res[t] / qp.scale) + qp.zero_point, -128, 127).reshape(-1)
+            if ref.size != trace[step].size:
+                continue
+            d = np.abs(trace[step].astype(np.int64) - ref.astype(np.int64))
+            stats.setdefault(step, []).append((float(np.mean(d <= 1)), int(d.max())))
+    return [(step, float(np.mean([v[0] for v in rows])), max(v[1] for v in rows))
+            for step, rows in stats.items()]
+
+
 @dataclass
 class Case:
     name: str          # how the QDQ model was made
@@ -202,7 +244,7 @@ class Case:
     vs_ort: Agreement
     ort_vs_float: float
     mcuc_vs_float: float
-    warnings: list[str]
+    quant: dict        # report.json's "quant" (counts and warnings)
 
 
 def measure(name: str, model: Path, x: np.ndarray, y: np.ndarray, f_top: np.ndarray) -> Case:
@@ -212,7 +254,7 @@ def measure(name: str, model: Path, x: np.ndarray, y: np.ndarray, f_top: np.ndar
     return Case(name, model, float(np.mean(ort_out.argmax(1) == y)),
                 float(np.mean(q.argmax(1) == y)), agreement(c, q, ort_out),
                 float(np.mean(ort_out.argmax(1) == f_top)), float(np.mean(q.argmax(1) == f_top)),
-                list(c.quant["warnings"]))
+                dict(c.quant))
 
 
 def qdq_models(tmp: Path, calib: np.ndarray) -> list[tuple[str, Path]]:
@@ -232,7 +274,7 @@ def _pct(v: float) -> str:
 
 
 def table(n: int, float_acc: float, own: tuple[float, float], cases: list[Case],
-          fw: dict | None) -> str:
+          fw: dict | None, div: list[tuple[str, float, int]], div_images: int) -> str:
     lines = [f"Fashion-MNIST test images 0..{n - 1}; the bundled default model "
              "(compiler/mcuc/models/default.onnx).", "",
              "| model | top-1 | agrees with float |", "|---|---|---|",
@@ -251,10 +293,23 @@ def table(n: int, float_acc: float, own: tuple[float, float], cases: list[Case],
         a = cs.vs_ort
         lines.append(f"| {k}: {cs.name} | {_pct(a.argmax)} | {_pct(a.within1)} | "
                      f"{_pct(a.exact)} | {a.max_lsb} |")
-    lines += ["", "Warnings `mcuc build` printed (report.json `quant.warnings`):", ""]
+    lines += ["", "What mcuc took from each model (report.json `quant`) and the warnings "
+              "`mcuc build` printed:", ""]
     for k, cs in enumerate(cases, 1):
-        for w in cs.warnings or ["(none)"]:
-            lines.append(f"- QDQ {k}: {w}")
+        qd = cs.quant
+        lines.append(f"- QDQ {k}: {qd['given_activations']} activations with the model's "
+                     f"scales, {qd['calibrated_activations']} calibrated, the rest views "
+                     f"and Softmax outputs; {qd['given_weights']} weighted layers with the "
+                     f"model's weight scales, {qd['mcuc_weights']} quantized by mcuc")
+        for w in qd["warnings"]:
+            lines.append(f"  - {w}")
+    lines += ["", f"Where mcuc and onnxruntime part (QDQ 1, first {div_images} test images, "
+              "every memory technique and fusion off so each step is one graph node; "
+              "block 0 in full, then each block's output):", "",
+              "| mcuc step | within 1 LSB | max diff (LSB) |", "|---|---|---|"]
+    for step, share, worst in div:
+        if "blocks_0_" in step or step.endswith("_Add_1") or "blocks_" not in step:
+            lines.append(f"| {step} | {_pct(share)} | {worst} |")
     if fw is not None:
         lines += ["", f"Firmware (QDQ 1, stm32f746, Unicorn engine, `mcuc validate` on "
                   f"{fw['images']} test images): {fw['mismatches']} images differ from the "
@@ -269,6 +324,8 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=1000, help="test images (default 1000)")
     ap.add_argument("--firmware-images", type=int, default=8,
                     help="test images run as firmware in the Unicorn engine (0: skip)")
+    ap.add_argument("--trace-images", type=int, default=20,
+                    help="test images for the step-by-step divergence table (default 20)")
     ap.add_argument("--write", action="store_true", help="write bench/quant.md")
     a = ap.parse_args()
     t0 = time.time()
@@ -284,14 +341,16 @@ def main() -> None:
         cases = [measure(name, path, x, y, f_top) for name, path in qdq_models(tmp, calib)]
         fw = firmware_check(cases[0].model, a.firmware_images, tmp / "fw") \
             if a.firmware_images else None
-    text = table(len(x), float(np.mean(f_top == y)), own, cases, fw)
+        div = divergence(cases[0].model, x[:a.trace_images])
+    text = table(len(x), float(np.mean(f_top == y)), own, cases, fw, div, a.trace_images)
     print(text)
     print(f"({time.time() - t0:.0f} s)")
     if a.write:
         write_section(ROOT / "bench" / "quant.md",
                       f"Measured {datetime.date.today().isoformat()} with `PYTHONPATH=compiler "
                       f".venv/bin/python scripts/bench_quant.py --images {a.images} "
-                      f"--firmware-images {a.firmware_images} --write`.\n\n" + text)
+                      f"--firmware-images {a.firmware_images} --trace-images "
+                      f"{a.trace_images} --write`.\n\n" + text)
 
 
 BEGIN, END = "<!-- bench_quant.py: begin -->", "<!-- bench_quant.py: end -->"

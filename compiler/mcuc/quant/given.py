@@ -49,18 +49,20 @@ def resolve_mode(mode: str, graph: Graph) -> str:
     return mode
 
 
-def given_activations(qg: QGraph) -> tuple[dict[str, QParams], list[str], int]:
+def given_activations(qg: QGraph) -> tuple[dict[str, QParams], list[str], int, int]:
     """Every activation's QParams with the model's where it states them; one note line
-    per kind of change; how many use the model's."""
+    per kind of change; how many use the model's and how many calibrated ones (views
+    and Softmax outputs are neither)."""
     g, given = qg.graph, qg.graph.given
     qp: dict[str, QParams] = {}
-    used = views = soft = 0
+    used = calibrated = views = soft = 0
 
     def pick(name: str) -> QParams:
-        nonlocal used
+        nonlocal used, calibrated
         if name in given.acts:
             used += 1
             return QParams(*given.acts[name])
+        calibrated += 1
         return qg.qparams[name]
 
     for name in g.inputs:
@@ -88,7 +90,7 @@ def given_activations(qg: QGraph) -> tuple[dict[str, QParams], list[str], int]:
     if given.constants:
         notes.append(f"quant: {given.constants} quantized float constants are used at full "
                      "precision (mcuc folds them into integer parameters)")
-    return qp, notes, used
+    return qp, notes, used, calibrated
 
 
 def _match(w: np.ndarray, given: GivenQuant) -> tuple[np.ndarray, np.ndarray] | None:
@@ -149,11 +151,11 @@ def apply_given(qg: QGraph) -> tuple[QGraph, dict]:
     """`qg` (calibrated, or as a build recorded it) with the model's stated quantization,
     and what report.json's "quant" says about it: counts and one warning line per kind
     of change."""
-    qp, notes, used = given_activations(qg)
+    qp, notes, used, calibrated = given_activations(qg)
     qg = dataclasses.replace(qg, qparams=qp)
     scales, more = given_weights(qg)
     layers = sum(n.op in ("Linear", "Conv") for n in qg.graph.nodes)
-    info = {"mode": "given", "given_activations": used, "calibrated_activations": len(qp) - used,
+    info = {"mode": "given", "given_activations": used, "calibrated_activations": calibrated,
             "given_weights": len(scales), "mcuc_weights": layers - len(scales),
             "warnings": notes + more}
     return dataclasses.replace(qg, weight_scales=scales), info
