@@ -37,8 +37,9 @@ def calibration() -> np.ndarray:
 
 
 def ort_qdq(src: Path, dst: Path, calib: np.ndarray, per_channel: bool = True,
-            uint8_acts: bool = False) -> Path:
-    """`src` quantized by onnxruntime's quantize_static in QDQ format (int8 weights)."""
+            uint8_acts: bool = False, uint8_weights: bool = False) -> Path:
+    """`src` quantized by onnxruntime's quantize_static in QDQ format (int8 weights;
+    uint8 weights are asymmetric)."""
     import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -57,7 +58,8 @@ def ort_qdq(src: Path, dst: Path, calib: np.ndarray, per_channel: bool = True,
             return next(self.it, None)
 
     quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ,
-                    per_channel=per_channel, weight_type=QuantType.QInt8,
+                    per_channel=per_channel,
+                    weight_type=QuantType.QUInt8 if uint8_weights else QuantType.QInt8,
                     activation_type=QuantType.QUInt8 if uint8_acts else QuantType.QInt8)
     return dst
 

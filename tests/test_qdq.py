@@ -60,30 +60,39 @@ def small(tmp_path_factory) -> dict:
     src = small_float(d / "float.onnx")
     return {"dir": d, "float": src, "calib": d / "calib.npy", "x": xs[32:],
             "pc": ort_qdq(src, d / "pc.onnx", xs[:32], per_channel=True),
-            "u8": ort_qdq(src, d / "u8.onnx", xs[:32], per_channel=False, uint8_acts=True)}
+            "u8": ort_qdq(src, d / "u8.onnx", xs[:32], per_channel=False, uint8_acts=True),
+            "asym": ort_qdq(src, d / "asym.onnx", xs[:32], per_channel=False, uint8_acts=True,
+                            uint8_weights=True)}
 
 
 def compiled(model: Path, calib: np.ndarray, quant: str = "auto"):
     return compile_graph(load_graph(model), calib, quant=quant)
 
 
+def _model_output_qp(model: Path) -> tuple[float, int]:
+    """(scale, int8 zero point) of the model's last DequantizeLinear."""
+    m = onnx.load(str(model))
+    init = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+    last = next(n for n in m.graph.node if n.output[0] == "y")
+    zp = init[last.input[2]]
+    return float(init[last.input[1]]), int(zp) - (128 if zp.dtype == np.uint8 else 0)
+
+
 @pytest.mark.parametrize("kind", ["pc", "u8"])
 def test_small_model_follows_onnxruntime(small, kind):
-    """Per-channel int8 and per-tensor weights with uint8 activations: mcuc uses the
+    """Per-channel int8, and per-tensor weights with uint8 activations: mcuc uses the
     model's scales (weights, output) and matches onnxruntime to rounding."""
     x, calib = small["x"], np.load(small["calib"])
     c = compiled(small[kind], calib)
     assert c.quant["mode"] == "given" and c.quant["given_weights"] == 3
     assert c.quant["mcuc_weights"] == 0
-    m = onnx.load(str(small[kind]))
-    init = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
-    last = next(n for n in m.graph.node if n.output[0] == "y")
-    s_out = float(init[last.input[1]])
-    z_out = int(init[last.input[2]]) - (128 if init[last.input[2]].dtype == np.uint8 else 0)
+    s_out, z_out = _model_output_qp(small[kind])
     assert c.schedule.output_qp.scale == pytest.approx(s_out, rel=1e-7)
     assert c.schedule.output_qp.zero_point == z_out
-    w2 = next(v for k, v in c.qgraph.weight_scales.items() if v.size == 10)
-    (w2_given,) = [v for k, v in init.items() if k.startswith("w2") and k.endswith("scale")]
+    m = onnx.load(str(small[kind]))
+    (w2_given,) = [numpy_helper.to_array(i) for i in m.graph.initializer
+                   if i.name == "w2_scale"]
+    w2 = next(v for v in c.qgraph.weight_scales.values() if v.size == 10)
     assert np.allclose(w2, np.broadcast_to(w2_given, (10,)), rtol=1e-7)
     a = agreement(c, run_mcuc(c, x), run_ort(small[kind], x))
     assert a.argmax >= 0.98 and a.within1 >= 0.99 and a.exact >= 0.95 and a.max_lsb <= 1, a
@@ -95,20 +104,34 @@ def test_small_model_follows_onnxruntime(small, kind):
     assert any("ignored" in w for w in own.quant["warnings"])
 
 
+def test_asymmetric_weights_converted(small):
+    """uint8 (asymmetric) weights: requantized symmetric per channel by mcuc, one warning
+    line; activations still the model's, outputs still within 1 LSB (measured: all)."""
+    x, calib = small["x"], np.load(small["calib"])
+    c = compiled(small["asym"], calib)
+    assert c.quant["given_weights"] == 0 and c.quant["mcuc_weights"] == 3
+    assert sum("asymmetric" in w for w in c.quant["warnings"]) == 1
+    assert (c.schedule.output_qp.scale, c.schedule.output_qp.zero_point) == \
+        pytest.approx(_model_output_qp(small["asym"]), rel=1e-7)
+    a = agreement(c, run_mcuc(c, x), run_ort(small["asym"], x))
+    assert a.argmax >= 0.95 and a.within1 >= 0.99, a
+
+
 def test_default_model_onnxruntime_qdq(tmp_path):
     """The trained default model quantized by onnxruntime (per-channel int8, QDQ) on 120
-    Fashion-MNIST test images. Thresholds from measurement (bench/quant.md, 1,000 images:
-    see there): mcuc's integer LayerNorm, softmax (1/256 output) and table GELU round
-    differently from onnxruntime's float ops between QDQ pairs, and mcuc fuses Linear
-    and bias where onnxruntime rounds the product first, so outputs drift by a few LSB
-    over six blocks while classes agree."""
+    Fashion-MNIST test images. Measured on this slice: argmax agreement 97.5%, 56.2% of
+    logits within 1 LSB, top-1 88.3% (mcuc) vs 89.2% (onnxruntime); 1,000 images in
+    bench/quant.md. mcuc's integer LayerNorm, softmax (1/256 output) and table GELU round
+    differently from onnxruntime's float ops between QDQ pairs, and mcuc fuses a Linear's
+    bias where onnxruntime rounds the product first, so logits drift by a few LSB over six
+    blocks while classes agree; the thresholds leave a little room below the measure."""
     model = ort_qdq(DEFAULT_MODEL, tmp_path / "pc.onnx", calibration())
     x, y = load_fashion_mnist("test", limit=120)
     c = compiled(model, calibration())
     assert c.quant["given_weights"] == 26 and c.quant["mcuc_weights"] == 0
     q, o = run_mcuc(c, x), run_ort(model, x)
     a = agreement(c, q, o)
-    assert a.argmax >= 0.95 and a.within1 >= 0.45, a
+    assert a.argmax >= 0.95 and a.within1 >= 0.50, a
     assert np.mean(q.argmax(1) == y) >= np.mean(o.argmax(1) == y) - 0.03
 
 
