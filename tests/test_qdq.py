@@ -136,12 +136,24 @@ def test_default_model_onnxruntime_qdq(tmp_path):
 
 
 def test_build_and_validate_bit_exact(small, tmp_path):
-    """A host build of a QDQ model: the C equals the reference rebuilt from mcuc.json
-    (weights at -128 included), and report.json says what changed."""
+    """A host build of a QDQ model whose weights use -128 (PyTorch's symmetric grid does;
+    mcuc's own never): the C equals the reference rebuilt from mcuc.json, and report.json
+    says what changed."""
     from mcuc.validate import validate
 
+    def corner(m: onnx.ModelProto) -> None:
+        w = next(t for t in m.graph.initializer if t.name == "w1_quantized")
+        q = numpy_helper.to_array(w).copy()
+        q[:, :8] = -128
+        w.CopyFrom(numpy_helper.from_array(q, w.name))
+
+    model = _mutate(small["u8"], tmp_path / "m.onnx", corner)
+    c = compiled(model, np.load(small["calib"]))
+    weights = [np.asarray(v) for st in c.schedule.steps for k, v in st.params.items()
+               if "weights" in k and v is not None]
+    assert weights and min(int(w.min()) for w in weights) == -128
     out = tmp_path / "b"
-    report = build(small["u8"], "host", calib=str(small["calib"]), out_dir=out)
+    report = build(model, "host", calib=str(small["calib"]), out_dir=out)
     assert report["quant"]["mode"] == "given"
     assert json.loads((out / "report.json").read_text())["quant"] == report["quant"]
     np.save(tmp_path / "x.npy", small["x"][:16])
