@@ -241,6 +241,10 @@ HOSTILE = {
     "block size": (lambda m: _attr(_node(m, "QuantizeLinear"), block_size=4), "block_size"),
     "Q feeds other op": (_rewire_q_output, "QuantizeLinear -> DequantizeLinear pairs"),
     "DQ of activation": (_dq_of_activation, "neither a constant"),
+    "Q without input": (lambda m: _node(m, "QuantizeLinear").input.__delitem__(slice(None)),
+                        "no input"),
+    "quantized output": (lambda m: setattr(m.graph.output[0], "name", "y_QuantizeLinear_Output"),
+                         "output is quantized"),
 }
 
 

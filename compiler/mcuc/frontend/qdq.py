@@ -137,15 +137,15 @@ def _fold_q(g: Graph, node: Node) -> None:
     g.tensors[out] = Tensor(out, tuple(q.shape), q.dtype.name, q)
 
 
-def _pair(g: Graph, q: Node, dqs: list[Node], given: GivenQuant) -> str:
+def _pair(g: Graph, q: Node, dqs: list[Node], given: GivenQuant) -> None:
     """Q(x) -> DQ...: x's per-tensor (scale, int8 zero point); readers of each DQ read x."""
     x = q.inputs[0]
     if q.inputs[1:2] and g.const(q.inputs[1]) is not None and g.const(q.inputs[1]).size != 1:
         raise McucError(f"{_where(q)}: activations must be quantized per tensor "
                         f"(scale has {g.const(q.inputs[1]).size} values)")
-    sq, zq, axis = _params(g, q, 1)
+    sq, zq, _ = _params(g, q, 1)
     for d in dqs:
-        sd, zd, ad = _params(g, d, 1)
+        sd, zd, _ = _params(g, d, 1)
         if sd.tolist() != sq.tolist() or zd.tolist() != zq.tolist() or zd.dtype != zq.dtype:
             raise McucError(f"{_where(d)}: scale or zero point differs from its "
                             f"QuantizeLinear's")
@@ -162,7 +162,6 @@ def _pair(g: Graph, q: Node, dqs: list[Node], given: GivenQuant) -> str:
     if old is not None and old != (s, z):
         raise McucError(f"tensor '{one_line(x)}' is quantized twice with different scales")
     given.acts[x] = (s, z)
-    return x
 
 
 def strip_qdq(g: Graph) -> None:
@@ -181,6 +180,8 @@ def strip_qdq(g: Graph) -> None:
         if id(node) in done:
             continue
         if node.op == "QuantizeLinear":
+            if not node.inputs or not node.inputs[0]:
+                raise McucError(f"{_where(node)} has no input")
             dqs = _readers(g, node, users)
             x = node.inputs[0]
             c = g.const(x)
@@ -201,6 +202,8 @@ def strip_qdq(g: Graph) -> None:
             _fold_dq(g, node, given)
         else:
             kept.append(node)
+    for node in kept:   # readers placed before their pair, in a file out of order
+        node.inputs = [rename.get(i, i) for i in node.inputs]
     g.nodes = kept
     g.outputs = [rename.get(o, o) for o in g.outputs]
     g.given = given
