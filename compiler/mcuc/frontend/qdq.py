@@ -112,8 +112,7 @@ def _fold_dq(g: Graph, node: Node, given: GivenQuant) -> None:
     g.tensors[out] = Tensor(out, tuple(value.shape), "float32", value)
     if q.dtype != np.int32:
         shift = 128 if q.dtype == np.uint8 else 0
-        given.weights.append((value, np.broadcast_to(s, q.shape).astype(np.float64),
-                              np.broadcast_to(z - shift, q.shape).astype(np.int64)))
+        given.weights.append((value, scale, zp.astype(np.int64) - shift, axis))
 
 
 def _fold_q(g: Graph, node: Node) -> None:

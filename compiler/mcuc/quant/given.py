@@ -93,9 +93,16 @@ def given_activations(qg: QGraph) -> tuple[dict[str, QParams], list[str], int, i
     return qp, notes, used, calibrated
 
 
+def _full(v: np.ndarray, axis: int | None, shape: tuple[int, ...]) -> np.ndarray:
+    """A per-tensor or per-axis parameter as a (read-only, uncopied) array of `shape`."""
+    if axis is not None:
+        v = v.reshape([-1 if i == axis else 1 for i in range(len(shape))])
+    return np.broadcast_to(v, shape)
+
+
 def _match(w: np.ndarray, given: GivenQuant) -> tuple[np.ndarray, np.ndarray] | None:
     """(scale, zero point) laid out like `w`, from the given constant equal to w."""
-    for value, scale, zp in given.weights:
+    for value, scale, zp, axis in given.weights:
         if value.size != w.size:
             continue
         for view in (lambda a: a, lambda a: a.reshape(a.shape[-2:]).T if a.ndim >= 2 else a):
@@ -104,7 +111,8 @@ def _match(w: np.ndarray, given: GivenQuant) -> tuple[np.ndarray, np.ndarray] | 
             except ValueError:
                 continue
             if v.shape == w.shape and np.array_equal(v, w):
-                return view(scale), view(zp)
+                return (view(_full(scale, axis, value.shape)),
+                        view(_full(zp, axis, value.shape)))
     return None
 
 
