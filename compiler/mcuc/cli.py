@@ -38,7 +38,9 @@ def cmd_build(a: argparse.Namespace) -> int:
                    stream_input=a.stream_input, calib_method=a.calib_method,
                    calib_percentile=a.calib_percentile, calib_images=a.calib_images,
                    kernels=a.kernels, report_full=a.report == "full", optimize=a.optimize,
-                   profile=a.profile)
+                   profile=a.profile, quant=a.quant)
+    for line in report["quant"]["warnings"]:
+        print(f"mcuc: warning: {line}", file=sys.stderr)
     print(format_report(report))
     extra = ", memory.png" if a.report == "full" else ""
     print(f"\nwrote {a.out}/ (model.c, model.h, weights.c, report.json{extra})")
@@ -191,6 +193,11 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--calib-images", type=int, default=DEFAULT_IMAGES,
                    help="training images to calibrate on (named datasets; a .npy is used "
                         f"whole) (default {DEFAULT_IMAGES})")
+    b.add_argument("--quant", default="auto",
+                   help="given: a QDQ model's own scales and zero points (tensors it does "
+                        "not quantize are calibrated); calibrate: mcuc's calibration; auto: "
+                        "given when the model has QuantizeLinear/DequantizeLinear nodes "
+                        "(default auto)")
     b.add_argument("--out", default="build/model", help="output directory")
     b.add_argument("--input-shape", type=_shape, help="override the input shape, e.g. 1,1,28,28")
     b.add_argument("--disable", type=_disabled, default=(),

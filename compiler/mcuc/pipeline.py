@@ -30,6 +30,7 @@ from mcuc.quant.calibrate import (
     check_method,
     describe,
 )
+from mcuc.quant.given import apply_given, check_mode, resolve_mode
 from mcuc.quant.qparams import QParams
 from mcuc.schedule.lower import lower
 from mcuc.schedule.schedule import Schedule
@@ -45,6 +46,7 @@ class Compiled:
     schedule: Schedule
     plan: memory.Plan
     timings: dict[str, float] = field(default_factory=dict)
+    quant: dict = field(default_factory=lambda: {"mode": "calibrate", "warnings": []})
 
 
 def load_graph(model=None, input_shape: tuple[int, ...] | None = None) -> Graph:
@@ -84,21 +86,31 @@ def compile_graph(graph: Graph, samples: np.ndarray, disabled: tuple[str, ...] =
                   strategy: str = "best", progress: bool = False,
                   stream_input: bool = False, calib_method: str = DEFAULT_METHOD,
                   calib_percentile: float = DEFAULT_PERCENTILE,
-                  optimize: str = "size", qparams: dict[str, QParams] | None = None
-                  ) -> Compiled:
+                  optimize: str = "size", qparams: dict[str, QParams] | None = None,
+                  quant: str = "auto") -> Compiled:
     """Calibrate (quant/calibrate.py: `calib_method`, `calib_percentile`), lower and plan.
     Given `qparams` (every activation's, as a build records them for `mcuc validate`),
     calibration is skipped and `samples` unused.
     `stream_input` makes the image arrive band by band through a callback
     (schedule/stream.py), so the arena never holds all of it. `optimize` "speed" stores
-    the linear weights as int16 (schedule/widen.py): faster, twice their flash."""
+    the linear weights as int16 (schedule/widen.py): faster, twice their flash.
+    `quant` "given" uses a QDQ model's own scales where it states them (quant/given.py;
+    the rest is calibrated), "calibrate" ignores them, "auto" picks given for QDQ models."""
     t: dict[str, float] = {}
     t0 = time.perf_counter()
+    mode = resolve_mode(quant, graph)
     if qparams is not None:
         qg = QGraph(graph, dict(qparams))
     else:
         qg = calibrate(graph, samples, progress=progress, method=calib_method,
                        percentile=calib_percentile)
+    info: dict = {"mode": mode, "warnings": []}
+    if mode == "calibrate" and graph.given is not None:
+        info["warnings"].append("quant: the model's QuantizeLinear/DequantizeLinear scales "
+                                "were ignored (--quant calibrate); a Relu its quantizer "
+                                "folded into a scale's range is then not applied")
+    if mode == "given":
+        qg, info = apply_given(qg)
     t["calibrate_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     schedule = lower(qg, disabled)
@@ -115,7 +127,7 @@ def compile_graph(graph: Graph, samples: np.ndarray, disabled: tuple[str, ...] =
     plan = memory.plan(bufs, strategy)
     memory.validate(bufs, plan)
     t["plan_s"] = time.perf_counter() - t0
-    return Compiled(graph, qg, schedule, plan, t)
+    return Compiled(graph, qg, schedule, plan, t, info)
 
 
 def layer_table(c: Compiled) -> list[dict]:
@@ -153,7 +165,8 @@ def build(model=None, board: str = "host", calib="fashion-mnist", out_dir: Path 
           emulate: bool = True, stream_input: bool = False,
           calib_method: str = DEFAULT_METHOD, calib_percentile: float = DEFAULT_PERCENTILE,
           calib_images: int = DEFAULT_IMAGES, kernels: str = "optimized",
-          report_full: bool = False, optimize: str = "size", profile: bool = False) -> dict:
+          report_full: bool = False, optimize: str = "size", profile: bool = False,
+          quant: str = "auto") -> dict:
     """Compile a model for a board into out_dir; returns the report (also report.json).
 
     For an MCU board the fit check runs before any C is written, then the firmware is
@@ -168,11 +181,13 @@ def build(model=None, board: str = "host", calib="fashion-mnist", out_dir: Path 
     technique ablation (one more plan per technique) and memory.png, which a build that
     only wants firmware does not pay for. `optimize` "speed" trades flash for speed
     (compile_graph). `profile` makes the firmware print each step's DWT cycles
-    (MCUC_STEP lines; `mcuc run --profile` on a board reads them).
+    (MCUC_STEP lines; `mcuc run --profile` on a board reads them). `quant`
+    given|calibrate|auto: a QDQ model's own scales or mcuc's calibration (compile_graph).
     """
     t_start = time.perf_counter()
     check_method(calib_method, calib_percentile)
     check_optimize(optimize)
+    check_mode(quant)
     b = load_board(board).with_kernels(kernels)
     if profile:
         if not b.is_mcu:
@@ -186,7 +201,7 @@ def build(model=None, board: str = "host", calib="fashion-mnist", out_dir: Path 
     calib_x = calibration_samples(graph, calib, calib_images)
     c = compile_graph(graph, calib_x, disabled, progress=progress, stream_input=stream_input,
                       calib_method=calib_method, calib_percentile=calib_percentile,
-                      optimize=optimize)
+                      optimize=optimize, quant=quant)
     name = graph.name or "model"
     fit = None
     if b.is_mcu:
@@ -224,6 +239,7 @@ def build(model=None, board: str = "host", calib="fashion-mnist", out_dir: Path 
         report["kernels"] = kernels
         report["optimize"] = optimize
         report["calibration"] = describe(calib_method, len(calib_x), calib_percentile)
+        report["quant"] = c.quant
         if c.schedule.stream:
             report["stream_input"] = True
         if profile:
@@ -306,7 +322,7 @@ def _reference_meta(model, input_shape: tuple[int, ...] | None, c: Compiled,
     return {"model": None if model is None else str(path), "model_sha256": sha256(path),
             "input_shape": list(input_shape) if input_shape else None,
             "disabled": list(c.schedule.disabled), "stream_input": bool(stream_input),
-            "optimize": optimize,
+            "optimize": optimize, "quant": c.quant["mode"],
             "qparams": {tensor_key(t): [q.scale, q.zero_point]
                         for t, q in c.qgraph.qparams.items()}}
 

@@ -237,8 +237,8 @@ def rebuild_reference(b: Build, warnings: list[str] | None = None,
         raise McucError(f"{where}'s quantization names tensors the model does not have; "
                         "rebuild with `mcuc build`")
     qparams = {keys[k]: q for k, q in recorded.items()}
-    c = compile_graph(graph, np.zeros((0,)), disabled,
-                      stream_input=stream, optimize=optimize, qparams=qparams)
+    c = compile_graph(graph, np.zeros((0,)), disabled, stream_input=stream,
+                      optimize=optimize, qparams=qparams, quant=str(ref.get("quant", "auto")))
     files = b.meta.get("files", {})
     with tempfile.TemporaryDirectory(prefix="mcuc-validate-") as tmp:
         render(c.schedule, c.plan, Path(tmp), model_name=name, makefile=None)

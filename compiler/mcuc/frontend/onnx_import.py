@@ -15,6 +15,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from mcuc import McucError, limits
+from mcuc.frontend import qdq
 from mcuc.ir import interpreter
 from mcuc.ir.graph import Graph, Node, Tensor
 from mcuc.text import fresh, one_line
@@ -176,7 +177,7 @@ def import_onnx(src: str | Path | onnx.ModelProto,
                             "(control flow with subgraphs)")
         attrs = {a.name: _attr(a, name) for a in pn.attribute}
         node = Node(pn.op_type, list(pn.input), list(pn.output), attrs, name)
-        if node.op not in interpreter.OPS:
+        if node.op not in interpreter.OPS and node.op not in qdq.OPS:
             raise McucError(f"unsupported ONNX op '{node.op}' at node '{name}' "
                             f"(supported: {', '.join(interpreter.supported_ops())})")
         if node.op == "Softmax" and domains.get("", domains.get("ai.onnx", 18)) < 13:
@@ -190,6 +191,7 @@ def import_onnx(src: str | Path | onnx.ModelProto,
 
     graph = Graph(tensors, nodes, [vi.name for vi in inputs], [o.name for o in g.output],
                   g.name or "model")
+    qdq.strip_qdq(graph)
     infer_shapes(graph)
     return graph
 

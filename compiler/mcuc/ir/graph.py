@@ -58,12 +58,32 @@ class Node:
 
 
 @dataclass
+class GivenQuant:
+    """Quantization a QDQ model states (frontend/qdq.py), kept beside the float graph it
+    was stripped from so that quant/given.py can use it instead of calibrating.
+
+    `acts`: activation tensor -> (scale, int8 zero point), uint8 already shifted by -128
+    (`uint8` counts those). `weights`: (float value, scale, int8 zero point, axis) of each
+    int8/uint8 constant a DequantizeLinear produced (scale and zero point one value, or one
+    per index of `axis`), matched by value after canonicalization (which transposes and
+    renames weights). `constants`: float constants whose Q/DQ pair was dropped (used at
+    full precision)."""
+
+    acts: dict[str, tuple[float, int]] = field(default_factory=dict)
+    weights: list[tuple[np.ndarray, np.ndarray, np.ndarray, int | None]] = \
+        field(default_factory=list)
+    uint8: int = 0
+    constants: int = 0
+
+
+@dataclass
 class Graph:
     tensors: dict[str, Tensor]
     nodes: list[Node]
     inputs: list[str]
     outputs: list[str]
     name: str = "model"
+    given: GivenQuant | None = None   # set when the model carried QDQ nodes
 
     def tensor(self, name: str) -> Tensor:
         return self.tensors[name]

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from tqdm import tqdm
@@ -46,10 +46,13 @@ DEFAULT_IMAGES = 64
 
 @dataclass
 class QGraph:
-    """A float graph with int8 parameters for every activation tensor."""
+    """A float graph with int8 parameters for every activation tensor, and the per output
+    channel scales of weights whose quantization the model gave (QDQ; quant/given.py):
+    other weights are quantized by qparams.quantize_weighted when lowered."""
 
     graph: Graph
     qparams: dict[str, QParams]
+    weight_scales: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def input_name(self) -> str:

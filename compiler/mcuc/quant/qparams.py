@@ -59,7 +59,8 @@ def quantize_weights_per_channel(w: np.ndarray, floor: np.ndarray | None = None
     return q.reshape(w.shape), scales
 
 
-def quantize_weighted(w: np.ndarray, b: np.ndarray | None, s_x: float
+def quantize_weighted(w: np.ndarray, b: np.ndarray | None, s_x: float,
+                      given: np.ndarray | None = None
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(int8 weights, their per-channel scales, int32 bias) for a kernel that accumulates
     bias + sum((x - zp) * w) in int32 and then requantizes.
@@ -72,18 +73,35 @@ def quantize_weighted(w: np.ndarray, b: np.ndarray | None, s_x: float
     plus the largest possible sum of products (k x 255 x 127) fits int32 exactly; their
     weights matter little there, since the bias dominates them. Other channels keep their
     scale, so models without the problem compile bit for bit as before.
+
+    `given` (per channel, from a QDQ model: quant/given.py) replaces the scales mcuc would
+    choose; its weights may use -128, as the model's int8 grid does (so the sum of
+    products is bounded by k x 255 x 128 there).
     """
-    if b is None:
-        return (*quantize_weights_per_channel(w), None)
+    floor = None if b is None else bias_floor(w, b, s_x, 127 if given is None else 128)
+    if given is None:
+        q, s_w = quantize_weights_per_channel(
+            w, floor=None if floor is None else floor * (1 + 1e-9))
+    else:
+        s_w = np.asarray(given, dtype=np.float64)
+        if floor is not None:
+            s_w = np.where(floor > s_w, floor * (1 + 1e-9), s_w)
+        flat = np.asarray(w, dtype=np.float64).reshape(w.shape[0], -1)
+        q = np.clip(round_half_away(flat / s_w[:, None]), QMIN, QMAX).astype(np.int8)
+        q = q.reshape(w.shape)
+    return q, s_w, quantize_bias(b, s_x, s_w)
+
+
+def bias_floor(w: np.ndarray, b: np.ndarray, s_x: float, w_max: int = 127) -> np.ndarray:
+    """The smallest weight scale per channel at which bias + sum of products fits int32
+    (see quantize_weighted)."""
     k = int(np.prod(w.shape[1:]))
-    room = float(2**31 - 1 - k * 255 * 127)
+    room = float(2**31 - 1 - k * 255 * w_max)
     if room < 2**20:
         from mcuc import McucError
 
         raise McucError(f"{k} products per output overflow an int32 accumulator")
-    need = np.abs(np.asarray(b, dtype=np.float64)) / (s_x * room)
-    q, s_w = quantize_weights_per_channel(w, floor=need * (1 + 1e-9))
-    return q, s_w, quantize_bias(b, s_x, s_w)
+    return np.abs(np.asarray(b, dtype=np.float64)) / (s_x * room)
 
 
 def quantize_bias(b: np.ndarray | None, s_x: float, s_w: np.ndarray) -> np.ndarray | None:

@@ -8,6 +8,7 @@ requantization multiplier costs nothing and rounds once instead of twice.
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import numpy as np
 
@@ -44,4 +45,4 @@ def fold_scalar_muls(qg: QGraph) -> QGraph:
         return qg
     new = Graph(dict(g.tensors), [n for i, n in enumerate(nodes) if i not in drop],
                 list(g.inputs), list(g.outputs), g.name)
-    return QGraph(new, qg.qparams)
+    return dataclasses.replace(qg, graph=new)

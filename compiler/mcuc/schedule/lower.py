@@ -178,7 +178,7 @@ class Lowerer:
         x, y = node.inputs[0], node.outputs[0]
         s_x, qy = self.qp(x).scale, self.qp(y)
         scale = float(node.attrs.get("post_scale", 1.0))
-        wq, s_w, bq = quantize_weighted(w, b, s_x)
+        wq, s_w, bq = quantize_weighted(w, b, s_x, self.qg.weight_scales.get(node.inputs[1]))
         mult, shift = quantize_multipliers(s_x * s_w * scale / qy.scale)
         return {
             "x_zp": self.qp(x).zero_point, "y_zp": qy.zero_point,
