@@ -16,6 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 from mcuc import McucError
 from mcuc.cli import main
 from mcuc.datasets import load_fashion_mnist
+from mcuc.kernels import registry
 from mcuc.pipeline import DEFAULT_MODEL, build, compile_graph, load_graph
 
 pytest.importorskip("onnxruntime")
@@ -149,8 +150,9 @@ def test_build_and_validate_bit_exact(small, tmp_path):
 
     model = _mutate(small["u8"], tmp_path / "m.onnx", corner)
     c = compiled(model, np.load(small["calib"]))
-    weights = [np.asarray(v) for st in c.schedule.steps for k, v in st.params.items()
-               if "weights" in k and v is not None]
+    weights = [np.asarray(leaf.value) for st in c.schedule.steps
+               for leaf in registry.leaves(registry.get(st.kernel), st.params)
+               if leaf.path.split(".")[-1] == "weights" and leaf.value is not None]
     assert weights and min(int(w.min()) for w in weights) == -128
     out = tmp_path / "b"
     report = build(model, "host", calib=str(small["calib"]), out_dir=out)
