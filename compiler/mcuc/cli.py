@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mcuc import McucError, __version__
-from mcuc.text import MAX_ERROR_CHARS, one_line
+from mcuc.text import MAX_ERROR_CHARS, one_line, path_line
 
 if TYPE_CHECKING:
     from mcuc.nas.search import SearchOptions
@@ -37,10 +37,12 @@ def cmd_build(a: argparse.Namespace) -> int:
                    progress=sys.stderr.isatty(), samples=a.samples,
                    stream_input=a.stream_input, calib_method=a.calib_method,
                    calib_percentile=a.calib_percentile, calib_images=a.calib_images,
-                   kernels=a.kernels, report_full=a.report == "full", optimize=a.optimize)
+                   kernels=a.kernels, report_full=a.report == "full", optimize=a.optimize,
+                   name=a.name, weights_region=a.weights_region)
     print(format_report(report))
     extra = ", memory.png" if a.report == "full" else ""
-    print(f"\nwrote {a.out}/ (model.c, model.h, weights.c, report.json{extra})")
+    n = report["name"]
+    print(f"\nwrote {path_line(a.out)}/ ({n}.h, {n}.c, {n}_weights.c, report.json{extra})")
     return 0
 
 
@@ -199,6 +201,12 @@ def parser() -> argparse.ArgumentParser:
                    help="size: int8 weights; speed: the linear weights stored as int16 "
                         "(twice their flash, ~35%% fewer instructions in the linear "
                         "layers on DSP cores)")
+    b.add_argument("--name", help="the model's name: prefix of its files, functions, macros "
+                   "and sections (<name>_run, <NAME>_ARENA_SIZE; a lower-case C identifier; "
+                   "default: the model file's stem, `vit` for the bundled model)")
+    b.add_argument("--weights-region", default="flash",
+                   help="where an MCU board's linker script puts the weights section: flash "
+                        "(default) or a region the board has (stm32f746: qspi)")
     b.set_defaults(fn=cmd_build)
 
     r = sub.add_parser("run", help="run a built model on one input")

@@ -1,6 +1,6 @@
 """The result lines a compiled model prints, wherever it runs (host program, firmware under
-QEMU, Renode or Unicorn): `MCUC_BEGIN`, `MCUC_OUTPUT v...`, `MCUC_STACK n`, `MCUC_CYCLES n`,
-`MCUC_STATUS n`, `MCUC_DONE`.
+QEMU, Renode or Unicorn): `MCUC_BEGIN`, `MCUC_MODEL name` (firmware: before each model's
+outputs), `MCUC_OUTPUT v...`, `MCUC_STACK n`, `MCUC_CYCLES n`, `MCUC_STATUS n`, `MCUC_DONE`.
 
 Its own module so that the emulators and the firmware builder both read it without
 importing each other.
@@ -40,10 +40,11 @@ def int_field(line: str) -> int:
 
 
 def parse_protocol(text: str) -> dict:
-    """The firmware protocol lines: outputs, stack, cycles, status, done (a malformed line
-    or an output outside int8 is one error line)."""
-    res: dict = {"outputs": [], "stack_bytes": None, "cycles": None, "status": None,
-                 "begin": False, "done": False}
+    """The firmware protocol lines: outputs (all, in order, and by model), stack, cycles,
+    status, done (a malformed line or an output outside int8 is one error line)."""
+    res: dict = {"outputs": [], "by_model": {}, "stack_bytes": None, "cycles": None,
+                 "status": None, "begin": False, "done": False}
+    model = ""
     for line in text.replace("\r", "").splitlines():
         parts = line.split()
         if not parts:
@@ -51,8 +52,14 @@ def parse_protocol(text: str) -> dict:
         key = parts[0]
         if key == "MCUC_BEGIN":
             res["begin"] = True
+        elif key == "MCUC_MODEL":
+            if len(parts) != 2 or not parts[1].isidentifier() or not parts[1].isascii():
+                raise _bad_line(line)
+            model = parts[1]
+            res["by_model"].setdefault(model, [])
         elif key == "MCUC_OUTPUT":
             res["outputs"].append(int8_values(line))
+            res["by_model"].setdefault(model, []).append(res["outputs"][-1])
         elif key == "MCUC_STACK":
             res["stack_bytes"] = int_field(line)
         elif key == "MCUC_CYCLES":
