@@ -472,6 +472,7 @@ def run_unicorn(elf: Path, inputs: np.ndarray | dict[str, np.ndarray] | None = N
         raise McucError(f"firmware in Unicorn reported MCUC_STATUS {res['status']}")
     res["instructions"] = int(r.instructions) if r.instructions else None
     res["chip_state"] = r.chip_state
+    res["stdout"] = r.stdout
     res["instructions_per_step"] = {int(k): int(v) for k, v in
                                     (r.instructions_per_step or {}).items()}
     if r.stack_bytes is not None and res["stack_bytes"] is None:
