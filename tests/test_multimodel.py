@@ -19,9 +19,9 @@ from mcuc.codegen.modelname import BUNDLED_NAME, check_name, default_name, name_
 from mcuc.firmware import run_unicorn, symbol, unicorn_available
 from mcuc.multimodel import LinkedModel, link_models
 from mcuc.pipeline import build
+from test_qemu import quantize, reference
 
 from helpers import cli_error_line, compile_random, input_shape, random_inputs, random_model
-from test_qemu import quantize, reference
 
 needs_unicorn = pytest.mark.skipif(not unicorn_available(),
                                    reason="mcuc.sim.unicorn_m7 not available")
@@ -79,7 +79,7 @@ def test_two_models_in_one_f746_firmware(tmp_path, capsys) -> None:
     res = run_unicorn(info["elf"])   # the inputs baked into flash at link time
     print(res["stdout"])
     assert list(res["by_model"]) == ["kws", "vww"]
-    for name, (xq, ref) in refs.items():
+    for name, (_xq, ref) in refs.items():
         got = res["by_model"][name]
         assert len(got) == len(ref) == 2
         for g, r in zip(got, ref, strict=True):
