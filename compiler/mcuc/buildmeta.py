@@ -72,7 +72,7 @@ def sha256(path: Path) -> str:
 def write_meta(out: Path, meta: dict) -> None:
     """Write out/mcuc.json: meta plus format, version and the digests of the binary
     (meta's exe or elf) and the generated sources. Call it last in a build."""
-    names = [meta[k] for k in ("exe", "elf") if meta.get(k)] + sources(meta["name"])
+    names = [meta[k] for k in ("exe", "elf") if meta.get(k)] + sources(meta.get("name", "model"))
     files = {n: sha256(out / n) for n in names if (out / n).is_file()}
     data = {"format": FORMAT, "mcuc": __version__, **meta, "files": files}
     (out / META).write_text(json.dumps(data, indent=2) + "\n")
