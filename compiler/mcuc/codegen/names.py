@@ -16,7 +16,8 @@ through this module, and nowhere else:
 - `c_comment` and `c_string` make text safe inside `/* ... */` and `"..."`.
 Error messages quote model text through `mcuc.text.one_line`.
 
-Makefiles, linker scripts, Renode scripts and openocd commands get no model text at all.
+Makefiles, linker scripts, Renode scripts and openocd commands get no model text at all;
+the model's name, which they do use, is a checked identifier (codegen/modelname.py).
 """
 
 from __future__ import annotations
