@@ -149,3 +149,24 @@ def test_cli_rejects_a_bad_name(capsys, tmp_path) -> None:
     err = cli_error_line(capsys, ["build", "--board", "stm32f427", "--weights-region", "qspi",
                                   "--out", str(tmp_path / "o")])
     assert "--weights-region" in err
+
+
+def test_hostile_file_stem_becomes_a_clean_name(tmp_path, monkeypatch, capsys) -> None:
+    """The stem is model-side text: it reaches file names, symbols, the Makefile only as a
+    checked identifier; nothing in it runs."""
+    from mcuc.cli import main
+    from test_hostile_names import _tiny_onnx
+
+    work = tmp_path / "w"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    path = work / "x; touch PWNED $(id) `id`.onnx"
+    _tiny_onnx(path)
+    np.save(work / "calib.npy", np.random.default_rng(0).random((4, 1, 8, 8), np.float32))
+    assert main(["build", "--model", str(path), "--calib", str(work / "calib.npy"),
+                 "--out", str(work / "o")]) == 0, capsys.readouterr().err
+    names = {p.name for p in (work / "o").iterdir()}
+    assert {"x_touch_pwned_id_id.h", "x_touch_pwned_id_id.c"} <= names
+    assert "x_touch_pwned_id_id_run(" in (work / "o" / "x_touch_pwned_id_id.h").read_text()
+    assert not (work / "PWNED").exists() and not (work / "o" / "PWNED").exists()
+    assert "touch" not in (work / "o" / "Makefile").read_text().replace("x_touch", "")

@@ -127,7 +127,7 @@ def _context(schedule: Schedule, plan: Plan, model_name: str, ident: str) -> dic
 
 
 def _stream_context(schedule: Schedule) -> dict:
-    """Band geometry for model.h/model.c/main.c of a streaming build."""
+    """Band geometry for <name>.h/<name>.c/main.c of a streaming build."""
     from mcuc.schedule.stream import band_rows
 
     bands, chans, rows, width = band_rows(schedule)
