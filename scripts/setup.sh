@@ -110,8 +110,8 @@ print(items[0]["download_info"]["url"] if items else "already-installed")')" \
         pip_install "$TORCH_REQ"
     fi
 
-    log "pip install -e '.[dev,search,plot]'"
-    pip_install -e '.[dev,search,plot]' "$TORCH_REQ"
+    log "pip install -e '.[dev,search,plot,board]'"
+    pip_install -e '.[dev,search,plot,board]' "$TORCH_REQ"
 
     # timm requires torchvision, which we do not want: install it without deps and add its
     # other requirements (none of which depends on torch) by hand.

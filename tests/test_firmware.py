@@ -76,7 +76,7 @@ def test_report_has_elf_sizes_stack_and_instructions(f746) -> None:
         per_step = [row["instructions"] for row in report["layers"]]
         assert all(isinstance(n, int) and n > 0 for n in per_step)
         assert sum(per_step) <= report["instructions"]
-        assert report["cycles"] > 0
+        assert "cycles" not in report and "cycles" not in report["firmware"]
 
 
 def test_arena_in_sram_weights_in_flash(f746) -> None:
@@ -248,7 +248,7 @@ def test_f746_elf_in_unicorn_equals_reference(seed: int, tmp_path) -> None:
     assert len(res["outputs"]) == 3
     for g, r in zip(res["outputs"], ref, strict=True):
         np.testing.assert_array_equal(g, r, err_msg=f"config {cfg}")
-    assert res["instructions"] > 0 and res["cycles"] > 0
+    assert res["instructions"] > 0 and res["dwt_instructions"] > 0
     assert len(res["instructions_per_step"]) == len(c.schedule.steps)
 
 

@@ -38,7 +38,7 @@ def cmd_build(a: argparse.Namespace) -> int:
                    stream_input=a.stream_input, calib_method=a.calib_method,
                    calib_percentile=a.calib_percentile, calib_images=a.calib_images,
                    kernels=a.kernels, report_full=a.report == "full", optimize=a.optimize,
-                   name=a.name, weights_region=a.weights_region)
+                   profile=a.profile, name=a.name, weights_region=a.weights_region)
     print(format_report(report))
     extra = ", memory.png" if a.report == "full" else ""
     n = report["name"]
@@ -47,19 +47,30 @@ def cmd_build(a: argparse.Namespace) -> int:
 
 
 def cmd_run(a: argparse.Namespace) -> int:
+    from mcuc.profile import format_profile
     from mcuc.runner import load_input, run_built
 
-    res = run_built(a.out, load_input(a.input), a.engine, allow_nonfinite=a.allow_nonfinite)
+    res = run_built(a.out, load_input(a.input), a.engine, allow_nonfinite=a.allow_nonfinite,
+                    profile=a.profile)
     if a.json:
-        print(json.dumps({"output": res.output.tolist(), "argmax": res.argmax,
-                          "scores": [round(float(s), 6) for s in res.scores],
-                          "engine": res.engine, "instructions": res.instructions}))
-    else:
-        print("output (int8): " + " ".join(str(int(v)) for v in res.output))
-        print("scores       : " + " ".join(f"{s:.4f}" for s in res.scores))
-        print(f"argmax       : {res.argmax}")
-        if res.instructions is not None:
-            print(f"instructions : {res.instructions:,} ({res.engine})")
+        d = {"output": res.output.tolist(), "argmax": res.argmax,
+             "scores": [round(float(s), 6) for s in res.scores],
+             "engine": res.engine, "instructions": res.instructions}
+        if res.cycles is not None:
+            d["cycles"] = res.cycles
+        if res.profile is not None:
+            d["profile"] = res.profile.to_dict()
+        print(json.dumps(d))
+        return 0
+    print("output (int8): " + " ".join(str(int(v)) for v in res.output))
+    print("scores       : " + " ".join(f"{s:.4f}" for s in res.scores))
+    print(f"argmax       : {res.argmax}")
+    if res.instructions is not None:
+        print(f"instructions : {res.instructions:,} ({res.engine})")
+    if res.cycles is not None:
+        print(f"cycles       : {res.cycles:,} ({res.engine}, DWT)")
+    if res.profile is not None:
+        print("\n" + format_profile(res.profile))
     return 0
 
 
@@ -201,6 +212,9 @@ def parser() -> argparse.ArgumentParser:
                    help="size: int8 weights; speed: the linear weights stored as int16 "
                         "(twice their flash, ~35%% fewer instructions in the linear "
                         "layers on DSP cores)")
+    b.add_argument("--profile", action="store_true",
+                   help="the firmware times every step with the DWT cycle counter and prints "
+                        "it (MCUC_STEP lines; read by `mcuc run --profile` on a board)")
     b.add_argument("--name", help="the model's name: prefix of its files, functions, macros "
                    "and sections (<name>_run, <NAME>_ARENA_SIZE; a lower-case C identifier; "
                    "default: the model file's stem, `vit` for the bundled model)")
@@ -215,8 +229,13 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true", help="print JSON")
     r.add_argument("--allow-nonfinite", action="store_true",
                    help="run an input holding NaN/inf anyway (NaN as 0, inf saturated)")
-    r.add_argument("--engine", choices=["qemu", "unicorn", "renode"],
-                   help="emulator for MCU builds (default: the board's first)")
+    r.add_argument("--engine",
+                   help="qemu, unicorn, renode, or serial:PORT (a board: the input is flashed "
+                        "with openocd, the output read from its console) (default: the "
+                        "board's first emulator)")
+    r.add_argument("--profile", action="store_true",
+                   help="each step's share of one inference: instructions in an emulator, "
+                        "DWT cycles on a board (serial:PORT; needs `mcuc build --profile`)")
     r.set_defaults(fn=cmd_run)
 
     v = sub.add_parser("validate", help="a data set through the float model, the int8 "
@@ -228,9 +247,11 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--labels", help=".npy of integer labels for an .npy --data")
     v.add_argument("--model", help="the build's model file, if it moved since the build "
                                    "(its sha256 must match)")
-    v.add_argument("--engine", choices=["host", "unicorn", "qemu"],
-                   help="what runs the build (default: host builds on the host, MCU builds "
-                        "in the board's first emulator)")
+    v.add_argument("--engine",
+                   help="host, unicorn, qemu, or serial:PORT (a board: inputs flashed with "
+                        "openocd, --samples per flash, outputs read from its console) "
+                        "(default: host builds on the host, MCU builds in the board's first "
+                        "emulator)")
     v.add_argument("--per-layer", action="store_true",
                    help="also each int8 reference step against the float interpreter "
                         "(on the first 20 inputs)")

@@ -45,6 +45,10 @@ CODE_PER_STEP_BYTES = 160
 # ITCM (in both directions) and .itcm_text's alignment. The default model has 19 veneers
 # (152 B) on the stm32f746; allowance 1 KB.
 CODE_TCM_EXTRA_BYTES = 1024
+# --profile (main.c's step hooks and MCUC_STEP lines): two small functions and a call pair per
+# step instead of two stores; allowance per build and per step. Data: one counter per step.
+CODE_PROFILE_BYTES = 256
+CODE_PROFILE_PER_STEP_BYTES = 16
 # .data/.bss besides the arena: board state, the output line buffer, the input buffer.
 DATA_BASE_BYTES = 512
 ELF_NAME = "firmware.elf"
@@ -107,12 +111,16 @@ def _phrase(memory: str, parts: dict[str, int], need: int, limit: int) -> str:
 
 
 def estimate(board: Board, arena_bytes: int, weights_bytes: int, n_steps: int,
-             input_size: int, output_size: int, n_samples: int,
+             input_size: int, output_size: int, n_samples: int, profile: bool = False,
              weights_region: str = "flash") -> Fit:
     data = DATA_BASE_BYTES + 5 * output_size + (input_size if board.semihosting else 0)
     samples = 0 if board.semihosting else n_samples * input_size
+    code = _code_bytes(board, n_steps)
+    if profile:
+        data += 4 * n_steps
+        code += CODE_PROFILE_BYTES + CODE_PROFILE_PER_STEP_BYTES * n_steps
     return Fit(arena=arena_bytes, stack=board.stack_bytes, data=data, weights=weights_bytes,
-               code=_code_bytes(board, n_steps), samples=samples,
+               code=code, samples=samples,
                sram_limit=board.sram_bytes, flash_limit=board.flash_bytes,
                arena_in_dtcm=tcm.arena_in_dtcm(board, arena_bytes),
                weights_external=weights_region == "qspi", qspi_limit=board.qspi_bytes)
@@ -140,6 +148,13 @@ def _c_rows(samples: np.ndarray) -> list[str]:
     return rows
 
 
+def check_profile(board: Board) -> None:
+    """`--profile` prints DWT cycles: the board needs a cycle counter."""
+    if not board.has_dwt:
+        raise McucError(f"--profile needs a cycle counter; board {board.name} has none "
+                        "(`mcuc run --profile` counts instructions in an emulator without it)")
+
+
 @dataclass(frozen=True)
 class FwModel:
     """One model of a firmware: its checked name (the prefix of its files and symbols), model
@@ -154,14 +169,18 @@ class FwModel:
 LINKER_JSON = "linker.json"   # the models the linker script places, for cross_build
 
 
-def render_firmware(board: Board, out: Path, models: list[FwModel]) -> None:
+def render_firmware(board: Board, out: Path, models: list[FwModel],
+                    profile: bool = False) -> None:
     """Write main.c, Makefile, linker.ld, mcuc_prof.h, <name>_samples.{c,h} per model and
     board/ into out.
 
     The model sources (<name>.c, <name>_weights.c, runtime/) come from codegen.render (or
     from earlier builds, link_models) first; this adds what turns them into a bootable
-    image for `board` that runs every model in turn.
+    image for `board` that runs every model in turn. `profile` makes the firmware time
+    every step with the DWT and print MCUC_STEP lines (check_profile; one model only).
     """
+    if profile:
+        check_profile(board)
     env = environment()
     _check_models(board, models)
     board_dir = out / "board"
@@ -174,10 +193,12 @@ def render_firmware(board: Board, out: Path, models: list[FwModel]) -> None:
     if board.semihosting and len(models) != 1:
         raise McucError(f"board {board.name} reads its inputs from one semihosting file: "
                         "it runs one model per firmware")
+    if profile and len(models) != 1:
+        raise McucError("--profile times the steps of one model per firmware")
     # Model text goes only into main.c's comment, escaped; never into the Makefile.
     mctx = [_model_context(m) for m in models]
     ctx = {"board": board, "models": mctx, "defines": board.defines(),
-           "has_samples": has_samples,
+           "has_samples": has_samples, "profile": profile,
            "board_sources": [f"board/{Path(s).name}" for s in board.sources]}
     files = {"main.c": "main_firmware.c.j2", "Makefile": "Makefile.arm.j2",
              "mcuc_prof.h": "mcuc_prof.h.j2"}
@@ -423,12 +444,14 @@ def patch_elf(elf: Path, values: dict[str, bytes], dest: Path) -> Path:
 
 
 def render_mcu(board: Board, out: Path, model_name: str, samples_q: np.ndarray,
-               name: str = "model", weights_region: str = "flash") -> None:
+               profile: bool = False, name: str = "model",
+               weights_region: str = "flash") -> None:
     """Everything board-specific beside the model sources of the model `name`: firmware,
     Renode files."""
     from mcuc.sim import renode
 
-    render_firmware(board, out, [FwModel(name, samples_q, model_name, weights_region)])
+    render_firmware(board, out, [FwModel(name, samples_q, model_name, weights_region)],
+                    profile)
     renode.write_files(out, board)
 
 
@@ -447,7 +470,12 @@ def run_unicorn(elf: Path, inputs: np.ndarray | dict[str, np.ndarray] | None = N
     returns the parsed protocol plus instruction counts and ``chip_state`` (the clocks and
     console baud rate the init set up). Inputs go over <name>_samples (flash boards; one
     array, or {name: array} for a firmware of several models, patch_samples) or into the
-    semihosting file. res["by_model"] has each model's outputs."""
+    semihosting file. res["by_model"] has each model's outputs.
+
+    ``instructions`` / ``instructions_per_step``: the engine's exact count of the first
+    inference (marker protocol). What the firmware's DWT printed (MCUC_CYCLES, and MCUC_STEP
+    in a --profile build) comes back as ``dwt_instructions`` / ``dwt_instructions_per_step``
+    (last inference): the engine's DWT counts retired instructions, not cycles."""
     import tempfile
 
     from mcuc.sim.unicorn_m7 import run_elf
@@ -471,6 +499,8 @@ def run_unicorn(elf: Path, inputs: np.ndarray | dict[str, np.ndarray] | None = N
     if res["status"] != 0:
         raise McucError(f"firmware in Unicorn reported MCUC_STATUS {res['status']}")
     res["instructions"] = int(r.instructions) if r.instructions else None
+    res["dwt_instructions"] = res.pop("cycles")
+    res["dwt_instructions_per_step"] = res.pop("cycles_per_step")
     res["chip_state"] = r.chip_state
     res["stdout"] = r.stdout
     res["instructions_per_step"] = {int(k): int(v) for k, v in
@@ -487,7 +517,7 @@ def build_and_measure(board: Board, out: Path, fit: Fit | None, samples_q: np.nd
     elf = cross_build(out, board, fit)
     info: dict = elf_sizes(elf, board)
     confirm_fit(board, info)
-    info.update(stack_bytes=None, instructions=None, cycles=None, emulator=None)
+    info.update(stack_bytes=None, instructions=None, emulator=None)
     if not emulate:
         return info
     if board.semihosting and "qemu" in board.emulators:
@@ -503,6 +533,5 @@ def build_and_measure(board: Board, out: Path, fit: Fit | None, samples_q: np.nd
     elif "unicorn" in board.emulators and unicorn_available():
         res = run_unicorn(elf, samples_q[:1], chip=board.chip)
         info.update(stack_bytes=res["stack_bytes"], instructions=res["instructions"],
-                    instructions_per_step=res["instructions_per_step"],
-                    cycles=res["cycles"], emulator="unicorn")
+                    instructions_per_step=res["instructions_per_step"], emulator="unicorn")
     return info

@@ -155,8 +155,8 @@ def build(model=None, board: str = "host", calib="fashion-mnist", out_dir: Path 
           emulate: bool = True, stream_input: bool = False,
           calib_method: str = DEFAULT_METHOD, calib_percentile: float = DEFAULT_PERCENTILE,
           calib_images: int = DEFAULT_IMAGES, kernels: str = "optimized",
-          report_full: bool = False, optimize: str = "size", name: str | None = None,
-          weights_region: str = "flash") -> dict:
+          report_full: bool = False, optimize: str = "size", profile: bool = False,
+          name: str | None = None, weights_region: str = "flash") -> dict:
     """Compile a model for a board into out_dir; returns the report (also report.json).
 
     For an MCU board the fit check runs before any C is written, then the firmware is
@@ -170,10 +170,12 @@ def build(model=None, board: str = "host", calib="fashion-mnist", out_dir: Path 
     optimized variants (to measure them, or to rule them out). `report_full` adds the
     technique ablation (one more plan per technique) and memory.png, which a build that
     only wants firmware does not pay for. `optimize` "speed" trades flash for speed
-    (compile_graph). `name` prefixes every file, symbol, macro and section of the generated
-    model (codegen/modelname.py; default: from the model file's stem, `vit` for the bundled
-    model). `weights_region` places the weights section on an MCU board: "flash" or a
-    region the board declares (Board.weight_regions, e.g. "qspi").
+    (compile_graph). `profile` makes the firmware print each step's DWT cycles
+    (MCUC_STEP lines; `mcuc run --profile` on a board reads them). `name` prefixes every
+    file, symbol, macro and section of the generated model (codegen/modelname.py; default:
+    from the model file's stem, `vit` for the bundled model). `weights_region` places the
+    weights section on an MCU board: "flash" or a region the board declares
+    (Board.weight_regions, e.g. "qspi").
     """
     t_start = time.perf_counter()
     check_method(calib_method, calib_percentile)
@@ -181,6 +183,13 @@ def build(model=None, board: str = "host", calib="fashion-mnist", out_dir: Path 
     b = load_board(board).with_kernels(kernels)
     ident = check_name(name) if name is not None else default_name(model)
     _check_region(b, weights_region)
+    if profile:
+        if not b.is_mcu:
+            raise McucError("--profile is for MCU boards (their DWT cycle counter); a host "
+                            "build has none")
+        from mcuc.firmware import check_profile
+
+        check_profile(b)
     out = check_out(out_dir)
     graph = load_graph(model, input_shape)
     calib_x = calibration_samples(graph, calib, calib_images)
@@ -192,7 +201,7 @@ def build(model=None, board: str = "host", calib="fashion-mnist", out_dir: Path 
     if b.is_mcu:
         from mcuc import firmware
 
-        fit = estimate_fit(c, b, samples, weights_region)
+        fit = estimate_fit(c, b, samples, profile, weights_region)
         firmware.check_fit(b, fit)
     with staging(out) as tmp:   # replaces out only once everything below succeeded
         t0 = time.perf_counter()
@@ -203,7 +212,7 @@ def build(model=None, board: str = "host", calib="fashion-mnist", out_dir: Path 
             from mcuc.firmware import render_mcu
 
             samples_q = _quantized_samples(c, calib_x, samples)
-            render_mcu(b, tmp, name, samples_q, ident, weights_region)
+            render_mcu(b, tmp, name, samples_q, profile, ident, weights_region)
         c.timings["codegen_s"] = time.perf_counter() - t0
         if compile_c and b.core == "host":
             from mcuc.sim.host import build_host
@@ -229,6 +238,8 @@ def build(model=None, board: str = "host", calib="fashion-mnist", out_dir: Path 
         report["calibration"] = describe(calib_method, len(calib_x), calib_percentile)
         if c.schedule.stream:
             report["stream_input"] = True
+        if profile:
+            report["profile"] = True
         if report_full:
             report.update(ablation(c.qgraph, c.plan.arena_bytes))
             _plot_memory(c, tmp / "memory.png", desc)
@@ -238,7 +249,7 @@ def build(model=None, board: str = "host", calib="fashion-mnist", out_dir: Path 
             _add_firmware(report, fw)
         (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n")
         ref = _reference_meta(model, input_shape, c, stream_input, optimize)
-        _save_runtime_meta(c, tmp, b.name, ident, b.is_mcu, ref)
+        _save_runtime_meta(c, tmp, b.name, ident, b.is_mcu, ref, profile)
     return report
 
 
@@ -253,14 +264,16 @@ def _plot_memory(c: Compiled, path: Path, desc: str) -> None:
                     f"(lower bound {c.plan.lower_bound_bytes:,} B)")
 
 
-def estimate_fit(c: Compiled, b: Board, samples: int, weights_region: str = "flash"):
-    """The build's pre-link fit estimate; the NAS cost model predicts exactly this."""
+def estimate_fit(c: Compiled, b: Board, samples: int, profile: bool = False,
+                 weights_region: str = "flash"):
+    """The build's pre-link fit estimate; the NAS cost model predicts exactly this (without
+    --profile)."""
     from mcuc import firmware
 
     s = c.schedule
     return firmware.estimate(b, c.plan.arena_bytes, s.weights_bytes(), len(s.steps),
                              int(np.prod(s.input_shape)), int(np.prod(s.output_shape)),
-                             samples, weights_region)
+                             samples, profile, weights_region)
 
 
 def _check_region(b: Board, weights_region: str) -> None:
@@ -281,8 +294,10 @@ def _quantized_samples(c: Compiled, calib_x: np.ndarray, samples: int) -> np.nda
 
 
 def _add_firmware(report: dict, fw: dict) -> None:
-    """Firmware keys: sizes from the ELF, stack/instructions from an emulator run."""
-    for key in ("flash_bytes", "ram_bytes", "stack_bytes", "instructions", "cycles"):
+    """Firmware keys: sizes from the ELF, stack/instructions from an emulator run. An
+    emulator counts instructions, never cycles: no key here says `cycles` (a board's DWT
+    cycles come from `mcuc run --profile` over its serial console)."""
+    for key in ("flash_bytes", "ram_bytes", "stack_bytes", "instructions"):
         report[key] = fw.get(key)
     report["firmware"] = {k: v for k, v in fw.items() if k != "instructions_per_step"}
     per_step = fw.get("instructions_per_step") or {}
@@ -317,15 +332,18 @@ def _reference_meta(model, input_shape: tuple[int, ...] | None, c: Compiled,
 
 
 def _save_runtime_meta(c: Compiled, out: Path, board: str, name: str, is_mcu: bool,
-                       reference: dict | None = None) -> None:
+                       reference: dict | None = None, profile: bool = False) -> None:
     """What `mcuc run` needs later: the model's name (its files), shapes and quantization
-    of input and output; and `reference` (see _reference_meta) for `mcuc validate`."""
+    of input and output; and `reference` (see _reference_meta) for `mcuc validate`;
+    `profile`: the firmware prints MCUC_STEP lines."""
     s = c.schedule
     meta = {"board": board, "name": name, "input_shape": list(s.input_shape),
             "input": s.input_qp.to_dict(), "output_shape": list(s.output_shape),
             "output": s.output_qp.to_dict(), "exe": "model"}
     if reference is not None:
         meta["reference"] = reference
+    if profile:
+        meta["profile"] = True
     if is_mcu:
         from mcuc.sim.renode import SCRIPT_STEM
 

@@ -1,4 +1,5 @@
-"""Untrusted text (model names, paths, messages) as one printable line.
+"""Untrusted text (model names, paths, messages) as one printable line; and `fresh`, the one
+rule for making a name new.
 
 Error messages and logs quote text from outside: an ONNX name, a path, an exception. It may
 hold newlines, terminal escapes, bidi controls or invalid UTF-8, any of which could forge
@@ -9,6 +10,7 @@ ASCII stays, every other character becomes a backslash escape, and the length is
 from __future__ import annotations
 
 import os
+from collections.abc import Container
 
 MAX_ERROR_CHARS = 1000  # an error line stays readable in a terminal and a CI log
 
@@ -47,3 +49,20 @@ def one_line(text: object, limit: int = 80, *, middle: bool = False) -> str:
 def path_line(path: object) -> str:
     """A path for a message: one_line, cut in the middle so both ends stay."""
     return one_line(path, 120, middle=True)
+
+
+def cut(text: object, n: int) -> str:
+    """one_line for a table column: at most `n` characters, a cut marked with `~`."""
+    text = one_line(text, 1000)
+    return text if len(text) <= n else text[: n - 1] + "~"
+
+
+def fresh(base: str, taken: Container[str]) -> str:
+    """`base`, else the first of `base_1`, `base_2`, ... not in `taken`: the one rule by
+    which the frontend, the graph, lowering, the schedule passes and the C tables make a
+    name new."""
+    name, k = base, 0
+    while name in taken:
+        k += 1
+        name = f"{base}_{k}"
+    return name

@@ -33,7 +33,7 @@ import numpy as np
 from mcuc import McucError
 from mcuc.buildmeta import Build, load_build, sha256
 from mcuc.codegen.modelname import model_files
-from mcuc.text import one_line, path_line
+from mcuc.text import cut, one_line, path_line
 
 if TYPE_CHECKING:
     from mcuc.pipeline import Compiled
@@ -276,13 +276,19 @@ def run_reference(c: Compiled, xs_q: np.ndarray, progress: bool = False) -> np.n
 
 def pick_engine(b: Build, engine: str | None) -> str:
     """The engine that runs build `b`: 'host' for host builds, else an emulator of its
-    board (default: the board's first)."""
+    board (default: the board's first), or the board itself (`serial:PORT`, mcuc.console)."""
     from mcuc.boards import load_board
+    from mcuc.console import port_of
 
     board = load_board(b.board)
+    if port_of(engine) is not None:
+        if not board.is_mcu or board.semihosting:
+            raise McucError(f"board {board.name} has no serial console to read (the serial "
+                            "engine runs physical boards)")
+        return engine
     if engine is not None and engine not in ENGINES:
         raise McucError(f"unknown engine {one_line(engine, 40)} (validate runs: "
-                        f"{', '.join(ENGINES)})")
+                        f"{', '.join(ENGINES)}, serial:PORT)")
     if not board.is_mcu:
         if engine not in (None, "host"):
             raise McucError(f"a build for board {board.name} runs on the host, not in "
@@ -300,8 +306,8 @@ def run_target(b: Build, xs_q: np.ndarray, engine: str, progress: bool = False
     """(int8 outputs [N, K], inputs per launch) of the build on int8 inputs [N, size]: the
     host program once per input; the firmware as many inputs per emulator launch as it
     takes (a semihosting file in chunks of SEMIHOST_CHUNK, or as many as its <name>_samples
-    holds: the build's --samples)."""
-    from mcuc import firmware
+    holds: the build's --samples; on a board, `serial:PORT`, one flash per chunk)."""
+    from mcuc import console, firmware
     from mcuc.boards import load_board
 
     k = math.prod(b.output_shape)
@@ -323,7 +329,10 @@ def run_target(b: Build, xs_q: np.ndarray, engine: str, progress: bool = False
                 chunk = max(1, size // xs_q.shape[1])
             for i in range(0, len(xs_q), chunk):
                 rows = xs_q[i:i + chunk]
-                if engine == "qemu":
+                port = console.port_of(engine)
+                if port is not None:
+                    got = console.run_board(b, rows, port)["outputs"]
+                elif engine == "qemu":
                     from mcuc.sim.qemu import run_qemu_full
 
                     got = run_qemu_full(b.elf, rows,
@@ -438,7 +447,8 @@ def validate(out_dir: Path | str, data: str = "fashion-mnist:1000",
 
     ref_s, tgt_s = b.output_qp.dequantize(ref_q), b.output_qp.dequantize(tgt_q)
     ref_top = _top1(ref_s)
-    r_row, t_row = Row("int8 reference"), Row(f"target ({eng})")
+    r_row = Row("int8 reference")
+    t_row = Row(f"target ({'board' if eng.startswith('serial:') else eng})")
     for row, s in ((f_row, flt), (r_row, ref_s), (t_row, tgt_s)):
         if s is None:
             continue
@@ -516,9 +526,8 @@ def _num(v: float | None, fmt: str) -> str:
     return "-" if v is None else format(v, fmt)
 
 
-def _cut(text: str, n: int) -> str:
-    text = one_line(text, 1000)
-    return text if len(text) <= n else text[: n - 1] + "~"
+def _launch(engine: str) -> str:
+    return "run" if engine == "host" else "flash" if engine.startswith("serial:") else "launch"
 
 
 def format_validation(v: Validation) -> str:
@@ -548,7 +557,7 @@ def format_validation(v: Validation) -> str:
     s = v.seconds
     lines.append(f"time: target {s.get('target', 0):.2f} s "
                  f"({1000 * s.get('target_per_image', 0):.1f} ms/input, {v.per_launch} per "
-                 f"{'launch' if v.engine != 'host' else 'run'}), reference "
+                 f"{_launch(v.engine)}), reference "
                  f"{s.get('reference', 0):.2f} s, total {s.get('total', 0):.1f} s")
     for w in v.warnings:
         lines.append(f"warning: {w}")
@@ -558,6 +567,6 @@ def format_validation(v: Validation) -> str:
                       "the graph)",
                   f"{'step':<44}{'op':<11}{'cosine':>10}{'max err':>10}{'in LSB':>8}"]
         for lr in v.per_layer:
-            lines.append(f"{_cut(lr.step, 43):<44}{_cut(lr.op, 10):<11}"
+            lines.append(f"{cut(lr.step, 43):<44}{cut(lr.op, 10):<11}"
                          f"{lr.cosine:>10.6f}{lr.max_abs:>10.4f}{lr.max_lsb:>8.1f}")
     return "\n".join(lines)

@@ -26,10 +26,9 @@ void mcuc_add_s8(const mcuc_add_params_t *p, const int8_t *a, const int8_t *b, i
             j = 0;
         }
         const int64_t sum = (int64_t)av + bv;
-        const int32_t s = (int32_t)(sum > INT32_MAX ? INT32_MAX
-                                    : (sum < INT32_MIN ? INT32_MIN : sum));
+        const int32_t s = mcuc_sat_s32(sum);
         const int64_t v = (int64_t)p->y_zp + mcuc_requantize(s, p->y_mult, p->y_shift);
-        y[i] = (int8_t)(v < -128 ? -128 : (v > 127 ? 127 : v));
+        y[i] = mcuc_clamp_s8(v);
     }
 }
 

@@ -4,11 +4,6 @@
  * strided views so head slices and transposes need no copies. */
 #include "mcuc/kernels.h"
 
-static inline int32_t sat32(int64_t acc)
-{
-    return (int32_t)(acc > INT32_MAX ? INT32_MAX : (acc < INT32_MIN ? INT32_MIN : acc));
-}
-
 static inline int32_t load(const int8_t *x, int64_t i, const int8_t *table)
 {
     return table ? table[x[i] + 128] : x[i];
@@ -47,8 +42,8 @@ void mcuc_attention_s8(const mcuc_attention_params_t *p, const int8_t *q, const 
                            * (load(k, kj + (int64_t)l * p->k_cs, p->k_table) - p->k_zp);
                 }
                 const int64_t sv = (int64_t)p->s_zp
-                                   + mcuc_requantize(sat32(acc), p->s_mult, p->s_shift);
-                const int32_t sc = sv < -128 ? -128 : (sv > 127 ? 127 : (int32_t)sv);
+                                   + mcuc_requantize(mcuc_sat_s32(acc), p->s_mult, p->s_shift);
+                const int32_t sc = mcuc_clamp_s8(sv);
                 s[j] = (int8_t)sc;
                 mx = sc > mx ? sc : mx;
             }
@@ -72,8 +67,8 @@ void mcuc_attention_s8(const mcuc_attention_params_t *p, const int8_t *q, const 
                            * (load(v, vc + (int64_t)j * p->v_rs, p->v_table) - p->v_zp);
                 }
                 const int64_t ov = (int64_t)p->o_zp
-                                   + mcuc_requantize(sat32(acc), p->o_mult, p->o_shift);
-                y[oi + (int64_t)c * p->o_cs] = (int8_t)(ov < -128 ? -128 : (ov > 127 ? 127 : ov));
+                                   + mcuc_requantize(mcuc_sat_s32(acc), p->o_mult, p->o_shift);
+                y[oi + (int64_t)c * p->o_cs] = mcuc_clamp_s8(ov);
             }
         }
     }
@@ -96,7 +91,7 @@ void mcuc_attention_s8(const mcuc_attention_params_t *p, const int8_t *q, const 
  *   sum p (v - v_zp)         = sum p v - v_zp * sum p
  * where each term is itself at most 255 * 128 * n (<= 65,025 * n) in magnitude: every
  * partial sum, both terms and their exact difference fit int32, so no step overflows and
- * sat32 of the exact sum (the reference) is the sum itself; the 2^30 margin serves the
+ * mcuc_sat_s32 of the exact sum (the reference) is the sum itself; the 2^30 margin serves the
  * requantization below. q's rows are unpacked once into pairs in a local array, which
  * bounds d by MCUC_ATT_DSP_MAX_D. */
 #define MCUC_ATT_DSP_MAX_LEN 16512

@@ -31,11 +31,10 @@ void mcuc_conv2d_s8(const mcuc_conv2d_params_t *p, const int8_t *x, int8_t *y)
                         }
                     }
                 }
-                const int32_t a = (int32_t)(acc > INT32_MAX ? INT32_MAX
-                                            : (acc < INT32_MIN ? INT32_MIN : acc));
+                const int32_t a = mcuc_sat_s32(acc);
                 const int64_t v = (int64_t)p->y_zp + mcuc_requantize(a, p->mult[o], p->shift[o]);
                 y[((int64_t)o * p->h_out + oy) * p->w_out + ox] =
-                    (int8_t)(v < -128 ? -128 : (v > 127 ? 127 : v));
+                    mcuc_clamp_s8(v);
             }
         }
     }

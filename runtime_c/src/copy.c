@@ -23,7 +23,7 @@ void mcuc_copy_s8(const mcuc_copy_params_t *p, const int8_t *x, int8_t *y)
             for (int32_t i = 0; i < n_in; ++i, xi += s_in, yi += s_out) {
                 const int64_t v = (int64_t)p->y_zp
                                   + mcuc_requantize(x[xi] - p->x_zp, p->mult, p->shift);
-                y[yi] = (int8_t)(v < -128 ? -128 : (v > 127 ? 127 : v));
+                y[yi] = mcuc_clamp_s8(v);
             }
         } else {
             for (int32_t i = 0; i < n_in; ++i, xi += s_in, yi += s_out) {

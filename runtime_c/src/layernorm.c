@@ -54,7 +54,7 @@ void mcuc_layernorm_s8(const mcuc_layernorm_params_t *p, const int8_t *x, int8_t
             const int64_t num = d * p->gamma_q[i] + (int64_t)p->beta_q[i] * sigma;
             const int64_t q = num >= 0 ? (num + half) / den : -((half - num) / den);
             const int64_t v = p->y_zp + q;
-            yr[i] = (int8_t)(v < -128 ? -128 : (v > 127 ? 127 : v));
+            yr[i] = mcuc_clamp_s8(v);
         }
     }
 }
@@ -124,7 +124,7 @@ static __attribute__((noinline)) int8_t ln_exact(const mcuc_layernorm_params_t *
     const int64_t num = d * p->gamma_q[i] + (int64_t)p->beta_q[i] * sigma;
     const int64_t q = num >= 0 ? (num + half) / den : -((half - num) / den);
     const int64_t v = p->y_zp + q;
-    return (int8_t)(v < -128 ? -128 : (v > 127 ? 127 : v));
+    return mcuc_clamp_s8(v);
 }
 
 /* The exact output of an element a fast loop stopped at, from t: floor(V) lies within

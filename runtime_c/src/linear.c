@@ -18,7 +18,7 @@
  * for k <= MCUC_DSP_MAX_K = 65793 (255 * 128 * 65793 = 2,147,483,520 <= 2^31 - 1; checked
  * below at compile time, and against the Python twin in linear.py by a test). Larger k
  * (the compiler accepts dimensions up to 2^20) takes the reference loop. The bias is then
- * added with a saturating add (QADD): the exact sum fits int32, so sat32(bias + sum) is
+ * added with a saturating add (QADD): the exact sum fits int32, so mcuc_sat_s32(bias + sum) is
  * exactly the reference's saturated int64 sum. The compiler folds the input zero point
  * into the bias where it can (fold_zero_point), and the loop for x_zp == 0 skips the
  * subtraction. When the whole call's accumulators stay below 2^30 and its shifts are
@@ -39,9 +39,9 @@
 /* The reference's epilogue: saturate the exact sum, requantize, add y_zp, clamp. */
 static int8_t ref_out(const mcuc_linear_params_t *p, int32_t j, int64_t acc)
 {
-    const int32_t a = (int32_t)(acc > INT32_MAX ? INT32_MAX : (acc < INT32_MIN ? INT32_MIN : acc));
+    const int32_t a = mcuc_sat_s32(acc);
     const int64_t v = (int64_t)p->y_zp + mcuc_requantize(a, p->mult[j], p->shift[j]);
-    return (int8_t)(v < -128 ? -128 : (v > 127 ? 127 : v));
+    return mcuc_clamp_s8(v);
 }
 
 /* Position of w[.][i] within its word in the widened layout: 0, 2, 1, 3. */

@@ -17,10 +17,9 @@ void mcuc_matmul_s8(const mcuc_matmul_params_t *p, const int8_t *a, const int8_t
                     acc += (int32_t)(at[(int64_t)i * p->k + l] - p->a_zp)
                            * (int32_t)(bt[(int64_t)l * p->n + j] - p->b_zp);
                 }
-                const int32_t s = (int32_t)(acc > INT32_MAX ? INT32_MAX
-                                            : (acc < INT32_MIN ? INT32_MIN : acc));
+                const int32_t s = mcuc_sat_s32(acc);
                 const int64_t v = (int64_t)p->y_zp + mcuc_requantize(s, p->mult, p->shift);
-                yt[(int64_t)i * p->n + j] = (int8_t)(v < -128 ? -128 : (v > 127 ? 127 : v));
+                yt[(int64_t)i * p->n + j] = mcuc_clamp_s8(v);
             }
         }
     }

@@ -12,10 +12,9 @@ void mcuc_mean_s8(const mcuc_mean_params_t *p, const int8_t *x, int8_t *y)
             for (int32_t r = 0; r < p->reduce; ++r) {
                 acc += xi[(int64_t)r * p->inner] - p->x_zp;
             }
-            const int32_t s = (int32_t)(acc > INT32_MAX ? INT32_MAX
-                                        : (acc < INT32_MIN ? INT32_MIN : acc));
+            const int32_t s = mcuc_sat_s32(acc);
             const int64_t v = (int64_t)p->y_zp + mcuc_requantize(s, p->mult, p->shift);
-            y[(int64_t)o * p->inner + i] = (int8_t)(v < -128 ? -128 : (v > 127 ? 127 : v));
+            y[(int64_t)o * p->inner + i] = mcuc_clamp_s8(v);
         }
     }
 }

@@ -72,10 +72,9 @@ void mcuc_patch_embed_s8(const mcuc_patch_embed_params_t *p, const int8_t *x, in
                         }
                     }
                 }
-                const int32_t a = (int32_t)(acc > INT32_MAX ? INT32_MAX
-                                            : (acc < INT32_MIN ? INT32_MIN : acc));
+                const int32_t a = mcuc_sat_s32(acc);
                 const int64_t v = (int64_t)p->y_zp + mcuc_requantize(a, p->mult[o], p->shift[o]);
-                yt[o] = (int8_t)(v < -128 ? -128 : (v > 127 ? 127 : v));
+                yt[o] = mcuc_clamp_s8(v);
             }
         }
     }

@@ -24,9 +24,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Container
 
-from mcuc.text import as_text
+from mcuc.text import as_text, fresh
 
 PREFIX = "m_"
 MAX_IDENT = 48          # C99 promises 63 significant characters for internal names
@@ -58,16 +57,6 @@ def sanitize(name: object, limit: int = MAX_IDENT) -> str:
     if len(s) > limit:
         s = s[: limit - _HASH - 1].rstrip("_") + "_" + _digest(text)
     return s
-
-
-def fresh(base: str, taken: Container[str]) -> str:
-    """`base`, else the first of `base_1`, `base_2`, ... not in `taken`: the one rule by
-    which lowering, the schedule passes and the C tables make a name new."""
-    name, k = base, 0
-    while name in taken:
-        k += 1
-        name = f"{base}_{k}"
-    return name
 
 
 class CNames:

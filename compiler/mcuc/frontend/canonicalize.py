@@ -30,7 +30,7 @@ from mcuc.frontend.rewrite import (
 )
 from mcuc.ir import interpreter
 from mcuc.ir.graph import Graph, Node
-from mcuc.text import one_line
+from mcuc.text import fresh, one_line
 
 CANONICAL = ("Conv", "Linear", "MatMul", "Add", "Mul", "LayerNorm", "Softmax", "Gelu", "Relu",
              "Sigmoid", "Tanh", "Erf", "Transpose", "Reshape", "Slice", "Concat", "ReduceMean")
@@ -315,11 +315,7 @@ def _simplify(g: Graph) -> None:
 def _unique_names(g: Graph) -> None:
     seen: set[str] = set()
     for i, n in enumerate(g.nodes):
-        n.name = n.name or f"{n.op}_{i}"
-        base, k = n.name, 0
-        while n.name in seen:
-            k += 1
-            n.name = f"{base}_{k}"
+        n.name = fresh(n.name or f"{n.op}_{i}", seen)
         seen.add(n.name)
 
 

@@ -17,7 +17,7 @@ from onnx import helper, numpy_helper
 from mcuc import McucError, limits
 from mcuc.ir import interpreter
 from mcuc.ir.graph import Graph, Node, Tensor
-from mcuc.text import one_line
+from mcuc.text import fresh, one_line
 
 
 def _one_line(e: BaseException) -> str:
@@ -166,9 +166,7 @@ def import_onnx(src: str | Path | onnx.ModelProto,
     nodes: list[Node] = []
     used_names: set[str] = set()
     for i, pn in enumerate(g.node):
-        name = pn.name or f"{pn.op_type}_{i}"
-        while name in used_names:
-            name = f"{name}_{i}"
+        name = fresh(pn.name or f"{pn.op_type}_{i}", used_names)
         used_names.add(name)
         if pn.domain not in ("", "ai.onnx"):
             raise McucError(f"unsupported ONNX op '{pn.domain}::{pn.op_type}' at node "

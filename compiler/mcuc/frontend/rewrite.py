@@ -11,6 +11,7 @@ import numpy as np
 
 from mcuc.ir import interpreter
 from mcuc.ir.graph import Graph, Node, Tensor
+from mcuc.text import fresh
 
 
 def const(g: Graph, name: str) -> np.ndarray | None:
@@ -43,10 +44,7 @@ def shape(g: Graph, name: str) -> tuple[int, ...]:
 
 def new_act(g: Graph, base: str, shape_: tuple[int, ...], dtype: str = "float32") -> str:
     """A fresh activation tensor name derived from `base`."""
-    name, k = base, 0
-    while name in g.tensors:
-        k += 1
-        name = f"{base}_{k}"
+    name = fresh(base, g.tensors)
     g.tensors[name] = Tensor(name, tuple(int(d) for d in shape_), dtype)
     return name
 

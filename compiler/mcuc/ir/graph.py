@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from mcuc.text import fresh
+
 
 @dataclass
 class Tensor:
@@ -83,10 +85,7 @@ class Graph:
 
     def add_const(self, name: str, value: np.ndarray) -> str:
         """Add a constant tensor under a fresh name derived from `name`."""
-        base, k = name, 0
-        while name in self.tensors:
-            k += 1
-            name = f"{base}_{k}"
+        name = fresh(name, self.tensors)
         arr = np.asarray(value)
         self.tensors[name] = Tensor(name, tuple(arr.shape), str(arr.dtype), arr)
         return name

@@ -25,12 +25,12 @@ from dataclasses import replace
 
 import numpy as np
 
-from mcuc.codegen.names import fresh
 from mcuc.kernels import attention as k_att
 from mcuc.kernels import registry
 from mcuc.kernels.copy import index_maps
 from mcuc.schedule.edit import Edit
 from mcuc.schedule.schedule import Operand, Schedule, Step
+from mcuc.text import fresh
 
 SLOTS = ("q", "k", "v")          # attention inputs, in order
 ELEMENTWISE = ("rescale", "lut")  # int8 -> int8 maps a 256-entry table can stand for

@@ -38,13 +38,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from mcuc.codegen.names import fresh
 from mcuc.kernels import patch_embed as k_patch
 from mcuc.kernels import registry
 from mcuc.schedule.access import arena
 from mcuc.schedule.copies import copy_params
 from mcuc.schedule.edit import Edit
 from mcuc.schedule.schedule import BufferInfo, Schedule, Step
+from mcuc.text import fresh
 
 
 def decompose_patches(schedule: Schedule) -> Schedule:

@@ -31,11 +31,11 @@ from __future__ import annotations
 from dataclasses import replace
 
 from mcuc import McucError
-from mcuc.codegen.names import fresh
 from mcuc.schedule import patch
 from mcuc.schedule.access import arena
 from mcuc.schedule.edit import Edit
 from mcuc.schedule.schedule import BufferInfo, Operand, Schedule, Step
+from mcuc.text import fresh
 
 ERROR = "--stream-input needs a patch-embedding first layer (kernel == stride, no padding)"
 

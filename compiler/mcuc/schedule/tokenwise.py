@@ -30,13 +30,13 @@ from __future__ import annotations
 from dataclasses import replace
 
 from mcuc import memory
-from mcuc.codegen.names import fresh
 from mcuc.kernels import registry
 from mcuc.kernels import tokenwise as k_tw
 from mcuc.schedule import patch
 from mcuc.schedule.access import arena, arena_of
 from mcuc.schedule.edit import Edit
 from mcuc.schedule.schedule import Operand, Schedule, Step
+from mcuc.text import fresh
 
 TILE_CANDIDATES = (1, 2, 4, 8, 16, 32)
 LINEAR_KEYS = k_tw.LINEAR_FIELDS

@@ -1,6 +1,11 @@
 """The result lines a compiled model prints, wherever it runs (host program, firmware under
-QEMU, Renode or Unicorn): `MCUC_BEGIN`, `MCUC_MODEL name` (firmware: before each model's
-outputs), `MCUC_OUTPUT v...`, `MCUC_STACK n`, `MCUC_CYCLES n`, `MCUC_STATUS n`, `MCUC_DONE`.
+QEMU, Renode, Unicorn or a board's serial console): `MCUC_BEGIN`, `MCUC_MODEL name`
+(firmware: before each model's outputs), `MCUC_OUTPUT v...`, `MCUC_STACK n`, `MCUC_CYCLES n`,
+`MCUC_STEP i n` (`--profile` builds), `MCUC_STATUS n`, `MCUC_DONE`.
+
+`cycles` and `cycles_per_step` are what the firmware's DWT counter read. On a board they are
+cycles; the emulators' DWT is a model (the Unicorn engine's counts retired instructions), so
+their callers rename them (mcuc.firmware.run_unicorn).
 
 Its own module so that the emulators and the firmware builder both read it without
 importing each other.
@@ -39,11 +44,24 @@ def int_field(line: str) -> int:
         raise _bad_line(line) from None
 
 
+def step_fields(line: str) -> tuple[int, int]:
+    """(step, count) of an `MCUC_STEP i n` line: two integers >= 0."""
+    parts = line.split()
+    try:
+        step, count = int(parts[1]), int(parts[2])
+    except (IndexError, ValueError):
+        raise _bad_line(line) from None
+    if len(parts) != 3 or step < 0 or count < 0:
+        raise _bad_line(line)
+    return step, count
+
+
 def parse_protocol(text: str) -> dict:
     """The firmware protocol lines: outputs (all, in order, and by model), stack, cycles,
-    status, done (a malformed line or an output outside int8 is one error line)."""
+    per-step cycles, status, done (a malformed line or an output outside int8 is one error
+    line)."""
     res: dict = {"outputs": [], "by_model": {}, "stack_bytes": None, "cycles": None,
-                 "status": None, "begin": False, "done": False}
+                 "cycles_per_step": {}, "status": None, "begin": False, "done": False}
     model = ""
     for line in text.replace("\r", "").splitlines():
         parts = line.split()
@@ -64,6 +82,9 @@ def parse_protocol(text: str) -> dict:
             res["stack_bytes"] = int_field(line)
         elif key == "MCUC_CYCLES":
             res["cycles"] = int_field(line)
+        elif key == "MCUC_STEP":
+            step, count = step_fields(line)
+            res["cycles_per_step"][step] = count
         elif key == "MCUC_STATUS":
             res["status"] = int_field(line)
         elif key == "MCUC_DONE":

@@ -7,9 +7,17 @@
 
 #include <stdint.h>
 
-static inline int8_t mcuc_clamp_s8(int32_t v)
+/* v clamped to the int8 range. Takes int64 so that y_zp + requantize(...) and other sums
+ * that may leave int32 are clamped exactly; on int32 arguments it compiles to a 32-bit clamp. */
+static inline int8_t mcuc_clamp_s8(int64_t v)
 {
     return (int8_t)(v < -128 ? -128 : (v > 127 ? 127 : v));
+}
+
+/* v saturated to the int32 range: the kernels' exact int64 sums before requantize. */
+static inline int32_t mcuc_sat_s32(int64_t v)
+{
+    return (int32_t)(v > INT32_MAX ? INT32_MAX : (v < INT32_MIN ? INT32_MIN : v));
 }
 
 /* round(a * b / 2^31), halves toward +infinity (gemmlowp's nudge: positive halves round
@@ -38,8 +46,7 @@ static inline int32_t mcuc_rdbpot(int32_t x, int32_t exponent)
 static inline int32_t mcuc_requantize(int32_t acc, int32_t mult, int32_t shift)
 {
     if (shift > 0) {
-        int64_t v = (int64_t)acc * (int64_t)(1LL << shift);
-        acc = (int32_t)(v > INT32_MAX ? INT32_MAX : (v < INT32_MIN ? INT32_MIN : v));
+        acc = mcuc_sat_s32((int64_t)acc * (int64_t)(1LL << shift));
         return mcuc_srdhm(acc, mult);
     }
     return mcuc_rdbpot(mcuc_srdhm(acc, mult), -shift);
