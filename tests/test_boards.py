@@ -95,8 +95,8 @@ def _fake_build(tmp_path, board: str):
     (out / binary).write_bytes(b"\x7fELF")
     qp = {"scale": 0.5, "zero_point": 0}
     kind = "elf" if binary.endswith(".elf") else "exe"
-    write_meta(out, {"board": board, "input_shape": [1, 4], "input": qp, "output_shape": [1, 2],
-                     "output": qp, kind: binary})
+    write_meta(out, {"board": board, "name": "model", "input_shape": [1, 4], "input": qp,
+                     "output_shape": [1, 2], "output": qp, kind: binary})
     return out
 
 

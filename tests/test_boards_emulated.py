@@ -45,7 +45,7 @@ def test_board_firmware_in_unicorn_equals_reference(board: str, tmp_path) -> Non
     cfg, c = compile_random(9)
     xq = quantize(c, random_inputs(cfg, 2, 9009))
     build_firmware(c, board, tmp_path, np.zeros_like(xq))
-    res = run_unicorn(tmp_path / "firmware.elf", xq, chip=b.chip)  # patched over mcuc_samples
+    res = run_unicorn(tmp_path / "firmware.elf", xq, chip=b.chip)  # patched over <name>_samples
     for g, r in zip(res["outputs"], reference(c, xq), strict=True):
         np.testing.assert_array_equal(g, r, err_msg=f"{board}: config {cfg}")
     assert len(res["outputs"]) == 2

@@ -177,8 +177,9 @@ def test_reused_out_keeps_no_files_of_another_board(tiny, f746, tmp_path) -> Non
     assert (out / "firmware.elf").is_file() and (out / "linker.ld").is_file()
     build(tiny["onnx"], "host", str(tiny["calib_a"]), out)
     names = {p.relative_to(out).parts[0] for p in out.rglob("*")}
-    assert not names & {"firmware.elf", "linker.ld", "board", "renode", "samples.c",
-                        "mcuc_prof.h"}, names
+    assert not names & {"firmware.elf", "linker.ld", "board", "renode", "mcuc_prof.h",
+                        "linker.json"}, names
+    assert not any(n.endswith("_samples.c") for n in names), names
     assert load_build(out).board == "host"
 
 
@@ -364,6 +365,8 @@ def _tamper(out: Path, case: str, evil: Path) -> str:
         meta["files"]["model"] = "0" * 64
     elif case == "file digest list gone":
         del meta["files"]
+    elif case == "name hostile":
+        meta["name"] = "../x$(touch CANARY)"
     meta_path.write_text(json.dumps(meta))
     return {"old format": "format", "exe /bin/sh": "not a plain file name",
             "exe absolute": "not a plain file name", "exe ..": "not a plain file name",
@@ -371,13 +374,14 @@ def _tamper(out: Path, case: str, evil: Path) -> str:
             "scale 0": "scale", "scale nan": "scale", "zero point 500": "zero point",
             "zero point float": "zero point", "shape huge": "input_shape",
             "shape zero": "output_shape", "digest forged": "was changed after it was built",
-            "file digest list gone": "digests"}[case]
+            "file digest list gone": "digests", "name hostile": "invalid model name"}[case]
 
 
 TAMPERINGS = ["binary replaced", "binary is a link", "corrupt json", "not json object",
               "old format", "exe /bin/sh", "exe absolute", "exe ..", "exe not built",
               "elf absolute", "scale 0", "scale nan", "zero point 500", "zero point float",
-              "shape huge", "shape zero", "digest forged", "file digest list gone"]
+              "shape huge", "shape zero", "digest forged", "file digest list gone",
+              "name hostile"]
 
 
 def test_tampered_build_is_refused_and_nothing_runs(tiny, tmp_path, capsys) -> None:
@@ -450,7 +454,7 @@ def _fake_host_build(out: Path, script: str) -> Path:
     exe = out / "model"
     exe.write_text(script)
     exe.chmod(0o755)
-    write_meta(out, {"board": "host", "input_shape": [1, 4], "input": QP,
+    write_meta(out, {"board": "host", "name": "model", "input_shape": [1, 4], "input": QP,
                      "output_shape": [1, 3], "output": QP, "exe": "model"})
     return out
 

@@ -19,6 +19,7 @@ import torch
 
 from mcuc import McucError
 from mcuc.boards import load_board
+from mcuc.buildmeta import load_build
 from mcuc.firmware import cross_build, run_unicorn, symbol, unicorn_available
 from mcuc.pipeline import build, calibration_samples, compile_graph, load_graph
 from mcuc.schedule import execute
@@ -53,7 +54,9 @@ def test_report_has_elf_sizes_stack_and_instructions(f746) -> None:
     saved = json.loads((out / "report.json").read_text())
     assert saved["flash_bytes"] == report["flash_bytes"]
     fw = report["firmware"]
-    assert report["flash_bytes"] == fw["text_bytes"] + fw["rodata_bytes"] + fw["data_bytes"]
+    assert report["flash_bytes"] == (fw["text_bytes"] + fw["rodata_bytes"]
+                                     + fw["weights_section_bytes"] + fw["data_bytes"])
+    assert fw["weights_section_bytes"] >= report["weights_bytes"] and fw["qspi_bytes"] == 0
     assert report["ram_bytes"] == (fw["data_bytes"] + fw["bss_bytes"]
                                    + fw["arena_section_bytes"] + fw["stack_reserve_bytes"])
     assert fw["arena_section_bytes"] == report["arena_bytes"]
@@ -80,17 +83,21 @@ def test_arena_in_sram_weights_in_flash(f746) -> None:
     out, _ = f746
     b = load_board("stm32f746")
     elf = out / "firmware.elf"
-    arena, size = symbol(elf, "mcuc_arena")
+    n = load_build(out).name
+    arena, size = symbol(elf, f"{n}_arena")
     assert _in(arena, b.ram_origin, b.sram_bytes) and size == json.loads(
         (out / "report.json").read_text())["arena_bytes"]
-    weights = next(ln.split("[")[0].split()[-1] for ln in (out / "weights.h").read_text()
+    weights = next(ln.split("[")[0].split()[-1] for ln in (out / f"{n}_weights.h").read_text()
                    .splitlines() if ln.startswith("extern const int8_t"))
+    assert weights.startswith(f"{n}_m_")
     assert _in(symbol(elf, weights)[0], b.flash_origin, b.flash_bytes)
-    assert _in(symbol(elf, "mcuc_samples")[0], b.flash_origin, b.flash_bytes)
+    assert _in(symbol(elf, f"{n}_samples")[0], b.flash_origin, b.flash_bytes)
     assert _in(symbol(elf, "mcuc_prof_marker")[0], b.ram_origin, b.sram_bytes)
     mp = (out / "firmware.map").read_text()
-    line = next(ln for ln in mp.splitlines() if ln.startswith(".mcuc_arena"))
-    assert _in(int(line.split()[1], 16), b.ram_origin, b.sram_bytes)
+    for sec, lo, size in ((f".{n}_arena", b.ram_origin, b.sram_bytes),
+                          (f".{n}_weights", b.flash_origin, b.flash_bytes)):
+        line = next(ln for ln in mp.splitlines() if ln.startswith(sec))
+        assert _in(int(line.split()[1], 16), lo, size), sec
 
 
 def test_generated_firmware_sources(f746) -> None:
@@ -104,9 +111,11 @@ def test_generated_firmware_sources(f746) -> None:
     main_c = (out / "main.c").read_text()
     assert "volatile uint32_t mcuc_prof_marker;" in main_c
     assert "0xFFFFFFFFu" in main_c and "0xFFFFFFFEu" in main_c
-    samples = (out / "samples.h").read_text()
-    assert "#define MCUC_NUM_SAMPLES 3" in samples
-    assert "mcuc_samples[MCUC_NUM_SAMPLES][MCUC_INPUT_SIZE]" in samples
+    n = load_build(out).name
+    N = n.upper()
+    samples = (out / f"{n}_samples.h").read_text()
+    assert f"#define {N}_NUM_SAMPLES 3" in samples
+    assert f"{n}_samples[{N}_NUM_SAMPLES][{N}_INPUT_SIZE]" in samples
 
 
 def test_renode_files(f746) -> None:
@@ -155,8 +164,8 @@ def test_other_boards_cross_build_default_model(board, default_compiled, tmp_pat
     # the arena: in the stm32h743's DTCM (it fits; mcuc.tcm), in the stm32f427's RAM
     arena = ((b.dtcm_origin, b.arena_dtcm_bytes) if b.arena_dtcm_bytes
              else (b.ram_origin, b.sram_bytes))
-    assert _in(symbol(elf, "mcuc_arena")[0], *arena)
-    assert _in(symbol(elf, "mcuc_samples")[0], b.flash_origin, b.flash_bytes)
+    assert _in(symbol(elf, "model_arena")[0], *arena)   # build_firmware's name: "model"
+    assert _in(symbol(elf, "model_samples")[0], b.flash_origin, b.flash_bytes)
     assert f"-mfpu={b.fpu}" in (tmp_path / "Makefile").read_text()
     if not unicorn_available():
         return
@@ -234,7 +243,7 @@ def test_f746_elf_in_unicorn_equals_reference(seed: int, tmp_path) -> None:
         c = replace(c, schedule=widen_weights(c.schedule))
     xq = quantize(c, random_inputs(cfg, 3, seed + 3000))
     build_firmware(c, "stm32f746", tmp_path, np.zeros_like(xq))
-    res = run_unicorn(tmp_path / "firmware.elf", xq)   # patched over mcuc_samples
+    res = run_unicorn(tmp_path / "firmware.elf", xq)   # patched over model_samples
     ref = reference(c, xq)
     assert len(res["outputs"]) == 3
     for g, r in zip(res["outputs"], ref, strict=True):

@@ -156,7 +156,7 @@ def _check_clean(work: Path, out: Path, h: str, payloads: list[str]) -> None:
     if any(not (ch.isalnum() or ch == "_") for ch in h):
         needles.append(h.encode("utf-8"))
     files = _generated_text(out)
-    assert any(p.name == "model.c" for p in files)
+    assert any(p.name == "m.c" for p in files)   # named after the file m.onnx
     for p, data in files.items():
         for needle in needles:
             assert needle not in data, f"{p.name} holds the raw payload {needle!r}"

@@ -112,7 +112,7 @@ def test_mcuc_run_on_qemu_build(default_model, tmp_path, capsys) -> None:
     from mcuc.cli import main
 
     c, out, _, xq, _ = default_model
-    meta = {"board": "qemu-m7", "input_shape": list(c.schedule.input_shape),
+    meta = {"board": "qemu-m7", "name": "model", "input_shape": list(c.schedule.input_shape),
             "input": c.schedule.input_qp.to_dict(), "output_shape": list(c.schedule.output_shape),
             "output": c.schedule.output_qp.to_dict(), "elf": "firmware.elf"}
     write_meta(out, meta)     # mcuc.json as `mcuc build` writes it (with digests)

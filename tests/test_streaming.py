@@ -91,11 +91,11 @@ def test_library_build_streaming_host_runs(tmp_path) -> None:
     rep = build(out_dir=tmp_path / "s", stream_input=True)
     build(out_dir=tmp_path / "n")
     assert rep["stream_input"] is True
-    h = (tmp_path / "s" / "model.h").read_text()
-    for name in ("mcuc_read_band_fn", "MCUC_STREAM_BANDS", "MCUC_STREAM_BAND_SIZE",
-                 "mcuc_run_streaming", "MCUC_ERR_INPUT"):
+    h = (tmp_path / "s" / "vit.h").read_text()   # the bundled model is named vit
+    for name in ("vit_read_band_fn", "VIT_STREAM_BANDS", "VIT_STREAM_BAND_SIZE",
+                 "vit_run_streaming", "VIT_ERR_INPUT"):
         assert name in h
-    assert "mcuc_run_streaming" not in (tmp_path / "n" / "model.h").read_text()
+    assert "vit_run_streaming" not in (tmp_path / "n" / "vit.h").read_text()
     x = np.random.default_rng(3).random((1, 1, 28, 28), dtype=np.float32)
     a = run_built(tmp_path / "s", x, None)
     b = run_built(tmp_path / "n", x, None)
@@ -131,7 +131,7 @@ CALLBACK_DRIVER = r"""
 #include "model.h"
 
 static union {
-    uint8_t bytes[MCUC_ARENA_SIZE];
+    uint8_t bytes[MODEL_ARENA_SIZE];
     int64_t align;
 } arena;
 static int calls;
@@ -143,24 +143,24 @@ static int fail_at_2(int8_t *band, int32_t index, void *ctx)
         return 1;
     }
     ++calls;
-    memset(band, 0, MCUC_STREAM_BAND_SIZE);
+    memset(band, 0, MODEL_STREAM_BAND_SIZE);
     return index == 2 ? 7 : 0;
 }
 
 static int count(int8_t *band, int32_t index, void *ctx)
 {
     ++*(int *)ctx;
-    memset(band, (int)index, MCUC_STREAM_BAND_SIZE);
+    memset(band, (int)index, MODEL_STREAM_BAND_SIZE);
     return 0;
 }
 
 int main(void)
 {
-    static int8_t out[MCUC_OUTPUT_SIZE];
+    static int8_t out[MODEL_OUTPUT_SIZE];
     int n = 0;
-    int a = (int)mcuc_run_streaming(arena.bytes, fail_at_2, NULL, out);
-    int b = (int)mcuc_run_streaming(arena.bytes, count, &n, out);
-    int c = (int)mcuc_run_streaming(arena.bytes, NULL, NULL, out);
+    int a = (int)model_run_streaming(arena.bytes, fail_at_2, NULL, out);
+    int b = (int)model_run_streaming(arena.bytes, count, &n, out);
+    int c = (int)model_run_streaming(arena.bytes, NULL, NULL, out);
     printf("%d %d %d %d %d\n", a, calls, b, n, c);
     return 0;
 }

@@ -77,7 +77,7 @@ def test_hot_kernels_in_itcm_and_arena_in_dtcm(board: str, built, default_model)
     # the code runs at its ITCM address but is loaded from flash
     vma = img.sections[".itcm_text"]
     assert vma == b.itcm_origin and _in(img.lma(vma), b.flash_origin, b.flash_bytes)
-    addr, size = img.symbols["mcuc_arena"]
+    addr, size = img.symbols["model_arena"]   # the model's static arena (built as "model")
     assert size == default_model.plan.arena_bytes
     assert _in(addr, b.dtcm_origin, b.dtcm_bytes) and addr + size <= b.dtcm_origin + b.dtcm_bytes
     sizes = elf_sizes(out / "firmware.elf", b)
@@ -90,7 +90,7 @@ def test_hot_kernels_in_itcm_and_arena_in_dtcm(board: str, built, default_model)
     for fn in HOT:
         assert f" .text.{fn}" in text
     # the chosen set's bound (veneers counted) holds for the linked section
-    placement = tcm.choose(b, sorted((out / "obj").rglob("*.o")))
+    placement = tcm.choose(b, sorted((out / "obj").rglob("*.o")), ["model"])
     assert sizes["itcm_bytes"] <= placement.itcm_bound <= b.itcm_bytes
     assert placement.arena_in_dtcm == (not b.dtcm_in_ram)
 
@@ -116,7 +116,7 @@ def test_too_small_tcms_fall_back_to_ram_and_flash(built, default_model, tmp_pat
     shutil.copytree(built["stm32h743"], out)
     elf = cross_build(out, b)
     img = ElfImage(elf)
-    addr, _ = img.symbols["mcuc_arena"]
+    addr, _ = img.symbols["model_arena"]
     assert _in(addr, b.ram_origin, b.sram_bytes)
     lin, _ = img.symbols["mcuc_linear_planned_s8"]   # 10 KB: cannot fit 4 KB
     assert _in(lin, b.flash_origin, b.flash_bytes)
@@ -164,7 +164,7 @@ def test_boards_without_tcm_keep_their_layout(board: str, built, tmp_path) -> No
     for fn in HOT:
         if fn in img.symbols:
             assert _in(img.symbols[fn][0], b.flash_origin, b.flash_bytes)
-    arena, _ = img.symbols["mcuc_arena"]
+    arena, _ = img.symbols["model_arena"]
     assert _in(arena, b.ram_origin, b.sram_bytes) and arena >= img.sections[".bss"]
 
 

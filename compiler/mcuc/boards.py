@@ -55,6 +55,15 @@ class Board:
     itcm_bytes: int = 0
     dtcm_origin: int = 0
     dtcm_bytes: int = 0
+    # External memory-mapped flash ([memory] qspi; size 0: none): a region a build may place
+    # its weights in (`weights_region="qspi"`). The firmware does not set up the controller:
+    # on a board the application maps it (memory-mapped mode) before the first inference.
+    qspi_origin: int = 0
+    qspi_bytes: int = 0
+
+    def weight_regions(self) -> tuple[str, ...]:
+        """Where this board can place a model's weights: its flash, and "qspi" if it has one."""
+        return ("flash", "qspi") if self.qspi_bytes else ("flash",)
 
     @property
     def is_mcu(self) -> bool:
@@ -137,6 +146,9 @@ def _mcu_fields(data: dict, path: Path) -> dict:
     if itcm[1]:
         regions["itcm"] = itcm
     dtcm = _tcm(mem, "dtcm", regions, path)
+    if dtcm[1] and dtcm[0] != regions["ram"][0]:
+        regions["dtcm"] = dtcm
+    qspi = _tcm(mem, "qspi", regions, path)
     return dict(
         mcpu=cpu["mcpu"], fpu=cpu["fpu"], float_abi=cpu.get("float_abi", "hard"),
         has_dwt=bool(cpu.get("dwt", False)), dsp=cpu.get("dsp", False) is True,
@@ -148,12 +160,13 @@ def _mcu_fields(data: dict, path: Path) -> dict:
         qemu=dict(data.get("qemu", {})),
         chip=str(data.get("unicorn", {}).get("chip", data["core"])),
         itcm_origin=itcm[0], itcm_bytes=itcm[1], dtcm_origin=dtcm[0], dtcm_bytes=dtcm[1],
+        qspi_origin=qspi[0], qspi_bytes=qspi[1],
     )
 
 
 def _tcm(mem: dict, key: str, regions: dict[str, tuple[int, int]],
          path: Path) -> tuple[int, int]:
-    """(origin, size) of the optional [memory] itcm / dtcm entry; (0, 0) when absent. A TCM
+    """(origin, size) of the optional [memory] itcm / dtcm / qspi entry; (0, 0) when absent. A TCM
     must be word aligned and lie apart from flash; an ITCM apart from RAM too, while a DTCM
     either lies apart from RAM or is RAM's first bytes (STM32F7: DTCM opens its SRAM)."""
     if key not in mem:

@@ -21,12 +21,11 @@ from pathlib import Path
 
 from mcuc import McucError, __version__
 from mcuc.builddir import META
+from mcuc.codegen.modelname import model_files, name_problem
 from mcuc.quant.qparams import QParams
 from mcuc.text import one_line, path_line
 
-FORMAT = 2
-# Sources whose digests are recorded beside the binary's (when the build has them).
-SOURCES = ("model.h", "model.c", "weights.h", "weights.c", "main.c")
+FORMAT = 3   # 3: the model's files are named after it (`name`, codegen/modelname.py)
 MAX_META_BYTES = 1 << 20
 MAX_RANK = 8
 MAX_ELEMENTS = 1 << 26
@@ -47,6 +46,17 @@ class Build:
     exe: Path | None      # host program
     elf: Path | None      # MCU firmware
     meta: dict
+    name: str = "model"   # the model's name: its files <name>.c, <name>.h, ... and symbols
+
+    @property
+    def model_files(self) -> dict[str, Path]:
+        """The model's own generated files (self-contained C: header, model, weights)."""
+        return {k: self.path / v for k, v in model_files(self.name).items()}
+
+
+def sources(name: str) -> list[str]:
+    """Sources whose digests are recorded beside the binary's (when the build has them)."""
+    return list(model_files(name).values()) + ["main.c"]
 
 
 def sha256(path: Path) -> str:
@@ -62,7 +72,7 @@ def sha256(path: Path) -> str:
 def write_meta(out: Path, meta: dict) -> None:
     """Write out/mcuc.json: meta plus format, version and the digests of the binary
     (meta's exe or elf) and the generated sources. Call it last in a build."""
-    names = [meta[k] for k in ("exe", "elf") if meta.get(k)] + list(SOURCES)
+    names = [meta[k] for k in ("exe", "elf") if meta.get(k)] + sources(meta.get("name", "model"))
     files = {n: sha256(out / n) for n in names if (out / n).is_file()}
     data = {"format": FORMAT, "mcuc": __version__, **meta, "files": files}
     (out / META).write_text(json.dumps(data, indent=2) + "\n")
@@ -172,6 +182,9 @@ def load_build(out_dir: Path | str) -> Build:
         b = load_board(board)
     except McucError as e:
         raise McucError(f"{where}: {e}") from None
+    name = meta.get("name")
+    if not isinstance(name, str) or name_problem(name) is not None:
+        raise _bad(where, f"has an invalid model name {one_line(repr(name), 60)}")
     in_shape, out_shape = _shape(meta, "input_shape", where), _shape(meta, "output_shape", where)
     in_qp, out_qp = _qparams(meta, "input", where), _qparams(meta, "output", where)
     kind, other = ("elf", "exe") if b.is_mcu else ("exe", "elf")
@@ -191,4 +204,4 @@ def load_build(out_dir: Path | str) -> Build:
                for rel, d in files.items()}
     exe = checked[binary] if kind == "exe" else None
     elf = checked[binary] if kind == "elf" else None
-    return Build(root, b.name, in_shape, in_qp, out_shape, out_qp, exe, elf, meta)
+    return Build(root, b.name, in_shape, in_qp, out_shape, out_qp, exe, elf, meta, name)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mcuc import McucError, __version__
-from mcuc.text import MAX_ERROR_CHARS, one_line
+from mcuc.text import MAX_ERROR_CHARS, one_line, path_line
 
 if TYPE_CHECKING:
     from mcuc.nas.search import SearchOptions
@@ -38,12 +38,14 @@ def cmd_build(a: argparse.Namespace) -> int:
                    stream_input=a.stream_input, calib_method=a.calib_method,
                    calib_percentile=a.calib_percentile, calib_images=a.calib_images,
                    kernels=a.kernels, report_full=a.report == "full", optimize=a.optimize,
-                   profile=a.profile, quant=a.quant)
+                   profile=a.profile, quant=a.quant, name=a.name,
+                   weights_region=a.weights_region)
     for line in report["quant"]["warnings"]:
         print(f"mcuc: warning: {line}", file=sys.stderr)
     print(format_report(report))
     extra = ", memory.png" if a.report == "full" else ""
-    print(f"\nwrote {a.out}/ (model.c, model.h, weights.c, report.json{extra})")
+    n = report["name"]
+    print(f"\nwrote {path_line(a.out)}/ ({n}.h, {n}.c, {n}_weights.c, report.json{extra})")
     return 0
 
 
@@ -221,6 +223,12 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--profile", action="store_true",
                    help="the firmware times every step with the DWT cycle counter and prints "
                         "it (MCUC_STEP lines; read by `mcuc run --profile` on a board)")
+    b.add_argument("--name", help="the model's name: prefix of its files, functions, macros "
+                   "and sections (<name>_run, <NAME>_ARENA_SIZE; a lower-case C identifier; "
+                   "default: the model file's stem, `vit` for the bundled model)")
+    b.add_argument("--weights-region", default="flash",
+                   help="where an MCU board's linker script puts the weights section: flash "
+                        "(default) or a region the board has (stm32f746: qspi)")
     b.set_defaults(fn=cmd_build)
 
     r = sub.add_parser("run", help="run a built model on one input")

@@ -2,11 +2,11 @@
 
 How inputs reach the board: the firmware has no input channel (its UART is TX only, and
 the ST-LINK virtual COM port is the only link most users have); at every reset it runs the
-inputs baked into flash (mcuc_samples, `mcuc build --samples N`) and prints the protocol
+inputs baked into flash (<name>_samples, `mcuc build --samples N`) and prints the protocol
 (mcuc.sim.protocol). So one run here is what the emulators do, on the board: write the
-inputs over mcuc_samples of a copy of the ELF (firmware.patch_samples), open the port,
+inputs over <name>_samples of a copy of the ELF (firmware.patch_samples), open the port,
 program the copy with the board's flasher (openocd `program ... verify reset exit`: the
-reset starts it) and read the console until MCUC_DONE. More inputs than mcuc_samples holds
+reset starts it) and read the console until MCUC_DONE. More inputs than <name>_samples holds
 go in chunks, one flash each (a larger `--samples` means fewer).
 
 Everything that arrives over the port is untrusted: bytes before MCUC_BEGIN (boot noise,
@@ -163,7 +163,7 @@ class _Background(threading.Thread):
 def run_board(b: Build, inputs: np.ndarray, port: str, program: Programmer | None = None,
               timeout: float | None = None) -> dict:
     """Run the build's firmware on the board at `port` on int8 `inputs` [N, size] (at most
-    what its mcuc_samples holds): patch, program and reset (`program`, default
+    what its <name>_samples holds): patch, program and reset (`program`, default
     flash.flash_elf), read the console. Returns parse_protocol's dict (outputs, stack,
     `cycles` and `cycles_per_step`: the board's DWT) after checking status and count."""
     from mcuc import firmware

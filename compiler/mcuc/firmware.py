@@ -10,6 +10,7 @@ report, and if the linker still refused, its overflow figure becomes the same on
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from dataclasses import dataclass
@@ -19,9 +20,11 @@ import numpy as np
 
 from mcuc import McucError, subproc, tcm
 from mcuc.boards import Board
+from mcuc.codegen.modelname import check_name, model_files
 from mcuc.codegen.names import c_comment
 from mcuc.codegen.templates import environment
 from mcuc.sim.protocol import parse_protocol
+from mcuc.text import one_line, path_line
 
 # Code estimate: runtime kernels + startup + system + driver, plus each step's call and
 # kernel parameter struct, at -O2. Fitted on eight linked STM32F746 ELFs (15-63 steps):
@@ -71,6 +74,10 @@ class Fit:
     # counts it in `sram`, against the RAM size: DTCM gives speed, not capacity, here (an
     # upper bound; a search's --sram budget keeps meaning the model's whole RAM).
     arena_in_dtcm: bool = False
+    # Weights placed in the board's external flash (weights_region "qspi"): they count there,
+    # against qspi_limit, and not in `flash`.
+    weights_external: bool = False
+    qspi_limit: int = 0
 
     @property
     def sram(self) -> int:
@@ -78,7 +85,7 @@ class Fit:
 
     @property
     def flash(self) -> int:
-        return self.weights + self.code + self.samples
+        return (0 if self.weights_external else self.weights) + self.code + self.samples
 
     def problems(self) -> list[str]:
         """One phrase per memory that overflows, naming its largest consumer."""
@@ -87,8 +94,12 @@ class Fit:
             parts = {"arena": self.arena, "stack": self.stack, "data": self.data}
             out.append(_phrase("SRAM", parts, self.sram, self.sram_limit))
         if self.flash > self.flash_limit:
-            parts = {"weights": self.weights, "code": self.code, "samples": self.samples}
+            parts = {"weights": 0 if self.weights_external else self.weights,
+                     "code": self.code, "samples": self.samples}
             out.append(_phrase("flash", parts, self.flash, self.flash_limit))
+        if self.weights_external and self.weights > self.qspi_limit:
+            out.append(f"weights {self.weights:,} B do not fit in {self.qspi_limit:,} B of "
+                       f"QSPI flash (over by {self.weights - self.qspi_limit:,} bytes)")
         return out
 
 
@@ -100,7 +111,8 @@ def _phrase(memory: str, parts: dict[str, int], need: int, limit: int) -> str:
 
 
 def estimate(board: Board, arena_bytes: int, weights_bytes: int, n_steps: int,
-             input_size: int, output_size: int, n_samples: int, profile: bool = False) -> Fit:
+             input_size: int, output_size: int, n_samples: int, profile: bool = False,
+             weights_region: str = "flash") -> Fit:
     data = DATA_BASE_BYTES + 5 * output_size + (input_size if board.semihosting else 0)
     samples = 0 if board.semihosting else n_samples * input_size
     code = _code_bytes(board, n_steps)
@@ -110,7 +122,8 @@ def estimate(board: Board, arena_bytes: int, weights_bytes: int, n_steps: int,
     return Fit(arena=arena_bytes, stack=board.stack_bytes, data=data, weights=weights_bytes,
                code=code, samples=samples,
                sram_limit=board.sram_bytes, flash_limit=board.flash_bytes,
-               arena_in_dtcm=tcm.arena_in_dtcm(board, arena_bytes))
+               arena_in_dtcm=tcm.arena_in_dtcm(board, arena_bytes),
+               weights_external=weights_region == "qspi", qspi_limit=board.qspi_bytes)
 
 
 def _code_bytes(board: Board, n_steps: int) -> int:
@@ -142,17 +155,34 @@ def check_profile(board: Board) -> None:
                         "(`mcuc run --profile` counts instructions in an emulator without it)")
 
 
-def render_firmware(board: Board, out: Path, model_name: str,
-                    samples_q: np.ndarray | None, profile: bool = False) -> None:
-    """Write main.c, Makefile, linker.ld, mcuc_prof.h, samples.{c,h} and board/ into out.
+@dataclass(frozen=True)
+class FwModel:
+    """One model of a firmware: its checked name (the prefix of its files and symbols), model
+    text for comments, the inputs baked into flash, and where its weights go (a region of
+    Board.weight_regions)."""
+    name: str
+    samples_q: np.ndarray | None = None
+    model_name: str = ""
+    weights_region: str = "flash"
 
-    The model sources (model.c, weights.c, runtime/) come from codegen.render first;
-    this adds what turns them into a bootable image for `board`. `profile` makes the
-    firmware time every step with the DWT and print MCUC_STEP lines (check_profile).
+
+LINKER_JSON = "linker.json"   # the models the linker script places, for cross_build
+
+
+def render_firmware(board: Board, out: Path, models: list[FwModel],
+                    profile: bool = False) -> None:
+    """Write main.c, Makefile, linker.ld, mcuc_prof.h, <name>_samples.{c,h} per model and
+    board/ into out.
+
+    The model sources (<name>.c, <name>_weights.c, runtime/) come from codegen.render (or
+    from earlier builds, link_models) first; this adds what turns them into a bootable
+    image for `board` that runs every model in turn. `profile` makes the firmware time
+    every step with the DWT and print MCUC_STEP lines (check_profile; one model only).
     """
     if profile:
         check_profile(board)
     env = environment()
+    _check_models(board, models)
     board_dir = out / "board"
     if board_dir.exists():
         shutil.rmtree(board_dir)
@@ -160,34 +190,84 @@ def render_firmware(board: Board, out: Path, model_name: str,
     for src in board.source_paths():
         shutil.copy2(src, board_dir / src.name)
     has_samples = not board.semihosting
-    # The model's name goes only into main.c's comment, escaped; never into the Makefile.
-    ctx = {"board": board, "model_name": c_comment(model_name), "defines": board.defines(),
+    if board.semihosting and len(models) != 1:
+        raise McucError(f"board {board.name} reads its inputs from one semihosting file: "
+                        "it runs one model per firmware")
+    if profile and len(models) != 1:
+        raise McucError("--profile times the steps of one model per firmware")
+    # Model text goes only into main.c's comment, escaped; never into the Makefile.
+    mctx = [_model_context(m) for m in models]
+    ctx = {"board": board, "models": mctx, "defines": board.defines(),
            "has_samples": has_samples, "profile": profile,
            "board_sources": [f"board/{Path(s).name}" for s in board.sources]}
     files = {"main.c": "main_firmware.c.j2", "Makefile": "Makefile.arm.j2",
              "mcuc_prof.h": "mcuc_prof.h.j2"}
-    if has_samples:
-        if samples_q is None or len(samples_q) == 0:
-            raise McucError(f"board {board.name} bakes inputs into flash: need >= 1 sample")
-        ctx["n_samples"] = len(samples_q)
-        ctx["samples"] = _c_rows(np.asarray(samples_q, dtype=np.int8))
-        files.update({"samples.c": "samples.c.j2", "samples.h": "samples.h.j2"})
     for name, tpl in files.items():
         (out / name).write_text(env.get_template(tpl).render(**ctx))
+    if has_samples:
+        for m, mc in zip(models, mctx, strict=True):
+            if m.samples_q is None or len(m.samples_q) == 0:
+                raise McucError(f"board {board.name} bakes inputs into flash: need >= 1 "
+                                f"sample for model {m.name}")
+            sctx = {**mc, "n_samples": len(m.samples_q),
+                    "samples": _c_rows(np.asarray(m.samples_q, dtype=np.int8))}
+            for suffix, tpl in (("_samples.c", "samples.c.j2"), ("_samples.h", "samples.h.j2")):
+                (out / f"{m.name}{suffix}").write_text(env.get_template(tpl).render(**sctx))
+    (out / LINKER_JSON).write_text(json.dumps(
+        {"models": [{"name": m.name, "weights_region": m.weights_region} for m in models]}))
     render_linker(board, out, tcm.Placement())
 
 
-def render_linker(board: Board, out: Path, placement: tcm.Placement) -> None:
-    """linker.ld for `board`, with `placement`'s kernels in ITCM and arena in DTCM (nothing
-    in the TCMs until cross_build has chosen from the objects)."""
+def _check_models(board: Board, models: list[FwModel]) -> None:
+    """Names are checked identifiers, distinct; regions are the board's."""
+    if not models:
+        raise McucError("a firmware needs at least one model")
+    names = [check_name(m.name) for m in models]
+    if len(set(names)) != len(names):
+        raise McucError(f"two models of one firmware share a name ({', '.join(names)}); "
+                        "build them with different --name")
+    for m in models:
+        if m.weights_region not in board.weight_regions():
+            raise McucError(f"board {board.name} cannot place weights in "
+                            f"{one_line(repr(m.weights_region), 40)} (it has: "
+                            f"{', '.join(board.weight_regions())})")
+
+
+def _model_context(m: FwModel) -> dict:
+    return {"p": m.name, "P": m.name.upper(), "files": model_files(m.name),
+            "model_name": c_comment(m.model_name or m.name),
+            "weights_region": m.weights_region.upper()}
+
+
+def _linked_models(board: Board, out: Path) -> list[FwModel]:
+    """The models render_firmware wrote into out/linker.json, checked again (a build
+    directory is untrusted)."""
+    try:
+        data = json.loads((out / LINKER_JSON).read_text())
+        models = [FwModel(str(m["name"]), weights_region=str(m["weights_region"]))
+                  for m in data["models"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise McucError(f"{path_line(out / LINKER_JSON)} is missing or corrupt; rebuild "
+                        "with `mcuc build`") from None
+    _check_models(board, models)
+    return models
+
+
+def render_linker(board: Board, out: Path, placement: tcm.Placement,
+                  models: list[FwModel] | None = None) -> None:
+    """linker.ld for `board`, with `placement`'s kernels in ITCM and arenas in DTCM (nothing
+    in the TCMs until cross_build has chosen from the objects), and each model's weights
+    section in its region."""
+    models = _linked_models(board, out) if models is None else models
     text = environment().get_template("linker_cortexm.ld.j2").render(
         board=board, itcm_sections=placement.itcm_sections,
-        arena_in_dtcm=placement.arena_in_dtcm)
+        dtcm_arenas=placement.dtcm_arenas, models=[_model_context(m) for m in models])
     (out / "linker.ld").write_text(text)
 
 
 _OVERFLOW = re.compile(r"region `(\w+)' overflowed by (\d+) bytes")
-_REGION = {"FLASH": "flash", "RAM": "SRAM", "ITCM": "ITCM", "DTCM": "DTCM"}
+_REGION = {"FLASH": "flash", "RAM": "SRAM", "ITCM": "ITCM", "DTCM": "DTCM",
+           "QSPI": "QSPI flash"}
 
 
 def cross_build(out: Path, board: Board, fit: Fit | None = None, jobs: int = 2,
@@ -199,7 +279,10 @@ def cross_build(out: Path, board: Board, fit: Fit | None = None, jobs: int = 2,
     (out / ELF_NAME).unlink(missing_ok=True)
     if board.itcm_bytes or board.arena_dtcm_bytes:   # objects first, then choose (mcuc.tcm)
         _make(out, board, fit, jobs, timeout, "objs")
-        render_linker(board, out, tcm.choose(board, sorted((out / "obj").rglob("*.o"))))
+        models = _linked_models(board, out)
+        placement = tcm.choose(board, sorted((out / "obj").rglob("*.o")),
+                               [m.name for m in models])
+        render_linker(board, out, placement, models)
     _make(out, board, fit, jobs, timeout, "all")
     return out / ELF_NAME
 
@@ -223,13 +306,14 @@ def _make(out: Path, board: Board, fit: Fit | None, jobs: int, timeout: float,
 
 
 def elf_sizes(elf: Path, board: Board) -> dict[str, int]:
-    """Section sizes from the ELF, grouped by memory (flash: vectors, text, rodata and
-    the images of .itcm_text and .data; RAM: stack reserve, data, bss, arena, wherever the
-    arena is; ITCM: the hot kernels; DTCM: what lies in a DTCM region of its own)."""
+    """Section sizes from the ELF, grouped by memory (flash: vectors, text, rodata, the
+    models' .<name>_weights and the images of .itcm_text and .data; RAM: stack reserve,
+    data, bss, the models' .<name>_arena, wherever they are; ITCM: the hot kernels; DTCM:
+    what lies in a DTCM region of its own; QSPI: weights placed in external flash)."""
     from elftools.elf.elffile import ELFFile
 
     sec: dict[str, int] = {}
-    in_flash = in_ram = code = in_itcm = in_dtcm = 0
+    in_flash = in_ram = code = in_itcm = in_dtcm = in_qspi = 0
     with open(elf, "rb") as f:
         ef = ELFFile(f)
         for s in ef.iter_sections():
@@ -239,7 +323,8 @@ def elf_sizes(elf: Path, board: Board) -> dict[str, int]:
             sec[name] = size
             if board.flash_origin <= addr < board.flash_origin + board.flash_bytes:
                 in_flash += size
-                code += size if name != ".rodata" else 0   # vectors, text, exidx
+                if name != ".rodata" and not name.endswith("_weights"):
+                    code += size   # vectors, text, exidx
             elif board.ram_origin <= addr < board.ram_origin + board.sram_bytes:
                 in_ram += size
                 if s["sh_type"] != "SHT_NOBITS":  # .data also occupies flash (its image)
@@ -253,12 +338,16 @@ def elf_sizes(elf: Path, board: Board) -> dict[str, int]:
                 in_ram += size
                 if s["sh_type"] != "SHT_NOBITS":
                     in_flash += size
+            elif board.qspi_origin <= addr < board.qspi_origin + board.qspi_bytes:
+                in_qspi += size
     return {
         "flash_bytes": in_flash, "ram_bytes": in_ram,
-        "itcm_bytes": in_itcm, "dtcm_bytes": in_dtcm,
+        "itcm_bytes": in_itcm, "dtcm_bytes": in_dtcm, "qspi_bytes": in_qspi,
         "text_bytes": code,
         "rodata_bytes": sec.get(".rodata", 0), "data_bytes": sec.get(".data", 0),
-        "bss_bytes": sec.get(".bss", 0), "arena_section_bytes": sec.get(".mcuc_arena", 0),
+        "weights_section_bytes": sum(v for k, v in sec.items() if k.endswith("_weights")),
+        "bss_bytes": sec.get(".bss", 0),
+        "arena_section_bytes": sum(v for k, v in sec.items() if k.endswith("_arena")),
         "stack_reserve_bytes": sec.get(".stack", 0),
     }
 
@@ -270,7 +359,8 @@ def confirm_fit(board: Board, sizes: dict[str, int]) -> None:
         over.append(f"flash over by {sizes['flash_bytes'] - board.flash_bytes:,} bytes")
     if sizes["ram_bytes"] > board.sram_bytes:
         over.append(f"SRAM over by {sizes['ram_bytes'] - board.sram_bytes:,} bytes")
-    for mem, limit in (("itcm", board.itcm_bytes), ("dtcm", board.arena_dtcm_bytes)):
+    for mem, limit in (("itcm", board.itcm_bytes), ("dtcm", board.arena_dtcm_bytes),
+                       ("qspi", board.qspi_bytes)):
         if sizes.get(f"{mem}_bytes", 0) > limit:
             over.append(f"{mem.upper()} over by {sizes[f'{mem}_bytes'] - limit:,} bytes")
     if over:
@@ -289,18 +379,45 @@ def symbol(elf: Path, name: str) -> tuple[int, int]:
         return int(syms[0]["st_value"]), int(syms[0]["st_size"])
 
 
-def patch_samples(elf: Path, inputs: np.ndarray, dest: Path) -> Path:
-    """Copy elf to dest with inputs written over the start of mcuc_samples and
-    mcuc_sample_count set to their number (both in the flash image), so that an emulator
-    runs the real firmware on exactly these inputs."""
-    data = np.ascontiguousarray(inputs, dtype=np.int8).tobytes()
-    n = inputs.shape[0] if inputs.ndim > 1 else 1
-    _, size = symbol(elf, "mcuc_samples")
-    if len(data) > size:
-        raise McucError(f"{n} inputs do not fit mcuc_samples ({size} B); "
-                        "rebuild with more --samples")
-    return patch_elf(elf, {"mcuc_samples": data,
-                           "mcuc_sample_count": int(n).to_bytes(4, "little")}, dest)
+def sample_models(elf: Path) -> list[str]:
+    """The models whose inputs a flash-input firmware bakes in: the names of its
+    `<name>_sample_count` constants (main.c), in address order."""
+    from elftools.elf.elffile import ELFFile
+
+    with open(elf, "rb") as f:
+        tab = ELFFile(f).get_section_by_name(".symtab")
+        found = sorted((int(sym["st_value"]), sym.name[: -len("_sample_count")])
+                       for sym in (tab.iter_symbols() if tab is not None else ())
+                       if sym.name.endswith("_sample_count"))
+    return [name for _, name in found]
+
+
+def patch_samples(elf: Path, inputs: np.ndarray | dict[str, np.ndarray], dest: Path) -> Path:
+    """Copy elf to dest with inputs written over the start of `<name>_samples` and
+    `<name>_sample_count` set to their number (both in the flash image), so that an emulator
+    runs the real firmware on exactly these inputs. `inputs` is one array (a firmware of one
+    model) or {name: array}; models not named there run no input."""
+    names = sample_models(elf)
+    if not isinstance(inputs, dict):
+        if len(names) != 1:
+            raise McucError(f"{path_line(elf)} runs {len(names)} models; give inputs by name")
+        inputs = {names[0]: inputs}
+    values: dict[str, bytes] = {}
+    for name in names:
+        x = inputs.get(name)
+        n = 0 if x is None else (x.shape[0] if np.ndim(x) > 1 else 1)
+        if x is not None:
+            data = np.ascontiguousarray(x, dtype=np.int8).tobytes()
+            _, size = symbol(elf, f"{name}_samples")
+            if len(data) > size:
+                raise McucError(f"{n} inputs do not fit {name}_samples ({size} B); "
+                                "rebuild with more --samples")
+            values[f"{name}_samples"] = data
+        values[f"{name}_sample_count"] = int(n).to_bytes(4, "little")
+    unknown = set(inputs) - set(names)
+    if unknown:
+        raise McucError(f"{path_line(elf)} has no model {one_line(sorted(unknown)[0], 40)}")
+    return patch_elf(elf, values, dest)
 
 
 def patch_elf(elf: Path, values: dict[str, bytes], dest: Path) -> Path:
@@ -327,11 +444,14 @@ def patch_elf(elf: Path, values: dict[str, bytes], dest: Path) -> Path:
 
 
 def render_mcu(board: Board, out: Path, model_name: str, samples_q: np.ndarray,
-               profile: bool = False) -> None:
-    """Everything board-specific beside the model sources: firmware, Renode files."""
+               profile: bool = False, name: str = "model",
+               weights_region: str = "flash") -> None:
+    """Everything board-specific beside the model sources of the model `name`: firmware,
+    Renode files."""
     from mcuc.sim import renode
 
-    render_firmware(board, out, model_name, samples_q, profile)
+    render_firmware(board, out, [FwModel(name, samples_q, model_name, weights_region)],
+                    profile)
     renode.write_files(out, board)
 
 
@@ -343,12 +463,14 @@ def unicorn_available() -> bool:
     return hasattr(unicorn_m7, "run_elf")
 
 
-def run_unicorn(elf: Path, inputs: np.ndarray | None = None, semihosted: bool = False,
+def run_unicorn(elf: Path, inputs: np.ndarray | dict[str, np.ndarray] | None = None,
+                semihosted: bool = False,
                 max_instructions: int = MAX_INSTRUCTIONS, chip: str = "stm32f746") -> dict:
     """Run the real ELF in the Unicorn engine on the model of ``chip`` (a board's ``chip``);
     returns the parsed protocol plus instruction counts and ``chip_state`` (the clocks and
-    console baud rate the init set up). Inputs go over mcuc_samples (flash boards) or into the
-    semihosting file.
+    console baud rate the init set up). Inputs go over <name>_samples (flash boards; one
+    array, or {name: array} for a firmware of several models, patch_samples) or into the
+    semihosting file. res["by_model"] has each model's outputs.
 
     ``instructions`` / ``instructions_per_step``: the engine's exact count of the first
     inference (marker protocol). What the firmware's DWT printed (MCUC_CYCLES, and MCUC_STEP
@@ -380,6 +502,7 @@ def run_unicorn(elf: Path, inputs: np.ndarray | None = None, semihosted: bool = 
     res["dwt_instructions"] = res.pop("cycles")
     res["dwt_instructions_per_step"] = res.pop("cycles_per_step")
     res["chip_state"] = r.chip_state
+    res["stdout"] = r.stdout
     res["instructions_per_step"] = {int(k): int(v) for k, v in
                                     (r.instructions_per_step or {}).items()}
     if r.stack_bytes is not None and res["stack_bytes"] is None:

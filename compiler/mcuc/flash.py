@@ -62,7 +62,7 @@ def flash(out_dir: Path | str, dry_run: bool = False, timeout: float = FLASH_TIM
 
 def flash_elf(board: Board, elf: Path, timeout: float = FLASH_TIMEOUT_S) -> None:
     """Program `elf` (any firmware of `board`, e.g. a copy with other inputs over its
-    mcuc_samples) and reset the board; openocd runs in the ELF's directory."""
+    <name>_samples) and reset the board; openocd runs in the ELF's directory."""
     run_openocd(openocd_argv(board, elf.name), elf.parent, timeout)
 
 

@@ -19,6 +19,7 @@ from mcuc.ablation import ablation
 from mcuc.boards import Board, load_board
 from mcuc.builddir import check_out, staging
 from mcuc.buildmeta import write_meta
+from mcuc.codegen.modelname import check_name, default_name
 from mcuc.codegen.render import render
 from mcuc.ir.graph import Graph
 from mcuc.quant.calibrate import (
@@ -35,6 +36,7 @@ from mcuc.quant.qparams import QParams
 from mcuc.schedule.lower import lower
 from mcuc.schedule.schedule import Schedule
 from mcuc.schedule.widen import check_optimize, widen_weights
+from mcuc.text import one_line
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "default.onnx"
 
@@ -166,7 +168,8 @@ def build(model=None, board: str = "host", calib="fashion-mnist", out_dir: Path 
           calib_method: str = DEFAULT_METHOD, calib_percentile: float = DEFAULT_PERCENTILE,
           calib_images: int = DEFAULT_IMAGES, kernels: str = "optimized",
           report_full: bool = False, optimize: str = "size", profile: bool = False,
-          quant: str = "auto") -> dict:
+          quant: str = "auto", name: str | None = None,
+          weights_region: str = "flash") -> dict:
     """Compile a model for a board into out_dir; returns the report (also report.json).
 
     For an MCU board the fit check runs before any C is written, then the firmware is
@@ -183,12 +186,18 @@ def build(model=None, board: str = "host", calib="fashion-mnist", out_dir: Path 
     (compile_graph). `profile` makes the firmware print each step's DWT cycles
     (MCUC_STEP lines; `mcuc run --profile` on a board reads them). `quant`
     given|calibrate|auto: a QDQ model's own scales or mcuc's calibration (compile_graph).
+    `name` prefixes every file, symbol, macro and section of the generated model
+    (codegen/modelname.py; default: from the model file's stem, `vit` for the bundled
+    model). `weights_region` places the weights section on an MCU board: "flash" or a
+    region the board declares (Board.weight_regions, e.g. "qspi").
     """
     t_start = time.perf_counter()
     check_method(calib_method, calib_percentile)
     check_optimize(optimize)
     check_mode(quant)
     b = load_board(board).with_kernels(kernels)
+    ident = check_name(name) if name is not None else default_name(model)
+    _check_region(b, weights_region)
     if profile:
         if not b.is_mcu:
             raise McucError("--profile is for MCU boards (their DWT cycle counter); a host "
@@ -207,18 +216,18 @@ def build(model=None, board: str = "host", calib="fashion-mnist", out_dir: Path 
     if b.is_mcu:
         from mcuc import firmware
 
-        fit = estimate_fit(c, b, samples, profile)
+        fit = estimate_fit(c, b, samples, profile, weights_region)
         firmware.check_fit(b, fit)
     with staging(out) as tmp:   # replaces out only once everything below succeeded
         t0 = time.perf_counter()
         render(c.schedule, c.plan, tmp, model_name=name,
-               makefile=None if b.is_mcu else "Makefile.host.j2")
+               makefile=None if b.is_mcu else "Makefile.host.j2", name=ident)
         fw: dict = {}
         if b.is_mcu:
             from mcuc.firmware import render_mcu
 
             samples_q = _quantized_samples(c, calib_x, samples)
-            render_mcu(b, tmp, name, samples_q, profile)
+            render_mcu(b, tmp, name, samples_q, profile, ident, weights_region)
         c.timings["codegen_s"] = time.perf_counter() - t0
         if compile_c and b.core == "host":
             from mcuc.sim.host import build_host
@@ -235,6 +244,9 @@ def build(model=None, board: str = "host", calib="fashion-mnist", out_dir: Path 
         c.timings["total_s"] = time.perf_counter() - t_start
         desc = str(model) if model is not None else f"default ({DEFAULT_MODEL.name})"
         report = make_report(c, b, desc)
+        report["name"] = ident
+        if b.is_mcu:
+            report["weights_region"] = weights_region
         report["disabled"] = list(c.schedule.disabled)
         report["kernels"] = kernels
         report["optimize"] = optimize
@@ -253,7 +265,7 @@ def build(model=None, board: str = "host", calib="fashion-mnist", out_dir: Path 
             _add_firmware(report, fw)
         (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n")
         ref = _reference_meta(model, input_shape, c, stream_input, optimize)
-        _save_runtime_meta(c, tmp, b.name, name if b.is_mcu else None, ref, profile)
+        _save_runtime_meta(c, tmp, b.name, ident, b.is_mcu, ref, profile)
     return report
 
 
@@ -268,7 +280,8 @@ def _plot_memory(c: Compiled, path: Path, desc: str) -> None:
                     f"(lower bound {c.plan.lower_bound_bytes:,} B)")
 
 
-def estimate_fit(c: Compiled, b: Board, samples: int, profile: bool = False):
+def estimate_fit(c: Compiled, b: Board, samples: int, profile: bool = False,
+                 weights_region: str = "flash"):
     """The build's pre-link fit estimate; the NAS cost model predicts exactly this (without
     --profile)."""
     from mcuc import firmware
@@ -276,7 +289,14 @@ def estimate_fit(c: Compiled, b: Board, samples: int, profile: bool = False):
     s = c.schedule
     return firmware.estimate(b, c.plan.arena_bytes, s.weights_bytes(), len(s.steps),
                              int(np.prod(s.input_shape)), int(np.prod(s.output_shape)),
-                             samples, profile)
+                             samples, profile, weights_region)
+
+
+def _check_region(b: Board, weights_region: str) -> None:
+    regions = b.weight_regions() if b.is_mcu else ("flash",)
+    if weights_region not in regions:
+        raise McucError(f"--weights-region must be one of {', '.join(regions)} on board "
+                        f"{b.name}, not {one_line(repr(weights_region), 40)}")
 
 
 def _quantized_samples(c: Compiled, calib_x: np.ndarray, samples: int) -> np.ndarray:
@@ -327,20 +347,20 @@ def _reference_meta(model, input_shape: tuple[int, ...] | None, c: Compiled,
                         for t, q in c.qgraph.qparams.items()}}
 
 
-def _save_runtime_meta(c: Compiled, out: Path, board: str, fw_name: str | None = None,
+def _save_runtime_meta(c: Compiled, out: Path, board: str, name: str, is_mcu: bool,
                        reference: dict | None = None, profile: bool = False) -> None:
-    """What `mcuc run` needs later: shapes and quantization of input and output; and
-    `reference` (see _reference_meta) for `mcuc validate`; `profile`: the firmware prints
-    MCUC_STEP lines."""
+    """What `mcuc run` needs later: the model's name (its files), shapes and quantization
+    of input and output; and `reference` (see _reference_meta) for `mcuc validate`;
+    `profile`: the firmware prints MCUC_STEP lines."""
     s = c.schedule
-    meta = {"board": board, "input_shape": list(s.input_shape),
+    meta = {"board": board, "name": name, "input_shape": list(s.input_shape),
             "input": s.input_qp.to_dict(), "output_shape": list(s.output_shape),
             "output": s.output_qp.to_dict(), "exe": "model"}
     if reference is not None:
         meta["reference"] = reference
     if profile:
         meta["profile"] = True
-    if fw_name is not None:
+    if is_mcu:
         from mcuc.sim.renode import SCRIPT_STEM
 
         meta.update(exe=None, elf="firmware.elf", renode=f"renode/{SCRIPT_STEM}")

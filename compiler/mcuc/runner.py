@@ -135,9 +135,9 @@ def _run_firmware(b: Build, x_q: np.ndarray, engine: str | None, profile: bool) 
 
 
 def _steps(b: Build) -> int | None:
-    """The number of steps, from the build's model.h (digest-checked), or None."""
+    """The number of steps, from the build's <name>.h (digest-checked), or None."""
     import re
 
-    text = (b.path / "model.h").read_text(encoding="utf-8", errors="replace")
-    m = re.search(r"^#define [A-Za-z_]\w*_NUM_STEPS (\d{1,6})$", text, flags=re.M)
+    text = b.model_files["header"].read_text(encoding="utf-8", errors="replace")
+    m = re.search(rf"^#define {b.name.upper()}_NUM_STEPS (\d{{1,6}})$", text, flags=re.M)
     return int(m.group(1)) if m else None

@@ -11,8 +11,9 @@ the compiled objects, before the link, so that it is exact rather than hoped for
   reach; every call relocation of a chosen section is counted as one such veneer (an upper
   bound: ld shares a veneer between calls to one callee), so the chosen set plus its veneers
   always fits and the link never overflows the ITCM. What does not fit stays in .text.
-- DTCM: the arena goes to a DTCM region of its own when the board has one apart from its RAM
-  (STM32H7) and the arena, rounded up to 8 bytes, fits it; otherwise it stays in RAM. Where the
+- DTCM: each model's arena (the ``.<name>_arena`` section, in the order the firmware lists the
+  models) goes to a DTCM region of its own when the board has one apart from its RAM (STM32H7)
+  and it still fits there, rounded up to 8 bytes; otherwise it stays in RAM. Where the
   DTCM opens the RAM region (STM32F7) the layout does not change: the stack, .data, .bss and
   the arena already start at the bottom of RAM, which is DTCM as far as it reaches.
 
@@ -53,7 +54,11 @@ class Placement:
     """What the linker script puts in the TCMs."""
     itcm_sections: tuple[str, ...] = ()   # input section names for .itcm_text, in order
     itcm_bound: int = 0                   # their bytes plus veneers and padding (upper bound)
-    arena_in_dtcm: bool = False
+    dtcm_arenas: tuple[str, ...] = ()     # model names whose .<name>_arena is in DTCM
+
+    @property
+    def arena_in_dtcm(self) -> bool:
+        return bool(self.dtcm_arenas)
 
 
 def arena_in_dtcm(board: Board, arena_bytes: int) -> bool:
@@ -93,23 +98,36 @@ def _matches(function: str, section: str) -> bool:
     return section == f".text.{function}" or section.startswith(f".text.{function}.")
 
 
-def _arena_bytes(objects: list[Path]) -> int:
-    """Size of the '.mcuc_arena' input section (main.c's mcuc_arena)."""
+def _arena_bytes(objects: list[Path], name: str) -> int:
+    """Size of the '.<name>_arena' input sections (the model's static arena in <name>.c)."""
     from elftools.elf.elffile import ELFFile
 
     total = 0
     for obj in objects:
         with open(obj, "rb") as f:
-            sec = ELFFile(f).get_section_by_name(".mcuc_arena")
+            sec = ELFFile(f).get_section_by_name(f".{name}_arena")
             total += int(sec["sh_size"]) if sec is not None else 0
     return total
 
 
-def choose(board: Board, objects: list[Path]) -> Placement:
-    """The placement for these compiled objects on `board` (see the module docstring)."""
-    dtcm = arena_in_dtcm(board, _arena_bytes(objects))
+def dtcm_arenas(board: Board, objects: list[Path], names: list[str]) -> tuple[str, ...]:
+    """The models whose arenas go to DTCM: in order, each that still fits (8-byte aligned)."""
+    chosen: list[str] = []
+    used = 0
+    for name in names:
+        need = _align(_arena_bytes(objects, name), 8)
+        if board.arena_dtcm_bytes and need and used + need <= board.arena_dtcm_bytes:
+            chosen.append(name)
+            used += need
+    return tuple(chosen)
+
+
+def choose(board: Board, objects: list[Path], names: list[str]) -> Placement:
+    """The placement for these compiled objects of the models `names` on `board` (see the
+    module docstring)."""
+    dtcm = dtcm_arenas(board, objects, names)
     if not board.itcm_bytes:
-        return Placement(arena_in_dtcm=dtcm)
+        return Placement(dtcm_arenas=dtcm)
     sections = _text_sections(objects)
     chosen: list[str] = []
     used = 0   # bytes from the ITCM origin, alignment padding included

@@ -32,6 +32,7 @@ import numpy as np
 
 from mcuc import McucError
 from mcuc.buildmeta import Build, load_build, sha256
+from mcuc.codegen.modelname import model_files
 from mcuc.text import cut, one_line, path_line
 
 if TYPE_CHECKING:
@@ -43,7 +44,6 @@ ENGINES = ("host", "unicorn", "qemu")
 SEMIHOST_CHUNK = 50
 # The model sources whose digests must match the re-rendered reference (main.c is the
 # driver, not the model).
-MODEL_SOURCES = ("model.h", "model.c", "weights.h", "weights.c")
 MAX_VALIDATE_IMAGES = 10000
 # --per-layer: inputs compared (each is one float and one int8 run in numpy), and the ops
 # left out of its table (they move values, so their error is their input's).
@@ -241,8 +241,8 @@ def rebuild_reference(b: Build, warnings: list[str] | None = None,
                       optimize=optimize, qparams=qparams, quant=str(ref.get("quant", "auto")))
     files = b.meta.get("files", {})
     with tempfile.TemporaryDirectory(prefix="mcuc-validate-") as tmp:
-        render(c.schedule, c.plan, Path(tmp), model_name=name, makefile=None)
-        differ = [f for f in MODEL_SOURCES
+        render(c.schedule, c.plan, Path(tmp), model_name=name, makefile=None, name=b.name)
+        differ = [f for f in model_files(b.name).values()
                   if f in files and sha256(Path(tmp) / f) != files[f]]
     if differ and warnings is not None:
         warnings.append(f"the build's {', '.join(differ)} differ from the reference rebuilt "
@@ -305,7 +305,7 @@ def run_target(b: Build, xs_q: np.ndarray, engine: str, progress: bool = False
                ) -> tuple[np.ndarray, int]:
     """(int8 outputs [N, K], inputs per launch) of the build on int8 inputs [N, size]: the
     host program once per input; the firmware as many inputs per emulator launch as it
-    takes (a semihosting file in chunks of SEMIHOST_CHUNK, or as many as its mcuc_samples
+    takes (a semihosting file in chunks of SEMIHOST_CHUNK, or as many as its <name>_samples
     holds: the build's --samples; on a board, `serial:PORT`, one flash per chunk)."""
     from mcuc import console, firmware
     from mcuc.boards import load_board
@@ -325,7 +325,7 @@ def run_target(b: Build, xs_q: np.ndarray, engine: str, progress: bool = False
             if board.semihosting:
                 chunk = SEMIHOST_CHUNK
             else:
-                _, size = firmware.symbol(b.elf, "mcuc_samples")
+                _, size = firmware.symbol(b.elf, f"{b.name}_samples")
                 chunk = max(1, size // xs_q.shape[1])
             for i in range(0, len(xs_q), chunk):
                 rows = xs_q[i:i + chunk]

@@ -6,15 +6,18 @@ thousands of characters. Everything the templates write that came from a model g
 through this module, and nowhere else:
 
 - `CNames.ident` turns a name into a C identifier. Every such identifier starts with
-  `PREFIX`, which no C keyword, libc/newlib symbol, reserved name (`__x`, `_X`), runtime
-  name (`mcuc_*`, `MCUC_*`) or template-generated name (`a`, `arena`, `step_names`, ...)
-  has, is made of [A-Za-z0-9_] only, is at most `MAX_IDENT` characters (a hash of the
-  full text keeps truncated names distinct), and is unique within the table: one table per
-  generated model, so derived names (a step's field arrays) cannot meet another name.
+  `<model name>_` + `PREFIX` (the model's checked name, codegen/modelname.py; `PREFIX`
+  alone outside a model), which no C keyword, libc/newlib symbol, reserved name (`__x`,
+  `_X`), runtime name (`mcuc_*`, `MCUC_*`) or template-generated name (`a`, `arena`,
+  `step_names`, ...) has, is made of [A-Za-z0-9_] only, is at most `MAX_IDENT` characters
+  (a hash of the full text keeps truncated names distinct), and is unique within the
+  table: one table per generated model, so derived names (a step's field arrays) cannot
+  meet another name.
 - `c_comment` and `c_string` make text safe inside `/* ... */` and `"..."`.
 Error messages quote model text through `mcuc.text.one_line`.
 
-Makefiles, linker scripts, Renode scripts and openocd commands get no model text at all.
+Makefiles, linker scripts, Renode scripts and openocd commands get no model text at all;
+the model's name, which they do use, is a checked identifier (codegen/modelname.py).
 """
 
 from __future__ import annotations
@@ -65,7 +68,7 @@ class CNames:
     """
 
     def __init__(self, prefix: str = PREFIX, limit: int = MAX_IDENT) -> None:
-        if prefix and not re.fullmatch(r"[A-Za-z][A-Za-z0-9]*_", prefix):
+        if prefix and not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*_", prefix):
             raise ValueError(f"bad identifier prefix {prefix!r}")
         self.prefix = prefix
         self.limit = limit

@@ -1,4 +1,5 @@
-"""Codegen: render a planned Schedule into model.h, model.c, weights.{h,c} and a driver."""
+"""Codegen: render a planned Schedule into <name>.h, <name>.c, <name>_weights.{h,c} (the
+model, self-contained) and a driver."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from mcuc import __version__
-from mcuc.codegen.names import CNames, c_comment, c_string
+from mcuc.codegen.modelname import check_name, model_files
+from mcuc.codegen.names import MAX_IDENT, PREFIX, CNames, c_comment, c_string
 from mcuc.codegen.templates import environment
 from mcuc.kernels import registry
 from mcuc.memory import Plan
@@ -47,11 +49,12 @@ def _int(v: int, ctype: str) -> str:
     return "INT32_MIN" if v == -(2**31) else str(v)
 
 
-def _context(schedule: Schedule, plan: Plan, model_name: str) -> dict:
+def _context(schedule: Schedule, plan: Plan, model_name: str, ident: str) -> dict:
     """Template values. Every name the model chose reaches C only through `names`: step
-    structs and weight arrays are identifiers from one table; names in comments and
-    strings are escaped; model_name appears only in comments."""
-    ids = CNames()
+    structs and weight arrays are identifiers from one table, prefixed with the model's
+    checked name `ident`; names in comments and strings are escaped; model_name appears only in
+    comments."""
+    ids = CNames(f"{ident}_{PREFIX}", limit=len(ident) + 1 + MAX_IDENT)
     arrays: list[CArray] = []
     const_ids = {name: ids.of(("const", name), name) for name in schedule.consts}
     for name, data in schedule.consts.items():
@@ -104,6 +107,7 @@ def _context(schedule: Schedule, plan: Plan, model_name: str) -> dict:
          for b in schedule.buffers.values() if schedule.root(b.name)[0] in plan.offsets),
         key=lambda b: (b["offset"], b["name"]))
     return {
+        "p": ident, "P": ident.upper(), "files": model_files(ident),
         "model_name": c_comment(model_name), "version": __version__, "steps": steps,
         "arrays": arrays,
         "buffers": buffers, "arena_bytes": plan.arena_bytes,
@@ -124,7 +128,7 @@ def _context(schedule: Schedule, plan: Plan, model_name: str) -> dict:
 
 
 def _stream_context(schedule: Schedule) -> dict:
-    """Band geometry for model.h/model.c/main.c of a streaming build."""
+    """Band geometry for <name>.h/<name>.c/main.c of a streaming build."""
     from mcuc.schedule.stream import band_rows
 
     bands, chans, rows, width = band_rows(schedule)
@@ -134,13 +138,19 @@ def _stream_context(schedule: Schedule) -> dict:
 
 
 def render(schedule: Schedule, plan: Plan, out_dir: Path, model_name: str = "model",
-           driver: str = "main_host.c.j2", makefile: str | None = "Makefile.host.j2") -> None:
-    """Write the generated sources and a copy of the runtime into `out_dir`."""
+           driver: str = "main_host.c.j2", makefile: str | None = "Makefile.host.j2",
+           name: str = "model") -> None:
+    """Write the generated sources and a copy of the runtime into `out_dir`: the model's
+    own files are named after `name` (checked here: a C identifier prefix), `model_name`
+    (model text) only goes into comments."""
+    check_name(name)
     out_dir.mkdir(parents=True, exist_ok=True)
     env = environment()
-    ctx = _context(schedule, plan, model_name)
-    files = {"model.h": "model.h.j2", "model.c": "model.c.j2", "weights.h": "weights.h.j2",
-             "weights.c": "weights.c.j2", "main.c": driver}
+    ctx = _context(schedule, plan, model_name, name)
+    mf = ctx["files"]
+    files = {mf["header"]: "model.h.j2", mf["source"]: "model.c.j2",
+             mf["weights_header"]: "weights.h.j2", mf["weights"]: "weights.c.j2",
+             "main.c": driver}
     if makefile:
         files["Makefile"] = makefile
     for out, tpl in files.items():

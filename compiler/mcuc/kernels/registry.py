@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 # C types a parameter field may have. Array types ("int8[]" ...) become const arrays in
-# weights.c referenced by pointer; "int32[6]" is an inline fixed array in the struct;
+# <name>_weights.c referenced by pointer; "int32[6]" is an inline fixed array in the struct;
 # "struct" is the whole parameter struct of another kernel (`Field.kernel`), so a fused
 # kernel holds its parts' structs as they are (params: that kernel's params dict).
 FIELD_TYPES = ("int32", "int64", "int8[]", "int16[]", "int32[]", "uint32[]", "int32[6]",

@@ -1,6 +1,6 @@
 """The integer reference: runs a Schedule with the numpy kernels. This is the spec.
 
-With a Plan it runs inside one int8 arena at the planned offsets, exactly as model.c
+With a Plan it runs inside one int8 arena at the planned offsets, exactly as <name>.c
 does, so a wrong plan corrupts the reference as it would corrupt the firmware; without a
 plan every buffer has its own array.
 """

@@ -50,6 +50,9 @@ class Chip:
     # Tightly coupled RAMs, (base, size): mapped as RAM whatever the ELF loads there (the
     # startup copies the ITCM code in; a DTCM arena is NOLOAD). Same as the boards' board.toml.
     tcm: tuple[tuple[int, int], ...] = ()
+    # Memory-mapped external flash windows, (base, size): mapped whatever the ELF loads there
+    # (the F746G-DISCO's QSPI flash at 0x90000000). Same as the boards' [memory] qspi.
+    xip: tuple[tuple[int, int], ...] = ()
 
     @property
     def ccsidr(self) -> tuple[int, int]:
@@ -66,7 +69,8 @@ CHIPS: dict[str, Chip] = {c.name: c for c in (
     # STM32F746G-DISCO: Cortex-M7 r0p1, 4 KiB + 4 KiB L1, SP FPU, 25 MHz crystal (RM0385).
     # ITCM RAM 16 KiB at 0, DTCM RAM 64 KiB at 0x20000000 (RM0385 2.2.2).
     Chip("stm32f746", "cortex-m7", 0x410F_C271, False, (4, 4), 25_000_000, "f7",
-         tcm=((0x0000_0000, 0x4000), (0x2000_0000, 0x1_0000))),
+         tcm=((0x0000_0000, 0x4000), (0x2000_0000, 0x1_0000)),
+         xip=((0x9000_0000, 0x100_0000),)),
     # STM32F427: Cortex-M4 r0p1, no caches, SP FPU; the board init assumes no crystal (RM0090).
     Chip("stm32f427", "cortex-m4", 0x410F_C241, False, (0, 0), 0, "f4"),
     # STM32H743 rev V: Cortex-M7 r1p1, 16 KiB + 16 KiB L1, DP FPU; init runs from HSI (RM0433).

@@ -57,5 +57,5 @@ def run_host(exe: Path, x_q: np.ndarray, timeout: float = 60.0) -> np.ndarray:
                         f"{one_line(proc.stderr.strip(), 300)}")
     values, status = parse_output(proc.stdout)
     if status != 0:
-        raise McucError(f"mcuc_run returned error code {status}")
+        raise McucError(f"the model's <name>_run returned error code {status}")
     return values

@@ -1,7 +1,7 @@
 """The result lines a compiled model prints, wherever it runs (host program, firmware under
-QEMU, Renode, Unicorn or a board's serial console): `MCUC_BEGIN`, `MCUC_OUTPUT v...`,
-`MCUC_STACK n`, `MCUC_CYCLES n`, `MCUC_STEP i n` (`--profile` builds), `MCUC_STATUS n`,
-`MCUC_DONE`.
+QEMU, Renode, Unicorn or a board's serial console): `MCUC_BEGIN`, `MCUC_MODEL name`
+(firmware: before each model's outputs), `MCUC_OUTPUT v...`, `MCUC_STACK n`, `MCUC_CYCLES n`,
+`MCUC_STEP i n` (`--profile` builds), `MCUC_STATUS n`, `MCUC_DONE`.
 
 `cycles` and `cycles_per_step` are what the firmware's DWT counter read. On a board they are
 cycles; the emulators' DWT is a model (the Unicorn engine's counts retired instructions), so
@@ -57,10 +57,12 @@ def step_fields(line: str) -> tuple[int, int]:
 
 
 def parse_protocol(text: str) -> dict:
-    """The firmware protocol lines: outputs, stack, cycles, per-step cycles, status, done (a
-    malformed line or an output outside int8 is one error line)."""
-    res: dict = {"outputs": [], "stack_bytes": None, "cycles": None, "cycles_per_step": {},
-                 "status": None, "begin": False, "done": False}
+    """The firmware protocol lines: outputs (all, in order, and by model), stack, cycles,
+    per-step cycles, status, done (a malformed line or an output outside int8 is one error
+    line)."""
+    res: dict = {"outputs": [], "by_model": {}, "stack_bytes": None, "cycles": None,
+                 "cycles_per_step": {}, "status": None, "begin": False, "done": False}
+    model = ""
     for line in text.replace("\r", "").splitlines():
         parts = line.split()
         if not parts:
@@ -68,8 +70,14 @@ def parse_protocol(text: str) -> dict:
         key = parts[0]
         if key == "MCUC_BEGIN":
             res["begin"] = True
+        elif key == "MCUC_MODEL":
+            if len(parts) != 2 or not parts[1].isidentifier() or not parts[1].isascii():
+                raise _bad_line(line)
+            model = parts[1]
+            res["by_model"].setdefault(model, [])
         elif key == "MCUC_OUTPUT":
             res["outputs"].append(int8_values(line))
+            res["by_model"].setdefault(model, []).append(res["outputs"][-1])
         elif key == "MCUC_STACK":
             res["stack_bytes"] = int_field(line)
         elif key == "MCUC_CYCLES":

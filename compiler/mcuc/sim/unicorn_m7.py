@@ -3,7 +3,8 @@
 The chip (:mod:`mcuc.sim.chips`) picks Unicorn's CPU model (Cortex-M4 or M7) and the register
 models. Memory: the ELF's PT_LOAD segments (file bytes at their load address, LMA; the
 firmware's startup copies .data and the ITCM code), RAM from the lowest data segment up to
-the initial stack pointer, the chip's tightly coupled RAMs (ITCM, DTCM: :mod:`mcuc.sim.chips`),
+the initial stack pointer, the chip's tightly coupled RAMs (ITCM, DTCM) and external flash
+windows (QSPI: :mod:`mcuc.sim.chips`),
 the Cortex-M system region 0xE0000000-0xE00FFFFF and the peripheral window
 0x40000000-0x5FFFFFFF, both served by the register models in :mod:`mcuc.sim.armv7m_periph`
 and :mod:`mcuc.sim.stm32_periph`. I/O: USART data register writes and ARM semihosting
@@ -138,7 +139,7 @@ class UnicornM7:
         self.initial_sp, self.entry = img.initial_sp, img.entry
         self.chip = get_chip(chip)
         self.ranges = merge_pages(img.memory(memory_regions) + [
-            (base, base + size) for base, size in self.chip.tcm])
+            (base, base + size) for base, size in self.chip.tcm + self.chip.xip])
         for lo, hi in self.ranges:
             if lo < PERIPH_BASE + PERIPH_SIZE and hi > PERIPH_BASE or hi > SYSTEM_BASE:
                 raise McucError(f"memory region 0x{lo:08x}-0x{hi:08x} overlaps the peripheral "
