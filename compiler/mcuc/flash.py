@@ -28,7 +28,9 @@ def flash_command(out_dir: Path | str) -> tuple[list[str], Path]:
     """The flasher argv and the directory to run it in (the checked build)."""
     b = load_build(out_dir)
     board = load_board(b.board)
-    return openocd_argv(board, b.elf.relative_to(b.path).as_posix()), b.path
+    # A host build has no ELF, and its board no flasher: openocd_argv says so first.
+    elf = b.elf.relative_to(b.path).as_posix() if b.elf is not None else ""
+    return openocd_argv(board, elf), b.path
 
 
 def openocd_argv(board: Board, elf: str) -> list[str]:
