@@ -22,8 +22,8 @@ import pytest
 
 from mcuc import McucError
 from mcuc.boards import load_board
-from mcuc.export import EXPORT_META, export_library, kernel_sources
 from mcuc.firmware import run_unicorn, unicorn_available
+from mcuc.library import EXPORT_META, export_library, kernel_sources
 from mcuc.paths import runtime_dir
 from mcuc.pipeline import build
 from test_qemu import quantize, reference

@@ -44,14 +44,14 @@ def cmd_build(a: argparse.Namespace) -> int:
     n = report["name"]
     print(f"\nwrote {path_line(a.out)}/ ({n}.h, {n}.c, {n}_weights.c, report.json{extra})")
     if a.lib:
-        from mcuc.export import export_library
+        from mcuc.library import export_library
 
         print(f"wrote the library folder {path_line(export_library(a.out))}/")
     return 0
 
 
 def cmd_export(a: argparse.Namespace) -> int:
-    from mcuc.export import export_library
+    from mcuc.library import export_library
 
     dest = export_library(a.build, a.out)
     print(f"wrote the library folder {path_line(dest)}/ (CMake, PlatformIO, Zephyr; "
