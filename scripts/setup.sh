@@ -22,6 +22,9 @@ APT_PACKAGES=(
     libnewlib-arm-none-eabi
     qemu-system-arm
     openocd
+    # `mcuc export`'s CMake library is built in the tests (tests/test_export.py):
+    cmake
+    ninja-build
 )
 
 TORCH_REQ="torch==2.13.0"

@@ -179,10 +179,12 @@ def _umask() -> int:
 
 
 @contextlib.contextmanager
-def staging(out_dir: Path | str) -> Iterator[Path]:
+def staging(out_dir: Path | str, last: str = META,
+            made_by: str = "mcuc build") -> Iterator[Path]:
     """Yield a fresh temporary directory beside out_dir to build into; when the block ends
     without an exception it replaces out_dir, otherwise it is deleted and out_dir is left
-    as it was. The block must write mcuc.json (see buildmeta.write_meta) last."""
+    as it was. The block must write `last` (a build: mcuc.json, see buildmeta.write_meta)
+    last; `made_by` names the command in the marker file."""
     out = check_out(out_dir)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -200,11 +202,11 @@ def staging(out_dir: Path | str) -> Iterator[Path]:
             raise McucError(f"cannot write to {path_line(out.parent)}: {e.strerror}") from None
         try:
             os.chmod(tmp, 0o777 & ~_umask())
-            (tmp / MARKER).write_text("made by `mcuc build`, which replaces this directory "
-                                      "as a whole on every build\n")
+            (tmp / MARKER).write_text(f"made by `{made_by}`, which replaces this directory "
+                                      "as a whole each time\n")
             yield tmp
-            if not stat.S_ISREG(os.lstat(tmp / META).st_mode):
-                raise McucError(f"internal error: the build wrote no {META}")
+            if not stat.S_ISREG(os.lstat(tmp / last).st_mode):
+                raise McucError(f"internal error: `{made_by}` wrote no {last}")
             _publish(tmp, out)
         except OSError as e:
             raise McucError(f"cannot write the build {path_line(out)}: "

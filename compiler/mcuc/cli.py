@@ -46,6 +46,19 @@ def cmd_build(a: argparse.Namespace) -> int:
     extra = ", memory.png" if a.report == "full" else ""
     n = report["name"]
     print(f"\nwrote {path_line(a.out)}/ ({n}.h, {n}.c, {n}_weights.c, report.json{extra})")
+    if a.lib:
+        from mcuc.library import export_library
+
+        print(f"wrote the library folder {path_line(export_library(a.out))}/")
+    return 0
+
+
+def cmd_export(a: argparse.Namespace) -> int:
+    from mcuc.library import export_library
+
+    dest = export_library(a.build, a.out)
+    print(f"wrote the library folder {path_line(dest)}/ (CMake, PlatformIO, Zephyr; "
+          "README.md has the STM32CubeIDE steps)")
     return 0
 
 
@@ -229,7 +242,16 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--weights-region", default="flash",
                    help="where an MCU board's linker script puts the weights section: flash "
                         "(default) or a region the board has (stm32f746: qspi)")
+    b.add_argument("--lib", action="store_true",
+                   help="also write <out>/lib: the model and its kernels as a library for "
+                        "your own project (CMake, PlatformIO, Zephyr, STM32CubeIDE)")
     b.set_defaults(fn=cmd_build)
+
+    e = sub.add_parser("export", help="a build's model as a library folder for your own "
+                                      "firmware project (CMake, PlatformIO, Zephyr, CubeIDE)")
+    e.add_argument("build", help="build directory made by `mcuc build`")
+    e.add_argument("--out", help="the library folder to write (default: <build>/lib)")
+    e.set_defaults(fn=cmd_export)
 
     r = sub.add_parser("run", help="run a built model on one input")
     r.add_argument("out", help="build directory made by `mcuc build`")
