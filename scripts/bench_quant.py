@@ -149,7 +149,7 @@ def torch_qdq(dst: Path, calib: np.ndarray) -> Path:
 
 def run_ort(model: Path, xs: np.ndarray) -> np.ndarray:
     """onnxruntime's outputs [N, K] (float; a QDQ model's are dequantized int8)."""
-    from mcuc.validate import run_float
+    from mcuc.validation import run_float
 
     return run_float(model, xs, (1, *xs.shape[1:]))
 
@@ -187,7 +187,7 @@ def firmware_check(model: Path, images: int, out: Path) -> dict:
     """Build for stm32f746 and run `images` test images as firmware in the Unicorn engine
     (`mcuc validate`: also rebuilds the reference from what mcuc.json records)."""
     from mcuc.pipeline import build
-    from mcuc.validate import validate
+    from mcuc.validation import validate
 
     build(model, "stm32f746", out_dir=out, quant="given")
     v = validate(out, f"fashion-mnist:{images}", engine="unicorn")

@@ -101,7 +101,7 @@ def _images(out: Path, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _reference(out: Path, xs_q: np.ndarray) -> np.ndarray:
-    from mcuc.validate import rebuild_reference, run_reference
+    from mcuc.validation import rebuild_reference, run_reference
 
     c, _ = rebuild_reference(load_build(out))
     return run_reference(c, xs_q)

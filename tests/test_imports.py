@@ -17,7 +17,7 @@ from training; no import cycles):
 - Training-only third-party packages (torch, onnxruntime, onnxscript) are imported by the
   core only inside functions of `mcuc.frontend.torch_import` (`from_torch`, for a caller
   who hands in a torch module, and so has torch), and onnxruntime inside functions of
-  `mcuc.validate` (the float model's row, which says so when onnxruntime is missing).
+  `mcuc.validation.runs` (the float model's row, which says so when onnxruntime is missing).
 - Run, not only read: with the search and plot extras' packages made unimportable, the CLI
   starts, builds the bundled model for the host, and `mcuc search` stops with one line
   naming `mcuc[search]` (pyproject.toml's extras; mcuc/optional.py).
@@ -39,7 +39,7 @@ SEARCH = ("mcuc.nas", "mcuc.models")
 SEARCH_DISPATCH = {"mcuc.cli"}
 TRAINING_ONLY = {"torch", "onnxruntime", "onnxscript"}
 TORCH_FRONTEND = {"mcuc.frontend.torch_import"}
-OPTIONAL_FLOAT = {("mcuc.validate", "onnxruntime")}
+OPTIONAL_FLOAT = {("mcuc.validation.runs", "onnxruntime")}
 # not installed by a plain `pip install mcuc` (the search and plot extras)
 EXTRAS_ONLY = TRAINING_ONLY | {"matplotlib", "PIL"}
 

@@ -140,7 +140,7 @@ def test_build_and_validate_bit_exact(small, tmp_path):
     """A host build of a QDQ model whose weights use -128 (PyTorch's symmetric grid does;
     mcuc's own never): the C equals the reference rebuilt from mcuc.json, and report.json
     says what changed."""
-    from mcuc.validate import validate
+    from mcuc.validation import validate
 
     def corner(m: onnx.ModelProto) -> None:
         w = next(t for t in m.graph.initializer if t.name == "w1_quantized")

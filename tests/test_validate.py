@@ -18,7 +18,7 @@ from mcuc.cli import main
 from mcuc.firmware import unicorn_available
 from mcuc.pipeline import build
 from mcuc.sim.host import build_host
-from mcuc.validate import float_available, validate
+from mcuc.validation import float_available, validate
 
 from helpers import cli_error_line as _err
 
@@ -96,7 +96,7 @@ def test_patched_target_is_reported(host_build, tmp_path) -> None:
     from mcuc.datasets import load_fashion_mnist
     from mcuc.quant.qparams import prepare_input
     from mcuc.schedule import execute
-    from mcuc.validate import rebuild_reference
+    from mcuc.validation import rebuild_reference
 
     b = load_build(out)
     c, _ = rebuild_reference(b)
@@ -179,9 +179,9 @@ def test_moved_model(host_build, tmp_path) -> None:
 
 def test_without_onnxruntime(host_build, monkeypatch, capsys) -> None:
     """mcuc[search] not installed: the float row says so in one line; the rest runs."""
-    import mcuc.validate
+    import mcuc.validation
 
-    monkeypatch.setattr(mcuc.validate, "float_available", lambda: False)
+    monkeypatch.setattr(mcuc.validation, "float_available", lambda: False)
     v = validate(host_build, "fashion-mnist:2")
     assert "onnxruntime not installed" in v.float_model.note
     assert v.reference.vs_float is None and v.bit_exact and v.reference.accuracy is not None

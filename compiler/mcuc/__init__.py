@@ -13,6 +13,17 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 __version__ = "0.1.0"
 
+# The Python API (mcuc/api.py), loaded on first use so that `import mcuc` stays light.
+API = ("build", "run", "validate", "export")
+
+
+def __getattr__(name: str):
+    if name in API:
+        from mcuc import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'mcuc' has no attribute {name!r}")
+
 
 class McucError(Exception):
     """An error the user can act on: the CLI prints it as one line and exits with code 2."""

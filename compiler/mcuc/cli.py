@@ -30,16 +30,16 @@ def _disabled(text: str) -> tuple[str, ...]:
 
 
 def cmd_build(a: argparse.Namespace) -> int:
-    from mcuc.pipeline import build
+    from mcuc import api
     from mcuc.report import format_report
 
-    report = build(a.model, a.board, a.calib, a.out, a.input_shape, a.disable,
-                   progress=sys.stderr.isatty(), samples=a.samples,
-                   stream_input=a.stream_input, calib_method=a.calib_method,
-                   calib_percentile=a.calib_percentile, calib_images=a.calib_images,
-                   kernels=a.kernels, report_full=a.report == "full", optimize=a.optimize,
-                   profile=a.profile, quant=a.quant, name=a.name,
-                   weights_region=a.weights_region)
+    report = api.build(a.model, board=a.board, out=a.out, calib=a.calib,
+                       calib_method=a.calib_method, calib_percentile=a.calib_percentile,
+                       calib_images=a.calib_images, input_shape=a.input_shape,
+                       disable=a.disable, samples=a.samples, report=a.report,
+                       stream_input=a.stream_input, kernels=a.kernels, optimize=a.optimize,
+                       name=a.name, weights_region=a.weights_region, profile=a.profile,
+                       quant=a.quant, lib=a.lib, progress=sys.stderr.isatty())
     for line in report["quant"]["warnings"]:
         print(f"mcuc: warning: {line}", file=sys.stderr)
     print(format_report(report))
@@ -47,27 +47,25 @@ def cmd_build(a: argparse.Namespace) -> int:
     n = report["name"]
     print(f"\nwrote {path_line(a.out)}/ ({n}.h, {n}.c, {n}_weights.c, report.json{extra})")
     if a.lib:
-        from mcuc.library import export_library
-
-        print(f"wrote the library folder {path_line(export_library(a.out))}/")
+        print(f"wrote the library folder {path_line(report['lib'])}/")
     return 0
 
 
 def cmd_export(a: argparse.Namespace) -> int:
-    from mcuc.library import export_library
+    from mcuc import api
 
-    dest = export_library(a.build, a.out)
+    dest = api.export(a.build, a.out)
     print(f"wrote the library folder {path_line(dest)}/ (CMake, PlatformIO, Zephyr; "
           "README.md has the STM32CubeIDE steps)")
     return 0
 
 
 def cmd_run(a: argparse.Namespace) -> int:
+    from mcuc import api
     from mcuc.profile import format_profile
-    from mcuc.runner import load_input, run_built
 
-    res = run_built(a.out, load_input(a.input), a.engine, allow_nonfinite=a.allow_nonfinite,
-                    profile=a.profile)
+    res = api.run(a.out, a.input, engine=a.engine, allow_nonfinite=a.allow_nonfinite,
+                  profile=a.profile)
     if a.json:
         d = {"output": res.output.tolist(), "argmax": res.argmax,
              "scores": [round(float(s), 6) for s in res.scores],
@@ -91,10 +89,11 @@ def cmd_run(a: argparse.Namespace) -> int:
 
 
 def cmd_validate(a: argparse.Namespace) -> int:
-    from mcuc.validate import format_validation, validate
+    from mcuc import api
+    from mcuc.validation import format_validation
 
-    v = validate(a.out, a.data, a.labels, a.engine, progress=sys.stderr.isatty(),
-                 per_layer=a.per_layer, model=a.model)
+    v = api.validate(a.out, data=a.data, labels=a.labels, engine=a.engine,
+                     per_layer=a.per_layer, model=a.model, progress=sys.stderr.isatty())
     print(json.dumps(v.to_dict(), indent=2) if a.json else format_validation(v))
     return 0
 
