@@ -277,7 +277,7 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--model", help="the build's model file, if it moved since the build "
                                    "(its sha256 must match)")
     v.add_argument("--engine",
-                   help="host, unicorn, qemu, or serial:PORT (a board: inputs flashed with "
+                   help="host, unicorn, qemu, renode, or serial:PORT (a board: inputs flashed with "
                         "openocd, --samples per flash, outputs read from its console) "
                         "(default: host builds on the host, MCU builds in the board's first "
                         "emulator)")

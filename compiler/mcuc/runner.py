@@ -12,7 +12,6 @@ from mcuc import McucError
 from mcuc.buildmeta import Build, load_build
 from mcuc.profile import Profile, make_profile
 from mcuc.quant.qparams import prepare_input
-from mcuc.text import one_line
 
 RUN_TIMEOUT_S = 60.0
 
@@ -44,94 +43,44 @@ def run_built(out_dir: Path | str, x: np.ndarray, engine: str | None = None,
     (buildmeta.load_build); `timeout` bounds the host program. `profile` adds each step's
     count (mcuc.profile): instructions in an emulator, DWT cycles on a board (a
     `mcuc build --profile` firmware)."""
+    from mcuc import engines
+
     b = load_build(out_dir)
     x_q = prepare_input(x, b.input_shape, b.input_qp, allow_nonfinite)
-    if b.exe is not None:
-        from mcuc.sim.host import run_host
-
-        if engine not in (None, "host"):
-            raise McucError(f"a build for board {b.board} runs on the host, not "
-                            f"{one_line(engine, 60)}")
-        if profile:
-            raise McucError("--profile needs an MCU build: an emulator counts its "
-                            "instructions per step, a board its cycles")
-        res = {"output": run_host(b.exe, x_q, timeout=timeout), "engine": "host"}
-    else:
-        res = _run_firmware(b, x_q, engine, profile)
-    y = res["output"]
+    eng, label = engines.resolve(b, engine)
+    if profile:
+        _check_profile(b, eng)
+    res = engines.run(b, np.asarray(x_q).reshape(1, -1), label, timeout=timeout)
+    y = res.outputs[0]
     if y.size != math.prod(b.output_shape):
         raise McucError(f"the build printed {y.size} output values; its mcuc.json says "
                         f"{math.prod(b.output_shape)}; rebuild with `mcuc build`")
+    prof = None
+    if profile and eng.counts == "cycles":
+        prof = make_profile(b.path, "cycles", label, res.cycles_per_step, res.cycles,
+                            _steps(b))
+    elif profile:
+        if res.instructions is None:
+            raise McucError("the Unicorn engine (mcuc.sim.unicorn_m7) is not available")
+        prof = make_profile(b.path, "instructions", "unicorn", res.instructions_per_step,
+                            res.instructions, _steps(b))
     scores = b.output_qp.dequantize(y)
-    return RunResult(y, scores, int(np.argmax(scores)), res.get("instructions"),
-                     res["engine"], res.get("cycles"), res.get("profile"))
+    return RunResult(y, scores, int(np.argmax(scores)), res.instructions, label,
+                     res.cycles, prof)
 
 
-def _run_firmware(b: Build, x_q: np.ndarray, engine: str | None, profile: bool) -> dict:
-    """Run the board's firmware.elf in an emulator or on the board; returns output,
-    engine, and what was counted (instructions or cycles, per step with `profile`)."""
-    from mcuc import console, firmware
-    from mcuc.boards import load_board
-
-    board = load_board(b.board)
-    engine = engine or board.default_engine
-    if engine is None:
-        raise McucError(f"board '{board.name}' has no emulator here; flash it with "
-                        "`mcuc flash` and read its console")
-    row = np.asarray(x_q, dtype=np.int8).reshape(1, -1)
-    port = console.port_of(engine)
-    if port is not None:
-        if profile and b.meta.get("profile") is not True:
-            raise McucError("--profile on a board reads the DWT cycles a `mcuc build "
-                            "--profile` firmware prints; rebuild with --profile")
-        res = console.run_board(b, row, port)
-        out = {"output": res["outputs"][0], "engine": f"serial:{port}",
-               "cycles": res["cycles"]}
-        if profile:
-            out["profile"] = make_profile(b.path, "cycles", out["engine"],
-                                          res["cycles_per_step"], res["cycles"],
-                                          _steps(b))
-        return out
-    if engine not in board.emulators:
-        raise McucError(f"engine '{one_line(engine, 60)}' does not run board '{board.name}' "
-                        f"(it has: {', '.join(board.emulators) or 'none'}, serial:PORT)")
-    if profile and engine == "renode":
-        raise McucError("--profile counts instructions in the Unicorn engine (or QEMU's "
-                        "builds through it); Renode does not count them")
-    elf = b.elf
-    if engine in ("qemu", "unicorn"):
-        out = {"engine": engine}
-        if engine == "qemu":
-            from mcuc.sim.qemu import run_qemu_full
-
-            qemu = run_qemu_full(elf, row, machine=board.qemu.get("machine", "mps2-an500"))
-            out["output"] = qemu.outputs[0]
-        if not firmware.unicorn_available():
-            if engine == "unicorn" or profile:
-                raise McucError("the Unicorn engine (mcuc.sim.unicorn_m7) is not available")
-            return out
-        # The same ELF, counted by the Unicorn engine (for QEMU builds: a second run).
-        res = firmware.run_unicorn(elf, row, semihosted=board.semihosting, chip=board.chip)
-        out.setdefault("output", res["outputs"][0])
-        out["instructions"] = res["instructions"]
-        if profile:
-            out["profile"] = make_profile(b.path, "instructions", "unicorn",
-                                          res["instructions_per_step"], res["instructions"],
-                                          _steps(b))
-        return out
-    if engine == "renode":
-        import tempfile
-
-        from mcuc.sim.renode import require_renode, run_renode
-
-        require_renode()
-        with tempfile.TemporaryDirectory(prefix="mcuc-renode-") as tmp:
-            patched = firmware.patch_samples(elf, row, Path(tmp) / firmware.ELF_NAME)
-            res = firmware.parse_protocol(run_renode(patched, board))
-        if res["status"] != 0 or not res["outputs"]:
-            raise McucError(f"firmware in Renode reported MCUC_STATUS {res['status']}")
-        return {"output": res["outputs"][0], "engine": engine}
-    raise McucError(f"unknown engine '{one_line(engine, 60)}'")
+def _check_profile(b: Build, eng) -> None:
+    """--profile needs something that counts per step: an emulator's instructions (the
+    Unicorn engine) or the DWT cycles a `mcuc build --profile` firmware prints."""
+    if not eng.mcu:
+        raise McucError("--profile needs an MCU build: an emulator counts its "
+                        "instructions per step, a board its cycles")
+    if eng.counts is None:
+        raise McucError(f"--profile counts instructions in the Unicorn engine (or QEMU's "
+                        f"builds through it); {eng.name.capitalize()} does not count them")
+    if eng.counts == "cycles" and b.meta.get("profile") is not True:
+        raise McucError("--profile on a board reads the DWT cycles a `mcuc build "
+                        "--profile` firmware prints; rebuild with --profile")
 
 
 def _steps(b: Build) -> int | None:

@@ -30,15 +30,14 @@ from pathlib import Path
 
 import numpy as np
 
+from mcuc import engines
 from mcuc.buildmeta import load_build
 from mcuc.text import path_line
 from mcuc.validation.data import load_data, parse_data
 from mcuc.validation.layers import PER_LAYER_IMAGES, per_layer_errors
 from mcuc.validation.results import Errors, LayerRow, Row, Validation, errors, top1
 from mcuc.validation.runs import (
-    ENGINES,
     float_available,
-    pick_engine,
     rebuild_reference,
     run_float,
     run_reference,
@@ -46,8 +45,8 @@ from mcuc.validation.runs import (
 )
 from mcuc.validation.table import format_validation
 
-__all__ = ["ENGINES", "Errors", "LayerRow", "Row", "Validation", "errors", "float_available",
-           "format_validation", "load_data", "parse_data", "per_layer_errors", "pick_engine",
+__all__ = ["Errors", "LayerRow", "Row", "Validation", "errors", "float_available",
+           "format_validation", "load_data", "parse_data", "per_layer_errors",
            "rebuild_reference", "run_float", "run_reference", "run_target", "validate"]
 
 
@@ -56,13 +55,13 @@ def validate(out_dir: Path | str, data: str = "fashion-mnist:1000",
              limit: int | None = None, progress: bool = False,
              per_layer: bool = False, model: str | Path | None = None) -> Validation:
     """Validate build `out_dir` on `data` (see load_data) through the float model, the int8
-    reference and the target on `engine` (pick_engine); see the module doc for the figures.
+    reference and the target on `engine` (mcuc.engines.resolve); see the module doc for the figures.
     `per_layer` adds each reference step against the float interpreter (per_layer_errors).
     `model`: where the build's model file is now, if it moved (rebuild_reference).
     One McucError line for any bad build, data, engine or failed run."""
     t_all = time.perf_counter()
     b = load_build(out_dir)
-    eng = pick_engine(b, engine)
+    eng = engines.resolve(b, engine)[1]
     x, y, desc = load_data(data, b, labels, limit)
     secs: dict[str, float] = {}
     warns: list[str] = []

@@ -12,15 +12,11 @@ import numpy as np
 from mcuc import McucError
 from mcuc.buildmeta import Build, sha256
 from mcuc.codegen.modelname import model_files
-from mcuc.text import one_line, path_line
+from mcuc.text import path_line
 
 if TYPE_CHECKING:
     from mcuc.pipeline import Compiled
 
-ENGINES = ("host", "unicorn", "qemu")
-# Inputs per emulator launch where the firmware reads them from a file (semihosting):
-# one launch could take them all, but a chunk at a time drives the progress bar.
-SEMIHOST_CHUNK = 50
 
 
 def rebuild_reference(b: Build, warnings: list[str] | None = None,
@@ -103,86 +99,21 @@ def run_reference(c: Compiled, xs_q: np.ndarray, progress: bool = False) -> np.n
 
 
 
-def pick_engine(b: Build, engine: str | None) -> str:
-    """The engine that runs build `b`: 'host' for host builds, else an emulator of its
-    board (default: the board's first), or the board itself (`serial:PORT`, mcuc.console)."""
-    from mcuc.boards import load_board
-    from mcuc.console import port_of
-
-    board = load_board(b.board)
-    if port_of(engine) is not None:
-        if not board.is_mcu or board.semihosting:
-            raise McucError(f"board {board.name} has no serial console to read (the serial "
-                            "engine runs physical boards)")
-        return engine
-    if engine is not None and engine not in ENGINES:
-        raise McucError(f"unknown engine {one_line(engine, 40)} (validate runs: "
-                        f"{', '.join(ENGINES)}, serial:PORT)")
-    if not board.is_mcu:
-        if engine not in (None, "host"):
-            raise McucError(f"a build for board {board.name} runs on the host, not in "
-                            f"{engine}")
-        return "host"
-    engine = engine or board.default_engine
-    if engine is None or engine == "host" or engine not in board.emulators:
-        raise McucError(f"engine {engine or 'host'} does not run board {board.name} (it has: "
-                        f"{', '.join(e for e in board.emulators if e in ENGINES) or 'none'})")
-    return engine
-
-
-def run_target(b: Build, xs_q: np.ndarray, engine: str, progress: bool = False
+def run_target(b: Build, xs_q: np.ndarray, engine: str | None, progress: bool = False
                ) -> tuple[np.ndarray, int]:
-    """(int8 outputs [N, K], inputs per launch) of the build on int8 inputs [N, size]: the
-    host program once per input; the firmware as many inputs per emulator launch as it
-    takes (a semihosting file in chunks of SEMIHOST_CHUNK, or as many as its <name>_samples
-    holds: the build's --samples; on a board, `serial:PORT`, one flash per chunk)."""
-    from mcuc import console, firmware
-    from mcuc.boards import load_board
+    """(int8 outputs [N, K], inputs per launch) of the build on int8 inputs [N, size], on
+    `engine` (mcuc.engines: the host program, an emulator, or a board, `serial:PORT`)."""
+    from mcuc import engines
 
     k = math.prod(b.output_shape)
-    out: list[np.ndarray] = []
-    chunk = 1
-    with _bar(len(xs_q), f"target ({engine})", progress) as bar:
-        if engine == "host":
-            from mcuc.sim.host import run_host
-
-            for x in xs_q:
-                out.append(run_host(b.exe, x))
-                bar.update(1)
-        else:
-            board = load_board(b.board)
-            if board.semihosting:
-                chunk = SEMIHOST_CHUNK
-            else:
-                _, size = firmware.symbol(b.elf, f"{b.name}_samples")
-                chunk = max(1, size // xs_q.shape[1])
-            for i in range(0, len(xs_q), chunk):
-                rows = xs_q[i:i + chunk]
-                port = console.port_of(engine)
-                if port is not None:
-                    got = console.run_board(b, rows, port)["outputs"]
-                elif engine == "qemu":
-                    from mcuc.sim.qemu import run_qemu_full
-
-                    got = run_qemu_full(b.elf, rows,
-                                        machine=board.qemu.get("machine", "mps2-an500")).outputs
-                else:
-                    if not firmware.unicorn_available():
-                        raise McucError("the Unicorn engine (mcuc.sim.unicorn_m7) is not "
-                                        "available")
-                    got = firmware.run_unicorn(b.elf, rows, semihosted=board.semihosting,
-                                               chip=board.chip)["outputs"]
-                if len(got) != len(rows):
-                    raise McucError(f"the firmware printed {len(got)} outputs for "
-                                    f"{len(rows)} inputs")
-                out.extend(got)
-                bar.update(len(rows))
-    for y in out:
+    label = engines.resolve(b, engine)[1]
+    with _bar(len(xs_q), f"target ({label})", progress) as bar:
+        res = engines.run(b, xs_q, label, count=False, on_launch=bar.update)
+    for y in res.outputs:
         if y.size != k:
             raise McucError(f"the build printed {y.size} output values; its mcuc.json says "
                             f"{k}; rebuild with `mcuc build`")
-    return np.stack([y.reshape(-1) for y in out]).astype(np.int8), chunk
-
+    return np.stack([y.reshape(-1) for y in res.outputs]).astype(np.int8), res.per_launch
 
 
 def run_float(model: Path, xs: np.ndarray, input_shape: tuple[int, ...],
