@@ -129,3 +129,42 @@ def test_linear_features_count_row_pairs_and_remainders() -> None:
 def test_missing_table_is_one_line() -> None:
     with pytest.raises(McucError, match="no latency table for nope"):
         latency.load_table("nope")
+
+
+def test_search_under_a_time_budget(tmp_path) -> None:
+    """--latency / --instructions: feasible = fits the memory and the instruction budget;
+    every candidate the evolution scores is within it, and pareto.png shows it."""
+    from mcuc.nas.evolution import evolve, plot_pareto
+    from mcuc.nas.search import SearchOptions, instructions_limit
+
+    limit, budget = instructions_limit(SearchOptions(latency_ms=20.0))
+    assert limit == 4_320_000 and budget["cpi_assumed"] == 1.0
+    assert instructions_limit(SearchOptions(instructions=5_000_000))[0] == 5_000_000
+    with pytest.raises(McucError, match="not both"):
+        instructions_limit(SearchOptions(latency_ms=20.0, instructions=5))
+    free = CostModel("stm32f746", sram_bytes=48 * 1024)
+    timed = CostModel("stm32f746", sram_bytes=48 * 1024, instructions=limit)
+    sp, rng = load_space(), random.Random(3)
+    seen = {"in": 0, "out": 0}
+    for _ in range(40):
+        cfg = sp.sample(rng)
+        a, b = free.cost(cfg), timed.cost(cfg)
+        assert a.instructions == b.instructions
+        assert b.fits == (a.fits and a.instructions <= limit)
+        if a.fits:
+            seen["in" if b.fits else "out"] += 1
+    assert seen["in"] and seen["out"]   # the budget binds on this space
+
+    def acc(cfg) -> float:   # bigger is better: the time budget must hold it back
+        return 1 - 1 / (1 + cfg.dim * cfg.depth)
+
+    r = evolve(sp, timed, acc, population=6, generations=2, parents=3, progress=False)
+    assert all(c.cost.fits and c.cost.instructions <= limit for c in r.candidates)
+    png = tmp_path / "pareto.png"
+    plot_pareto(r, png, 48 * 1024, "t", instructions_limit=limit, clock_hz=216_000_000)
+    assert png.read_bytes().startswith(b"\x89PNG")
+
+
+def test_time_budget_needs_a_table() -> None:
+    with pytest.raises(McucError, match="no latency table for host"):
+        CostModel("host", instructions=1000)

@@ -12,6 +12,8 @@ others, so a time from it assumes a cycles-per-instruction figure (ms_of says wh
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +23,10 @@ from mcuc.latency.features import Features, Variant, step_features
 from mcuc.schedule.schedule import Schedule
 
 TABLES = Path(__file__).resolve().parent / "tables"
+# Cycles per instruction assumed where a time becomes an instruction budget: 1.0, i.e.
+# one instruction per clock cycle. Not measured: a Cortex-M7 dual-issues some pairs
+# (below 1) and waits on flash and loads (above 1); no board here has a DWT figure yet.
+ASSUMED_CPI = 1.0
 RUN_KEYS = ("run_call", "run_step")   # the inference's overhead outside the steps
 
 
@@ -99,7 +105,33 @@ def predict(schedule: Schedule, board: Board, optimize: str = "size", exact: boo
     return Prediction(int(total), per, missing)
 
 
-def ms_of(instructions: int, clock_hz: int, cpi: float = 1.0) -> float:
-    """Milliseconds at `clock_hz` if each instruction takes `cpi` cycles (1.0 unless a
-    board's measured figure says otherwise: an assumption, not a measurement)."""
+def ms_of(instructions: int, clock_hz: int, cpi: float = ASSUMED_CPI) -> float:
+    """Milliseconds at `clock_hz` if each instruction takes `cpi` cycles."""
     return instructions * cpi / clock_hz * 1000.0
+
+
+def instruction_budget(ms: float, clock_hz: int, cpi: float = ASSUMED_CPI) -> int:
+    """Instructions that fit `ms` milliseconds at `clock_hz` and `cpi` cycles each."""
+    return math.floor(ms / 1000.0 * clock_hz / cpi)
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|us)\s*$")
+_COUNT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KkMmGg]?)\s*$")
+
+
+def parse_ms(text: str) -> float:
+    """'100ms', '0.1s', '500us' -> milliseconds (a unit is required: no guessing)."""
+    m = _DURATION.match(str(text))
+    if not m or float(m.group(1)) <= 0:
+        raise McucError(f"cannot read {text!r} as a time budget (examples: 100ms, 0.2s)")
+    return float(m.group(1)) * {"ms": 1.0, "s": 1000.0, "us": 0.001}[m.group(2)]
+
+
+def parse_count(text: str) -> int:
+    """'25000000', '25M', '300K' -> instructions (K, M, G: powers of 1000)."""
+    m = _COUNT.match(str(text))
+    n = float(m.group(1)) * 1000 ** " kmg".index(m.group(2).lower() or " ") if m else 0
+    if n < 1:
+        raise McucError(f"cannot read {text!r} as an instruction count (examples: 25M, "
+                        "21600000)")
+    return int(n)

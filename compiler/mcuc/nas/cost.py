@@ -93,15 +93,21 @@ class CostModel:
 
     `sram_bytes`/`flash_bytes` override the board's limits (a tighter budget than the
     chip, e.g. SRAM shared with a camera buffer); overheads still come from the board.
+    `instructions` is a time budget in predicted instructions per inference (None: no
+    time limit): a candidate fits when it fits the memory and its prediction is within it.
     """
 
     def __init__(self, board: str | Board = "stm32f746", sram_bytes: int | None = None,
                  flash_bytes: int | None = None, disabled: tuple[str, ...] = (),
-                 samples: int = DEFAULT_SAMPLES, optimize: str = "size") -> None:
+                 samples: int = DEFAULT_SAMPLES, optimize: str = "size",
+                 instructions: int | None = None) -> None:
         self.board = load_board(board) if isinstance(board, str) else board
         self.optimize = optimize
         self.table = (latency.load_table(latency.table_key(self.board, optimize))
                       if latency.has_table(self.board, optimize) else None)
+        if instructions is not None and self.table is None:
+            latency.load_table(latency.table_key(self.board, optimize))  # the one-line error
+        self.instructions_limit = None if instructions is None else int(instructions)
         self.sram_limit = self.board.sram_bytes if sram_bytes is None else int(sram_bytes)
         self.flash_limit = self.board.flash_bytes if flash_bytes is None else int(flash_bytes)
         self.disabled = tuple(disabled)
@@ -117,6 +123,13 @@ class CostModel:
                      cfg.num_classes, self.samples)
         return dataclasses.replace(f, sram_limit=self.sram_limit, flash_limit=self.flash_limit)
 
+    def fits(self, f: Fit, instructions: int | None) -> bool:
+        """Within the memory budgets and, given one, the instruction budget."""
+        if f.problems():
+            return False
+        return self.instructions_limit is None or (
+            instructions is not None and instructions <= self.instructions_limit)
+
     def cost(self, cfg: SubnetConfig) -> Cost:
         hit = self._cache.get(cfg)
         if hit is not None:
@@ -127,10 +140,10 @@ class CostModel:
         sched = fast_schedule(cfg, self.disabled)
         arena, weights, macs, steps = schedule_cost(sched)
         f = self.fit(cfg, arena, weights, steps)
+        instr = predicted_instructions(sched, self.board, self.optimize, self.table)
         c = Cost(arena_bytes=arena, weights_bytes=weights, flash_bytes=f.flash,
-                 ram_bytes=f.sram, macs=macs, fits=not f.problems(), steps=steps,
-                 instructions=predicted_instructions(sched, self.board, self.optimize,
-                                                     self.table))
+                 ram_bytes=f.sram, macs=macs, fits=self.fits(f, instr), steps=steps,
+                 instructions=instr)
         self._cache[cfg] = c
         self.compute_s += time.perf_counter() - t0
         return c
@@ -153,7 +166,7 @@ class CostModel:
             for cfg, (arena, weights, macs, steps, instr) in zip(todo, sizes, strict=True):
                 f = self.fit(cfg, arena, weights, steps)
                 self._cache[cfg] = Cost(arena, weights, f.flash, f.sram, macs,
-                                        not f.problems(), steps, instr)
+                                        self.fits(f, instr), steps, instr)
             self.misses += len(todo)
             self.compute_s += time.perf_counter() - t0
         return [self._cache[c] if c in fresh else self.cost(c) for c in cfgs]
@@ -167,11 +180,17 @@ class CostModel:
         costs = list(self._cache.values())
         ram = min((c.ram_bytes for c in costs), default=0)
         flash = min((c.flash_bytes for c in costs), default=0)
+        time_part = ""
+        if self.instructions_limit is not None:
+            fewest = min((c.instructions for c in costs if c.instructions is not None),
+                         default=0)
+            time_part = (f", fewest instructions {fewest:,} vs limit "
+                         f"{self.instructions_limit:,}")
         return McucError(
             f"no config of the search space fits {self.board.name} in {draws} draws: "
             f"smallest RAM seen {ram:,} B vs limit {self.sram_limit:,} B, smallest flash "
-            f"{flash:,} B vs limit {self.flash_limit:,} B (raise the budget or add smaller "
-            "choices to the space)")
+            f"{flash:,} B vs limit {self.flash_limit:,} B{time_part} (raise the budget or "
+            "add smaller choices to the space)")
 
     @property
     def candidates_per_s(self) -> float:
