@@ -10,13 +10,15 @@ the fast schedule with dummy quantization: what the search ranks by). Also times
 search's cost model (lower + plan + predict) on fresh configs: candidates per minute.
 
 Usage: .venv/bin/python scripts/bench_latency.py [--board stm32f746] [--configs 30]
-       [--seed 7] [--optimize size] [--out bench/latency.md]
+       [--seed 7] [--optimize size] [--out bench/latency.md] [--append]
+(--append adds this board's section to an existing --out instead of replacing it.)
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import platform
 import random
 import sys
@@ -71,6 +73,7 @@ def main() -> None:
     ap.add_argument("--configs", type=int, default=30)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "latency.md")
+    ap.add_argument("--append", action="store_true")
     args = ap.parse_args()
     board = load_board(args.board).with_kernels(args.kernels)
     key = latency.table_key(board, args.optimize)
@@ -90,11 +93,13 @@ def main() -> None:
         rows.append(f"| {i + 1} | {describe(cfg)} | {m.schedule.macs():,} | "
                     f"{m.instructions:,} | {pb:,} | {eb:+.2f}% | {ps:,} | {es:+.2f}% |")
     whole, alone = speed(args.board, args.optimize, SPEED_CONFIGS)
+    load = os.getloadavg()[0]   # the machine may be shared: say how busy it was
     ab, as_ = np.abs(e_build), np.abs(e_search)
     command = " ".join(["scripts/bench_latency.py", *sys.argv[1:]])
     meta = table.meta
     text = "\n".join([
-        f"# Latency model: predicted vs measured instructions, {args.board}",
+        f"{'##' if args.append else '#'} Latency model: predicted vs measured instructions, "
+        f"{args.board}",
         "",
         f"Made by `{command}` on {platform.node()}, {datetime.date.today().isoformat()}.",
         "",
@@ -119,11 +124,14 @@ def main() -> None:
         "",
         f"Speed (one process, {SPEED_CONFIGS} fresh configs): the search's whole cost "
         f"(lower, plan, memory fit, latency) {whole:,.0f} candidates per minute; the latency",
-        f"prediction alone {alone:,.0f} per minute. Building and emulating the {args.configs}"
-        f" configs took {t_build:.0f} s.",
+        f"prediction alone {alone:,.0f} per minute (load average {load:.1f} on "
+        f"{os.cpu_count()} CPUs). Building and emulating the {args.configs} configs took "
+        f"{t_build:.0f} s.",
         "",
     ])
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.append:
+        text = args.out.read_text().rstrip("\n") + "\n\n" + text
     args.out.write_text(text)
     print(text)
 

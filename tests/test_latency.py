@@ -1,11 +1,12 @@
 """The latency model (mcuc.latency) against exact emulator counts.
 
-Six random small ViTs of the search space (seeds the calibration never drew), each
+Four random small ViTs of the search space (a seed the calibration never drew), each
 built for the STM32F746 as `mcuc build` does and run once in the Unicorn engine: the
-build's own prediction (report.json `predicted_instructions`, from its real schedule)
-and the search's (nas/cost.py, from the fast schedule with dummy quantization) must both
-be within 3% of the measured whole-inference count. The full 30-config table is
-scripts/bench_latency.py's (bench/latency.md)."""
+build's own prediction (from its real schedule) and the search's (nas/cost.py, from the
+fast schedule with dummy quantization) must both be within 3% of the measured
+whole-inference count; and the bundled default model (trained weights, not random)
+through `mcuc build`'s report.json. The full 30-config table is scripts/bench_latency.py's
+(bench/latency.md)."""
 
 from __future__ import annotations
 
@@ -27,9 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 from latency_data import measure, random_configs  # noqa: E402
 
 TOLERANCE = 0.03
-# small members of the default space (patch 7: 17 tokens), so six builds stay near a minute
+# small members of the default space (patch 7: 17 tokens), so the builds stay near a minute
 SMALL = {"in_chans": 1, "num_classes": 10, "resolution": [28], "patch": [7],
-         "dim": [32, 48, 64], "depth": [2, 3, 4], "heads": [1, 2, 4],
+         "dim": [32, 48, 64], "depth": [2, 3], "heads": [1, 2, 4],
          "mlp_ratio": [1.0, 1.5, 2.0, 3.0, 4.0], "lowrank_ratio": [1.0, 0.5, 0.25],
          "lowrank_per_layer": True}
 
@@ -43,7 +44,7 @@ def test_every_space_config_is_in_the_default_space() -> None:
 
 @pytest.fixture(scope="module")
 def measured():
-    cfgs = random_configs(6, seed=2026, space=parse_space(SMALL))
+    cfgs = random_configs(4, seed=2026, space=parse_space(SMALL))
     t0 = time.perf_counter()
     out = [measure(c, "stm32f746") for c in cfgs]
     print(f"built and ran {len(out)} configs in {time.perf_counter() - t0:.0f} s")
