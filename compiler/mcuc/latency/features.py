@@ -109,15 +109,14 @@ def add_layernorm(f: Features, rows: int, cols: int, v: Variant, times: int = 1)
     _add(f, "ln_" if v.dsp else "lnr_", g, times)
 
 
-def add_lut(f: Features, size: int) -> None:
-    f["lut_call"] += 1
-    f["lut_4"] += size // 4
-    f["lut_t"] += size % 4
+def add_lut(f: Features, size: int, times: int = 1) -> None:
+    """`times` mcuc_lut_s8 calls over size bytes (four per step, then the tail)."""
+    _add(f, "lut_", {"call": 1, "4": size // 4, "t": size % 4}, times)
 
 
-def add_add(f: Features, size: int) -> None:
-    f["add_call"] += 1
-    f["add_el"] += size
+def add_add(f: Features, size: int, times: int = 1) -> None:
+    """`times` mcuc_add_s8 calls over size elements."""
+    _add(f, "add_", {"call": 1, "el": size}, times)
 
 
 def linear_step(f: Features, p: dict, v: Variant) -> None:
@@ -147,7 +146,7 @@ def tokenwise_step(f: Features, p: dict, v: Variant) -> None:
         add_layernorm(f, 2, k, v, pairs)
         add_linear(f, 2, k, h, plan1, v, pairs)
         if has_lut:
-            _add(f, "lut_", {"call": 1, "4": (2 * n) // 4, "t": (2 * n) % 4}, pairs)
+            add_lut(f, 2 * n, pairs)
         r0 = 2 * pairs
     l1_in_b = has_l2 or (not y_free and has_ln)
     f_is_y = bool(y_free) if has_l2 else (not l1_in_b and bool(y_free))
@@ -164,11 +163,11 @@ def tokenwise_step(f: Features, p: dict, v: Variant) -> None:
         else:
             add_linear(f, 1, k, h, plan1, v, count * t)
         if has_lut:
-            _add(f, "lut_", {"call": 1, "4": (t * h) // 4, "t": (t * h) % 4}, count)
+            add_lut(f, t * h, count)
         if has_l2:
             add_linear(f, t, h, n, plan2, v, count)
         if has_res:
-            _add(f, "add_", {"call": 1, "el": t * n}, count)
+            add_add(f, t * n, count)
         elif not f_is_y:
             _add(f, "memcpy_", {"call": 1, "b": t * n}, count)
 
