@@ -42,7 +42,7 @@ class Candidate:
                 "origin": self.origin}
 
 
-def _rank_key(c: Candidate) -> tuple[float, int, int]:
+def rank_key(c: Candidate) -> tuple[float, int, int]:
     """Sort key, best first: accuracy, then the cheaper in RAM, then in MACs."""
     return (-c.accuracy, c.cost.ram_bytes, c.cost.macs)
 
@@ -159,7 +159,7 @@ def evolve(space: SearchSpace, cost_model: CostModel,
             raise cost_model.no_fit_error(draws)
         report()
         for gen in range(1, generations):
-            pool = [c.config for c in sorted(cands, key=_rank_key)[:parents]]
+            pool = [c.config for c in sorted(cands, key=rank_key)[:parents]]
             for origin, want in (("mutation", mutations), ("crossover", crossovers)):
                 target = len(cands) + want
                 for _ in range(_CHILD_TRIES * want):
@@ -177,7 +177,7 @@ def evolve(space: SearchSpace, cost_model: CostModel,
     evals = cost_model.misses - misses0
     spent = cost_model.compute_s - compute0
     return SearchResult(
-        candidates=cands, best=min(cands, key=_rank_key), pareto=pareto_front(cands),
+        candidates=cands, best=min(cands, key=rank_key), pareto=pareto_front(cands),
         rejected=rejected, cost_evals=evals,
         candidates_per_s=evals / spent if evals and spent > 0 else cost_model.candidates_per_s,
         seconds=time.perf_counter() - t0,

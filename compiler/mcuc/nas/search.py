@@ -169,6 +169,8 @@ def run_search(opts: SearchOptions, out: Path | str) -> dict:
 
     t_start = time.perf_counter()
     check_budgets(opts)  # a budget nothing fits fails before any data or training
+    limit, time_budget = instructions_limit(opts)
+    cm = CostModel(opts.board, opts.sram, opts.flash, instructions=limit)  # needs a table
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     resolve_device(opts.device)
@@ -199,8 +201,6 @@ def run_search(opts: SearchOptions, out: Path | str) -> dict:
                         f"{space.in_chans} and {space.num_classes} (edit the space TOML)")
     val = opts.val if opts.val is not None else max(1, len(x) // 12)
     tr, va = holdout_split(len(x), val, opts.seed)
-    limit, time_budget = instructions_limit(opts)
-    cm = CostModel(opts.board, opts.sram, opts.flash, instructions=limit)
     when = ""
     if time_budget and "ms" in time_budget:
         when = (f", time {opts.latency_ms:g} ms = {limit:,} instructions (at "
@@ -370,11 +370,15 @@ def family_finalists(candidates: list, k: int) -> list:
     supernet), while many-token models gain the most from a long fine-tune (measured on
     the Fashion-MNIST test set after 30 distilled epochs: the 64 KB patch-7 pick 89.07%,
     a patch-4 dim-64 depth-4 ViT 90.23% with crops and flips); so each family's best is
-    fine-tuned and the held-out images decide across families. (Measured at 64 KB: the
+    fine-tuned and the held-out images decide across families. Equal accuracy: the one
+    with less RAM, then fewer MACs (evolution.rank_key, as the evolution's own best; a
+    costlier equal would not be on the Pareto front). (Measured at 64 KB: the
     patch-4 finalist, narrow and low-rank, lost to the patch-7 one, 88.70% vs 89.18%
     held-out; ranking inside a family is the open problem, see docs/search.md.)"""
+    from mcuc.nas.evolution import rank_key
+
     best: dict[tuple[int, int], object] = {}
-    for c in sorted(candidates, key=lambda c: -c.accuracy):
+    for c in sorted(candidates, key=rank_key):   # equal accuracy: the cheaper first
         best.setdefault((c.config.resolution, c.config.patch), c)
     return list(best.values())[:k]
 
