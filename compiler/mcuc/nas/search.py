@@ -298,8 +298,7 @@ def run_search(opts: SearchOptions, out: Path | str) -> dict:
     write_search_json(result, out / "search.json", summary)
     plot_pareto(result, out / "pareto.png", cm.sram_limit,
                 title=f"{opts.board}: {len(result.candidates)} candidates",
-                instructions_limit=limit, clock_hz=time_budget.get("clock_hz")
-                if time_budget else None)
+                instructions_limit=limit, clock_hz=cm.board.clock_hz)
     _log(opts, summary_line(summary, result))
     return summary
 
