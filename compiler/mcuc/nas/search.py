@@ -390,7 +390,9 @@ def summary_line(summary: dict, result) -> str:
             f"{g['depth']}: held-out accuracy {100 * acc:.2f}%, arena "
             f"{b['cost']['arena_bytes']:,} B, RAM {b['cost']['ram_bytes']:,} / "
             f"{summary['sram_limit']:,} B, flash {b['cost']['flash_bytes']:,} / "
-            f"{summary['flash_limit']:,} B, {b['cost']['macs']:,} MACs; "
+            f"{summary['flash_limit']:,} B, {b['cost']['macs']:,} MACs"
+            + (f", {b['cost']['instructions']:,} instructions predicted"
+               if b["cost"].get("instructions") else "") + "; "
             f"{len(result.candidates)} candidates in {summary['search_seconds']:.0f} s "
             f"({result.candidates_per_s:.1f} costed/s)")
 
