@@ -29,7 +29,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from latency_data import measure, random_configs  # noqa: E402
+from latency_data import measured_configs  # noqa: E402
 from mcuc import latency  # noqa: E402
 from mcuc.boards import load_board  # noqa: E402
 from mcuc.nas.cost import CostModel, fast_schedule  # noqa: E402
@@ -80,8 +80,10 @@ def main() -> None:
     table = latency.load_table(key)
     cm = CostModel(board, optimize=args.optimize)
     rows, e_build, e_search, t_build = [], [], [], 0.0
-    for i, cfg in enumerate(random_configs(args.configs, args.seed, args.board)):
-        m = measure(cfg, args.board, args.kernels, args.optimize)
+    skipped: list = []
+    for i, (cfg, m) in enumerate(measured_configs(args.configs, args.seed, args.board,
+                                                   args.kernels, args.optimize,
+                                                   skipped=skipped)):
         t_build += m.build_s
         pb = latency.predict(m.schedule, board, args.optimize, table=table).instructions
         ps = cm.cost(cfg).instructions
@@ -113,7 +115,9 @@ def main() -> None:
         "(dummy quantization, data-dependent loops assumed: what `mcuc search` ranks by).",
         f"Table `{key}`: fitted by `{meta.get('command', '?')}` ({meta.get('configs', '?')} "
         f"other configs, seed {meta.get('seed', '?')}, {meta.get('steps', '?')} steps).",
-        "Instructions, not cycles.",
+        "Instructions, not cycles."
+        + (f" {len(skipped)} drawn configs were skipped: their build did not fit the board "
+           f"(`--optimize {args.optimize}`)." if skipped else ""),
         "",
         "| # | config | MACs | measured | build | error | search | error |",
         "|---|---|---|---|---|---|---|---|",

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from latency_data import Measured, config_key, measure, random_configs  # noqa: E402
+from latency_data import Measured, config_key, measure, measured_configs  # noqa: E402
 from mcuc.boards import load_board  # noqa: E402
 from mcuc.latency import RUN_KEYS, TABLES, run_features, schedule_features, table_key, variant_of  # noqa: E402
 
@@ -38,23 +38,22 @@ RIDGE = 1e-6   # relative: keeps features that never vary (collinear) from blowi
 def collect(board: str, kernels: str, optimize: str, n: int, seed: int,
             cache: Path | None) -> list[Measured]:
     """Measure n seeded configs, reusing (and filling) a pickle cache when given."""
-    out = []
-    for i, cfg in enumerate(random_configs(n, seed, board)):
+    def cached(cfg, *args) -> Measured:
         path = cache / f"{board}-{kernels}-{optimize}-{config_key(cfg)}.pkl" if cache else None
         if path is not None and path.is_file():
-            out.append(pickle.loads(path.read_bytes()))
-            continue
+            return pickle.loads(path.read_bytes())
         t0 = time.perf_counter()
-        m = measure(cfg, board, kernels, optimize)
-        print(f"calibrate_latency: {i + 1}/{n} {m.instructions:,} instructions "
+        m = measure(cfg, *args)
+        print(f"calibrate_latency: {m.instructions:,} instructions "
               f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
             tmp.write_bytes(pickle.dumps(m))
             os.replace(tmp, path)
-        out.append(m)
-    return out
+        return m
+
+    return [m for _, m in measured_configs(n, seed, board, kernels, optimize, cached)]
 
 
 def _lstsq(rows: list[dict], y: list[float], names: list[str]) -> dict[str, float]:

@@ -12,6 +12,7 @@ is kept beside the counts so that the steps' parameters can be fitted against th
 from __future__ import annotations
 
 import random
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,21 +34,52 @@ class Measured:
     build_s: float
 
 
-def random_configs(n: int, seed: int, board: str = "stm32f746", space=None) -> list:
-    """n distinct configs drawn from the search space by the search's own sampler, among
-    those that fit the board (nas/cost.py: the search never proposes the others)."""
+def draw_configs(seed: int, board: str = "stm32f746", space=None):
+    """Distinct configs drawn from the search space by the search's own sampler, among
+    those that fit the board (nas/cost.py: the search never proposes the others), for
+    ever: callers take what they need."""
     from mcuc.nas.cost import CostModel
     from mcuc.nas.space import load_space
 
     sp = space or load_space()
     costs = CostModel(board)
     rng = random.Random(seed)
-    out: list = []
-    while len(out) < n:
+    seen: set = set()
+    while True:
         c = sp.sample(rng)
-        if c not in out and costs.cost(c).fits:
-            out.append(c)
-    return out
+        if c not in seen and costs.cost(c).fits:
+            seen.add(c)
+            yield c
+
+
+def random_configs(n: int, seed: int, board: str = "stm32f746", space=None) -> list:
+    """The first n of draw_configs."""
+    gen = draw_configs(seed, board, space)
+    return [next(gen) for _ in range(n)]
+
+
+def measured_configs(n: int, seed: int, board: str, kernels: str, optimize: str,
+                     measure_one=None, skipped: list | None = None):
+    """(cfg, Measured) for the first n drawn configs whose build fits: the fit filter
+    is the --optimize size one, so a --optimize speed build (int16 weights, twice the
+    flash) can still fail the build's fit check; such configs are skipped, and said so."""
+    from mcuc import McucError
+
+    done = 0
+    for cfg in draw_configs(seed, board):
+        if done == n:
+            return
+        try:
+            m = (measure_one or measure)(cfg, board, kernels, optimize)
+        except McucError as e:
+            if "does not fit" not in str(e):
+                raise
+            print(f"skipped (build does not fit): {cfg}", file=sys.stderr, flush=True)
+            if skipped is not None:
+                skipped.append(cfg)
+            continue
+        done += 1
+        yield cfg, m
 
 
 def config_key(cfg) -> str:
