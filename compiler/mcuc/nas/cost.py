@@ -103,10 +103,10 @@ class CostModel:
                  instructions: int | None = None) -> None:
         self.board = load_board(board) if isinstance(board, str) else board
         self.optimize = optimize
+        # a time budget needs a table: load_table's one-line error names the missing one
         self.table = (latency.load_table(latency.table_key(self.board, optimize))
-                      if latency.has_table(self.board, optimize) else None)
-        if instructions is not None and self.table is None:
-            latency.load_table(latency.table_key(self.board, optimize))  # the one-line error
+                      if instructions is not None or latency.has_table(self.board, optimize)
+                      else None)
         self.instructions_limit = None if instructions is None else int(instructions)
         self.sram_limit = self.board.sram_bytes if sram_bytes is None else int(sram_bytes)
         self.flash_limit = self.board.flash_bytes if flash_bytes is None else int(flash_bytes)
