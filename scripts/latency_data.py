@@ -108,7 +108,6 @@ def measure(cfg, board: str = "stm32f746", kernels: str = "optimized",
     """Build cfg for board as `mcuc build` does and count its instructions in Unicorn."""
     import time
 
-    from mcuc.boards import load_board
     from mcuc.pipeline import build, calibration_samples, compile_graph, load_graph
 
     module = _module(cfg, seed)
@@ -127,7 +126,6 @@ def measure(cfg, board: str = "stm32f746", kernels: str = "optimized",
     names = [row["name"] for row in report["layers"]]
     if names != [st.name for st in sched.steps]:
         raise SystemExit("the recompiled schedule differs from the build's")
-    load_board(board)
     return Measured(cfg, sched, int(report["instructions"]), per_step, build_s)
 
 
