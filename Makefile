@@ -13,7 +13,7 @@ LINT_PATHS := compiler tests scripts
 BENCH_SEARCH ?= --shared-finalists --proxy-check --repeats 2 --baseline best \
 	--space bench/space_resolution.toml
 
-.PHONY: help setup demo test fuzz bench bench-search bench-kernels bench-cmsis lint clean \
+.PHONY: help setup demo test fuzz bench bench-search bench-kernels bench-cmsis bench-latency lint clean \
 	distclean
 
 help:
@@ -25,6 +25,7 @@ help:
 	@echo "make bench-search  architecture search vs uniform ViTs at 4 budgets (hours; CPU)"
 	@echo "make bench-kernels kernel instructions/MAC, portable vs optimized (bench/kernels.md)"
 	@echo "make bench-cmsis CMSIS_NN=DIR  linear vs CMSIS-NN fully connected (bench/vs_cmsis.md)"
+	@echo "make bench-latency latency model vs emulator counts (bench/latency.md; ~25 min)"
 	@echo "make lint       ruff only"
 	@echo "make clean      remove build outputs and caches (keeps .venv)"
 	@echo "make distclean  clean, and remove .venv"
@@ -58,6 +59,14 @@ bench-search: setup
 # issue 23's two larger shapes on stm32f746, ~5 minutes
 bench-kernels: setup
 	$(PY) scripts/bench_kernels.py
+
+# every section of bench/latency.md, in its order (the tables: scripts/calibrate_latency.py)
+bench-latency: setup
+	$(PY) scripts/bench_latency.py --board stm32f746 --configs 30
+	$(PY) scripts/bench_latency.py --board stm32f427 --configs 15 --append
+	$(PY) scripts/bench_latency.py --board stm32h743 --configs 5 --append
+	$(PY) scripts/bench_latency.py --board stm32f746 --optimize speed --configs 15 --append
+	$(PY) scripts/bench_latency.py --board stm32f746 --kernels portable --configs 10 --append
 
 # needs a CMSIS-NN checkout (not part of this project): CMSIS_NN=path/to/CMSIS-NN; seconds
 bench-cmsis: setup

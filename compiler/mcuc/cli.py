@@ -126,14 +126,21 @@ def cmd_boards(a: argparse.Namespace) -> int:
 
 
 def add_search_args(s: argparse.ArgumentParser) -> None:
+    from mcuc.latency import parse_count, parse_ms
     from mcuc.nas.recipe import add_recipe_args
     from mcuc.nas.search import SearchOptions
-    from mcuc.nas.units import size_arg
+    from mcuc.nas.units import as_arg, size_arg
 
     o = SearchOptions()
     s.add_argument("--board", default=o.board, help="board whose overheads and limits apply")
     s.add_argument("--sram", type=size_arg, help="SRAM budget, e.g. 64K (default: the board's)")
     s.add_argument("--flash", type=size_arg, help="flash budget, e.g. 256K (default: the board's)")
+    t = s.add_mutually_exclusive_group()
+    t.add_argument("--latency", dest="latency_ms", type=as_arg(parse_ms), metavar="TIME",
+                   help="time budget per inference, e.g. 100ms: the board's clock times it, "
+                        "at 1 cycle per instruction (assumed), is an instruction budget")
+    t.add_argument("--instructions", type=as_arg(parse_count), metavar="N",
+                   help="time budget in predicted instructions per inference, e.g. 21.6M")
     s.add_argument("--dataset", default=o.dataset, help="fashion-mnist or an image-folder path")
     s.add_argument("--out", required=True, help="output folder (best.onnx, search.json, ...)")
     s.add_argument("--space", help="search-space TOML (default: the bundled one)")

@@ -263,6 +263,7 @@ def build(model=None, board: str = "host", calib="fashion-mnist", out_dir: Path 
             report["estimate"] = {"sram_bytes": fit.sram, "flash_bytes": fit.flash,
                                   **asdict(fit)}
             _add_firmware(report, fw)
+            _add_prediction(report, c, b, optimize)
         (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n")
         ref = _reference_meta(model, input_shape, c, stream_input, optimize)
         _save_runtime_meta(c, tmp, b.name, ident, b.is_mcu, ref, profile)
@@ -319,6 +320,20 @@ def _add_firmware(report: dict, fw: dict) -> None:
     per_step = fw.get("instructions_per_step") or {}
     for i, row in enumerate(report["layers"]):
         row["instructions"] = per_step.get(i)
+
+
+def _add_prediction(report: dict, c: Compiled, b: Board, optimize: str) -> None:
+    """The latency model's instructions (mcuc.latency) beside the measured ones, where
+    the board's core and kernel variant have a fitted table."""
+    from mcuc import latency
+
+    if not latency.has_table(b, optimize):
+        return
+    p = latency.predict(c.schedule, b, optimize)
+    report["predicted_instructions"] = p.instructions
+    report["latency_table"] = latency.table_key(b, optimize)
+    for row, n in zip(report["layers"], p.per_step, strict=True):
+        row["predicted_instructions"] = n
 
 
 def tensor_key(name: str | bytes) -> str:

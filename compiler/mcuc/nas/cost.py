@@ -1,4 +1,4 @@
-"""The NAS cost model: a candidate's SRAM and flash, from mcuc's own compiler.
+"""The NAS cost model: a candidate's SRAM, flash and instructions, from mcuc's own compiler.
 
 No formula: each candidate is lowered by `schedule.lower.lower` (every memory-technique
 pass included) and planned by `memory.plan`, exactly as `mcuc build` does, and the
@@ -6,7 +6,11 @@ board's code, stack and data overhead is added by `firmware.estimate`, the funct
 the build's fit check uses. So "fits" here means "`mcuc build` would pass its fit
 check". The canonical graph comes from nas/graph_builder.py (fast path, no export and
 no calibration); `slow_cost_inputs` runs the real exporter + frontend + calibration and
-exists to prove the fast path exact.
+exists to prove the fast path exact. Instructions per inference come from the same
+lowered schedule through the compiler's latency model (mcuc.latency: per-step loop trip
+counts times a table fitted from emulator counts), for boards whose core has a table;
+the dummy quantization cannot say which data-dependent loops run, so those are assumed
+(latency.predict's `exact=False`).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mcuc import McucError, memory
+from mcuc import McucError, latency, memory
 from mcuc.boards import Board, load_board
 from mcuc.firmware import Fit, estimate
 from mcuc.nas.graph_builder import build_graph, dummy_qgraph
@@ -38,6 +42,7 @@ class Cost:
     macs: int
     fits: bool
     steps: int = 0
+    instructions: int | None = None   # predicted per inference; None: no latency table
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -47,6 +52,14 @@ def schedule_cost(schedule: Schedule, strategy: str = "best") -> tuple[int, int,
     """(arena, weights, macs, steps) of a lowered schedule, planned as compile_graph plans."""
     plan = memory.plan(schedule.liveness(), strategy)
     return plan.arena_bytes, schedule.weights_bytes(), schedule.macs(), len(schedule.steps)
+
+
+def predicted_instructions(schedule: Schedule, board: Board, optimize: str,
+                           table: latency.Table | None) -> int | None:
+    """The latency model's instructions of a fast schedule, or None without a table."""
+    if table is None:
+        return None
+    return latency.predict(schedule, board, optimize, exact=False, table=table).instructions
 
 
 def fast_schedule(cfg: SubnetConfig, disabled: tuple[str, ...] = ()) -> Schedule:
@@ -80,12 +93,21 @@ class CostModel:
 
     `sram_bytes`/`flash_bytes` override the board's limits (a tighter budget than the
     chip, e.g. SRAM shared with a camera buffer); overheads still come from the board.
+    `instructions` is a time budget in predicted instructions per inference (None: no
+    time limit): a candidate fits when it fits the memory and its prediction is within it.
     """
 
     def __init__(self, board: str | Board = "stm32f746", sram_bytes: int | None = None,
                  flash_bytes: int | None = None, disabled: tuple[str, ...] = (),
-                 samples: int = DEFAULT_SAMPLES) -> None:
+                 samples: int = DEFAULT_SAMPLES, optimize: str = "size",
+                 instructions: int | None = None) -> None:
         self.board = load_board(board) if isinstance(board, str) else board
+        self.optimize = optimize
+        # a time budget needs a table: load_table's one-line error names the missing one
+        self.table = (latency.load_table(latency.table_key(self.board, optimize))
+                      if instructions is not None or latency.has_table(self.board, optimize)
+                      else None)
+        self.instructions_limit = None if instructions is None else int(instructions)
         self.sram_limit = self.board.sram_bytes if sram_bytes is None else int(sram_bytes)
         self.flash_limit = self.board.flash_bytes if flash_bytes is None else int(flash_bytes)
         self.disabled = tuple(disabled)
@@ -101,6 +123,13 @@ class CostModel:
                      cfg.num_classes, self.samples)
         return dataclasses.replace(f, sram_limit=self.sram_limit, flash_limit=self.flash_limit)
 
+    def fits(self, f: Fit, instructions: int | None) -> bool:
+        """Within the memory budgets and, given one, the instruction budget."""
+        if f.problems():
+            return False
+        return self.instructions_limit is None or (
+            instructions is not None and instructions <= self.instructions_limit)
+
     def cost(self, cfg: SubnetConfig) -> Cost:
         hit = self._cache.get(cfg)
         if hit is not None:
@@ -108,10 +137,13 @@ class CostModel:
             return hit
         self.misses += 1
         t0 = time.perf_counter()
-        arena, weights, macs, steps = schedule_cost(fast_schedule(cfg, self.disabled))
+        sched = fast_schedule(cfg, self.disabled)
+        arena, weights, macs, steps = schedule_cost(sched)
         f = self.fit(cfg, arena, weights, steps)
+        instr = predicted_instructions(sched, self.board, self.optimize, self.table)
         c = Cost(arena_bytes=arena, weights_bytes=weights, flash_bytes=f.flash,
-                 ram_bytes=f.sram, macs=macs, fits=not f.problems(), steps=steps)
+                 ram_bytes=f.sram, macs=macs, fits=self.fits(f, instr), steps=steps,
+                 instructions=instr)
         self._cache[cfg] = c
         self.compute_s += time.perf_counter() - t0
         return c
@@ -127,12 +159,14 @@ class CostModel:
 
             t0 = time.perf_counter()
             with ProcessPoolExecutor(workers) as pool:
-                sizes = list(pool.map(_sizes, todo, [self.disabled] * len(todo),
-                                      chunksize=max(1, len(todo) // (4 * workers))))
-            for cfg, (arena, weights, macs, steps) in zip(todo, sizes, strict=True):
+                n = len(todo)
+                sizes = list(pool.map(_sizes, todo, [self.disabled] * n, [self.board] * n,
+                                      [self.optimize] * n, [self.table] * n,
+                                      chunksize=max(1, n // (4 * workers))))
+            for cfg, (arena, weights, macs, steps, instr) in zip(todo, sizes, strict=True):
                 f = self.fit(cfg, arena, weights, steps)
                 self._cache[cfg] = Cost(arena, weights, f.flash, f.sram, macs,
-                                        not f.problems(), steps)
+                                        self.fits(f, instr), steps, instr)
             self.misses += len(todo)
             self.compute_s += time.perf_counter() - t0
         return [self._cache[c] if c in fresh else self.cost(c) for c in cfgs]
@@ -146,11 +180,17 @@ class CostModel:
         costs = list(self._cache.values())
         ram = min((c.ram_bytes for c in costs), default=0)
         flash = min((c.flash_bytes for c in costs), default=0)
+        time_part = ""
+        if self.instructions_limit is not None:
+            fewest = min((c.instructions for c in costs if c.instructions is not None),
+                         default=0)
+            time_part = (f", fewest instructions {fewest:,} vs limit "
+                         f"{self.instructions_limit:,}")
         return McucError(
             f"no config of the search space fits {self.board.name} in {draws} draws: "
             f"smallest RAM seen {ram:,} B vs limit {self.sram_limit:,} B, smallest flash "
-            f"{flash:,} B vs limit {self.flash_limit:,} B (raise the budget or add smaller "
-            "choices to the space)")
+            f"{flash:,} B vs limit {self.flash_limit:,} B{time_part} (raise the budget or "
+            "add smaller choices to the space)")
 
     @property
     def candidates_per_s(self) -> float:
@@ -158,5 +198,7 @@ class CostModel:
         return self.misses / self.compute_s if self.compute_s else 0.0
 
 
-def _sizes(cfg: SubnetConfig, disabled: tuple[str, ...]) -> tuple[int, int, int, int]:
-    return schedule_cost(fast_schedule(cfg, disabled))
+def _sizes(cfg: SubnetConfig, disabled: tuple[str, ...], board: Board, optimize: str,
+           table: latency.Table | None) -> tuple[int, int, int, int, int | None]:
+    sched = fast_schedule(cfg, disabled)
+    return (*schedule_cost(sched), predicted_instructions(sched, board, optimize, table))

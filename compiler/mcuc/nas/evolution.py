@@ -42,7 +42,7 @@ class Candidate:
                 "origin": self.origin}
 
 
-def _rank_key(c: Candidate) -> tuple[float, int, int]:
+def rank_key(c: Candidate) -> tuple[float, int, int]:
     """Sort key, best first: accuracy, then the cheaper in RAM, then in MACs."""
     return (-c.accuracy, c.cost.ram_bytes, c.cost.macs)
 
@@ -159,7 +159,7 @@ def evolve(space: SearchSpace, cost_model: CostModel,
             raise cost_model.no_fit_error(draws)
         report()
         for gen in range(1, generations):
-            pool = [c.config for c in sorted(cands, key=_rank_key)[:parents]]
+            pool = [c.config for c in sorted(cands, key=rank_key)[:parents]]
             for origin, want in (("mutation", mutations), ("crossover", crossovers)):
                 target = len(cands) + want
                 for _ in range(_CHILD_TRIES * want):
@@ -177,7 +177,7 @@ def evolve(space: SearchSpace, cost_model: CostModel,
     evals = cost_model.misses - misses0
     spent = cost_model.compute_s - compute0
     return SearchResult(
-        candidates=cands, best=min(cands, key=_rank_key), pareto=pareto_front(cands),
+        candidates=cands, best=min(cands, key=rank_key), pareto=pareto_front(cands),
         rejected=rejected, cost_evals=evals,
         candidates_per_s=evals / spent if evals and spent > 0 else cost_model.candidates_per_s,
         seconds=time.perf_counter() - t0,
@@ -195,44 +195,79 @@ def write_search_json(result: SearchResult, path: Path | str, meta: dict) -> Non
 
 
 def plot_pareto(result: SearchResult, path: Path | str, sram_limit: int,
-                title: str = "") -> None:
-    """pareto.png: accuracy vs RAM of every candidate, the front, the budget, the winner."""
+                title: str = "", instructions_limit: int | None = None,
+                clock_hz: int | None = None) -> None:
+    """pareto.png: accuracy vs RAM of every candidate, the front, the budget, the winner;
+    beside it, where the candidates have predicted instructions (mcuc.latency), accuracy
+    vs instructions (milliseconds at `clock_hz` and one cycle per instruction, assumed)
+    with the time budget."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    kb = 1024.0
+    timed = all(c.cost.instructions is not None for c in result.candidates)
+    fig = Figure(figsize=(13.5 if timed else 7.5, 4.8))
+    ax = fig.add_subplot(1, 2 if timed else 1, 1)
+    _pareto_panel(fig, ax, result, lambda c: c.cost.ram_bytes / 1024.0, result.pareto,
+                  sram_limit / 1024.0, f"SRAM budget {sram_limit / 1024:,.1f} KB", "KB")
+    ax.set_xlabel("RAM (KB: arena + board overhead)")
+    if title:
+        ax.set_title(title)
+    if timed:
+        ax2 = fig.add_subplot(1, 2, 2)
+        mega = 1e6
+        limit = None if instructions_limit is None else instructions_limit / mega
+        label = "" if limit is None else f"time budget {limit:,.2f} M instructions"
+        if limit is not None and clock_hz:
+            label += f" ({instructions_limit / clock_hz * 1000:,.0f} ms)"
+        _pareto_panel(fig, ax2, result, lambda c: c.cost.instructions / mega,
+                      time_front(result.candidates), limit, label, "M")
+        ax2.set_xlabel("predicted instructions per inference (millions)")
+        if clock_hz:   # the same axis in ms at the board's clock
+            ms = 1000.0 * mega / clock_hz
+            top = ax2.secondary_xaxis("top", functions=(lambda v: v * ms, lambda v: v / ms))
+            top.set_xlabel(f"ms at {clock_hz / 1e6:g} MHz, 1 cycle per instruction (assumed)")
+    fig.tight_layout()
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(p, dpi=120)
+
+
+def time_front(cands: list[Candidate]) -> list[Candidate]:
+    """Candidates no other one beats on both accuracy and predicted instructions."""
+    order = sorted(cands, key=lambda c: (c.cost.instructions, -c.accuracy))
+    front, best = [], -math.inf
+    for c in order:
+        if c.accuracy > best:
+            front.append(c)
+            best = c.accuracy
+    return front
+
+
+def _pareto_panel(fig, ax, result: SearchResult, x, front: list[Candidate],
+                  limit: float | None, limit_label: str, unit: str) -> None:
+    """One accuracy-vs-cost panel: candidates by generation, the front, the budget line
+    and the winner, with x(candidate) the cost axis."""
     cands = result.candidates
-    fig = Figure(figsize=(7.5, 4.8))
-    ax = fig.add_subplot()
-    pts = ax.scatter([c.cost.ram_bytes / kb for c in cands], [100 * c.accuracy for c in cands],
+    pts = ax.scatter([x(c) for c in cands], [100 * c.accuracy for c in cands],
                      c=[c.generation for c in cands], cmap="viridis", s=18, alpha=0.8,
                      linewidths=0, label="candidates", zorder=2)
-    gens = max(c.generation for c in cands)
-    if gens > 0:
+    if max(c.generation for c in cands) > 0:
         from matplotlib.ticker import MaxNLocator
 
         bar = fig.colorbar(pts, ax=ax, label="generation")
         bar.locator = MaxNLocator(integer=True)
         bar.update_ticks()
-    front = result.pareto
-    ax.step([c.cost.ram_bytes / kb for c in front], [100 * c.accuracy for c in front],
+    ax.step([x(c) for c in front], [100 * c.accuracy for c in front],
             where="post", color="tab:orange", lw=1.5, marker="o", ms=4,
             label=f"Pareto front ({len(front)})", zorder=3)
-    ax.axvline(sram_limit / kb, color="tab:red", ls="--", lw=1.2,
-               label=f"SRAM budget {sram_limit / kb:,.1f} KB", zorder=1)
+    if limit is not None:
+        ax.axvline(limit, color="tab:red", ls="--", lw=1.2, label=limit_label, zorder=1)
     b = result.best
-    ax.scatter([b.cost.ram_bytes / kb], [100 * b.accuracy], marker="*", s=220,
+    ax.scatter([x(b)], [100 * b.accuracy], marker="*", s=220,
                color="tab:red", edgecolors="black", linewidths=0.6, zorder=4,
-               label=f"best: {100 * b.accuracy:.2f}% at {b.cost.ram_bytes / kb:,.1f} KB")
-    ax.set_xlabel("RAM (KB: arena + board overhead)")
+               label=f"best: {100 * b.accuracy:.2f}% at {x(b):,.1f} {unit}")
     ax.set_ylabel("accuracy (%)")
-    if title:
-        ax.set_title(title)
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(p, dpi=120)

@@ -24,6 +24,8 @@ class SearchOptions:
     board: str = "stm32f746"
     sram: int | None = None
     flash: int | None = None
+    latency_ms: float | None = None  # time budget per inference (--latency), at ASSUMED_CPI
+    instructions: int | None = None  # or the budget in predicted instructions directly
     dataset: str = "fashion-mnist"
     limit: int | None = None        # first N training images (quick runs)
     val: int | None = None          # held-out images (default: 1/12 of the train split)
@@ -73,6 +75,29 @@ def check_budgets(opts: SearchOptions) -> None:
                             f"overhead of {board.name} alone is {floor:,} bytes")
 
 
+def instructions_limit(opts: SearchOptions) -> tuple[int | None, dict | None]:
+    """The instruction budget of --latency (the board's clock at latency.ASSUMED_CPI
+    cycles per instruction) or --instructions, and how it was made (for search.json)."""
+    from mcuc import latency
+    from mcuc.boards import load_board
+
+    if opts.latency_ms is not None and opts.instructions is not None:
+        raise McucError("give --latency or --instructions, not both")
+    if opts.instructions is not None:
+        if isinstance(opts.instructions, bool) or int(opts.instructions) < 1:
+            raise McucError(f"--instructions must be a positive count, not "
+                            f"{opts.instructions!r}")
+        return int(opts.instructions), {"instructions": int(opts.instructions)}
+    if opts.latency_ms is None:
+        return None, None
+    if not opts.latency_ms > 0:
+        raise McucError(f"--latency must be a positive time, not {opts.latency_ms!r} ms")
+    clock = load_board(opts.board).clock_hz
+    n = latency.instruction_budget(opts.latency_ms, clock)
+    return n, {"ms": opts.latency_ms, "clock_hz": clock, "cpi_assumed": latency.ASSUMED_CPI,
+               "instructions": n}
+
+
 def _log(opts: SearchOptions, msg: str) -> None:
     if opts.progress:
         print(msg, flush=True)
@@ -107,14 +132,19 @@ def _supernet(opts: SearchOptions, space, x_tr, y_tr, pool, weights, out: Path, 
 def verify_build(onnx_path: Path, calib: np.ndarray, board: str) -> dict:
     """Compile the exported model as `mcuc build` does (real export, frontend and
     calibration) and return what the build would report, without writing C."""
+    from mcuc import latency
     from mcuc.boards import load_board
     from mcuc.nas.cost import DEFAULT_SAMPLES
     from mcuc.pipeline import compile_graph, estimate_fit, load_graph
 
+    b = load_board(board)
     c = compile_graph(load_graph(onnx_path), calib)
-    fit = estimate_fit(c, load_board(board), DEFAULT_SAMPLES)
-    return {"arena_bytes": c.plan.arena_bytes, "weights_bytes": c.schedule.weights_bytes(),
-            "flash_bytes": fit.flash, "ram_bytes": fit.sram, "macs": c.schedule.macs()}
+    fit = estimate_fit(c, b, DEFAULT_SAMPLES)
+    out = {"arena_bytes": c.plan.arena_bytes, "weights_bytes": c.schedule.weights_bytes(),
+           "flash_bytes": fit.flash, "ram_bytes": fit.sram, "macs": c.schedule.macs()}
+    if latency.has_table(b):   # the build's own prediction, from its real quantization
+        out["predicted_instructions"] = latency.predict(c.schedule, b).instructions
+    return out
 
 
 def run_search(opts: SearchOptions, out: Path | str) -> dict:
@@ -139,6 +169,8 @@ def run_search(opts: SearchOptions, out: Path | str) -> dict:
 
     t_start = time.perf_counter()
     check_budgets(opts)  # a budget nothing fits fails before any data or training
+    limit, time_budget = instructions_limit(opts)
+    cm = CostModel(opts.board, opts.sram, opts.flash, instructions=limit)  # needs a table
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     resolve_device(opts.device)
@@ -169,9 +201,15 @@ def run_search(opts: SearchOptions, out: Path | str) -> dict:
                         f"{space.in_chans} and {space.num_classes} (edit the space TOML)")
     val = opts.val if opts.val is not None else max(1, len(x) // 12)
     tr, va = holdout_split(len(x), val, opts.seed)
-    cm = CostModel(opts.board, opts.sram, opts.flash)
+    when = ""
+    if time_budget and "ms" in time_budget:
+        when = (f", time {opts.latency_ms:g} ms = {limit:,} instructions (at "
+                f"{time_budget['clock_hz'] / 1e6:g} MHz, assuming {time_budget['cpi_assumed']:g}"
+                " cycle per instruction)")
+    elif limit is not None:
+        when = f", {limit:,} instructions"
     _log(opts, f"mcuc search: {opts.board}, SRAM {cm.sram_limit:,} B, flash "
-               f"{cm.flash_limit:,} B; {len(tr):,} train / {len(va):,} held-out images")
+               f"{cm.flash_limit:,} B{when}; {len(tr):,} train / {len(va):,} held-out images")
     t0 = time.perf_counter()
     try:
         pool = [] if opts.supernet else feasible_pool(
@@ -183,7 +221,7 @@ def run_search(opts: SearchOptions, out: Path | str) -> dict:
         _log(opts, f"budget pool: {len(pool)} feasible subnets ({cm.misses} costed, "
                    f"{cm.candidates_per_s:.1f} candidates/s)")
     meta = {"dataset": str(opts.dataset), "limit": opts.limit, "val": val, "board": opts.board,
-            "sram": cm.sram_limit, "flash": cm.flash_limit}
+            "sram": cm.sram_limit, "flash": cm.flash_limit, "instructions": limit}
     weights = sampling_weights(pool, lambda c: cm.cost(c).macs, opts.sampling)
     labels, teacher_acc = None, None
     if opts.distill_epochs > 0:
@@ -236,14 +274,16 @@ def run_search(opts: SearchOptions, out: Path | str) -> dict:
         len(tr), min(64, len(tr)), replace=False)], cfg.resolution)
     np.save(out / "calib.npy", calib)
     built = verify_build(out / "best.onnx", calib, opts.board)
-    predicted = {k: getattr(best.cost, k) for k in built}
-    if built != predicted:
+    predicted = {k: getattr(best.cost, k) for k in built if k != "predicted_instructions"}
+    built_sizes = {k: v for k, v in built.items() if k in predicted}
+    if built_sizes != predicted:
         raise McucError(f"compiling best.onnx gave {built}, but the search predicted "
                         f"{predicted}: the cost model and the compiler disagree (a bug)")
     summary = {
         "command": opts.extra.get("command"),
         "options": {k: v for k, v in asdict(opts).items() if k != "extra"},
         "board": opts.board, "sram_limit": cm.sram_limit, "flash_limit": cm.flash_limit,
+        "instructions_limit": limit, "time_budget": time_budget,
         "train_images": int(len(tr)), "val_images": int(len(va)),
         "pool": {"size": len(pool), "seconds": round(pool_s, 2)},
         "supernet": sn_info,
@@ -257,7 +297,8 @@ def run_search(opts: SearchOptions, out: Path | str) -> dict:
     }
     write_search_json(result, out / "search.json", summary)
     plot_pareto(result, out / "pareto.png", cm.sram_limit,
-                title=f"{opts.board}: {len(result.candidates)} candidates")
+                title=f"{opts.board}: {len(result.candidates)} candidates",
+                instructions_limit=limit, clock_hz=cm.board.clock_hz)
     _log(opts, summary_line(summary, result))
     return summary
 
@@ -328,11 +369,15 @@ def family_finalists(candidates: list, k: int) -> list:
     supernet), while many-token models gain the most from a long fine-tune (measured on
     the Fashion-MNIST test set after 30 distilled epochs: the 64 KB patch-7 pick 89.07%,
     a patch-4 dim-64 depth-4 ViT 90.23% with crops and flips); so each family's best is
-    fine-tuned and the held-out images decide across families. (Measured at 64 KB: the
+    fine-tuned and the held-out images decide across families. Equal accuracy: the one
+    with less RAM, then fewer MACs (evolution.rank_key, as the evolution's own best; a
+    costlier equal would not be on the Pareto front). (Measured at 64 KB: the
     patch-4 finalist, narrow and low-rank, lost to the patch-7 one, 88.70% vs 89.18%
     held-out; ranking inside a family is the open problem, see docs/search.md.)"""
+    from mcuc.nas.evolution import rank_key
+
     best: dict[tuple[int, int], object] = {}
-    for c in sorted(candidates, key=lambda c: -c.accuracy):
+    for c in sorted(candidates, key=rank_key):   # equal accuracy: the cheaper first
         best.setdefault((c.config.resolution, c.config.patch), c)
     return list(best.values())[:k]
 
@@ -345,7 +390,9 @@ def summary_line(summary: dict, result) -> str:
             f"{g['depth']}: held-out accuracy {100 * acc:.2f}%, arena "
             f"{b['cost']['arena_bytes']:,} B, RAM {b['cost']['ram_bytes']:,} / "
             f"{summary['sram_limit']:,} B, flash {b['cost']['flash_bytes']:,} / "
-            f"{summary['flash_limit']:,} B, {b['cost']['macs']:,} MACs; "
+            f"{summary['flash_limit']:,} B, {b['cost']['macs']:,} MACs"
+            + (f", {b['cost']['instructions']:,} instructions predicted"
+               if b["cost"].get("instructions") else "") + "; "
             f"{len(result.candidates)} candidates in {summary['search_seconds']:.0f} s "
             f"({result.candidates_per_s:.1f} costed/s)")
 

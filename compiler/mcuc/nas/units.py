@@ -19,9 +19,15 @@ def parse_bytes(text: str) -> int:
     return int(float(m.group(1)) * {"b": 1, "k": 1024, "m": 1024 * 1024}[unit])
 
 
-def size_arg(text: str) -> int:
-    """parse_bytes for argparse: a bad size becomes argparse's one-line usage error."""
-    try:
-        return parse_bytes(text)
-    except McucError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+def as_arg(parse):
+    """`parse` for argparse: its McucError becomes argparse's one-line usage error."""
+    def wrapped(text: str):
+        try:
+            return parse(text)
+        except McucError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    wrapped.__name__ = parse.__name__   # argparse names the type in its message
+    return wrapped
+
+
+size_arg = as_arg(parse_bytes)

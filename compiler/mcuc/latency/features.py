@@ -1,0 +1,291 @@
+"""The loop trip counts of each step the C runtime would run, as named features.
+
+Why trip counts: an instruction count of straight-line loop bodies is exactly a sum of
+(trip count x instructions per trip), so a linear model over these counts, its
+coefficients fitted from emulator counts (scripts/calibrate_latency.py), predicts a
+step's instructions. Each function below follows the control flow of its C kernel in
+runtime_c/src/ (keep them in step): which loop variant runs (the DSP row pairs, the
+widened rows of --optimize speed, or the portable reference), how k, n and the rows split
+into blocks of 8 / 4 and remainders, and how tokenwise.c splits its rows into tiles and
+calls the unfused kernels. What data alone decides (the short epilogue of linear.c,
+attention.c's fast path, the LayerNorm and Add paths) is taken from the parameters where
+they are the real ones (`exact`), else assumed as quantization usually has it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+
+Features = dict[str, float]
+
+DSP_MAX_K = 65793          # linear.c MCUC_DSP_MAX_K
+ATT_MAX_D = 128            # attention.c MCUC_ATT_DSP_MAX_D
+ATT_MAX_LEN = 16512        # attention.c MCUC_ATT_DSP_MAX_LEN
+ATT_PAIR_LEN = 256         # attention.c MCUC_ATT_DSP_PAIR_LEN
+ATT_VT_BYTES = 2048        # attention.c MCUC_ATT_DSP_VT_BYTES
+
+
+@dataclass(frozen=True)
+class Variant:
+    """Which C the features describe: the DSP loops or the portable reference, int8 or
+    widened (int16) linear weights, and whether params hold real quantization."""
+    dsp: bool
+    wide: bool
+    exact: bool = True
+
+
+def _arr(v) -> np.ndarray | None:
+    return None if v is None else np.asarray(v)
+
+
+def short_epilogue(bias, shift, k: int) -> bool:
+    """linear.c short_epilogue_ok: every shift in [-31, -1] and the sums below 2^30."""
+    s = _arr(shift)
+    if s is None or s.size == 0 or s.max() > -1 or s.min() < -31:
+        return False
+    b = _arr(bias)
+    bias_max = int(np.abs(b.astype(np.int64)).max()) if b is not None and b.size else 0
+    return 255 * 128 * k + bias_max < (1 << 30)
+
+
+def linear_plan(x_zp: int, bias, shift, k: int, v: Variant) -> str:
+    """linear.c mcuc_linear_plan: "ref", "s" (folded zero point, short epilogue) or "z"
+    (general epilogue). Without real quantization (the search's dummy params), a layer
+    with a bias is taken to fold its zero point and one without to keep it (linear.py
+    fold_zero_point needs a bias)."""
+    if not v.dsp or k > DSP_MAX_K:
+        return "ref"
+    if not v.exact:
+        return "s" if bias is not None else "z"
+    return "s" if x_zp == 0 and short_epilogue(bias, shift, k) else "z"
+
+
+def add_plan_check(f: Features, n: int, plan: str) -> None:
+    """mcuc_linear_plan's pass over the n channels (only taken for x_zp == 0)."""
+    if plan == "s":
+        f["lin_check"] += n
+    f["lin_plan"] += 1
+
+
+def add_linear(f: Features, rows: int, k: int, n: int, plan: str, v: Variant,
+               times: int = 1) -> None:
+    """`times` mcuc_linear_planned_s8 calls of rows x k times k x n."""
+    nb, nt = n // 4, n % 4
+    k8, s4, kt, k4 = k // 8, (k % 8) // 4, k % 4, k // 4
+    if plan == "ref":
+        g = {"call": 1, "row": rows, "ch": rows * n, "ch_k4": rows * n * k4,
+             "ch_kt": rows * n * kt}
+        _add(f, "lr_", g, times)
+        return
+    if v.wide:   # wide_rows: one row at a time
+        blocks, d1 = rows * nb, rows * nt
+        g = {"call": 1, "row": rows}
+    else:        # linear_dsp: row pairs (dot2x2, two per block), then an odd row (dot4)
+        pairs, odd = rows // 2, rows % 2
+        b2 = pairs * nb * 2
+        g = {"call": 1, "pair": pairs, "b2": b2, "b2_k8": b2 * k8, "b2_s4": b2 * s4,
+             "b2_kt": b2 * kt, "odd": odd}
+        blocks, d1 = odd * nb, (2 * pairs + odd) * nt
+    g.update({"b4": blocks, "b4_k8": blocks * k8, "b4_s4": blocks * s4,
+              "b4_kt": blocks * kt, "d1": d1, "d1_k4": d1 * k4, "d1_kt": d1 * kt})
+    _add(f, f"lw{plan}_" if v.wide else f"l{plan}_", g, times)
+
+
+def _add(f: Features, prefix: str, g: dict[str, int], times: int) -> None:
+    for name, val in g.items():
+        if val:
+            f[prefix + name] += val * times
+
+
+def add_layernorm(f: Features, rows: int, cols: int, v: Variant, times: int = 1) -> None:
+    """`times` mcuc_layernorm_s8 calls of rows x cols."""
+    g = {"call": 1, "row": rows, "el": rows * cols}
+    if v.dsp:   # statistics: 16 per step, then 4, then bytes
+        g.update({"c16": rows * (cols // 16), "c4": rows * ((cols % 16) // 4),
+                  "ct": rows * (cols % 4)})
+    _add(f, "ln_" if v.dsp else "lnr_", g, times)
+
+
+def add_lut(f: Features, size: int, times: int = 1) -> None:
+    """`times` mcuc_lut_s8 calls over size bytes (four per step, then the tail)."""
+    _add(f, "lut_", {"call": 1, "4": size // 4, "t": size % 4}, times)
+
+
+def add_add(f: Features, size: int, times: int = 1) -> None:
+    """`times` mcuc_add_s8 calls over size elements."""
+    _add(f, "add_", {"call": 1, "el": size}, times)
+
+
+def linear_step(f: Features, p: dict, v: Variant) -> None:
+    """mcuc_linear_s8: the plan, then the call."""
+    plan = linear_plan(p["x_zp"], p.get("bias"), p.get("shift"), p["k"], v)
+    add_plan_check(f, p["n"], plan)
+    add_linear(f, p["rows"], p["k"], p["n"], plan, v)
+
+
+def tokenwise_step(f: Features, p: dict, v: Variant) -> None:
+    """tokenwise.c: the stages' plans, ln_pairs_in_y, then the tiles."""
+    rows, k, h, n, tile = p["rows"], p["k"], p["h"], p["n"], p["tile"]
+    has_ln, has_lut, has_l2, has_res = p["has_ln"], p["has_lut"], p["has_l2"], p["has_res"]
+    y_free, x_rs = p["y_free"], p["x_rs"]
+    f["tw_call"] += 1
+    plan1 = linear_plan(p["l1_x_zp"], p.get("l1_bias"), p.get("l1_shift"), k, v)
+    add_plan_check(f, h, plan1)
+    plan2 = ""
+    if has_l2:
+        plan2 = linear_plan(p["l2_x_zp"], p.get("l2_bias"), p.get("l2_shift"), h, v)
+        add_plan_check(f, n, plan2)
+    r0 = 0
+    if (has_ln and not has_l2 and not has_res and y_free and tile <= 1 and x_rs == k
+            and n >= 2 * k):   # ln_pairs_in_y
+        pairs = (rows - 1) // 2 if rows > 2 else 0
+        f["tw_pair"] += pairs
+        add_layernorm(f, 2, k, v, pairs)
+        add_linear(f, 2, k, h, plan1, v, pairs)
+        if has_lut:
+            add_lut(f, 2 * n, pairs)
+        r0 = 2 * pairs
+    l1_in_b = has_l2 or (not y_free and has_ln)
+    f_is_y = bool(y_free) if has_l2 else (not l1_in_b and bool(y_free))
+    left = rows - r0
+    for t, count in ((tile, left // tile), (left % tile, 1)):
+        if t == 0 or count == 0:
+            continue
+        f["tw_tile"] += count
+        contiguous = x_rs == k
+        if has_ln:
+            add_layernorm(f, t if contiguous else 1, k, v, count * (1 if contiguous else t))
+        if has_ln or contiguous:
+            add_linear(f, t, k, h, plan1, v, count)
+        else:
+            add_linear(f, 1, k, h, plan1, v, count * t)
+        if has_lut:
+            add_lut(f, t * h, count)
+        if has_l2:
+            add_linear(f, t, h, n, plan2, v, count)
+        if has_res:
+            add_add(f, t * n, count)
+        elif not f_is_y:
+            _add(f, "memcpy_", {"call": 1, "b": t * n}, count)
+
+
+def attention_step(f: Features, p: dict, v: Variant) -> None:
+    """attention.c: the DSP pair path (or pv_dsp for P.V), else the reference loop."""
+    b, q_len, n, d, dv = p["batch"], p["q_len"], p["kv_len"], p["d"], p["dv"]
+    s_ok = -22 <= p["s_shift"] <= -1 if v.exact else True
+    o_ok2 = -22 <= p["o_shift"] <= -1 if v.exact else True
+    o_ok = -31 <= p["o_shift"] <= 0 if v.exact else True
+    tables = any(p.get(t) is not None for t in ("q_table", "k_table", "v_table"))
+    unit = p["q_cs"] == 1 and p["k_cs"] == 1 and p["v_cs"] == 1
+    if (not v.dsp or not unit or tables or d > ATT_MAX_D or n > ATT_MAX_LEN or not s_ok
+            or not o_ok):
+        rows = b * q_len
+        f["ar_call"] += 1
+        f["ar_row"] += rows
+        f["ar_s"] += rows * n
+        f["ar_qk"] += rows * n * d
+        f["ar_o"] += rows * dv
+        f["ar_pv"] += rows * dv * n
+        return
+    n4 = (n + 3) & ~3
+    two = n <= ATT_PAIR_LEN
+    pv_pair = two and o_ok2 and dv * n4 <= ATT_VT_BYTES
+    f["at_call"] += 1
+    f["at_batch"] += b
+    if pv_pair:
+        f["at_tv"] += b * dv
+        f["at_tv_n"] += b * dv * n4
+    pairs = q_len // 2 if two else 0
+    iters = b * (pairs + (q_len - 2 * pairs))
+    soft = iters + b * pairs
+    f["at_iter"] += iters
+    f["at_up_d4"] += iters * (d // 4)
+    f["at_up_dt"] += iters * (d % 4)
+    _dot_pair(f, iters, d, n)
+    f["at_sm"] += soft
+    f["at_sm_4"] += soft * (n // 4)
+    f["at_sm_t"] += soft * (n % 4)
+    if pv_pair:
+        f["at_upp"] += iters
+        f["at_upp_4"] += iters * (n // 4)
+        f["at_upp_t"] += iters * (n % 4)
+        _dot_pair(f, iters, n4, dv)
+    else:
+        c4, ct = dv // 4, dv % 4
+        f["pv_call"] += soft
+        f["pv_c4"] += soft * c4
+        f["pv_c4_n4"] += soft * c4 * (n // 4)
+        f["pv_c4_nt"] += soft * c4 * (n % 4)
+        f["pv_ct"] += soft * ct
+        f["pv_ct_n"] += soft * ct * n
+
+
+def _dot_pair(f: Features, calls: int, length: int, rows: int) -> None:
+    """`calls` dot_pair calls over `rows` rows of `length` values."""
+    d4, dt = length // 4, length % 4
+    j2, jo = rows // 2, rows % 2
+    f["dp_call"] += calls
+    f["dp_j2"] += calls * j2
+    f["dp_j2_q8"] += calls * j2 * (d4 // 2)
+    f["dp_j2_o4"] += calls * j2 * (d4 % 2)
+    f["dp_j2_t"] += calls * j2 * dt
+    f["dp_jo"] += calls * jo
+    f["dp_jo_d4"] += calls * jo * d4
+    f["dp_jo_t"] += calls * jo * dt
+
+
+def patch_embed_step(f: Features, p: dict, v: Variant) -> None:
+    """patch_embed.c: per patch and output channel, the taps by image row (words of
+    four, then bytes); the 16-tap patch has its own loop."""
+    c_in, ph, pw, d = p["c_in"], p["ph"], p["pw"], p["d"]
+    patches = p["hp"] * p["wp"]
+    taps = c_in * ph * pw
+    tag = "pe16_" if taps == 16 and v.dsp else ("pe_" if v.dsp else "per_")
+    f[tag + "call"] += 1
+    f[tag + "band"] += p["hp"]
+    f[tag + "patch"] += patches
+    f[tag + "pd"] += patches * d
+    f[tag + "pd_w4"] += patches * d * c_in * ph * (pw // 4)
+    f[tag + "pd_wt"] += patches * d * c_in * ph * (pw % 4)
+
+
+def copy_step(f: Features, p: dict) -> None:
+    """copy.c: one innermost run per outer index, requantizing or not."""
+    nd = int(p["ndim"])
+    shape = [int(s) for s in np.asarray(p["shape"]).reshape(-1)[:nd]] if nd else [1]
+    total = int(np.prod(shape)) if shape else 1
+    runs = total // max(1, shape[-1]) if shape else 1
+    tag = "cpr_" if p.get("requant") else "cp_"
+    f[tag + "call"] += 1
+    f[tag + "dim"] += nd
+    f[tag + "run"] += runs
+    f[tag + "el"] += total
+
+
+def step_features(kernel: str, p: dict, macs: int, out_size: int, v: Variant) -> Features:
+    """The features of one schedule step."""
+    f: Features = defaultdict(float)
+    if kernel == "linear":
+        linear_step(f, p, v)
+    elif kernel == "tokenwise":
+        tokenwise_step(f, p, v)
+    elif kernel == "attention":
+        attention_step(f, p, v)
+    elif kernel == "patch_embed":
+        patch_embed_step(f, p, v)
+    elif kernel == "layernorm":
+        add_layernorm(f, p["rows"], p["cols"], v)
+    elif kernel == "add":
+        add_add(f, p["size"])
+    elif kernel == "lut":
+        add_lut(f, p["size"])
+    elif kernel == "copy":
+        copy_step(f, p)
+    else:   # kernels no ViT of the search space uses: calls, MACs and outputs
+        f[kernel + "_call"] += 1
+        f[kernel + "_mac"] += macs
+        f[kernel + "_out"] += out_size
+    return f
