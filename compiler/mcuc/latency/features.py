@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mcuc.kernels import tokenwise as k_tw
+
 Features = dict[str, float]
 
 DSP_MAX_K = 65793          # linear.c MCUC_DSP_MAX_K
@@ -132,11 +134,12 @@ def tokenwise_step(f: Features, p: dict, v: Variant) -> None:
     has_ln, has_lut, has_l2, has_res = p["has_ln"], p["has_lut"], p["has_l2"], p["has_res"]
     y_free, x_rs = p["y_free"], p["x_rs"]
     f["tw_call"] += 1
-    plan1 = linear_plan(p["l1_x_zp"], p.get("l1_bias"), p.get("l1_shift"), k, v)
+    l1, l2 = p["l1"], p.get("l2")   # the stages' own params (kernels/tokenwise.py)
+    plan1 = linear_plan(l1["x_zp"], l1.get("bias"), l1.get("shift"), k, v)
     add_plan_check(f, h, plan1)
     plan2 = ""
     if has_l2:
-        plan2 = linear_plan(p["l2_x_zp"], p.get("l2_bias"), p.get("l2_shift"), h, v)
+        plan2 = linear_plan(l2["x_zp"], l2.get("bias"), l2.get("shift"), h, v)
         add_plan_check(f, n, plan2)
     r0 = 0
     if (has_ln and not has_l2 and not has_res and y_free and tile <= 1 and x_rs == k
@@ -148,8 +151,7 @@ def tokenwise_step(f: Features, p: dict, v: Variant) -> None:
         if has_lut:
             add_lut(f, 2 * n, pairs)
         r0 = 2 * pairs
-    l1_in_b = has_l2 or (not y_free and has_ln)
-    f_is_y = bool(y_free) if has_l2 else (not l1_in_b and bool(y_free))
+    f_is_y = k_tw.layout(p)["final"] == "Y"
     left = rows - r0
     for t, count in ((tile, left // tile), (left % tile, 1)):
         if t == 0 or count == 0:
