@@ -12,7 +12,7 @@ import pytest
 from mcuc import McucError
 from mcuc.boards import list_boards, load_board
 from mcuc.cli import main
-from mcuc.firmware import check_fit, estimate
+from mcuc.target.fit import check_fit, estimate
 
 MCU_BOARDS = ["stm32f746", "stm32f427", "stm32h743", "qemu-m7"]
 

@@ -18,10 +18,10 @@ import pytest
 
 from mcuc import McucError
 from mcuc.boards import load_board
-from mcuc.firmware import run_unicorn, unicorn_available
 from mcuc.sim import stm32_periph
 from mcuc.sim.chips import get_chip, summary, vendor_devices
 from mcuc.sim.unicorn_m7 import run_elf
+from mcuc.target.unicorn import run_unicorn, unicorn_available
 from test_qemu import build_firmware, quantize, reference
 from test_unicorn import build
 

@@ -28,12 +28,13 @@ from mcuc.boards import load_board
 from mcuc.builddir import MARKER, staging
 from mcuc.buildmeta import load_build, write_meta
 from mcuc.cli import main
-from mcuc.firmware import parse_protocol, run_unicorn, unicorn_available
 from mcuc.flash import TCL_PLAIN, flash, flash_command
 from mcuc.models.vit import ViTConfig
 from mcuc.pipeline import build
 from mcuc.runner import run_built
 from mcuc.sim.host import build_host, parse_output, run_host
+from mcuc.sim.protocol import parse_protocol
+from mcuc.target.unicorn import run_unicorn, unicorn_available
 
 from helpers import cli_error_line, random_model
 

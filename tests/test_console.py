@@ -26,9 +26,9 @@ import pytest
 from mcuc import McucError
 from mcuc.buildmeta import load_build
 from mcuc.cli import main
-from mcuc.firmware import run_unicorn, unicorn_available
 from mcuc.pipeline import build
 from mcuc.quant.qparams import prepare_input
+from mcuc.target.unicorn import run_unicorn, unicorn_available
 
 from helpers import cli_error_line
 

@@ -22,10 +22,10 @@ import pytest
 
 from mcuc import McucError
 from mcuc.boards import load_board
-from mcuc.firmware import run_unicorn, unicorn_available
 from mcuc.library import EXPORT_META, export_library, kernel_sources
 from mcuc.paths import runtime_dir
 from mcuc.pipeline import build
+from mcuc.target.unicorn import run_unicorn, unicorn_available
 from test_qemu import quantize, reference
 
 from helpers import cli_error_line, compile_random, input_shape, random_inputs, random_model

@@ -20,11 +20,13 @@ import torch
 from mcuc import McucError
 from mcuc.boards import load_board
 from mcuc.buildmeta import load_build
-from mcuc.firmware import cross_build, run_unicorn, symbol, unicorn_available
 from mcuc.pipeline import build, calibration_samples, compile_graph, load_graph
 from mcuc.schedule import execute
 from mcuc.schedule.widen import widen_weights
 from mcuc.sim.renode import RENODE
+from mcuc.target.elf import symbol
+from mcuc.target.firmware import cross_build
+from mcuc.target.unicorn import run_unicorn, unicorn_available
 from test_qemu import build_firmware, quantize, reference
 
 from helpers import compile_random, input_shape, random_inputs, random_model

@@ -17,9 +17,9 @@ from onnx import helper, numpy_helper
 from mcuc import McucError
 from mcuc.boards import load_board
 from mcuc.cli import main
-from mcuc.firmware import estimate
 from mcuc.kernels.fixedpoint import RequantError, quantize_multiplier, quantize_multipliers
 from mcuc.pipeline import DEFAULT_MODEL
+from mcuc.target.fit import estimate
 from mcuc.text import one_line, path_line
 
 pytestmark = pytest.mark.filterwarnings("error")  # a numpy warning is a second line too

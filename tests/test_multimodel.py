@@ -1,7 +1,7 @@
 """Model names (issue 25 item 1) and weight placement (item 3).
 
 Two different models, each built on its own with its own --name, are linked into one
-stm32f746 firmware (mcuc.multimodel.link_models: their files side by side, the runtime
+stm32f746 firmware (mcuc.target.multimodel.link_models: their files side by side, the runtime
 compiled once) and run in the Unicorn engine; each model's outputs must equal its own numpy
 integer reference bit for bit. A build whose weights section is placed in the F746's QSPI
 window (0x90000000) must run bit-exact too, its weights really there.
@@ -16,9 +16,10 @@ import pytest
 
 from mcuc import McucError
 from mcuc.codegen.modelname import BUNDLED_NAME, check_name, default_name, name_problem
-from mcuc.firmware import run_unicorn, symbol, unicorn_available
-from mcuc.multimodel import LinkedModel, link_models
 from mcuc.pipeline import build
+from mcuc.target.elf import symbol
+from mcuc.target.multimodel import LinkedModel, link_models
+from mcuc.target.unicorn import run_unicorn, unicorn_available
 from test_qemu import quantize, reference
 
 from helpers import cli_error_line, compile_random, input_shape, random_inputs, random_model

@@ -158,7 +158,7 @@ def test_cache_hits() -> None:
 def test_overheads_match_the_build_fit_check() -> None:
     """ram/flash are firmware.estimate's sram/flash for the compiled sizes."""
     from mcuc.boards import load_board
-    from mcuc.firmware import estimate
+    from mcuc.target.fit import estimate
 
     cm = CostModel("stm32f746")
     cfg = SubnetConfig(28, 7, 48, 3, (4, 2, 1), (1.0, 2.0, 3.0), (1.0, 0.5, 0.25))

@@ -18,10 +18,10 @@ import pytest
 
 from mcuc.boards import load_board
 from mcuc.codegen.render import render
-from mcuc.firmware import build_and_measure, render_mcu
 from mcuc.pipeline import Compiled, calibration_samples, compile_graph, load_graph
 from mcuc.schedule import execute
 from mcuc.sim.qemu import run_qemu
+from mcuc.target.firmware import build_and_measure, render_mcu
 
 from helpers import compile_random, random_inputs
 

@@ -18,9 +18,12 @@ import pytest
 
 from mcuc import McucError, tcm
 from mcuc.boards import Board, load_board
-from mcuc.firmware import confirm_fit, cross_build, elf_sizes, run_unicorn, unicorn_available
 from mcuc.pipeline import calibration_samples, compile_graph, load_graph
 from mcuc.sim.elfimage import ElfImage
+from mcuc.target.elf import elf_sizes
+from mcuc.target.firmware import cross_build
+from mcuc.target.fit import confirm_fit
+from mcuc.target.unicorn import run_unicorn, unicorn_available
 from test_qemu import build_firmware, quantize, reference
 
 from helpers import compile_random
@@ -132,7 +135,7 @@ def test_too_small_tcms_fall_back_to_ram_and_flash(built, default_model, tmp_pat
 
 
 def test_estimate_places_the_arena_like_the_linker() -> None:
-    from mcuc.firmware import estimate
+    from mcuc.target.fit import estimate
 
     h7, f7 = load_board("stm32h743"), load_board("stm32f746")
     assert tcm.arena_in_dtcm(h7, 128 * 1024) and not tcm.arena_in_dtcm(h7, 128 * 1024 + 1)

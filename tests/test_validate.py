@@ -15,9 +15,9 @@ import pytest
 from mcuc import McucError
 from mcuc.buildmeta import load_build, write_meta
 from mcuc.cli import main
-from mcuc.firmware import unicorn_available
 from mcuc.pipeline import build
 from mcuc.sim.host import build_host
+from mcuc.target.unicorn import unicorn_available
 from mcuc.validation import float_available, validate
 
 from helpers import cli_error_line as _err

@@ -4,7 +4,7 @@ How inputs reach the board: the firmware has no input channel (its UART is TX on
 the ST-LINK virtual COM port is the only link most users have); at every reset it runs the
 inputs baked into flash (<name>_samples, `mcuc build --samples N`) and prints the protocol
 (mcuc.sim.protocol). So one run here is what the emulators do, on the board: write the
-inputs over <name>_samples of a copy of the ELF (firmware.patch_samples), open the port,
+inputs over <name>_samples of a copy of the ELF (patch_samples), open the port,
 program the copy with the board's flasher (openocd `program ... verify reset exit`: the
 reset starts it) and read the console until MCUC_DONE. More inputs than <name>_samples holds
 go in chunks, one flash each (a larger `--samples` means fewer).
@@ -166,7 +166,7 @@ def run_board(b: Build, inputs: np.ndarray, port: str, program: Programmer | Non
     what its <name>_samples holds): patch, program and reset (`program`, default
     flash.flash_elf), read the console. Returns parse_protocol's dict (outputs, stack,
     `cycles` and `cycles_per_step`: the board's DWT) after checking status and count."""
-    from mcuc import firmware
+    from mcuc.target.elf import ELF_NAME, patch_samples
 
     board = load_board(b.board)
     if board.semihosting or not board.is_mcu:
@@ -178,7 +178,7 @@ def run_board(b: Build, inputs: np.ndarray, port: str, program: Programmer | Non
     timeout = BOOT_S + PER_INPUT_S * len(rows) if timeout is None else timeout
     max_line = 64 + 5 * math.prod(b.output_shape)
     with tempfile.TemporaryDirectory(prefix="mcuc-serial-") as tmp:
-        elf = firmware.patch_samples(b.elf, rows, Path(tmp) / firmware.ELF_NAME)
+        elf = patch_samples(b.elf, rows, Path(tmp) / ELF_NAME)
         ser = _open(port)
         try:
             ser.reset_input_buffer()          # what an earlier run left is not this one's

@@ -202,7 +202,7 @@ def build(model=None, board: str = "host", calib="fashion-mnist", out_dir: Path 
         if not b.is_mcu:
             raise McucError("--profile is for MCU boards (their DWT cycle counter); a host "
                             "build has none")
-        from mcuc.firmware import check_profile
+        from mcuc.target.firmware import check_profile
 
         check_profile(b)
     out = check_out(out_dir)
@@ -214,17 +214,17 @@ def build(model=None, board: str = "host", calib="fashion-mnist", out_dir: Path 
     name = graph.name or "model"
     fit = None
     if b.is_mcu:
-        from mcuc import firmware
+        from mcuc.target.fit import check_fit
 
         fit = estimate_fit(c, b, samples, profile, weights_region)
-        firmware.check_fit(b, fit)
+        check_fit(b, fit)
     with staging(out) as tmp:   # replaces out only once everything below succeeded
         t0 = time.perf_counter()
         render(c.schedule, c.plan, tmp, model_name=name,
                makefile=None if b.is_mcu else "Makefile.host.j2", name=ident)
         fw: dict = {}
         if b.is_mcu:
-            from mcuc.firmware import render_mcu
+            from mcuc.target.firmware import render_mcu
 
             samples_q = _quantized_samples(c, calib_x, samples)
             render_mcu(b, tmp, name, samples_q, profile, ident, weights_region)
@@ -236,7 +236,7 @@ def build(model=None, board: str = "host", calib="fashion-mnist", out_dir: Path 
             build_host(tmp)
             c.timings["c_compile_s"] = time.perf_counter() - t0
         elif compile_c:
-            from mcuc.firmware import build_and_measure
+            from mcuc.target.firmware import build_and_measure
 
             t0 = time.perf_counter()
             fw = build_and_measure(b, tmp, fit, samples_q, emulate=emulate)
@@ -285,10 +285,10 @@ def estimate_fit(c: Compiled, b: Board, samples: int, profile: bool = False,
                  weights_region: str = "flash"):
     """The build's pre-link fit estimate; the NAS cost model predicts exactly this (without
     --profile)."""
-    from mcuc import firmware
+    from mcuc.target.fit import estimate
 
     s = c.schedule
-    return firmware.estimate(b, c.plan.arena_bytes, s.weights_bytes(), len(s.steps),
+    return estimate(b, c.plan.arena_bytes, s.weights_bytes(), len(s.steps),
                              int(np.prod(s.input_shape)), int(np.prod(s.output_shape)),
                              samples, profile, weights_region)
 

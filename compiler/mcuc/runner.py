@@ -43,7 +43,7 @@ def run_built(out_dir: Path | str, x: np.ndarray, engine: str | None = None,
     (buildmeta.load_build); `timeout` bounds the host program. `profile` adds each step's
     count (mcuc.profile): instructions in an emulator, DWT cycles on a board (a
     `mcuc build --profile` firmware)."""
-    from mcuc import engines
+    from mcuc.target import engines
 
     b = load_build(out_dir)
     x_q = prepare_input(x, b.input_shape, b.input_qp, allow_nonfinite)

@@ -18,7 +18,7 @@ the compiled objects, before the link, so that it is exact rather than hoped for
   the arena already start at the bottom of RAM, which is DTCM as far as it reaches.
 
 The linker script (templates/linker_cortexm.ld.j2) is rendered again with the choice; the
-map file (firmware.map) shows it, and the fit estimate (mcuc.firmware.estimate) counts the
+map file (firmware.map) shows it, and the fit estimate (mcuc.target.fit.estimate) counts the
 ITCM image in flash.
 """
 

@@ -23,11 +23,11 @@ import numpy as np
 
 from mcuc import McucError, latency, memory
 from mcuc.boards import Board, load_board
-from mcuc.firmware import Fit, estimate
 from mcuc.nas.graph_builder import build_graph, dummy_qgraph
 from mcuc.nas.space import SubnetConfig
 from mcuc.schedule.lower import lower
 from mcuc.schedule.schedule import Schedule
+from mcuc.target.fit import Fit, estimate
 
 DEFAULT_SAMPLES = 4  # `mcuc build --samples` default: images baked into flash
 

@@ -62,7 +62,7 @@ def check_budgets(opts: SearchOptions) -> None:
     runtime data; runtime code) up front: no model fits it, and finding that out by
     costing the pool's 50 x --pool draws took minutes."""
     from mcuc.boards import load_board
-    from mcuc.firmware import estimate
+    from mcuc.target.fit import estimate
 
     board = load_board(opts.board)
     base = estimate(board, 0, 0, 0, 0, 0, 0)

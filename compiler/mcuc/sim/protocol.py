@@ -5,7 +5,7 @@ QEMU, Renode, Unicorn or a board's serial console): `MCUC_BEGIN`, `MCUC_MODEL na
 
 `cycles` and `cycles_per_step` are what the firmware's DWT counter read. On a board they are
 cycles; the emulators' DWT is a model (the Unicorn engine's counts retired instructions), so
-their callers rename them (mcuc.firmware.run_unicorn).
+their callers rename them (mcuc.target.unicorn.run_unicorn).
 
 Its own module so that the emulators and the firmware builder both read it without
 importing each other.

@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mcuc import engines
 from mcuc.buildmeta import load_build
+from mcuc.target import engines
 from mcuc.text import path_line
 from mcuc.validation.data import load_data, parse_data
 from mcuc.validation.layers import PER_LAYER_IMAGES, per_layer_errors
@@ -55,7 +55,8 @@ def validate(out_dir: Path | str, data: str = "fashion-mnist:1000",
              limit: int | None = None, progress: bool = False,
              per_layer: bool = False, model: str | Path | None = None) -> Validation:
     """Validate build `out_dir` on `data` (see load_data) through the float model, the int8
-    reference and the target on `engine` (mcuc.engines.resolve); see the module doc for the figures.
+    reference and the target on `engine` (mcuc.target.engines.resolve); see the module doc
+    for the figures.
     `per_layer` adds each reference step against the float interpreter (per_layer_errors).
     `model`: where the build's model file is now, if it moved (rebuild_reference).
     One McucError line for any bad build, data, engine or failed run."""

@@ -102,8 +102,8 @@ def run_reference(c: Compiled, xs_q: np.ndarray, progress: bool = False) -> np.n
 def run_target(b: Build, xs_q: np.ndarray, engine: str | None, progress: bool = False
                ) -> tuple[np.ndarray, int]:
     """(int8 outputs [N, K], inputs per launch) of the build on int8 inputs [N, size], on
-    `engine` (mcuc.engines: the host program, an emulator, or a board, `serial:PORT`)."""
-    from mcuc import engines
+    `engine` (mcuc.target.engines: the host program, an emulator, or a board, `serial:PORT`)."""
+    from mcuc.target import engines
 
     k = math.prod(b.output_shape)
     label = engines.resolve(b, engine)[1]

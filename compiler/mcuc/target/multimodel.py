@@ -42,7 +42,9 @@ def link_models(board: str, models: list[LinkedModel], out_dir: Path | str) -> d
     """Cross-build one firmware for `board` that holds every model of `models` (each from
     its own `mcuc build`, for any board: the model C does not depend on it); returns the
     ELF's path and section sizes. The build directory is written atomically (builddir)."""
-    from mcuc import firmware
+    from mcuc.target.elf import ELF_NAME, elf_sizes
+    from mcuc.target.firmware import FwModel, cross_build, render_firmware
+    from mcuc.target.fit import confirm_fit
 
     b = load_board(board)
     if not b.is_mcu or b.semihosting:
@@ -62,25 +64,25 @@ def link_models(board: str, models: list[LinkedModel], out_dir: Path | str) -> d
         if x.dtype != np.int8 or x.ndim != 2 or x.shape[1] != size or len(x) < 1:
             raise McucError(f"inputs for model {bm.name} must be int8 [n >= 1, {size}], not "
                             f"{x.dtype} {list(x.shape)}")
-        fw_models.append(firmware.FwModel(bm.name, x, bm.name, m.weights_region))
+        fw_models.append(FwModel(bm.name, x, bm.name, m.weights_region))
     out = check_out(out_dir)
     with staging(out) as tmp:
         for src, rel in sources:
             shutil.copyfile(src, tmp / rel)
         shutil.copytree(runtime_dir(), tmp / "runtime",
                         ignore=shutil.ignore_patterns("*.o", "*.so"))
-        firmware.render_firmware(b, tmp, fw_models)   # checks names distinct, regions
-        elf = firmware.cross_build(tmp, b)
-        sizes = firmware.elf_sizes(elf, b)
-        firmware.confirm_fit(b, sizes)
+        render_firmware(b, tmp, fw_models)   # checks names distinct, regions
+        elf = cross_build(tmp, b)
+        sizes = elf_sizes(elf, b)
+        confirm_fit(b, sizes)
         _write_meta(tmp, b.name, fw_models)
-    return {"elf": out / firmware.ELF_NAME, "models": [m.name for m in fw_models], **sizes}
+    return {"elf": out / ELF_NAME, "models": [m.name for m in fw_models], **sizes}
 
 
 def _write_meta(out: Path, board: str, models: list) -> None:
     """mcuc.json of a multi-model firmware: what it holds and the digests of its files.
     `mcuc run` does not take it (one line: it names no single model); run its ELF with
-    firmware.run_unicorn(elf, {name: inputs})."""
+    mcuc.target.unicorn.run_unicorn(elf, {name: inputs})."""
     from mcuc import __version__
     from mcuc.buildmeta import FORMAT, sha256
 

@@ -69,11 +69,11 @@ def _host(b: Build, board: Board, rows: np.ndarray, label: str, count: bool,
 
 
 def _unicorn_run(b: Build, board: Board, rows: np.ndarray, label: str) -> EngineRun:
-    from mcuc import firmware
+    from mcuc.target.unicorn import run_unicorn, unicorn_available
 
-    if not firmware.unicorn_available():
+    if not unicorn_available():
         raise McucError("the Unicorn engine (mcuc.sim.unicorn_m7) is not available")
-    res = firmware.run_unicorn(b.elf, rows, semihosted=board.semihosting, chip=board.chip)
+    res = run_unicorn(b.elf, rows, semihosted=board.semihosting, chip=board.chip)
     return EngineRun(res["outputs"], label, res["instructions"],
                      res["instructions_per_step"])
 
@@ -85,11 +85,11 @@ def _unicorn(b: Build, board: Board, rows: np.ndarray, label: str, count: bool,
 
 def _qemu(b: Build, board: Board, rows: np.ndarray, label: str, count: bool,
            timeout: float | None) -> EngineRun:
-    from mcuc import firmware
     from mcuc.sim.qemu import run_qemu_full
+    from mcuc.target.unicorn import unicorn_available
 
     outs = run_qemu_full(b.elf, rows, machine=board.qemu.get("machine", "mps2-an500")).outputs
-    if not count or not firmware.unicorn_available():
+    if not count or not unicorn_available():
         return EngineRun(outs, label)
     counted = _unicorn_run(b, board, rows, label)   # the same ELF, counted
     counted.outputs = outs
@@ -98,13 +98,14 @@ def _qemu(b: Build, board: Board, rows: np.ndarray, label: str, count: bool,
 
 def _renode(b: Build, board: Board, rows: np.ndarray, label: str, count: bool,
            timeout: float | None) -> EngineRun:
-    from mcuc import firmware
+    from mcuc.sim import protocol
     from mcuc.sim.renode import require_renode, run_renode
+    from mcuc.target.elf import ELF_NAME, patch_samples
 
     require_renode()
     with tempfile.TemporaryDirectory(prefix="mcuc-renode-") as tmp:
-        patched = firmware.patch_samples(b.elf, rows, Path(tmp) / firmware.ELF_NAME)
-        res = firmware.parse_protocol(run_renode(patched, board))
+        patched = patch_samples(b.elf, rows, Path(tmp) / ELF_NAME)
+        res = protocol.parse_protocol(run_renode(patched, board))
     if res["status"] != 0 or not res["done"]:
         raise McucError(f"firmware in Renode reported MCUC_STATUS {res['status']}")
     return EngineRun(res["outputs"], label)
@@ -163,9 +164,9 @@ def per_launch(b: Build, engine: Engine, size: int) -> int:
     board = load_board(b.board)
     if board.semihosting:
         return SEMIHOST_CHUNK
-    from mcuc import firmware
+    from mcuc.target.elf import symbol
 
-    _, nbytes = firmware.symbol(b.elf, f"{b.name}_samples")
+    _, nbytes = symbol(b.elf, f"{b.name}_samples")
     return max(1, nbytes // size)
 
 

@@ -1,0 +1,137 @@
+"""The one ELF reader and patcher of the target layer: symbols, section sizes, and a copy
+of a firmware with its <name>_samples (the inputs baked into flash) replaced."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from mcuc import McucError
+from mcuc.boards import Board
+from mcuc.text import one_line, path_line
+
+ELF_NAME = "firmware.elf"   # the build's firmware, in its directory
+
+
+def elf_sizes(elf: Path, board: Board) -> dict[str, int]:
+    """Section sizes from the ELF, grouped by memory (flash: vectors, text, rodata, the
+    models' .<name>_weights and the images of .itcm_text and .data; RAM: stack reserve,
+    data, bss, the models' .<name>_arena, wherever they are; ITCM: the hot kernels; DTCM:
+    what lies in a DTCM region of its own; QSPI: weights placed in external flash)."""
+    from elftools.elf.elffile import ELFFile
+
+    sec: dict[str, int] = {}
+    in_flash = in_ram = code = in_itcm = in_dtcm = in_qspi = 0
+    with open(elf, "rb") as f:
+        ef = ELFFile(f)
+        for s in ef.iter_sections():
+            if not s["sh_flags"] & 0x2 or s["sh_size"] == 0:   # SHF_ALLOC
+                continue
+            name, size, addr = s.name, int(s["sh_size"]), int(s["sh_addr"])
+            sec[name] = size
+            if board.flash_origin <= addr < board.flash_origin + board.flash_bytes:
+                in_flash += size
+                if name != ".rodata" and not name.endswith("_weights"):
+                    code += size   # vectors, text, exidx
+            elif board.ram_origin <= addr < board.ram_origin + board.sram_bytes:
+                in_ram += size
+                if s["sh_type"] != "SHT_NOBITS":  # .data also occupies flash (its image)
+                    in_flash += size
+            elif board.itcm_origin <= addr < board.itcm_origin + board.itcm_bytes:
+                in_itcm += size
+                in_flash += size   # its load image
+                code += size
+            elif board.dtcm_origin <= addr < board.dtcm_origin + board.arena_dtcm_bytes:
+                in_dtcm += size
+                in_ram += size
+                if s["sh_type"] != "SHT_NOBITS":
+                    in_flash += size
+            elif board.qspi_origin <= addr < board.qspi_origin + board.qspi_bytes:
+                in_qspi += size
+    return {
+        "flash_bytes": in_flash, "ram_bytes": in_ram,
+        "itcm_bytes": in_itcm, "dtcm_bytes": in_dtcm, "qspi_bytes": in_qspi,
+        "text_bytes": code,
+        "rodata_bytes": sec.get(".rodata", 0), "data_bytes": sec.get(".data", 0),
+        "weights_section_bytes": sum(v for k, v in sec.items() if k.endswith("_weights")),
+        "bss_bytes": sec.get(".bss", 0),
+        "arena_section_bytes": sum(v for k, v in sec.items() if k.endswith("_arena")),
+        "stack_reserve_bytes": sec.get(".stack", 0),
+    }
+
+
+def symbol(elf: Path, name: str) -> tuple[int, int]:
+    """(address, size) of a global symbol."""
+    from elftools.elf.elffile import ELFFile
+
+    with open(elf, "rb") as f:
+        tab = ELFFile(f).get_section_by_name(".symtab")
+        syms = tab.get_symbol_by_name(name) if tab is not None else None
+        if not syms:
+            raise McucError(f"{elf} has no symbol {name}")
+        return int(syms[0]["st_value"]), int(syms[0]["st_size"])
+
+
+def sample_models(elf: Path) -> list[str]:
+    """The models whose inputs a flash-input firmware bakes in: the names of its
+    `<name>_sample_count` constants (main.c), in address order."""
+    from elftools.elf.elffile import ELFFile
+
+    with open(elf, "rb") as f:
+        tab = ELFFile(f).get_section_by_name(".symtab")
+        found = sorted((int(sym["st_value"]), sym.name[: -len("_sample_count")])
+                       for sym in (tab.iter_symbols() if tab is not None else ())
+                       if sym.name.endswith("_sample_count"))
+    return [name for _, name in found]
+
+
+def patch_samples(elf: Path, inputs: np.ndarray | dict[str, np.ndarray], dest: Path) -> Path:
+    """Copy elf to dest with inputs written over the start of `<name>_samples` and
+    `<name>_sample_count` set to their number (both in the flash image), so that an emulator
+    runs the real firmware on exactly these inputs. `inputs` is one array (a firmware of one
+    model) or {name: array}; models not named there run no input."""
+    names = sample_models(elf)
+    if not isinstance(inputs, dict):
+        if len(names) != 1:
+            raise McucError(f"{path_line(elf)} runs {len(names)} models; give inputs by name")
+        inputs = {names[0]: inputs}
+    values: dict[str, bytes] = {}
+    for name in names:
+        x = inputs.get(name)
+        n = 0 if x is None else (x.shape[0] if np.ndim(x) > 1 else 1)
+        if x is not None:
+            data = np.ascontiguousarray(x, dtype=np.int8).tobytes()
+            _, size = symbol(elf, f"{name}_samples")
+            if len(data) > size:
+                raise McucError(f"{n} inputs do not fit {name}_samples ({size} B); "
+                                "rebuild with more --samples")
+            values[f"{name}_samples"] = data
+        values[f"{name}_sample_count"] = int(n).to_bytes(4, "little")
+    unknown = set(inputs) - set(names)
+    if unknown:
+        raise McucError(f"{path_line(elf)} has no model {one_line(sorted(unknown)[0], 40)}")
+    return patch_elf(elf, values, dest)
+
+
+def patch_elf(elf: Path, values: dict[str, bytes], dest: Path) -> Path:
+    """Copy elf to dest with each symbol's initial bytes replaced in its load segment."""
+    from elftools.elf.elffile import ELFFile
+
+    blob = bytearray(elf.read_bytes())
+    with open(elf, "rb") as f:
+        segs = [s for s in ELFFile(f).iter_segments() if s["p_type"] == "PT_LOAD"]
+        for name, data in values.items():
+            addr, size = symbol(elf, name)
+            if len(data) > size:
+                raise McucError(f"{len(data)} bytes do not fit {name} ({size} B)")
+            for seg in segs:
+                lo = int(seg["p_vaddr"])
+                if lo <= addr and addr + size <= lo + int(seg["p_filesz"]):
+                    off = int(seg["p_offset"]) + addr - lo
+                    blob[off:off + len(data)] = data
+                    break
+            else:
+                raise McucError(f"{name} of {elf} is not in a loadable segment")
+    dest.write_bytes(bytes(blob))
+    return dest
