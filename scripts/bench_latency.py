@@ -29,7 +29,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from latency_data import measured_configs  # noqa: E402
+from latency_data import add_build_options, measured_configs  # noqa: E402
 from mcuc import latency  # noqa: E402
 from mcuc.boards import load_board  # noqa: E402
 from mcuc.nas.cost import CostModel, fast_schedule  # noqa: E402
@@ -67,11 +67,7 @@ def speed(board: str, optimize: str, n: int) -> tuple[float, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--board", default="stm32f746")
-    ap.add_argument("--kernels", default="optimized", choices=("optimized", "portable"))
-    ap.add_argument("--optimize", default="size", choices=("size", "speed"))
-    ap.add_argument("--configs", type=int, default=30)
-    ap.add_argument("--seed", type=int, default=7)
+    add_build_options(ap, configs=30, seed=7)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "latency.md")
     ap.add_argument("--append", action="store_true")
     args = ap.parse_args()

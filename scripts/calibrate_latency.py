@@ -28,7 +28,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from latency_data import Measured, config_key, measure, measured_configs  # noqa: E402
+from latency_data import (  # noqa: E402
+    Measured,
+    add_build_options,
+    config_key,
+    measure,
+    measured_configs,
+)
 from mcuc.boards import load_board  # noqa: E402
 from mcuc.latency import RUN_KEYS, TABLES, run_features, schedule_features, table_key, variant_of  # noqa: E402
 
@@ -100,11 +106,7 @@ def per_kernel_errors(ms: list[Measured], board, optimize: str, coef: dict) -> l
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--board", default="stm32f746")
-    ap.add_argument("--kernels", default="optimized", choices=("optimized", "portable"))
-    ap.add_argument("--optimize", default="size", choices=("size", "speed"))
-    ap.add_argument("--configs", type=int, default=40)
-    ap.add_argument("--seed", type=int, default=100)
+    add_build_options(ap, configs=40, seed=100)
     ap.add_argument("--cache", type=Path, default=None,
                     help="directory of measured configs to reuse (pickles: trusted only)")
     ap.add_argument("--out-dir", type=Path, default=TABLES)

@@ -34,6 +34,15 @@ class Measured:
     build_s: float
 
 
+def add_build_options(ap, configs: int, seed: int) -> None:
+    """The options the calibration and the benchmark share: which build, how many configs."""
+    ap.add_argument("--board", default="stm32f746")
+    ap.add_argument("--kernels", default="optimized", choices=("optimized", "portable"))
+    ap.add_argument("--optimize", default="size", choices=("size", "speed"))
+    ap.add_argument("--configs", type=int, default=configs)
+    ap.add_argument("--seed", type=int, default=seed)
+
+
 def draw_configs(seed: int, board: str = "stm32f746", space=None):
     """Distinct configs drawn from the search space by the search's own sampler, among
     those that fit the board (nas/cost.py: the search never proposes the others), for
