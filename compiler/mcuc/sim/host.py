@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from mcuc import McucError, subproc
-from mcuc.sim.protocol import int8_values, int_field
+from mcuc.sim.protocol import parse_protocol
 from mcuc.text import one_line, path_line
 
 MAKE_TIMEOUT_S = 900.0
@@ -31,16 +31,12 @@ def build_host(out_dir: Path, sanitize: bool = False, exe: str = "model",
 
 
 def parse_output(text: str) -> tuple[np.ndarray, int]:
-    """The MCUC_OUTPUT line (int8 values) and the MCUC_STATUS code a driver prints."""
-    values, status = None, None
-    for line in text.splitlines():
-        if line.startswith("MCUC_OUTPUT"):
-            values = int8_values(line)
-        elif line.startswith("MCUC_STATUS"):
-            status = int_field(line)
-    if values is None or status is None:
+    """The output (int8 values) and the status code the host driver prints, read by the
+    one protocol parser every firmware's console goes through (sim/protocol.py)."""
+    res = parse_protocol(text)
+    if not res["outputs"] or res["status"] is None:
         raise McucError(f"the program printed no result: {one_line(text.strip(), 300)}")
-    return values, status
+    return res["outputs"][-1], res["status"]
 
 
 def run_host(exe: Path, x_q: np.ndarray, timeout: float = 60.0) -> np.ndarray:
