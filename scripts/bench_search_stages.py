@@ -225,7 +225,8 @@ def finalists(c: Ctx, found: dict) -> list[SubnetConfig]:
     """The configs to fine-tune for one budget: each token family's best candidate."""
     from mcuc.nas.search import family_finalists
 
-    cands = [SimpleNamespace(config=SubnetConfig.from_dict(d["config"]), accuracy=d["accuracy"])
+    cands = [SimpleNamespace(config=SubnetConfig.from_dict(d["config"]), accuracy=d["accuracy"],
+                             cost=SimpleNamespace(**d["cost"]))   # ties: evolution.rank_key
              for d in found["candidates"]]
     return [f.config for f in family_finalists(cands, c.a.finalists)]
 

@@ -178,7 +178,8 @@ def test_shared_finalists_pool_what_fits(tmp_path: Path) -> None:
         return SubnetConfig(28, patch, dim, 1, (2,), (2.0,), (1.0,), 1, 10)
 
     def found(*cfgs: SubnetConfig) -> dict:
-        return {"candidates": [{"config": g.to_dict(), "accuracy": 0.5} for g in cfgs]}
+        return {"candidates": [{"config": g.to_dict(), "accuracy": 0.5,
+                                "cost": {"ram_bytes": 0, "macs": 0}} for g in cfgs]}
 
     small, wide, wide7 = cfg(7, 32), cfg(4, 96), cfg(4, 48)
     founds = {16: found(small), 32: found(wide7), 64: found(wide)}

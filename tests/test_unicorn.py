@@ -569,11 +569,17 @@ int main(void) {
 
 
 def test_patch_symbols(tmp_path):
+    """The one ELF patcher (ElfImage.patched via target/elf.patch_elf): a const array in
+    flash and initialised RAM data (copied by startup from its load image) both take the
+    patched bytes."""
+    from mcuc.target.elf import patch_elf
+
     elf = build(tmp_path, "patch", PATCH_PROG)
     assert run_elf(elf).stdout == f"{sum(range(1, 17)) + 100}\n"
-    r = run_elf(elf, patch_symbols={"mcuc_samples": bytes([200] * 16), "table": b"\x07"})
-    assert r.stdout == f"{200 * 16 + 7}\n"
-    with pytest.raises(ValueError, match="do not fit"):
-        run_elf(elf, patch_symbols={"mcuc_samples": bytes(17)})
-    with pytest.raises(ValueError, match="no symbol"):
-        run_elf(elf, patch_symbols={"nope": b"\0"})
+    patched = patch_elf(elf, {"mcuc_samples": bytes([200] * 16), "table": b"\x07"},
+                        tmp_path / "patched.elf")
+    assert run_elf(patched).stdout == f"{200 * 16 + 7}\n"
+    with pytest.raises(McucError, match="do not fit"):
+        patch_elf(elf, {"mcuc_samples": bytes(17)}, tmp_path / "x.elf")
+    with pytest.raises(McucError, match="no symbol"):
+        patch_elf(elf, {"nope": b"\0"}, tmp_path / "x.elf")

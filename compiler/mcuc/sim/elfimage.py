@@ -26,10 +26,12 @@ class ElfImage:
             if elf["e_machine"] != "EM_ARM":
                 raise McucError(f"{self.path} is not an ARM ELF")
             # (vaddr, paddr, filesz, memsz, file bytes)
+            loads = [seg for seg in elf.iter_segments()
+                     if seg["p_type"] == "PT_LOAD" and seg["p_memsz"]]
             self.segments: list[tuple[int, int, int, int, bytes]] = [
                 (seg["p_vaddr"], seg["p_paddr"], seg["p_filesz"], seg["p_memsz"], seg.data())
-                for seg in elf.iter_segments()
-                if seg["p_type"] == "PT_LOAD" and seg["p_memsz"]]
+                for seg in loads]
+            self.offsets = [int(seg["p_offset"]) for seg in loads]   # in the file
             self.sections = {sec.name: sec["sh_addr"] for sec in elf.iter_sections()
                              if sec["sh_flags"] & 2}  # SHF_ALLOC
             self.symbols: dict[str, tuple[int, int]] = {}  # name -> (address, size)
@@ -52,6 +54,27 @@ class ElfImage:
         if not self.entry & 1:
             raise McucError(f"{self.path}: reset vector 0x{self.entry:08x} is not a Thumb "
                             "address")
+
+    def patched(self, values: dict[str, bytes]) -> bytes:
+        """The file's bytes with each symbol's initial bytes replaced where its segment's
+        file image holds them, so that what is loaded (and what startup code copies to
+        RAM) is the new value: the one ELF patcher (target/elf.patch_samples uses it)."""
+        blob = bytearray(self.path.read_bytes())
+        for name, data in values.items():
+            if name not in self.symbols:
+                raise McucError(f"{self.path.name} has no symbol {name}")
+            addr, size = self.symbols[name]
+            if len(data) > size:
+                raise McucError(f"{len(data)} bytes do not fit {name} ({size} B)")
+            for (vaddr, _p, filesz, _m, _d), off in zip(self.segments, self.offsets,
+                                                        strict=True):
+                if vaddr <= addr and addr + len(data) <= vaddr + filesz:
+                    blob[off + addr - vaddr:off + addr - vaddr + len(data)] = data
+                    break
+            else:
+                raise McucError(f"{name} of {self.path.name} is not initialised data (in no "
+                                "loaded segment's file image)")
+        return bytes(blob)
 
     def lma(self, vaddr: int) -> int:
         """Load address of a virtual address inside a segment's file image."""

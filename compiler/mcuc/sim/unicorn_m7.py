@@ -112,7 +112,7 @@ class UnicornM7:
     """One emulation of one ELF on one chip (Cortex-M4 or M7: the name is historical); see
     :func:`run_elf`."""
 
-    def __init__(self, elf_path, memory_regions=None, semihost_files=None, patch_symbols=None,
+    def __init__(self, elf_path, memory_regions=None, semihost_files=None,
                  max_instructions=2_000_000_000, profile=True, stop_on="MCUC_DONE",
                  count_mode="block", chip="stm32f746"):
         if count_mode not in ("block", "block-python", "code"):
@@ -146,7 +146,6 @@ class UnicornM7:
                                 "or system window")
         self.uc = _open_cpu(self.chip.cpu)
         self._map_memory()
-        self._apply_patches(patch_symbols or {})
         self._mmio_now = 0
         self.bus = Bus(self._emit, lambda: self._mmio_now, self.chip.core_id,
                        vendor_devices(self.chip, self._emit))
@@ -167,23 +166,6 @@ class UnicornM7:
                          self._mmio_write, PERIPH_BASE)
         self.uc.mmio_map(SYSTEM_BASE, SYSTEM_SIZE, self._mmio_read, SYSTEM_BASE,
                          self._mmio_write, SYSTEM_BASE)
-
-    def _apply_patches(self, patches: dict[str, bytes]):
-        for name, data in patches.items():
-            if name not in self.symbols:
-                raise ValueError(f"patch_symbols: no symbol '{name}' in {self.elf_path.name}")
-            addr, size = self.symbols[name]
-            if len(data) > size:
-                raise ValueError(f"patch_symbols: {len(data)} bytes do not fit '{name}' "
-                                 f"({size} bytes)")
-            # write where the bytes are loaded from (LMA), so startup copies see the patch
-            for vaddr, paddr, filesz, _memsz, _data in self.segments:
-                if vaddr <= addr and addr + len(data) <= vaddr + filesz:
-                    self.uc.mem_write(addr - vaddr + paddr, bytes(data))
-                    break
-            else:
-                raise ValueError(f"patch_symbols: '{name}' is not initialised data (it is in "
-                                 "no loaded segment's file image)")
 
     def _read_mem(self, addr: int, n: int) -> bytes:
         return bytes(self.uc.mem_read(addr, n))
@@ -378,7 +360,6 @@ class UnicornM7:
 
 def run_elf(elf_path, memory_regions: list[tuple[int, int]] | None = None,
             semihost_files: dict[str, bytes] | None = None,
-            patch_symbols: dict[str, bytes] | None = None,
             max_instructions: int = 2_000_000_000, profile: bool = True,
             stop_on: str = "MCUC_DONE", *, count_mode: str = "block",
             chip: str = "stm32f746") -> EmuResult:
@@ -388,7 +369,8 @@ def run_elf(elf_path, memory_regions: list[tuple[int, int]] | None = None,
     (stops at the first block boundary at or past the limit).
 
     ``memory_regions`` ((base, size) pairs) replace the default RAM guess; the ELF's segments
-    are always mapped. ``profile`` enables the ``mcuc_prof_marker`` hook (per-inference and
+    are always mapped (to run it on other inputs, patch a copy first:
+    mcuc.target.elf.patch_elf). ``profile`` enables the ``mcuc_prof_marker`` hook (per-inference and
     per-step counts); total counting is always on (it costs little). ``count_mode``: "block"
     (native block hook, Python if no C compiler), "block-python", or "code" (per-instruction
     hook; slow, the reference for tests).
@@ -397,6 +379,6 @@ def run_elf(elf_path, memory_regions: list[tuple[int, int]] | None = None,
     instruction = one cycle; a stand-in for cycles, not a timing model). No interrupts or
     exceptions are delivered: a firmware that waits for one idles and is stopped as "idle".
     """
-    emu = UnicornM7(elf_path, memory_regions, semihost_files, patch_symbols, max_instructions,
+    emu = UnicornM7(elf_path, memory_regions, semihost_files, max_instructions,
                     profile, stop_on, count_mode, chip)
     return emu.run()

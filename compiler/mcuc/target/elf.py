@@ -9,6 +9,7 @@ import numpy as np
 
 from mcuc import McucError
 from mcuc.boards import Board
+from mcuc.sim.elfimage import ElfImage
 from mcuc.text import one_line, path_line
 
 ELF_NAME = "firmware.elf"   # the build's firmware, in its directory
@@ -63,26 +64,19 @@ def elf_sizes(elf: Path, board: Board) -> dict[str, int]:
 
 def symbol(elf: Path, name: str) -> tuple[int, int]:
     """(address, size) of a global symbol."""
-    from elftools.elf.elffile import ELFFile
-
-    with open(elf, "rb") as f:
-        tab = ELFFile(f).get_section_by_name(".symtab")
-        syms = tab.get_symbol_by_name(name) if tab is not None else None
-        if not syms:
-            raise McucError(f"{elf} has no symbol {name}")
-        return int(syms[0]["st_value"]), int(syms[0]["st_size"])
+    syms = ElfImage(elf).symbols
+    if name not in syms:
+        raise McucError(f"{path_line(elf)} has no symbol {one_line(name, 60)}")
+    addr, size = syms[name]
+    return int(addr), int(size)
 
 
 def sample_models(elf: Path) -> list[str]:
     """The models whose inputs a flash-input firmware bakes in: the names of its
     `<name>_sample_count` constants (main.c), in address order."""
-    from elftools.elf.elffile import ELFFile
-
-    with open(elf, "rb") as f:
-        tab = ELFFile(f).get_section_by_name(".symtab")
-        found = sorted((int(sym["st_value"]), sym.name[: -len("_sample_count")])
-                       for sym in (tab.iter_symbols() if tab is not None else ())
-                       if sym.name.endswith("_sample_count"))
+    found = sorted((int(addr), name[: -len("_sample_count")])
+                   for name, (addr, _size) in ElfImage(elf).symbols.items()
+                   if name.endswith("_sample_count"))
     return [name for _, name in found]
 
 
@@ -116,22 +110,5 @@ def patch_samples(elf: Path, inputs: np.ndarray | dict[str, np.ndarray], dest: P
 
 def patch_elf(elf: Path, values: dict[str, bytes], dest: Path) -> Path:
     """Copy elf to dest with each symbol's initial bytes replaced in its load segment."""
-    from elftools.elf.elffile import ELFFile
-
-    blob = bytearray(elf.read_bytes())
-    with open(elf, "rb") as f:
-        segs = [s for s in ELFFile(f).iter_segments() if s["p_type"] == "PT_LOAD"]
-        for name, data in values.items():
-            addr, size = symbol(elf, name)
-            if len(data) > size:
-                raise McucError(f"{len(data)} bytes do not fit {name} ({size} B)")
-            for seg in segs:
-                lo = int(seg["p_vaddr"])
-                if lo <= addr and addr + size <= lo + int(seg["p_filesz"]):
-                    off = int(seg["p_offset"]) + addr - lo
-                    blob[off:off + len(data)] = data
-                    break
-            else:
-                raise McucError(f"{name} of {elf} is not in a loadable segment")
-    dest.write_bytes(bytes(blob))
+    dest.write_bytes(ElfImage(elf).patched(values))
     return dest
