@@ -71,11 +71,12 @@ def symbol(elf: Path, name: str) -> tuple[int, int]:
     return int(addr), int(size)
 
 
-def sample_models(elf: Path) -> list[str]:
+def sample_models(elf: Path | ElfImage) -> list[str]:
     """The models whose inputs a flash-input firmware bakes in: the names of its
     `<name>_sample_count` constants (main.c), in address order."""
+    img = elf if isinstance(elf, ElfImage) else ElfImage(elf)
     found = sorted((int(addr), name[: -len("_sample_count")])
-                   for name, (addr, _size) in ElfImage(elf).symbols.items()
+                   for name, (addr, _size) in img.symbols.items()
                    if name.endswith("_sample_count"))
     return [name for _, name in found]
 
@@ -84,8 +85,9 @@ def patch_samples(elf: Path, inputs: np.ndarray | dict[str, np.ndarray], dest: P
     """Copy elf to dest with inputs written over the start of `<name>_samples` and
     `<name>_sample_count` set to their number (both in the flash image), so that an emulator
     runs the real firmware on exactly these inputs. `inputs` is one array (a firmware of one
-    model) or {name: array}; models not named there run no input."""
-    names = sample_models(elf)
+    model) or {name: array}; models not named there run no input. The ELF is read once."""
+    img = ElfImage(elf)
+    names = sample_models(img)
     if not isinstance(inputs, dict):
         if len(names) != 1:
             raise McucError(f"{path_line(elf)} runs {len(names)} models; give inputs by name")
@@ -96,7 +98,9 @@ def patch_samples(elf: Path, inputs: np.ndarray | dict[str, np.ndarray], dest: P
         n = 0 if x is None else (x.shape[0] if np.ndim(x) > 1 else 1)
         if x is not None:
             data = np.ascontiguousarray(x, dtype=np.int8).tobytes()
-            _, size = symbol(elf, f"{name}_samples")
+            if f"{name}_samples" not in img.symbols:
+                raise McucError(f"{path_line(elf)} has no symbol {name}_samples")
+            _, size = img.symbols[f"{name}_samples"]
             if len(data) > size:
                 raise McucError(f"{n} inputs do not fit {name}_samples ({size} B); "
                                 "rebuild with more --samples")
@@ -105,7 +109,8 @@ def patch_samples(elf: Path, inputs: np.ndarray | dict[str, np.ndarray], dest: P
     unknown = set(inputs) - set(names)
     if unknown:
         raise McucError(f"{path_line(elf)} has no model {one_line(sorted(unknown)[0], 40)}")
-    return patch_elf(elf, values, dest)
+    dest.write_bytes(img.patched(values))
+    return dest
 
 
 def patch_elf(elf: Path, values: dict[str, bytes], dest: Path) -> Path:

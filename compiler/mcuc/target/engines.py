@@ -156,12 +156,11 @@ def resolve(b: Build, engine: str | None) -> tuple[Engine, str]:
     return ENGINES[engine], engine
 
 
-def per_launch(b: Build, engine: Engine, size: int) -> int:
+def per_launch(b: Build, board: Board, engine: Engine, size: int) -> int:
     """Inputs one launch takes: the firmware's <name>_samples array (its --samples), a
     semihosting file's chunk, or one for the host program."""
     if not engine.mcu:
         return 1
-    board = load_board(b.board)
     if board.semihosting:
         return SEMIHOST_CHUNK
     from mcuc.target.elf import symbol
@@ -179,8 +178,8 @@ def run(b: Build, xs_q: np.ndarray, engine: str | None = None, count: bool = Tru
     bounds the host program."""
     eng, label = resolve(b, engine)
     rows = np.ascontiguousarray(xs_q, dtype=np.int8).reshape(len(xs_q), -1)
-    chunk = per_launch(b, eng, rows.shape[1])
     board = load_board(b.board)
+    chunk = per_launch(b, board, eng, rows.shape[1])
     outs: list[np.ndarray] = []
     last = EngineRun([], label)
     for i in range(0, len(rows), chunk):
