@@ -33,7 +33,7 @@ DSP = ("-DMCUC_ARM_DSP",)
 def gen_linear_dsp(rng: np.random.Generator) -> Case:
     """Shapes that exercise every block and tail of the variant, values at the edges."""
     rows, n = int(rng.integers(1, 6)), int(rng.integers(1, 14))
-    k = int(rng.choice([1, 2, 3, 4, 5, 7, 8, int(rng.integers(1, 80)),
+    k = int(rng.choice([1, 2, 3, 4, 5, 7, 8, 16, 64, int(rng.integers(1, 80)),
                         int(rng.integers(150, 400))]))
     mult, shift = rand_requant(rng, n, fit=70 * 70 * math.sqrt(k))
     w = rand_s8(rng, n * k)
@@ -124,6 +124,7 @@ def test_linear_dsp_matches_reference(ck_dsp: CKernels) -> None:
     last odd row) and widened weights are each taken many times."""
     rng = np.random.default_rng(23)
     seen: dict[tuple[bool, bool, bool], int] = {}
+    mul8: dict[bool, int] = {}  # short epilogue with k % 8 == 0: the loops without tails
     for i in range(1200):
         case = gen_linear_dsp(rng) if i % 3 else gen_short_edge(rng)
         want = linear.ref(case.params, *case.inputs)
@@ -132,7 +133,10 @@ def test_linear_dsp_matches_reference(ck_dsp: CKernels) -> None:
         wide = case.params.get("weights16") is not None
         key = (short_epilogue(case.params), wide, case.params["rows"] >= 2 and not wide)
         seen[key] = seen.get(key, 0) + 1
+        if key[0] and case.params["k"] % 8 == 0:
+            mul8[wide] = mul8.get(wide, 0) + 1
     assert len(seen) == 6 and min(seen.values()) > 30, seen
+    assert len(mul8) == 2 and min(mul8.values()) > 10, mul8
 
 
 def test_add_dsp_matches_reference(ck_dsp: CKernels) -> None:

@@ -36,11 +36,21 @@
 #include "mcuc/kernels.h"
 #include "mcuc/simd.h" /* MCUC_ALWAYS_INLINE; the intrinsics are used with MCUC_ARM_DSP */
 
+/* Where a channel's words sit in its pair's six (see mcuc_linear_params_t): + lane. */
+enum { RQ_BIAS = 0, RQ_MULT = 2, RQ_SHIFT = 4, RQ_PAIR = 6 };
+
+/* Channel j's bias, multiplier or shift (field RQ_BIAS, RQ_MULT or RQ_SHIFT). */
+static inline int32_t rq_of(const int32_t *rq, int32_t j, int32_t field)
+{
+    return rq[RQ_PAIR * (j >> 1) + field + (j & 1)];
+}
+
 /* The reference's epilogue: saturate the exact sum, requantize, add y_zp, clamp. */
 static int8_t ref_out(const mcuc_linear_params_t *p, int32_t j, int64_t acc)
 {
     const int32_t a = mcuc_sat_s32(acc);
-    const int64_t v = (int64_t)p->y_zp + mcuc_requantize(a, p->mult[j], p->shift[j]);
+    const int64_t v = (int64_t)p->y_zp + mcuc_requantize(a, rq_of(p->rq, j, RQ_MULT),
+                                                         rq_of(p->rq, j, RQ_SHIFT));
     return mcuc_clamp_s8(v);
 }
 
@@ -62,7 +72,7 @@ MCUC_ALWAYS_INLINE static void ref_rows(const mcuc_linear_params_t *p, const int
         for (int32_t j = 0; j < n4; j += 4) {
             const int64_t wb = (int64_t)j * k; /* block j..j+3 */
             for (int32_t c = 0; c < 4; ++c) {
-                int64_t acc = p->bias ? p->bias[j + c] : 0;
+                int64_t acc = rq_of(p->rq, j + c, RQ_BIAS);
                 for (int32_t i = 0; i < k4; i += 4) { /* word i / 4 of channel c */
                     const int64_t word = wb + 4 * i + 4 * c;
                     acc += (int32_t)(xr[i] - p->x_zp) * MCUC_W_WORD(word, 0)
@@ -78,7 +88,7 @@ MCUC_ALWAYS_INLINE static void ref_rows(const mcuc_linear_params_t *p, const int
         }
         for (int32_t j = n4; j < n; ++j) { /* plain rows (words in the widened layout) */
             const int64_t wj = (int64_t)j * k;
-            int64_t acc = p->bias ? p->bias[j] : 0;
+            int64_t acc = rq_of(p->rq, j, RQ_BIAS);
             for (int32_t i = 0; i < k4; i += 4) {
                 acc += (int32_t)(xr[i] - p->x_zp) * MCUC_W_WORD(wj + i, 0)
                        + (int32_t)(xr[i + 1] - p->x_zp) * MCUC_W_WORD(wj + i, 1)
@@ -188,9 +198,11 @@ MCUC_ALWAYS_INLINE static void dot4(const int8_t *xr, const int8_t *wb, int32_t 
  * bytes apart). */
 MCUC_ALWAYS_INLINE static void dot2x2(const int8_t *xa, int32_t k, const int8_t *wb,
                                       const int8_t *tail, int has_zp, int32_t x_zp,
-                                      int32_t *acc)
+                                      int32_t *acc, int k_mul8)
 {
-    const int32_t k4 = k & ~3, k8 = k & ~7;
+    /* k_mul8 (a constant at each call): k is a multiple of 8, so neither the step of four
+     * nor the tail runs, and their tests are compiled out */
+    const int32_t k4 = k_mul8 ? k : k & ~3, k8 = k_mul8 ? k : k & ~7;
     const uint32_t zp2 = mcuc_dup16(x_zp);
     const int8_t *const x8 = xa + k8;
     int32_t a00 = acc[0], a01 = acc[1], a10 = acc[2], a11 = acc[3];
@@ -268,13 +280,13 @@ static int32_t dot1(const int8_t *xr, const int8_t *wj, const int16_t *wj16, int
     return a0;
 }
 
-/* The epilogue of output channel j: bias, requantization, zero point, clamp. */
-MCUC_ALWAYS_INLINE static int8_t with_bias(const int32_t *bias, const int32_t *mult,
-                                           const int32_t *shift, int32_t y_zp, int32_t j,
-                                           int32_t sum)
+/* The general epilogue of lane (0 or 1) of the channel pair whose words are at e: the
+ * bias added with saturation, requantization, zero point, clamp. */
+MCUC_ALWAYS_INLINE static int8_t general_out(const int32_t *e, int32_t lane, int32_t y_zp,
+                                             int32_t sum)
 {
-    const int32_t acc = bias ? mcuc_qadd(bias[j], sum) : sum;
-    return mcuc_out_s8(y_zp, mcuc_requantize_fast(acc, mult[j], shift[j]));
+    const int32_t acc = mcuc_qadd(e[RQ_BIAS + lane], sum);
+    return mcuc_out_s8(y_zp, mcuc_requantize_fast(acc, e[RQ_MULT + lane], e[RQ_SHIFT + lane]));
 }
 
 /* The short epilogue, for calls where every accumulator (bias included) is below 2^30 in
@@ -312,15 +324,52 @@ static int short_epilogue_ok(const mcuc_linear_params_t *p)
 {
     int64_t bias_max = 0;
     for (int32_t j = 0; j < p->n; ++j) {
-        if (p->shift[j] > -1 || p->shift[j] < -31) {
+        const int32_t s = rq_of(p->rq, j, RQ_SHIFT), b = rq_of(p->rq, j, RQ_BIAS);
+        if (s > -1 || s < -31) {
             return 0;
         }
-        if (p->bias) {
-            const int64_t b = p->bias[j] < 0 ? -(int64_t)p->bias[j] : p->bias[j];
-            bias_max = b > bias_max ? b : bias_max;
-        }
+        const int64_t mag = b < 0 ? -(int64_t)b : b;
+        bias_max = mag > bias_max ? mag : bias_max;
     }
     return 255LL * 128 * p->k + bias_max < (1LL << 30);
+}
+
+/* Output channel j of one row from its sum (a channel past the blocks of four). */
+MCUC_ALWAYS_INLINE static int8_t chan_out(const int32_t *rq, int32_t j, int32_t sum,
+                                          int32_t y_zp, int32_t y_c, int short_epi)
+{
+    const int32_t *const e = rq + RQ_PAIR * (j >> 1);
+    const int32_t lane = j & 1;
+    return short_epi ? short_out(e[RQ_BIAS + lane] + sum, e[RQ_MULT + lane],
+                                 e[RQ_SHIFT + lane], y_c)
+                     : general_out(e, lane, y_zp, sum);
+}
+
+/* Channels j..j+3 of one row (y) from their sums a[0..3]; e: the block's first pair. With
+ * short_epi the sums started at the bias. */
+MCUC_ALWAYS_INLINE static void quad_out(const int32_t *e, const int32_t *a, int8_t *y,
+                                        int32_t y_zp, int32_t y_c, int short_epi)
+{
+    if (short_epi) { /* written out: gcc keeps a loop over c, with its address arithmetic */
+        y[0] = short_out(a[0], e[RQ_MULT], e[RQ_SHIFT], y_c);
+        y[1] = short_out(a[1], e[RQ_MULT + 1], e[RQ_SHIFT + 1], y_c);
+        y[2] = short_out(a[2], e[RQ_PAIR + RQ_MULT], e[RQ_PAIR + RQ_SHIFT], y_c);
+        y[3] = short_out(a[3], e[RQ_PAIR + RQ_MULT + 1], e[RQ_PAIR + RQ_SHIFT + 1], y_c);
+    } else {
+        y[0] = general_out(e, 0, y_zp, a[0]);
+        y[1] = general_out(e, 1, y_zp, a[1]);
+        y[2] = general_out(e + RQ_PAIR, 0, y_zp, a[2]);
+        y[3] = general_out(e + RQ_PAIR, 1, y_zp, a[3]);
+    }
+}
+
+/* A quad's sums start at its biases with the short epilogue, else at 0. */
+MCUC_ALWAYS_INLINE static void quad_start(const int32_t *e, int32_t *a, int short_epi)
+{
+    a[0] = short_epi ? e[RQ_BIAS] : 0;
+    a[1] = short_epi ? e[RQ_BIAS + 1] : 0;
+    a[2] = short_epi ? e[RQ_PAIR + RQ_BIAS] : 0;
+    a[3] = short_epi ? e[RQ_PAIR + RQ_BIAS + 1] : 0;
 }
 
 /* acc[0..3] += four channels' sums over one widened block, eight inputs per step: the
@@ -346,25 +395,22 @@ static int short_epilogue_ok(const mcuc_linear_params_t *p)
  * SMLADs: 33 instructions per 32 MACs), then at most one step of four, then the tail;
  * the epilogue follows with the sums still in registers. */
 MCUC_ALWAYS_INLINE static void wide_rows(const mcuc_linear_params_t *p, const int8_t *x,
-                                         int8_t *y, int has_zp, int short_epi)
+                                         int8_t *y, int has_zp, int short_epi, int k_mul8)
 {
-    const int32_t k = p->k, n = p->n, n4 = n & ~3, k4 = k & ~3, k8 = k & ~7;
+    const int32_t k = p->k, n = p->n, n4 = n & ~3;
+    const int32_t k4 = k_mul8 ? k : k & ~3, k8 = k_mul8 ? k : k & ~7; /* as in dot2x2 */
     const int32_t x_zp = p->x_zp, y_zp = p->y_zp, y_c = short_c(y_zp);
-    const int32_t *const bias = p->bias, *const mult = p->mult, *const shift = p->shift;
     const uint32_t zp2 = mcuc_dup16(x_zp);
     for (int32_t r = 0; r < p->rows; ++r) {
         const int8_t *const xr = x + (int64_t)r * k;
         const int8_t *const x8 = xr + k8;
         int8_t *const yr = y + (int64_t)r * n;
         const int16_t *w = p->weights16;
-        for (int32_t j = 0; j < n4; j += 4) {
-            int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-            if (short_epi && bias) {
-                a0 = bias[j];
-                a1 = bias[j + 1];
-                a2 = bias[j + 2];
-                a3 = bias[j + 3];
-            }
+        const int32_t *e = p->rq;
+        for (int32_t j = 0; j < n4; j += 4, e += 2 * RQ_PAIR) {
+            int32_t q[4];
+            quad_start(e, q, short_epi);
+            int32_t a0 = q[0], a1 = q[1], a2 = q[2], a3 = q[3];
             const int8_t *xi = xr;
             while (xi < x8) {
                 const uint32_t u = mcuc_read32(xi), v = mcuc_read32(xi + 4);
@@ -384,99 +430,85 @@ MCUC_ALWAYS_INLINE static void wide_rows(const mcuc_linear_params_t *p, const in
                 a2 += xv * w[2];
                 a3 += xv * w[3];
             }
-            if (short_epi) {
-                yr[j] = short_out(a0, mult[j], shift[j], y_c);
-                yr[j + 1] = short_out(a1, mult[j + 1], shift[j + 1], y_c);
-                yr[j + 2] = short_out(a2, mult[j + 2], shift[j + 2], y_c);
-                yr[j + 3] = short_out(a3, mult[j + 3], shift[j + 3], y_c);
-            } else {
-                yr[j] = with_bias(bias, mult, shift, y_zp, j, a0);
-                yr[j + 1] = with_bias(bias, mult, shift, y_zp, j + 1, a1);
-                yr[j + 2] = with_bias(bias, mult, shift, y_zp, j + 2, a2);
-                yr[j + 3] = with_bias(bias, mult, shift, y_zp, j + 3, a3);
-            }
+            const int32_t a[4] = {a0, a1, a2, a3};
+            quad_out(e, a, yr + j, y_zp, y_c, short_epi);
         }
         for (int32_t j = n4; j < n; ++j) {
             const int32_t sum = dot1(xr, NULL, p->weights16 + (int64_t)j * k, k, x_zp);
-            yr[j] = short_epi ? short_out((bias ? bias[j] : 0) + sum, mult[j], shift[j], y_c)
-                              : with_bias(bias, mult, shift, y_zp, j, sum);
+            yr[j] = chan_out(p->rq, j, sum, y_zp, y_c, short_epi);
         }
+    }
+}
+
+/* Rows r and r + 1's outputs of the channel pair whose words are at e (yo: row r's first
+ * of the two), from the sums a[0..1] (row r) and a[2..3] (row r + 1). */
+MCUC_ALWAYS_INLINE static void pair_out(const int32_t *e, const int32_t *a, int8_t *yo,
+                                        int32_t n, int32_t y_zp, int32_t y_c, int short_epi)
+{
+    if (short_epi) { /* each channel's multiplier and shift serve both rows */
+        const int32_t m0 = e[RQ_MULT], m1 = e[RQ_MULT + 1];
+        const int32_t s0 = e[RQ_SHIFT], s1 = e[RQ_SHIFT + 1];
+        yo[0] = short_out(a[0], m0, s0, y_c);
+        yo[1] = short_out(a[1], m1, s1, y_c);
+        yo[n] = short_out(a[2], m0, s0, y_c);
+        yo[n + 1] = short_out(a[3], m1, s1, y_c);
+    } else {
+        yo[0] = general_out(e, 0, y_zp, a[0]);
+        yo[1] = general_out(e, 1, y_zp, a[1]);
+        yo[n] = general_out(e, 0, y_zp, a[2]);
+        yo[n + 1] = general_out(e, 1, y_zp, a[3]);
     }
 }
 
 /* Every row over int8 weights; has_zp and short_epi are constants at each call (one loop
  * each). With short_epi the accumulators start at the bias, otherwise at 0 and the bias
- * is added with saturation in with_bias. (Widened weights: wide_rows.) */
+ * is added with saturation in general_out. Row pairs walk the channel pairs with one
+ * pointer into rq (pair q of block q / 2 starts at word 8 (q % 2) of the block), so the
+ * epilogue reloads little after the inner loop. (Widened weights: wide_rows.) */
 MCUC_ALWAYS_INLINE static void linear_dsp(const mcuc_linear_params_t *p, const int8_t *x,
-                                          int8_t *y, int has_zp, int short_epi)
+                                          int8_t *y, int has_zp, int short_epi, int k_mul8)
 {
-    const int32_t k = p->k, n = p->n, n4 = n & ~3, x_zp = p->x_zp, y_zp = p->y_zp;
-    const int32_t y_c = short_c(y_zp);
-    const int32_t *const bias = p->bias, *const mult = p->mult, *const shift = p->shift;
+    const int32_t k = p->k, n = p->n, n4 = n & ~3, k4 = k & ~3, x_zp = p->x_zp;
+    const int32_t y_zp = p->y_zp, y_c = short_c(y_zp);
+    const int32_t *const e4 = p->rq + RQ_PAIR * (n4 / 2); /* past the blocks' pairs */
     int32_t r = 0;
     for (; r + 1 < p->rows; r += 2) { /* row pairs */
-        const int8_t *xr = x + (int64_t)r * k;
-        int8_t *yr = y + (int64_t)r * n;
-        const int8_t *wb = p->weights;
-        for (int32_t j = 0; j < n4; j += 4, wb += 4 * k) {
-            for (int32_t c0 = 0; c0 < 4; c0 += 2) {
-                int32_t a[4] = {0, 0, 0, 0};
-                if (short_epi && bias) {
-                    a[0] = a[2] = bias[j + c0];
-                    a[1] = a[3] = bias[j + c0 + 1];
-                }
-                dot2x2(xr, k, wb + 4 * c0, wb + 4 * (k & ~3) + c0, has_zp, x_zp, a);
-                const int32_t o = j + c0;
-                if (short_epi) { /* each channel's multiplier and shift serve both rows */
-                    const int32_t m0 = mult[o], m1 = mult[o + 1];
-                    const int32_t s0 = shift[o], s1 = shift[o + 1];
-                    yr[o] = short_out(a[0], m0, s0, y_c);
-                    yr[o + 1] = short_out(a[1], m1, s1, y_c);
-                    yr[n + o] = short_out(a[2], m0, s0, y_c);
-                    yr[n + o + 1] = short_out(a[3], m1, s1, y_c);
-                } else {
-                    yr[o] = with_bias(bias, mult, shift, y_zp, o, a[0]);
-                    yr[o + 1] = with_bias(bias, mult, shift, y_zp, o + 1, a[1]);
-                    yr[n + o] = with_bias(bias, mult, shift, y_zp, o, a[2]);
-                    yr[n + o + 1] = with_bias(bias, mult, shift, y_zp, o + 1, a[3]);
-                }
+        const int8_t *const xr = x + (int64_t)r * k;
+        int8_t *const yr = y + (int64_t)r * n;
+        int8_t *yo = yr;
+        int32_t q = 0;
+        for (const int32_t *e = p->rq; e != e4; e += RQ_PAIR, yo += 2, ++q) {
+            const int8_t *const wb = p->weights + (int64_t)(q >> 1) * 4 * k + 8 * (q & 1);
+            int32_t a[4] = {0, 0, 0, 0};
+            if (short_epi) {
+                a[0] = a[2] = e[RQ_BIAS];
+                a[1] = a[3] = e[RQ_BIAS + 1];
             }
+            /* the pair's tail bytes: block + 4 k4 + 2 (q % 2) */
+            dot2x2(xr, k, wb, wb + 4 * k4 - 6 * (q & 1), has_zp, x_zp, a, k_mul8);
+            pair_out(e, a, yo, n, y_zp, y_c, short_epi);
         }
+        const int8_t *wb = p->weights + (int64_t)n4 * k;
         for (int32_t j = n4; j < n; ++j, wb += k) {
             for (int32_t t = 0; t < 2; ++t) {
                 const int32_t sum = dot1(xr + t * k, wb, NULL, k, x_zp);
-                yr[t * n + j] = short_epi
-                    ? short_out((bias ? bias[j] : 0) + sum, mult[j], shift[j], y_c)
-                    : with_bias(bias, mult, shift, y_zp, j, sum);
+                yr[t * n + j] = chan_out(p->rq, j, sum, y_zp, y_c, short_epi);
             }
         }
     }
     for (; r < p->rows; ++r) { /* the last row of an odd count */
         const int8_t *xr = x + (int64_t)r * k;
         int8_t *yr = y + (int64_t)r * n;
-        for (int32_t j = 0; j < n4; j += 4) {
-            int32_t a[4] = {0, 0, 0, 0};
-            if (short_epi && bias) {
-                for (int32_t c = 0; c < 4; ++c) {
-                    a[c] = bias[j + c];
-                }
-            }
+        const int32_t *e = p->rq;
+        for (int32_t j = 0; j < n4; j += 4, e += 2 * RQ_PAIR) {
+            int32_t a[4];
+            quad_start(e, a, short_epi);
             dot4(xr, p->weights + (int64_t)j * k, k, has_zp, x_zp, a);
-            if (short_epi) {
-                yr[j] = short_out(a[0], mult[j], shift[j], y_c);
-                yr[j + 1] = short_out(a[1], mult[j + 1], shift[j + 1], y_c);
-                yr[j + 2] = short_out(a[2], mult[j + 2], shift[j + 2], y_c);
-                yr[j + 3] = short_out(a[3], mult[j + 3], shift[j + 3], y_c);
-            } else {
-                for (int32_t c = 0; c < 4; ++c) {
-                    yr[j + c] = with_bias(bias, mult, shift, y_zp, j + c, a[c]);
-                }
-            }
+            quad_out(e, a, yr + j, y_zp, y_c, short_epi);
         }
         for (int32_t j = n4; j < n; ++j) {
             const int32_t sum = dot1(xr, p->weights + (int64_t)j * k, NULL, k, x_zp);
-            yr[j] = short_epi ? short_out((bias ? bias[j] : 0) + sum, mult[j], shift[j], y_c)
-                              : with_bias(bias, mult, shift, y_zp, j, sum);
+            yr[j] = chan_out(p->rq, j, sum, y_zp, y_c, short_epi);
         }
     }
 }
@@ -501,16 +533,24 @@ void mcuc_linear_planned_s8(const mcuc_linear_params_t *p, int32_t plan, const i
 {
     switch (plan) {
     case PLAN_SHORT:
-        linear_dsp(p, x, y, 0, 1);
+        if ((p->k & 7) == 0) { /* every linear layer of a ViT whose dims are multiples of 8 */
+            linear_dsp(p, x, y, 0, 1, 1);
+        } else {
+            linear_dsp(p, x, y, 0, 1, 0);
+        }
         break;
     case PLAN_DSP:
-        linear_dsp(p, x, y, 1, 0);
+        linear_dsp(p, x, y, 1, 0, 0);
         break;
     case PLAN_WIDE + PLAN_SHORT:
-        wide_rows(p, x, y, 0, 1);
+        if ((p->k & 7) == 0) {
+            wide_rows(p, x, y, 0, 1, 1);
+        } else {
+            wide_rows(p, x, y, 0, 1, 0);
+        }
         break;
     case PLAN_WIDE + PLAN_DSP:
-        wide_rows(p, x, y, 1, 0);
+        wide_rows(p, x, y, 1, 0, 0);
         break;
     default:
         linear_ref(p, x, y);

@@ -109,6 +109,26 @@ def fold_zero_point(p: dict) -> dict:
     return {**p, "x_zp": 0, "bias": folded.astype(np.int32)}
 
 
+def requant_words(p: dict) -> np.ndarray:
+    """bias, mult and shift as linear.c reads them (`rq`): for each pair of output channels
+    (j, j + 1), j even, the six words bias_j, bias_j+1, mult_j, mult_j+1, shift_j,
+    shift_j+1 (a missing bias is 0, which adds nothing; an odd n's last pair is padded
+    with zeros). Why: the epilogue of a block of channels then reads its constants through
+    one pointer (three 8-byte loads per pair), not three arrays that stay live, and spill,
+    around the inner loop; the flash is the same three words per channel."""
+    n = p["n"]
+    bias = p.get("bias")
+    cols = [np.zeros(n, np.int64) if bias is None else np.asarray(bias, np.int64),
+            np.asarray(p["mult"], np.int64), np.asarray(p["shift"], np.int64)]
+    pairs = (n + 1) // 2
+    out = np.zeros((pairs, 3, 2), np.int64)
+    for f, col in enumerate(cols):
+        padded = np.zeros(2 * pairs, np.int64)
+        padded[:n] = col.reshape(-1)
+        out[:, f, :] = padded.reshape(pairs, 2)
+    return out.reshape(-1).astype(np.int32)
+
+
 def make_requant(s_x: float, s_w: np.ndarray, s_y: float) -> tuple[np.ndarray, np.ndarray]:
     """Per-output-channel (mult, shift) for real multiplier s_x * s_w[c] / s_y."""
     return quantize_multipliers(s_x * np.asarray(s_w, dtype=np.float64) / s_y)
@@ -125,12 +145,12 @@ KERNEL = register(
                   layout=lambda p, w: pack_weights(w, p["n"], p["k"])),
             Field("weights16", "int16[]", nullable=True,
                   layout=lambda p, w: widen_layout(w, p["n"], p["k"])),
-            Field("bias", "int32[]", nullable=True),
-            Field("mult", "int32[]"),
-            Field("shift", "int32[]"),
+            Field("rq", "int32[]"),
         ),
         n_inputs=1,
         ref=ref,
+        derived=lambda p: {"rq": requant_words(p)},
+        spec_only=(("bias", True), ("mult", False), ("shift", False)),
         macs=lambda p: p["rows"] * p["k"] * p["n"],
         variants=("MCUC_ARM_DSP",),
     )

@@ -112,12 +112,17 @@ class KernelDef:
     # Fields the compiler computes from the params for the C struct (a fused kernel's
     # scratch layout): computed here once, never again in C, and never stored in params.
     derived: Callable[[dict], dict] = field(default=lambda p: {})
+    # Params the numpy reference reads that reach C only through derived fields (linear's
+    # bias, mult and shift, which C reads interleaved as `rq`); (name, nullable) pairs.
+    spec_only: tuple[tuple[str, bool], ...] = ()
 
     def check_params(self, params: dict) -> None:
         made = self.derived(params)   # raises ValueError on params it cannot lay out
         missing = [f.name for f in self.fields
                    if f.name not in params and f.name not in made and not f.nullable]
-        extra = sorted(set(params) - {f.name for f in self.fields} | set(params) & set(made))
+        missing += [n for n, nullable in self.spec_only if n not in params and not nullable]
+        known = {f.name for f in self.fields} | {n for n, _ in self.spec_only}
+        extra = sorted(set(params) - known | set(params) & set(made))
         if missing or extra:
             raise ValueError(f"{self.name}: missing params {missing}, unknown {extra}")
         for f in self.fields:

@@ -46,15 +46,16 @@ void mcuc_conv2d_s8(const mcuc_conv2d_params_t *p, const int8_t *x, int8_t *y);
  * acc = bias[j] + sum_i (x[r][i] - x_zp) * w[j][i];
  * y[r][j] = clamp(y_zp + requantize(acc, mult[j], shift[j])). y must not alias x.
  * The weights come in one of two layouts (linear.c): packed int8 (weights), or the same
- * widened to int16 for speed (weights16, 8-byte aligned); the other pointer is NULL. */
+ * widened to int16 for speed (weights16, 8-byte aligned); the other pointer is NULL.
+ * bias, mult and shift are interleaved in rq, six words per pair of channels (j, j + 1),
+ * j even: bias_j, bias_j+1, mult_j, mult_j+1, shift_j, shift_j+1 (kernels/linear.py
+ * requant_words; no bias is a bias of 0; an odd n's last pair is padded). */
 typedef struct {
     int32_t rows, k, n;
     int32_t x_zp, y_zp;
     const int8_t *weights;
     const int16_t *weights16;
-    const int32_t *bias; /* may be NULL */
-    const int32_t *mult;
-    const int32_t *shift;
+    const int32_t *rq;
 } mcuc_linear_params_t;
 void mcuc_linear_s8(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y);
 /* mcuc_linear_s8 in two parts, for callers that run the same layer row by row
