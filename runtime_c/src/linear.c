@@ -460,19 +460,20 @@ MCUC_ALWAYS_INLINE static void pair_out(const int32_t *e, const int32_t *a, int8
     }
 }
 
-/* Every row over int8 weights; has_zp and short_epi are constants at each call (one loop
- * each). With short_epi the accumulators start at the bias, otherwise at 0 and the bias
- * is added with saturation in general_out. Row pairs walk the channel pairs with one
- * pointer into rq (pair q of block q / 2 starts at word 8 (q % 2) of the block), so the
- * epilogue reloads little after the inner loop. (Widened weights: wide_rows.) */
-MCUC_ALWAYS_INLINE static void linear_dsp(const mcuc_linear_params_t *p, const int8_t *x,
-                                          int8_t *y, int has_zp, int short_epi, int k_mul8)
+/* The row pairs over int8 weights; returns the rows done (all but an odd count's last).
+ * has_zp, short_epi and k_mul8 are constants at each call (one loop each). With short_epi
+ * the accumulators start at the bias, otherwise at 0 and the bias is added with
+ * saturation in general_out. The pairs of channels are walked with one pointer into rq
+ * (pair q of block q / 2 starts at word 8 (q % 2) of the block), so the epilogue reloads
+ * little after the inner loop. (Widened weights: wide_rows.) */
+MCUC_ALWAYS_INLINE static int32_t row_pairs(const mcuc_linear_params_t *p, const int8_t *x,
+                                            int8_t *y, int has_zp, int short_epi, int k_mul8)
 {
     const int32_t k = p->k, n = p->n, n4 = n & ~3, k4 = k & ~3, x_zp = p->x_zp;
     const int32_t y_zp = p->y_zp, y_c = short_c(y_zp);
     const int32_t *const e4 = p->rq + RQ_PAIR * (n4 / 2); /* past the blocks' pairs */
     int32_t r = 0;
-    for (; r + 1 < p->rows; r += 2) { /* row pairs */
+    for (; r + 1 < p->rows; r += 2) {
         const int8_t *const xr = x + (int64_t)r * k;
         int8_t *const yr = y + (int64_t)r * n;
         int8_t *yo = yr;
@@ -496,7 +497,17 @@ MCUC_ALWAYS_INLINE static void linear_dsp(const mcuc_linear_params_t *p, const i
             }
         }
     }
-    for (; r < p->rows; ++r) { /* the last row of an odd count */
+    return r;
+}
+
+/* Rows r.. (at most one: the last of an odd count, or a call of one row) over int8
+ * weights, one row against four channels at a time (dot4). */
+MCUC_ALWAYS_INLINE static void last_rows(const mcuc_linear_params_t *p, const int8_t *x,
+                                         int8_t *y, int32_t r, int has_zp, int short_epi)
+{
+    const int32_t k = p->k, n = p->n, n4 = n & ~3, x_zp = p->x_zp;
+    const int32_t y_zp = p->y_zp, y_c = short_c(y_zp);
+    for (; r < p->rows; ++r) {
         const int8_t *xr = x + (int64_t)r * k;
         int8_t *yr = y + (int64_t)r * n;
         const int32_t *e = p->rq;
@@ -532,15 +543,12 @@ void mcuc_linear_planned_s8(const mcuc_linear_params_t *p, int32_t plan, const i
                             int8_t *y)
 {
     switch (plan) {
-    case PLAN_SHORT:
-        if ((p->k & 7) == 0) { /* every linear layer of a ViT whose dims are multiples of 8 */
-            linear_dsp(p, x, y, 0, 1, 1);
-        } else {
-            linear_dsp(p, x, y, 0, 1, 0);
-        }
+    case PLAN_SHORT: /* k % 8 == 0: every layer of a ViT whose widths are multiples of 8 */
+        last_rows(p, x, y, (p->k & 7) == 0 ? row_pairs(p, x, y, 0, 1, 1)
+                                           : row_pairs(p, x, y, 0, 1, 0), 0, 1);
         break;
     case PLAN_DSP:
-        linear_dsp(p, x, y, 1, 0, 0);
+        last_rows(p, x, y, row_pairs(p, x, y, 1, 0, 0), 1, 0);
         break;
     case PLAN_WIDE + PLAN_SHORT:
         if ((p->k & 7) == 0) {
