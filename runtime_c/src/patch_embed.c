@@ -212,10 +212,10 @@ static int all_fast(const mcuc_patch_embed_params_t *p, int32_t taps)
  * patches): the pairs of two patches, doubled, in a 64-byte buffer, so that every pass over
  * a pair of channels reads them with LDRD and unpacks nothing. */
 
-/* Both 16-bit lanes doubled (|lane| <= 255, so no lane overflows). */
+/* Both 16-bit lanes doubled, one SADD16 (|lane| <= 255, so no lane overflows). */
 static uint32_t pe_dbl16(uint32_t v)
 {
-    return (v << 1) & 0xFFFEFFFEu;
+    return mcuc_sadd16(v, v);
 }
 
 /* The doubled pairs 2 (x - x_zp) of the patch at xp into dst: group g (taps 4g .. 4g + 3
