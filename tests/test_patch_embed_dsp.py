@@ -244,3 +244,53 @@ def test_dsp_variant_keeps_no_buffers_on_the_stack(tmp_path: Path) -> None:
     assert "pe_wide16" in frames and "mcuc_patch_embed_s8" in frames, frames
     assert max(frames.values()) <= 320, frames
     assert sum(frames.values()) <= 1200, frames
+
+
+def test_widen_takes_only_what_the_widened_loop_takes() -> None:
+    """patch_embed.widen: int16 weights and epilogue words exactly for 16 taps, an even d
+    and the fast epilogue (else p itself); the layout is a permutation of the weights;
+    the words are the C's (2 b, m, (2 y_zp + 1) << (e - 1), e = -shift)."""
+    rng = np.random.default_rng(2327)
+    widened = kept = 0
+    for _ in range(300):
+        p = gen_patch_dsp(rng).params
+        if p.get("weights") is None:  # the generator's widened cases, plain again
+            p = {**p, "weights": p["weights16"].astype(np.int8), "weights16": None,
+                 "epi": None}
+        q = patch_embed.widen(p)
+        want = taps(p) == 16 and p["d"] % 2 == 0 and fast_epilogue(p)
+        assert (q is not p) == want
+        if q is p:
+            kept += 1
+            continue
+        widened += 1
+        pos = patch_embed.wide_positions(16, p["d"]).reshape(-1)
+        assert np.array_equal(np.sort(pos), np.arange(16 * p["d"]))
+        lay = patch_embed.wide_layout(q, q["weights16"])
+        assert np.array_equal(lay[pos], np.asarray(p["weights"]).astype(np.int16))
+        words = q["epi"].reshape(-1, 4, 2).astype(np.int64)  # [pair][2b, m, k, e][c]
+        bias = p["bias"] if p.get("bias") is not None else np.zeros(p["d"], np.int64)
+        e = -p["shift"].astype(np.int64)
+        assert np.array_equal(words[:, 0].reshape(-1), 2 * bias.astype(np.int64))
+        assert np.array_equal(words[:, 1].reshape(-1), p["mult"])
+        assert np.array_equal(words[:, 2].reshape(-1), (2 * p["y_zp"] + 1) * 2 ** (e - 1))
+        assert np.array_equal(words[:, 3].reshape(-1), e)
+    assert widened >= 20 and kept >= 20, (widened, kept)
+
+
+def test_latency_features_follow_the_widened_loop() -> None:
+    """latency/features.py counts pe_wide16's loops for widened params: tokens, token
+    pairs, and channel pairs against two tokens or the last odd one."""
+    from mcuc.latency.features import Variant, step_features
+
+    rng = np.random.default_rng(2328)
+    case = worst_case(1, 4, 4, 64, 0, 1, -5)
+    p = {**case.params, "hp": 7, "wp": 7, "h_in": 28, "w_in": 28,
+         "weights": rand_s8(rng, 64 * 16)}
+    q = patch_embed.widen(p)
+    assert q is not p
+    f = step_features("patch_embed", q, patch_embed.macs(q), 49 * 64, Variant(True, False))
+    assert (f["pew_token"], f["pew_pair"], f["pew_cp2"], f["pew_cp1"]) == (49, 25, 24 * 32, 32)
+    assert not any(k.startswith("pe_") for k in f)
+    f = step_features("patch_embed", p, patch_embed.macs(p), 49 * 64, Variant(True, False))
+    assert f["pe_call"] == 1 and not any(k.startswith("pew_") for k in f)
