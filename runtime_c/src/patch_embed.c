@@ -1,7 +1,10 @@
 /* Patch embedding (conv with kernel == stride, no padding) writing tokens [hp * wp][d]
- * directly, one band (row of patches) at a time: band j reads only image rows
+ * directly, in token order: band j (row of patches) reads only image rows
  * [j * ph, (j + 1) * ph) of each channel and writes only tokens [j * wp, (j + 1) * wp), so
- * the planner may place y over image rows of bands already done (schedule/patch.py).
+ * the planner may place y over image rows of bands already done (schedule/patch.py). The
+ * widened loop's token pair may join band j's last patch to band j + 1's first: it reads
+ * both before writing either, and its writes end below (j + 2) wp d, which the planner
+ * keeps below band j + 1's image (patch.image_offset), so no unread byte is written over.
  * patch_embed_ref is the portable reference: the accumulator is int64 (exact) and
  * saturated to int32, as conv2d_s8 does.
  *
