@@ -44,9 +44,21 @@ def fast_epilogue(p: dict) -> bool:
     return bool(ok.all())
 
 
-def small16(p: dict) -> bool:
-    """p takes the variant's 16-tap path (two patches' pairs in a 64-byte buffer)."""
-    return taps(p) == 16 and p["d"] % 2 == 0 and fast_epilogue(p)
+def wide16(p: dict) -> bool:
+    """p takes the variant's widened 16-tap loop (two patches' pairs in a 64-byte buffer
+    against int16 weights; patch_embed.widen made it)."""
+    return (p.get("weights16") is not None and p.get("epi") is not None and taps(p) == 16
+            and p["d"] % 2 == 0 and fast_epilogue(p))
+
+
+def force_wide(p: dict, rng: np.random.Generator) -> dict:
+    """p with int16 weights whatever its shape (the compiler widens only what the widened
+    loop takes): the variant then takes the reference loop, which reads weights16 through
+    wide_pos; with the epilogue's words where d is even, half the time."""
+    q = {**p, "weights": None, "weights16": np.asarray(p["weights"]).astype(np.int16)}
+    if p["d"] % 2 == 0 and rng.random() < 0.5 and fast_epilogue(p):
+        q["epi"] = patch_embed.epilogue_words(p)
+    return q
 
 
 def gen_patch_dsp(rng: np.random.Generator) -> Case:
@@ -59,6 +71,8 @@ def gen_patch_dsp(rng: np.random.Generator) -> Case:
         c, ph, pw = [(1, 4, 4), (1, 4, 4), (2, 2, 4), (4, 1, 4), (1, 2, 8), (1, 8, 2),
                      (4, 2, 2), (2, 4, 2), (16, 1, 1)][int(rng.integers(0, 9))]
     hp, wp, d = int(rng.integers(1, 5)), int(rng.integers(1, 6)), int(rng.integers(1, 23))
+    if small and rng.random() < 0.45:  # an odd token count over odd bands: token pairs that
+        hp, wp = int(rng.choice([3, 5, 7])), int(rng.choice([1, 3, 7]))  # span two bands
     if small and rng.random() < 0.8:
         d += d % 2  # the small path takes an even d
     if rng.random() < 0.1:  # many channel pairs
@@ -78,6 +92,11 @@ def gen_patch_dsp(rng: np.random.Generator) -> Case:
         p["mult"] = np.where(p["mult"] > 0, p["mult"], 1 << 30).astype(np.int32)
     if rng.random() < 0.35:  # the loop without the subtraction (a folded zero point)
         p["x_zp"] = 0
+    u = rng.random()
+    if u < 0.6:  # as the compiler stores it for a board with the variant
+        p = patch_embed.widen(p)
+    elif u < 0.72:
+        p = force_wide(p, rng)
     x = rand_s8(rng, c * p["h_in"] * p["w_in"])
     return Case(p, [x], hp * wp * d)
 
@@ -129,9 +148,10 @@ def test_taps_bound_constant_matches_c() -> None:
 
 def test_patch_embed_dsp_matches_reference(ck_dsp: CKernels, ck_port: CKernels) -> None:
     rng = np.random.default_rng(2323)
-    seen = {"fast": 0, "general": 0, "ref": 0, "tail": 0, "zp": 0, "small16": 0,
-            "small16_gather": 0, "small16_zp": 0}
-    for i in range(500):
+    seen = {"fast": 0, "general": 0, "ref": 0, "tail": 0, "zp": 0, "wide16": 0,
+            "wide16_gather": 0, "wide16_zp": 0, "wide16_odd_tokens": 0, "wide16_no_bias": 0,
+            "int8_16": 0, "wide_ref": 0}
+    for i in range(700):
         case = gen_patch_dsp(rng)
         p = case.params
         want = patch_embed.ref(p, *case.inputs)
@@ -143,10 +163,15 @@ def test_patch_embed_dsp_matches_reference(ck_dsp: CKernels, ck_port: CKernels) 
         seen["fast" if fast_epilogue(p) and not big else "general"] += 1
         seen["tail"] += p["pw"] % 4 != 0 and not big
         seen["zp"] += p["x_zp"] != 0 and not big
-        seen["small16"] += small16(p)
-        seen["small16_gather"] += small16(p) and p["pw"] % 4 != 0
-        seen["small16_zp"] += small16(p) and p["x_zp"] != 0
-    assert min(seen.values()) >= 20, seen  # every path was taken many times
+        w16 = wide16(p)
+        seen["wide16"] += w16
+        seen["wide16_gather"] += w16 and p["pw"] % 4 != 0
+        seen["wide16_zp"] += w16 and p["x_zp"] != 0
+        seen["wide16_odd_tokens"] += w16 and p["hp"] * p["wp"] % 2 == 1 and p["hp"] > 1
+        seen["wide16_no_bias"] += w16 and p.get("bias") is None
+        seen["int8_16"] += taps(p) == 16 and p.get("weights") is not None
+        seen["wide_ref"] += p.get("weights16") is not None and not w16
+    assert min(seen.values()) >= 20, str(seen)  # every path was taken many times
 
 
 def test_patch_embed_dsp_edges(ck_dsp: CKernels) -> None:
@@ -216,6 +241,56 @@ def test_dsp_variant_keeps_no_buffers_on_the_stack(tmp_path: Path) -> None:
                    check=True)
     frames = {line.split("\t")[0].rsplit(":", 1)[-1]: int(line.split("\t")[1])
               for line in obj.with_suffix(".su").read_text().splitlines()}
-    assert "pe16_pass2" in frames and "mcuc_patch_embed_s8" in frames, frames
+    assert "pe_wide16" in frames and "mcuc_patch_embed_s8" in frames, frames
     assert max(frames.values()) <= 320, frames
     assert sum(frames.values()) <= 1200, frames
+
+
+def test_widen_takes_only_what_the_widened_loop_takes() -> None:
+    """patch_embed.widen: int16 weights and epilogue words exactly for 16 taps, an even d
+    and the fast epilogue (else p itself); the layout is a permutation of the weights;
+    the words are the C's (2 b, m, (2 y_zp + 1) << (e - 1), e = -shift)."""
+    rng = np.random.default_rng(2327)
+    widened = kept = 0
+    for _ in range(300):
+        p = gen_patch_dsp(rng).params
+        if p.get("weights") is None:  # the generator's widened cases, plain again
+            p = {**p, "weights": p["weights16"].astype(np.int8), "weights16": None,
+                 "epi": None}
+        q = patch_embed.widen(p)
+        want = taps(p) == 16 and p["d"] % 2 == 0 and fast_epilogue(p)
+        assert (q is not p) == want
+        if q is p:
+            kept += 1
+            continue
+        widened += 1
+        pos = patch_embed.wide_positions(16, p["d"]).reshape(-1)
+        assert np.array_equal(np.sort(pos), np.arange(16 * p["d"]))
+        lay = patch_embed.wide_layout(q, q["weights16"])
+        assert np.array_equal(lay[pos], np.asarray(p["weights"]).astype(np.int16))
+        words = q["epi"].reshape(-1, 4, 2).astype(np.int64)  # [pair][2b, m, k, e][c]
+        bias = p["bias"] if p.get("bias") is not None else np.zeros(p["d"], np.int64)
+        e = -p["shift"].astype(np.int64)
+        assert np.array_equal(words[:, 0].reshape(-1), 2 * bias.astype(np.int64))
+        assert np.array_equal(words[:, 1].reshape(-1), p["mult"])
+        assert np.array_equal(words[:, 2].reshape(-1), (2 * p["y_zp"] + 1) * 2 ** (e - 1))
+        assert np.array_equal(words[:, 3].reshape(-1), e)
+    assert widened >= 20 and kept >= 20, (widened, kept)
+
+
+def test_latency_features_follow_the_widened_loop() -> None:
+    """latency/features.py counts pe_wide16's loops for widened params: tokens, token
+    pairs, and channel pairs against two tokens or the last odd one."""
+    from mcuc.latency.features import Variant, step_features
+
+    rng = np.random.default_rng(2328)
+    case = worst_case(1, 4, 4, 64, 0, 1, -5)
+    p = {**case.params, "hp": 7, "wp": 7, "h_in": 28, "w_in": 28,
+         "weights": rand_s8(rng, 64 * 16)}
+    q = patch_embed.widen(p)
+    assert q is not p
+    f = step_features("patch_embed", q, patch_embed.macs(q), 49 * 64, Variant(True, False))
+    assert (f["pew_token"], f["pew_pair"], f["pew_cp2"], f["pew_cp1"]) == (49, 25, 24 * 32, 32)
+    assert not any(k.startswith("pe_") for k in f)
+    f = step_features("patch_embed", p, patch_embed.macs(p), 49 * 64, Variant(True, False))
+    assert f["pe_call"] == 1 and not any(k.startswith("pew_") for k in f)

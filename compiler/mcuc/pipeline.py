@@ -35,7 +35,7 @@ from mcuc.quant.given import apply_given, check_mode, resolve_mode
 from mcuc.quant.qparams import QParams
 from mcuc.schedule.lower import lower
 from mcuc.schedule.schedule import Schedule
-from mcuc.schedule.widen import check_optimize, widen_weights
+from mcuc.schedule.widen import check_optimize, widen_patch_embed, widen_weights
 from mcuc.text import one_line
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "default.onnx"
@@ -89,13 +89,14 @@ def compile_graph(graph: Graph, samples: np.ndarray, disabled: tuple[str, ...] =
                   stream_input: bool = False, calib_method: str = DEFAULT_METHOD,
                   calib_percentile: float = DEFAULT_PERCENTILE,
                   optimize: str = "size", qparams: dict[str, QParams] | None = None,
-                  quant: str = "auto") -> Compiled:
+                  quant: str = "auto", dsp: bool = True) -> Compiled:
     """Calibrate (quant/calibrate.py: `calib_method`, `calib_percentile`), lower and plan.
     Given `qparams` (every activation's, as a build records them for `mcuc validate`),
     calibration is skipped and `samples` unused.
     `stream_input` makes the image arrive band by band through a callback
     (schedule/stream.py), so the arena never holds all of it. `optimize` "speed" stores
-    the linear weights as int16 (schedule/widen.py): faster, twice their flash.
+    the linear weights as int16 (schedule/widen.py): faster, twice their flash. `dsp`
+    (the board's Board.dsp) widens the patch embedding's weights for its variant.
     `quant` "given" uses a QDQ model's own scales where it states them (quant/given.py;
     the rest is calibrated), "calibrate" ignores them, "auto" picks given for QDQ models."""
     t: dict[str, float] = {}
@@ -123,6 +124,8 @@ def compile_graph(graph: Graph, samples: np.ndarray, disabled: tuple[str, ...] =
     check_optimize(optimize)
     if optimize == "speed":
         schedule = widen_weights(schedule)
+    if dsp:  # the board has the ARMv7E-M variants (Board.dsp)
+        schedule = widen_patch_embed(schedule)
     t["schedule_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     bufs = schedule.liveness()
@@ -210,7 +213,7 @@ def build(model=None, board: str = "host", calib="fashion-mnist", out_dir: Path 
     calib_x = calibration_samples(graph, calib, calib_images)
     c = compile_graph(graph, calib_x, disabled, progress=progress, stream_input=stream_input,
                       calib_method=calib_method, calib_percentile=calib_percentile,
-                      optimize=optimize, quant=quant)
+                      optimize=optimize, quant=quant, dsp=b.dsp)
     name = graph.name or "model"
     fit = None
     if b.is_mcu:

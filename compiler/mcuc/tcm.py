@@ -39,8 +39,8 @@ ITCM_FUNCTIONS: tuple[str, ...] = (
     "mcuc_tokenwise_s8", "ln_fast",
     "mcuc_lut_s8", "mcuc_add_s8", "mcuc_layernorm_s8", "ln_near", "ln_exact",
     "mcuc_linear_s8", "mcuc_requantize", "mcuc_softmax_s8", "mcuc_matmul_s8",
-    "mcuc_patch_embed_s8", "pe_large_fast", "dot_rows2", "dot_rows1", "fill_patch",
-    "pe16_pass1", "pe16_pass2", "pe_small16", "pe_large_any", "out_any",
+    "mcuc_patch_embed_s8", "pe_wide16", "fill_patch", "pe_large_fast", "dot_rows2",
+    "dot_rows1", "pe_large_any", "out_any",
 )
 VENEER_BYTES = 8          # Thumb-2 long branch: ldr.w pc, [pc, #-0]; .word target
 SECTION_ALIGN = 8         # .itcm_text's own alignment at its start and end

@@ -1,7 +1,10 @@
 /* Patch embedding (conv with kernel == stride, no padding) writing tokens [hp * wp][d]
- * directly, one band (row of patches) at a time: band j reads only image rows
+ * directly, in token order: band j (row of patches) reads only image rows
  * [j * ph, (j + 1) * ph) of each channel and writes only tokens [j * wp, (j + 1) * wp), so
- * the planner may place y over image rows of bands already done (schedule/patch.py).
+ * the planner may place y over image rows of bands already done (schedule/patch.py). The
+ * widened loop's token pair may join band j's last patch to band j + 1's first: it reads
+ * both before writing either, and its writes end below (j + 2) wp d, which the planner
+ * keeps below band j + 1's image (patch.image_offset), so no unread byte is written over.
  * patch_embed_ref is the portable reference: the accumulator is int64 (exact) and
  * saturated to int32, as conv2d_s8 does.
  *
@@ -18,10 +21,15 @@
  *   four sums, four image pairs, one weight pair and the pointers; 2 x 4 spills). An odd
  *   last patch takes a one-patch block; the last channel of an odd d is paired with
  *   itself (the same bytes written twice).
- * - 16 taps, fast epilogue, d even (the default model's 1 x 4 x 4 patches): per pair of
- *   patches their pairs, doubled and minus x_zp, go into a 64-byte buffer once, and every
- *   pass over two channels reads them with LDRD at constant offsets (each pass a function
- *   of its own, so the sums get the registers). The doubled image makes the sums 2a.
+ * - Widened weights (weights16 and epi set: the compiler's patch_embed.widen, for 16 taps,
+ *   d even and the fast epilogue; the default model's 1 x 4 x 4 patches): the tokens in
+ *   order, two at a time (a pair may span two bands), their pairs, doubled and minus x_zp,
+ *   into a 64-byte buffer once; then every channel pair reads them with LDRD at constant
+ *   offsets against its weights, already int16 in the lanes' order (four LDRDs, no
+ *   SXTB16), the sums starting from the doubled biases and the epilogue's m, k, e read as
+ *   words the compiler derived (epi): 82 instructions per 64 MACs in the loop. The doubled
+ *   image makes the sums 2a. Given weights16 for any other shape, the reference (which
+ *   reads weights16 through wide_pos) serves.
  * - Other patches: per image row its whole words, then its pw % 4 bytes one by one (pw ==
  *   4: one flat loop over the rows); x - x_zp by SSUB16 on the image pairs (|x - x_zp| <=
  *   255 fits 16 bits), also when the zero point is 0 (schedule/patch.py folds it into the
@@ -46,6 +54,31 @@
  * start from 0 and take QADD for the bias and mcuc_requantize_fast, as linear_s8 does. */
 #include "mcuc/kernels.h"
 
+/* Position of w[o][t] in weights16 (compiler/mcuc/kernels/patch_embed.py, wide_layout):
+ * channels in pairs (o, o + 1), o even, the pair's block at element o * taps; in it, per
+ * group of four taps (t < taps4 = taps & ~3) channel o's four then channel o + 1's, each
+ * four in the order t = 0, 2, 1, 3 (one LDRD gives the lane pairs (w0, w2), (w1, w3) that
+ * SXTB16 makes of the image), then the tail taps as (w[o][t], w[o + 1][t]). The last channel
+ * of an odd d is a block of width one. */
+static int64_t wide_pos(int32_t taps, int32_t d, int32_t o, int32_t t)
+{
+    const int32_t taps4 = taps & ~3, width = (o == d - 1 && (d & 1)) ? 1 : 2, c = o & 1;
+    const int64_t base = (int64_t)(o & ~1) * taps;
+    if (t < taps4) {
+        return base + (int64_t)(t >> 2) * 4 * width + 4 * c + (((t & 1) << 1) | ((t >> 1) & 1));
+    }
+    return base + (int64_t)taps4 * width + (int64_t)(t - taps4) * width + c;
+}
+
+/* w[o][t] from either storage. */
+static int32_t weight_at(const mcuc_patch_embed_params_t *p, int32_t taps, int32_t o, int32_t t)
+{
+    if (p->weights16) {
+        return p->weights16[wide_pos(taps, p->d, o, t)];
+    }
+    return p->weights[(int64_t)o * taps + t];
+}
+
 /* Without a variant this is mcuc_patch_embed_s8 itself. */
 #ifdef MCUC_ARM_DSP
 static void patch_embed_ref(const mcuc_patch_embed_params_t *p, const int8_t *x, int8_t *y)
@@ -59,16 +92,15 @@ void mcuc_patch_embed_s8(const mcuc_patch_embed_params_t *p, const int8_t *x, in
         for (int32_t px = 0; px < p->wp; ++px) {
             int8_t *yt = y + ((int64_t)py * p->wp + px) * p->d;
             for (int32_t o = 0; o < p->d; ++o) {
-                const int8_t *wo = p->weights + (int64_t)o * taps;
                 int64_t acc = p->bias ? p->bias[o] : 0;
                 for (int32_t c = 0; c < p->c_in; ++c) {
                     const int8_t *xc = x + c * plane + ((int64_t)py * p->ph) * p->w_in
                                        + (int64_t)px * p->pw;
-                    const int8_t *wc = wo + (int64_t)c * p->ph * p->pw;
+                    const int32_t tc = c * p->ph * p->pw; /* the channel's first tap */
                     for (int32_t ky = 0; ky < p->ph; ++ky) {
                         for (int32_t kx = 0; kx < p->pw; ++kx) {
                             acc += (int32_t)(xc[(int64_t)ky * p->w_in + kx] - p->x_zp)
-                                   * (int32_t)wc[ky * p->pw + kx];
+                                   * weight_at(p, taps, o, tc + ky * p->pw + kx);
                         }
                     }
                 }
@@ -101,16 +133,15 @@ typedef struct {
     int32_t init, k, m, e;
 } pe_ch_t;
 
-/* Channel o's epilogue from its parameter arrays, kz = 2 y_zp + 1; dbl: the sums come
- * doubled (the small path's doubled image). */
+/* Channel o's epilogue from its parameter arrays, kz = 2 y_zp + 1 (the widened path reads
+ * the same words, derived by the compiler: patch_embed.py epilogue_words). */
 MCUC_ALWAYS_INLINE static pe_ch_t pe_channel(const int32_t *bias, const int32_t *mult,
                                              const int32_t *shift, int32_t kz, int32_t o,
-                                             int fast, int dbl)
+                                             int fast)
 {
     pe_ch_t c = {0, 0, mult[o], -shift[o]};
     if (fast) { /* |bias| < 2^30, e in [1, 20] */
-        const int32_t b = bias ? bias[o] : 0;
-        c.init = dbl ? 2 * b : b;
+        c.init = bias ? bias[o] : 0;
         c.k = (int32_t)((uint32_t)kz << (c.e - 1));
     }
     return c;
@@ -180,14 +211,25 @@ static int all_fast(const mcuc_patch_embed_params_t *p, int32_t taps)
         }                                                                                \
     } while (0)
 
-/* --- 16 taps and the fast epilogue (the default model's 1 x 4 x 4 patches): the pairs of
- * two patches, doubled, in a 64-byte buffer, so that every pass over a pair of channels
- * reads them with LDRD and unpacks only the weights. */
+/* --- 16 taps, widened weights and the fast epilogue (the default model's 1 x 4 x 4
+ * patches): the pairs of two patches, doubled, in a 64-byte buffer, so that every pass over
+ * a pair of channels reads them with LDRD and unpacks nothing. */
 
-/* Both 16-bit lanes doubled (|lane| <= 255, so no lane overflows). */
+/* Both 16-bit lanes doubled, one SADD16 (|lane| <= 255, so no lane overflows). */
 static uint32_t pe_dbl16(uint32_t v)
 {
-    return (v << 1) & 0xFFFEFFFEu;
+    return mcuc_sadd16(v, v);
+}
+
+/* fill_patch for one channel of 4 x 4 (the default model's patches): four rows, no
+ * branches, few registers (a call of its own costs half of fill_patch's). */
+static void fill_4x4(const int8_t *xr, int32_t w_in, uint32_t zp2, uint32_t *dst)
+{
+    for (int32_t ky = 0; ky < 4; ++ky, xr += w_in, dst += 4) {
+        const uint32_t v = mcuc_read32(xr);
+        dst[0] = pe_dbl16(mcuc_ssub16(mcuc_sxtb16(v), zp2));
+        dst[1] = pe_dbl16(mcuc_ssub16(mcuc_sxtb16_ror8(v), zp2));
+    }
 }
 
 /* The doubled pairs 2 (x - x_zp) of the patch at xp into dst: group g (taps 4g .. 4g + 3
@@ -240,86 +282,94 @@ static void fill_patch(const mcuc_patch_embed_params_t *p, const int8_t *xp, uin
     }
 }
 
-/* What every pass of the 16-tap path reads: the buffer, the parameter arrays (bias: zeros
- * when there is none, then bstep = 0), kz = 2 y_zp + 1, d. */
-typedef struct {
-    const uint32_t *xbuf;
-    const int8_t *weights;
-    const int32_t *bias, *mult, *shift;
-    int32_t kz, d, bstep;
-} pe16_ctx_t;
-
-/* One pass: the buffered patches (one group per 16 bytes, patch 1 at +8; two: both)
- * against channels o and o + 1 (16 taps each), into the tokens at yo. Each field of c is
- * read where it is used, after the asm loads of the buffer for the epilogue's (asm with a
- * memory clobber orders them), so none holds a register through the sums. */
-MCUC_ALWAYS_INLINE static void pe16_pass(const pe16_ctx_t *c, int32_t o, int8_t *yo, int two)
+/* The channel pairs of one or two buffered patches (two: a constant): per pair (o, o + 1)
+ * its 32 widened weights at w (64 bytes, four LDRDs), the buffered image pairs (four or
+ * eight LDRDs), 8 or 16 SMLADs from the doubled biases, then the pair's m, k, e (three
+ * LDRDs from its eight words at ep: 2 b0, 2 b1, m0, m1, k0, k1, e0, e1) and the four
+ * outputs at yo[0], yo[1] (patch 0) and yo[d], yo[d + 1] (patch 1). */
+MCUC_ALWAYS_INLINE static void pe16_channels(const uint32_t *xq, const int16_t *w,
+                                             const int32_t *ep, int32_t d, int8_t *yo,
+                                             int two)
 {
-    const int32_t *const bp = c->bias + c->bstep * o;
-    pe_acc_t s = {2 * bp[0], 2 * bp[1], 2 * bp[0], 2 * bp[1]};
-    const uint32_t *const xq = c->xbuf;
-    const int8_t *const w = c->weights + 16 * o;
-    uint32_t x0l, x0h, x1l = 0, x1h = 0;
-    /* Group g: every offset a constant (no pointer steps in the 4 groups). */
+    const int16_t *const wend = w + 16 * d;
+    for (; w != wend; w += 32, ep += 8, yo += 2) {
+        pe_acc_t s = {0, 0, 0, 0};
+        MCUC_LDRD(s.a00, s.a01, ep, 0);
+        if (two) {
+            MCUC_LDRD(s.a10, s.a11, ep, 0);
+        }
+        const uint32_t *const w32 = (const uint32_t *)(const void *)w;
+        uint32_t x0l, x0h, x1l = 0, x1h = 0, w0l, w0h, w1l, w1h;
 #define MCUC_PE16_GROUP(g)                                                               \
     do {                                                                                 \
+        MCUC_LDRD(x0l, x0h, xq, 16 * (g));                                               \
         if (two) {                                                                       \
             MCUC_LDRD(x1l, x1h, xq, 16 * (g) + 8);                                       \
         }                                                                                \
-        MCUC_LDRD(x0l, x0h, xq, 16 * (g));                                               \
-        const uint32_t ww1 = mcuc_read32(w + 16 + 4 * (g));                              \
-        const uint32_t ww0 = mcuc_read32(w + 4 * (g));                                   \
-        MCUC_PE_MAC(s, x0l, x0h, x1l, x1h, ww0, ww1, two);                               \
+        MCUC_LDRD(w0l, w0h, w32, 16 * (g));                                              \
+        MCUC_LDRD(w1l, w1h, w32, 16 * (g) + 8);                                          \
+        s.a00 = mcuc_smlad(x0h, w0h, mcuc_smlad(x0l, w0l, s.a00));                       \
+        s.a01 = mcuc_smlad(x0h, w1h, mcuc_smlad(x0l, w1l, s.a01));                       \
+        if (two) {                                                                       \
+            s.a10 = mcuc_smlad(x1h, w0h, mcuc_smlad(x1l, w0l, s.a10));                   \
+            s.a11 = mcuc_smlad(x1h, w1h, mcuc_smlad(x1l, w1l, s.a11));                   \
+        }                                                                                \
     } while (0)
-    MCUC_PE16_GROUP(0);
-    MCUC_PE16_GROUP(1);
-    MCUC_PE16_GROUP(2);
-    MCUC_PE16_GROUP(3);
+        MCUC_PE16_GROUP(0);
+        MCUC_PE16_GROUP(1);
+        MCUC_PE16_GROUP(2);
+        MCUC_PE16_GROUP(3);
 #undef MCUC_PE16_GROUP
-    const int32_t *const mp = c->mult + o, *const sp = c->shift + o, kz = c->kz;
-    const int32_t e0 = -sp[0], e1 = -sp[1];
-    const pe_ch_t c0 = {0, (int32_t)((uint32_t)kz << (e0 - 1)), mp[0], e0};
-    const pe_ch_t c1 = {0, (int32_t)((uint32_t)kz << (e1 - 1)), mp[1], e1};
-    pe_store(NULL, yo, c->d, 0, 1, &c0, &c1, s, two, 1);
+        pe_ch_t c0 = {0, 0, 0, 0}, c1 = {0, 0, 0, 0};
+        MCUC_LDRD(c0.m, c1.m, ep, 8);
+        MCUC_LDRD(c0.k, c1.k, ep, 16);
+        MCUC_LDRD(c0.e, c1.e, ep, 24);
+        pe_store(NULL, yo, d, 0, 1, &c0, &c1, s, two, 1);
+    }
 }
 
-/* The passes as functions of their own: the sums get the registers, the band loops keep
- * theirs (inlined, the loops' variables spilled inside the sums). */
-__attribute__((noinline)) static void pe16_pass2(const pe16_ctx_t *c, int32_t o, int8_t *yo)
+/* Widened weights, 16 taps, d even, the fast epilogue: the tokens in order, two at a time
+ * (the last alone when hp * wp is odd; a pair may span two bands), their doubled image
+ * pairs into a 64-byte buffer (fill_patch), then every channel pair against them. Both
+ * patches are read before either token is written, and no token is written before its
+ * band's image rows of earlier tokens are read, so the planner's overlap holds. */
+__attribute__((noinline)) static void pe_wide16(const mcuc_patch_embed_params_t *p,
+                                                const int8_t *x, int8_t *y)
 {
-    pe16_pass(c, o, yo, 1);
-}
-
-__attribute__((noinline)) static void pe16_pass1(const pe16_ctx_t *c, int32_t o, int8_t *yo)
-{
-    pe16_pass(c, o, yo, 0);
-}
-
-/* Every band: per pair of patches (q, q + 1) their pairs into the buffer once, then every
- * pair of channels against them (d is even). */
-__attribute__((noinline)) static void pe_small16(const mcuc_patch_embed_params_t *p,
-                                                 const int8_t *x, int8_t *y)
-{
-    static const int32_t zero[2] = {0, 0}; /* the bias when there is none */
-    uint32_t xbuf[16];                     /* 4 words per group of four taps */
-    const pe16_ctx_t ctx = {xbuf, p->weights, p->bias ? p->bias : zero, p->mult, p->shift,
-                            2 * p->y_zp + 1, p->d, p->bias ? 1 : 0};
+    uint32_t xbuf[16]; /* 4 words per group of four taps */
+    const int16_t *const w16 = p->weights16;
+    const int32_t *const epi = p->epi;
     /* Locals: the stores through y may alias *p for the compiler. */
-    const int32_t d = p->d, wp = p->wp, pw = p->pw, hp = p->hp, band_x = p->ph * p->w_in;
-    for (int32_t py = 0; py < hp; ++py) {
-        const int8_t *xp = x + (int64_t)py * band_x;
-        int8_t *yq = y + (int64_t)py * wp * d;
-        for (int32_t q = 0; q < wp; q += 2, xp += 2 * pw, yq += 2 * d) {
-            const int two = q + 1 < wp;
-            fill_patch(p, xp, xbuf);
-            if (two) {
-                fill_patch(p, xp + pw, xbuf + 2);
+    const int32_t d = p->d, wp = p->wp, pw = p->pw, band_x = p->ph * p->w_in;
+    const int32_t n = p->hp * wp;
+    const int8_t *xb = x; /* the current band's image */
+    int32_t px = 0;       /* the next token's patch column */
+    const int one4x4 = p->c_in == 1 && pw == 4, w_in = p->w_in;
+    const uint32_t zp2 = mcuc_dup16(p->x_zp);
+    for (int32_t t = 0; t < n; t += 2) {
+        if (one4x4) {
+            fill_4x4(xb + px * pw, w_in, zp2, xbuf);
+        } else {
+            fill_patch(p, xb + px * pw, xbuf);
+        }
+        if (++px == wp) {
+            px = 0;
+            xb += band_x;
+        }
+        int8_t *const yo = y + (int64_t)t * d;
+        if (t + 1 < n) {
+            if (one4x4) {
+                fill_4x4(xb + px * pw, w_in, zp2, xbuf + 2);
+            } else {
+                fill_patch(p, xb + px * pw, xbuf + 2);
             }
-            void (*const pass)(const pe16_ctx_t *, int32_t, int8_t *) = two ? pe16_pass2
-                                                                             : pe16_pass1;
-            for (int32_t o = 0; o < d; o += 2) {
-                pass(&ctx, o, yq + o);
+            if (++px == wp) {
+                px = 0;
+                xb += band_x;
             }
+            pe16_channels(xbuf, w16, epi, d, yo, 1);
+        } else {
+            pe16_channels(xbuf, w16, epi, d, yo, 0);
         }
     }
 }
@@ -420,8 +470,8 @@ MCUC_ALWAYS_INLINE static void pe_large(const mcuc_patch_embed_params_t *p, cons
         for (int32_t o = 0; o < d; o += 2) {
             const int32_t do1 = o + 1 < d ? 1 : 0;
             const int8_t *const w = weights + (int64_t)o * taps;
-            const pe_ch_t c0 = pe_channel(bias, mult, shift, kz, o, fast, 0);
-            const pe_ch_t c1 = pe_channel(bias, mult, shift, kz, o + do1, fast, 0);
+            const pe_ch_t c0 = pe_channel(bias, mult, shift, kz, o, fast);
+            const pe_ch_t c1 = pe_channel(bias, mult, shift, kz, o + do1, fast);
             for (int32_t q = 0; q < wp; q += 2) {
                 const int8_t *const xq = xb + q * pw;
                 int8_t *const yq = yb + (int64_t)q * d + o;
@@ -461,8 +511,12 @@ void mcuc_patch_embed_s8(const mcuc_patch_embed_params_t *p, const int8_t *x, in
         return;
     }
     const int fast = all_fast(p, taps);
-    if (taps == 16 && fast && (p->d & 1) == 0) {
-        pe_small16(p, x, y);
+    if (p->weights16) { /* the compiler widens exactly the shapes pe_wide16 takes */
+        if (taps == 16 && fast && (p->d & 1) == 0 && p->epi) {
+            pe_wide16(p, x, y);
+        } else {
+            patch_embed_ref(p, x, y);
+        }
     } else {
         (fast ? pe_large_fast : pe_large_any)(p, x, y, taps);
     }

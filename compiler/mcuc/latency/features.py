@@ -243,11 +243,23 @@ def _dot_pair(f: Features, calls: int, length: int, rows: int) -> None:
 
 def patch_embed_step(f: Features, p: dict, v: Variant) -> None:
     """patch_embed.c: per patch and output channel, the taps by image row (words of
-    four, then bytes); the 16-tap patch has its own loop."""
+    four, then bytes); widened 16-tap weights (patch_embed.widen) have their own loops."""
     c_in, ph, pw, d = p["c_in"], p["ph"], p["pw"], p["d"]
     patches = p["hp"] * p["wp"]
     taps = c_in * ph * pw
-    tag = "pe16_" if taps == 16 and v.dsp else ("pe_" if v.dsp else "per_")
+    # Without real quantization the search's steps are taken to widen as the build does
+    # (a 16-tap patch with an even d; the fast epilogue is the usual case).
+    wide = v.dsp and taps == 16 and d % 2 == 0 and (
+        p.get("weights16") is not None and p.get("epi") is not None if v.exact else True)
+    if wide:  # pe_wide16: per token fill_patch; per token pair, then per channel pair
+        f["pew_call"] += 1
+        f["pew_d"] += d  # all_fast
+        f["pew_token"] += patches
+        f["pew_pair"] += (patches + 1) // 2
+        f["pew_cp2"] += patches // 2 * (d // 2)
+        f["pew_cp1"] += patches % 2 * (d // 2)
+        return
+    tag = "pe_" if v.dsp else "per_"
     f[tag + "call"] += 1
     f[tag + "band"] += p["hp"]
     f[tag + "patch"] += patches

@@ -13,6 +13,7 @@ from dataclasses import replace
 
 from mcuc import McucError
 from mcuc.kernels import linear as k_linear
+from mcuc.kernels import patch_embed as k_patch
 from mcuc.schedule.schedule import Schedule
 from mcuc.text import one_line
 
@@ -44,3 +45,16 @@ def widen_weights(s: Schedule) -> Schedule:
         p = widen_params(st.kernel, st.params)
         steps.append(st if p is st.params else replace(st, params=p))
     return replace(s, steps=steps)
+
+
+def widen_patch_embed(s: Schedule) -> Schedule:
+    """Every patch_embed step that the ARMv7E-M variant's widened loop takes, with its
+    weights as int16 and its epilogue's words (kernels/patch_embed.py `widen`); for boards
+    with the variant (their default build: +2 KB of flash on the default model, the arena
+    unchanged). Returns s itself when no step changes."""
+    steps, changed = [], False
+    for st in s.steps:
+        p = k_patch.widen(st.params) if st.kernel == "patch_embed" else st.params
+        changed |= p is not st.params
+        steps.append(st if p is st.params else replace(st, params=p))
+    return replace(s, steps=steps) if changed else s

@@ -216,16 +216,18 @@ void mcuc_tokenwise_s8(const mcuc_tokenwise_params_t *p, const int8_t *x, const 
 /* Patch embedding: conv2d_s8 with kernel == stride and no padding, then the transpose to
  * tokens, in one pass: x CHW [c_in][h_in][w_in], weights [d][c_in][ph][pw], y [hp * wp][d]
  *   acc = bias[o] + sum (x - x_zp) * w;  y[t][o] = clamp(y_zp + requantize(acc, mult[o], shift[o]))
- * Patches are computed one row of patches (band) at a time, band 0 first, so y may overlap
- * x when every byte of y's band j lies below x's band j of channel 0 (patch.py). */
+ * Patches are computed in token order, at most two at a time (read before written), so y may
+ * overlap x when every byte of y's band j lies below x's band j of channel 0 (patch.py). */
 typedef struct {
     int32_t c_in, h_in, w_in;
     int32_t d, ph, pw, hp, wp;
     int32_t x_zp, y_zp;
-    const int8_t *weights;
-    const int32_t *bias; /* may be NULL */
+    const int8_t *weights;    /* NULL when weights16 holds them */
+    const int16_t *weights16; /* NULL, or the weights as int16 in channel pairs (patch_embed.c) */
+    const int32_t *bias;      /* may be NULL */
     const int32_t *mult;
     const int32_t *shift;
+    const int32_t *epi; /* NULL, or with weights16 the fast epilogue's words (patch_embed.c) */
 } mcuc_patch_embed_params_t;
 void mcuc_patch_embed_s8(const mcuc_patch_embed_params_t *p, const int8_t *x, int8_t *y);
 
