@@ -524,11 +524,56 @@ MCUC_ALWAYS_INLINE static void last_rows(const mcuc_linear_params_t *p, const in
     }
 }
 
+/* Each plan's loops as a function of its own, so that only the ones a model runs are hot
+ * (mcuc/tcm.py puts them in ITCM by name, hottest first; inlined into one dispatcher they
+ * made it 12 KB, most of the F746's 16 KB ITCM). has_zp, short_epi and k_mul8 are
+ * constants in each. The general epilogue's plans (a layer that keeps its input zero
+ * point, i.e. has no bias to fold it into, or a shift outside [-31, -1]) are built for
+ * size: 6.5 KB at -O2, for layers a ViT rarely has. */
+#ifdef __GNUC__
+#define LIN_PLAN static __attribute__((noinline))
+#define LIN_PLAN_COLD static __attribute__((noinline, cold))
+#else
+#define LIN_PLAN static
+#define LIN_PLAN_COLD static
+#endif
+
+LIN_PLAN void lin_short8(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y)
+{
+    last_rows(p, x, y, row_pairs(p, x, y, 0, 1, 1), 0, 1);
+}
+
+LIN_PLAN void lin_short(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y)
+{
+    last_rows(p, x, y, row_pairs(p, x, y, 0, 1, 0), 0, 1);
+}
+
+LIN_PLAN_COLD void lin_general(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y)
+{
+    last_rows(p, x, y, row_pairs(p, x, y, 1, 0, 0), 1, 0);
+}
+
+LIN_PLAN void lin_wide_short8(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y)
+{
+    wide_rows(p, x, y, 0, 1, 1);
+}
+
+LIN_PLAN void lin_wide_short(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y)
+{
+    wide_rows(p, x, y, 0, 1, 0);
+}
+
+LIN_PLAN_COLD void lin_wide_general(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y)
+{
+    wide_rows(p, x, y, 1, 0, 0);
+}
+
 /* The loops of a call; see mcuc_linear_plan in kernels.h. The short epilogue is compiled
  * for folded zero points only (x_zp == 0: every layer with a bias, fold_zero_point); a
- * layer that keeps its zero point takes the general loop. PLAN_WIDE + q is plan q over
- * widened weights. */
-enum { PLAN_REF = 0, PLAN_DSP = 1, PLAN_SHORT = 2, PLAN_WIDE = 2 };
+ * layer that keeps its zero point takes the general loop. PLAN_SHORT8 is PLAN_SHORT for
+ * k % 8 == 0 (every layer of a ViT whose widths are multiples of 8): its loops have no
+ * step of four and no tail. PLAN_WIDE + q is plan q over widened weights. */
+enum { PLAN_REF = 0, PLAN_DSP = 1, PLAN_SHORT = 2, PLAN_SHORT8 = 3, PLAN_WIDE = 3 };
 
 int32_t mcuc_linear_plan(const mcuc_linear_params_t *p)
 {
@@ -536,29 +581,33 @@ int32_t mcuc_linear_plan(const mcuc_linear_params_t *p)
         return PLAN_REF;
     }
     const int32_t wide = p->weights16 ? PLAN_WIDE : 0;
-    return wide + (p->x_zp == 0 && short_epilogue_ok(p) ? PLAN_SHORT : PLAN_DSP);
+    if (p->x_zp != 0 || !short_epilogue_ok(p)) {
+        return wide + PLAN_DSP;
+    }
+    return wide + ((p->k & 7) == 0 ? PLAN_SHORT8 : PLAN_SHORT);
 }
 
 void mcuc_linear_planned_s8(const mcuc_linear_params_t *p, int32_t plan, const int8_t *x,
                             int8_t *y)
 {
     switch (plan) {
-    case PLAN_SHORT: /* k % 8 == 0: every layer of a ViT whose widths are multiples of 8 */
-        last_rows(p, x, y, (p->k & 7) == 0 ? row_pairs(p, x, y, 0, 1, 1)
-                                           : row_pairs(p, x, y, 0, 1, 0), 0, 1);
+    case PLAN_SHORT8:
+        lin_short8(p, x, y);
+        break;
+    case PLAN_SHORT:
+        lin_short(p, x, y);
         break;
     case PLAN_DSP:
-        last_rows(p, x, y, row_pairs(p, x, y, 1, 0, 0), 1, 0);
+        lin_general(p, x, y);
+        break;
+    case PLAN_WIDE + PLAN_SHORT8:
+        lin_wide_short8(p, x, y);
         break;
     case PLAN_WIDE + PLAN_SHORT:
-        if ((p->k & 7) == 0) {
-            wide_rows(p, x, y, 0, 1, 1);
-        } else {
-            wide_rows(p, x, y, 0, 1, 0);
-        }
+        lin_wide_short(p, x, y);
         break;
     case PLAN_WIDE + PLAN_DSP:
-        wide_rows(p, x, y, 1, 0, 0);
+        lin_wide_general(p, x, y);
         break;
     default:
         linear_ref(p, x, y);
