@@ -124,7 +124,7 @@ def test_linear_dsp_matches_reference(ck_dsp: CKernels) -> None:
     last odd row) and widened weights are each taken many times."""
     rng = np.random.default_rng(23)
     seen: dict[tuple[bool, bool, bool], int] = {}
-    mul8: dict[bool, int] = {}  # short epilogue with k % 8 == 0: the loops without tails
+    mul16: dict[bool, int] = {}  # short epilogue with k % 16 == 0: the loops without tails
     for i in range(1200):
         case = gen_linear_dsp(rng) if i % 3 else gen_short_edge(rng)
         want = linear.ref(case.params, *case.inputs)
@@ -133,10 +133,10 @@ def test_linear_dsp_matches_reference(ck_dsp: CKernels) -> None:
         wide = case.params.get("weights16") is not None
         key = (short_epilogue(case.params), wide, case.params["rows"] >= 2 and not wide)
         seen[key] = seen.get(key, 0) + 1
-        if key[0] and case.params["k"] % 8 == 0:
-            mul8[wide] = mul8.get(wide, 0) + 1
+        if key[0] and case.params["k"] % 16 == 0:
+            mul16[wide] = mul16.get(wide, 0) + 1
     assert len(seen) == 6 and min(seen.values()) > 30, seen
-    assert len(mul8) == 2 and min(mul8.values()) > 10, mul8
+    assert len(mul16) == 2 and min(mul16.values()) > 10, mul16
 
 
 def test_add_dsp_matches_reference(ck_dsp: CKernels) -> None:

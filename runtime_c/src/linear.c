@@ -198,16 +198,25 @@ MCUC_ALWAYS_INLINE static void dot4(const int8_t *xr, const int8_t *wb, int32_t 
  * bytes apart). */
 MCUC_ALWAYS_INLINE static void dot2x2(const int8_t *xa, int32_t k, const int8_t *wb,
                                       const int8_t *tail, int has_zp, int32_t x_zp,
-                                      int32_t *acc, int k_mul8)
+                                      int32_t *acc, int k_mul16)
 {
-    /* k_mul8 (a constant at each call): k is a multiple of 8, so neither the step of four
-     * nor the tail runs, and their tests are compiled out */
-    const int32_t k4 = k_mul8 ? k : k & ~3, k8 = k_mul8 ? k : k & ~7;
+    /* k_mul16 (a constant at each call): k is a multiple of 16, so the loop takes sixteen
+     * inputs per step, and the step of four and the tail never run (their tests are
+     * compiled out) */
+    const int32_t k4 = k_mul16 ? k : k & ~3, k8 = k_mul16 ? k : k & ~7;
     const uint32_t zp2 = mcuc_dup16(x_zp);
     const int8_t *const x8 = xa + k8;
     int32_t a00 = acc[0], a01 = acc[1], a10 = acc[2], a11 = acc[3];
     const int8_t *xi = xa;
-    while (xi < x8) {
+    while (k_mul16 && xi < x8) { /* sixteen inputs per step: half the loop's own instructions */
+        MCUC_2X2_STEP(mcuc_read32(xi), mcuc_read32(xi + k), wb);
+        MCUC_2X2_STEP(mcuc_read32(xi + 4), mcuc_read32(xi + k + 4), wb + 16);
+        MCUC_2X2_STEP(mcuc_read32(xi + 8), mcuc_read32(xi + k + 8), wb + 32);
+        MCUC_2X2_STEP(mcuc_read32(xi + 12), mcuc_read32(xi + k + 12), wb + 48);
+        xi += 16;
+        wb += 64;
+    }
+    while (!k_mul16 && xi < x8) {
         MCUC_2X2_STEP(mcuc_read32(xi), mcuc_read32(xi + k), wb);
         MCUC_2X2_STEP(mcuc_read32(xi + 4), mcuc_read32(xi + k + 4), wb + 16);
         xi += 8;
@@ -395,10 +404,10 @@ MCUC_ALWAYS_INLINE static void quad_start(const int32_t *e, int32_t *a, int shor
  * SMLADs: 33 instructions per 32 MACs), then at most one step of four, then the tail;
  * the epilogue follows with the sums still in registers. */
 MCUC_ALWAYS_INLINE static void wide_rows(const mcuc_linear_params_t *p, const int8_t *x,
-                                         int8_t *y, int has_zp, int short_epi, int k_mul8)
+                                         int8_t *y, int has_zp, int short_epi, int k_mul16)
 {
     const int32_t k = p->k, n = p->n, n4 = n & ~3;
-    const int32_t k4 = k_mul8 ? k : k & ~3, k8 = k_mul8 ? k : k & ~7; /* as in dot2x2 */
+    const int32_t k4 = k_mul16 ? k : k & ~3, k8 = k_mul16 ? k : k & ~7; /* as in dot2x2 */
     const int32_t x_zp = p->x_zp, y_zp = p->y_zp, y_c = short_c(y_zp);
     const uint32_t zp2 = mcuc_dup16(x_zp);
     for (int32_t r = 0; r < p->rows; ++r) {
@@ -412,7 +421,17 @@ MCUC_ALWAYS_INLINE static void wide_rows(const mcuc_linear_params_t *p, const in
             quad_start(e, q, short_epi);
             int32_t a0 = q[0], a1 = q[1], a2 = q[2], a3 = q[3];
             const int8_t *xi = xr;
-            while (xi < x8) {
+            while (k_mul16 && xi < x8) { /* k % 16 == 0: sixteen inputs per step */
+                const uint32_t u = mcuc_read32(xi), v = mcuc_read32(xi + 4);
+                MCUC_WIDE_STEP(u, 0);
+                MCUC_WIDE_STEP(v, 16);
+                const uint32_t u2 = mcuc_read32(xi + 8), v2 = mcuc_read32(xi + 12);
+                xi += 16;
+                MCUC_WIDE_STEP(u2, 32);
+                MCUC_WIDE_STEP(v2, 48);
+                w += 64;
+            }
+            while (!k_mul16 && xi < x8) {
                 const uint32_t u = mcuc_read32(xi), v = mcuc_read32(xi + 4);
                 xi += 8;
                 MCUC_WIDE_STEP(u, 0);
@@ -461,13 +480,13 @@ MCUC_ALWAYS_INLINE static void pair_out(const int32_t *e, const int32_t *a, int8
 }
 
 /* The row pairs over int8 weights; returns the rows done (all but an odd count's last).
- * has_zp, short_epi and k_mul8 are constants at each call (one loop each). With short_epi
+ * has_zp, short_epi and k_mul16 are constants at each call (one loop each). With short_epi
  * the accumulators start at the bias, otherwise at 0 and the bias is added with
  * saturation in general_out. The pairs of channels are walked with one pointer into rq
  * (pair q of block q / 2 starts at word 8 (q % 2) of the block), so the epilogue reloads
  * little after the inner loop. (Widened weights: wide_rows.) */
 MCUC_ALWAYS_INLINE static int32_t row_pairs(const mcuc_linear_params_t *p, const int8_t *x,
-                                            int8_t *y, int has_zp, int short_epi, int k_mul8)
+                                            int8_t *y, int has_zp, int short_epi, int k_mul16)
 {
     const int32_t k = p->k, n = p->n, n4 = n & ~3, k4 = k & ~3, x_zp = p->x_zp;
     const int32_t y_zp = p->y_zp, y_c = short_c(y_zp);
@@ -486,7 +505,7 @@ MCUC_ALWAYS_INLINE static int32_t row_pairs(const mcuc_linear_params_t *p, const
                 a[1] = a[3] = e[RQ_BIAS + 1];
             }
             /* the pair's tail bytes: block + 4 k4 + 2 (q % 2) */
-            dot2x2(xr, k, wb, wb + 4 * k4 - 6 * (q & 1), has_zp, x_zp, a, k_mul8);
+            dot2x2(xr, k, wb, wb + 4 * k4 - 6 * (q & 1), has_zp, x_zp, a, k_mul16);
             pair_out(e, a, yo, n, y_zp, y_c, short_epi);
         }
         const int8_t *wb = p->weights + (int64_t)n4 * k;
@@ -526,7 +545,7 @@ MCUC_ALWAYS_INLINE static void last_rows(const mcuc_linear_params_t *p, const in
 
 /* Each plan's loops as a function of its own, so that only the ones a model runs are hot
  * (mcuc/tcm.py puts them in ITCM by name, hottest first; inlined into one dispatcher they
- * made it 12 KB, most of the F746's 16 KB ITCM). has_zp, short_epi and k_mul8 are
+ * made it 12 KB, most of the F746's 16 KB ITCM). has_zp, short_epi and k_mul16 are
  * constants in each. The general epilogue's plans (a layer that keeps its input zero
  * point, i.e. has no bias to fold it into, or a shift outside [-31, -1]) are built for
  * size: 6.5 KB at -O2, for layers a ViT rarely has. */
@@ -538,7 +557,7 @@ MCUC_ALWAYS_INLINE static void last_rows(const mcuc_linear_params_t *p, const in
 #define LIN_PLAN_COLD static
 #endif
 
-LIN_PLAN void lin_short8(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y)
+LIN_PLAN void lin_short16(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y)
 {
     last_rows(p, x, y, row_pairs(p, x, y, 0, 1, 1), 0, 1);
 }
@@ -553,7 +572,7 @@ LIN_PLAN_COLD void lin_general(const mcuc_linear_params_t *p, const int8_t *x, i
     last_rows(p, x, y, row_pairs(p, x, y, 1, 0, 0), 1, 0);
 }
 
-LIN_PLAN void lin_wide_short8(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y)
+LIN_PLAN void lin_wide_short16(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y)
 {
     wide_rows(p, x, y, 0, 1, 1);
 }
@@ -570,10 +589,10 @@ LIN_PLAN_COLD void lin_wide_general(const mcuc_linear_params_t *p, const int8_t 
 
 /* The loops of a call; see mcuc_linear_plan in kernels.h. The short epilogue is compiled
  * for folded zero points only (x_zp == 0: every layer with a bias, fold_zero_point); a
- * layer that keeps its zero point takes the general loop. PLAN_SHORT8 is PLAN_SHORT for
- * k % 8 == 0 (every layer of a ViT whose widths are multiples of 8): its loops have no
- * step of four and no tail. PLAN_WIDE + q is plan q over widened weights. */
-enum { PLAN_REF = 0, PLAN_DSP = 1, PLAN_SHORT = 2, PLAN_SHORT8 = 3, PLAN_WIDE = 3 };
+ * layer that keeps its zero point takes the general loop. PLAN_SHORT16 is PLAN_SHORT for
+ * k % 16 == 0 (every layer of a ViT whose widths are multiples of 16): its loops take
+ * sixteen inputs per step and have no step of four and no tail. PLAN_WIDE + q is plan q over widened weights. */
+enum { PLAN_REF = 0, PLAN_DSP = 1, PLAN_SHORT = 2, PLAN_SHORT16 = 3, PLAN_WIDE = 3 };
 
 int32_t mcuc_linear_plan(const mcuc_linear_params_t *p)
 {
@@ -584,15 +603,15 @@ int32_t mcuc_linear_plan(const mcuc_linear_params_t *p)
     if (p->x_zp != 0 || !short_epilogue_ok(p)) {
         return wide + PLAN_DSP;
     }
-    return wide + ((p->k & 7) == 0 ? PLAN_SHORT8 : PLAN_SHORT);
+    return wide + ((p->k & 15) == 0 ? PLAN_SHORT16 : PLAN_SHORT);
 }
 
 void mcuc_linear_planned_s8(const mcuc_linear_params_t *p, int32_t plan, const int8_t *x,
                             int8_t *y)
 {
     switch (plan) {
-    case PLAN_SHORT8:
-        lin_short8(p, x, y);
+    case PLAN_SHORT16:
+        lin_short16(p, x, y);
         break;
     case PLAN_SHORT:
         lin_short(p, x, y);
@@ -600,8 +619,8 @@ void mcuc_linear_planned_s8(const mcuc_linear_params_t *p, int32_t plan, const i
     case PLAN_DSP:
         lin_general(p, x, y);
         break;
-    case PLAN_WIDE + PLAN_SHORT8:
-        lin_wide_short8(p, x, y);
+    case PLAN_WIDE + PLAN_SHORT16:
+        lin_wide_short16(p, x, y);
         break;
     case PLAN_WIDE + PLAN_SHORT:
         lin_wide_short(p, x, y);

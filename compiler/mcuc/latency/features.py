@@ -93,8 +93,9 @@ def add_linear(f: Features, rows: int, k: int, n: int, plan: str, v: Variant,
         blocks, d1 = odd * nb, (2 * pairs + odd) * nt
     g.update({"b4": blocks, "b4_k8": blocks * k8, "b4_s4": blocks * s4,
               "b4_kt": blocks * kt, "d1": d1, "d1_k4": d1 * k4, "d1_kt": d1 * kt})
-    if plan == "s" and k % 8:  # the short loops are compiled apart for k % 8 == 0 (no tests)
-        g["nm8"] = g.get("b2", 0) if not v.wide else blocks
+    if plan == "s" and k % 16:  # the short loops are compiled apart for k % 16 == 0 (sixteen
+        nm = g.get("b2", 0) if not v.wide else blocks  # inputs a step, no step-of-four or tail
+        g.update({"nm16": nm, "nm16_k8": nm * k8})     # tests): others differ per block and step
     _add(f, f"lw{plan}_" if v.wide else f"l{plan}_", g, times)
 
 
