@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 HARNESS = Path(__file__).resolve().parent / "vs_cmsis"
 # the stm32f746 firmware's flags (templates/Makefile.arm.j2 with its board.toml)
 CFLAGS = ["-std=c99", "-mcpu=cortex-m7", "-mthumb", "-mfpu=fpv5-sp-d16", "-mfloat-abi=hard",
-          "-O2", "-ffunction-sections", "-fdata-sections", "-Wall", "-Wextra"]
+          "-O2", "-ffunction-sections", "-fdata-sections", "-Wall", "-Wextra", "-Werror"]
 CMSIS_SOURCES = ("Source/FullyConnectedFunctions/arm_fully_connected_per_channel_s8.c",
                  "Source/NNSupportFunctions/arm_nn_vec_mat_mult_t_per_ch_s8.c")
 # the harness's FC[] table, in order: (rows, k, n)

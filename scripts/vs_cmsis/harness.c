@@ -33,6 +33,7 @@ static int8_t y[MAX_ROWS * MAX_N];
 static int8_t w8[MAX_W];
 static int16_t w16[MAX_W] __attribute__((aligned(8)));
 static int32_t bias[MAX_N], mult[MAX_N], shift[MAX_N];
+static int32_t rq[3 * MAX_N]; /* mcuc's bias, mult, shift interleaved per channel pair */
 
 static const struct {
     int32_t rows, k, n;
@@ -62,6 +63,11 @@ static void fill(void)
         mult[j] = (1 << 30) + next() % (1 << 29);
         shift[j] = -8;
     }
+    for (int32_t j = 0; j < MAX_N; ++j) { /* kernels.h: six words per pair (j, j + 1) */
+        rq[6 * (j / 2) + j % 2] = bias[j];
+        rq[6 * (j / 2) + 2 + j % 2] = mult[j];
+        rq[6 * (j / 2) + 4 + j % 2] = shift[j];
+    }
 }
 
 static void cmsis_fc(int32_t rows, int32_t k, int32_t n)
@@ -77,8 +83,7 @@ static void cmsis_fc(int32_t rows, int32_t k, int32_t n)
 
 static void mcuc_fc(int32_t rows, int32_t k, int32_t n, int wide)
 {
-    const mcuc_linear_params_t p = {rows, k, n, 0, -3, wide ? NULL : w8, wide ? w16 : NULL,
-                                    bias, mult, shift};
+    const mcuc_linear_params_t p = {rows, k, n, 0, -3, wide ? NULL : w8, wide ? w16 : NULL, rq};
     mcuc_linear_s8(&p, x, y);
 }
 
