@@ -358,7 +358,7 @@ def _reference_meta(model, input_shape: tuple[int, ...] | None, c: Compiled,
             "input_shape": list(input_shape) if input_shape else None,
             "disabled": list(c.schedule.disabled), "stream_input": bool(stream_input),
             "optimize": optimize, "quant": c.quant["mode"],
-            "qparams": {tensor_key(t): [q.scale, q.zero_point]
+            "qparams": {tensor_key(t): [q.scale, q.zero_point] + ([16] if q.wide else [])
                         for t, q in c.qgraph.qparams.items()}}
 
 
