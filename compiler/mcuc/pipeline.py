@@ -89,7 +89,7 @@ def compile_graph(graph: Graph, samples: np.ndarray, disabled: tuple[str, ...] =
                   stream_input: bool = False, calib_method: str = DEFAULT_METHOD,
                   calib_percentile: float = DEFAULT_PERCENTILE,
                   optimize: str = "size", qparams: dict[str, QParams] | None = None,
-                  quant: str = "auto") -> Compiled:
+                  quant: str = "auto", int16: tuple[str, ...] | str = ()) -> Compiled:
     """Calibrate (quant/calibrate.py: `calib_method`, `calib_percentile`), lower and plan.
     Given `qparams` (every activation's, as a build records them for `mcuc validate`),
     calibration is skipped and `samples` unused.
@@ -97,7 +97,9 @@ def compile_graph(graph: Graph, samples: np.ndarray, disabled: tuple[str, ...] =
     (schedule/stream.py), so the arena never holds all of it. `optimize` "speed" stores
     the linear weights as int16 (schedule/widen.py): faster, twice their flash.
     `quant` "given" uses a QDQ model's own scales where it states them (quant/given.py;
-    the rest is calibrated), "calibrate" ignores them, "auto" picks given for QDQ models."""
+    the rest is calibrated), "calibrate" ignores them, "auto" picks given for QDQ models.
+    `int16` names tensors to keep in int16, or "auto" (quant/wide.py, quant/sensitivity.py);
+    with `qparams` the recorded int16 tensors are kept and `int16` is not used."""
     t: dict[str, float] = {}
     t0 = time.perf_counter()
     mode = resolve_mode(quant, graph)
@@ -113,6 +115,8 @@ def compile_graph(graph: Graph, samples: np.ndarray, disabled: tuple[str, ...] =
                                 "folded into a scale's range is then not applied")
     if mode == "given":
         qg, info = apply_given(qg)
+    if int16 and qparams is None:
+        qg, info["int16"] = _apply_int16(qg, int16, samples, disabled, strategy)
     t["calibrate_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     schedule = lower(qg, disabled)
@@ -130,6 +134,24 @@ def compile_graph(graph: Graph, samples: np.ndarray, disabled: tuple[str, ...] =
     memory.validate(bufs, plan)
     t["plan_s"] = time.perf_counter() - t0
     return Compiled(graph, qg, schedule, plan, t, info)
+
+
+def _apply_int16(qg: QGraph, int16: tuple[str, ...] | str, samples: np.ndarray,
+                 disabled: tuple[str, ...], strategy: str) -> tuple[QGraph, dict]:
+    """qg with the --int16 tensors widened, and what was chosen (and, for auto, why)."""
+    from mcuc.quant.sensitivity import choose_auto
+    from mcuc.quant.wide import check_names, widen
+
+    def arena_of(q: QGraph) -> int:
+        return memory.plan(lower(q, disabled).liveness(), strategy).arena_bytes
+
+    if int16 == "auto":
+        names, record = choose_auto(qg, samples, arena_of)
+    else:
+        names, record = list(int16), {}
+        check_names(qg.graph, tuple(names))
+    return widen(qg, names), {"mode": "auto" if int16 == "auto" else "names",
+                              "tensors": names, **record}
 
 
 def layer_table(c: Compiled) -> list[dict]:
