@@ -7,9 +7,11 @@ of a choice is the mean squared difference of the model's output from the float 
 relative to the float output's mean square, over the calibration images.
 
 `choose_auto` ranks each candidate (quant/wide.candidates) by the error with it alone
-int16, then walks that ranking and keeps a candidate when it lowers the error of the set
-chosen so far and the planned arena stays within the budget (AUTO_ARENA_FACTOR times the
-all-int8 arena). One simulation per candidate, one more per accepted step.
+int16, then compares two choices within the arena budget (AUTO_ARENA_FACTOR times the
+all-int8 arena): walking that ranking and keeping a candidate when it lowers the error of
+the set so far, and all candidates less the least sensitive ones until the arena fits.
+The one with the lower error wins (none, if neither beats all-int8). One simulation per
+candidate, one per accepted step, one more for the whole set.
 """
 
 from __future__ import annotations
@@ -66,9 +68,27 @@ def choose_auto(qg: QGraph, samples: np.ndarray, arena_of: Callable[[QGraph], in
     base_arena = arena_of(qg)
     budget = int(AUTO_ARENA_FACTOR * base_arena)
     alone = {c: error(widen(qg, [c]), samples, ref) for c in candidates(qg.graph)}
+    ranked = sorted(alone, key=lambda c: alone[c])
+    options = [_forward(qg, samples, ref, ranked, alone, base_err, arena_of, budget)]
+    options.append(_whole(qg, samples, ref, ranked, arena_of, budget))
+    chosen, err, arena = min((o for o in options if o is not None), key=lambda o: o[1])
+    if err >= base_err:
+        chosen, err, arena = [], base_err, base_arena
+    record = {"images": len(samples), "int8_error": base_err, "error": err,
+              "alone": alone, "arena_int8": base_arena, "arena": arena, "budget": budget}
+    return chosen, record
+
+
+Choice = tuple[list[str], float, int]  # names, error, arena
+
+
+def _forward(qg: QGraph, samples: np.ndarray, ref: np.ndarray, ranked: list[str],
+             alone: dict[str, float], base_err: float, arena_of: Callable[[QGraph], int],
+             budget: int) -> Choice:
+    """Add candidates, most sensitive first, while each lowers the error within budget."""
     chosen: list[str] = []
-    err, arena = base_err, base_arena
-    for c in sorted(alone, key=lambda c: alone[c]):
+    err, arena = base_err, arena_of(qg)
+    for c in ranked:
         if alone[c] >= base_err:
             break
         trial = widen(qg, [*chosen, c])
@@ -78,6 +98,19 @@ def choose_auto(qg: QGraph, samples: np.ndarray, arena_of: Callable[[QGraph], in
         e = error(trial, samples, ref)
         if e < err:
             chosen, err, arena = [*chosen, c], e, a
-    record = {"images": len(samples), "int8_error": base_err, "error": err,
-              "alone": alone, "arena_int8": base_arena, "arena": arena, "budget": budget}
-    return chosen, record
+    return chosen, err, arena
+
+
+def _whole(qg: QGraph, samples: np.ndarray, ref: np.ndarray, ranked: list[str],
+           arena_of: Callable[[QGraph], int], budget: int) -> Choice | None:
+    """Every candidate, dropping the least sensitive until the arena fits. One tensor of a
+    residual stream alone in int16 often costs more arena than all of them (int8 and
+    int16 neighbours cannot share a buffer in place), so forward steps can miss this."""
+    chosen = list(ranked)
+    while chosen:
+        trial = widen(qg, chosen)
+        a = arena_of(trial)
+        if a <= budget:
+            return chosen, error(trial, samples, ref), a
+        chosen.pop()
+    return None

@@ -236,7 +236,8 @@ void mcuc_attention_s8(const mcuc_attention_params_t *p, const int8_t *q, const 
  * call; the structs of absent stages are ignored (zero).
  * x: rows of k, row i at x + i * x_rs (x_rs >= k; rows lie apart when attention wrote
  * them over its queries); r [rows][n] (pass x when has_res == 0), y [rows][n].
- * y may alias x exactly (same start, n <= k, x_rs == k) or r exactly; y_free must then be 0.
+ * y may alias x exactly (same start, n <= k, x_rs == k; or, for a chain of linear_s8
+ * alone, n <= k <= x_rs: each tile is staged in scratch) or r exactly; y_free must then be 0.
  * Where each stage writes is the compiler's (tokenwise.layout()): ln_to, l1_to, l2_to are
  * MCUC_TW_Y (the tile's output rows), MCUC_TW_A (scratch) or MCUC_TW_B (scratch +
  * b_offset); scratch holds tile * (a_w + b_w) bytes (at least 1). */
@@ -245,6 +246,7 @@ typedef struct {
     int32_t rows, tile, k, h, n, x_rs;
     int32_t has_ln, has_lut, has_l2, has_res, y_free;
     int32_t ln_to, l1_to, l2_to, b_offset;
+    int32_t x_wide; /* x is int16 (2 bytes per element, x_rs in elements): needs has_ln */
     mcuc_layernorm_params_t ln;
     mcuc_linear_params_t l1;
     mcuc_lut_params_t lut;
