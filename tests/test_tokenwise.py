@@ -335,3 +335,21 @@ def test_arena_never_grows_as_techniques_are_added(name: str) -> None:
             for on in arena for t in ALL if t not in on and arena[on | {t}] > arena[on]]
     assert not grew, grew
     assert arena[frozenset(ALL)] < arena[frozenset()]
+
+
+def test_lone_linear_writes_over_gapped_rows(ck: CKernels) -> None:
+    """The A16 projection (schedule/tokenwise._before_add16): a one-stage chain writing
+    over its input whose rows lie x_rs >= k >= n apart (attention's output over queries)."""
+    rng = np.random.default_rng(21)
+    for _ in range(80):
+        p = tokenwise_params(rng, has_ln=0, has_lut=0, has_l2=0, has_res=0, y_free=0)
+        if p["n"] > p["k"]:
+            continue
+        rows, x_rs = p["rows"], p["k"] + int(rng.integers(0, 2 * p["k"] + 1))
+        p = dict(p, x_rs=x_rs)
+        x = _s8(rng, (rows - 1) * x_rs + p["k"])
+        want = tokenwise.ref(p, x, x)
+        arena = np.zeros(x.size + 8, np.int8)
+        arena[: x.size] = x
+        call_in_arena(ck, "tokenwise", p, arena, [0, 0], 0)
+        assert np.array_equal(arena[: rows * p["n"]], want), p

@@ -191,7 +191,7 @@ def build(model=None, board: str = "host", calib="fashion-mnist", out_dir: Path 
           calib_images: int = DEFAULT_IMAGES, kernels: str = "optimized",
           report_full: bool = False, optimize: str = "size", profile: bool = False,
           quant: str = "auto", name: str | None = None,
-          weights_region: str = "flash") -> dict:
+          weights_region: str = "flash", int16: tuple[str, ...] | str = ()) -> dict:
     """Compile a model for a board into out_dir; returns the report (also report.json).
 
     For an MCU board the fit check runs before any C is written, then the firmware is
@@ -211,7 +211,8 @@ def build(model=None, board: str = "host", calib="fashion-mnist", out_dir: Path 
     `name` prefixes every file, symbol, macro and section of the generated model
     (codegen/modelname.py; default: from the model file's stem, `vit` for the bundled
     model). `weights_region` places the weights section on an MCU board: "flash" or a
-    region the board declares (Board.weight_regions, e.g. "qspi").
+    region the board declares (Board.weight_regions, e.g. "qspi"). `int16`: tensors to
+    keep in int16, or "auto" (compile_graph).
     """
     t_start = time.perf_counter()
     check_method(calib_method, calib_percentile)
@@ -232,7 +233,7 @@ def build(model=None, board: str = "host", calib="fashion-mnist", out_dir: Path 
     calib_x = calibration_samples(graph, calib, calib_images)
     c = compile_graph(graph, calib_x, disabled, progress=progress, stream_input=stream_input,
                       calib_method=calib_method, calib_percentile=calib_percentile,
-                      optimize=optimize, quant=quant)
+                      optimize=optimize, quant=quant, int16=int16)
     name = graph.name or "model"
     fit = None
     if b.is_mcu:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from mcuc.text import one_line
+
 
 def _kb(n: int) -> str:
     return f"{n / 1024:.1f} KiB"
@@ -28,6 +30,11 @@ def format_report(r: dict) -> str:
         f"weights (flash)    {r['weights_bytes']:,} B ({_kb(r['weights_bytes'])})",
         f"MACs               {r['macs']:,}",
     ]
+    if w16 := (r.get("quant") or {}).get("int16"):
+        names = ", ".join(one_line(str(n), 40) for n in w16["tensors"]) or "none"
+        how = (f" (auto: output error {w16['error']:.3g} vs {w16['int8_error']:.3g} all-int8, "
+               f"on {w16['images']} calibration images)") if w16["mode"] == "auto" else ""
+        lines.append(f"int16 tensors      {names}{how}")
     if "naive_arena_bytes" in r:
         saved = ", ".join(f"{k} {v:,}" for k, v in r["technique_savings_bytes"].items())
         lines.append(f"naive arena        {r['naive_arena_bytes']:,} B (no techniques); "
