@@ -8,6 +8,8 @@ test_kernels.GENERATORS) and test_tokenwise.py (x_wide, the lone linear).
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -18,6 +20,7 @@ from mcuc.pipeline import compile_graph
 from mcuc.quant.wide import AUTO_ARENA_FACTOR, candidates
 from mcuc.schedule import execute
 from mcuc.sim.host import build_host, run_host
+from mcuc.target.unicorn import unicorn_available
 
 from helpers import cli_error_line, write_c
 from zoo import timm_cls_init
@@ -93,3 +96,27 @@ def test_bad_int16_names_are_one_error_line(capsys, tmp_path, spec: str) -> None
     err = cli_error_line(capsys, ["build", "--out", str(tmp_path / "b"), "--int16", spec,
                                   "--calib-images", "4"])
     assert "--int16" in err
+
+
+@pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None or not unicorn_available(),
+                    reason="needs arm-none-eabi-gcc and the Unicorn engine")
+def test_int16_firmware_through_unicorn(tmp_path) -> None:
+    """`mcuc build --int16 auto` for stm32f746 from an ONNX file, then `mcuc validate`
+    (which rebuilds the reference from the recorded int16 parameters and checks the
+    re-rendered sources) on 8 inputs in the Unicorn engine: bit-exact."""
+    from mcuc import api
+
+    model, shape = timm_cls_init()
+    onnx_path = tmp_path / "issue.onnx"
+    torch.onnx.export(model, torch.zeros(shape), str(onnx_path), dynamo=False)
+    np.save(tmp_path / "calib.npy",
+            np.random.default_rng(0).standard_normal((64, *shape[1:])).astype(np.float32))
+    np.save(tmp_path / "test.npy",
+            np.random.default_rng(1).standard_normal((8, *shape[1:])).astype(np.float32))
+    out = tmp_path / "f746"
+    rep = api.build(onnx_path, board="stm32f746", out=out, calib=tmp_path / "calib.npy",
+                    int16="auto", samples=2)
+    assert rep["quant"]["int16"]["tensors"]
+    v = api.validate(out, data=str(tmp_path / "test.npy"), engine="unicorn", per_layer=True)
+    assert v.images == 8 and v.bit_exact and v.mismatches == 0
+    assert all(r.cosine > 0.98 for r in v.per_layer)
