@@ -117,6 +117,7 @@ def test_int16_firmware_through_unicorn(tmp_path) -> None:
     rep = api.build(onnx_path, board="stm32f746", out=out, calib=tmp_path / "calib.npy",
                     int16="auto", samples=2)
     assert rep["quant"]["int16"]["tensors"]
+    assert rep["flash_bytes"] <= rep["estimate"]["flash_bytes"]  # fit.CODE_A16_EXTRA_BYTES
     v = api.validate(out, data=str(tmp_path / "test.npy"), engine="unicorn", per_layer=True)
     assert v.images == 8 and v.bit_exact and v.mismatches == 0
     assert all(r.cosine > 0.98 for r in v.per_layer)

@@ -313,7 +313,8 @@ def estimate_fit(c: Compiled, b: Board, samples: int, profile: bool = False,
     s = c.schedule
     return estimate(b, c.plan.arena_bytes, s.weights_bytes(), len(s.steps),
                              int(np.prod(s.input_shape)), int(np.prod(s.output_shape)),
-                             samples, profile, weights_region)
+                             samples, profile, weights_region,
+                             a16=any(q.wide for q in c.qgraph.qparams.values()))
 
 
 def _check_region(b: Board, weights_region: str) -> None:
