@@ -10,7 +10,7 @@ only row the classifier reads -- is mostly noise. An int16 grid (symmetric, zero
 
 Only tensors whose every kernel has an A16 variant can be int16: outputs of Add
 (kernels/add16) and Concat (kernels/copy16) that are read only by Add, LayerNorm
-(kernels/layernorm16) and Concat, through Reshapes. `candidates` lists them;
+(kernels/layernorm16, at most 512 columns) and Concat, through Reshapes. `candidates` lists them;
 `check_names` refuses any other name in one line; `widen` gives the chosen ones int16
 parameters (their int8 range, made symmetric); `choose_auto` picks them by measured
 sensitivity on the calibration images under an arena budget (module `sensitivity`).
@@ -22,6 +22,7 @@ import dataclasses
 
 from mcuc import McucError
 from mcuc.ir.graph import Graph
+from mcuc.kernels.layernorm16 import MAX_COLS as LN16_MAX_COLS
 from mcuc.quant.calibrate import QGraph
 from mcuc.quant.qparams import QParams
 from mcuc.text import one_line
@@ -39,7 +40,8 @@ def _readers_ok(g: Graph, t: str, users: dict) -> bool:
         if u.op == "Reshape":
             if not _readers_ok(g, u.outputs[0], users):
                 return False
-        elif u.op not in READERS or (u.op == "LayerNorm" and u.inputs[0] != t):
+        elif u.op not in READERS or (u.op == "LayerNorm" and (
+                u.inputs[0] != t or g.tensors[t].shape[-1] > LN16_MAX_COLS)):
             return False
     return True
 
