@@ -69,6 +69,12 @@ def test_int16_build_c_equals_reference(issue, tmp_path) -> None:
     assert sum(b.size for b in c.schedule.buffers.values() if b.name == "buf_cat") == 2 * 65 * 64
     validate(c.schedule.liveness(), c.plan)
     write_c(c, tmp_path)
+    # The library export's file list follows the mcuc_<stem>_ calls (tokenwise's too).
+    from mcuc.library import kernel_sources
+    from mcuc.paths import runtime_dir
+
+    need = kernel_sources(tmp_path / "model.c", runtime_dir() / "src")
+    assert {"add16", "copy16", "layernorm16", "tokenwise"} <= set(need)
     exe = build_host(tmp_path, sanitize=True)
     outs = set()
     for x in xs[:4]:

@@ -18,7 +18,7 @@ static void add16_one(const mcuc_add16_params_t *p, const int8_t *a, const int8_
     mcuc_st_a16(y, i, p->y_wide, (int64_t)p->y_zp + mcuc_requantize(s, p->y_mult, p->y_shift));
 }
 
-void mcuc_add_a16(const mcuc_add16_params_t *p, const int8_t *a, const int8_t *b, int8_t *y)
+void mcuc_add16_a16(const mcuc_add16_params_t *p, const int8_t *a, const int8_t *b, int8_t *y)
 {
     if (p->b_size <= 0) {
         return;

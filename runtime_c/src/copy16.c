@@ -3,7 +3,7 @@
 #include "mcuc/kernels.h"
 #include "mcuc/wide16.h"
 
-void mcuc_copy_a16(const mcuc_copy16_params_t *p, const int8_t *x, int8_t *y)
+void mcuc_copy16_a16(const mcuc_copy16_params_t *p, const int8_t *x, int8_t *y)
 {
     const int32_t nd = p->ndim;
     for (int32_t k = 0; k < nd; ++k) {

@@ -23,7 +23,7 @@ static uint64_t isqrt64(uint64_t v)
     return res;
 }
 
-void mcuc_layernorm_a16(const mcuc_layernorm16_params_t *p, const int8_t *x, int8_t *y)
+void mcuc_layernorm16_a16(const mcuc_layernorm16_params_t *p, const int8_t *x, int8_t *y)
 {
     const int32_t cols = p->cols;
     for (int32_t r = 0; r < p->rows; ++r) {

@@ -77,7 +77,7 @@ void mcuc_tokenwise_s8(const mcuc_tokenwise_params_t *p, const int8_t *x, const 
                 if (p->x_wide) {
                     const mcuc_layernorm16_params_t l16 = {lp.rows, lp.cols, lp.y_zp, lp.eps_q,
                                                            lp.gamma_q, lp.beta_q};
-                    mcuc_layernorm_a16(&l16, xc, dst + (int64_t)c * k);
+                    mcuc_layernorm16_a16(&l16, xc, dst + (int64_t)c * k);
                 } else {
                     mcuc_layernorm_s8(&lp, xc, dst + (int64_t)c * k);
                 }

@@ -41,7 +41,7 @@ def make_params(s_a: float, s_b: float, s_y: float) -> dict[str, int]:
 KERNEL = register(
     KernelDef(
         name="add16",
-        c_func="mcuc_add_a16",
+        c_func="mcuc_add16_a16",
         c_params_type="mcuc_add16_params_t",
         fields=tuple(
             Field(n, "int32")

@@ -36,7 +36,7 @@ def ref(p: dict, x: np.ndarray, *, out: np.ndarray | None = None) -> np.ndarray:
 KERNEL = register(
     KernelDef(
         name="copy16",
-        c_func="mcuc_copy_a16",
+        c_func="mcuc_copy16_a16",
         c_params_type="mcuc_copy16_params_t",
         fields=(
             Field("ndim", "int32"),

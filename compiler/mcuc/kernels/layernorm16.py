@@ -27,7 +27,7 @@ def ref(p: dict, x: np.ndarray) -> np.ndarray:
 KERNEL = register(
     KernelDef(
         name="layernorm16",
-        c_func="mcuc_layernorm_a16",
+        c_func="mcuc_layernorm16_a16",
         c_params_type="mcuc_layernorm16_params_t",
         fields=(
             Field("rows", "int32"),

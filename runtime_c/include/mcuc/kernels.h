@@ -160,7 +160,7 @@ typedef struct {
     int32_t a_zp, b_zp, y_zp;
     int32_t a_mult, a_shift, b_mult, b_shift, y_mult, y_shift;
 } mcuc_add16_params_t;
-void mcuc_add_a16(const mcuc_add16_params_t *p, const int8_t *a, const int8_t *b, int8_t *y);
+void mcuc_add16_a16(const mcuc_add16_params_t *p, const int8_t *a, const int8_t *b, int8_t *y);
 
 /* mcuc_copy_s8 where x (x_wide) and/or y (y_wide) are int16; the requantized value is
  * clamped to y's type. y must not alias x. */
@@ -174,7 +174,7 @@ typedef struct {
     int32_t x_zp, y_zp, mult, shift;
     int32_t x_wide, y_wide;
 } mcuc_copy16_params_t;
-void mcuc_copy_a16(const mcuc_copy16_params_t *p, const int8_t *x, int8_t *y);
+void mcuc_copy16_a16(const mcuc_copy16_params_t *p, const int8_t *x, int8_t *y);
 
 /* mcuc_layernorm_s8's formula on an int16 x, int8 y (int64 throughout).
  * Requires cols <= 512 and 0 <= eps_q < 2^61. y must not alias x. */
@@ -185,7 +185,7 @@ typedef struct {
     const int32_t *gamma_q;
     const int32_t *beta_q;
 } mcuc_layernorm16_params_t;
-void mcuc_layernorm_a16(const mcuc_layernorm16_params_t *p, const int8_t *x, int8_t *y);
+void mcuc_layernorm16_a16(const mcuc_layernorm16_params_t *p, const int8_t *x, int8_t *y);
 
 /* Mean over the middle axis of x [outer][reduce][inner] -> y [outer][inner]:
  * acc = sum_r (x[o][r][i] - x_zp); y = clamp(y_zp + requantize(acc, mult, shift)),
