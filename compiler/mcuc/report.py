@@ -14,12 +14,12 @@ def format_report(r: dict) -> str:
     peak = max((row["bytes_live"] for row in layers), default=0)
     w = max([len(row["name"]) for row in layers] + [4])
     instr = any(row.get("instructions") is not None for row in layers)
-    lines = [f"{'#':>3}  {'step':<{w}}  {'kernel':<10} {'MACs':>10} {'live bytes':>11}"
+    lines = [f"{'#':>3}  {'step':<{w}}  {'kernel':<11} {'MACs':>10} {'live bytes':>11}"
              + (f" {'instructions':>13}" if instr else "")]
     for i, row in enumerate(layers):
         mark = "  <- peak" if row["bytes_live"] == peak else ""
         ins = f" {row.get('instructions') or 0:>13,}" if instr else ""
-        lines.append(f"{i:>3}  {row['name']:<{w}}  {row['kernel']:<10} {row['macs']:>10,} "
+        lines.append(f"{i:>3}  {row['name']:<{w}}  {row['kernel']:<11} {row['macs']:>10,} "
                      f"{row['bytes_live']:>11,}{ins}{mark}")
     ratio = r["arena_bytes"] / max(1, r["arena_lower_bound_bytes"])
     lines += [
