@@ -30,6 +30,7 @@ from mcuc.kernels.fixedpoint import (
     requantize,
     srdhm,
 )
+from test_kernels_a16 import GENERATORS_A16
 from test_tokenwise import gen_patch_embed, gen_tokenwise
 
 from ckernels import (
@@ -390,6 +391,7 @@ GENERATORS: dict[str, Callable[[np.random.Generator], Case]] = {
     "rescale": gen_rescale, "lut": gen_lut, "softmax": gen_softmax,
     "layernorm": gen_layernorm, "mean": gen_mean, "copy": gen_copy,
     "tokenwise": gen_tokenwise, "patch_embed": gen_patch_embed,
+    **GENERATORS_A16,
 }
 
 
@@ -447,7 +449,7 @@ def test_inplace(ck: CKernels, name: str) -> None:
 
 def test_inplace_flags() -> None:
     assert {k for k, v in REGISTRY.items() if v.inplace_ok} == {
-        "add", "rescale", "lut", "softmax", "layernorm"}
+        "add", "rescale", "lut", "softmax", "layernorm", "add16"}
 
 
 def test_sanitizers(tmp_path: Path) -> None:

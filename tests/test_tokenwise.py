@@ -103,7 +103,7 @@ def tokenwise_params(rng: np.random.Generator, rows: int | None = None, *,
         x_rs = k + (int(rng.integers(1, 2 * k + 1)) if rng.random() < 0.4 else 0)
     p = {"rows": rows, "tile": tile or int(rng.integers(1, rows + 1)), "k": k,
          "x_rs": x_rs, "h": h, "n": n, "has_ln": has_ln, "has_lut": has_lut,
-         "has_l2": has_l2, "has_res": has_res,
+         "has_l2": has_l2, "has_res": has_res, "x_wide": 0,
          "y_free": int(rng.integers(0, 2)) if y_free is None else y_free,
          "ln": None, "l1": _linear(rng, rows, k, h), "lut": None, "l2": None, "add": None}
     if has_ln:
@@ -127,7 +127,11 @@ def gen_tokenwise(rng: np.random.Generator) -> Case:
     p = tokenwise_params(rng)
     if rng.random() < 0.3:  # --optimize speed: int16 weights
         p = widen_params("tokenwise", p)
-    x = _s8(rng, (p["rows"] - 1) * p["x_rs"] + p["k"])
+    n_x = (p["rows"] - 1) * p["x_rs"] + p["k"]
+    x = _s8(rng, n_x)
+    if p["has_ln"] and rng.random() < 0.3:  # A16: the residual stream in int16
+        p = dict(p, x_wide=1)
+        x = rng.integers(-32768, 32768, n_x).astype("<i2").view(np.int8)
     r = _s8(rng, p["rows"] * p["n"])
     return Case(p, [x, r], p["rows"] * p["n"])
 
@@ -331,3 +335,21 @@ def test_arena_never_grows_as_techniques_are_added(name: str) -> None:
             for on in arena for t in ALL if t not in on and arena[on | {t}] > arena[on]]
     assert not grew, grew
     assert arena[frozenset(ALL)] < arena[frozenset()]
+
+
+def test_lone_linear_writes_over_gapped_rows(ck: CKernels) -> None:
+    """The A16 projection (schedule/tokenwise._before_add16): a one-stage chain writing
+    over its input whose rows lie x_rs >= k >= n apart (attention's output over queries)."""
+    rng = np.random.default_rng(21)
+    for _ in range(80):
+        p = tokenwise_params(rng, has_ln=0, has_lut=0, has_l2=0, has_res=0, y_free=0)
+        if p["n"] > p["k"]:
+            continue
+        rows, x_rs = p["rows"], p["k"] + int(rng.integers(0, 2 * p["k"] + 1))
+        p = dict(p, x_rs=x_rs)
+        x = _s8(rng, (rows - 1) * x_rs + p["k"])
+        want = tokenwise.ref(p, x, x)
+        arena = np.zeros(x.size + 8, np.int8)
+        arena[: x.size] = x
+        call_in_arena(ck, "tokenwise", p, arena, [0, 0], 0)
+        assert np.array_equal(arena[: rows * p["n"]], want), p

@@ -126,6 +126,21 @@ def _timm(global_pool: str, seed: int) -> tuple[torch.nn.Module, tuple[int, ...]
     return _seeded(model, seed), (1, 1, 28, 28)
 
 
+def timm_cls_init(seed: int = 0) -> tuple[torch.nn.Module, tuple[int, ...]]:
+    """Project issue 27's class-token ViT (3x32x32, patch 4, dim 64, depth 2, 4 heads)
+    with timm's own random initialization: its class token starts near zero (std 1e-6),
+    which is what defeats per-tensor int8 (quant/wide.py). Not in ZOO."""
+    install_torchvision_stub()
+    from timm.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(seed)
+    model = VisionTransformer(
+        img_size=32, patch_size=4, in_chans=3, embed_dim=64, depth=2, num_heads=4,
+        num_classes=10, global_pool="token",
+    )
+    return model.eval(), (1, 3, 32, 32)
+
+
 def timm_cls() -> tuple[torch.nn.Module, tuple[int, ...]]:
     return _timm("token", 4)
 

@@ -30,13 +30,14 @@ def build(model=None, *, board: str = "host", out: str | Path = "build/model",
           samples: int = 4, report: str = "summary", stream_input: bool = False,
           kernels: str = "optimized", optimize: str = "size", name: str | None = None,
           weights_region: str = "flash", profile: bool = False, quant: str = "auto",
-          lib: bool = False, progress: bool = False) -> dict:
+          int16: str = "", lib: bool = False, progress: bool = False) -> dict:
     """`mcuc build`: compile `model` (an ONNX path, a torch.nn.Module with `input_shape`,
     or None for the bundled model) for `board` into `out`; returns the report (also
     written to out/report.json), with "lib" set to the library folder when `lib`.
     `calib` is a named data set, an .npy path or an array; None options keep the
-    compiler's defaults."""
+    compiler's defaults. `int16` as --int16: tensor names, comma-separated, or "auto"."""
     from mcuc.pipeline import build as compile_build
+    from mcuc.quant.wide import parse_names
 
     if report not in REPORTS:
         raise McucError(f"report must be one of {', '.join(REPORTS)}, not "
@@ -47,7 +48,7 @@ def build(model=None, *, board: str = "host", out: str | Path = "build/model",
                         progress=progress, samples=samples, stream_input=stream_input,
                         kernels=kernels, report_full=report == "full", optimize=optimize,
                         profile=profile, quant=quant, name=name,
-                        weights_region=weights_region,
+                        weights_region=weights_region, int16=parse_names(str(int16)),
                         **{k: v for k, v in given.items() if v is not None})
     if lib:
         rep["lib"] = str(export(out))

@@ -39,7 +39,8 @@ def cmd_build(a: argparse.Namespace) -> int:
                        disable=a.disable, samples=a.samples, report=a.report,
                        stream_input=a.stream_input, kernels=a.kernels, optimize=a.optimize,
                        name=a.name, weights_region=a.weights_region, profile=a.profile,
-                       quant=a.quant, lib=a.lib, progress=sys.stderr.isatty())
+                       quant=a.quant, int16=a.int16, lib=a.lib,
+                       progress=sys.stderr.isatty())
     for line in report["quant"]["warnings"]:
         print(f"mcuc: warning: {line}", file=sys.stderr)
     print(format_report(report))
@@ -219,6 +220,11 @@ def parser() -> argparse.ArgumentParser:
                         "not quantize are calibrated); calibrate: mcuc's calibration; auto: "
                         "given when the model has QuantizeLinear/DequantizeLinear nodes "
                         "(default auto)")
+    b.add_argument("--int16", default="",
+                   help="mixed precision: comma-separated tensors to keep in int16 (Add and "
+                        "Concat outputs read by Add, LayerNorm or Concat: the residual "
+                        "stream), or auto: chosen by measured sensitivity on the "
+                        "calibration images within 1.3x the int8 arena (default: none)")
     b.add_argument("--out", default="build/model", help="output directory")
     b.add_argument("--input-shape", type=_shape, help="override the input shape, e.g. 1,1,28,28")
     b.add_argument("--disable", type=_disabled, default=(),

@@ -89,7 +89,8 @@ def compile_graph(graph: Graph, samples: np.ndarray, disabled: tuple[str, ...] =
                   stream_input: bool = False, calib_method: str = DEFAULT_METHOD,
                   calib_percentile: float = DEFAULT_PERCENTILE,
                   optimize: str = "size", qparams: dict[str, QParams] | None = None,
-                  quant: str = "auto", dsp: bool = True) -> Compiled:
+                  quant: str = "auto", dsp: bool = True,
+                  int16: tuple[str, ...] | str = ()) -> Compiled:
     """Calibrate (quant/calibrate.py: `calib_method`, `calib_percentile`), lower and plan.
     Given `qparams` (every activation's, as a build records them for `mcuc validate`),
     calibration is skipped and `samples` unused.
@@ -98,7 +99,9 @@ def compile_graph(graph: Graph, samples: np.ndarray, disabled: tuple[str, ...] =
     the linear weights as int16 (schedule/widen.py): faster, twice their flash. `dsp`
     (the board's Board.dsp) widens the patch embedding's weights for its variant.
     `quant` "given" uses a QDQ model's own scales where it states them (quant/given.py;
-    the rest is calibrated), "calibrate" ignores them, "auto" picks given for QDQ models."""
+    the rest is calibrated), "calibrate" ignores them, "auto" picks given for QDQ models.
+    `int16` names tensors to keep in int16, or "auto" (quant/wide.py, quant/sensitivity.py);
+    with `qparams` the recorded int16 tensors are kept and `int16` is not used."""
     t: dict[str, float] = {}
     t0 = time.perf_counter()
     mode = resolve_mode(quant, graph)
@@ -114,6 +117,8 @@ def compile_graph(graph: Graph, samples: np.ndarray, disabled: tuple[str, ...] =
                                 "folded into a scale's range is then not applied")
     if mode == "given":
         qg, info = apply_given(qg)
+    if int16 and qparams is None:
+        qg, info["int16"] = _apply_int16(qg, int16, samples, disabled, strategy)
     t["calibrate_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     schedule = lower(qg, disabled)
@@ -133,6 +138,24 @@ def compile_graph(graph: Graph, samples: np.ndarray, disabled: tuple[str, ...] =
     memory.validate(bufs, plan)
     t["plan_s"] = time.perf_counter() - t0
     return Compiled(graph, qg, schedule, plan, t, info)
+
+
+def _apply_int16(qg: QGraph, int16: tuple[str, ...] | str, samples: np.ndarray,
+                 disabled: tuple[str, ...], strategy: str) -> tuple[QGraph, dict]:
+    """qg with the --int16 tensors widened, and what was chosen (and, for auto, why)."""
+    from mcuc.quant.sensitivity import choose_auto
+    from mcuc.quant.wide import check_names, widen
+
+    def arena_of(q: QGraph) -> int:
+        return memory.plan(lower(q, disabled).liveness(), strategy).arena_bytes
+
+    if int16 == "auto":
+        names, record = choose_auto(qg, samples, arena_of)
+    else:
+        names, record = list(int16), {}
+        check_names(qg.graph, tuple(names))
+    return widen(qg, names), {"mode": "auto" if int16 == "auto" else "names",
+                              "tensors": names, **record}
 
 
 def layer_table(c: Compiled) -> list[dict]:
@@ -172,7 +195,7 @@ def build(model=None, board: str = "host", calib="fashion-mnist", out_dir: Path 
           calib_images: int = DEFAULT_IMAGES, kernels: str = "optimized",
           report_full: bool = False, optimize: str = "size", profile: bool = False,
           quant: str = "auto", name: str | None = None,
-          weights_region: str = "flash") -> dict:
+          weights_region: str = "flash", int16: tuple[str, ...] | str = ()) -> dict:
     """Compile a model for a board into out_dir; returns the report (also report.json).
 
     For an MCU board the fit check runs before any C is written, then the firmware is
@@ -192,7 +215,8 @@ def build(model=None, board: str = "host", calib="fashion-mnist", out_dir: Path 
     `name` prefixes every file, symbol, macro and section of the generated model
     (codegen/modelname.py; default: from the model file's stem, `vit` for the bundled
     model). `weights_region` places the weights section on an MCU board: "flash" or a
-    region the board declares (Board.weight_regions, e.g. "qspi").
+    region the board declares (Board.weight_regions, e.g. "qspi"). `int16`: tensors to
+    keep in int16, or "auto" (compile_graph).
     """
     t_start = time.perf_counter()
     check_method(calib_method, calib_percentile)
@@ -213,7 +237,7 @@ def build(model=None, board: str = "host", calib="fashion-mnist", out_dir: Path 
     calib_x = calibration_samples(graph, calib, calib_images)
     c = compile_graph(graph, calib_x, disabled, progress=progress, stream_input=stream_input,
                       calib_method=calib_method, calib_percentile=calib_percentile,
-                      optimize=optimize, quant=quant, dsp=b.dsp)
+                      optimize=optimize, quant=quant, dsp=b.dsp, int16=int16)
     name = graph.name or "model"
     fit = None
     if b.is_mcu:
@@ -293,7 +317,8 @@ def estimate_fit(c: Compiled, b: Board, samples: int, profile: bool = False,
     s = c.schedule
     return estimate(b, c.plan.arena_bytes, s.weights_bytes(), len(s.steps),
                              int(np.prod(s.input_shape)), int(np.prod(s.output_shape)),
-                             samples, profile, weights_region)
+                             samples, profile, weights_region,
+                             a16=any(q.wide for q in c.qgraph.qparams.values()))
 
 
 def _check_region(b: Board, weights_region: str) -> None:
@@ -361,7 +386,7 @@ def _reference_meta(model, input_shape: tuple[int, ...] | None, c: Compiled,
             "input_shape": list(input_shape) if input_shape else None,
             "disabled": list(c.schedule.disabled), "stream_input": bool(stream_input),
             "optimize": optimize, "quant": c.quant["mode"],
-            "qparams": {tensor_key(t): [q.scale, q.zero_point]
+            "qparams": {tensor_key(t): [q.scale, q.zero_point] + ([16] if q.wide else [])
                         for t, q in c.qgraph.qparams.items()}}
 
 

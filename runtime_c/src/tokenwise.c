@@ -17,7 +17,7 @@ static int32_t ln_pairs_in_y(const mcuc_tokenwise_params_t *p, int32_t tile, int
                              const int8_t *x, int8_t *y)
 {
     const int32_t k = p->k, n = p->n;
-    if (!p->has_ln || p->has_l2 || p->has_res || !p->y_free || tile > 1 ||
+    if (!p->has_ln || p->has_l2 || p->has_res || !p->y_free || tile > 1 || p->x_wide ||
         p->x_rs != k || n < 2 * k) {
         return 0;
     }
@@ -57,7 +57,8 @@ void mcuc_tokenwise_s8(const mcuc_tokenwise_params_t *p, const int8_t *x, const 
     int32_t r0 = ln_pairs_in_y(p, tile, l1_plan, x, y);
     for (; r0 < p->rows; r0 += tile) {
         const int32_t t = p->rows - r0 < tile ? p->rows - r0 : tile;
-        const int8_t *xt = x + (int64_t)r0 * p->x_rs;
+        const int32_t xb = p->x_wide ? 2 : 1; /* bytes per x element */
+        const int8_t *xt = x + (int64_t)r0 * p->x_rs * xb;
         const int8_t *rt = r + (int64_t)r0 * n;
         int8_t *yt = y + (int64_t)r0 * n;
         /* The first stage reads x: all t rows in one call when they are contiguous,
@@ -72,7 +73,14 @@ void mcuc_tokenwise_s8(const mcuc_tokenwise_params_t *p, const int8_t *x, const 
             lp.rows = per_call;
             int8_t *dst = place(p->ln_to, yt, scratch, p->b_offset);
             for (int32_t c = 0; c < calls; ++c) {
-                mcuc_layernorm_s8(&lp, xt + (int64_t)c * p->x_rs, dst + (int64_t)c * k);
+                const int8_t *xc = xt + (int64_t)c * p->x_rs * xb;
+                if (p->x_wide) {
+                    const mcuc_layernorm16_params_t l16 = {lp.rows, lp.cols, lp.y_zp, lp.eps_q,
+                                                           lp.gamma_q, lp.beta_q};
+                    mcuc_layernorm16_a16(&l16, xc, dst + (int64_t)c * k);
+                } else {
+                    mcuc_layernorm_s8(&lp, xc, dst + (int64_t)c * k);
+                }
             }
             in1 = dst;
             in1_rs = k;

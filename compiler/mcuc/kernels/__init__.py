@@ -2,10 +2,13 @@
 
 from mcuc.kernels import (  # noqa: F401  (importing registers each kernel)
     add,
+    add16,
     attention,
     conv2d,
     copy,
+    copy16,
     layernorm,
+    layernorm16,
     linear,
     lut,
     matmul,

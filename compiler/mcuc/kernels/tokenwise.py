@@ -12,6 +12,9 @@ so the fused result is bit-identical to the unfused steps by construction: the r
 below composes the unfused references, and the C kernel calls the unfused C kernels on
 each tile. Tiling cannot change a result because every stage is row-wise.
 
+With x_wide (A16, quant/wide.py) x is int16 (bytes, kernels/wide16.py) and the chain
+starts with the LayerNorm, which is then layernorm16's formula (the same as layernorm's).
+
 Inputs: x [rows][k] (the chain input, row i at i * x_rs: rows may lie apart, as when
 attention wrote them over its queries, see schedule/queries.py) and r [rows][n] (the
 residual; x again when there is none). The residual add is stored with the residual as
@@ -42,6 +45,7 @@ import numpy as np
 
 from mcuc.kernels import add as k_add
 from mcuc.kernels import layernorm as k_ln
+from mcuc.kernels import layernorm16 as k_ln16
 from mcuc.kernels import linear as k_linear
 from mcuc.kernels import lut as k_lut
 from mcuc.kernels.registry import Field, KernelDef, register
@@ -79,6 +83,9 @@ def layout(p: dict) -> dict[str, object]:
 def derived(p: dict) -> dict:
     """The C struct's layout fields; ValueError when a stage's params do not fit the
     chain's dims (so inconsistent params never reach C)."""
+    if p["x_wide"] and (not p["has_ln"] or p["k"] > k_ln16.MAX_COLS):
+        raise ValueError("tokenwise: an int16 x needs the LayerNorm stage (<= "
+                         f"{k_ln16.MAX_COLS} columns)")
     for name, dims in stage_shapes(p).items():
         sp = p.get(name)
         if (sp is None) != (dims is None) or (
@@ -98,7 +105,10 @@ def scratch_bytes(p: dict) -> int:
 def ref(p: dict, x: np.ndarray, r: np.ndarray) -> np.ndarray:
     rows, k = p["rows"], p["k"]
     idx = np.arange(rows)[:, None] * p["x_rs"] + np.arange(k)[None, :]
-    v = np.asarray(x).reshape(-1)[idx.reshape(-1)]
+    xv = np.ascontiguousarray(x, dtype=np.int8).reshape(-1)
+    if p["x_wide"]:
+        xv = xv[: xv.size // 2 * 2].view("<i2").astype(np.int64)
+    v = xv[idx.reshape(-1)]
     if p["has_ln"]:
         v = k_ln.ref(p["ln"], v)
     v = k_linear.ref(p["l1"], v)
@@ -122,7 +132,8 @@ KERNEL = register(
         c_params_type="mcuc_tokenwise_params_t",
         fields=(
             *(Field(f, "int32") for f in ("rows", "tile", "k", "h", "n", "x_rs", *FLAGS,
-                                          "ln_to", "l1_to", "l2_to", "b_offset")),
+                                          "ln_to", "l1_to", "l2_to", "b_offset",
+                                          "x_wide")),
             *(Field(name, "struct", nullable=name != "l1", kernel=kernel)
               for name, kernel in STAGES.items()),
         ),

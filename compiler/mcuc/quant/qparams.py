@@ -17,10 +17,12 @@ def round_half_away(x: np.ndarray | float) -> np.ndarray:
 
 @dataclass(frozen=True)
 class QParams:
-    """real = scale * (q - zero_point), q in [-128, 127]."""
+    """real = scale * (q - zero_point), q in [-128, 127]; with bits 16 (A16: the tensors
+    `--int16` widens, quant/wide.py) q is int16, symmetric (zero point 0)."""
 
     scale: float
     zero_point: int
+    bits: int = 8
 
     @staticmethod
     def from_range(lo: float, hi: float) -> QParams:
@@ -31,15 +33,28 @@ class QParams:
         zp = int(round_half_away(QMIN - lo / scale))
         return QParams(scale, max(QMIN, min(QMAX, zp)))
 
+    @staticmethod
+    def symmetric16(lo: float, hi: float) -> QParams:
+        """int16, zero point 0, the range's larger magnitude at 32767."""
+        amax = max(abs(float(lo)), abs(float(hi)))
+        return QParams(amax / 32767.0 if amax > 1e-12 else 1.0 / 32768.0, 0, 16)
+
+    @property
+    def wide(self) -> bool:
+        return self.bits == 16
+
     def quantize(self, x: np.ndarray) -> np.ndarray:
         q = round_half_away(np.asarray(x, dtype=np.float64) / self.scale) + self.zero_point
+        if self.wide:
+            return np.clip(q, -32768, 32767).astype(np.int16)
         return np.clip(q, QMIN, QMAX).astype(np.int8)
 
     def dequantize(self, q: np.ndarray) -> np.ndarray:
         return (np.asarray(q, dtype=np.float64) - self.zero_point) * self.scale
 
     def to_dict(self) -> dict:
-        return {"scale": self.scale, "zero_point": self.zero_point}
+        d = {"scale": self.scale, "zero_point": self.zero_point}
+        return {**d, "bits": 16} if self.wide else d
 
 
 # Softmax output is fixed, as in TFLM: [0, 1) in steps of 1/256.

@@ -16,7 +16,9 @@ from mcuc import McucError
 from mcuc.codegen.names import CNames
 from mcuc.ir.graph import Graph, Node
 from mcuc.kernels import add as k_add
+from mcuc.kernels import add16 as k_add16
 from mcuc.kernels import layernorm as k_layernorm
+from mcuc.kernels import layernorm16 as k_layernorm16
 from mcuc.kernels import lut as k_lut
 from mcuc.kernels import registry
 from mcuc.kernels import softmax as k_softmax
@@ -77,10 +79,18 @@ class Lowerer:
             n = self._numel[shape] = int(np.prod(shape, dtype=np.int64))
         return n
 
+    def wide(self, tensor: str) -> int:
+        """1 if the activation is int16 (--int16, quant/wide.py), else 0."""
+        q = self.qg.qparams.get(tensor)
+        return int(q is not None and q.wide)
+
+    def nbytes(self, tensor: str) -> int:
+        return self.size(tensor) * (2 if self.wide(tensor) else 1)
+
     def new_buffer(self, tensor: str) -> str:
         name = self.unique("buf_" + as_text(tensor))
         shape = self.shape(tensor)
-        self.buffers[name] = BufferInfo(name, self.numel(shape), shape)
+        self.buffers[name] = BufferInfo(name, self.nbytes(tensor), shape)
         self.buf_of[tensor] = name
         return name
 
@@ -100,7 +110,7 @@ class Lowerer:
         kdef = registry.get(kernel)
         if inplace and self.inplace and kdef.inplace_ok and inputs and inputs[0].kind == "buf" \
                 and self._dies_here(inputs[0].name, node) \
-                and self.buffers[inputs[0].name].size == self.size(out_tensor):
+                and self.buffers[inputs[0].name].size == self.nbytes(out_tensor):
             out = inputs[0].name
             self.buf_of[out_tensor] = out
         else:
@@ -148,6 +158,7 @@ class Lowerer:
             raise McucError("the model's output is a constant: nothing to compile")
         self.new_buffer(in_name)
         for node in g.nodes:
+            self._check_wide(node)
             fn = getattr(self, "lower_" + node.op, None)
             if fn is None:
                 raise McucError(f"no int8 kernel for op '{one_line(node.op)}' at node "
@@ -165,6 +176,16 @@ class Lowerer:
             input_shape=self.shape(in_name), output_shape=self.shape(out_name),
             input_qp=self.qp(in_name), output_qp=self.qp(out_name), disabled=disabled,
         )
+
+    def _check_wide(self, node: Node) -> None:
+        """Only A16 kernels may touch int16 tensors (quant/wide.py chooses them so)."""
+        if node.op in ("Add", "Concat", "Reshape") or (
+                node.op == "LayerNorm" and not self.wide(node.outputs[0])):
+            return
+        for t in [*node.inputs[:1 if node.op == "LayerNorm" else None], *node.outputs]:
+            if t and self.wide(t):
+                raise McucError(f"{node.op} '{one_line(node.name)}' has no int16 kernel for "
+                                f"tensor '{one_line(t)}' (--int16)")
 
     def _is_view(self, node: Node) -> bool:
         if node.op == "Reshape":
@@ -241,8 +262,14 @@ class Lowerer:
         qb = self._const_qp[ob.name] if ob.kind == "const" else self.qp(b)
         qa, qy = self.qp(a), self.qp(y)
         p = {"size": self.size(a), "b_size": self.size(b), "a_zp": qa.zero_point,
-             "b_zp": qb.zero_point, "y_zp": qy.zero_point,
-             **k_add.make_params(qa.scale, qb.scale, qy.scale)}
+             "b_zp": qb.zero_point, "y_zp": qy.zero_point}
+        wide = {"a_wide": self.wide(a), "b_wide": int(ob.kind == "buf" and self.wide(b)),
+                "y_wide": self.wide(y)}
+        if any(wide.values()):
+            p.update(wide, **k_add16.make_params(qa.scale, qb.scale, qy.scale))
+            self.emit(node, "add16", p, [self.operand(a), ob], y, inplace=True)
+            return
+        p.update(k_add.make_params(qa.scale, qb.scale, qy.scale))
         self.emit(node, "add", p, [self.operand(a), ob], y, inplace=True)
 
     def lower_Mul(self, node: Node) -> None:
@@ -266,6 +293,12 @@ class Lowerer:
             cols, self.qp(x).scale, self.qp(y).scale)
         p = {"rows": self.size(x) // cols, "cols": cols, "y_zp": self.qp(y).zero_point,
              "eps_q": eq, "gamma_q": gq, "beta_q": bq}
+        if self.wide(x):
+            if cols > k_layernorm16.MAX_COLS:
+                raise McucError(f"LayerNorm '{one_line(node.name)}': an int16 input needs at "
+                                f"most {k_layernorm16.MAX_COLS} columns (--int16)")
+            self.emit(node, "layernorm16", p, [self.operand(x)], y)
+            return
         self.emit(node, "layernorm", p, [self.operand(x)], y, inplace=True)
 
     def lower_Softmax(self, node: Node) -> None:
@@ -331,16 +364,22 @@ class Lowerer:
         axis = node.attrs.get("axis", 0) % len(out_shape)
         out_st = strides_of(out_shape)
         qy, pos = self.qp(y), 0
+        wide = self.wide(y) or any(self.wide(x) for x in node.inputs)
         for k, x in enumerate(node.inputs):
             xs = self.shape(x)
-            opnd = self.operand(x, qy)
-            qx = qy if opnd.kind == "const" else self.qp(x)
+            # A constant part of an int16 concat keeps its own int8 range (consts are int8).
+            opnd = self.operand(x, None if wide else qy)
+            qx = self._const_qp[opnd.name] if opnd.kind == "const" else self.qp(x)
             p = copy_params(xs, strides_of(xs), 0, out_st, pos * out_st[axis])
             if qx != qy:
                 mult, shift = quantize_multiplier(qx.scale / qy.scale)
                 p.update(requant=1, x_zp=qx.zero_point, y_zp=qy.zero_point,
                          mult=mult, shift=shift)
-            self.emit(node, "copy", p, [opnd], y, suffix=f"_part{k}")
+            kernel = "copy"
+            if wide:
+                kernel = "copy16"
+                p.update(x_wide=int(opnd.kind == "buf" and self.wide(x)), y_wide=self.wide(y))
+            self.emit(node, kernel, p, [opnd], y, suffix=f"_part{k}")
             pos += xs[axis]
 
     def lower_ReduceMean(self, node: Node) -> None:

@@ -62,11 +62,23 @@ def fuse_tokenwise(schedule: Schedule) -> Schedule:
     i = 0
     while i < len(steps):
         stages = _stages(steps, i)
-        if len(stages) >= 2 and (run := _match(w, keys, steps, i, stages)) is not None:
+        if (len(stages) >= 2 or _before_add16(steps, stages)) \
+                and (run := _match(w, keys, steps, i, stages, 1)) is not None:
             _fuse(w, keys, steps, i, *run)
             keys, steps = list(w.steps), list(w.steps.values())
         i += 1
     return w.result()
+
+
+def _before_add16(steps: list[Step], stages: list[tuple[str, int]]) -> bool:
+    """A lone linear whose output an A16 residual add (add16, not fusable) reads: as a
+    one-stage tokenwise step, token-overwrite may write it over its dying input, so the
+    int16 residual stream does not add a third [tokens, width] buffer at the projection."""
+    if [s for s, _ in stages] != ["l1"] or stages[0][1] + 1 >= len(steps):
+        return False
+    nxt = steps[stages[0][1] + 1]
+    return nxt.kernel == "add16" and steps[stages[0][1]].output in (
+        op.name for op in nxt.inputs if op.kind == "buf")
 
 
 def _feeds(steps: list[Step], a: int, b: int) -> bool:
@@ -78,7 +90,7 @@ def _stages(steps: list[Step], i: int) -> list[tuple[str, int]]:
     """The longest run of stages starting at step i, by kernel kinds and shapes only."""
     out = []
     j = i
-    if steps[j].kernel == "layernorm":
+    if steps[j].kernel in ("layernorm", "layernorm16"):
         out.append(("ln", j))
         j += 1
     if j >= len(steps) or steps[j].kernel != "linear" or (out and not _feeds(steps, j - 1, j)):
@@ -109,11 +121,13 @@ def _stages(steps: list[Step], i: int) -> list[tuple[str, int]]:
     return out
 
 
-def _match(w: Edit, keys: list[int], steps: list[Step], i: int, stages: list[tuple[str, int]]
-           ) -> tuple[list[tuple[str, int]], str] | None:
-    """The longest valid prefix (>= 2 steps) of the run `stages` at i (`_stages(steps, i)`),
-    and its residual buffer; `steps` are `w`'s in order, `keys` their keys."""
-    while len(stages) >= 2:
+def _match(w: Edit, keys: list[int], steps: list[Step], i: int, stages: list[tuple[str, int]],
+           least: int = 2) -> tuple[list[tuple[str, int]], str] | None:
+    """The longest valid prefix (>= 2 steps, or `least` for a lone linear before add16) of
+    the run `stages` at i (`_stages(steps, i)`), and its residual buffer; `steps` are `w`'s
+    in order, `keys` their keys."""
+    least = least if _before_add16(steps, stages[:1]) else 2
+    while len(stages) >= least:
         last = stages[-1][1]
         x_op = steps[i].inputs[0]
         r = x_op.name
@@ -167,7 +181,8 @@ def tokenwise_params(steps: list[Step], stages: list[tuple[str, int]], r: str) -
     p: dict = {"rows": l1["rows"], "tile": l1["rows"], "k": l1["k"], "x_rs": l1["k"],
                "h": l1["n"], "n": got["l2"].params["n"] if "l2" in got else l1["n"],
                "y_free": 1, "has_ln": int("ln" in got), "has_lut": int("lut" in got),
-               "has_l2": int("l2" in got), "has_res": int("add" in got)}
+               "has_l2": int("l2" in got), "has_res": int("add" in got),
+               "x_wide": int("ln" in got and got["ln"].kernel == "layernorm16")}
     for name in k_tw.STAGES:
         p[name] = dict(got[name].params) if name in got else None
     if "add" in got:
@@ -223,7 +238,11 @@ def _overwrite(w: Edit, i: int) -> None:
         return
     size = w.buffers[y].size
     contiguous = p["x_rs"] == p["k"]
-    options = ([r] if p["has_res"] else []) + ([x] if p["n"] <= p["k"] and contiguous else [])
+    # A lone linear (before add16, _before_add16) stages each tile in scratch before it
+    # writes, so it may also write over rows that lie apart (x_rs >= n).
+    lone = not (p["has_ln"] or p["has_lut"] or p["has_l2"] or p["has_res"])
+    over_x = p["n"] <= p["k"] and (contiguous or (lone and p["n"] <= p["x_rs"]))
+    options = ([r] if p["has_res"] else []) + ([x] if over_x else [])
     for src in options:
         if w.dies_at(src, i) and w.buffers[src].size >= size:
             w.reparent(y, replace(w.buffers[y], parent=src, offset=0))

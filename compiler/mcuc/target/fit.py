@@ -37,6 +37,13 @@ CODE_DSP_EXTRA_BYTES = 20 * 1024
 CODE_PER_STEP_BYTES = 160
 
 
+# --int16 (quant/wide.py): the A16 kernels add16, copy16 and layernorm16 (1,224 + 716 + 588 B
+# of .text at -O2 for Cortex-M7) and tokenwise's int16 LayerNorm input (+112 B), which
+# --gc-sections keeps only in builds that call them; rounded up. Measured against the
+# issue-27 ViT's stm32f746 build, whose ELF came 360 B over the estimate without it.
+CODE_A16_EXTRA_BYTES = 3 * 1024
+
+
 # A board with ITCM (mcuc.tcm): the kernels copied there keep their load image in flash (so
 # the code estimate stands), plus ld's 8-byte long-branch veneers for calls between flash and
 # ITCM (in both directions) and .itcm_text's alignment. The default model has 19 veneers
@@ -109,10 +116,10 @@ def _phrase(memory: str, parts: dict[str, int], need: int, limit: int) -> str:
 
 def estimate(board: Board, arena_bytes: int, weights_bytes: int, n_steps: int,
              input_size: int, output_size: int, n_samples: int, profile: bool = False,
-             weights_region: str = "flash") -> Fit:
+             weights_region: str = "flash", a16: bool = False) -> Fit:
     data = DATA_BASE_BYTES + 5 * output_size + (input_size if board.semihosting else 0)
     samples = 0 if board.semihosting else n_samples * input_size
-    code = _code_bytes(board, n_steps)
+    code = _code_bytes(board, n_steps) + (CODE_A16_EXTRA_BYTES if a16 else 0)
     if profile:
         data += 4 * n_steps
         code += CODE_PROFILE_BYTES + CODE_PROFILE_PER_STEP_BYTES * n_steps

@@ -51,7 +51,9 @@ def per_layer_errors(c: Compiled, xs: np.ndarray) -> list[LayerRow]:
             if st is None or t not in ref or t not in qg.qparams:
                 continue
             f = np.asarray(ref[t], np.float64).reshape(-1)
-            q = qg.qparams[t].dequantize(trace[st.name][: f.size])
+            raw = trace[st.name]  # bytes: an int16 tensor (--int16) is pairs of them
+            raw = raw[: raw.size // 2 * 2].view("<i2") if qg.qparams[t].wide else raw
+            q = qg.qparams[t].dequantize(raw[: f.size])
             if q.size == f.size:
                 got.setdefault(t, []).append(q)
                 want.setdefault(t, []).append(f)

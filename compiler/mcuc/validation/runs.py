@@ -16,6 +16,7 @@ from mcuc.text import path_line
 
 if TYPE_CHECKING:
     from mcuc.pipeline import Compiled
+    from mcuc.quant.qparams import QParams
 
 
 
@@ -30,7 +31,6 @@ def rebuild_reference(b: Build, warnings: list[str] | None = None,
 
     from mcuc.codegen.render import render
     from mcuc.pipeline import DEFAULT_MODEL, compile_graph, load_graph, tensor_key
-    from mcuc.quant.qparams import QParams
 
     where = path_line(b.path / "mcuc.json")
     ref = b.meta.get("reference")
@@ -42,7 +42,7 @@ def rebuild_reference(b: Build, warnings: list[str] | None = None,
         model = DEFAULT_MODEL if ref["model"] is None else Path(str(ref["model"]))
         digest = str(ref["model_sha256"])
         shape = tuple(int(d) for d in ref["input_shape"]) if ref["input_shape"] else None
-        recorded = {str(k): QParams(float(s), int(z)) for k, (s, z) in ref["qparams"].items()}
+        recorded = {str(k): _recorded_qp(v) for k, v in ref["qparams"].items()}
         disabled = tuple(str(d) for d in ref["disabled"])
         stream, optimize = bool(ref["stream_input"]), str(ref["optimize"])
     except (KeyError, TypeError, ValueError, AttributeError):
@@ -141,3 +141,12 @@ def float_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+def _recorded_qp(v: list) -> QParams:
+    """[scale, zero point] as a build records an int8 tensor; [.., 16] an int16 one."""
+    if len(v) not in (2, 3) or (len(v) == 3 and int(v[2]) != 16):
+        raise ValueError("malformed qparams")
+    from mcuc.quant.qparams import QParams
+
+    return QParams(float(v[0]), int(v[1]), 16 if len(v) == 3 else 8)

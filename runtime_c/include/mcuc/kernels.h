@@ -146,6 +146,48 @@ typedef struct {
 } mcuc_copy_params_t;
 void mcuc_copy_s8(const mcuc_copy_params_t *p, const int8_t *x, int8_t *y);
 
+/* A16 kernels (int16 activations: compiler/mcuc/quant/wide.py). Every pointer is into
+ * the byte arena; an operand whose *_wide flag is 1 is int16, little-endian, 2 bytes per
+ * element (read and written with memcpy: no alignment or aliasing assumption). */
+
+/* add with any of a, b, y int16; the add scheme with a left shift of 15:
+ *   av = requantize((a[i] - a_zp) << 15, a_mult, a_shift)
+ *   bv = requantize((b[i % b_size] - b_zp) << 15, b_mult, b_shift)
+ *   y[i] = clamp16or8(y_zp + requantize(sat_int32(av + bv), y_mult, y_shift))
+ * Requires |a[i] - a_zp|, |b[j] - b_zp| <= 65535. y may alias a (same start). */
+typedef struct {
+    int32_t size, b_size;
+    int32_t a_wide, b_wide, y_wide;
+    int32_t a_zp, b_zp, y_zp;
+    int32_t a_mult, a_shift, b_mult, b_shift, y_mult, y_shift;
+} mcuc_add16_params_t;
+void mcuc_add16_a16(const mcuc_add16_params_t *p, const int8_t *a, const int8_t *b, int8_t *y);
+
+/* mcuc_copy_s8 where x (x_wide) and/or y (y_wide) are int16; the requantized value is
+ * clamped to y's type. y must not alias x. */
+typedef struct {
+    int32_t ndim;
+    int32_t shape[MCUC_MAX_DIMS];
+    int32_t in_strides[MCUC_MAX_DIMS];
+    int32_t out_strides[MCUC_MAX_DIMS];
+    int32_t in_offset, out_offset;
+    int32_t requant;
+    int32_t x_zp, y_zp, mult, shift;
+    int32_t x_wide, y_wide;
+} mcuc_copy16_params_t;
+void mcuc_copy16_a16(const mcuc_copy16_params_t *p, const int8_t *x, int8_t *y);
+
+/* mcuc_layernorm_s8's formula on an int16 x, int8 y (int64 throughout).
+ * Requires cols <= 512 and 0 <= eps_q < 2^61. y must not alias x. */
+typedef struct {
+    int32_t rows, cols;
+    int32_t y_zp;
+    int64_t eps_q;
+    const int32_t *gamma_q;
+    const int32_t *beta_q;
+} mcuc_layernorm16_params_t;
+void mcuc_layernorm16_a16(const mcuc_layernorm16_params_t *p, const int8_t *x, int8_t *y);
+
 /* Mean over the middle axis of x [outer][reduce][inner] -> y [outer][inner]:
  * acc = sum_r (x[o][r][i] - x_zp); y = clamp(y_zp + requantize(acc, mult, shift)),
  * with mult/shift encoding s_x / (reduce * s_y). y must not alias x. */
@@ -195,7 +237,8 @@ void mcuc_attention_s8(const mcuc_attention_params_t *p, const int8_t *q, const 
  * call; the structs of absent stages are ignored (zero).
  * x: rows of k, row i at x + i * x_rs (x_rs >= k; rows lie apart when attention wrote
  * them over its queries); r [rows][n] (pass x when has_res == 0), y [rows][n].
- * y may alias x exactly (same start, n <= k, x_rs == k) or r exactly; y_free must then be 0.
+ * y may alias x exactly (same start, n <= k, x_rs == k; or, for a chain of linear_s8
+ * alone, n <= k <= x_rs: each tile is staged in scratch) or r exactly; y_free must then be 0.
  * Where each stage writes is the compiler's (tokenwise.layout()): ln_to, l1_to, l2_to are
  * MCUC_TW_Y (the tile's output rows), MCUC_TW_A (scratch) or MCUC_TW_B (scratch +
  * b_offset); scratch holds tile * (a_w + b_w) bytes (at least 1). */
@@ -204,6 +247,7 @@ typedef struct {
     int32_t rows, tile, k, h, n, x_rs;
     int32_t has_ln, has_lut, has_l2, has_res, y_free;
     int32_t ln_to, l1_to, l2_to, b_offset;
+    int32_t x_wide; /* x is int16 (2 bytes per element, x_rs in elements): needs has_ln */
     mcuc_layernorm_params_t ln;
     mcuc_linear_params_t l1;
     mcuc_lut_params_t lut;
