@@ -266,6 +266,7 @@ class Lowerer:
             cols, self.qp(x).scale, self.qp(y).scale)
         p = {"rows": self.size(x) // cols, "cols": cols, "y_zp": self.qp(y).zero_point,
              "eps_q": eq, "gamma_q": gq, "beta_q": bq}
+        p["fast"] = k_layernorm.fast_table(gq, bq, p["y_zp"])
         self.emit(node, "layernorm", p, [self.operand(x)], y, inplace=True)
 
     def lower_Softmax(self, node: Node) -> None:
