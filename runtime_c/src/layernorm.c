@@ -101,6 +101,25 @@ static uint32_t isqrt_u32(uint32_t v)
     return x;
 }
 
+/* isqrt_u32(v) by the same iteration from a guess g (the previous row's sigma), brought
+ * into [2^(b-1), 2^b] with 2^b = 2^ceil(bitlen/2) >= sqrt(v) > 2^(b-1) / 2: its first
+ * step (x + v / x) / 2 is >= floor(sqrt(v)) for any x > 0 (AM-GM), so the sequence then
+ * decreases to floor(sqrt(v)) and stops there, as in isqrt_u32; a close guess saves steps. */
+static uint32_t isqrt_near(uint32_t v, uint32_t g)
+{
+    if (v == 0) {
+        return 0;
+    }
+    const uint32_t top = 1u << ((33 - __builtin_clz(v)) / 2);
+    uint32_t x = g > top || g < top / 2 ? top : g;
+    uint32_t y = (x + v / x) >> 1;
+    do {
+        x = y;
+        y = (x + v / x) >> 1;
+    } while (y < x);
+    return x;
+}
+
 /* floor(2^e / sigma) for 26 <= e <= 56, in 32-bit UDIVs when sigma < 2^16 and e <= 47
  * (two base-2^16 digits: 2^(e-16) = qa sigma + ra, then (ra 2^16) / sigma). */
 static uint64_t recip(int e, int64_t sigma)
@@ -429,15 +448,16 @@ static __attribute__((noinline)) void ln_row_other(const mcuc_layernorm_params_t
 /* Every row of a call that has p->fast and mcuc_layernorm_s8's `small` bounds: the
  * variance in uint32 (exact: it lies in [0, 2^31)), then ln_row16 where its sigma range
  * holds. One lean loop, so that a row costs little beyond its elements. */
-static void ln_rows16(const mcuc_layernorm_params_t *p, const int8_t *x, int8_t *y)
+static __attribute__((noinline)) void ln_rows16(const mcuc_layernorm_params_t *p,
+                                                const int8_t *x, int8_t *y)
 {
     const int32_t cols = p->cols, rows = p->rows;
     const uint32_t eps = (uint32_t)p->eps_q, s_min = 8u * (uint32_t)cols;
+    uint32_t s = 0; /* the previous row's sigma: the next one's first guess */
     for (int32_t r = 0; r < rows; ++r, x += cols, y += cols) {
         int32_t sq;
         const int32_t sum = ln_stats(x, cols, &sq);
-        const uint32_t s = isqrt_u32((uint32_t)cols * (uint32_t)sq -
-                                     (uint32_t)sum * (uint32_t)sum + eps);
+        s = isqrt_near((uint32_t)cols * (uint32_t)sq - (uint32_t)sum * (uint32_t)sum + eps, s);
         if (s > s_min && s >= 15 && s < 65536) {
             ln_row16(p, x, y, sum, s);
         } else {
@@ -446,7 +466,9 @@ static void ln_rows16(const mcuc_layernorm_params_t *p, const int8_t *x, int8_t 
     }
 }
 
-void mcuc_layernorm_s8(const mcuc_layernorm_params_t *p, const int8_t *x, int8_t *y)
+/* The calls without a table or outside its bounds (see mcuc_layernorm_s8). */
+static __attribute__((noinline)) void ln_rows(const mcuc_layernorm_params_t *p,
+                                              const int8_t *x, int8_t *y)
 {
     const int32_t cols = p->cols;
     if (cols > LN_MAX_COLS || p->rows <= 0 || cols <= 0) {
@@ -458,10 +480,6 @@ void mcuc_layernorm_s8(const mcuc_layernorm_params_t *p, const int8_t *x, int8_t
      * cols Q and S^2 are below 224^2 2^14 < 2^30 (cols Q - S^2 >= 0), eps_q <= 2^30. */
     const int small = cols <= 224 && p->eps_q >= 0 && p->eps_q <= (1 << 30) &&
                       p->y_zp > -32768 && p->y_zp < 32768;
-    if (small && p->fast != NULL) {
-        ln_rows16(p, x, y);
-        return;
-    }
     const int32_t cst10 = small ? 514 + p->y_zp * 1024 : 0;
     int64_t sk = 0; /* isqrt(cols) + 1, once the older row loop needs it */
     for (int32_t r = 0; r < p->rows; ++r) {
@@ -487,6 +505,18 @@ void mcuc_layernorm_s8(const mcuc_layernorm_params_t *p, const int8_t *x, int8_t
             sk = (int64_t)isqrt_u32((uint32_t)cols) + 1;
         }
         ln_row(p, xr, yr, sum, s == 0 ? 1 : (int64_t)s, sk);
+    }
+}
+
+/* A call with the compiler's table and `small`'s bounds (ln_rows' comment) goes straight
+ * to ln_rows16, so that a call of a few rows (the token-wise kernel's tiles) costs little. */
+void mcuc_layernorm_s8(const mcuc_layernorm_params_t *p, const int8_t *x, int8_t *y)
+{
+    if (p->fast != NULL && p->rows > 0 && p->cols > 0 && p->cols <= 224 && p->eps_q >= 0 &&
+        p->eps_q <= (1 << 30) && p->y_zp > -32768 && p->y_zp < 32768) {
+        ln_rows16(p, x, y);
+    } else {
+        ln_rows(p, x, y);
     }
 }
 #endif /* MCUC_ARM_DSP */
