@@ -6,7 +6,8 @@ near-ties; its instructions have portable C twins in mcuc/simd.h, so the same co
 here. Cases: random rows (the generator of test_kernels.py), rows of -128 / 127 / one
 constant, extreme zero points, gamma and beta at the int32 limits, cols 1 and odd, ties
 (multiples of 2^15), huge eps_q, and many rows of the default model's shape (64 columns,
-where the near-tie fallback is exercised and counted); then an ASan/UBSan build.
+where the near-tie fallback is exercised and counted); cases with the compiler's `fast`
+table (ln_row16); then ASan/UBSan builds.
 The firmware tests run the real instructions in the emulator.
 """
 

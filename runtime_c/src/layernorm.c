@@ -80,7 +80,9 @@ void mcuc_layernorm_s8(const mcuc_layernorm_params_t *p, const int8_t *x, int8_t
  * The bound on d: d_i^2 <= ssq = cols (var - eps) < cols (sigma + 1)^2, so
  * |d_i| < sk (sigma + 1) with sk = isqrt(cols) + 1; c = 31 - bitlen(that bound).
  * The usual row (8 cols < sigma < 2^16, cols <= 224) takes ln_row10 instead: the same
- * scheme in units of 2^-10, with A from the input bytes by SMLAWB/SMLAWT (its comment). */
+ * scheme in units of 2^-10, with A from the input bytes by SMLAWB/SMLAWT (its comment);
+ * or, where the compiler supplied its table (p->fast, kernels.h), ln_row16: the same A,
+ * t in units of 2^-16 from the table's constants, four elements a step (its comment). */
 #define LN_MAX_COLS 131071
 typedef char mcuc_ln_q_fits_int32[(16384LL * LN_MAX_COLS <= INT32_MAX) ? 1 : -1];
 

@@ -7,7 +7,8 @@ irrational step is an exact floor square root. Fully vectorised over rows.
 The C kernel has an ARMv7E-M variant (MCUC_ARM_DSP: SMLAD statistics, per-row constants
 with SMLAWB/SMLAWT and SMMLA, or SMMUL/SMMLA, instead of the int64 division, the exact
 formula for the rare element near a rounding boundary) that must equal this reference bit
-for bit.
+for bit. Its fastest loop reads gamma and beta from `fast` (fast_table: the same
+constants, scaled and ordered for that loop); ref ignores that field.
 """
 
 from __future__ import annotations
