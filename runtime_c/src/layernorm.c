@@ -340,6 +340,19 @@ static __attribute__((noinline)) int32_t ln_fast16(const int8_t *x, int8_t *y,
     return (int32_t)(y - y0);
 }
 
+/* One element of ln_row16 alone (the last cols mod 4, and the groups ln_fast16 stops
+ * at): its t from the table pair at f, the exact formula where the low half of t is 0 or
+ * 65535. */
+static int8_t ln_one16(const mcuc_layernorm_params_t *p, const int32_t *f, int32_t i,
+                       int32_t xi, int32_t k, int32_t c, int32_t sum, uint32_t s)
+{
+    const uint32_t t = (uint32_t)mcuc_smmla(mcuc_smlawb(k, (uint32_t)(uint8_t)xi << 8, c),
+                                            f[0], f[1]);
+    const uint32_t u = t & 0xFFFFu;
+    return u == 0 || u == 0xFFFFu ? ln_exact(p, i, xi, sum, (int64_t)s)
+                                  : (int8_t)((int32_t)mcuc_usat8((int32_t)t >> 16) - 128);
+}
+
 static void ln_row16(const mcuc_layernorm_params_t *p, const int8_t *xr, int8_t *yr,
                      int32_t sum, uint32_t s)
 {
@@ -356,16 +369,16 @@ static void ln_row16(const mcuc_layernorm_params_t *p, const int8_t *xr, int8_t 
         if (i == n4) {
             break;
         }
-        for (int32_t j = 0; j < 4; ++j, ++i) { /* the group with a pair near a boundary */
-            yr[i] = ln_exact(p, i, xr[i], sum, (int64_t)s);
+        /* the group with a pair near a boundary, element by element; within a group the
+         * table holds elements 0, 2, 1, 3 */
+        for (int32_t j = 0; j < 4; ++j) {
+            const int32_t at = i + (j == 1 ? 2 : (j == 2 ? 1 : j));
+            yr[i + j] = ln_one16(p, f + 2 * at, i + j, xr[i + j], k, c, sum, s);
         }
+        i += 4;
     }
     for (; i < cols; ++i) {
-        const uint32_t t = (uint32_t)mcuc_smmla(
-            mcuc_smlawb(k, (uint32_t)(uint8_t)xr[i] << 8, c), f[2 * i], f[2 * i + 1]);
-        const uint32_t u = t & 0xFFFFu;
-        yr[i] = u == 0 || u == 0xFFFFu ? ln_exact(p, i, xr[i], sum, (int64_t)s)
-                                      : (int8_t)((int32_t)mcuc_usat8((int32_t)t >> 16) - 128);
+        yr[i] = ln_one16(p, f + 2 * i, i, xr[i], k, c, sum, s);
     }
 }
 
