@@ -303,8 +303,10 @@ static void ln_row10(const mcuc_layernorm_params_t *p, const int8_t *xr, int8_t 
  * USAT16 clamps to 0..255 (y + 128). Elements two by two: with f the low half as a signed
  * 16-bit lane, u in {0, 65535} means f in {-1, 0}, so then |f_a f_b| <= 2^15 and SMLABB's
  * 2^16 + f_a f_b lies in [0, 2^17]; a pair in that range (rarely otherwise: about 2^-14
- * of pairs) sends its group of four to ln_exact. Four elements a step: one word of x,
- * the two pairs (0, 2) and (1, 3) of its byte lanes, one word of y (USAT16, PKHTB). */
+ * of pairs) stops ln_fast16 before its group of four, which ln_row16 takes element by
+ * element (ln_one16: the exact formula where u is 0 or 65535). Four elements a step: one
+ * word of x, the two pairs (0, 2) and (1, 3) of its byte lanes, one word of y (USAT16,
+ * PKHTB). */
 static __attribute__((noinline)) int32_t ln_fast16(const int8_t *x, int8_t *y,
                                                    const int32_t *f, int32_t n4, int32_t k,
                                                    int32_t c)
