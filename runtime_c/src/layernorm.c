@@ -106,7 +106,8 @@ static uint32_t isqrt_u32(uint32_t v)
 /* isqrt_u32(v) by the same iteration from a guess g (the previous row's sigma), brought
  * into [2^(b-1), 2^b] with 2^b = 2^ceil(bitlen/2) >= sqrt(v) > 2^(b-1) / 2: its first
  * step (x + v / x) / 2 is >= floor(sqrt(v)) for any x > 0 (AM-GM), so the sequence then
- * decreases to floor(sqrt(v)) and stops there, as in isqrt_u32; a close guess saves steps. */
+ * decreases to floor(sqrt(v)), recognised by its quotient (x <= v / x) without one more
+ * step; a close guess saves steps. */
 static uint32_t isqrt_near(uint32_t v, uint32_t g)
 {
     if (v == 0) {
@@ -114,12 +115,14 @@ static uint32_t isqrt_near(uint32_t v, uint32_t g)
     }
     const uint32_t top = 1u << ((33 - __builtin_clz(v)) / 2);
     uint32_t x = g > top || g < top / 2 ? top : g;
-    uint32_t y = (x + v / x) >> 1;
-    do {
-        x = y;
-        y = (x + v / x) >> 1;
-    } while (y < x);
-    return x;
+    x = (x + v / x) >> 1;
+    for (;;) { /* x >= floor(sqrt(v)); it is that once x <= v / x, i.e. x^2 <= v */
+        const uint32_t q = v / x;
+        if (x <= q) {
+            return x;
+        }
+        x = (x + q) >> 1;
+    }
 }
 
 /* floor(2^e / sigma) for 26 <= e <= 56, in 32-bit UDIVs when sigma < 2^16 and e <= 47
