@@ -6,7 +6,8 @@ near-ties; its instructions have portable C twins in mcuc/simd.h, so the same co
 here. Cases: random rows (the generator of test_kernels.py), rows of -128 / 127 / one
 constant, extreme zero points, gamma and beta at the int32 limits, cols 1 and odd, ties
 (multiples of 2^15), huge eps_q, and many rows of the default model's shape (64 columns,
-where the near-tie fallback is exercised and counted); then an ASan/UBSan build.
+where the near-tie fallback is exercised and counted); cases with the compiler's `fast`
+table (ln_row16); then ASan/UBSan builds.
 The firmware tests run the real instructions in the emulator.
 """
 
@@ -216,4 +217,95 @@ def test_sanitizers_layernorm_dsp(tmp_path: Path) -> None:
             c = gen(rng)
             cases.append(("layernorm", c.params, c.inputs,
                           layernorm.ref(c.params, *c.inputs)))
+    run_sanitized(cases, tmp_path, DSP)
+
+
+def gen_fast(rng: np.random.Generator) -> Case:
+    """Cases with the compiler's `fast` table (layernorm.fast_table), so rows in ln_row16's
+    sigma range take it: widths not a multiple of 4 and below 4, constant rows (and one
+    outlier per row), x at -128 / 127, gamma near the table's bound 2^25 and beta at 2^30,
+    exact ties (gamma, beta multiples of 2^15), y_zp across int8 and at +-4096; about one
+    case in ten whose bounds fail (no table: the older loops)."""
+    rows = int(rng.integers(1, 6))
+    cols = int(rng.choice([1, 2, 3, 4, 5, 7, 8, 9, 63, 64, 65, 66, 67, 100, 127, 128, 224]))
+    kind = rng.integers(0, 5)
+    std = float(rng.choice([rng.uniform(6, 12), rng.uniform(12, 80), 127.0]))
+    x = np.clip(np.rint(rng.normal(0, std, rows * cols)), -128, 127).astype(np.int8)
+    if kind == 0:
+        x = rng.choice(np.array([-128, 127], np.int8), rows * cols)
+    elif kind == 1:
+        x = np.full(rows * cols, int(rng.integers(-128, 128)), np.int8)
+        if rng.random() < 0.7:
+            x[:: cols] = int(rng.choice([-128, 127]))
+    lim = layernorm.FAST_GAMMA_LIMIT - 1
+    g = rng.choice(np.array([lim, -lim, 0, 1, -1, lim - 5]), cols) if rng.random() < 0.2 \
+        else rng.normal(0, 2.0 ** rng.uniform(8, 24.5), cols).clip(-lim, lim)
+    b = rng.choice(np.array([2**30, -2**30, 0, 2**15, -2**15]), cols) if rng.random() < 0.2 \
+        else rng.normal(0, 2.0 ** rng.uniform(8, 29), cols).clip(-2**30, 2**30)
+    g, b = g.astype(np.int64), b.astype(np.int64)
+    if rng.random() < 0.3:  # exact ties: V an integer for many elements
+        g, b = g >> 15 << 15, b >> 15 << 15
+    y_zp = int(rng.choice([int(rng.integers(-128, 128)), -4096, 4096, 0]))
+    if rng.random() < 0.1:  # out of the table's bounds: gamma 2^25, beta 2^30 + 1, y_zp
+        which = rng.integers(0, 3)
+        g[0] = 2**25 if which == 0 else g[0]
+        b[0] = -(2**30) - 1 if which == 1 else b[0]
+        y_zp = 4097 if which == 2 else y_zp
+    eps = int(rng.choice([0, 1, 10**5, 2**30]))
+    p = dict(rows=rows, cols=cols, y_zp=y_zp, eps_q=eps,
+             gamma_q=g.astype(np.int32), beta_q=b.astype(np.int32))
+    p["fast"] = layernorm.fast_table(p["gamma_q"], p["beta_q"], y_zp)
+    return Case(p, [x], rows * cols)
+
+
+def ln16_rows_and_ties(case: Case) -> tuple[int, int]:
+    """Rows that take ln_row16 (a table, the per-call bounds, the sigma range), and their
+    elements whose V is an integer (exact ties among them), which only ln_exact gets."""
+    p = case.params
+    if p.get("fast") is None or not (p["cols"] <= 224 and 0 <= p["eps_q"] <= 2**30):
+        return 0, 0
+    d, sigma, _ = row_stats(case)
+    rows = ((sigma > 8 * p["cols"]) & (sigma < 65536) & (sigma >= 15))[:, 0]
+    num = d * p["gamma_q"].astype(np.int64) + p["beta_q"].astype(np.int64) * sigma
+    integer = (num + sigma * 2**15) % (sigma << 16) == 0
+    return int(rows.sum()), int(integer[rows].sum())
+
+
+def test_ln_row16_matches_reference(ck_dsp: CKernels) -> None:
+    """ln_row16 (the compiler's table, four elements a step) equals the spec, in place too;
+    its rows, its rows' integer-V elements (ties and near-ties go to ln_exact) and the
+    cases without a table are all exercised."""
+    rng = np.random.default_rng(2316)
+    rows16 = ties = no_table = 0
+    for i in range(800):
+        case = gen_fast(rng)
+        want = layernorm.ref(case.params, *case.inputs)
+        got = ck_dsp.run("layernorm", case.params, case.inputs, case.out_size)
+        assert np.array_equal(got, want), f"case {i}: {case.params}"
+        got = ck_dsp.run("layernorm", case.params, case.inputs, case.out_size, inplace=True)
+        assert np.array_equal(got, want), f"case {i} in place"
+        n16, nt = ln16_rows_and_ties(case)
+        rows16, ties = rows16 + n16, ties + nt
+        no_table += case.params["fast"] is None
+    assert rows16 > 800 and ties > 200 and no_table > 30, (rows16, ties, no_table)
+
+
+def test_fast_table_layout() -> None:
+    """The table's order (0, 2, 1, 3 per group of four, then the rest) and its bounds."""
+    g = np.arange(1, 7, dtype=np.int32)
+    b = np.arange(10, 16, dtype=np.int32)
+    t = layernorm.fast_table(g, b, -3).reshape(-1, 2)
+    assert t[:, 0].tolist() == [64 * v for v in (1, 3, 2, 4, 5, 6)]
+    assert t[:, 1].tolist() == [v + 2**15 + 125 * 2**16 for v in (10, 12, 11, 13, 14, 15)]
+    assert layernorm.fast_table(np.array([2**25], np.int32), np.zeros(1, np.int32), 0) is None
+    assert layernorm.fast_table(np.zeros(1, np.int32), np.array([2**30 + 1]), 0) is None
+    assert layernorm.fast_table(np.zeros(1, np.int32), np.zeros(1, np.int32), 4097) is None
+
+
+def test_sanitizers_layernorm_fast(tmp_path: Path) -> None:
+    rng = np.random.default_rng(12)
+    cases = []
+    for _ in range(80):
+        c = gen_fast(rng)
+        cases.append(("layernorm", c.params, c.inputs, layernorm.ref(c.params, *c.inputs)))
     run_sanitized(cases, tmp_path, DSP)

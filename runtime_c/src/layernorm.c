@@ -80,7 +80,9 @@ void mcuc_layernorm_s8(const mcuc_layernorm_params_t *p, const int8_t *x, int8_t
  * The bound on d: d_i^2 <= ssq = cols (var - eps) < cols (sigma + 1)^2, so
  * |d_i| < sk (sigma + 1) with sk = isqrt(cols) + 1; c = 31 - bitlen(that bound).
  * The usual row (8 cols < sigma < 2^16, cols <= 224) takes ln_row10 instead: the same
- * scheme in units of 2^-10, with A from the input bytes by SMLAWB/SMLAWT (its comment). */
+ * scheme in units of 2^-10, with A from the input bytes by SMLAWB/SMLAWT (its comment);
+ * or, where the compiler supplied its table (p->fast, kernels.h), ln_row16: the same A,
+ * t in units of 2^-16 from the table's constants, four elements a step (its comment). */
 #define LN_MAX_COLS 131071
 typedef char mcuc_ln_q_fits_int32[(16384LL * LN_MAX_COLS <= INT32_MAX) ? 1 : -1];
 
@@ -99,6 +101,28 @@ static uint32_t isqrt_u32(uint32_t v)
         y = (x + v / x) >> 1;
     }
     return x;
+}
+
+/* isqrt_u32(v) by the same iteration from a guess g (the previous row's sigma), brought
+ * into [2^(b-1), 2^b] with 2^b = 2^ceil(bitlen/2) >= sqrt(v) > 2^(b-1) / 2: its first
+ * step (x + v / x) / 2 is >= floor(sqrt(v)) for any x > 0 (AM-GM), so the sequence then
+ * decreases to floor(sqrt(v)), recognised by its quotient (x <= v / x) without one more
+ * step; a close guess saves steps. */
+static uint32_t isqrt_near(uint32_t v, uint32_t g)
+{
+    if (v == 0) {
+        return 0;
+    }
+    const uint32_t top = 1u << ((33 - __builtin_clz(v)) / 2);
+    uint32_t x = g > top || g < top / 2 ? top : g;
+    x = (x + v / x) >> 1;
+    for (;;) { /* x >= floor(sqrt(v)); it is that once x <= v / x, i.e. x^2 <= v */
+        const uint32_t q = v / x;
+        if (x <= q) {
+            return x;
+        }
+        x = (x + q) >> 1;
+    }
 }
 
 /* floor(2^e / sigma) for 26 <= e <= 56, in 32-bit UDIVs when sigma < 2^16 and e <= 47
@@ -270,6 +294,99 @@ static void ln_row10(const mcuc_layernorm_params_t *p, const int8_t *xr, int8_t 
     }
 }
 
+/* ln_row16: ln_row10's rows (same preconditions, same k and c, so the same A with
+ * |A - A*| < 1.5, |A| < 2^30) when the compiler supplied p->fast (kernels.h), whose g =
+ * 64 gamma_q (|g| < 2^31) and c = beta_q + 2^15 + 2^16 (y_zp + 128) put t in units of
+ * 2^-16 of an output step:
+ *   t = floor(A g / 2^32) + c  (SMMLA)   against   T = A* g / 2^32 + c = 2^16 (V + y_zp + 128)
+ * (A* g / 2^32 = d gamma_q / sigma exactly, and V = (num + den/2) / den as in ln_fast),
+ * so t - T lies in (-1.75, 0.75); |t| < 2^29 + 2^30 + 2^15 + 2^16 4224 < 2^31. If the low
+ * half of t (u = t mod 2^16) is neither 0 nor 65535, T lies strictly inside (M, M + 2^16)
+ * with M = t - u: V is not an integer (no tie) and y_zp + 128 + floor(V) = t >> 16, which
+ * USAT16 clamps to 0..255 (y + 128). Elements two by two: with f the low half as a signed
+ * 16-bit lane, u in {0, 65535} means f in {-1, 0}, so then |f_a f_b| <= 2^15 and SMLABB's
+ * 2^16 + f_a f_b lies in [0, 2^17]; a pair in that range (rarely otherwise: about 2^-14
+ * of pairs) stops ln_fast16 before its group of four, which ln_row16 takes element by
+ * element (ln_one16: the exact formula where u is 0 or 65535). Four elements a step: one
+ * word of x, the two pairs (0, 2) and (1, 3) of its byte lanes, one word of y (USAT16,
+ * PKHTB). */
+static __attribute__((noinline)) int32_t ln_fast16(const int8_t *x, int8_t *y,
+                                                   const int32_t *f, int32_t n4, int32_t k,
+                                                   int32_t c)
+{
+    int8_t *const y0 = y, *const y4 = y + n4;
+    const int32_t one = 65536;
+    const uint32_t mask = 0xFF00FFFFu;
+    while (y != y4) {
+        const uint32_t w = mcuc_read32(x);
+        const uint32_t lo = mcuc_and_lsl8(mask, w); /* lanes x0 2^8, x2 2^8 */
+        const uint32_t hi = w & 0xFF00FF00u;        /* lanes x1 2^8, x3 2^8 */
+        int32_t g0, c0, g1, c1, g2, c2, g3, c3;
+        x += 4;
+        MCUC_LDRD_POST(g0, c0, f, 8);
+        MCUC_LDRD_POST(g2, c2, f, 8);
+        const uint32_t t0 = (uint32_t)mcuc_smmla(mcuc_smlawb(k, lo, c), g0, c0);
+        const uint32_t t2 = (uint32_t)mcuc_smmla(mcuc_smlawt(k, lo, c), g2, c2);
+        if ((uint32_t)mcuc_smlabb(t0, t2, one) <= 131072u) {
+            break;
+        }
+        MCUC_LDRD_POST(g1, c1, f, 8);
+        MCUC_LDRD_POST(g3, c3, f, 8);
+        const uint32_t t1 = (uint32_t)mcuc_smmla(mcuc_smlawb(k, hi, c), g1, c1);
+        const uint32_t t3 = (uint32_t)mcuc_smmla(mcuc_smlawt(k, hi, c), g3, c3);
+        if ((uint32_t)mcuc_smlabb(t1, t3, one) <= 131072u) {
+            break;
+        }
+        const uint32_t e = mcuc_usat16_8(mcuc_pkhtb16(t0, t2)); /* bytes 0, 2 */
+        const uint32_t o = mcuc_usat16_8(mcuc_pkhtb16(t1, t3)); /* bytes 1, 3 */
+        mcuc_write32(y, (e | o << 8) ^ 0x80808080u);
+        y += 4;
+    }
+    return (int32_t)(y - y0);
+}
+
+/* One element of ln_row16 alone (the last cols mod 4, and the groups ln_fast16 stops
+ * at): its t from the table pair at f, the exact formula where the low half of t is 0 or
+ * 65535. */
+static int8_t ln_one16(const mcuc_layernorm_params_t *p, const int32_t *f, int32_t i,
+                       int32_t xi, int32_t k, int32_t c, int32_t sum, uint32_t s)
+{
+    const uint32_t t = (uint32_t)mcuc_smmla(mcuc_smlawb(k, (uint32_t)(uint8_t)xi << 8, c),
+                                            f[0], f[1]);
+    const uint32_t u = t & 0xFFFFu;
+    return u == 0 || u == 0xFFFFu ? ln_exact(p, i, xi, sum, (int64_t)s)
+                                  : (int8_t)((int32_t)mcuc_usat8((int32_t)t >> 16) - 128);
+}
+
+static void ln_row16(const mcuc_layernorm_params_t *p, const int8_t *xr, int8_t *yr,
+                     int32_t sum, uint32_t s)
+{
+    const int32_t cols = p->cols, n4 = cols & ~3;
+    int inexact = 0;
+    const int32_t k = (int32_t)div_2p16((uint32_t)cols << 18, s, &inexact);
+    const uint32_t v = div_2p16((sum < 0 ? 0u - (uint32_t)sum : (uint32_t)sum) << 10, s,
+                                &inexact);
+    const int32_t c = (sum >= 0 ? -(int32_t)v - inexact : (int32_t)v) + 1;
+    const int32_t *const f = p->fast;
+    int32_t i = 0;
+    for (;;) {
+        i += ln_fast16(xr + i, yr + i, f + 2 * i, n4 - i, k, c);
+        if (i == n4) {
+            break;
+        }
+        /* the group with a pair near a boundary, element by element; within a group the
+         * table holds elements 0, 2, 1, 3 */
+        for (int32_t j = 0; j < 4; ++j) {
+            const int32_t at = i + (j == 1 ? 2 : (j == 2 ? 1 : j));
+            yr[i + j] = ln_one16(p, f + 2 * at, i + j, xr[i + j], k, c, sum, s);
+        }
+        i += 4;
+    }
+    for (; i < cols; ++i) {
+        yr[i] = ln_one16(p, f + 2 * i, i, xr[i], k, c, sum, s);
+    }
+}
+
 /* One row given its sum and sigma: the fast loop when the row's constants fit. */
 static void ln_row(const mcuc_layernorm_params_t *p, const int8_t *xr, int8_t *yr, int32_t sum,
                    int64_t sigma, int64_t sk)
@@ -313,7 +430,65 @@ MCUC_ALWAYS_INLINE static uint32_t ln_stats8(const int8_t *x, int32_t *sq)
     return mcuc_sadd16(mcuc_sadd16(l0, h0), mcuc_sadd16(l1, h1));
 }
 
-void mcuc_layernorm_s8(const mcuc_layernorm_params_t *p, const int8_t *x, int8_t *y)
+/* The sum of a row, and its sum of squares in *sq_out: 16 bytes a step, the sum of each 8
+ * as two 16-bit lanes (SADD16, |lane| <= 512), then one SMLAD with ones; the squares by
+ * SMLAD on SXTB16 lanes. */
+MCUC_ALWAYS_INLINE static int32_t ln_stats(const int8_t *xr, int32_t cols, int32_t *sq_out)
+{
+    const uint32_t ones = 0x00010001u;
+    int32_t sum = 0, sq = 0, i = 0;
+    for (; i + 16 <= cols; i += 16) {
+        sum = mcuc_smlad(ln_stats8(xr + i, &sq), ones, sum);
+        sum = mcuc_smlad(ln_stats8(xr + i + 8, &sq), ones, sum);
+    }
+    for (; i + 4 <= cols; i += 4) {
+        const uint32_t w = mcuc_read32(xr + i);
+        const uint32_t lo = mcuc_sxtb16(w), hi = mcuc_sxtb16_ror8(w);
+        sum = mcuc_smlad(lo, ones, sum);
+        sq = mcuc_smlad(lo, lo, sq);
+        sum = mcuc_smlad(hi, ones, sum);
+        sq = mcuc_smlad(hi, hi, sq);
+    }
+    for (; i < cols; ++i) {
+        sum += xr[i];
+        sq += xr[i] * xr[i];
+    }
+    *sq_out = sq;
+    return sum;
+}
+
+/* A row of ln_rows16 outside ln_row16's sigma range: the older row loop, out of line. */
+static __attribute__((noinline)) void ln_row_other(const mcuc_layernorm_params_t *p,
+                                                   const int8_t *xr, int8_t *yr, int32_t sum,
+                                                   uint32_t s)
+{
+    ln_row(p, xr, yr, sum, s == 0 ? 1 : (int64_t)s, (int64_t)isqrt_u32((uint32_t)p->cols) + 1);
+}
+
+/* Every row of a call that has p->fast and mcuc_layernorm_s8's `small` bounds: the
+ * variance in uint32 (exact: it lies in [0, 2^31)), then ln_row16 where its sigma range
+ * holds. One lean loop, so that a row costs little beyond its elements. */
+static __attribute__((noinline)) void ln_rows16(const mcuc_layernorm_params_t *p,
+                                                const int8_t *x, int8_t *y)
+{
+    const int32_t cols = p->cols, rows = p->rows;
+    const uint32_t eps = (uint32_t)p->eps_q, s_min = 8u * (uint32_t)cols;
+    uint32_t s = 0; /* the previous row's sigma: the next one's first guess */
+    for (int32_t r = 0; r < rows; ++r, x += cols, y += cols) {
+        int32_t sq;
+        const int32_t sum = ln_stats(x, cols, &sq);
+        s = isqrt_near((uint32_t)cols * (uint32_t)sq - (uint32_t)sum * (uint32_t)sum + eps, s);
+        if (s > s_min && s >= 15 && s < 65536) {
+            ln_row16(p, x, y, sum, s);
+        } else {
+            ln_row_other(p, x, y, sum, s);
+        }
+    }
+}
+
+/* The calls without a table or outside its bounds (see mcuc_layernorm_s8). */
+static __attribute__((noinline)) void ln_rows(const mcuc_layernorm_params_t *p,
+                                              const int8_t *x, int8_t *y)
 {
     const int32_t cols = p->cols;
     if (cols > LN_MAX_COLS || p->rows <= 0 || cols <= 0) {
@@ -327,28 +502,10 @@ void mcuc_layernorm_s8(const mcuc_layernorm_params_t *p, const int8_t *x, int8_t
                       p->y_zp > -32768 && p->y_zp < 32768;
     const int32_t cst10 = small ? 514 + p->y_zp * 1024 : 0;
     int64_t sk = 0; /* isqrt(cols) + 1, once the older row loop needs it */
-    const uint32_t ones = 0x00010001u;
     for (int32_t r = 0; r < p->rows; ++r) {
         const int8_t *xr = x + (int64_t)r * cols;
-        int32_t sum = 0, sq = 0, i = 0;
-        /* 16 bytes a step: the sum of each 8 as two 16-bit lanes (SADD16, |lane| <= 512),
-         * then one SMLAD with ones; the squares by SMLAD as below. */
-        for (; i + 16 <= cols; i += 16) {
-            sum = mcuc_smlad(ln_stats8(xr + i, &sq), ones, sum);
-            sum = mcuc_smlad(ln_stats8(xr + i + 8, &sq), ones, sum);
-        }
-        for (; i + 4 <= cols; i += 4) {
-            const uint32_t w = mcuc_read32(xr + i);
-            const uint32_t lo = mcuc_sxtb16(w), hi = mcuc_sxtb16_ror8(w);
-            sum = mcuc_smlad(lo, ones, sum);
-            sq = mcuc_smlad(lo, lo, sq);
-            sum = mcuc_smlad(hi, ones, sum);
-            sq = mcuc_smlad(hi, hi, sq);
-        }
-        for (; i < cols; ++i) {
-            sum += xr[i];
-            sq += xr[i] * xr[i];
-        }
+        int32_t sq;
+        const int32_t sum = ln_stats(xr, cols, &sq);
         int8_t *const yr = y + (int64_t)r * cols;
         uint64_t s;
         if (small) { /* the variance in uint32 (exact: it lies in [0, 2^31)) */
@@ -368,6 +525,18 @@ void mcuc_layernorm_s8(const mcuc_layernorm_params_t *p, const int8_t *x, int8_t
             sk = (int64_t)isqrt_u32((uint32_t)cols) + 1;
         }
         ln_row(p, xr, yr, sum, s == 0 ? 1 : (int64_t)s, sk);
+    }
+}
+
+/* A call with the compiler's table and `small`'s bounds (ln_rows' comment) goes straight
+ * to ln_rows16, so that a call of a few rows (the token-wise kernel's tiles) costs little. */
+void mcuc_layernorm_s8(const mcuc_layernorm_params_t *p, const int8_t *x, int8_t *y)
+{
+    if (p->fast != NULL && p->rows > 0 && p->cols > 0 && p->cols <= 224 && p->eps_q >= 0 &&
+        p->eps_q <= (1 << 30) && p->y_zp > -32768 && p->y_zp < 32768) {
+        ln_rows16(p, x, y);
+    } else {
+        ln_rows(p, x, y);
     }
 }
 #endif /* MCUC_ARM_DSP */

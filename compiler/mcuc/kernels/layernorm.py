@@ -7,7 +7,8 @@ irrational step is an exact floor square root. Fully vectorised over rows.
 The C kernel has an ARMv7E-M variant (MCUC_ARM_DSP: SMLAD statistics, per-row constants
 with SMLAWB/SMLAWT and SMMLA, or SMMUL/SMMLA, instead of the int64 division, the exact
 formula for the rare element near a rounding boundary) that must equal this reference bit
-for bit.
+for bit. Its fastest loop reads gamma and beta from `fast` (fast_table: the same
+constants, scaled and ordered for that loop); ref ignores that field.
 """
 
 from __future__ import annotations
@@ -66,6 +67,33 @@ def make_params(
     return gq.astype(np.int32), bq.astype(np.int32), eps_q
 
 
+FAST_GAMMA_LIMIT = 1 << 25  # |gamma_q| below it: 64 gamma_q fits int32
+FAST_BETA_LIMIT = 1 << 30   # |beta_q| up to it, |y_zp| up to 4096: the loop's t fits int32
+FAST_ZP_LIMIT = 4096
+
+
+def fast_table(gamma_q: np.ndarray, beta_q: np.ndarray, y_zp: int) -> np.ndarray | None:
+    """The `fast` field (kernels.h): gamma_q and beta_q as the ARMv7E-M variant's loop
+    reads them, or None where its bounds fail (the variant then uses gamma_q / beta_q).
+
+    Why: that loop computes t = floor(A g / 2^32) + c in units of 2^-16 of an output step
+    with one SMMLA, so g = 64 gamma_q and c = beta_q + 2^15 (the rounding half) +
+    2^16 (y_zp + 128) (the zero point, and the bias that makes USAT16 clamp to int8) are
+    constants of the layer; pairs (g, c) in groups of four elements ordered 0, 2, 1, 3
+    (the order in which the loop takes them from the byte lanes of one word), the last
+    cols mod 4 in order."""
+    g = np.asarray(gamma_q, dtype=np.int64).reshape(-1)
+    b = np.asarray(beta_q, dtype=np.int64).reshape(-1)
+    if g.size != b.size or g.size == 0 or abs(int(y_zp)) > FAST_ZP_LIMIT or \
+            np.abs(g).max() >= FAST_GAMMA_LIMIT or np.abs(b).max() > FAST_BETA_LIMIT:
+        return None
+    pairs = np.stack([g * 64, b + (1 << 15) + (int(y_zp) + 128) * (1 << 16)], axis=1)
+    n4 = g.size // 4 * 4
+    order = np.concatenate([(np.arange(n4).reshape(-1, 4)[:, [0, 2, 1, 3]]).reshape(-1),
+                            np.arange(n4, g.size)]).astype(np.int64)
+    return pairs[order].reshape(-1).astype(np.int32)
+
+
 KERNEL = register(
     KernelDef(
         name="layernorm",
@@ -78,6 +106,7 @@ KERNEL = register(
             Field("eps_q", "int64"),
             Field("gamma_q", "int32[]"),
             Field("beta_q", "int32[]"),
+            Field("fast", "int32[]", nullable=True),  # fast_table(); not read by ref
         ),
         n_inputs=1,
         ref=ref,

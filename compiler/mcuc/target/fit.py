@@ -24,14 +24,15 @@ from mcuc.boards import Board
 # 10 to 11 KB when the portable kernels grew to 9,900 B of .text (the default model's
 # portable build had come within 22 B of the old estimate). The ARMv7E-M kernel variants
 # (board [cpu] dsp) add their own code beside the portable loops they fall back to:
-# 19,584 B of .text (all runtime_c objects at -O2 for Cortex-M7, with minus without
+# 20,598 B of .text (all runtime_c objects at -O2 for Cortex-M7, with minus without
 # -DMCUC_ARM_DSP; the linker keeps at most that); rounded up. It was 15,888 B (16 KB
 # allowance) before the linear loops took eight inputs per step (+~2 KB), the residual
-# add's add_exact (+~600 B) and LayerNorm's ln_row10 and 16-byte statistics (+~1,100 B).
+# add's add_exact (+~600 B) and LayerNorm's ln_row10 and 16-byte statistics (+~1,100 B);
+# 19,584 B (20 KB) before LayerNorm's ln_row16 (+~1,000 B).
 CODE_BASE_BYTES = 11 * 1024
 
 
-CODE_DSP_EXTRA_BYTES = 20 * 1024
+CODE_DSP_EXTRA_BYTES = 21 * 1024
 
 
 CODE_PER_STEP_BYTES = 160

@@ -120,13 +120,19 @@ void mcuc_softmax_s8(const mcuc_softmax_params_t *p, const int8_t *x, int8_t *y)
  *   y[i] = clamp(y_zp + round_div(d_i * gamma_q[i] + beta_q[i] * sigma, sigma << 16))
  * round_div rounds half away from zero (int64). gamma_q = round(gamma / s_y * 2^16),
  * beta_q = round(beta / s_y * 2^16), eps_q = round(eps * cols^2 / s_x^2).
- * Requires 0 <= eps_q < 2^61 and cols <= 32767 (no int64 overflow). y may alias x. */
+ * Requires 0 <= eps_q < 2^61 and cols <= 32767 (no int64 overflow). y may alias x.
+ * fast (may be NULL; only the MCUC_ARM_DSP variant reads it) is gamma_q and beta_q as
+ * that variant's loop wants them, from the compiler (kernels/layernorm.py fast_table):
+ * 2 cols int32, per element g = 64 gamma_q[i], c = beta_q[i] + 2^15 + 2^16 (y_zp + 128),
+ * in groups of four elements ordered 0, 2, 1, 3 (the rest in order). It must be NULL
+ * unless |gamma_q| < 2^25, |beta_q| <= 2^30 and |y_zp| <= 4096. */
 typedef struct {
     int32_t rows, cols;
     int32_t y_zp;
     int64_t eps_q;
     const int32_t *gamma_q;
     const int32_t *beta_q;
+    const int32_t *fast;
 } mcuc_layernorm_params_t;
 void mcuc_layernorm_s8(const mcuc_layernorm_params_t *p, const int8_t *x, int8_t *y);
 

@@ -435,4 +435,54 @@ static inline int32_t mcuc_smlawt(int32_t a, uint32_t w, int32_t acc)
 
 #endif /* __ARM_FEATURE_DSP */
 
+/* LayerNorm section: acc + the product of the signed bottom halves of a and b (SMLABB),
+ * both halfwords of a word clamped to 0..255 (USAT16 #8), m & (w << 8) (AND), and a word
+ * stored at any byte address (an unaligned STR on Cortex-M4/M7), for the normalization
+ * four elements a step. */
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+
+static inline int32_t mcuc_smlabb(uint32_t a, uint32_t b, int32_t acc)
+{
+    return __smlabb((int32_t)a, (int32_t)b, acc);
+}
+
+static inline uint32_t mcuc_usat16_8(uint32_t w)
+{
+    return (uint32_t)__usat16((int16x2_t)w, 8);
+}
+
+/* m & (w << 8) in one AND with a shifted register (gcc would shift, then BIC). */
+static inline uint32_t mcuc_and_lsl8(uint32_t m, uint32_t w)
+{
+    uint32_t r;
+    __asm__("and %0, %1, %2, lsl #8" : "=r"(r) : "r"(m), "r"(w));
+    return r;
+}
+
+#else /* portable definitions, bit for bit the same results (within int32) */
+
+static inline int32_t mcuc_smlabb(uint32_t a, uint32_t b, int32_t acc)
+{
+    return acc + mcuc_lane(a, 0) * mcuc_lane(b, 0);
+}
+
+static inline uint32_t mcuc_usat16_8(uint32_t w)
+{
+    const int32_t l0 = mcuc_lane(w, 0), l1 = mcuc_lane(w, 1);
+    return (uint32_t)(l0 < 0 ? 0 : (l0 > 255 ? 255 : l0)) |
+           ((uint32_t)(l1 < 0 ? 0 : (l1 > 255 ? 255 : l1)) << 16);
+}
+
+static inline uint32_t mcuc_and_lsl8(uint32_t m, uint32_t w)
+{
+    return m & (w << 8);
+}
+
+#endif /* __ARM_FEATURE_DSP */
+
+static inline void mcuc_write32(int8_t *p, uint32_t v)
+{
+    memcpy(p, &v, sizeof v);
+}
+
 #endif /* MCUC_SIMD_H */
