@@ -35,7 +35,12 @@ from mcuc.quant.given import apply_given, check_mode, resolve_mode
 from mcuc.quant.qparams import QParams
 from mcuc.schedule.lower import lower
 from mcuc.schedule.schedule import Schedule
-from mcuc.schedule.widen import check_optimize, widen_patch_embed, widen_weights
+from mcuc.schedule.widen import (
+    check_optimize,
+    layernorm_tables,
+    widen_patch_embed,
+    widen_weights,
+)
 from mcuc.text import one_line
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "default.onnx"
@@ -97,7 +102,8 @@ def compile_graph(graph: Graph, samples: np.ndarray, disabled: tuple[str, ...] =
     `stream_input` makes the image arrive band by band through a callback
     (schedule/stream.py), so the arena never holds all of it. `optimize` "speed" stores
     the linear weights as int16 (schedule/widen.py): faster, twice their flash. `dsp`
-    (the board's Board.dsp) widens the patch embedding's weights for its variant.
+    (the board's Board.dsp) widens the patch embedding's weights and gives LayerNorm its
+    table, for the ARMv7E-M variants.
     `quant` "given" uses a QDQ model's own scales where it states them (quant/given.py;
     the rest is calibrated), "calibrate" ignores them, "auto" picks given for QDQ models.
     `int16` names tensors to keep in int16, or "auto" (quant/wide.py, quant/sensitivity.py);
@@ -130,7 +136,7 @@ def compile_graph(graph: Graph, samples: np.ndarray, disabled: tuple[str, ...] =
     if optimize == "speed":
         schedule = widen_weights(schedule)
     if dsp:  # the board has the ARMv7E-M variants (Board.dsp)
-        schedule = widen_patch_embed(schedule)
+        schedule = layernorm_tables(widen_patch_embed(schedule))
     t["schedule_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     bufs = schedule.liveness()

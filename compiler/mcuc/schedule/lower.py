@@ -299,7 +299,6 @@ class Lowerer:
                                 f"most {k_layernorm16.MAX_COLS} columns (--int16)")
             self.emit(node, "layernorm16", p, [self.operand(x)], y)
             return
-        p["fast"] = k_layernorm.fast_table(gq, bq, p["y_zp"])
         self.emit(node, "layernorm", p, [self.operand(x)], y, inplace=True)
 
     def lower_Softmax(self, node: Node) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from mcuc import McucError
+from mcuc.kernels import layernorm as k_layernorm
 from mcuc.kernels import linear as k_linear
 from mcuc.kernels import patch_embed as k_patch
 from mcuc.schedule.schedule import Schedule
@@ -58,3 +59,23 @@ def widen_patch_embed(s: Schedule) -> Schedule:
         changed |= p is not st.params
         steps.append(st if p is st.params else replace(st, params=p))
     return replace(s, steps=steps) if changed else s
+
+
+def _ln_fast(p: dict) -> dict:
+    """LayerNorm params with the ARMv7E-M loop's table (kernels/layernorm.py fast_table)."""
+    return {**p, "fast": k_layernorm.fast_table(p["gamma_q"], p["beta_q"], p["y_zp"])}
+
+
+def layernorm_tables(s: Schedule) -> Schedule:
+    """Every int8 LayerNorm (alone or as a token-wise step's first stage) with the table the
+    ARMv7E-M variant's four-elements-a-step loop reads; for boards with the variant only,
+    since the portable loop never reads it (6.6 KB of flash on the default model)."""
+    steps = []
+    for st in s.steps:
+        p = st.params
+        if st.kernel == "layernorm":
+            p = _ln_fast(p)
+        elif st.kernel == "tokenwise" and p.get("ln") is not None and not p.get("x_wide"):
+            p = {**p, "ln": _ln_fast(p["ln"])}
+        steps.append(st if p is st.params else replace(st, params=p))
+    return replace(s, steps=steps)
