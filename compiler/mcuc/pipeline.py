@@ -298,7 +298,7 @@ def build(model=None, board: str = "host", calib="fashion-mnist", out_dir: Path 
             _add_firmware(report, fw)
             _add_prediction(report, c, b, optimize)
         (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-        ref = _reference_meta(model, input_shape, c, stream_input, optimize)
+        ref = _reference_meta(model, input_shape, c, stream_input, optimize, b.dsp)
         _save_runtime_meta(c, tmp, b.name, ident, b.is_mcu, ref, profile)
     return report
 
@@ -378,10 +378,11 @@ def tensor_key(name: str | bytes) -> str:
 
 
 def _reference_meta(model, input_shape: tuple[int, ...] | None, c: Compiled,
-                    stream_input: bool, optimize: str) -> dict | None:
+                    stream_input: bool, optimize: str, dsp: bool) -> dict | None:
     """What `mcuc validate` needs to rebuild the int8 reference without calibrating again:
     the model file (None: the bundled default) and its digest, the options that shape the
-    schedule, and every activation's quantization, keyed by tensor_key. None for a model
+    schedule (`dsp`: the ARMv7E-M variants' prepared constants), and every activation's
+    quantization, keyed by tensor_key. None for a model
     given as an object. (The model's name is read again from the model.)"""
     from mcuc.buildmeta import sha256
 
@@ -391,7 +392,7 @@ def _reference_meta(model, input_shape: tuple[int, ...] | None, c: Compiled,
     return {"model": None if model is None else str(path), "model_sha256": sha256(path),
             "input_shape": list(input_shape) if input_shape else None,
             "disabled": list(c.schedule.disabled), "stream_input": bool(stream_input),
-            "optimize": optimize, "quant": c.quant["mode"],
+            "optimize": optimize, "dsp": dsp, "quant": c.quant["mode"],
             "qparams": {tensor_key(t): [q.scale, q.zero_point] + ([16] if q.wide else [])
                         for t, q in c.qgraph.qparams.items()}}
 

@@ -138,7 +138,7 @@ def verify_build(onnx_path: Path, calib: np.ndarray, board: str) -> dict:
     from mcuc.pipeline import compile_graph, estimate_fit, load_graph
 
     b = load_board(board)
-    c = compile_graph(load_graph(onnx_path), calib)
+    c = compile_graph(load_graph(onnx_path), calib, dsp=b.dsp)
     fit = estimate_fit(c, b, DEFAULT_SAMPLES)
     out = {"arena_bytes": c.plan.arena_bytes, "weights_bytes": c.schedule.weights_bytes(),
            "flash_bytes": fit.flash, "ram_bytes": fit.sram, "macs": c.schedule.macs()}

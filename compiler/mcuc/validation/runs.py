@@ -45,6 +45,7 @@ def rebuild_reference(b: Build, warnings: list[str] | None = None,
         recorded = {str(k): _recorded_qp(v) for k, v in ref["qparams"].items()}
         disabled = tuple(str(d) for d in ref["disabled"])
         stream, optimize = bool(ref["stream_input"]), str(ref["optimize"])
+        dsp = bool(ref.get("dsp", False))   # absent: a build from before the variants' tables
     except (KeyError, TypeError, ValueError, AttributeError):
         raise McucError(f"{where} has a malformed reference record; rebuild with "
                         "`mcuc build`") from None
@@ -64,7 +65,8 @@ def rebuild_reference(b: Build, warnings: list[str] | None = None,
                         "rebuild with `mcuc build`")
     qparams = {keys[k]: q for k, q in recorded.items()}
     c = compile_graph(graph, np.zeros((0,)), disabled, stream_input=stream,
-                      optimize=optimize, qparams=qparams, quant=str(ref.get("quant", "auto")))
+                      optimize=optimize, qparams=qparams, quant=str(ref.get("quant", "auto")),
+                      dsp=dsp)
     files = b.meta.get("files", {})
     with tempfile.TemporaryDirectory(prefix="mcuc-validate-") as tmp:
         render(c.schedule, c.plan, Path(tmp), model_name=name, makefile=None, name=b.name)
