@@ -28,6 +28,7 @@ checked against the module's, so a model the tape does not fit is refused, not m
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -366,7 +367,9 @@ class QatViT(nn.Module):
 
 def qat_finetune(model: VisionTransformer, x: np.ndarray, y: np.ndarray, epochs: int,
                  lr: float = 1e-4, batch_size: int = 128, seed: int = 0,
-                 progress: bool = True, augment: bool = True, **train_kw) -> VisionTransformer:
+                 progress: bool = True, augment: bool = True,
+                 on_epoch: Callable[[int, float], None] | None = None,
+                 **train_kw) -> VisionTransformer:
     """Fine-tune `model` in place for `epochs` with the integer-exact forward, starting
     from mcuc's calibration of the float model and recalibrating after every epoch (the
     QParams `mcuc build` will choose follow the weights). models/train.py's loop
@@ -375,9 +378,14 @@ def qat_finetune(model: VisionTransformer, x: np.ndarray, y: np.ndarray, epochs:
 
     qat = QatViT(model)
     qat.calibrate()
+
+    def epoch_done(epoch: int, loss: float) -> None:
+        qat.calibrate()
+        if on_epoch is not None:
+            on_epoch(epoch, loss)
+
     train(qat, x, y, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-          progress=progress, augment=augment, on_epoch=lambda e, loss: qat.calibrate(),
-          **train_kw)
+          progress=progress, augment=augment, on_epoch=epoch_done, **train_kw)
     model.eval()
     model.qat_losses = qat.train_losses  # type: ignore[attr-defined]
     return model
