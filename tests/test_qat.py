@@ -14,7 +14,8 @@ import torch
 
 from mcuc import McucError
 from mcuc.datasets import load_fashion_mnist
-from mcuc.models.qat import QatViT, qat_finetune
+from mcuc.kernels.fixedpoint import INT32_MAX, INT32_MIN, clamp_s8, requantize, sat32
+from mcuc.models.qat import QatViT, qat_finetune, requant_s8
 from mcuc.models.train import export_onnx, seed_everything
 from mcuc.models.vit import ViTConfig, build_vit
 from mcuc.nas.space import SubnetConfig
@@ -88,3 +89,24 @@ def test_unsupported_structure_is_refused(images):
     model = build_vit(ViTConfig(patch=7, dim=16, depth=1, heads=2, encoder="torch"))
     with pytest.raises(McucError, match="mcuc-style"):
         QatViT(model)
+
+
+def test_fast_requantization_is_fixedpoints():
+    """requant_s8 (shifts and masks) gives fixedpoint.requantize's integers: int32
+    extremes, halves and random accumulators, per-channel and scalar multipliers, shifts
+    on either side of 0 (the positive ones take fixedpoint itself)."""
+    rng = np.random.default_rng(0)
+    edges = np.array([INT32_MIN, INT32_MIN + 1, -(2**30), -(2**15) - 1, -1, 0, 1, 2**15,
+                      2**30, INT32_MAX - 1, INT32_MAX, 2**33, -(2**33)], dtype=np.int64)
+    acc = np.concatenate([edges, rng.integers(-(2**31), 2**31, 4000),
+                          rng.integers(-3000, 3000, 4000)]).reshape(-1, 1)
+    for mult, shift in [(2**30, 0), (2**31 - 1, -1), (1518500250, -7), (1073741825, -31),
+                        (1340000000, -20), (1500000000, 2)]:
+        for zp in (-128, 0, 37):
+            want = clamp_s8(zp + requantize(sat32(acc), mult, shift)).astype(np.int64)
+            assert np.array_equal(requant_s8(acc, mult, shift, zp), want), (mult, shift, zp)
+    mults = rng.integers(2**30, 2**31, 8)
+    shifts = rng.integers(-12, 1, 8)
+    acc8 = rng.integers(-(2**31), 2**31, (500, 8))
+    want = clamp_s8(3 + requantize(sat32(acc8), mults, shifts)).astype(np.int64)
+    assert np.array_equal(requant_s8(acc8, mults, shifts, 3), want)

@@ -45,6 +45,7 @@ from mcuc.kernels.fixedpoint import (
     clamp_s8,
     quantize_multiplier,
     quantize_multipliers,
+    rdbpot,
     requantize,
     sat32,
 )
@@ -80,6 +81,37 @@ def int_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     if a.shape[-1] >= 1 << 20:
         raise McucError("int_matmul: k too large for exact float64 sums")
     return np.rint(np.matmul(a.astype(np.float64), b.astype(np.float64))).astype(np.int64)
+
+
+def requant_s8(acc: np.ndarray, mult: np.ndarray | int, shift: np.ndarray | int,
+               zp: int) -> np.ndarray:
+    """clamp(zp + fixedpoint.requantize(sat32(acc), mult, shift)) as int64 codes.
+
+    fixedpoint.requantize computes both of its branches (shift > 0 and <= 0) with
+    np.where; the multipliers the lowering makes are positive and below 2^31, and almost
+    always have shift <= 0, where only the second branch matters, and its rounding
+    division by 2^31 can be done with shifts and masks: the same integers (tests/test_qat.py
+    compares the two on int32 extremes and random values) at a third of the cost, which
+    is most of a QAT step. Other multipliers take fixedpoint.requantize itself."""
+    acc = sat32(acc)
+    mult = np.asarray(mult, dtype=np.int64)
+    shift = np.asarray(shift, dtype=np.int64)
+    if np.any(shift > 0) or np.any(mult <= 0) or np.any(mult >= 1 << 31):
+        return clamp_s8(zp + requantize(acc, mult, shift)).astype(np.int64)
+    low = np.int64((1 << 31) - 1)
+    ab = acc * mult
+    num = ab + np.int64(1 << 30) - ((ab >> 63) & low)  # + 2^30, or + 1 - 2^30 below 0
+    high = (num + ((num >> 63) & low)) >> 31           # num / 2^31, truncated as C does
+    return clamp_s8(zp + rdbpot(high, -shift)).astype(np.int64)
+
+
+def add_table(p: dict) -> np.ndarray:
+    """add.ref of every (a, b) pair of int8 codes, [256, 256]: the sum is a function of
+    the two codes alone, so one lookup per element replaces three requantizations."""
+    a, b = np.meshgrid(np.arange(-128, 128), np.arange(-128, 128), indexing="ij")
+    pp = {**p, "size": a.size, "b_size": a.size}
+    return k_add.ref(pp, a.reshape(-1).astype(np.int8),
+                     b.reshape(-1).astype(np.int8)).astype(np.int64).reshape(256, 256)
 
 
 class Tape:
@@ -135,7 +167,7 @@ def linear(tape: Tape, x: QT, lin: nn.Linear) -> QT:
     acc = int_matmul(x.q - x.qp.zero_point, wq.T)
     if bq is not None:
         acc = acc + bq.astype(np.int64)
-    q = clamp_s8(qy.zero_point + requantize(sat32(acc), mult, shift)).astype(np.int64)
+    q = requant_s8(acc, mult, shift, qy.zero_point)
     w_fq = lin.weight + (torch.from_numpy((wq * s_w[:, None]).astype(np.float32))
                          - lin.weight).detach()
     return ste(q, qy, nn.functional.linear(x.v, w_fq, lin.bias))
@@ -174,7 +206,7 @@ def add(tape: Tape, a: QT, b: QT) -> QT:
     p = {"size": a.q.size, "b_size": b.q.size, "a_zp": a.qp.zero_point,
          "b_zp": b.qp.zero_point, "y_zp": qy.zero_point,
          **k_add.make_params(a.qp.scale, b.qp.scale, qy.scale)}
-    q = k_add.ref(p, a.q.reshape(-1), b.q.reshape(-1)).astype(np.int64).reshape(a.q.shape)
+    q = add_table(p)[a.q + 128, b.q + 128]
     return ste(q, qy, a.v + b.v)
 
 
@@ -190,7 +222,7 @@ def add_const(tape: Tape, a: QT, c: torch.Tensor, what: str) -> QT:
     p = {"size": a.q.size, "b_size": cq.size, "a_zp": a.qp.zero_point,
          "b_zp": qc.zero_point, "y_zp": qy.zero_point,
          **k_add.make_params(a.qp.scale, qc.scale, qy.scale)}
-    q = k_add.ref(p, a.q.reshape(-1), cq).astype(np.int64).reshape(a.q.shape)
+    q = add_table(p)[a.q + 128, cq.astype(np.int64).reshape(a.q.shape[1:])[None] + 128]
     c_fq = c + (torch.from_numpy(qc.dequantize(cq).astype(np.float32)).reshape(c.shape)
                 - c).detach()
     return ste(q, qy, a.v + c_fq)
@@ -228,7 +260,7 @@ def attention(tape: Tape, x: QT, att: nn.Module) -> QT:
     zp = qkv.qp.zero_point
     mult, shift = quantize_multiplier(qkv.qp.scale * qkv.qp.scale * scale / qs.scale)
     acc = int_matmul(qq - zp, (kq - zp).transpose(0, 1, 3, 2))
-    s_q = clamp_s8(qs.zero_point + requantize(sat32(acc), mult, shift)).astype(np.int64)
+    s_q = requant_s8(acc, mult, shift, qs.zero_point)
     s = ste(s_q, qs, (qv @ kv.transpose(-2, -1)) * scale)
     if tape.qp(mm.inputs[0]) != qkv.qp or tape.qp(mm.inputs[1]) != qkv.qp:
         raise McucError("QAT: attention operands do not keep the qkv output's QParams")
@@ -243,7 +275,7 @@ def attention(tape: Tape, x: QT, att: nn.Module) -> QT:
     qo = tape.qp(pv.outputs[0])
     mult, shift = quantize_multiplier(SOFTMAX_OUT.scale * qkv.qp.scale / qo.scale)
     acc = int_matmul(p_q - SOFTMAX_OUT.zero_point, vq - zp)
-    o_q = clamp_s8(qo.zero_point + requantize(sat32(acc), mult, shift)).astype(np.int64)
+    o_q = requant_s8(acc, mult, shift, qo.zero_point)
     o = ste(o_q, qo, probs.v @ vv)
     merged = QT(o.q.transpose(0, 2, 1, 3).reshape(bsz, n, d),
                 o.v.transpose(1, 2).reshape(bsz, n, d), qo)
@@ -289,7 +321,7 @@ def embed(tape: Tape, model: VisionTransformer, x: torch.Tensor, q_in: QParams) 
     patches = (xq.reshape(bsz, c, hh // p, p, ww // p, p).transpose(0, 2, 4, 1, 3, 5)
                .reshape(bsz, (hh // p) * (ww // p), c * p * p))
     acc = int_matmul(patches - q_in.zero_point, wq.reshape(wq.shape[0], -1).T) + bq
-    tq = clamp_s8(qy.zero_point + requantize(sat32(acc), mult, shift)).astype(np.int64)
+    tq = requant_s8(acc, mult, shift, qy.zero_point)
     w_fq = conv.weight + (torch.from_numpy((wq * s_w[:, None, None, None]).astype(
         np.float32)) - conv.weight).detach()
     xv = torch.from_numpy(q_in.dequantize(xq).astype(np.float32))
