@@ -12,12 +12,16 @@ which the generated C equals bit for bit) on --ref-images test images, and with 
 forward's int8 logits on the whole test split; the two must agree on every image both
 saw (tests/test_qat.py proves them equal on small models). Prints one JSON object.
 
+`--control` also fine-tunes a copy in float with the same epochs, learning rate and
+seed, so that a gain can be told from the effect of more training.
+
 Usage: PYTHONPATH=compiler python scripts/qat_finetune.py --model default --qat-epochs 1
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import tempfile
 import time
@@ -110,6 +114,9 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None, help="train on the first N images")
     ap.add_argument("--ref-images", type=int, default=10000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--control", action="store_true",
+                    help="also fine-tune a copy in float with the same recipe (is it QAT "
+                         "or just more training?)")
     a = ap.parse_args()
     torch.set_num_threads(1)
     seed_everything(a.seed)
@@ -125,6 +132,11 @@ def main() -> None:
         res["float_train_s"] = round(time.perf_counter() - t0, 1)
     res["before"] = measure(model, tx, ty, a.ref_images)
     print(json.dumps(res["before"]), flush=True)
+    if a.control:
+        ctl = copy.deepcopy(model)
+        train(ctl, x, y, epochs=a.qat_epochs, lr=a.qat_lr, seed=a.seed, augment=True)
+        res["float_finetune"] = measure(ctl, tx, ty, a.ref_images)
+        print(json.dumps(res["float_finetune"]), flush=True)
     t0 = time.perf_counter()
     qat_finetune(model, x, y, epochs=a.qat_epochs, lr=a.qat_lr, seed=a.seed)
     res["qat_s"] = round(time.perf_counter() - t0, 1)

@@ -15,7 +15,8 @@ import torch
 from mcuc import McucError
 from mcuc.datasets import load_fashion_mnist
 from mcuc.kernels.fixedpoint import INT32_MAX, INT32_MIN, clamp_s8, requantize, sat32
-from mcuc.models.qat import QatViT, qat_finetune, requant_s8
+from mcuc.models.qat import QatViT, qat_finetune
+from mcuc.models.qat_ops import requant_s8
 from mcuc.models.train import export_onnx, seed_everything
 from mcuc.models.vit import ViTConfig, build_vit
 from mcuc.nas.space import SubnetConfig
