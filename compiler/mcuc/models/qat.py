@@ -1,14 +1,16 @@
 """Quantization-aware fine-tuning whose forward pass is mcuc's integer reference.
 
-Why: post-training quantization leaves the int8 firmware a little worse than the float
-model it was calibrated on. Fine-tuning with fake quantization recovers some of it, but
+Why: post-training quantization can leave the int8 firmware worse than the float model
+it was calibrated on. Fine-tuning with fake quantization can recover some of it, but
 only if the fake quantization is the arithmetic the firmware runs. Generic fake-quant
 (float round and clamp per tensor) is not: mcuc folds attention's scale into QK^T, rounds
 Linear once with an int32 bias, runs LayerNorm and softmax in integers and GELU through a
 256-entry table. So here every op of the forward pass is computed twice:
 
-- the integer result, with the compiler's own parameters (quant/qparams.quantize_weighted,
-  fixedpoint.requantize, layernorm/softmax/lut/add/copy references, lowering's GELU) and
+- the integer result, with the compiler's own parameters and arithmetic
+  (quant/qparams.quantize_weighted, the lowering's multipliers, fixedpoint.requantize or
+  the same integers faster (qat_ops.requant_s8), the layernorm, softmax, lut and add
+  references, the lowering's GELU) and
   the activation QParams that mcuc's calibration gives the *current* float model
   (exported, calibrated as `mcuc build` does: `QatViT.calibrate`);
 - the float result of the same op on the dequantized inputs, which carries the gradient.
@@ -21,8 +23,10 @@ generated C equals bit for bit; tests/test_qat.py checks this against a compiled
 
 The forward follows the module (models/vit.py's mcuc-style encoder with a class token,
 and nas/subnet.py's per-block sizes and low-rank factors); the QParams come from the
-exported graph, read node by node in the same order (`Tape`), each node's weights
-checked against the module's, so a model the tape does not fit is refused, not misread.
+exported graph, read node by node in the same order (`Tape`); after each calibration
+every node's weights are checked against the module's, so a model the tape does not fit
+is refused, not misread. bench/quant.md has what it measured (no gain over a float
+fine-tune on the models tried, so it is off by default).
 """
 
 from __future__ import annotations
