@@ -5,7 +5,11 @@ The default model is what `mcuc demo` compiles, so it is trained reproducibly (f
 fixed epoch count) on the full train split and evaluated on the full test split. The
 epoch count was picked so the run fits in about 25 minutes on a 2-core CPU.
 
-Usage: .venv/bin/python scripts/train_default.py [--epochs N] [--out DIR]
+Usage: .venv/bin/python scripts/train_default.py [--epochs N] [--qat-epochs N] [--out DIR]
+
+--qat-epochs N (default 0: off) fine-tunes the trained model for N more epochs with
+models/qat.py's quantization-aware forward, which computes what mcuc's integer reference
+(and so the firmware) computes; bench/quant.md has what it measured.
 """
 
 from __future__ import annotations
@@ -55,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=None, help="train on the first N images only")
     ap.add_argument("--out", type=Path, default=MODELS_DIR)
     ap.add_argument("--no-augment", action="store_true")
+    ap.add_argument("--qat-epochs", type=int, default=0,
+                    help="quantization-aware fine-tuning epochs after training (0: none)")
+    ap.add_argument("--qat-lr", type=float, default=1e-4)
     args = ap.parse_args(argv)
 
     cfg = ViTConfig()
@@ -78,6 +85,12 @@ def main(argv: list[str] | None = None) -> int:
         model, x_train, y_train, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         seed=args.seed, augment=not args.no_augment, on_epoch=log_epoch,
     )
+    if args.qat_epochs > 0:
+        from mcuc.models.qat import qat_finetune
+
+        qat_finetune(model, x_train, y_train, epochs=args.qat_epochs, lr=args.qat_lr,
+                     batch_size=args.batch_size, seed=args.seed, augment=not args.no_augment,
+                     on_epoch=log_epoch)
     train_seconds = time.perf_counter() - t0
     acc = evaluate(model, x_test, y_test)
     print(f"float test accuracy {acc:.4f} after {train_seconds:.0f}s of training", flush=True)
@@ -102,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
         "lr": args.lr,
         "seed": args.seed,
         "augment": not args.no_augment,
+        "qat_epochs": args.qat_epochs,
+        **({"qat_lr": args.qat_lr, "qat_losses": [round(v, 4) for v in model.qat_losses]}
+           if args.qat_epochs > 0 else {}),
         "train_images": len(x_train),
         "train_seconds": round(train_seconds, 1),
         "train_losses": [round(v, 4) for v in model.train_losses],

@@ -314,3 +314,31 @@ def test_finetune_starts_from_the_supernet_or_from_scratch(searched: Path, tmp_p
     assert json.loads((out / "search.json").read_text())["meta"]["options"][
         "finetune_init"] == init
     assert (gap < 1e-3) if init == "inherited" else (gap > 1e-2), gap
+
+
+def test_qat_fine_tunes_the_pick_as_its_firmware_computes(searched: Path,
+                                                            tmp_path: Path) -> None:
+    """--qat-epochs: the pick is fine-tuned with models/qat.py after its training; the
+    held-out int8 accuracy before and after is recorded, and the exported model's QAT
+    forward (calibrated on calib.npy) equals the integer reference `mcuc build --calib
+    calib.npy` compiles, so what QAT trained on is what the firmware runs."""
+    from mcuc.models.qat import QatViT
+    from mcuc.nas.subnet import SubnetViT
+    from mcuc.resize import resize_images
+
+    out = tmp_path / "qat"
+    s = _search_again(searched, out, "--finetune-epochs", "1", "--qat-epochs", "1")
+    qat = s["meta"]["best"]["finalists"][0]["qat"]
+    assert qat["epochs"] == 1 and 0.1 < qat["val_int8_before"] <= 1
+    assert 0.1 < qat["val_int8_after"] <= 1
+    pt = torch.load(out / "best.pt", weights_only=False)
+    net = SubnetViT(SubnetConfig.from_dict(pt["config"]))
+    net.load_state_dict(pt["state_dict"])
+    calib = np.load(out / "calib.npy")
+    x, _ = load_fashion_mnist("test", limit=12)
+    x = resize_images(x, pt["config"]["resolution"])
+    got = QatViT(net.eval(), calib).int8_logits(x)
+    c = compile_graph(load_graph(out / "best.onnx"), calib)
+    ref = np.stack([execute.run(c.schedule, execute.quantize_input(c.schedule, xi), c.plan)
+                    for xi in x]).reshape(got.shape)
+    assert np.array_equal(got, ref)

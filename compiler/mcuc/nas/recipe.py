@@ -44,6 +44,8 @@ class Recipe:
     finetune_init: str = "scratch"  # the pick retrained from scratch (or "inherited")
     finetune_epochs: int = 50
     finetune_lr: float = 2e-3
+    qat_epochs: int = 0             # quantization-aware fine-tuning of the pick (0: off)
+    qat_lr: float = 1e-4
 
 
 BUDGETS = ("quick", "standard", "full")
@@ -158,6 +160,12 @@ def _options() -> tuple[Option, ...]:
                "help": "epochs of the pick's final training (0: none; standard: 50)"}),
         Option("finetune_lr", ("--finetune-lr",), {"type": float,
                "help": "learning rate of the final training (standard: 2e-3)"}),
+        Option("qat_epochs", ("--qat-epochs",), {"type": int,
+               "help": "quantization-aware fine-tuning of the pick after its training, "
+                       "computing what the int8 firmware computes (models/qat.py; 0: off; "
+                       "standard: 0, see bench/quant.md)"}),
+        Option("qat_lr", ("--qat-lr",), {"type": float,
+               "help": "learning rate of the quantization-aware fine-tuning (standard: 1e-4)"}),
     )
 
 

@@ -43,6 +43,8 @@ class SearchOptions:
     finetune_epochs: int = 0
     finetune_lr: float = 5e-4
     finetune_init: str = "inherited"  # or "scratch": retrain the picked architecture
+    qat_epochs: int = 0             # quantization-aware fine-tuning of the pick (0: off)
+    qat_lr: float = 1e-4
     distill_epochs: int = 0         # CNN teacher epochs for a distilled fine-tune (0: none)
     distill_supernet: bool = False  # distil the teacher into the supernet too
     finalists: int = 1              # token families whose best candidate is fine-tuned
@@ -152,6 +154,7 @@ def run_search(opts: SearchOptions, out: Path | str) -> dict:
     import torch
 
     from mcuc.datasets import load_dataset
+    from mcuc.models.qat import qat_stage
     from mcuc.models.teacher import distill_targets
     from mcuc.models.train import evaluate, export_onnx, train
     from mcuc.nas.cost import CostModel
@@ -266,12 +269,17 @@ def run_search(opts: SearchOptions, out: Path | str) -> dict:
     result = replace(result, best=best, pareto=pareto_front(result.candidates))
     inherited, finetuned = row["val_accuracy_inherited"], row["val_accuracy_finetuned"]
     cfg = best.config
+    calib = resize_images(x[tr][np.random.default_rng(opts.seed).choice(
+        len(tr), min(64, len(tr)), replace=False)], cfg.resolution)
+    if opts.qat_epochs > 0:
+        xs = resize_images(x, cfg.resolution)
+        row["qat"] = qat_stage(net, xs[tr], y[tr], xs[va], y[va], calib, opts.qat_epochs,
+                               opts.qat_lr, batch_size=opts.batch_size, seed=opts.seed,
+                               progress=opts.progress, augment=opts.augment)
     export_onnx(net, cfg.input_shape, out / "best.onnx")
     torch.save({"config": cfg.to_dict(), "state_dict": net.state_dict(),
                 "val_accuracy": finetuned if finetuned is not None else inherited},
                out / "best.pt")
-    calib = resize_images(x[tr][np.random.default_rng(opts.seed).choice(
-        len(tr), min(64, len(tr)), replace=False)], cfg.resolution)
     np.save(out / "calib.npy", calib)
     built = verify_build(out / "best.onnx", calib, opts.board)
     predicted = {k: getattr(best.cost, k) for k in built if k != "predicted_instructions"}
