@@ -35,12 +35,7 @@ from mcuc.quant.given import apply_given, check_mode, resolve_mode
 from mcuc.quant.qparams import QParams
 from mcuc.schedule.lower import lower
 from mcuc.schedule.schedule import Schedule
-from mcuc.schedule.widen import (
-    check_optimize,
-    layernorm_tables,
-    widen_patch_embed,
-    widen_weights,
-)
+from mcuc.schedule.widen import check_optimize, for_board
 from mcuc.text import one_line
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "default.onnx"
@@ -132,11 +127,7 @@ def compile_graph(graph: Graph, samples: np.ndarray, disabled: tuple[str, ...] =
         from mcuc.schedule.stream import stream_input as streamed
 
         schedule = streamed(schedule)
-    check_optimize(optimize)
-    if optimize == "speed":
-        schedule = widen_weights(schedule)
-    if dsp:  # the board has the ARMv7E-M variants (Board.dsp)
-        schedule = layernorm_tables(widen_patch_embed(schedule))
+    schedule = for_board(schedule, dsp, optimize)
     t["schedule_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     bufs = schedule.liveness()

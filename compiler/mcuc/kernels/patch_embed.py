@@ -117,14 +117,19 @@ def epilogue_words(p: dict) -> np.ndarray:
 
 
 def widen(p: dict) -> dict:
-    """p with its weights as int16 in the variant's order and the epilogue's words, where
-    the variant's widened loop takes it (16 taps, d even, `fast_epilogue`); else p. Flash:
-    2 bytes per weight plus 16 per channel, for about 0.9 fewer instructions per MAC."""
+    """p with its weights as int16 in the variant's order and the epilogue's words, for the
+    shapes the variant's widened loop takes (16 taps, d even); else p. Flash: 2 bytes per
+    weight plus 16 per channel, for about 0.9 fewer instructions per MAC. The shape alone
+    decides, so that flash never depends on the quantization (the search's cost model
+    prices dummy scales, nas/graph_builder.dummy_qgraph): where a channel misses the fast
+    epilogue, `epi` is zeros and the C, which checks all_fast per call, runs the reference
+    over weights16."""
     taps = p["c_in"] * p["ph"] * p["pw"]
-    if taps != 16 or p["d"] % 2 or p.get("weights") is None or not fast_epilogue(p):
+    if taps != 16 or p["d"] % 2 or p.get("weights") is None:
         return p
+    epi = epilogue_words(p) if fast_epilogue(p) else np.zeros(4 * p["d"], np.int32)
     return {**p, "weights": None, "weights16": np.asarray(p["weights"]).astype(np.int16),
-            "epi": epilogue_words(p)}
+            "epi": epi}
 
 
 def macs(p: dict) -> int:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mcuc.kernels import patch_embed as k_patch
 from mcuc.kernels import tokenwise as k_tw
 
 Features = dict[str, float]
@@ -251,7 +252,7 @@ def patch_embed_step(f: Features, p: dict, v: Variant) -> None:
     # Without real quantization the search's steps are taken to widen as the build does
     # (a 16-tap patch with an even d; the fast epilogue is the usual case).
     wide = v.dsp and taps == 16 and d % 2 == 0 and (
-        p.get("weights16") is not None and p.get("epi") is not None if v.exact else True)
+        p.get("weights16") is not None and k_patch.fast_epilogue(p) if v.exact else True)
     if wide:  # pe_wide16: per token fill_patch; per token pair, then per channel pair
         f["pew_call"] += 1
         f["pew_d"] += d  # all_fast

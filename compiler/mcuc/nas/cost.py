@@ -27,6 +27,7 @@ from mcuc.nas.graph_builder import build_graph, dummy_qgraph
 from mcuc.nas.space import SubnetConfig
 from mcuc.schedule.lower import lower
 from mcuc.schedule.schedule import Schedule
+from mcuc.schedule.widen import for_board
 from mcuc.target.fit import Fit, estimate
 
 DEFAULT_SAMPLES = 4  # `mcuc build --samples` default: images baked into flash
@@ -62,9 +63,11 @@ def predicted_instructions(schedule: Schedule, board: Board, optimize: str,
     return latency.predict(schedule, board, optimize, exact=False, table=table).instructions
 
 
-def fast_schedule(cfg: SubnetConfig, disabled: tuple[str, ...] = ()) -> Schedule:
-    """Lower the directly-built graph of `cfg` with dummy quantization."""
-    return lower(dummy_qgraph(build_graph(cfg)), disabled)
+def fast_schedule(cfg: SubnetConfig, disabled: tuple[str, ...] = (), dsp: bool = True,
+                  optimize: str = "size") -> Schedule:
+    """Lower the directly-built graph of `cfg` with dummy quantization, with the constants
+    the build prepares for the board's kernels (schedule/widen.for_board)."""
+    return for_board(lower(dummy_qgraph(build_graph(cfg)), disabled), dsp, optimize)
 
 
 def slow_schedule(cfg: SubnetConfig, disabled: tuple[str, ...] = (), seed: int = 0,
@@ -137,7 +140,7 @@ class CostModel:
             return hit
         self.misses += 1
         t0 = time.perf_counter()
-        sched = fast_schedule(cfg, self.disabled)
+        sched = fast_schedule(cfg, self.disabled, self.board.dsp, self.optimize)
         arena, weights, macs, steps = schedule_cost(sched)
         f = self.fit(cfg, arena, weights, steps)
         instr = predicted_instructions(sched, self.board, self.optimize, self.table)
@@ -200,5 +203,5 @@ class CostModel:
 
 def _sizes(cfg: SubnetConfig, disabled: tuple[str, ...], board: Board, optimize: str,
            table: latency.Table | None) -> tuple[int, int, int, int, int | None]:
-    sched = fast_schedule(cfg, disabled)
+    sched = fast_schedule(cfg, disabled, board.dsp, optimize)
     return (*schedule_cost(sched), predicted_instructions(sched, board, optimize, table))

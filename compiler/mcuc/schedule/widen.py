@@ -79,3 +79,16 @@ def layernorm_tables(s: Schedule) -> Schedule:
             p = {**p, "ln": _ln_fast(p["ln"])}
         steps.append(st if p is st.params else replace(st, params=p))
     return replace(s, steps=steps)
+
+
+def for_board(s: Schedule, dsp: bool, optimize: str = "size") -> Schedule:
+    """The constants the build prepares for its kernels, in one place for the compiler and
+    the search's cost model (so the flash the search predicts is the build's): `--optimize
+    speed`'s int16 linear weights; with the ARMv7E-M variants (Board.dsp) the widened patch
+    embedding and LayerNorm's table."""
+    check_optimize(optimize)
+    if optimize == "speed":
+        s = widen_weights(s)
+    if dsp:
+        s = layernorm_tables(widen_patch_embed(s))
+    return s
