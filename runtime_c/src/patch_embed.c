@@ -53,6 +53,7 @@
  * step overflows: |A| < 2^31, half <= 2^19, |y_zp * 2^e| <= 2^27. Otherwise the sums
  * start from 0 and take QADD for the bias and mcuc_requantize_fast, as linear_s8 does. */
 #include "mcuc/kernels.h"
+#include "mcuc/simd.h" /* MCUC_ALWAYS_INLINE; the intrinsics are used with MCUC_ARM_DSP */
 
 /* Position of w[o][t] in weights16 (compiler/mcuc/kernels/patch_embed.py, wide_layout):
  * channels in pairs (o, o + 1), o even, the pair's block at element o * taps; in it, per
@@ -70,21 +71,19 @@ static int64_t wide_pos(int32_t taps, int32_t d, int32_t o, int32_t t)
     return base + (int64_t)taps4 * width + (int64_t)(t - taps4) * width + c;
 }
 
-/* w[o][t] from either storage. */
-static int32_t weight_at(const mcuc_patch_embed_params_t *p, int32_t taps, int32_t o, int32_t t)
+/* w[o][t] from the storage `wide` says (a constant where inlined). */
+MCUC_ALWAYS_INLINE static int32_t weight_at(const mcuc_patch_embed_params_t *p, int wide,
+                                            int32_t taps, int32_t o, int32_t t)
 {
-    if (p->weights16) {
+    if (wide) {
         return p->weights16[wide_pos(taps, p->d, o, t)];
     }
     return p->weights[(int64_t)o * taps + t];
 }
 
-/* Without a variant this is mcuc_patch_embed_s8 itself. */
-#ifdef MCUC_ARM_DSP
-static void patch_embed_ref(const mcuc_patch_embed_params_t *p, const int8_t *x, int8_t *y)
-#else
-void mcuc_patch_embed_s8(const mcuc_patch_embed_params_t *p, const int8_t *x, int8_t *y)
-#endif
+/* The reference loop over either storage (wide: weights16), compiled once for each. */
+MCUC_ALWAYS_INLINE static void ref_loop(const mcuc_patch_embed_params_t *p, const int8_t *x,
+                                        int8_t *y, int wide)
 {
     const int32_t taps = p->c_in * p->ph * p->pw;
     const int64_t plane = (int64_t)p->h_in * p->w_in;
@@ -100,7 +99,7 @@ void mcuc_patch_embed_s8(const mcuc_patch_embed_params_t *p, const int8_t *x, in
                     for (int32_t ky = 0; ky < p->ph; ++ky) {
                         for (int32_t kx = 0; kx < p->pw; ++kx) {
                             acc += (int32_t)(xc[(int64_t)ky * p->w_in + kx] - p->x_zp)
-                                   * weight_at(p, taps, o, tc + ky * p->pw + kx);
+                                   * weight_at(p, wide, taps, o, tc + ky * p->pw + kx);
                         }
                     }
                 }
@@ -109,6 +108,20 @@ void mcuc_patch_embed_s8(const mcuc_patch_embed_params_t *p, const int8_t *x, in
                 yt[o] = mcuc_clamp_s8(v);
             }
         }
+    }
+}
+
+/* Without a variant this is mcuc_patch_embed_s8 itself. */
+#ifdef MCUC_ARM_DSP
+static void patch_embed_ref(const mcuc_patch_embed_params_t *p, const int8_t *x, int8_t *y)
+#else
+void mcuc_patch_embed_s8(const mcuc_patch_embed_params_t *p, const int8_t *x, int8_t *y)
+#endif
+{
+    if (p->weights16) {
+        ref_loop(p, x, y, 1);
+    } else {
+        ref_loop(p, x, y, 0);
     }
 }
 
