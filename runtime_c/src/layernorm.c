@@ -3,25 +3,6 @@
  * alias x. The square root is the exact bitwise floor sqrt (no libm). */
 #include "mcuc/kernels.h"
 
-static uint64_t isqrt_u64(uint64_t v)
-{
-    uint64_t res = 0;
-    uint64_t bit = 1ULL << 62;
-    while (bit > v) {
-        bit >>= 2;
-    }
-    while (bit != 0) {
-        if (v >= res + bit) {
-            v -= res + bit;
-            res = (res >> 1) + bit;
-        } else {
-            res >>= 1;
-        }
-        bit >>= 2;
-    }
-    return res;
-}
-
 /* Without a variant this loop is mcuc_layernorm_s8 itself. */
 #ifdef MCUC_ARM_DSP
 static void layernorm_ref(const mcuc_layernorm_params_t *p, const int8_t *x, int8_t *y)
@@ -43,7 +24,7 @@ void mcuc_layernorm_s8(const mcuc_layernorm_params_t *p, const int8_t *x, int8_t
             ssq += d * d;
         }
         const int64_t var = ssq / cols + p->eps_q;
-        int64_t sigma = (int64_t)isqrt_u64((uint64_t)var);
+        int64_t sigma = (int64_t)mcuc_isqrt_u64((uint64_t)var);
         if (sigma == 0) {
             sigma = 1;
         }
@@ -519,7 +500,7 @@ static __attribute__((noinline)) void ln_rows(const mcuc_layernorm_params_t *p,
         } else {
             const int64_t var = (int64_t)cols * sq - (int64_t)sum * sum + p->eps_q;
             s = (uint64_t)var < (1ULL << 32) ? isqrt_u32((uint32_t)var)
-                                             : isqrt_u64((uint64_t)var);
+                                             : mcuc_isqrt_u64((uint64_t)var);
         }
         if (sk == 0) {
             sk = (int64_t)isqrt_u32((uint32_t)cols) + 1;

@@ -4,25 +4,6 @@
 #include "mcuc/kernels.h"
 #include "mcuc/wide16.h"
 
-static uint64_t isqrt64(uint64_t v)
-{
-    uint64_t res = 0;
-    uint64_t bit = 1ULL << 62;
-    while (bit > v) {
-        bit >>= 2;
-    }
-    while (bit != 0) {
-        if (v >= res + bit) {
-            v -= res + bit;
-            res = (res >> 1) + bit;
-        } else {
-            res >>= 1;
-        }
-        bit >>= 2;
-    }
-    return res;
-}
-
 void mcuc_layernorm16_a16(const mcuc_layernorm16_params_t *p, const int8_t *x, int8_t *y)
 {
     const int32_t cols = p->cols;
@@ -39,7 +20,7 @@ void mcuc_layernorm16_a16(const mcuc_layernorm16_params_t *p, const int8_t *x, i
             ssq += d * d;
         }
         const int64_t var = ssq / cols + p->eps_q;
-        int64_t sigma = (int64_t)isqrt64((uint64_t)var);
+        int64_t sigma = (int64_t)mcuc_isqrt_u64((uint64_t)var);
         if (sigma == 0) {
             sigma = 1;
         }

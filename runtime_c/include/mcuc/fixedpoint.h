@@ -52,4 +52,29 @@ static inline int32_t mcuc_requantize(int32_t acc, int32_t mult, int32_t shift)
     return mcuc_rdbpot(mcuc_srdhm(acc, mult), -shift);
 }
 
+/* floor(sqrt(v)), exactly (bit by bit; no libm): LayerNorm's standard deviation. Static,
+ * not inline: a file that calls it keeps one copy (inlined at layernorm.c's two calls it
+ * cost 768 B of flash); a file that does not drops it. */
+#if defined(__GNUC__)
+__attribute__((unused))
+#endif
+static uint64_t mcuc_isqrt_u64(uint64_t v)
+{
+    uint64_t res = 0;
+    uint64_t bit = 1ULL << 62;
+    while (bit > v) {
+        bit >>= 2;
+    }
+    while (bit != 0) {
+        if (v >= res + bit) {
+            v -= res + bit;
+            res = (res >> 1) + bit;
+        } else {
+            res >>= 1;
+        }
+        bit >>= 2;
+    }
+    return res;
+}
+
 #endif /* MCUC_FIXEDPOINT_H */
