@@ -111,12 +111,16 @@ MCUC_ALWAYS_INLINE static void ref_loop(const mcuc_patch_embed_params_t *p, cons
     }
 }
 
-/* Without a variant this is mcuc_patch_embed_s8 itself. */
 #ifdef MCUC_ARM_DSP
+/* The variant's fallback (shapes it does not take): one loop that tests the storage per
+ * tap, as small as it was before weights16 (the fit estimate's code allowance). */
 static void patch_embed_ref(const mcuc_patch_embed_params_t *p, const int8_t *x, int8_t *y)
+{
+    ref_loop(p, x, y, p->weights16 != NULL);
+}
 #else
+/* Without a variant this is mcuc_patch_embed_s8 itself, compiled once per storage. */
 void mcuc_patch_embed_s8(const mcuc_patch_embed_params_t *p, const int8_t *x, int8_t *y)
-#endif
 {
     if (p->weights16) {
         ref_loop(p, x, y, 1);
@@ -124,6 +128,7 @@ void mcuc_patch_embed_s8(const mcuc_patch_embed_params_t *p, const int8_t *x, in
         ref_loop(p, x, y, 0);
     }
 }
+#endif
 
 #ifdef MCUC_ARM_DSP
 #include "mcuc/simd.h"

@@ -28,11 +28,14 @@ from mcuc.boards import Board
 # -DMCUC_ARM_DSP; the linker keeps at most that); rounded up. It was 15,888 B (16 KB
 # allowance) before the linear loops took eight inputs per step (+~2 KB), the residual
 # add's add_exact (+~600 B) and LayerNorm's ln_row10 and 16-byte statistics (+~1,100 B);
-# 19,584 B (20 KB) before LayerNorm's ln_row16 (+~1,000 B).
+# 19,584 B (20 KB) before LayerNorm's ln_row16 (+~1,000 B). 22 KB since the default
+# model's stm32f746 ELF came 592 B over the 21 KB estimate (DSP .text extra 20,140 B then;
+# the fallback code linked beside the variants had grown: the linear reference reading the
+# interleaved rq words, the patch reference reading either weight layout).
 CODE_BASE_BYTES = 11 * 1024
 
 
-CODE_DSP_EXTRA_BYTES = 21 * 1024
+CODE_DSP_EXTRA_BYTES = 22 * 1024
 
 
 CODE_PER_STEP_BYTES = 160
