@@ -1,6 +1,7 @@
 /* Strided copy: an index counter over the outer ndim - 1 dims and a plain loop over the
  * innermost one, so transposes and slices cost one add per element. */
 #include "mcuc/kernels.h"
+#include "mcuc/walk.h"
 
 void mcuc_copy_s8(const mcuc_copy_params_t *p, const int8_t *x, int8_t *y)
 {
@@ -30,18 +31,7 @@ void mcuc_copy_s8(const mcuc_copy_params_t *p, const int8_t *x, int8_t *y)
                 y[yi] = x[xi];
             }
         }
-        int32_t k = nd - 2;
-        for (; k >= 0; --k) {
-            in += p->in_strides[k];
-            out += p->out_strides[k];
-            if (++idx[k] < p->shape[k]) {
-                break;
-            }
-            in -= p->in_strides[k] * p->shape[k];
-            out -= p->out_strides[k] * p->shape[k];
-            idx[k] = 0;
-        }
-        if (k < 0) {
+        if (!mcuc_walk_next(nd, p->shape, p->in_strides, p->out_strides, idx, &in, &out)) {
             return;
         }
     }

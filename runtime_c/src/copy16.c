@@ -1,6 +1,7 @@
 /* A16 strided copy (compiler/mcuc/kernels/copy16.py): mcuc_copy_s8's index walk with
  * int16 loads and stores where x_wide / y_wide say so. */
 #include "mcuc/kernels.h"
+#include "mcuc/walk.h"
 #include "mcuc/wide16.h"
 
 void mcuc_copy16_a16(const mcuc_copy16_params_t *p, const int8_t *x, int8_t *y)
@@ -26,18 +27,7 @@ void mcuc_copy16_a16(const mcuc_copy16_params_t *p, const int8_t *x, int8_t *y)
             }
             mcuc_st_a16(y, yi, p->y_wide, v);
         }
-        int32_t k = nd - 2;
-        for (; k >= 0; --k) {
-            in += p->in_strides[k];
-            out += p->out_strides[k];
-            if (++idx[k] < p->shape[k]) {
-                break;
-            }
-            in -= p->in_strides[k] * p->shape[k];
-            out -= p->out_strides[k] * p->shape[k];
-            idx[k] = 0;
-        }
-        if (k < 0) {
+        if (!mcuc_walk_next(nd, p->shape, p->in_strides, p->out_strides, idx, &in, &out)) {
             return;
         }
     }

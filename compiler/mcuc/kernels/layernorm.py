@@ -94,18 +94,23 @@ def fast_table(gamma_q: np.ndarray, beta_q: np.ndarray, y_zp: int) -> np.ndarray
     return pairs[order].reshape(-1).astype(np.int32)
 
 
+# The struct members both LayerNorm kernels share (layernorm16 has these alone).
+PARAM_FIELDS = (
+    Field("rows", "int32"),
+    Field("cols", "int32"),
+    Field("y_zp", "int32"),
+    Field("eps_q", "int64"),
+    Field("gamma_q", "int32[]"),
+    Field("beta_q", "int32[]"),
+)
+
 KERNEL = register(
     KernelDef(
         name="layernorm",
         c_func="mcuc_layernorm_s8",
         c_params_type="mcuc_layernorm_params_t",
         fields=(
-            Field("rows", "int32"),
-            Field("cols", "int32"),
-            Field("y_zp", "int32"),
-            Field("eps_q", "int64"),
-            Field("gamma_q", "int32[]"),
-            Field("beta_q", "int32[]"),
+            *PARAM_FIELDS,
             Field("fast", "int32[]", nullable=True),  # fast_table(); not read by ref
         ),
         n_inputs=1,

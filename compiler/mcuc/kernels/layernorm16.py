@@ -12,7 +12,7 @@ import numpy as np
 
 from mcuc.kernels import layernorm as k_ln
 from mcuc.kernels import wide16
-from mcuc.kernels.registry import Field, KernelDef, register
+from mcuc.kernels.registry import KernelDef, register
 
 MAX_COLS = 512  # 512^3 2^32 = 2^59; and |d| <= 2^25 times |gamma| < 2^31 stays < 2^63
 
@@ -29,14 +29,7 @@ KERNEL = register(
         name="layernorm16",
         c_func="mcuc_layernorm16_a16",
         c_params_type="mcuc_layernorm16_params_t",
-        fields=(
-            Field("rows", "int32"),
-            Field("cols", "int32"),
-            Field("y_zp", "int32"),
-            Field("eps_q", "int64"),
-            Field("gamma_q", "int32[]"),
-            Field("beta_q", "int32[]"),
-        ),
+        fields=k_ln.PARAM_FIELDS,
         n_inputs=1,
         ref=ref,
         macs=lambda p: 0,
