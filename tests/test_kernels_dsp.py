@@ -28,13 +28,16 @@ from test_tokenwise import gen_tokenwise, tokenwise_params
 from ckernels import ROOT, CKernels, run_sanitized
 
 DSP = ("-DMCUC_ARM_DSP",)
+# linear.c unpacks the x rows of a pair once (pre_pairs) up to this k
+PRE_MAX_K = int(re.search(r"#define MCUC_PRE_MAX_K (\d+)",
+                          (ROOT / "runtime_c/src/linear.c").read_text()).group(1))
 
 
 def gen_linear_dsp(rng: np.random.Generator) -> Case:
     """Shapes that exercise every block and tail of the variant, values at the edges."""
     rows, n = int(rng.integers(1, 6)), int(rng.integers(1, 14))
     k = int(rng.choice([1, 2, 3, 4, 5, 7, 8, 16, 64, int(rng.integers(1, 80)),
-                        int(rng.integers(150, 400))]))
+                        int(rng.integers(150, 400)), PRE_MAX_K, PRE_MAX_K + 16]))
     mult, shift = rand_requant(rng, n, fit=70 * 70 * math.sqrt(k))
     w = rand_s8(rng, n * k)
     if rng.random() < 0.2:
@@ -105,6 +108,8 @@ def gen_short_edge(rng: np.random.Generator) -> Case:
     """The short epilogue at its limits: |sum| = 255 * 128 * k with the bias just inside
     2^30 (or just outside), extreme multipliers, shifts -1 and -31."""
     k, n, rows = int(rng.integers(1, 70)), int(rng.integers(1, 10)), int(rng.integers(1, 5))
+    if rng.random() < 0.3:  # k % 16 == 0: the loops without tails (pre_pairs for rows >= 2)
+        k = 16 * int(rng.integers(1, 5))
     c = worst_case(k, n, 0, int(rng.choice([-1, 1])))
     edge = 2**30 - 1 - 255 * 128 * k + int(rng.choice([0, 0, 0, 1]))  # 1: the general path
     bias = rng.choice([edge, -edge, 0, int(rng.integers(-edge, edge))], n).astype(np.int32)
@@ -119,24 +124,38 @@ def gen_short_edge(rng: np.random.Generator) -> Case:
     return Case(p, [np.tile(c.inputs[0], rows)], rows * n)
 
 
+def row_path(p: dict) -> str:
+    """Which rows loop of linear.c a call takes: pairs with x unpacked once (pre_pairs:
+    short epilogue, k % 16 == 0, k <= MCUC_PRE_MAX_K), pairs unpacking x in the loop
+    (row_pairs, int8 weights), or one row at a time."""
+    if p["rows"] < 2:
+        return "rows"
+    if short_epilogue(p) and p["k"] % 16 == 0 and p["k"] <= PRE_MAX_K:
+        return "pre"
+    return "rows" if p.get("weights16") is not None else "pairs"
+
+
 def test_linear_dsp_matches_reference(ck_dsp: CKernels) -> None:
-    """Random and edge cases; both epilogues, both row paths of int8 weights (pairs, a
-    last odd row) and widened weights are each taken many times."""
+    """Random and edge cases; both epilogues and every rows loop (pairs with x unpacked
+    once, pairs unpacking in the loop, a last odd row, one row at a time) over int8 and
+    widened weights are each taken many times."""
     rng = np.random.default_rng(23)
-    seen: dict[tuple[bool, bool, bool], int] = {}
-    mul16: dict[bool, int] = {}  # short epilogue with k % 16 == 0: the loops without tails
+    seen: dict[tuple[bool, bool, str], int] = {}
+    mul16: dict[tuple[bool, bool], int] = {}  # short, k % 16 == 0: loops without tails
     for i in range(1200):
         case = gen_linear_dsp(rng) if i % 3 else gen_short_edge(rng)
         want = linear.ref(case.params, *case.inputs)
         got = ck_dsp.run("linear", case.params, case.inputs, case.out_size)
         assert np.array_equal(got, want), f"case {i}: {case.params}"
         wide = case.params.get("weights16") is not None
-        key = (short_epilogue(case.params), wide, case.params["rows"] >= 2 and not wide)
+        key = (short_epilogue(case.params), wide, row_path(case.params))
         seen[key] = seen.get(key, 0) + 1
         if key[0] and case.params["k"] % 16 == 0:
-            mul16[wide] = mul16.get(wide, 0) + 1
-    assert len(seen) == 6 and min(seen.values()) > 30, seen
-    assert len(mul16) == 2 and min(mul16.values()) > 10, mul16
+            big = case.params["k"] > PRE_MAX_K
+            mul16[(wide, big)] = mul16.get((wide, big), 0) + 1
+    # 2 epilogues x (int8: pairs, rows; widened: rows) + the short pre pairs of both
+    assert len(seen) == 8 and min(seen.values()) > 10, seen
+    assert len(mul16) == 4 and min(mul16.values()) >= 4, mul16
 
 
 def test_add_dsp_matches_reference(ck_dsp: CKernels) -> None:

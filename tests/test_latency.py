@@ -20,7 +20,13 @@ import pytest
 
 from mcuc import McucError, latency
 from mcuc.boards import load_board
-from mcuc.latency.features import Variant, linear_plan, short_epilogue, step_features
+from mcuc.latency.features import (
+    PRE_MAX_K,
+    Variant,
+    linear_plan,
+    short_epilogue,
+    step_features,
+)
 from mcuc.nas.cost import CostModel, fast_schedule
 from mcuc.nas.space import load_space, parse_space
 
@@ -125,6 +131,22 @@ def test_linear_features_count_row_pairs_and_remainders() -> None:
     assert (f["ls_pair"], f["ls_odd"], f["ls_b2"], f["ls_b4"]) == (8, 1, 32, 2)
     assert (f["ls_b2_k8"], f["ls_b2_s4"], f["ls_b2_kt"]) == (32 * 5, 32, 0)
     assert (f["ls_d1"], f["ls_d1_k4"]) == (17 * 2, 17 * 2 * 11)
+
+
+def test_linear_features_of_the_unpacked_pairs() -> None:
+    """k % 16 == 0 up to linear.c's MCUC_PRE_MAX_K takes pre_pairs (x unpacked once per
+    row pair, sixteen inputs per step); one step more of k takes the loops above."""
+    src = (Path(__file__).resolve().parent.parent / "runtime_c/src/linear.c").read_text()
+    assert f"#define MCUC_PRE_MAX_K {PRE_MAX_K}\n" in src
+    for k, prefix in ((64, "lp_"), (PRE_MAX_K, "lp_"), (PRE_MAX_K + 16, "ls_")):
+        p = {"rows": 17, "k": k, "n": 10, "x_zp": 0, "bias": None,
+             "shift": np.full(10, -4, np.int32)}
+        f = step_features("linear", p, 0, 17 * k * 10, Variant(dsp=True, wide=False))
+        assert (f[prefix + "pair"], f[prefix + "odd"], f[prefix + "d1"]) == (8, 1, 17 * 2)
+        if prefix == "lp_":
+            assert (f["lp_p2"], f["lp_p2_k16"], f["lp_pair_k4"]) == (32, 32 * k // 16, 8 * k // 4)
+    f = step_features("linear", dict(p, k=64), 0, 0, Variant(dsp=True, wide=True))
+    assert (f["lwp_pair"], f["lwp_odd"], f["lwp_b4"]) == (8, 1, 2)
 
 
 def test_missing_table_is_one_line() -> None:

@@ -320,25 +320,25 @@ static void unpack_pair(const mcuc_attention_params_t *p, const int8_t *qa, cons
     f[1] = -2 * p->k_zp * sb;
 }
 
-/* One step of the 2 x 2 block: four d of key rows r0 and r1 against the words qq[0..3]
- * of query rows a and b. */
-#define ATT_PAIR_STEP(qq, r0, r1)                                                        \
+/* One step t (0 or 1) of the 2 x 2 block: four d (4 t .. 4 t + 3) of key rows r0 and r1
+ * against the words qq[4 t .. 4 t + 3] of query rows a and b (two LDRDs). */
+#define ATT_PAIR_STEP(qq, t, r0, r1)                                                     \
     do {                                                                                 \
-        uint64_t qa_, qb_;                                                               \
-        memcpy(&qa_, (qq), sizeof qa_);                                                  \
-        memcpy(&qb_, (qq) + 2, sizeof qb_);                                              \
-        const uint32_t w0 = mcuc_read32(r0), w1 = mcuc_read32(r1);                       \
+        uint32_t qal_, qah_, qbl_, qbh_;                                                 \
+        MCUC_LDRD(qal_, qah_, qq, 16 * (t));                                             \
+        MCUC_LDRD(qbl_, qbh_, qq, 16 * (t) + 8);                                         \
+        const uint32_t w0 = mcuc_read32((r0) + 4 * (t)), w1 = mcuc_read32((r1) + 4 * (t)); \
         uint32_t x0 = mcuc_sxtb16(w0), x1 = mcuc_sxtb16(w1);                             \
-        a0 = mcuc_smlad((uint32_t)qa_, x0, a0);                                          \
-        a1 = mcuc_smlad((uint32_t)qa_, x1, a1);                                          \
-        b0 = mcuc_smlad((uint32_t)qb_, x0, b0);                                          \
-        b1 = mcuc_smlad((uint32_t)qb_, x1, b1);                                          \
+        a0 = mcuc_smlad(qal_, x0, a0);                                                   \
+        a1 = mcuc_smlad(qal_, x1, a1);                                                   \
+        b0 = mcuc_smlad(qbl_, x0, b0);                                                   \
+        b1 = mcuc_smlad(qbl_, x1, b1);                                                   \
         x0 = mcuc_sxtb16_ror8(w0);                                                       \
         x1 = mcuc_sxtb16_ror8(w1);                                                       \
-        a0 = mcuc_smlad((uint32_t)(qa_ >> 32), x0, a0);                                  \
-        a1 = mcuc_smlad((uint32_t)(qa_ >> 32), x1, a1);                                  \
-        b0 = mcuc_smlad((uint32_t)(qb_ >> 32), x0, b0);                                  \
-        b1 = mcuc_smlad((uint32_t)(qb_ >> 32), x1, b1);                                  \
+        a0 = mcuc_smlad(qah_, x0, a0);                                                   \
+        a1 = mcuc_smlad(qah_, x1, a1);                                                   \
+        b0 = mcuc_smlad(qbh_, x0, b0);                                                   \
+        b1 = mcuc_smlad(qbh_, x1, b1);                                                   \
     } while (0)
 
 /* The 2 x 2 block of both products: rows a and b of x (unpacked by unpack_pair: len
@@ -359,11 +359,11 @@ ATT_NOINLINE static void dot_pair(const uint32_t *qp, const int32_t *qt, const i
         int32_t a0 = fa, a1 = fa, b0 = fb, b1 = fb;
         const uint32_t *qq = qp;
         for (; qq != q8; qq += 8, r0 += 8, r1 += 8) {
-            ATT_PAIR_STEP(qq, r0, r1);
-            ATT_PAIR_STEP(qq + 4, r0 + 4, r1 + 4);
+            ATT_PAIR_STEP(qq, 0, r0, r1);
+            ATT_PAIR_STEP(qq, 1, r0, r1);
         }
         if (odd4) {
-            ATT_PAIR_STEP(qq, r0, r1);
+            ATT_PAIR_STEP(qq, 0, r0, r1);
             r0 += 4;
             r1 += 4;
         }

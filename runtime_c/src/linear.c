@@ -11,8 +11,9 @@
  * as the numpy spec does.
  *
  * With MCUC_ARM_DSP (boards whose board.toml says [cpu] dsp = true; see mcuc/simd.h) the
- * rows go through the SMLAD loop instead: one row against four output channels at a time,
- * four k per step as two SMLADs per channel on SXTB16-unpacked pairs, in int32.
+ * rows go through SMLAD loops instead (two rows against two output channels, or one row
+ * against four; four k per step as two SMLADs per channel on SXTB16-unpacked pairs, x
+ * unpacked once per row pair where k % 16 == 0: unpacked_rows), in int32.
  * Why int32 is exact: |x - x_zp| <= 255 and |w| <= 128, so every partial sum of
  * (x - x_zp) * w over k terms is at most 255 * 128 * k in magnitude, which fits int32
  * for k <= MCUC_DSP_MAX_K = 65793 (255 * 128 * 65793 = 2,147,483,520 <= 2^31 - 1; checked
@@ -195,28 +196,17 @@ MCUC_ALWAYS_INLINE static void dot4(const int8_t *xr, const int8_t *wb, int32_t 
  * instructions per 32 MACs where one step of four takes 25 per 16, and dot4 27), then at
  * most one step of four, then the tail. wb points at channel c0's first word (block +
  * 4 c0, words 16 bytes apart) and tail at its first tail byte (block + 4 k4 + c0, four
- * bytes apart). */
+ * bytes apart). (The plans for k % 16 == 0 unpack x once instead: unpacked_rows.) */
 MCUC_ALWAYS_INLINE static void dot2x2(const int8_t *xa, int32_t k, const int8_t *wb,
                                       const int8_t *tail, int has_zp, int32_t x_zp,
-                                      int32_t *acc, int k_mul16)
+                                      int32_t *acc)
 {
-    /* k_mul16 (a constant at each call): k is a multiple of 16, so the loop takes sixteen
-     * inputs per step, and the step of four and the tail never run (their tests are
-     * compiled out) */
-    const int32_t k4 = k_mul16 ? k : k & ~3, k8 = k_mul16 ? k : k & ~7;
+    const int32_t k4 = k & ~3, k8 = k & ~7;
     const uint32_t zp2 = mcuc_dup16(x_zp);
     const int8_t *const x8 = xa + k8;
     int32_t a00 = acc[0], a01 = acc[1], a10 = acc[2], a11 = acc[3];
     const int8_t *xi = xa;
-    while (k_mul16 && xi < x8) { /* sixteen inputs per step: half the loop's own instructions */
-        MCUC_2X2_STEP(mcuc_read32(xi), mcuc_read32(xi + k), wb);
-        MCUC_2X2_STEP(mcuc_read32(xi + 4), mcuc_read32(xi + k + 4), wb + 16);
-        MCUC_2X2_STEP(mcuc_read32(xi + 8), mcuc_read32(xi + k + 8), wb + 32);
-        MCUC_2X2_STEP(mcuc_read32(xi + 12), mcuc_read32(xi + k + 12), wb + 48);
-        xi += 16;
-        wb += 64;
-    }
-    while (!k_mul16 && xi < x8) {
+    while (xi < x8) {
         MCUC_2X2_STEP(mcuc_read32(xi), mcuc_read32(xi + k), wb);
         MCUC_2X2_STEP(mcuc_read32(xi + 4), mcuc_read32(xi + k + 4), wb + 16);
         xi += 8;
@@ -404,10 +394,10 @@ MCUC_ALWAYS_INLINE static void quad_start(const int32_t *e, int32_t *a, int shor
  * SMLADs: 33 instructions per 32 MACs), then at most one step of four, then the tail;
  * the epilogue follows with the sums still in registers. */
 MCUC_ALWAYS_INLINE static void wide_rows(const mcuc_linear_params_t *p, const int8_t *x,
-                                         int8_t *y, int has_zp, int short_epi, int k_mul16)
+                                         int8_t *y, int has_zp, int short_epi)
 {
     const int32_t k = p->k, n = p->n, n4 = n & ~3;
-    const int32_t k4 = k_mul16 ? k : k & ~3, k8 = k_mul16 ? k : k & ~7; /* as in dot2x2 */
+    const int32_t k4 = k & ~3, k8 = k & ~7;
     const int32_t x_zp = p->x_zp, y_zp = p->y_zp, y_c = short_c(y_zp);
     const uint32_t zp2 = mcuc_dup16(x_zp);
     for (int32_t r = 0; r < p->rows; ++r) {
@@ -421,17 +411,7 @@ MCUC_ALWAYS_INLINE static void wide_rows(const mcuc_linear_params_t *p, const in
             quad_start(e, q, short_epi);
             int32_t a0 = q[0], a1 = q[1], a2 = q[2], a3 = q[3];
             const int8_t *xi = xr;
-            while (k_mul16 && xi < x8) { /* k % 16 == 0: sixteen inputs per step */
-                const uint32_t u = mcuc_read32(xi), v = mcuc_read32(xi + 4);
-                MCUC_WIDE_STEP(u, 0);
-                MCUC_WIDE_STEP(v, 16);
-                const uint32_t u2 = mcuc_read32(xi + 8), v2 = mcuc_read32(xi + 12);
-                xi += 16;
-                MCUC_WIDE_STEP(u2, 32);
-                MCUC_WIDE_STEP(v2, 48);
-                w += 64;
-            }
-            while (!k_mul16 && xi < x8) {
+            while (xi < x8) {
                 const uint32_t u = mcuc_read32(xi), v = mcuc_read32(xi + 4);
                 xi += 8;
                 MCUC_WIDE_STEP(u, 0);
@@ -480,13 +460,13 @@ MCUC_ALWAYS_INLINE static void pair_out(const int32_t *e, const int32_t *a, int8
 }
 
 /* The row pairs over int8 weights; returns the rows done (all but an odd count's last).
- * has_zp, short_epi and k_mul16 are constants at each call (one loop each). With short_epi
+ * has_zp and short_epi are constants at each call (one loop each). With short_epi
  * the accumulators start at the bias, otherwise at 0 and the bias is added with
  * saturation in general_out. The pairs of channels are walked with one pointer into rq
  * (pair q of block q / 2 starts at word 8 (q % 2) of the block), so the epilogue reloads
  * little after the inner loop. (Widened weights: wide_rows.) */
 MCUC_ALWAYS_INLINE static int32_t row_pairs(const mcuc_linear_params_t *p, const int8_t *x,
-                                            int8_t *y, int has_zp, int short_epi, int k_mul16)
+                                            int8_t *y, int has_zp, int short_epi)
 {
     const int32_t k = p->k, n = p->n, n4 = n & ~3, k4 = k & ~3, x_zp = p->x_zp;
     const int32_t y_zp = p->y_zp, y_c = short_c(y_zp);
@@ -505,7 +485,7 @@ MCUC_ALWAYS_INLINE static int32_t row_pairs(const mcuc_linear_params_t *p, const
                 a[1] = a[3] = e[RQ_BIAS + 1];
             }
             /* the pair's tail bytes: block + 4 k4 + 2 (q % 2) */
-            dot2x2(xr, k, wb, wb + 4 * k4 - 6 * (q & 1), has_zp, x_zp, a, k_mul16);
+            dot2x2(xr, k, wb, wb + 4 * k4 - 6 * (q & 1), has_zp, x_zp, a);
             pair_out(e, a, yo, n, y_zp, y_c, short_epi);
         }
         const int8_t *wb = p->weights + (int64_t)n4 * k;
@@ -517,6 +497,178 @@ MCUC_ALWAYS_INLINE static int32_t row_pairs(const mcuc_linear_params_t *p, const
         }
     }
     return r;
+}
+
+/* x unpacked once (k % 16 == 0, short epilogue, k <= MCUC_PRE_MAX_K: the plans
+ * lin_short16 and lin_wide_short16). Each row pair's x - x_zp is unpacked into SXTB16
+ * lane pairs in a stack buffer (unpack_rows), so each word of x is loaded with an LDRD
+ * per channel pair instead of loaded and unpacked (two SXTB16) again for every pair:
+ * 68 instructions per 64 MACs over int8 weights, 52 over widened ones. A last odd row
+ * (or a call of one row, as a tile of one) gets the same, one row against four channels.
+ * The buffer takes 4 k bytes (a pair) <= 2 KB, on the stack (tests/test_stack_frames.py). */
+#define MCUC_PRE_MAX_K 512
+
+/* `rows` (1 or 2) rows of x (row t at xa + t * rs) unpacked: per four inputs i..i+3, each
+ * row's lane pairs (x_i, x_i+2) and (x_i+1, x_i+3), the rows side by side (a pair: u's two
+ * words then v's two; one row: its two). */
+MCUC_ALWAYS_INLINE static void unpack_rows(const int8_t *xa, int32_t k, int32_t rows,
+                                           int32_t rs, uint32_t *xu)
+{
+    const int32_t step = 2 * rows;
+    for (int32_t t = 0; t < rows; ++t) {
+        const int8_t *xr = xa + (int64_t)t * rs;
+        uint32_t *o = xu + 2 * t;
+        for (int32_t i = 0; i < k; i += 4, o += step) {
+            const uint32_t w = mcuc_read32(xr + i);
+            o[0] = mcuc_sxtb16(w);
+            o[1] = mcuc_sxtb16_ror8(w);
+        }
+    }
+}
+
+/* Channel word c (0 or 1) of a channel pair at byte off of w (int8: one LDR, two SXTB16)
+ * or at off + 4 c int16s of w16 (widened: one LDRD) as lane pairs wl_, wh_; `wide` (in
+ * scope, a constant at each call) says which. */
+#define MCUC_PAIR_W(w, w16, off, c)                                              \
+    do {                                                                         \
+        if (wide) {                                                              \
+            MCUC_LDRD_WIDE(w16, (off) + 4 * (c), wl_, wh_);                      \
+        } else {                                                                 \
+            const uint32_t w_ = mcuc_read32((w) + (off) + 4 * (c));              \
+            wl_ = mcuc_sxtb16(w_);                                               \
+            wh_ = mcuc_sxtb16_ror8(w_);                                          \
+        }                                                                        \
+    } while (0)
+
+/* One step of pre_pair: four inputs of both rows (the four words at byte off of xp: two
+ * LDRDs) against the two channels' words at w + off and w + off + 4 (int8) or w16 + off
+ * and w16 + off + 4 (widened, in int16s: a block's four inputs take sixteen, as its int8
+ * layout takes sixteen bytes); one channel's words at a time (fewer live registers). */
+#define MCUC_2X2P_STEP(xp, w, w16, off)                                          \
+    do {                                                                         \
+        uint32_t ul_, uh_, vl_, vh_, wl_, wh_;                                   \
+        MCUC_LDRD(ul_, uh_, xp, off);                                            \
+        MCUC_LDRD(vl_, vh_, xp, (off) + 8);                                      \
+        MCUC_PAIR_W(w, w16, off, 0);                                             \
+        a00 = mcuc_smlad(uh_, wh_, mcuc_smlad(ul_, wl_, a00));                   \
+        a10 = mcuc_smlad(vh_, wh_, mcuc_smlad(vl_, wl_, a10));                   \
+        MCUC_PAIR_W(w, w16, off, 1);                                             \
+        a01 = mcuc_smlad(uh_, wh_, mcuc_smlad(ul_, wl_, a01));                   \
+        a11 = mcuc_smlad(vh_, wh_, mcuc_smlad(vl_, wl_, a11));                   \
+    } while (0)
+
+/* One channel pair of a row pair: the sums of rows u, v (unpacked at xu, k words) against
+ * the pair's words at w (block + 8 (q % 2) bytes) or, when wide, w16 (widened: block +
+ * 8 (q % 2) int16s), started at the biases,
+ * requantized into yo[0..1] (row u) and yo[n..n+1] (row v) by short_out. */
+MCUC_ALWAYS_INLINE static void pre_pair(const uint32_t *xu, const uint32_t *xe,
+                                        const int8_t *w, const int16_t *w16, const int32_t *e,
+                                        int8_t *yo, int32_t n, int32_t y_c, int wide)
+{
+    int32_t a00 = e[RQ_BIAS], a01 = e[RQ_BIAS + 1], a10 = a00, a11 = a01;
+    const uint32_t *xp = xu;
+    do { /* k >= 16 */
+        MCUC_2X2P_STEP(xp, w, w16, 0);
+        MCUC_2X2P_STEP(xp, w, w16, 16);
+        MCUC_2X2P_STEP(xp, w, w16, 32);
+        MCUC_2X2P_STEP(xp, w, w16, 48);
+        if (wide) {
+            w16 += 64;
+        } else {
+            w += 64;
+        }
+        xp += 16;
+    } while (xp != xe);
+    const int32_t a[4] = {a00, a01, a10, a11};
+    pair_out(e, a, yo, n, 0, y_c, 1);
+}
+
+/* acc c += channel c's words (MCUC_PAIR_W: w + off + 4 c, or w16 + off + 4 c) against
+ * the lane pairs xl_, xh_ of one row. */
+#define MCUC_1X4P_CH(c, acc, off)                                                \
+    do {                                                                         \
+        uint32_t wl_, wh_;                                                       \
+        MCUC_PAIR_W(w, w16, off, c);                                             \
+        acc = mcuc_smlad(xh_, wh_, mcuc_smlad(xl_, wl_, acc));                   \
+    } while (0)
+
+/* One step of pre_quad: four inputs of one row (the two words at byte off / 2 of xp) against
+ * the block's four channels. */
+#define MCUC_1X4P_STEP(xp, w, w16, off)                                          \
+    do {                                                                         \
+        uint32_t xl_, xh_;                                                       \
+        MCUC_LDRD(xl_, xh_, xp, (off) / 2);                                      \
+        MCUC_1X4P_CH(0, a0, off);                                                \
+        MCUC_1X4P_CH(1, a1, off);                                                \
+        MCUC_1X4P_CH(2, a2, off);                                                \
+        MCUC_1X4P_CH(3, a3, off);                                                \
+    } while (0)
+
+/* One block of four channels of one row (unpacked at xu, k / 2 words; weights at w or w16
+ * as in pre_pair, the block's start), started at the biases, into yo[0..3]. */
+MCUC_ALWAYS_INLINE static void pre_quad(const uint32_t *xu, const uint32_t *xe,
+                                        const int8_t *w, const int16_t *w16, const int32_t *e,
+                                        int8_t *yo, int32_t y_c, int wide)
+{
+    int32_t a0 = e[RQ_BIAS], a1 = e[RQ_BIAS + 1];
+    int32_t a2 = e[RQ_PAIR + RQ_BIAS], a3 = e[RQ_PAIR + RQ_BIAS + 1];
+    const uint32_t *xp = xu;
+    do { /* k >= 16 */
+        MCUC_1X4P_STEP(xp, w, w16, 0);
+        MCUC_1X4P_STEP(xp, w, w16, 16);
+        MCUC_1X4P_STEP(xp, w, w16, 32);
+        MCUC_1X4P_STEP(xp, w, w16, 48);
+        if (wide) {
+            w16 += 64;
+        } else {
+            w += 64;
+        }
+        xp += 8;
+    } while (xp != xe);
+    const int32_t a[4] = {a0, a1, a2, a3};
+    quad_out(e, a, yo, 0, y_c, 1);
+}
+
+/* Every row of the plans lin_short16 (wide = 0) and lin_wide_short16 (wide = 1): row
+ * pairs, then a last odd row; the channels past the blocks of four by dot1. */
+MCUC_ALWAYS_INLINE static void unpacked_rows(const mcuc_linear_params_t *p, const int8_t *x,
+                                             int8_t *y, int wide)
+{
+    const int32_t k = p->k, n = p->n, n4 = n & ~3, y_c = short_c(p->y_zp);
+    const int32_t *const e4 = p->rq + RQ_PAIR * (n4 / 2); /* past the blocks' pairs */
+    uint32_t xu[MCUC_PRE_MAX_K];
+    for (int32_t r = 0; r < p->rows; r += 2) {
+        const int32_t two = r + 1 < p->rows;
+        const int8_t *const xr = x + (int64_t)r * k;
+        int8_t *yo = y + (int64_t)r * n;
+        unpack_rows(xr, k, 1 + two, k, xu);
+        const int8_t *wb = p->weights;      /* NULL when wide */
+        const int16_t *wb16 = p->weights16; /* NULL when not */
+        for (const int32_t *e = p->rq; e != e4; e += 2 * RQ_PAIR, yo += 4) {
+            if (wide && two) {
+                pre_pair(xu, xu + k, NULL, wb16, e, yo, n, y_c, 1);
+                pre_pair(xu, xu + k, NULL, wb16 + 8, e + RQ_PAIR, yo + 2, n, y_c, 1);
+            } else if (two) {
+                pre_pair(xu, xu + k, wb, NULL, e, yo, n, y_c, 0);
+                pre_pair(xu, xu + k, wb + 8, NULL, e + RQ_PAIR, yo + 2, n, y_c, 0);
+            } else {
+                pre_quad(xu, xu + k / 2, wb, wb16, e, yo, y_c, wide);
+            }
+            if (wide) {
+                wb16 += 4 * k;
+            } else {
+                wb += 4 * k;
+            }
+        }
+        for (int32_t j = n4; j < n; ++j) {
+            const int8_t *wt = wide ? NULL : p->weights + (int64_t)j * k;
+            const int16_t *wt16 = wide ? p->weights16 + (int64_t)j * k : NULL;
+            for (int32_t t = 0; t <= two; ++t) {
+                const int32_t sum = dot1(xr + t * k, wt, wt16, k, 0);
+                y[(int64_t)(r + t) * n + j] = chan_out(p->rq, j, sum, p->y_zp, y_c, 1);
+            }
+        }
+    }
 }
 
 /* Rows r.. (at most one: the last of an odd count, or a call of one row) over int8
@@ -545,7 +697,7 @@ MCUC_ALWAYS_INLINE static void last_rows(const mcuc_linear_params_t *p, const in
 
 /* Each plan's loops as a function of its own, so that only the ones a model runs are hot
  * (mcuc/tcm.py puts them in ITCM by name, hottest first; inlined into one dispatcher they
- * made it 12 KB, most of the F746's 16 KB ITCM). has_zp, short_epi and k_mul16 are
+ * made it 12 KB, most of the F746's 16 KB ITCM). has_zp and short_epi are
  * constants in each. The general epilogue's plans (a layer that keeps its input zero
  * point, i.e. has no bias to fold it into, or a shift outside [-31, -1]) are built for
  * size: 6.5 KB at -O2, for layers a ViT rarely has. */
@@ -559,39 +711,41 @@ MCUC_ALWAYS_INLINE static void last_rows(const mcuc_linear_params_t *p, const in
 
 LIN_PLAN void lin_short16(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y)
 {
-    last_rows(p, x, y, row_pairs(p, x, y, 0, 1, 1), 0, 1);
+    unpacked_rows(p, x, y, 0);
 }
 
 LIN_PLAN void lin_short(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y)
 {
-    last_rows(p, x, y, row_pairs(p, x, y, 0, 1, 0), 0, 1);
+    last_rows(p, x, y, row_pairs(p, x, y, 0, 1), 0, 1);
 }
 
 LIN_PLAN_COLD void lin_general(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y)
 {
-    last_rows(p, x, y, row_pairs(p, x, y, 1, 0, 0), 1, 0);
+    last_rows(p, x, y, row_pairs(p, x, y, 1, 0), 1, 0);
 }
 
 LIN_PLAN void lin_wide_short16(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y)
 {
-    wide_rows(p, x, y, 0, 1, 1);
+    unpacked_rows(p, x, y, 1);
 }
 
 LIN_PLAN void lin_wide_short(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y)
 {
-    wide_rows(p, x, y, 0, 1, 0);
+    wide_rows(p, x, y, 0, 1);
 }
 
 LIN_PLAN_COLD void lin_wide_general(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y)
 {
-    wide_rows(p, x, y, 1, 0, 0);
+    wide_rows(p, x, y, 1, 0);
 }
 
 /* The loops of a call; see mcuc_linear_plan in kernels.h. The short epilogue is compiled
  * for folded zero points only (x_zp == 0: every layer with a bias, fold_zero_point); a
  * layer that keeps its zero point takes the general loop. PLAN_SHORT16 is PLAN_SHORT for
- * k % 16 == 0 (every layer of a ViT whose widths are multiples of 16): its loops take
- * sixteen inputs per step and have no step of four and no tail. PLAN_WIDE + q is plan q over widened weights. */
+ * k % 16 == 0 and k <= MCUC_PRE_MAX_K (every layer of a ViT whose widths are multiples of
+ * 16, up to 512): its rows are unpacked once (unpacked_rows), its loops take sixteen inputs
+ * per step and have no step of four and no tail. PLAN_WIDE + q is plan q over widened
+ * weights. */
 enum { PLAN_REF = 0, PLAN_DSP = 1, PLAN_SHORT = 2, PLAN_SHORT16 = 3, PLAN_WIDE = 3 };
 
 int32_t mcuc_linear_plan(const mcuc_linear_params_t *p)
@@ -603,7 +757,7 @@ int32_t mcuc_linear_plan(const mcuc_linear_params_t *p)
     if (p->x_zp != 0 || !short_epilogue_ok(p)) {
         return wide + PLAN_DSP;
     }
-    return wide + ((p->k & 15) == 0 ? PLAN_SHORT16 : PLAN_SHORT);
+    return wide + ((p->k & 15) == 0 && p->k <= MCUC_PRE_MAX_K ? PLAN_SHORT16 : PLAN_SHORT);
 }
 
 void mcuc_linear_planned_s8(const mcuc_linear_params_t *p, int32_t plan, const int8_t *x,

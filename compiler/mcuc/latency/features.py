@@ -25,6 +25,7 @@ from mcuc.kernels import tokenwise as k_tw
 Features = dict[str, float]
 
 DSP_MAX_K = 65793          # linear.c MCUC_DSP_MAX_K
+PRE_MAX_K = 512            # linear.c MCUC_PRE_MAX_K
 ATT_MAX_D = 128            # attention.c MCUC_ATT_DSP_MAX_D
 ATT_MAX_LEN = 16512        # attention.c MCUC_ATT_DSP_MAX_LEN
 ATT_PAIR_LEN = 256         # attention.c MCUC_ATT_DSP_PAIR_LEN
@@ -83,10 +84,21 @@ def add_linear(f: Features, rows: int, k: int, n: int, plan: str, v: Variant,
              "ch_kt": rows * n * kt}
         _add(f, "lr_", g, times)
         return
+    if plan == "s" and k % 16 == 0 and k <= PRE_MAX_K:
+        # pre_pairs: each row pair unpacked once, two channel pairs per block, sixteen
+        # inputs per step; then an odd row (dot4, or wide_rows for widened weights)
+        pairs, odd = rows // 2, rows % 2
+        p2 = pairs * nb * 2
+        g = {"call": 1, "pair": pairs, "pair_k4": pairs * k4, "p2": p2,
+             "p2_k16": p2 * (k // 16), "odd": odd}
+        blocks, d1 = odd * nb, (2 * pairs + odd) * nt
+        g.update({"b4": blocks, "b4_k8": blocks * k8, "d1": d1, "d1_k4": d1 * k4})
+        _add(f, "lwp_" if v.wide else "lp_", g, times)
+        return
     if v.wide:   # wide_rows: one row at a time
         blocks, d1 = rows * nb, rows * nt
         g = {"call": 1, "row": rows}
-    else:        # linear_dsp: row pairs (dot2x2, two per block), then an odd row (dot4)
+    else:        # row_pairs: row pairs (dot2x2, two per block), then an odd row (dot4)
         pairs, odd = rows // 2, rows % 2
         b2 = pairs * nb * 2
         g = {"call": 1, "pair": pairs, "b2": b2, "b2_k8": b2 * k8, "b2_s4": b2 * s4,
@@ -94,9 +106,6 @@ def add_linear(f: Features, rows: int, k: int, n: int, plan: str, v: Variant,
         blocks, d1 = odd * nb, (2 * pairs + odd) * nt
     g.update({"b4": blocks, "b4_k8": blocks * k8, "b4_s4": blocks * s4,
               "b4_kt": blocks * kt, "d1": d1, "d1_k4": d1 * k4, "d1_kt": d1 * kt})
-    if plan == "s" and k % 16:  # the short loops are compiled apart for k % 16 == 0 (sixteen
-        nm = g.get("b2", 0) if not v.wide else blocks  # inputs a step, no step-of-four or tail
-        g.update({"nm16": nm, "nm16_k8": nm * k8})     # tests): others differ per block and step
     _add(f, f"lw{plan}_" if v.wide else f"l{plan}_", g, times)
 
 
