@@ -2,7 +2,8 @@
 
 Each strategy is an ordering of the buffers; placement is then the same first-fit rule TFLite
 Micro's GreedyMemoryPlanner uses: put the buffer at the lowest aligned offset that does not
-overlap any already-placed buffer whose lifetime overlaps its own. Finding the optimum is
+overlap any already-placed buffer whose lifetime overlaps its own (a buffer with a tail,
+Buffer.above, goes with it, at the lowest offset where both fit). Finding the optimum is
 NP-hard (it is dynamic storage allocation), and the architecture search calls this for every
 candidate, so "best" runs a couple of cheap orderings and keeps the smallest arena.
 

@@ -7,7 +7,8 @@ Two mechanisms let memory techniques share bytes on purpose:
 - a step's `scratch` bytes exist only while that step runs (a per-step buffer);
 - a buffer with a `parent` lives at a fixed byte offset inside its parent, so it may
   overlap its siblings by design (an output written over input already consumed). The
-  planner places only root buffers; a root is live whenever any of its children is.
+  planner places only root buffers; a root is live whenever any of its children is,
+  except that a container's upper bytes may die first (liveness, _footprint).
 """
 
 from __future__ import annotations
