@@ -278,14 +278,31 @@ def test_tails_sit_on_their_base_in_every_strategy(buffers):
             assert p.arena_bytes <= greedy.arena_bytes
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def stacked(buffers: list[Buffer]) -> Plan:
+    """A valid but poor plan: every buffer above the last (each tail right above its
+    base), so a search seeded with it must find its own plans."""
+    offsets, end = {}, 0
+    for b in buffers:
+        if b.above is None:
+            offsets[b.name] = end = -(-end // b.align) * b.align
+            end += b.size
+            for t in buffers:
+                if t.above == b.name:
+                    offsets[t.name] = end
+                    end += t.size
+    return Plan(offsets, round16(end) + 16, lower_bound(buffers), "stacked")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(sets_with_tail(max_size=6, n_steps=8))
 def test_exact_with_a_tail_matches_brute_force(buffers):
     opt = brute_force_with_tail(buffers)
-    p, stats = search_exact(buffers, plan(buffers), time_limit_s=10.0)
-    validate(buffers, p)
-    assert p.optimal, stats
-    assert p.arena_bytes == opt
+    for seed in (plan(buffers), stacked(buffers)):
+        validate(buffers, seed)
+        p, stats = search_exact(buffers, seed, time_limit_s=10.0)
+        validate(buffers, p)
+        assert p.optimal, stats
+        assert p.arena_bytes == opt
 
 
 def test_tail_frees_its_bytes_for_later_buffers():

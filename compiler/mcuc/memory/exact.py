@@ -94,6 +94,7 @@ class _Search:
         self.tail = np.full(n, -1, dtype=np.int64)  # index of each base's tail
         self.tail[[index[name] for name in tails]] = list(tails.values())
         self.is_tail = np.array([b.above is not None for b in bufs], dtype=bool)
+        self.has_tails = bool(tails)  # else skip their per-node work
         self.size = np.array([b.size for b in bufs], dtype=np.int64)
         self.align = np.array([b.align for b in bufs], dtype=np.int64)
         first = np.array([b.first for b in bufs], dtype=np.int64)
@@ -146,16 +147,15 @@ class _Search:
         idx = np.flatnonzero(self.remaining)
         al = self.align[idx]
         p = np.maximum(self.skymax[idx], floor)
-        tl = self.tail[idx]
-        based = tl >= 0  # a base goes where its tail fits too, directly above it
-        p[based] = np.maximum(p[based], self.skymax[tl[based]] - self.size[idx[based]])
         p = (p + al - 1) & -al
         canon = (p > floor) | (idx > last_rank)
         # A buffer that may not go at the floor any more goes at least one alignment higher.
         if int((np.where(canon, p, p + al) + self.size[idx]).max()) > limit:
             return
         maxrem = int(rem.max())
-        ok = canon & (p + maxrem <= limit) & ~self.is_tail[idx]  # tails go with their base
+        ok = canon & (p + maxrem <= limit)
+        if self.has_tails:
+            ok &= ~self.is_tail[idx]  # tails go with their base
         idx, p = idx[ok], p[ok]
         order = np.lexsort((idx, self.prio[idx], p)).tolist()
         if self.dive_q and order:
@@ -174,8 +174,9 @@ class _Search:
             pos = int(p[j])
             if pos + maxrem > self.best_arena - ARENA_ALIGN:
                 continue  # the incumbent improved meanwhile; this child cannot beat it
-            # Place buffer i at pos (and its tail above it), recurse, undo. The tail
-            # lives within i's lifetime, so at each step the pair is one block from pos.
+            # Place buffer i at pos (and its tail right above it), recurse, undo. The
+            # tail lives within i's lifetime, so at each step the pair is one block from
+            # pos, and its steps' sky is at most i's: pos >= skymax[i] clears both.
             i = int(idx[j])
             t = int(self.tail[i])
             lo, hi = self.lo[i], self.hi[i]

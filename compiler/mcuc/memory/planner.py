@@ -40,13 +40,14 @@ def _place(buffers: Sequence[Buffer], order: list[int], name: str, lb: int) -> P
     the first of the two comes up in the order.
     """
     tails = check_tails(buffers)
+    index = {b.name: i for i, b in enumerate(buffers)} if tails else {}
     placed: list[tuple[int, int, int, int]] = []  # (offset, end, first, last), by offset
     offsets: dict[str, int] = {}
     end_max = 0
     for i in order:
         b = buffers[i]
         if b.above is not None:  # a tail: its base goes now, with it
-            b = next(x for x in buffers if x.name == b.above)
+            b = buffers[index[b.above]]
         if b.name in offsets:
             continue  # placed with its tail
         size, first, last, align = b.size, b.first, b.last, b.align
