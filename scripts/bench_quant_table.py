@@ -38,6 +38,7 @@ sys.path[:0] = [str(ROOT / "scripts"), str(ROOT / "tests")]
 from bench_quant import calibration, ort_qdq, run_mcuc, run_ort, write_section  # noqa: E402
 from mcuc.datasets import load_calibration, load_dataset, load_fashion_mnist  # noqa: E402
 from mcuc.pipeline import DEFAULT_MODEL, build, compile_graph, load_graph  # noqa: E402
+from mcuc.quant.wide import candidates  # noqa: E402
 
 CACHE = ROOT / "bench" / "cache" / "quant-table"
 BEGIN, END = "<!-- bench_quant_table.py: begin -->", "<!-- bench_quant_table.py: end -->"
@@ -60,10 +61,11 @@ class Subject:
 @dataclass
 class Row:
     name: str
-    top1: float
+    top1: float | None
     agree: float | None     # argmax agreement with the float model
     arena: int | None
     flash: int | None
+    note: str = ""          # why a row has no figures
 
 
 def timm_module(kind: str, seed: int):
@@ -185,13 +187,14 @@ def mcuc_row(name: str, s: Subject, model: Path, f_top: np.ndarray, out: Path,
     if int16:
         names = [t.replace("_output_0", "").replace("/blocks/blocks.", "blocks.").lstrip("/")
                  for t in c.quant["int16"]["tensors"]]
-        name += ": " + (", ".join(f"`{t}`" for t in names) or "none")
+        listed = ": " + ", ".join(f"`{t}`" for t in names) if 0 < len(names) <= 3 else ""
+        name += f", {len(names)} of {len(candidates(c.graph))} tensors int16{listed}"
     return Row(name, float(np.mean(top == s.y)), float(np.mean(top == f_top)),
                rep["arena_bytes"], rep["flash_bytes"])
 
 
-def measure(s: Subject, tmp: Path) -> tuple[list[Row], str]:
-    """Every row for one model; the QAT row's reason when it has none."""
+def measure(s: Subject, tmp: Path) -> list[Row]:
+    """Every row for one model."""
     f_top = run_ort(s.onnx, s.x).argmax(1)
     rows = [Row("float (onnxruntime)", float(np.mean(f_top == s.y)), None, None, None),
             mcuc_row("mcuc PTQ (`--quant calibrate`)", s, s.onnx, f_top, tmp / "ptq")]
@@ -201,15 +204,16 @@ def measure(s: Subject, tmp: Path) -> tuple[list[Row], str]:
                  float(np.mean(o_top == f_top)), None, None),
              mcuc_row("onnxruntime PTQ (QDQ), mcuc `--quant given`", s, qdq, f_top,
                       tmp / "given", quant="given")]
-    note = ""
     if callable(s.qat):
-        rows.append(mcuc_row("mcuc QAT, then mcuc PTQ", s, s.qat(tmp / "qat.onnx"), f_top,
-                             tmp / "qat"))
+        qat = s.qat(tmp / "qat.onnx")
+        qf = float(np.mean(run_ort(qat, s.x).argmax(1) == s.y))
+        rows.append(mcuc_row(f"mcuc QAT (its float model: {_pct(qf)}), int8 by mcuc PTQ", s,
+                             qat, f_top, tmp / "qat"))
     else:
-        note = s.qat
+        rows.append(Row("mcuc QAT", None, None, None, None, s.qat))
     rows.append(mcuc_row("mixed precision (`--int16 auto`)", s, s.onnx, f_top, tmp / "i16",
                          int16="auto"))
-    return rows, note
+    return rows
 
 
 def _pct(v: float | None) -> str:
@@ -220,19 +224,18 @@ def _bytes(v: int | None) -> str:
     return "-" if v is None else f"{v:,} B"
 
 
-def report(results: list[tuple[Subject, list[Row], str]], n: int) -> str:
+def report(results: list[tuple[Subject, list[Row]]], n: int) -> str:
     lines = [f"Fashion-MNIST test images 0..{n - 1} for every row; \"agrees\" is argmax "
              "agreement with the float model; arena and flash of the stm32f746 build "
              "(flash: the linked ELF with one sample image; - where the row does not run "
              "on the MCU).", ""]
-    for s, rows, note in results:
+    for s, rows in results:
         lines += [f"**{s.title}**", "", "| quantization | top-1 | agrees with float | arena "
                   "| flash (ELF) |", "|---|---|---|---|---|"]
         for r in rows:
-            lines.append(f"| {r.name} | {_pct(r.top1)} | {_pct(r.agree)} | {_bytes(r.arena)} "
+            lines.append(f"| {r.name} | {r.note} | | | |" if r.note else
+                         f"| {r.name} | {_pct(r.top1)} | {_pct(r.agree)} | {_bytes(r.arena)} "
                          f"| {_bytes(r.flash)} |")
-        if note:
-            lines.append(f"| mcuc QAT | {note} | | | |")
         lines.append("")
     return "\n".join(lines)
 
@@ -256,8 +259,7 @@ def main() -> None:
         for k, s in enumerate(subjects(Path(d), a.images, a)):
             sub = Path(d) / f"m{k}"
             sub.mkdir()
-            rows, note = measure(s, sub)
-            results.append((s, rows, note))
+            results.append((s, measure(s, sub)))
             print(report([results[-1]], a.images), flush=True)
     text = report(results, a.images)
     print(f"({time.time() - t0:.0f} s)")
