@@ -13,8 +13,8 @@ LINT_PATHS := compiler tests scripts
 BENCH_SEARCH ?= --shared-finalists --proxy-check --repeats 2 --baseline best \
 	--space bench/space_resolution.toml
 
-.PHONY: help setup demo test fuzz bench bench-search bench-kernels bench-cmsis bench-latency lint clean \
-	distclean
+.PHONY: help setup demo test fuzz bench bench-search bench-kernels bench-cmsis bench-latency \
+	bench-quant lint clean distclean
 
 help:
 	@echo "make setup      install Debian packages and .venv (idempotent)"
@@ -26,6 +26,7 @@ help:
 	@echo "make bench-kernels kernel instructions/MAC, portable vs optimized (bench/kernels.md)"
 	@echo "make bench-cmsis CMSIS_NN=DIR  linear vs CMSIS-NN fully connected (bench/vs_cmsis.md)"
 	@echo "make bench-latency latency model vs emulator counts (bench/latency.md; ~25 min)"
+	@echo "make bench-quant  QDQ vs onnxruntime, --int16, the side-by-side table (bench/quant.md)"
 	@echo "make lint       ruff only"
 	@echo "make clean      remove build outputs and caches (keeps .venv)"
 	@echo "make distclean  clean, and remove .venv"
@@ -67,6 +68,14 @@ bench-latency: setup
 	$(PY) scripts/bench_latency.py --board stm32h743 --configs 5 --append
 	$(PY) scripts/bench_latency.py --board stm32f746 --optimize speed --configs 15 --append
 	$(PY) scripts/bench_latency.py --board stm32f746 --kernels portable --configs 10 --append
+
+# every generated section of bench/quant.md; bench_quant_table.py trains (and caches in
+# bench/cache/quant-table) two timm models and the default model's QAT: 18 min the first
+# time on one core, 4 min with its checkpoints cached
+bench-quant: setup
+	$(PY) scripts/bench_quant.py --images 1000 --firmware-images 8 --trace-images 20 --write
+	$(PY) scripts/bench_int16.py --seeds 5 --inputs 100 --firmware --write
+	$(PY) scripts/bench_quant_table.py --write
 
 # needs a CMSIS-NN checkout (not part of this project): CMSIS_NN=path/to/CMSIS-NN; seconds
 bench-cmsis: setup

@@ -358,15 +358,17 @@ def main() -> None:
 BEGIN, END = "<!-- bench_quant.py: begin -->", "<!-- bench_quant.py: end -->"
 
 
-def write_section(path: Path, text: str) -> None:
-    """Replace what lies between the markers in `path` (the rest is prose kept by hand)."""
-    old = path.read_text() if path.is_file() else f"# Quantization\n\n{BEGIN}\n{END}\n"
-    if BEGIN not in old or END not in old:
-        raise SystemExit(f"{path} lacks the markers {BEGIN} ... {END}")
-    head, rest = old.split(BEGIN, 1)
+def write_section(path: Path, text: str, begin: str = BEGIN, end: str = END) -> None:
+    """Replace what lies between the markers in `path` (the rest is prose kept by hand;
+    scripts/bench_quant_table.py passes its own markers)."""
+    old = path.read_text() if path.is_file() else f"# Quantization\n\n{begin}\n{end}\n"
+    if begin not in old or end not in old:
+        raise SystemExit(f"{path} lacks the markers {begin} ... {end}")
+    head, rest = old.split(begin, 1)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(head + BEGIN + "\n" + text + END + rest.split(END, 1)[1])
+    tmp.write_text(head + begin + "\n" + text + end + rest.split(end, 1)[1])
     tmp.replace(path)
+
 
 if __name__ == "__main__":
     main()

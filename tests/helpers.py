@@ -45,6 +45,22 @@ def random_model(cfg: ViTConfig, seed: int) -> torch.nn.Module:
     return model
 
 
+def patch_vit(chans: int, hw: tuple[int, int], patch: tuple[int, int], dim: int, heads: int,
+              pool: str, encoder: str, mlp: float, seed: int) -> torch.nn.Module:
+    """A one-block ViT of any image and patch size (non-square, leftover rows and columns
+    the conv never reads): the zoo ViT with its patch conv and position embedding swapped
+    for ones of the right shape."""
+    (h, w), (ph, pw) = hw, patch
+    cfg = ViTConfig(img_size=2 * ph, in_chans=chans, patch=ph, dim=dim, depth=1, heads=heads,
+                    mlp_ratio=mlp, pool=pool, encoder=encoder)
+    m = random_model(cfg, seed)
+    torch.manual_seed(seed)
+    tokens = (h // ph) * (w // pw) + (pool == "cls")
+    m.patch_embed = torch.nn.Conv2d(chans, dim, (ph, pw), stride=(ph, pw))
+    m.pos_embed = torch.nn.Parameter(torch.randn(1, tokens, dim) * 0.5)
+    return m.eval()
+
+
 def input_shape(cfg: ViTConfig) -> tuple[int, ...]:
     return (1, cfg.in_chans, cfg.img_size, cfg.img_size)
 

@@ -203,6 +203,141 @@ def test_exact_handles_zero_sizes_and_duplicates():
         plan([Buffer("a", 4, 0, 0), Buffer("a", 8, 1, 1)], "exact")
 
 
+# --- tails (Buffer.above): a buffer whose upper bytes die first -------------------------------
+
+
+@st.composite
+def sets_with_tail(draw, max_size: int = 60, n_steps: int = 40) -> list[Buffer]:
+    """A random buffer set plus one tail on one of its non-empty buffers, inside its life."""
+    bufs = draw(buffer_sets(max_size=max_size, n_steps=n_steps))
+    bases = [b for b in bufs if b.size]
+    if not bases:
+        bufs.append(Buffer("base", 16, 0, n_steps - 1))
+        bases = bufs[-1:]
+    base = draw(st.sampled_from(bases))
+    first = draw(st.integers(base.first, base.last))
+    last = draw(st.integers(first, base.last))
+    size = draw(st.integers(1, 5000))
+    return [*bufs, Buffer("tail", size, first, last, 1, above=base.name)]
+
+
+def brute_force_with_tail(buffers: list[Buffer]) -> int:
+    """brute_force_optimum for one tail: the base and its tail are one item, put at the
+    lowest offset where both parts fit (0, or one part ending at a placed buffer's end)."""
+    tail = next(b for b in buffers if b.above)
+    items = [b for b in buffers if not b.above]
+    n = len(items)
+    best = [round16(sum(b.size + b.align for b in buffers))]
+
+    def parts(b: Buffer) -> list[tuple[int, Buffer]]:
+        return [(0, b), (b.size, tail)] if b.name == tail.above else [(0, b)]
+
+    def rec(placed: list[tuple[int, int, Buffer]], used: int, end: int) -> None:
+        if round16(end) >= best[0]:
+            return
+        if used == (1 << n) - 1:
+            best[0] = round16(end)
+            return
+        for i, b in enumerate(items):
+            if used >> i & 1:
+                continue
+            if b.size == 0:
+                rec(placed, used | 1 << i, end)
+                continue
+            ps = parts(b)
+
+            def busy(q: Buffer) -> list[tuple[int, int]]:
+                return [(o, e) for o, e, p in placed if p.first <= q.last and q.first <= p.last]
+
+            cands = {0} | {-(-(e - d) // b.align) * b.align for d, q in ps for _, e in busy(q)}
+            for off in sorted(c for c in cands if c >= 0):
+                if all(all(off + d + q.size <= o or off + d >= e for o, e in busy(q))
+                       for d, q in ps):
+                    break
+            new = [(off + d, off + d + q.size, q) for d, q in ps]
+            rec([*placed, *new], used | 1 << i, max(end, *(e for _, e, _ in new)))
+
+    rec([], 0, 0)
+    return best[0]
+
+
+@SETTINGS
+@given(sets_with_tail())
+def test_tails_sit_on_their_base_in_every_strategy(buffers):
+    """Every strategy puts the tail directly above its base; no plan beats the bound,
+    exact never loses to greedy, and the tail's bytes are reused once it dies."""
+    greedy = plan(buffers)
+    for strategy in ("greedy-size", "greedy-breadth", "best", "exact", "auto"):
+        p = plan(buffers, strategy, time_limit_s=0.05)
+        validate(buffers, p)
+        tail = buffers[-1]
+        base = next(b for b in buffers if b.name == tail.above)
+        assert p.offsets[tail.name] == p.offsets[base.name] + base.size
+        assert lower_bound(buffers) <= p.arena_bytes
+        if strategy in ("exact", "auto"):
+            assert p.arena_bytes <= greedy.arena_bytes
+
+
+def stacked(buffers: list[Buffer]) -> Plan:
+    """A valid but poor plan: every buffer above the last (each tail right above its
+    base), so a search seeded with it must find its own plans."""
+    offsets, end = {}, 0
+    for b in buffers:
+        if b.above is None:
+            offsets[b.name] = end = -(-end // b.align) * b.align
+            end += b.size
+            for t in buffers:
+                if t.above == b.name:
+                    offsets[t.name] = end
+                    end += t.size
+    return Plan(offsets, round16(end) + 16, lower_bound(buffers), "stacked")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(sets_with_tail(max_size=6, n_steps=8))
+def test_exact_with_a_tail_matches_brute_force(buffers):
+    opt = brute_force_with_tail(buffers)
+    for seed in (plan(buffers), stacked(buffers)):
+        validate(buffers, seed)
+        p, stats = search_exact(buffers, seed, time_limit_s=10.0)
+        validate(buffers, p)
+        assert p.optimal, stats
+        assert p.arena_bytes == opt
+
+
+def test_tail_frees_its_bytes_for_later_buffers():
+    """A patch embedding in miniature: tokens (base) live on, the image above them (tail)
+    dies at step 1, and a 300-byte buffer born at step 2 takes the image's bytes. As one
+    block the pair would need 400 + 300; a tail never costs more than that block (the
+    greedy plans also try the block)."""
+    buffers = [Buffer("tokens", 100, 0, 5), Buffer("image", 300, 0, 1, 1, above="tokens"),
+               Buffer("mlp", 300, 2, 5)]
+    for strategy in ("greedy-size", "greedy-breadth", "best", "exact"):
+        p = plan(buffers, strategy)
+        validate(buffers, p)
+        assert p.arena_bytes == 400 and p.offsets["image"] == p.offsets["tokens"] + 100
+    moved = plan(buffers)
+    moved.offsets["image"] += 4
+    moved.arena_bytes += 16
+    with pytest.raises(PlanError, match="not directly above 'tokens'"):
+        validate(buffers, moved)
+
+
+@pytest.mark.parametrize("bad, message", [
+    ([Buffer("a", 8, 0, 2), Buffer("t", 8, 0, 3, 1, above="a")], "outlives 'a'"),
+    ([Buffer("t", 8, 0, 0, 1, above="a")], "missing"),
+    ([Buffer("a", 6, 0, 2), Buffer("t", 8, 0, 1, 4, above="a")], "alignment 4"),
+    ([Buffer("a", 8, 0, 2), Buffer("t", 8, 0, 1, 1, above="a"),
+      Buffer("u", 8, 0, 1, 1, above="a")], "another tail"),
+    ([Buffer("a", 8, 0, 2), Buffer("t", 8, 0, 1, 1, above="a"),
+      Buffer("u", 8, 0, 1, 1, above="t")], "a tail itself"),
+])
+def test_bad_tails_rejected(bad, message):
+    for strategy in ("best", "exact"):
+        with pytest.raises(PlanError, match=message):
+            plan(bad, strategy)
+
+
 # --- memory.png -----------------------------------------------------------------------------
 
 

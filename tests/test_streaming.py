@@ -30,7 +30,7 @@ from mcuc.schedule.schedule import BufferInfo
 from mcuc.schedule.stream import ERROR, band_rows, stream_input
 from mcuc.sim.host import build_host, run_host
 
-from helpers import compile_random, random_config, random_inputs, random_model, write_c
+from helpers import compile_random, patch_vit, random_config, random_inputs, write_c
 
 
 def streamed(c: Compiled) -> Compiled:
@@ -183,22 +183,6 @@ def test_callback_failure_and_order(tmp_path) -> None:
 
 
 # ------------------------------------------------------ every patch embedding streams (issue 22)
-
-def patch_vit(chans: int, hw: tuple[int, int], patch: tuple[int, int], dim: int, heads: int,
-              pool: str, encoder: str, mlp: float, seed: int) -> torch.nn.Module:
-    """A one-block ViT of any image and patch size (non-square, leftover rows and columns
-    the conv never reads): the zoo ViT with its patch conv and position embedding swapped
-    for ones of the right shape."""
-    (h, w), (ph, pw) = hw, patch
-    cfg = ViTConfig(img_size=2 * ph, in_chans=chans, patch=ph, dim=dim, depth=1, heads=heads,
-                    mlp_ratio=mlp, pool=pool, encoder=encoder)
-    m = random_model(cfg, seed)
-    torch.manual_seed(seed)
-    tokens = (h // ph) * (w // pw) + (pool == "cls")
-    m.patch_embed = torch.nn.Conv2d(chans, dim, (ph, pw), stride=(ph, pw))
-    m.pos_embed = torch.nn.Parameter(torch.randn(1, tokens, dim) * 0.5)
-    return m.eval()
-
 
 def random_patch_model(k: int) -> tuple[torch.nn.Module, tuple[int, ...], tuple[str, ...]]:
     """Case k of the seeded set: channels, pooling and patch-decomp cycle through all

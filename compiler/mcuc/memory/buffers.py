@@ -26,6 +26,12 @@ class Buffer:
     Frozen so a buffer can be shared between candidate plans without defensive copies.
     Construction rejects impossible values early (ValueError), because a planner handed a
     negative size or an inverted lifetime would otherwise produce a plausible-looking arena.
+
+    `above` names another buffer this one must sit directly on top of (offset = that
+    buffer's offset + its size): the tail of a buffer whose upper bytes die before its
+    lower ones (a patch embedding's image above its tokens, schedule.liveness). The pair
+    is one block while both live, and the lower part alone afterwards, so the tail's
+    lifetime must lie within its base's (check_tails).
     """
 
     name: str
@@ -33,6 +39,7 @@ class Buffer:
     first: int
     last: int
     align: int = 4
+    above: str | None = None
 
     def __post_init__(self) -> None:
         if self.size < 0:
@@ -90,6 +97,31 @@ def check_unique_names(buffers: Sequence[Buffer]) -> None:
         seen.add(b.name)
     if dupes:
         raise PlanError(f"duplicate buffer names: {sorted(set(dupes))}")
+
+
+def check_tails(buffers: Sequence[Buffer]) -> dict[str, int]:
+    """Index of the tail of each buffer that has one (the buffer `above` names), after
+    checking what planners rely on: the base exists, is no tail itself, has one tail;
+    neither is empty; the base ends where the tail's alignment allows and lives as long
+    as its tail."""
+    index = {b.name: i for i, b in enumerate(buffers)}
+    tails: dict[str, int] = {}
+    for i, b in enumerate(buffers):
+        if b.above is None:
+            continue
+        base = buffers[index[b.above]] if b.above in index else None
+        if base is None or base.above is not None or base.size == 0 or b.above in tails \
+                or b.size == 0:
+            raise PlanError(f"buffer {b.name!r} sits above {b.above!r}, which is missing, "
+                            "empty, a tail itself, or has another tail (or the tail is empty)")
+        if base.size % b.align or base.align % b.align:
+            raise PlanError(f"buffer {b.name!r} needs alignment {b.align}, which the end of "
+                            f"{b.above!r} may lack")
+        if not base.first <= b.first <= b.last <= base.last:
+            raise PlanError(f"buffer {b.name!r} (steps {b.first}..{b.last}) outlives "
+                            f"{b.above!r} (steps {base.first}..{base.last}), below it")
+        tails[b.above] = i
+    return tails
 
 
 def live_at(buffers: Iterable[Buffer], step: int) -> list[Buffer]:

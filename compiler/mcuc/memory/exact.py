@@ -15,6 +15,12 @@ Repeat until nothing moves; in that fixed point each buffer sits exactly where t
 above puts it, in (offset, rank) order. So exhausting this tree proves optimality, and the
 symmetry breaking "(offset, rank) strictly increases" loses nothing.
 
+A buffer with a tail (Buffer.above) is placed together with it, the pair at the lowest
+offset where both fit; the tail lives within its base's lifetime, so at every step the
+pair occupies one block starting at the base's offset, like a buffer whose size varies
+by step, and the argument above holds for it unchanged (tails are never children of
+their own; the bounds below treat them as unplaced buffers until their base is placed).
+
 Pruning: every unplaced buffer goes at or above the floor and above `sky` on its lifetime,
 and buffers live at one step are disjoint, so the arena is at least
 `max_t(max(floor, sky[t]) + unplaced bytes live at t)` and at least
@@ -42,7 +48,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mcuc.memory.buffers import ARENA_ALIGN, Buffer, Plan, align_up, lower_bound
+from mcuc.memory.buffers import (
+    ARENA_ALIGN,
+    Buffer,
+    Plan,
+    align_up,
+    check_tails,
+    lower_bound,
+)
 
 DEFAULT_NODE_LIMIT = 2_000_000
 DIVE_DEVIATION = 0.1
@@ -76,6 +89,12 @@ class _Search:
                  deadline: float, node_limit: int) -> None:
         n = len(bufs)
         self.n = n
+        tails = check_tails(bufs)
+        index = {b.name: i for i, b in enumerate(bufs)}
+        self.tail = np.full(n, -1, dtype=np.int64)  # index of each base's tail
+        self.tail[[index[name] for name in tails]] = list(tails.values())
+        self.is_tail = np.array([b.above is not None for b in bufs], dtype=bool)
+        self.has_tails = bool(tails)  # else skip their per-node work
         self.size = np.array([b.size for b in bufs], dtype=np.int64)
         self.align = np.array([b.align for b in bufs], dtype=np.int64)
         first = np.array([b.first for b in bufs], dtype=np.int64)
@@ -135,6 +154,8 @@ class _Search:
             return
         maxrem = int(rem.max())
         ok = canon & (p + maxrem <= limit)
+        if self.has_tails:
+            ok &= ~self.is_tail[idx]  # tails go with their base
         idx, p = idx[ok], p[ok]
         order = np.lexsort((idx, self.prio[idx], p)).tolist()
         if self.dive_q and order:
@@ -153,26 +174,38 @@ class _Search:
             pos = int(p[j])
             if pos + maxrem > self.best_arena - ARENA_ALIGN:
                 continue  # the incumbent improved meanwhile; this child cannot beat it
-            # Place buffer i at pos (inlined: one Python frame per tree level keeps deep
-            # trees far from the recursion limit), recurse, undo.
+            # Place buffer i at pos (and its tail right above it), recurse, undo. The
+            # tail lives within i's lifetime, so at each step the pair is one block from
+            # pos, and its steps' sky is at most i's: pos >= skymax[i] clears both.
             i = int(idx[j])
-            s_i = int(size[i])
+            t = int(self.tail[i])
             lo, hi = self.lo[i], self.hi[i]
             old_sky = sky[lo:hi].copy()
-            sky[lo:hi] = pos + s_i  # everything placed here so far ends at or below pos
-            rem[lo:hi] -= s_i
-            c = self.conf[i]
-            old_skymax = skymax[c]
-            skymax[c] = np.maximum(old_skymax, pos + s_i)
-            remaining[i] = False
-            self.offsets[i] = pos
+            undo = [self._put(i, pos)]
+            if t >= 0:
+                undo.append(self._put(t, pos + int(size[i])))
             try:
-                self.dfs(pos, i, budget - k, depth + 1)
+                self.dfs(pos, i, budget - k, depth + len(undo))
             finally:
-                remaining[i] = True
-                skymax[c] = old_skymax
-                rem[lo:hi] += s_i
+                for u, old_skymax in reversed(undo):
+                    remaining[u] = True
+                    skymax[self.conf[u]] = old_skymax
+                    rem[self.lo[u]:self.hi[u]] += size[u]
                 sky[lo:hi] = old_sky
+
+    def _put(self, i: int, pos: int) -> tuple[int, np.ndarray]:
+        """Place buffer i at pos; returns what undoing it needs. Everything placed at its
+        steps so far ends at or below pos (pos >= skymax[i])."""
+        s_i = int(self.size[i])
+        lo, hi = self.lo[i], self.hi[i]
+        self.sky[lo:hi] = pos + s_i
+        self.rem[lo:hi] -= s_i
+        c = self.conf[i]
+        old_skymax = self.skymax[c]
+        self.skymax[c] = np.maximum(old_skymax, pos + s_i)
+        self.remaining[i] = False
+        self.offsets[i] = pos
+        return i, old_skymax
 
 
 def search_exact(

@@ -2,7 +2,8 @@
 
 Each strategy is an ordering of the buffers; placement is then the same first-fit rule TFLite
 Micro's GreedyMemoryPlanner uses: put the buffer at the lowest aligned offset that does not
-overlap any already-placed buffer whose lifetime overlaps its own. Finding the optimum is
+overlap any already-placed buffer whose lifetime overlaps its own (a buffer with a tail,
+Buffer.above, goes with it, at the lowest offset where both fit). Finding the optimum is
 NP-hard (it is dynamic storage allocation), and the architecture search calls this for every
 candidate, so "best" runs a couple of cheap orderings and keeps the smallest arena.
 
@@ -14,12 +15,14 @@ from __future__ import annotations
 
 from bisect import insort
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from mcuc.memory.buffers import (
     ARENA_ALIGN,
     Buffer,
     Plan,
     align_up,
+    check_tails,
     check_unique_names,
     lower_bound,
 )
@@ -33,24 +36,39 @@ def _place(buffers: Sequence[Buffer], order: list[int], name: str, lb: int) -> P
 
     `placed` is kept sorted by offset, so the scan for the lowest gap is one pass that stops
     at the first gap large enough: O(n) per buffer, O(n^2) overall, with small constants.
+    A buffer with a tail (Buffer.above) is placed together with it, where both fit, when
+    the first of the two comes up in the order.
     """
+    tails = check_tails(buffers)
+    index = {b.name: i for i, b in enumerate(buffers)} if tails else {}
     placed: list[tuple[int, int, int, int]] = []  # (offset, end, first, last), by offset
     offsets: dict[str, int] = {}
     end_max = 0
     for i in order:
         b = buffers[i]
+        if b.above is not None:  # a tail: its base goes now, with it
+            b = buffers[index[b.above]]
+        if b.name in offsets:
+            continue  # placed with its tail
         size, first, last, align = b.size, b.first, b.last, b.align
         if size == 0:
             offsets[b.name] = 0  # occupies no bytes, so conflicts with nothing
             continue
-        cand = 0
-        for off, end, pfirst, plast in placed:
-            if pfirst > last or plast < first:
-                continue  # lifetimes disjoint: may share bytes
-            if off >= cand + size:
-                break  # gap [cand, off) fits; later buffers start at >= off
-            if end > cand:
-                cand = align_up(end, align)
+        if b.name in tails:
+            t = buffers[tails[b.name]]
+            cand = _fit_pair(placed, b, t)
+            offsets[t.name] = cand + size
+            insort(placed, (cand + size, cand + size + t.size, t.first, t.last))
+            end_max = max(end_max, cand + size + t.size)
+        else:
+            cand = 0
+            for off, end, pfirst, plast in placed:
+                if pfirst > last or plast < first:
+                    continue  # lifetimes disjoint: may share bytes
+                if off >= cand + size:
+                    break  # gap [cand, off) fits; later buffers start at >= off
+                if end > cand:
+                    cand = align_up(end, align)
         offsets[b.name] = cand
         insort(placed, (cand, cand + size, first, last))
         end_max = max(end_max, cand + size)
@@ -62,6 +80,22 @@ def _place(buffers: Sequence[Buffer], order: list[int], name: str, lb: int) -> P
         planner=name,
         optimal=arena == align_up(lb, ARENA_ALIGN),
     )
+
+
+def _fit_pair(placed: list[tuple[int, int, int, int]], b: Buffer, t: Buffer) -> int:
+    """Lowest offset (b's alignment) for b with its tail t directly above it: raise the
+    candidate past every conflict until none is left (offsets only grow, so it ends)."""
+    parts = ((0, b.size, b.first, b.last), (b.size, t.size, t.first, t.last))
+    cand, moved = 0, True
+    while moved:
+        moved = False
+        for delta, size, first, last in parts:
+            lo = cand + delta
+            for off, end, pfirst, plast in placed:
+                if pfirst <= last and plast >= first and off < lo + size and end > lo:
+                    cand = align_up(end - delta, b.align)
+                    lo, moved = cand + delta, True
+    return cand
 
 
 def _order_by_size(buffers: Sequence[Buffer]) -> list[int]:
@@ -129,15 +163,32 @@ EXACT_TIME_LIMIT_S = 1.0
 
 
 def _best_greedy(buffers: list[Buffer], lb: int) -> Plan:
+    """Every strategy; where some buffers have tails, each also on the buffers with every
+    tail merged into its base as one block (the tail held as long as the base): a valid
+    plan too, and never worse than planning the block the tail was split from."""
     best: Plan | None = None
-    for name, order in STRATEGIES.items():
-        p = _place(buffers, order(buffers), name, lb)
-        if best is None or p.arena_bytes < best.arena_bytes:
-            best = p
-        if best.optimal:
-            break  # meets the rounded bound; no strategy can do better
+    tails = check_tails(buffers)
+    inputs = [buffers, _merged(buffers, tails)] if tails else [buffers]
+    size = {b.name: b.size for b in buffers}
+    for bufs in inputs:
+        for name, order in STRATEGIES.items():
+            p = _place(bufs, order(bufs), name, lb)
+            if bufs is not buffers:  # each tail goes right above its base's own bytes
+                for base, t in tails.items():
+                    p.offsets[buffers[t].name] = p.offsets[base] + size[base]
+            if best is None or p.arena_bytes < best.arena_bytes:
+                best = p
+            if best.optimal:
+                return best  # meets the rounded bound; no strategy can do better
     assert best is not None
     return best
+
+
+def _merged(buffers: list[Buffer], tails: dict[str, int]) -> list[Buffer]:
+    """`buffers` with each tail folded into its base (base size + tail size, base life)."""
+    extra = {base: buffers[t].size for base, t in tails.items()}
+    return [replace(b, size=b.size + extra.get(b.name, 0)) for b in buffers
+            if b.above is None]
 
 
 def plan_exact(

@@ -20,7 +20,8 @@ def _describe(b: Buffer, offset: int) -> str:
 
 
 def _check_each(buffers: Sequence[Buffer], plan: Plan) -> None:
-    """Per-buffer checks: present, integer, aligned, non-negative, inside the arena."""
+    """Per-buffer checks: present, integer, aligned, non-negative, inside the arena, and
+    a tail (`above`) directly on top of its base."""
     names = [b.name for b in buffers]
     if len(set(names)) != len(names):
         seen: set[str] = set()
@@ -46,6 +47,16 @@ def _check_each(buffers: Sequence[Buffer], plan: Plan) -> None:
             raise PlanError(
                 f"buffer {_describe(b, off)} ends past the arena ({plan.arena_bytes} bytes)"
             )
+    sizes = {b.name: b.size for b in buffers}
+    for b in buffers:
+        if b.above is None:
+            continue
+        if b.above not in sizes:
+            raise PlanError(f"buffer {b.name!r} sits above unknown buffer {b.above!r}")
+        want = plan.offsets[b.above] + sizes[b.above]
+        if plan.offsets[b.name] != want:
+            raise PlanError(f"buffer {b.name!r} at offset {plan.offsets[b.name]}, not directly "
+                            f"above {b.above!r} (offset {want})")
 
 
 def validate(buffers: Sequence[Buffer], plan: Plan) -> None:

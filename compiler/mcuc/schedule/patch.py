@@ -17,21 +17,33 @@ and still needs exactly the image bands j.. of every channel. In CHW layout the 
 of those bytes is channel 0's band j, at a + j*Bx (every other channel lies above it).
 So it suffices that (j+1)*Bo <= a + j*Bx for every j in [0, hp), i.e.
 
-    a = max over j of ((j+1)*Bo - j*Bx) = Bo + (hp-1)*max(0, Bo - Bx),
+    a = max over j of ((j+1)*Bo - j*Bx) = Bo + (hp-1)*max(0, Bo - Bx).
 
-and the parent holds max(N*d, a + C*h_in*w_in) bytes. For C == 1 that is
-max(image, tokens) + min(Bx, Bo) up to the band rounding, instead of image + tokens
-(+ tokens again for the transpose). For C > 1 only channel 0's consumed rows are reused
-(channel c's band j is read at the same time as channel 0's), so the saving is one plane
-minus one band; an HWC input would make every band contiguous, but the model's input is
-CHW and converting it would cost a full copy.
+(The DSP kernel's token pairs may join band j's last patch to band j+1's first; they
+read both before writing either, and their writes end below (j+2)*Bo <= a + (j+1)*Bx,
+band j+1's lowest byte, by the same inequality for j+1.)
 
-The parent lives as long as the tokens do, so when the tokens buffer outlives the
-patch step by far (no class-token concat right after it, or a large image), holding the
-image's bytes that long may cost more than it saves. So the pass plans the schedule
-unchanged, fused, and fused + overlapped, and keeps the most decomposed variant among
-those with the smallest arena (the token-overwrite pass, which runs later and changes
-the other peaks, re-checks the overlap the same way).
+The parent holds max(N*d, a + C*h_in*w_in) bytes. The bound holds for every channel
+plane: channel c's band j sits at a + c*h_in*w_in + j*Bx, above channel 0's. For C == 1
+that is max(image, tokens) + min(Bx, Bo) up to the band rounding, instead of image +
+tokens (+ tokens again for the transpose). For C > 1 the tokens, being contiguous below
+the image, can only take channel 0's consumed rows (the consumed rows of the other planes
+lie above channel 0's live ones), so the parent is image + a, and a == Bo (one token
+band) whenever Bo <= Bx, e.g. 3x128x96 with 16x16 patches and d = 128: 36,864 + 768.
+An HWC input would make the consumed rows of all channels one block (Bx -> C*Bx, which
+only matters when Bo > Bx), but the model's input is CHW and converting it would cost a
+full copy.
+
+The parent is a container: no step names it, only its children, so its liveness
+(Schedule.liveness) keeps the bytes above the tokens only until the image dies here, as
+a tail the planner keeps directly on top of the tokens' bytes and reuses afterwards. So
+the image's bytes are not held while the tokens live on (through a class-token concat or
+the whole encoder): the patch step's peak is image + a, and after it the tokens alone.
+
+The planner is a heuristic, so the pass still plans the schedule unchanged, fused, and
+fused + overlapped, and keeps the most decomposed variant among those with the smallest
+arena (the token-overwrite pass, which runs later and changes the other peaks, re-checks
+the overlap the same way).
 """
 
 from __future__ import annotations

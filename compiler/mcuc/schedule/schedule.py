@@ -7,7 +7,8 @@ Two mechanisms let memory techniques share bytes on purpose:
 - a step's `scratch` bytes exist only while that step runs (a per-step buffer);
 - a buffer with a `parent` lives at a fixed byte offset inside its parent, so it may
   overlap its siblings by design (an output written over input already consumed). The
-  planner places only root buffers; a root is live whenever any of its children is.
+  planner places only root buffers; a root is live whenever any of its children is,
+  except that a container's upper bytes may die first (liveness, _footprint).
 """
 
 from __future__ import annotations
@@ -111,12 +112,36 @@ class Schedule:
                 first[r] = t
             if r not in last or last_n[n] > last[r]:
                 last[r] = last_n[n]
-        out = [Buffer(name, self.buffers[name].size, first[name], last[name], 4)
-               for name in self.buffers if name in first]
+        out = []
+        for name in self.buffers:
+            if name in first:
+                out += self._footprint(name, first[name], last[name], first_n, last_n)
         for k, st in enumerate(self.steps, start=1):
             if st.scratch:
                 out.append(Buffer(self.scratch_name(st), st.scratch, k, k, 4))
         return out
+
+    def _footprint(self, root: str, first: int, last: int, first_n: dict[str, int],
+                   last_n: dict[str, int]) -> list[Buffer]:
+        """The planned buffer(s) of one root. A container (a parent no step names itself,
+        only its children: patch.py's image + tokens) holds its upper bytes only while a
+        child needs them: above the highest byte of the children alive after the first
+        child dies, the bytes die with that child, so they become a tail of their own
+        (Buffer.above) that the planner keeps directly on top and may reuse afterwards."""
+        size = self.buffers[root].size
+        whole = [Buffer(root, size, first, last, 4)]
+        if root in first_n:
+            return whole
+        kids = [(n, *self.root(n)) for n in first_n if n != root]
+        kids = [(n, off) for n, r, off in kids if r == root]
+        if len(kids) < 2:
+            return whole
+        k = min(last_n[n] for n, _ in kids)
+        top = max((off + self.buffers[n].size for n, off in kids if last_n[n] > k), default=0)
+        if not 0 < top < size:
+            return whole
+        return [Buffer(root, top, first, last, 4),
+                Buffer(f"{root}.tail", size - top, first, k, 1, above=root)]
 
     def offset_of(self, name: str, offsets: dict[str, int]) -> int:
         """Arena offset of any buffer (child buffers resolve through their root)."""

@@ -220,8 +220,8 @@ def overwrite_tokens(schedule: Schedule) -> Schedule:
             _overwrite(w, i)
     s = w.result()
     best = choose_tiles(s)
-    # A patch overlap (patch.py) keeps the image's bytes while the tokens live; with the
-    # smaller peaks this pass leaves, that can become the peak. Keep it only if it pays.
+    # A patch overlap (patch.py) costs `a` bytes above the image at the patch step; with
+    # the smaller peaks this pass leaves, that can become the peak. Keep it if it pays.
     for i in patch.overlapped(s):
         alt = choose_tiles(patch.separate(s, i))
         if arena(alt) < arena(best):
