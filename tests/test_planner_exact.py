@@ -62,9 +62,17 @@ def brute_force_optimum(buffers: list[Buffer]) -> int:
     First-fit = lowest aligned offset clear of every placed, lifetime-overlapping buffer;
     that offset is 0 or the (aligned) end of one of them. Branches that already reach the
     best arena found are cut, which keeps 8 buffers (40320 orders) fast.
+
+    A buffer with a tail (Buffer.above) and its tail are one item, put at the lowest
+    offset where both parts fit (0, or one part ending at a placed buffer's end).
     """
-    n = len(buffers)
+    tails = {b.above: b for b in buffers if b.above}
+    items = [b for b in buffers if not b.above]
+    n = len(items)
     best = [round16(sum(b.size + b.align for b in buffers))]
+
+    def parts(b: Buffer) -> list[tuple[int, Buffer]]:
+        return [(0, b), (b.size, tails[b.name])] if b.name in tails else [(0, b)]
 
     def rec(placed: list[tuple[int, int, Buffer]], used: int, end: int) -> None:
         if round16(end) >= best[0]:
@@ -72,17 +80,24 @@ def brute_force_optimum(buffers: list[Buffer]) -> int:
         if used == (1 << n) - 1:
             best[0] = round16(end)
             return
-        for i, b in enumerate(buffers):
+        for i, b in enumerate(items):
             if used >> i & 1:
                 continue
             if b.size == 0:
                 rec(placed, used | 1 << i, end)
                 continue
-            busy = [(o, e) for o, e, p in placed if p.first <= b.last and b.first <= p.last]
-            for off in sorted({0, *(-(-e // b.align) * b.align for _, e in busy)}):
-                if all(off + b.size <= o or off >= e for o, e in busy):
+            ps = parts(b)
+
+            def busy(q: Buffer) -> list[tuple[int, int]]:
+                return [(o, e) for o, e, p in placed if p.first <= q.last and q.first <= p.last]
+
+            cands = {0} | {-(-(e - d) // b.align) * b.align for d, q in ps for _, e in busy(q)}
+            for off in sorted(c for c in cands if c >= 0):
+                if all(all(off + d + q.size <= o or off + d >= e for o, e in busy(q))
+                       for d, q in ps):
                     break
-            rec([*placed, (off, off + b.size, b)], used | 1 << i, max(end, off + b.size))
+            new = [(off + d, off + d + q.size, q) for d, q in ps]
+            rec([*placed, *new], used | 1 << i, max(end, *(e for _, e, _ in new)))
 
     rec([], 0, 0)
     return best[0]
@@ -221,46 +236,6 @@ def sets_with_tail(draw, max_size: int = 60, n_steps: int = 40) -> list[Buffer]:
     return [*bufs, Buffer("tail", size, first, last, 1, above=base.name)]
 
 
-def brute_force_with_tail(buffers: list[Buffer]) -> int:
-    """brute_force_optimum for one tail: the base and its tail are one item, put at the
-    lowest offset where both parts fit (0, or one part ending at a placed buffer's end)."""
-    tail = next(b for b in buffers if b.above)
-    items = [b for b in buffers if not b.above]
-    n = len(items)
-    best = [round16(sum(b.size + b.align for b in buffers))]
-
-    def parts(b: Buffer) -> list[tuple[int, Buffer]]:
-        return [(0, b), (b.size, tail)] if b.name == tail.above else [(0, b)]
-
-    def rec(placed: list[tuple[int, int, Buffer]], used: int, end: int) -> None:
-        if round16(end) >= best[0]:
-            return
-        if used == (1 << n) - 1:
-            best[0] = round16(end)
-            return
-        for i, b in enumerate(items):
-            if used >> i & 1:
-                continue
-            if b.size == 0:
-                rec(placed, used | 1 << i, end)
-                continue
-            ps = parts(b)
-
-            def busy(q: Buffer) -> list[tuple[int, int]]:
-                return [(o, e) for o, e, p in placed if p.first <= q.last and q.first <= p.last]
-
-            cands = {0} | {-(-(e - d) // b.align) * b.align for d, q in ps for _, e in busy(q)}
-            for off in sorted(c for c in cands if c >= 0):
-                if all(all(off + d + q.size <= o or off + d >= e for o, e in busy(q))
-                       for d, q in ps):
-                    break
-            new = [(off + d, off + d + q.size, q) for d, q in ps]
-            rec([*placed, *new], used | 1 << i, max(end, *(e for _, e, _ in new)))
-
-    rec([], 0, 0)
-    return best[0]
-
-
 @SETTINGS
 @given(sets_with_tail())
 def test_tails_sit_on_their_base_in_every_strategy(buffers):
@@ -296,7 +271,7 @@ def stacked(buffers: list[Buffer]) -> Plan:
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(sets_with_tail(max_size=6, n_steps=8))
 def test_exact_with_a_tail_matches_brute_force(buffers):
-    opt = brute_force_with_tail(buffers)
+    opt = brute_force_optimum(buffers)
     for seed in (plan(buffers), stacked(buffers)):
         validate(buffers, seed)
         p, stats = search_exact(buffers, seed, time_limit_s=10.0)
