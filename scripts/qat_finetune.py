@@ -3,9 +3,11 @@
 as `mcuc build` compiles it (64 seeded calibration images, minmax), before and after QAT.
 
 Models: `default` (the bundled default.onnx: its float weights are read back from the
-file, its float checkpoint not being in git) or `uniform16k` (models/vit.py p7 d48 L6 h2
-mlp2, the 16 KB baseline of bench/search.md, trained here from scratch for
---float-epochs: a short CPU recipe, not the bench's 50 epochs).
+file, its float checkpoint not being in git), `uniform16k` (models/vit.py p7 d48 L6 h2
+mlp2, the 16 KB baseline of bench/search.md) or `searched16k` (the nas/subnet.py pick of
+bench/search.md's 16 KB search, 35px p7 d64 L6 h2 mlp1.5 r1, on images resized to 35 px
+as the search resizes them); the last two trained here from scratch for --float-epochs: a
+short CPU recipe, not the bench's 50 epochs.
 
 int8 accuracy is measured with the compiler's integer reference (schedule/execute.py,
 which the generated C equals bit for bit) on --ref-images test images, and with the QAT
@@ -39,6 +41,7 @@ from mcuc.models.vit import ViTConfig, build_vit
 from mcuc.nas.space import SubnetConfig
 from mcuc.nas.subnet import build_subnet
 from mcuc.pipeline import DEFAULT_MODEL, calibration_samples, compile_graph, load_graph
+from mcuc.resize import resize_images
 from mcuc.schedule import execute
 
 
@@ -81,6 +84,11 @@ def default_model() -> nn.Module:
     return model.eval()
 
 
+# bench/search.md's 16 KB pick (the same for every budget there).
+SEARCHED_16K = SubnetConfig(resolution=35, patch=7, dim=64, depth=6, heads=(2,) * 6,
+                            mlp_ratio=(1.5,) * 6, lowrank=(1.0,) * 6)
+
+
 def reference_accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray
                        ) -> tuple[float, np.ndarray]:
     """Top-1 of the compiled model's integer reference, image by image, and its logits."""
@@ -107,7 +115,7 @@ def measure(model: nn.Module, x: np.ndarray, y: np.ndarray, ref_images: int) -> 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", choices=("default", "uniform16k"), default="default")
+    ap.add_argument("--model", choices=("default", "uniform16k", "searched16k"), default="default")
     ap.add_argument("--float-epochs", type=int, default=3)
     ap.add_argument("--qat-epochs", type=int, default=1)
     ap.add_argument("--qat-lr", type=float, default=1e-4)
@@ -126,7 +134,10 @@ def main() -> None:
     if a.model == "default":
         model = default_model()
     else:
-        model = build_vit(ViTConfig(patch=7, dim=48, depth=6, heads=2, mlp_ratio=2.0))
+        model = (build_subnet(SEARCHED_16K) if a.model == "searched16k" else
+                 build_vit(ViTConfig(patch=7, dim=48, depth=6, heads=2, mlp_ratio=2.0)))
+        if model.cfg.img_size != x.shape[-1]:   # bilinear, as the search and mcuc build resize
+            x, tx = resize_images(x, model.cfg.img_size), resize_images(tx, model.cfg.img_size)
         t0 = time.perf_counter()
         train(model, x, y, epochs=a.float_epochs, seed=a.seed, augment=True)
         res["float_train_s"] = round(time.perf_counter() - t0, 1)
