@@ -406,7 +406,8 @@ def test_measurements_are_redone_when_the_memory_plan_changes(tmp_path: Path,
     from types import SimpleNamespace
 
     arena = {"bytes": 1000}
-    cost = SimpleNamespace(cost=lambda cfg: SimpleNamespace(arena_bytes=arena["bytes"]))
+    cost = SimpleNamespace(cost=lambda cfg: SimpleNamespace(arena_bytes=arena["bytes"]),
+                           board=SimpleNamespace(name="stm32f746"))
     c = SimpleNamespace(a=_args(finetune_init="scratch", fw_images=0, budgets=(64,),
                                 proxy_epochs=None),
                         out=tmp_path, models={64: cost}, x=np.zeros((64, 1, 28, 28)),
