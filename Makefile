@@ -12,8 +12,20 @@ LINT_PATHS := compiler tests scripts
 # (override: make bench-search BENCH_SEARCH=..., e.g. BENCH_SEARCH="--budget quick")
 BENCH_SEARCH ?= --shared-finalists --proxy-check --repeats 2 --baseline best \
 	--space bench/space_resolution.toml
+# bench/search_boards.md (issue 26): each MCU board at its full limits with 100 ms at its
+# clock, the F746 also at 50 and 200 ms (scripts/bench_boards.py's default --rows); the
+# baselines' grid widened to what those limits hold
+BENCH_BOARDS ?= --shared-finalists --baseline best --grid-dims 32 48 64 96 128 160 192 256 \
+	--space bench/space_resolution.toml
+# the same five rows at toy scale, end to end in minutes on a CPU (proves the machinery;
+# its numbers mean nothing and it writes under runs/, never bench/)
+BENCH_BOARDS_SMOKE := --limit 600 --test-limit 50 --fw-images 3 --supernet-epochs 1 \
+	--finetune-epochs 1 --distill-epochs 0 --proxy-epochs 0 --population 3 --generations 1 \
+	--pool 10 --grid-dims 32 48 64 96 128 160 192 256 --out runs/bench-boards-smoke \
+	--bench-dir runs/bench-boards-smoke
 
-.PHONY: help setup demo test fuzz bench bench-search bench-kernels bench-cmsis bench-latency \
+.PHONY: help setup demo test fuzz bench bench-search bench-search-boards \
+	bench-search-boards-smoke bench-kernels bench-cmsis bench-latency \
 	bench-quant lint clean distclean
 
 help:
@@ -23,6 +35,8 @@ help:
 	@echo "make fuzz       mutation-fuzz the compiler with 3000 damaged models (FUZZ_CASES=N)"
 	@echo "make bench      run the benchmarks"
 	@echo "make bench-search  architecture search vs uniform ViTs at 4 budgets (hours; CPU)"
+	@echo "make bench-search-boards  the same at each board's limits and time budget (hours)"
+	@echo "make bench-search-boards-smoke  its five rows at toy scale (minutes; numbers mean nothing)"
 	@echo "make bench-kernels kernel instructions/MAC, portable vs optimized (bench/kernels.md)"
 	@echo "make bench-cmsis CMSIS_NN=DIR  linear vs CMSIS-NN fully connected (bench/vs_cmsis.md)"
 	@echo "make bench-latency latency model vs emulator counts (bench/latency.md; ~25 min)"
@@ -55,6 +69,14 @@ bench: setup
 # parts side by side, one thread each; rerun to go on after an interruption
 bench-search: setup
 	$(PY) scripts/bench_cpu.py -- $(BENCH_SEARCH)
+
+# one process, rows in turn; rerun to go on after an interruption (every stage cached);
+# on a GPU: scripts/bench_boards.py $(BENCH_BOARDS) --device cuda --part train, then this
+bench-search-boards: setup
+	$(PY) scripts/bench_boards.py $(BENCH_BOARDS)
+
+bench-search-boards-smoke: setup
+	$(PY) scripts/bench_boards.py $(BENCH_BOARDS_SMOKE)
 
 # the default model three times per board (portable / optimized / --optimize speed) and
 # issue 23's two larger shapes on stm32f746, ~5 minutes

@@ -61,21 +61,22 @@ GRID = {"patch": (4, 7), "dim": (32, 48, 64, 96, 128), "depth": (2, 4, 6)}
 PARTS = ("all", "train", "supernet", "search", "proxy", "finetune", "baselines", "grid")
 
 
-def uniform_grid(space) -> list[SubnetConfig]:
-    """Uniform ViTs: 2 heads, MLP ratio 2, full rank in every block."""
+def uniform_grid(space, dims=None) -> list[SubnetConfig]:
+    """Uniform ViTs: 2 heads, MLP ratio 2, full rank in every block (`dims`: the widths,
+    default GRID's)."""
     return [SubnetConfig(NATIVE, p, d, n, (2,) * n, (2.0,) * n, (1.0,) * n,
                          space.in_chans, space.num_classes)
-            for p in GRID["patch"] for d in GRID["dim"] for n in GRID["depth"]]
+            for p in GRID["patch"] for d in dims or GRID["dim"] for n in GRID["depth"]]
 
 
-def baseline_config(space, cost_model) -> SubnetConfig | None:
-    fits = [c for c in uniform_grid(space) if cost_model.cost(c).fits]
+def baseline_config(space, cost_model, dims=None) -> SubnetConfig | None:
+    fits = [c for c in uniform_grid(space, dims) if cost_model.cost(c).fits]
     return max(fits, key=lambda c: cost_model.cost(c).macs) if fits else None
 
 
 def grid_fits(c: Ctx, budgets) -> list[SubnetConfig]:
     """The grid models that fit any of `budgets`, in grid order (`--part grid` indices)."""
-    return [g for g in uniform_grid(c.space)
+    return [g for g in uniform_grid(c.space, getattr(c.a, "grid_dims", None))
             if any(c.models[b].cost(g).fits for b in budgets)]
 
 
@@ -84,7 +85,7 @@ def pick_baseline(c: Ctx, b: int) -> tuple[SubnetConfig | None, list[dict] | Non
     grid model that fits, trained --proxy-epochs; the best held-out one is the pick, the
     first in grid order on a tie)."""
     if c.a.baseline == "rule":
-        return baseline_config(c.space, c.models[b]), None
+        return baseline_config(c.space, c.models[b], getattr(c.a, "grid_dims", None)), None
     fits = grid_fits(c, [b])
     recs = [{"config": g.to_dict(), **trained(c, "proxy", g)[1]} for g in fits]
     if not recs:
@@ -187,15 +188,16 @@ def only_repeat(c: Ctx) -> bool:
     return c.a.part != "all" and bool(c.a.repeat)
 
 
-def again(c: Ctx, kind: str, cfg: SubnetConfig) -> list[dict]:
+def again(c: Ctx, kind: str, cfg: SubnetConfig, board: str | None = None) -> list[dict]:
     """Repeats 1.. of a table model (--repeats: the same recipe, another training seed),
-    measured when the part is "all"; with --repeat only that one is trained."""
+    measured (on `board`: stages.measured) when the part is "all"; with --repeat only that
+    one is trained."""
     if c.a.repeat is None:
         reps = range(1, c.a.repeats)
     else:   # repeat 0 is the table row itself
         reps = [c.a.repeat] if c.a.repeat > 0 else []
     if c.a.part == "all":
-        return [measured(c, kind, cfg, r) for r in reps]
+        return [measured(c, kind, cfg, r, board) for r in reps]
     return [trained(c, kind, cfg, r)[1] for r in reps]
 
 
@@ -211,19 +213,20 @@ def candidates(c: Ctx, b: int, fins: dict[int, list[SubnetConfig]]) -> list[Subn
 
 
 def pick_searched(c: Ctx, b: int, founds: dict[int, dict], fins: dict[int, list[SubnetConfig]],
-                  picks: list[SubnetConfig], proxies: list[dict] | None = None) -> dict:
+                  picks: list[SubnetConfig], proxies: list[dict] | None = None,
+                  board: str | None = None) -> dict:
     """Fine-tune each finalist; the searched model is the best on held-out images after
-    it (the search's own order breaks ties), measured when the part is "all". With
-    `proxies` (their records) the one pick is the proxies' best."""
+    it (the search's own order breaks ties), measured (on `board`: stages.measured) when
+    the part is "all". With `proxies` (their records) the one pick is the proxies' best."""
     if only_repeat(c):
         if len(picks) != 1:
             raise McucError(f"{b} KB: --repeat {c.a.repeat} needs the pick made: run "
                             "--repeat 0 first, or pick with --proxy-epochs or --finalist")
-        return {"repeats": again(c, "searched", picks[0])}
+        return {"repeats": again(c, "searched", picks[0], board)}
     recs = [(cfg, trained(c, "searched", cfg)[1]) for cfg in picks]
     cfg, rec = max(recs, key=lambda r: r[1]["val_acc"])
-    row = measured(c, "searched", cfg) if c.a.part == "all" else dict(rec)
-    row["repeats"] = again(c, "searched", cfg)
+    row = measured(c, "searched", cfg, 0, board) if c.a.part == "all" else dict(rec)
+    row["repeats"] = again(c, "searched", cfg, board)
     # a proxy's record has its inherited accuracy (a plain variant is in no search)
     scored = {SubnetConfig.from_dict(p["config"]): p["inherited_acc"] for p in proxies or []}
     found_at = dict.fromkeys(fins[b], b)   # the search each came from: own first
@@ -263,6 +266,8 @@ def arg_parser() -> argparse.ArgumentParser:
     ap.add_argument("--baseline", choices=("rule", "best"), default="rule",
                     help="rule: the grid model with the most MACs that fits; best: the grid "
                          "model that fits with the best held-out proxy (needs --proxy-epochs)")
+    ap.add_argument("--grid-dims", type=int, nargs="+", default=None,
+                    help=f"the baselines' grid widths (default {' '.join(map(str, GRID['dim']))})")
     ap.add_argument("--proxy-check", action="store_true",
                     help="train each baseline as a proxy too, to report whether the proxy "
                          "orders searched and baseline as their full training does")

@@ -131,7 +131,9 @@ def _command(a) -> str:
             + on("augment", "--augment").strip()
             + (f" --limit {a.limit}" if a.limit else "")
             + (f" --test-limit {a.test_limit}" if a.test_limit else "")
-            + (f" --space {a.space}" if getattr(a, "space", None) else ""))
+            + (f" --space {a.space}" if getattr(a, "space", None) else "")
+            + (" --grid-dims " + " ".join(map(str, a.grid_dims))
+               if getattr(a, "grid_dims", None) else ""))
 
 
 def compute_seconds(rows: list[dict], supernet_s: float, teacher: dict | None) -> dict:

@@ -10,13 +10,14 @@ import argparse
 import hashlib
 import json
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
-from tqdm import tqdm
 
+from bench_search_measure import Limits, measure
 from mcuc.nas.space import SubnetConfig
 from mcuc.resize import resize_images
 
@@ -25,45 +26,17 @@ FLASH = 256 * KB
 BASELINE_LR = 2e-3  # models/train.train's default, tuned for training from scratch
 
 
-def measure(net, cfg: SubnetConfig, work: Path, calib: np.ndarray, x_test, y_test,
-            fw_images: int) -> dict:
-    """Float, int8 and firmware test accuracy plus the stm32f746 build's sizes."""
-    from mcuc.models.train import evaluate, export_onnx
-    from mcuc.pipeline import build, compile_graph, load_graph
-    from mcuc.schedule import execute
-    from mcuc.sim.qemu import run_qemu
-
-    onnx = export_onnx(net, cfg.input_shape, work / "model.onnx")
-    np.save(work / "calib.npy", calib)
-    rep = build(onnx, "stm32f746", str(work / "calib.npy"), work / "f746")
-    c = compile_graph(load_graph(onnx), calib)
-    outs = [execute.run(c.schedule, execute.quantize_input(c.schedule, xi), c.plan)
-            for xi in tqdm(x_test, desc="int8 reference", leave=False)]
-    pred = np.array([int(np.argmax(o)) for o in outs])
-    build(onnx, "qemu-m7", str(work / "calib.npy"), work / "qemu", emulate=False)
-    n = min(fw_images, len(x_test))
-    xq = np.stack([execute.quantize_input(c.schedule, xi).reshape(-1) for xi in x_test[:n]])
-    fw = run_qemu(work / "qemu" / "firmware.elf", xq, timeout=3600)
-    same = sum(int(np.array_equal(f.reshape(-1), r.reshape(-1)))
-               for f, r in zip(fw, outs[:n], strict=True))
-    fw_pred = np.array([int(np.argmax(o)) for o in fw])
-    return {
-        "config": cfg.to_dict(), "params": sum(p.numel() for p in net.parameters()),
-        "float_acc": evaluate(net, x_test, y_test),
-        "int8_acc": float((pred == y_test).mean()),
-        "test_images": len(x_test), "fw_images": n, "fw_bit_exact": same,
-        "fw_acc": float((fw_pred == y_test[:n]).mean()),
-        "arena": rep["arena_bytes"], "ram": rep["ram_bytes"], "flash": rep["flash_bytes"],
-        "flash_estimate": rep["estimate"]["flash_bytes"], "macs": rep["macs"],
-    }
-
-
 # Bumped when the compiler's int8 numerics change, so that cached measurements are redone:
 # 2 = weight scales lifted where an int32 bias would overflow (quant.qparams.quantize_weighted).
 NUMERICS = 2
 
 
 # ----------------------------------------------------------------------------- the run
+
+def budget_limits(b: int) -> Limits:
+    """SRAM budget b KB on the F746 with the bench's 256 KB of flash and no time limit."""
+    return Limits("stm32f746", b * KB, FLASH, None, f"sram{b}k")
+
 
 @dataclass
 class Ctx:
@@ -84,6 +57,7 @@ class Ctx:
     val: int
     models: dict
     teacher: dict | None
+    limits: dict = field(default_factory=dict)  # key (budget KB, or a row's name) -> Limits
     first: dict = field(default_factory=dict)   # (kind, config) -> first budget using it
     sn: object = None                           # the supernet, once loaded or trained
 
@@ -92,9 +66,9 @@ class Ctx:
         return None if self.teacher is None else self.teacher["labels"]
 
 
-def setup(a: argparse.Namespace) -> Ctx:
+def setup(a: argparse.Namespace, limits: dict | None = None) -> Ctx:
+    """The shared context; `limits` by key (default: --budgets on the F746)."""
     from mcuc.datasets import load_fashion_mnist
-    from mcuc.nas.cost import CostModel
     from mcuc.nas.space import load_space
     from mcuc.nas.train import holdout_split
 
@@ -104,9 +78,11 @@ def setup(a: argparse.Namespace) -> Ctx:
     x_test, y_test = load_fashion_mnist("test", limit=a.test_limit)
     val = max(1, len(x) // 12)
     tr, va = holdout_split(len(x), val, a.seed)
-    models = {b: CostModel("stm32f746", b * KB, FLASH) for b in a.budgets}
+    limits = limits if limits is not None else {b: budget_limits(b) for b in a.budgets}
+    models = {k: lim.cost_model() for k, lim in limits.items()}
     teacher = distill_labels(a, out, x[tr], y[tr], x_test, y_test)
-    return Ctx(a, out, load_space(a.space), x, y, tr, va, x_test, y_test, val, models, teacher)
+    return Ctx(a, out, load_space(a.space), x, y, tr, va, x_test, y_test, val, models, teacher,
+               limits)
 
 
 def supernet_settings(c: Ctx):
@@ -125,13 +101,16 @@ def _pool(c: Ctx) -> dict[SubnetConfig, float]:
 
     a = c.a
     draw: dict[SubnetConfig, float] = {}
-    for b in a.budgets:
-        cost = c.models[b].cost
-        share = feasible_pool(c.space, lambda g, f=cost: f(g).fits, a.pool // len(a.budgets),
-                              a.seed + b)
+    n = len(c.models)
+    for b, model in c.models.items():
+        cost = model.cost
+        # a budget's draw seed is --seed + its KB; a row's, + a digest of its name
+        offset = b if isinstance(b, int) else zlib.crc32(str(b).encode()) % 100_000
+        share = feasible_pool(c.space, lambda g, f=cost: f(g).fits, max(1, a.pool // n),
+                              a.seed + offset)
         for g, w in zip(share, sampling_weights(share, lambda g, f=cost: f(g).macs, a.sampling),
                         strict=True):
-            draw[g] = draw.get(g, 0.0) + w / len(a.budgets)
+            draw[g] = draw.get(g, 0.0) + w / n
     return draw
 
 
@@ -162,8 +141,11 @@ def supernet(c: Ctx):
             print(f"{path}: trained on a pool the compiler's costs no longer give; "
                   "training the supernet anew")
     a = c.a
-    meta = {"dataset": "fashion-mnist", "limit": a.limit, "val": c.val, "board": "stm32f746",
-            "sram": max(a.budgets) * KB, "flash": FLASH, "device": device_name(a.device)}
+    lims = c.limits.values()
+    meta = {"dataset": "fashion-mnist", "limit": a.limit, "val": c.val,
+            "board": ",".join(sorted({m.board for m in lims})),
+            "sram": max(m.sram for m in lims), "flash": max(m.flash for m in lims),
+            "device": device_name(a.device)}
     model = train_supernet(c.space, c.x[c.tr], c.y[c.tr], settings, list(draw), a.device,
                            path, resume=resume, meta=meta, weights=list(draw.values()),
                            distill=c.labels if settings.distill_weight else None)
@@ -173,13 +155,16 @@ def supernet(c: Ctx):
 
 
 def search(c: Ctx, b: int) -> dict:
-    """`mcuc search` at budget b (cached in OUT/sram<b>k when run with these options)."""
+    """`mcuc search` under limits b (cached in OUT/sram<b>k, or OUT/<row name>, when run
+    with these options)."""
     from mcuc.nas.search import SearchOptions, run_search
     from mcuc.nas.train import CHECKPOINT
 
     a = c.a
-    work = c.out / f"sram{b}k"
-    opts = SearchOptions(sram=b * KB, flash=FLASH, limit=a.limit, val=c.val,
+    lim = c.limits[b]
+    work = c.out / lim.name
+    opts = SearchOptions(board=lim.board, sram=lim.sram, flash=lim.flash, latency_ms=lim.ms,
+                         limit=a.limit, val=c.val,
                          supernet=str(c.out / CHECKPOINT), population=a.population,
                          generations=a.generations, seed=a.seed, device=a.device,
                          space=a.space, extra={"command": "bench-search"})
@@ -261,7 +246,7 @@ def recipe(c: Ctx, kind: str, rep: int = 0) -> dict:
          "lr": a.finetune_lr if inherit else BASELINE_LR, "teacher": teacher_tag(c)}
     if inherit:
         r["supernet"] = {**vars(supernet_settings(c)), "pool": a.pool,
-                         "budgets": list(a.budgets)}
+                         "budgets": list(c.models)}
     return r
 
 
@@ -318,14 +303,21 @@ def trained(c: Ctx, kind: str, cfg: SubnetConfig, rep: int = 0):
     return net.eval(), record
 
 
-def measured(c: Ctx, kind: str, cfg: SubnetConfig, rep: int = 0) -> dict:
-    """`trained` plus `measure`, the measurement cached beside the model."""
+def measured(c: Ctx, kind: str, cfg: SubnetConfig, rep: int = 0, board: str | None = None
+             ) -> dict:
+    """`trained` plus `measure`, the measurement cached beside the model. `board`: build
+    for that board (the board rows' measurements, cached apart); None: the F746 as
+    --budgets measures."""
     net, record = trained(c, kind, cfg, rep)
-    path = model_path(c, kind, cfg, rep).with_suffix(".measure.json")
+    model = next(m for m in c.models.values() if m.board.name == (board or "stm32f746"))
+    path = model_path(c, kind, cfg, rep).with_suffix(
+        ".measure.json" if board is None else f".{board}.measure.json")
     # The predicted arena stands for the compiler's memory plan: when it changes, the
     # measured RAM would too.
     key = {"recipe": recipe(c, kind, rep), "fw_images": c.a.fw_images, "test_limit": c.a.test_limit,
-           "numerics": NUMERICS, "arena": c.models[max(c.a.budgets)].cost(cfg).arena_bytes}
+           "numerics": NUMERICS, "arena": model.cost(cfg).arena_bytes}
+    if board is not None:
+        key["board"] = board
     if path.is_file():
         old = json.loads(path.read_text())
         if old["key"] == key:
@@ -334,7 +326,7 @@ def measured(c: Ctx, kind: str, cfg: SubnetConfig, rep: int = 0) -> dict:
     t0 = time.perf_counter()
     row = measure(net, cfg, path.with_suffix("").with_suffix(""),
                   resize_images(calib, cfg.resolution), resize_images(c.x_test, cfg.resolution),
-                  c.y_test, c.a.fw_images)
+                  c.y_test, c.a.fw_images, board or "stm32f746")
     row["measure_s"] = time.perf_counter() - t0
     path.write_text(json.dumps({"key": key, "row": row}, indent=1))
     return {**row, **record}
