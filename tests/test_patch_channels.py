@@ -79,10 +79,9 @@ def test_host_c_equals_reference(vit, tmp_path) -> None:
 
 
 @pytest.mark.skipif(not unicorn_available(), reason="mcuc.sim.unicorn_m7 not available")
+@pytest.mark.parametrize("vit", ["cls"], indirect=True)  # one model on the slow path
 def test_f746_firmware_equals_reference(vit, tmp_path) -> None:
-    c, xs, pool = vit
-    if pool != "cls":  # one model is enough on the slow path
-        pytest.skip("the class-token model covers the firmware")
+    c, xs, _ = vit
     xq = quantize(c, xs[:2])
     build_firmware(c, "stm32f746", tmp_path, np.zeros_like(xq))
     res = run_unicorn(tmp_path / "firmware.elf", xq)   # patched over model_samples
