@@ -28,7 +28,7 @@ from test_tokenwise import gen_tokenwise, tokenwise_params
 from ckernels import ROOT, CKernels, run_sanitized
 
 DSP = ("-DMCUC_ARM_DSP",)
-# linear.c unpacks the x rows of a pair once (pre_pairs) up to this k
+# linear.c unpacks the x rows of a pair once (unpacked_rows) up to this k
 PRE_MAX_K = int(re.search(r"#define MCUC_PRE_MAX_K (\d+)",
                           (ROOT / "runtime_c/src/linear.c").read_text()).group(1))
 
@@ -108,7 +108,7 @@ def gen_short_edge(rng: np.random.Generator) -> Case:
     """The short epilogue at its limits: |sum| = 255 * 128 * k with the bias just inside
     2^30 (or just outside), extreme multipliers, shifts -1 and -31."""
     k, n, rows = int(rng.integers(1, 70)), int(rng.integers(1, 10)), int(rng.integers(1, 5))
-    if rng.random() < 0.3:  # k % 16 == 0: the loops without tails (pre_pairs for rows >= 2)
+    if rng.random() < 0.3:  # k % 16 == 0: the loops without tails (unpacked_rows for rows >= 2)
         k = 16 * int(rng.integers(1, 5))
     c = worst_case(k, n, 0, int(rng.choice([-1, 1])))
     edge = 2**30 - 1 - 255 * 128 * k + int(rng.choice([0, 0, 0, 1]))  # 1: the general path
@@ -125,7 +125,7 @@ def gen_short_edge(rng: np.random.Generator) -> Case:
 
 
 def row_path(p: dict) -> str:
-    """Which rows loop of linear.c a call takes: pairs with x unpacked once (pre_pairs:
+    """Which rows loop of linear.c a call takes: pairs with x unpacked once (unpacked_rows:
     short epilogue, k % 16 == 0, k <= MCUC_PRE_MAX_K), pairs unpacking x in the loop
     (row_pairs, int8 weights), or one row at a time."""
     if p["rows"] < 2:

@@ -134,7 +134,7 @@ def test_linear_features_count_row_pairs_and_remainders() -> None:
 
 
 def test_linear_features_of_the_unpacked_pairs() -> None:
-    """k % 16 == 0 up to linear.c's MCUC_PRE_MAX_K takes pre_pairs (x unpacked once per
+    """k % 16 == 0 up to linear.c's MCUC_PRE_MAX_K takes unpacked_rows (x unpacked once per
     row pair, sixteen inputs per step); one step more of k takes the loops above."""
     src = (Path(__file__).resolve().parent.parent / "runtime_c/src/linear.c").read_text()
     assert f"#define MCUC_PRE_MAX_K {PRE_MAX_K}\n" in src

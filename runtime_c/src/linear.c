@@ -500,23 +500,23 @@ MCUC_ALWAYS_INLINE static int32_t row_pairs(const mcuc_linear_params_t *p, const
 }
 
 /* x unpacked once (k % 16 == 0, short epilogue, k <= MCUC_PRE_MAX_K: the plans
- * lin_short16 and lin_wide_short16). Each row pair's x - x_zp is unpacked into SXTB16
- * lane pairs in a stack buffer (unpack_rows), so each word of x is loaded with an LDRD
+ * lin_short16 and lin_wide_short16; x_zp is folded, 0). Each row pair's x is unpacked
+ * into SXTB16 lane pairs in a stack buffer (unpack_rows), so each word of x is loaded with an LDRD
  * per channel pair instead of loaded and unpacked (two SXTB16) again for every pair:
  * 68 instructions per 64 MACs over int8 weights, 52 over widened ones. A last odd row
  * (or a call of one row, as a tile of one) gets the same, one row against four channels.
  * The buffer takes 4 k bytes (a pair) <= 2 KB, on the stack (tests/test_stack_frames.py). */
 #define MCUC_PRE_MAX_K 512
 
-/* `rows` (1 or 2) rows of x (row t at xa + t * rs) unpacked: per four inputs i..i+3, each
- * row's lane pairs (x_i, x_i+2) and (x_i+1, x_i+3), the rows side by side (a pair: u's two
- * words then v's two; one row: its two). */
+/* `rows` (1 or 2) consecutive rows of x (k bytes each) unpacked: per four inputs i..i+3,
+ * each row's lane pairs (x_i, x_i+2) and (x_i+1, x_i+3), the rows side by side (a pair:
+ * u's two words then v's two; one row: its two). */
 MCUC_ALWAYS_INLINE static void unpack_rows(const int8_t *xa, int32_t k, int32_t rows,
-                                           int32_t rs, uint32_t *xu)
+                                           uint32_t *xu)
 {
     const int32_t step = 2 * rows;
     for (int32_t t = 0; t < rows; ++t) {
-        const int8_t *xr = xa + (int64_t)t * rs;
+        const int8_t *xr = xa + (int64_t)t * k;
         uint32_t *o = xu + 2 * t;
         for (int32_t i = 0; i < k; i += 4, o += step) {
             const uint32_t w = mcuc_read32(xr + i);
@@ -641,7 +641,7 @@ MCUC_ALWAYS_INLINE static void unpacked_rows(const mcuc_linear_params_t *p, cons
         const int32_t two = r + 1 < p->rows;
         const int8_t *const xr = x + (int64_t)r * k;
         int8_t *yo = y + (int64_t)r * n;
-        unpack_rows(xr, k, 1 + two, k, xu);
+        unpack_rows(xr, k, 1 + two, xu);
         const int8_t *wb = p->weights;      /* NULL when wide */
         const int16_t *wb16 = p->weights16; /* NULL when not */
         for (const int32_t *e = p->rq; e != e4; e += 2 * RQ_PAIR, yo += 4) {

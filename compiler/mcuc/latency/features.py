@@ -85,8 +85,8 @@ def add_linear(f: Features, rows: int, k: int, n: int, plan: str, v: Variant,
         _add(f, "lr_", g, times)
         return
     if plan == "s" and k % 16 == 0 and k <= PRE_MAX_K:
-        # pre_pairs: each row pair unpacked once, two channel pairs per block, sixteen
-        # inputs per step; then an odd row (dot4, or wide_rows for widened weights)
+        # unpacked_rows: each row pair unpacked once, two channel pairs per block, sixteen
+        # inputs per step; then an odd row, unpacked too, one block of four at a time
         pairs, odd = rows // 2, rows % 2
         p2 = pairs * nb * 2
         g = {"call": 1, "pair": pairs, "pair_k4": pairs * k4, "p2": p2,

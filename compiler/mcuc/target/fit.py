@@ -32,7 +32,7 @@ from mcuc.boards import Board
 # model's stm32f746 ELF came 592 B over the 21 KB estimate (DSP .text extra 20,140 B then;
 # the fallback code linked beside the variants had grown: the linear reference reading the
 # interleaved rq words, the patch reference reading either weight layout). 23 KB since
-# linear.c's pre_pairs (x unpacked once per row pair, int8 and widened weights) came 768 B
+# linear.c's unpacked_rows (x unpacked once per row pair, int8 and widened weights) came 768 B
 # over 22 KB on the same ELF.
 CODE_BASE_BYTES = 11 * 1024
 
