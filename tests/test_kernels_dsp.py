@@ -23,7 +23,7 @@ from mcuc.kernels import REGISTRY, add, linear
 from mcuc.kernels.fixedpoint import INT32_MAX, INT32_MIN
 from mcuc.schedule.widen import widen_params
 from test_kernels import Case, gen_add, rand_bias, rand_requant, rand_s8, zp
-from test_tokenwise import gen_tokenwise, tokenwise_params
+from test_tokenwise import call_in_arena, gen_tokenwise, tokenwise_params
 
 from ckernels import ROOT, CKernels, run_sanitized
 
@@ -320,6 +320,43 @@ def test_tokenwise_ln_pairs_in_y(ck_dsp: CKernels, tmp_path: Path) -> None:
         for ck in (ck_dsp, ck_port):
             got = ck.run("tokenwise", p, [x, r], p["rows"] * n)
             assert np.array_equal(got, want), f"case {i}"
+
+
+def test_tokenwise_res_pairs_over_x(ck_dsp: CKernels, tmp_path: Path) -> None:
+    """Linear [-> table] -> residual add at tile 1 with x_free (the attention projection
+    at the arena's peak): tokenwise.c stages row pairs over x's consumed rows, copying x
+    rows that lie apart. y over r as the compiler places it; both builds, int8 and widened
+    weights, contiguous and gapped x, odd and even rows must equal the spec, and x's bytes
+    past its last row must stay as they were. That the path ran shows in x: without
+    x_free x is left as it was, with it its first rows are overwritten (a staged pair may
+    happen to equal what it covers when rows are a byte or two, hence the 90%)."""
+    rng = np.random.default_rng(232)
+    ck_port = CKernels(tmp_path)
+    ran, free = 0, 0
+    for i in range(120):
+        k = int(rng.integers(1, 20))
+        n = int(rng.integers(1, k + 1))
+        gapped = i % 3 != 0
+        x_rs = k + n + int(rng.integers(0, 2 * k + 1)) if gapped else k
+        rows = int(rng.integers(4, 12))
+        p = tokenwise_params(rng, rows=rows, k=k, h=n, n=n, has_ln=0, has_l2=0, has_res=1,
+                             tile=1, y_free=0, x_rs=x_rs, x_free=int(i % 4 != 3))
+        if i % 2:
+            p = widen_params("tokenwise", p)
+        n_x = (rows - 1) * x_rs + k
+        x, r = rand_s8(rng, n_x), rand_s8(rng, rows * n)
+        want = REGISTRY["tokenwise"].ref(p, x, r)
+        for ck in (ck_dsp, ck_port):
+            arena = np.concatenate([x, r, np.full(8, 0x33, np.int8)])
+            call_in_arena(ck, "tokenwise", p, arena, [0, n_x], n_x)
+            assert np.array_equal(arena[n_x: n_x + rows * n], want), f"case {i}"
+            assert np.all(arena[(rows - 2) * x_rs: n_x] == x[(rows - 2) * x_rs:]), i
+            assert np.all(arena[n_x + rows * n:] == 0x33), f"case {i}"
+            scribbled = not np.array_equal(arena[:n_x], x)
+            assert p["x_free"] or not scribbled, f"case {i}"
+            ran += scribbled
+            free += p["x_free"]
+    assert ran >= 0.9 * free, (ran, free)
 
 
 @pytest.mark.parametrize("k", [linear.DSP_MAX_K, linear.DSP_MAX_K + 1])

@@ -158,3 +158,39 @@ def test_low_rank_blocks_too() -> None:
     assert len(_placed(s)) == cfg.depth
     # 4ND, plus the [N, r] input of the r -> 3D linear that ends block 3's qkv (r = 32)
     assert memory.plan(s.liveness()).arena_bytes <= 4 * 50 * 64 + 50 * 32 + 64
+
+
+def _expect_x_free(s: Schedule, i: int) -> bool:
+    """x_free recomputed from the steps: no later step touches x's root, the root is not
+    the model's input or output, and x's bytes overlap neither y's nor r's."""
+    st = s.steps[i]
+    x, r, y = st.inputs[0].name, st.inputs[1].name, st.output
+    root, off = s.root(x)
+    if root in (s.root(s.input_buffer)[0], s.root(s.output_buffer)[0]):
+        return False
+    for later in s.steps[i + 1:]:
+        names = [op.name for op in later.inputs if op.kind == "buf"] + [later.output]
+        if any(s.root(name)[0] == root for name in names):
+            return False
+    for other in (y, r):
+        o_root, o_off = s.root(other)
+        if o_root == root and off < o_off + s.buffers[other].size \
+                and o_off < off + s.buffers[x].size:
+            return False
+    return True
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_x_free_marks_dying_chain_inputs(seed: int) -> None:
+    """The token-overwrite pass marks x_free exactly where the chain input dies with its
+    bytes apart from y and r (tokenwise.c then stages row pairs there); at least one step
+    per block (the attention projection, reading its rows apart) is among them."""
+    cfg, c = compile_random(seed)
+    s = c.schedule
+    marked = 0
+    for i, st in enumerate(s.steps):
+        if st.kernel != "tokenwise":
+            continue
+        assert st.params["x_free"] == int(_expect_x_free(s, i)), (seed, st.name)
+        marked += st.params["x_free"]
+    assert marked >= cfg.depth

@@ -88,8 +88,10 @@ def tokenwise_params(rng: np.random.Generator, rows: int | None = None, *,
                      has_ln: int | None = None, has_lut: int | None = None,
                      has_l2: int | None = None, has_res: int | None = None,
                      tile: int | None = None, y_free: int | None = None,
-                     x_rs: int | None = None, ln_bits: int = 22) -> dict:
-    """Random valid tokenwise params (every stage combination, any tile, any y_free);
+                     x_rs: int | None = None, ln_bits: int = 22,
+                     x_free: int | None = None) -> dict:
+    """Random valid tokenwise params (every stage combination, any tile, any y_free and
+    x_free: the C kernel may then write over x, which these cases never read again);
     what is given is kept, the stages' params are made to fit the chain's dims."""
     rows = rows or int(rng.integers(1, 12))
     has_ln, has_lut, has_l2, has_res = (_flag(rng, v) for v in (has_ln, has_lut, has_l2,
@@ -105,6 +107,7 @@ def tokenwise_params(rng: np.random.Generator, rows: int | None = None, *,
          "x_rs": x_rs, "h": h, "n": n, "has_ln": has_ln, "has_lut": has_lut,
          "has_l2": has_l2, "has_res": has_res, "x_wide": 0,
          "y_free": int(rng.integers(0, 2)) if y_free is None else y_free,
+         "x_free": int(rng.integers(0, 2)) if x_free is None else x_free,
          "ln": None, "l1": _linear(rng, rows, k, h), "lut": None, "l2": None, "add": None}
     if has_ln:
         p["ln"] = {"rows": rows, "cols": k, "y_zp": _zp(rng),
@@ -204,12 +207,13 @@ def test_tokenwise_writes_over_its_input(ck: CKernels, mode: str) -> None:
         # y over x: only contiguous rows (tokenwise._overwrite). The MLP block (y=x=r):
         # residual = LayerNorm input, k == n.
         p = tokenwise_params(rng, y_free=0, has_res=1 if mode != "y=x" else None,
-                             ln_bits=20 if mode == "y=x=r" else 22)
+                             ln_bits=20 if mode == "y=x=r" else 22,
+                             x_free=None if mode == "y=r" else 0)
         if mode == "y=x=r":
             n = p["n"]
             p = tokenwise_params(rng, p["rows"], k=n, h=p["h"], n=n, has_ln=p["has_ln"],
                                  has_lut=p["has_lut"], has_l2=p["has_l2"], has_res=1,
-                                 tile=p["tile"], y_free=0, x_rs=n, ln_bits=20)
+                                 tile=p["tile"], y_free=0, x_rs=n, ln_bits=20, x_free=0)
         if mode == "y=x" and p["n"] > p["k"]:
             continue
         p = dict(p, x_rs=p["k"])
@@ -342,7 +346,7 @@ def test_lone_linear_writes_over_gapped_rows(ck: CKernels) -> None:
     over its input whose rows lie x_rs >= k >= n apart (attention's output over queries)."""
     rng = np.random.default_rng(21)
     for _ in range(80):
-        p = tokenwise_params(rng, has_ln=0, has_lut=0, has_l2=0, has_res=0, y_free=0)
+        p = tokenwise_params(rng, has_ln=0, has_lut=0, has_l2=0, has_res=0, y_free=0, x_free=0)
         if p["n"] > p["k"]:
             continue
         rows, x_rs = p["rows"], p["k"] + int(rng.integers(0, 2 * p["k"] + 1))

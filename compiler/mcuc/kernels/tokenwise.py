@@ -37,6 +37,10 @@ as a stage buffer. Then:
 When y aliases x (same start, n <= k) or r (same rows), y_free is 0 and a tile's input
 rows are all read before its output rows are written, and output row i never lies past
 input row i (n <= k), so rows not yet read are never overwritten.
+
+`x_free` (set by the token-overwrite pass, schedule/tokenwise.py: x's bytes are dead after
+this step and overlap neither y nor r) lets the C kernel stage a linear -> residual chain
+of tile 1 in x's consumed rows, two rows at a time (tokenwise.c); results do not change.
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ from mcuc.kernels import linear as k_linear
 from mcuc.kernels import lut as k_lut
 from mcuc.kernels.registry import Field, KernelDef, register
 
-FLAGS = ("has_ln", "has_lut", "has_l2", "has_res", "y_free")
+FLAGS = ("has_ln", "has_lut", "has_l2", "has_res", "y_free", "x_free")
 STAGES = {"ln": "layernorm", "l1": "linear", "lut": "lut", "l2": "linear", "add": "add"}
 PLACES = {"Y": 0, "A": 1, "B": 2}   # where a stage writes (the C struct's *_to fields)
 

@@ -142,7 +142,7 @@ def linear_step(f: Features, p: dict, v: Variant) -> None:
 
 
 def tokenwise_step(f: Features, p: dict, v: Variant) -> None:
-    """tokenwise.c: the stages' plans, ln_pairs_in_y, then the tiles."""
+    """tokenwise.c: the stages' plans, ln_pairs_in_y or res_pairs_over_x, then the tiles."""
     rows, k, h, n, tile = p["rows"], p["k"], p["h"], p["n"], p["tile"]
     has_ln, has_lut, has_l2, has_res = p["has_ln"], p["has_lut"], p["has_l2"], p["has_res"]
     y_free, x_rs = p["y_free"], p["x_rs"]
@@ -164,6 +164,17 @@ def tokenwise_step(f: Features, p: dict, v: Variant) -> None:
         if has_lut:
             add_lut(f, 2 * n, pairs)
         r0 = 2 * pairs
+    if (r0 == 0 and p.get("x_free") and tile <= 1 and not has_ln and not has_l2 and has_res
+            and not p["x_wide"] and rows >= 4 and (k if x_rs > k else 0) + n <= x_rs):
+        pairs = (rows - 2) // 2   # res_pairs_over_x: rows 0 and 1 take the tile loop
+        f["tw_xpair"] += pairs
+        if x_rs > k:
+            _add(f, "memcpy_", {"call": 1, "b": k}, 2 * pairs)
+        add_linear(f, 2, k, h, plan1, v, pairs)
+        if has_lut:
+            add_lut(f, 2 * h, pairs)
+        add_add(f, 2 * n, pairs)
+        r0 = 2 * pairs          # the tile loop's rows below: the same count
     f_is_y = k_tw.layout(p)["final"] == "Y"
     left = rows - r0
     for t, count in ((tile, left // tile), (left % tile, 1)):

@@ -180,7 +180,7 @@ def tokenwise_params(steps: list[Step], stages: list[tuple[str, int]], r: str) -
     l1 = got["l1"].params
     p: dict = {"rows": l1["rows"], "tile": l1["rows"], "k": l1["k"], "x_rs": l1["k"],
                "h": l1["n"], "n": got["l2"].params["n"] if "l2" in got else l1["n"],
-               "y_free": 1, "has_ln": int("ln" in got), "has_lut": int("lut" in got),
+               "y_free": 1, "x_free": 0, "has_ln": int("ln" in got), "has_lut": int("lut" in got),
                "has_l2": int("l2" in got), "has_res": int("add" in got),
                "x_wide": int("ln" in got and got["ln"].kernel == "layernorm16")}
     for name in k_tw.STAGES:
@@ -283,4 +283,21 @@ def choose_tiles(s: Schedule) -> Schedule:
             break
         chosen[i] = steps[i]
         out = replace(s, steps=list(chosen))
-    return out
+    return mark_free_inputs(out)
+
+
+def mark_free_inputs(s: Schedule) -> Schedule:
+    """Set each tokenwise step's x_free: its chain input's bytes are dead after the step
+    (nothing touches their root later, and it is not the model's input or output) and
+    overlap neither its output nor its residual, so the C kernel may stage rows over the
+    ones it has read (kernels/tokenwise.py). Tiles and the arena do not change."""
+    w = Edit(s)
+    for i, st in list(w.steps.items()):
+        if st.kernel != "tokenwise":
+            continue
+        x, r, y = st.inputs[0].name, st.inputs[1].name, st.output
+        free = (w.dies_at(x, i) and not w.io(x) and not w.overlaps(x, y)
+                and not w.overlaps(x, r))
+        if int(free) != st.params.get("x_free", 0):
+            w.replace(i, (), replace(st, params=dict(st.params, x_free=int(free))))
+    return w.result()

@@ -247,11 +247,13 @@ void mcuc_attention_s8(const mcuc_attention_params_t *p, const int8_t *q, const 
  * alone, n <= k <= x_rs: each tile is staged in scratch) or r exactly; y_free must then be 0.
  * Where each stage writes is the compiler's (tokenwise.layout()): ln_to, l1_to, l2_to are
  * MCUC_TW_Y (the tile's output rows), MCUC_TW_A (scratch) or MCUC_TW_B (scratch +
- * b_offset); scratch holds tile * (a_w + b_w) bytes (at least 1). */
+ * b_offset); scratch holds tile * (a_w + b_w) bytes (at least 1). With x_free the
+ * kernel may write over x's rows once it has read them (tokenwise.c, res_pairs_over_x). */
 enum { MCUC_TW_Y = 0, MCUC_TW_A = 1, MCUC_TW_B = 2 };
 typedef struct {
     int32_t rows, tile, k, h, n, x_rs;
     int32_t has_ln, has_lut, has_l2, has_res, y_free;
+    int32_t x_free; /* x's bytes are dead after this call and overlap neither y nor r */
     int32_t ln_to, l1_to, l2_to, b_offset;
     int32_t x_wide; /* x is int16 (2 bytes per element, x_rs in elements): needs has_ln */
     mcuc_layernorm_params_t ln;
