@@ -79,7 +79,8 @@ def main() -> None:
     skipped: list = []
     for i, (cfg, m) in enumerate(measured_configs(args.configs, args.seed, args.board,
                                                    args.kernels, args.optimize,
-                                                   skipped=skipped)):
+                                                   skipped=skipped,
+                                                   init_every=args.init_every)):
         t_build += m.build_s
         pb = latency.predict(m.schedule, board, args.optimize, table=table).instructions
         ps = cm.cost(cfg).instructions
@@ -88,7 +89,8 @@ def main() -> None:
         e_search.append(es)
         print(f"bench_latency: {i + 1}/{args.configs} measured {m.instructions:,} "
               f"build {eb:+.2f}% search {es:+.2f}%", file=sys.stderr, flush=True)
-        rows.append(f"| {i + 1} | {describe(cfg)} | {m.schedule.macs():,} | "
+        init = " (init)" if m.weights == "init" else ""
+        rows.append(f"| {i + 1} | {describe(cfg)}{init} | {m.schedule.macs():,} | "
                     f"{m.instructions:,} | {pb:,} | {eb:+.2f}% | {ps:,} | {es:+.2f}% |")
     whole, alone = speed(args.board, args.optimize, SPEED_CONFIGS)
     load = os.getloadavg()[0]   # the machine may be shared: say how busy it was
@@ -102,6 +104,9 @@ def main() -> None:
         f"Made by `{command}` on {platform.node()}, {datetime.date.today().isoformat()}.",
         "",
         f"{args.configs} configs drawn (seed {args.seed}) from the default search space "
+        "among those that fit the board, each with seeded random weights (one in "
+        f"{args.init_every}: its initial weights, marked (init)), calibrated on 8"
+        if args.init_every else
         "among those that fit the board, each with seeded random weights, calibrated on 8",
         "Fashion-MNIST training images, built as `mcuc build` builds "
         f"(`--kernels {args.kernels} --optimize {args.optimize}`) and run once in the Unicorn",

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Fit the latency model's table for a board from exact emulator counts.
 
-Builds `--configs` random ViTs of the search space (seeded; scripts/latency_data.py) for
+Builds `--configs` random ViTs of the search space (seeded; scripts/latency_data.py: every
+`--init-every`-th keeps its initial weights, whose low-rank residual adds run add_fast) for
 the board as `mcuc build` does, runs each in the Unicorn engine, and fits the
 instructions per loop trip of every feature (mcuc.latency.features) by least squares
 over all the steps' counts; the inference's overhead outside the steps (run_call,
@@ -11,6 +12,7 @@ errors. The held-out error is scripts/bench_latency.py's job (other seeds).
 
 Usage: .venv/bin/python scripts/calibrate_latency.py [--board stm32f746]
        [--kernels optimized] [--optimize size] [--configs 40] [--seed 100] [--cache DIR]
+       [--init-every 4]
 """
 
 from __future__ import annotations
@@ -42,14 +44,15 @@ RIDGE = 1e-6   # relative: keeps features that never vary (collinear) from blowi
 
 
 def collect(board: str, kernels: str, optimize: str, n: int, seed: int,
-            cache: Path | None) -> list[Measured]:
+            cache: Path | None, init_every: int) -> list[Measured]:
     """Measure n seeded configs, reusing (and filling) a pickle cache when given."""
-    def cached(cfg, *args) -> Measured:
-        path = cache / f"{board}-{kernels}-{optimize}-{config_key(cfg)}.pkl" if cache else None
+    def cached(cfg, *args, weights: str) -> Measured:
+        name = f"{board}-{kernels}-{optimize}-{config_key(cfg, weights)}.pkl"
+        path = cache / name if cache else None
         if path is not None and path.is_file():
             return pickle.loads(path.read_bytes())
         t0 = time.perf_counter()
-        m = measure(cfg, *args)
+        m = measure(cfg, *args, weights=weights)
         print(f"calibrate_latency: {m.instructions:,} instructions "
               f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
         if path is not None:
@@ -59,7 +62,8 @@ def collect(board: str, kernels: str, optimize: str, n: int, seed: int,
             os.replace(tmp, path)
         return m
 
-    return [m for _, m in measured_configs(n, seed, board, kernels, optimize, cached)]
+    return [m for _, m in measured_configs(n, seed, board, kernels, optimize, cached,
+                                           init_every=init_every)]
 
 
 def _lstsq(rows: list[dict], y: list[float], names: list[str]) -> dict[str, float]:
@@ -112,11 +116,13 @@ def main() -> None:
     ap.add_argument("--out-dir", type=Path, default=TABLES)
     args = ap.parse_args()
     board = load_board(args.board).with_kernels(args.kernels)
-    ms = collect(args.board, args.kernels, args.optimize, args.configs, args.seed, args.cache)
+    ms = collect(args.board, args.kernels, args.optimize, args.configs, args.seed, args.cache,
+                 args.init_every)
     coef = fit(ms, board, args.optimize)
     key = table_key(board, args.optimize)
     meta = {"board": args.board, "kernels": args.kernels, "optimize": args.optimize,
-            "configs": args.configs, "seed": args.seed, "steps": sum(len(m.per_step) for m in ms),
+            "configs": args.configs, "seed": args.seed, "init_every": args.init_every,
+            "steps": sum(len(m.per_step) for m in ms),
             "date": datetime.date.today().isoformat(),
             "command": " ".join(["scripts/calibrate_latency.py", *sys.argv[1:]])}
     args.out_dir.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,15 @@ training images and compiled by `mcuc.pipeline.build` for the board, whose firmw
 one inference in the Unicorn engine; its report gives the exact retired instructions of
 the inference and of every step. The compiled schedule (the same deterministic compile)
 is kept beside the counts so that the steps' parameters can be fitted against them.
+
+Weights: seeded random noise on the subnet's initialisation (scale NOISE) for most
+configs, and for every `--init-every`-th one the initialisation itself (what a briefly
+trained model is near). The two calibrate differently where it matters to the runtime:
+at initialisation a low-rank block's factors (three linear layers, two without a bias)
+shrink its branch to about 2^-17 of the residual stream's scale, so its residual add's
+finer input needs a shift beyond add_exact's range for a nonzero zero point of the
+residual (add.c fits30) and the add runs add_fast, as a trained low-rank model's did;
+with the noise every add takes add_exact.
 """
 
 from __future__ import annotations
@@ -22,6 +31,8 @@ import numpy as np
 from mcuc.schedule.schedule import Schedule
 
 CALIB_IMAGES = 8
+NOISE = 0.05      # std of the seeded noise added to every parameter ("noise" weights)
+INIT_EVERY = 4    # default: every 4th measured config keeps its initial weights
 
 
 @dataclass
@@ -32,6 +43,7 @@ class Measured:
     instructions: int           # whole inference
     per_step: list[int]         # one count per schedule step
     build_s: float
+    weights: str = "noise"      # "noise" or "init" (weights_of)
 
 
 def add_build_options(ap, configs: int, seed: int) -> None:
@@ -41,6 +53,15 @@ def add_build_options(ap, configs: int, seed: int) -> None:
     ap.add_argument("--optimize", default="size", choices=("size", "speed"))
     ap.add_argument("--configs", type=int, default=configs)
     ap.add_argument("--seed", type=int, default=seed)
+    ap.add_argument("--init-every", type=int, default=INIT_EVERY,
+                    help="every Nth config keeps the subnet's initial weights (its "
+                         "low-rank residual adds take add_fast); 0: none")
+
+
+def weights_of(i: int, init_every: int = INIT_EVERY) -> str:
+    """The weights of the i-th measured config (0-based): "init" for every
+    init_every-th, else "noise"."""
+    return "init" if init_every > 0 and i % init_every == init_every - 1 else "noise"
 
 
 def draw_configs(seed: int, board: str = "stm32f746", space=None):
@@ -68,18 +89,21 @@ def random_configs(n: int, seed: int, board: str = "stm32f746", space=None) -> l
 
 
 def measured_configs(n: int, seed: int, board: str, kernels: str, optimize: str,
-                     measure_one=None, skipped: list | None = None):
-    """(cfg, Measured) for the first n drawn configs whose build fits: the fit filter
-    is the --optimize size one, so a --optimize speed build (int16 weights, twice the
-    flash) can still fail the build's fit check; such configs are skipped, and said so."""
+                     measure_one=None, skipped: list | None = None,
+                     init_every: int = INIT_EVERY):
+    """(cfg, Measured) for the first n drawn configs whose build fits, the i-th of them
+    with weights_of(i): the fit filter is the --optimize size one, so a --optimize speed
+    build (int16 weights, twice the flash) can still fail the build's fit check; such
+    configs are skipped, and said so."""
     from mcuc import McucError
 
     done = 0
     for cfg in draw_configs(seed, board):
         if done == n:
             return
+        weights = weights_of(done, init_every)
         try:
-            m = (measure_one or measure)(cfg, board, kernels, optimize)
+            m = (measure_one or measure)(cfg, board, kernels, optimize, weights=weights)
         except McucError as e:
             if "does not fit" not in str(e):
                 raise
@@ -91,35 +115,41 @@ def measured_configs(n: int, seed: int, board: str, kernels: str, optimize: str,
         yield cfg, m
 
 
-def config_key(cfg) -> str:
-    """A short stable name for a config (cache file names)."""
+def config_key(cfg, weights: str = "noise") -> str:
+    """A short stable name for a config and its weights (cache file names; "noise" keeps
+    the names of caches made before the weights were a choice)."""
     import hashlib
 
-    return hashlib.sha256(repr(cfg).encode()).hexdigest()[:16]
+    key = hashlib.sha256(repr(cfg).encode()).hexdigest()[:16]
+    return key if weights == "noise" else f"{key}-{weights}"
 
 
-def _module(cfg, seed: int):
-    """The torch subnet of cfg with seeded random weights (as nas/cost.py's slow path)."""
+def _module(cfg, seed: int, weights: str = "noise"):
+    """The torch subnet of cfg, seeded: its initial weights plus NOISE (as nas/cost.py's
+    slow path), or for "init" its initial weights alone."""
     import torch
 
     from mcuc.nas.subnet import build_subnet
 
+    if weights not in ("noise", "init"):
+        raise ValueError(f"weights {weights!r}: 'noise' or 'init'")
     torch.manual_seed(seed)
     module = build_subnet(cfg).eval()
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
+    if weights == "noise":
+        with torch.no_grad():
+            for p in module.parameters():
+                p.add_(torch.randn_like(p) * NOISE)
     return module
 
 
 def measure(cfg, board: str = "stm32f746", kernels: str = "optimized",
-            optimize: str = "size", seed: int = 0) -> Measured:
+            optimize: str = "size", seed: int = 0, weights: str = "noise") -> Measured:
     """Build cfg for board as `mcuc build` does and count its instructions in Unicorn."""
     import time
 
     from mcuc.pipeline import build, calibration_samples, compile_graph, load_graph
 
-    module = _module(cfg, seed)
+    module = _module(cfg, seed, weights)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="mcuc-latency-") as tmp:
         report = build(module, board, "fashion-mnist", Path(tmp) / "b",
@@ -135,7 +165,7 @@ def measure(cfg, board: str = "stm32f746", kernels: str = "optimized",
     names = [row["name"] for row in report["layers"]]
     if names != [st.name for st in sched.steps]:
         raise SystemExit("the recompiled schedule differs from the build's")
-    return Measured(cfg, sched, int(report["instructions"]), per_step, build_s)
+    return Measured(cfg, sched, int(report["instructions"]), per_step, build_s, weights)
 
 
 def step_records(m: Measured) -> list[dict]:

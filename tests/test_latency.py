@@ -191,3 +191,54 @@ def test_search_under_a_time_budget(tmp_path) -> None:
 def test_time_budget_needs_a_table() -> None:
     with pytest.raises(McucError, match="no latency table for host"):
         CostModel("host", instructions=1000)
+
+
+# A low-rank block's residual add at initial weights (a compiled one: its branch's scale is
+# 2^-17 of the residual's, whose zero point is 4), and the same add with the branch's scale
+# one order below the residual's (as with the calibration's noisy weights).
+FAST_ADD = {"size": 1088, "b_size": 1088, "a_zp": 4, "b_zp": -12, "y_zp": 4,
+            "a_mult": 1 << 30, "a_shift": 0, "b_mult": 1287160781, "b_shift": -19,
+            "y_mult": 2147482995, "y_shift": -19}
+EXACT_ADD = dict(FAST_ADD, b_shift=-4)
+
+
+def test_add_features_count_elements_by_path() -> None:
+    """Every add counts add_call / add_el; one that add.c sends to add_fast (or add_ref,
+    or add_exact's loop for an output shift it does not inline) also counts that path's
+    extra, by kernels.add.dsp_path; the portable build and the search's dummy params
+    count none."""
+    from mcuc.kernels.add import dsp_path
+
+    dsp, portable = Variant(dsp=True, wide=False), Variant(dsp=False, wide=False)
+    guess = Variant(dsp=True, wide=False, exact=False)
+    assert (dsp_path(FAST_ADD), dsp_path(EXACT_ADD)) == ("fast", "exact")
+    f = step_features("add", FAST_ADD, 0, 1088, dsp)
+    assert dict(f) == {"add_call": 1, "add_el": 1088, "add_fast_call": 1, "add_fast_el": 1088}
+    assert dict(step_features("add", EXACT_ADD, 0, 1088, dsp)) == {"add_call": 1,
+                                                                    "add_el": 1088}
+    f = step_features("add", dict(EXACT_ADD, y_shift=-21, y_zp=0), 0, 1088, dsp)
+    assert (f["add_el"], f["add_ev_el"], f["add_fast_el"]) == (1088, 1088, 0)
+    f = step_features("add", dict(FAST_ADD, y_shift=1), 0, 1088, dsp)
+    assert (f["add_ref_call"], f["add_ref_el"], f["add_fast_el"]) == (1, 1088, 0)
+    for v in (portable, guess):
+        assert dict(step_features("add", FAST_ADD, 0, 1088, v)) == {"add_call": 1,
+                                                                     "add_el": 1088}
+
+
+def test_tokenwise_residual_add_takes_its_path_per_tile() -> None:
+    """tokenwise.c calls the add once per tile over t * n elements (b_size the same), so
+    the tiles' elements are counted under the residual add's path."""
+    from test_tokenwise import tokenwise_params
+
+    rng = np.random.default_rng(5)
+    p = tokenwise_params(rng, 17, k=16, h=24, n=16, has_ln=1, has_lut=1, has_l2=1,
+                         has_res=1, tile=5, y_free=0, x_rs=16)
+    dsp = Variant(dsp=True, wide=False)
+    for add_p, extra in ((FAST_ADD, "add_fast_el"), (EXACT_ADD, None)):
+        q = dict(p, add=dict(add_p, size=17 * 16, b_size=17 * 16))
+        f = step_features("tokenwise", q, 0, 17 * 16, dsp)
+        assert (f["add_call"], f["add_el"]) == (4, 17 * 16)   # tiles of 5, 5, 5, 2
+        if extra:
+            assert (f["add_fast_call"], f[extra]) == (4, 17 * 16)
+        else:
+            assert not any(k.startswith("add_fast") for k in f)

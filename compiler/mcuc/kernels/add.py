@@ -38,6 +38,36 @@ def make_params(s_a: float, s_b: float, s_y: float) -> dict[str, int]:
     }
 
 
+EXACT_SHIFTS = (18, 19, 20)   # add.c add_exact's switch: loops with the output shift inlined
+
+
+def _fits30(z: int, sh: int, e: int) -> bool:
+    """add.c fits30: |z| 2^sh + 2^(e-1) <= 2^30 (sh in [1, 50], e in [1, 31])."""
+    room = (1 << 30) - (1 << (e - 1))
+    return abs(z) == 0 if sh >= 31 else abs(z) <= room >> sh
+
+
+def dsp_path(p: dict) -> str:
+    """Which loop add.c's MCUC_ARM_DSP mcuc_add_s8 runs for params p: "exact" (add_exact's
+    preconditions hold), "fast" (every shift in [-31, 0]) or "ref". The latency model
+    counts each path's elements apart (they cost differently); tests/test_add_path.py
+    checks this against the C dispatch. Without MCUC_ARM_DSP the C is the reference."""
+    a_ex = p["a_mult"] == 1 << 30 and p["a_shift"] == 0
+    b_ex = p["b_mult"] == 1 << 30 and p["b_shift"] == 0
+    if a_ex or b_ex:
+        ze, zo, mo, eo = ((p["a_zp"], p["b_zp"], p["b_mult"], -p["b_shift"]) if a_ex
+                          else (p["b_zp"], p["a_zp"], p["a_mult"], -p["a_shift"]))
+        ey, y_zp = -p["y_shift"], p["y_zp"]
+        if (p["size"] > 0 and p["b_size"] == p["size"] and -128 <= ze <= 127
+                and -128 <= zo <= 127 and mo >= 0 and 1 <= eo <= 31
+                and p["y_mult"] >= 1 << 30 and 1 <= ey <= 31
+                and _fits30(ze, 19 + eo, eo) and _fits30(y_zp, ey, ey)):
+            return "exact"
+    if all(-31 <= p[k] <= 0 for k in ("a_shift", "b_shift", "y_shift")):
+        return "fast"
+    return "ref"
+
+
 KERNEL = register(
     KernelDef(
         name="add",

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mcuc.kernels import add as k_add
 from mcuc.kernels import patch_embed as k_patch
 from mcuc.kernels import tokenwise as k_tw
 
@@ -129,9 +130,24 @@ def add_lut(f: Features, size: int, times: int = 1) -> None:
     _add(f, "lut_", {"call": 1, "4": size // 4, "t": size % 4}, times)
 
 
-def add_add(f: Features, size: int, times: int = 1) -> None:
-    """`times` mcuc_add_s8 calls over size elements."""
+def add_add(f: Features, p: dict, v: Variant, times: int = 1) -> None:
+    """`times` mcuc_add_s8 calls with params p. Every call counts add_call and add_el;
+    on the DSP build, a call that add.c sends to another loop than add_exact's with the
+    output shift inlined (k_add.dsp_path) also counts its extra: add_fast_* or add_ref_*
+    (add_fast, add_ref: ~29 instructions more per element), or add_ev_el (add_exact's
+    loop for an output shift outside EXACT_SHIFTS, taken as a variable). Without real
+    quantization (the search's dummy params: equal scales, which add_exact refuses) the
+    add is taken to be exact, as the compiler's adds usually are."""
+    size = p["size"]
     _add(f, "add_", {"call": 1, "el": size}, times)
+    if not v.dsp or not v.exact:
+        return
+    path = k_add.dsp_path(p)
+    if path == "exact":
+        if -p["y_shift"] not in k_add.EXACT_SHIFTS:
+            _add(f, "add_ev_", {"el": size}, times)
+        return
+    _add(f, f"add_{path}_", {"call": 1, "el": size}, times)
 
 
 def linear_step(f: Features, p: dict, v: Variant) -> None:
@@ -192,8 +208,8 @@ def tokenwise_step(f: Features, p: dict, v: Variant) -> None:
             add_lut(f, t * h, count)
         if has_l2:
             add_linear(f, t, h, n, plan2, v, count)
-        if has_res:
-            add_add(f, t * n, count)
+        if has_res:   # tokenwise.c: size = b_size = t * n (its operand swap keeps the path)
+            add_add(f, dict(p["add"], size=t * n, b_size=t * n), v, count)
         elif not f_is_y:
             _add(f, "memcpy_", {"call": 1, "b": t * n}, count)
 
@@ -317,7 +333,7 @@ def step_features(kernel: str, p: dict, macs: int, out_size: int, v: Variant) ->
     elif kernel == "layernorm":
         add_layernorm(f, p["rows"], p["cols"], v)
     elif kernel == "add":
-        add_add(f, p["size"])
+        add_add(f, p, v)
     elif kernel == "lut":
         add_lut(f, p["size"])
     elif kernel == "copy":
