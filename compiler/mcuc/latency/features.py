@@ -189,7 +189,7 @@ def tokenwise_step(f: Features, p: dict, v: Variant) -> None:
         add_linear(f, 2, k, h, plan1, v, pairs)
         if has_lut:
             add_lut(f, 2 * h, pairs)
-        add_add(f, 2 * n, pairs)
+        add_add(f, dict(p["add"], size=2 * n, b_size=2 * n), v, pairs)
         r0 = 2 * pairs          # the tile loop's rows below: the same count
     f_is_y = k_tw.layout(p)["final"] == "Y"
     left = rows - r0
