@@ -102,6 +102,7 @@ def test_small_model_follows_onnxruntime(small, kind):
     assert a.argmax >= 0.98 and a.within1 >= 0.99 and a.exact >= 0.95 and a.max_lsb <= 1, a
     if kind == "u8":
         assert any("uint8" in w for w in c.quant["warnings"])
+    assert not any("bias before rounding" in w for w in c.quant["warnings"])  # Gemm: one
     # calibrating instead drops the model's scales, and says so
     own = compiled(small[kind], calib, "calibrate")
     assert own.schedule.output_qp.scale != pytest.approx(s_out, rel=1e-3)
@@ -134,6 +135,9 @@ def test_default_model_onnxruntime_qdq(tmp_path):
     x, y = load_fashion_mnist("test", limit=120)
     c = compiled(model, calibration())
     assert c.quant["given_weights"] == 26 and c.quant["mcuc_weights"] == 0
+    # 4 Linear layers a block whose MatMul output the quantizer rounds before the bias Add
+    assert sum("24 Linear layers add their bias before rounding" in w
+               for w in c.quant["warnings"]) == 1
     q, o = run_mcuc(c, x), run_ort_unfused(model, x)
     a = agreement(c, q, o)
     assert a.argmax >= 0.95 and a.within1 >= 0.50, a
