@@ -23,7 +23,7 @@ pytest.importorskip("onnxruntime")
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 sys.path.insert(0, str(SCRIPTS))   # the bench harness lives in scripts/, outside the package
 
-from bench_quant import agreement, calibration, ort_qdq, run_mcuc, run_ort  # noqa: E402
+from bench_quant import agreement, calibration, ort_qdq, run_mcuc, run_ort_unfused  # noqa: E402
 
 
 def small_float(path: Path) -> Path:
@@ -82,7 +82,10 @@ def _model_output_qp(model: Path) -> tuple[float, int]:
 @pytest.mark.parametrize("kind", ["pc", "u8"])
 def test_small_model_follows_onnxruntime(small, kind):
     """Per-channel int8, and per-tensor weights with uint8 activations: mcuc uses the
-    model's scales (weights, output) and matches onnxruntime to rounding."""
+    model's scales (weights, output) and matches onnxruntime to rounding. onnxruntime
+    runs the QDQ graph as written (run_ort_unfused): its default session's fused u8 x s8
+    kernels saturate pair sums to int16 on x86 without VNNI, which put "pc" at 23% of
+    outputs within 1 LSB on such a host (AVX2 only) and 100% on others."""
     x, calib = small["x"], np.load(small["calib"])
     c = compiled(small[kind], calib)
     assert c.quant["mode"] == "given" and c.quant["given_weights"] == 3
@@ -95,10 +98,11 @@ def test_small_model_follows_onnxruntime(small, kind):
                    if i.name == "w2_scale"]
     w2 = next(v for v in c.qgraph.weight_scales.values() if v.size == 10)
     assert np.allclose(w2, np.broadcast_to(w2_given, (10,)), rtol=1e-7)
-    a = agreement(c, run_mcuc(c, x), run_ort(small[kind], x))
+    a = agreement(c, run_mcuc(c, x), run_ort_unfused(small[kind], x))
     assert a.argmax >= 0.98 and a.within1 >= 0.99 and a.exact >= 0.95 and a.max_lsb <= 1, a
     if kind == "u8":
         assert any("uint8" in w for w in c.quant["warnings"])
+    assert not any("bias before rounding" in w for w in c.quant["warnings"])  # Gemm: one
     # calibrating instead drops the model's scales, and says so
     own = compiled(small[kind], calib, "calibrate")
     assert own.schedule.output_qp.scale != pytest.approx(s_out, rel=1e-3)
@@ -114,23 +118,27 @@ def test_asymmetric_weights_converted(small):
     assert sum("asymmetric" in w for w in c.quant["warnings"]) == 1
     assert (c.schedule.output_qp.scale, c.schedule.output_qp.zero_point) == \
         pytest.approx(_model_output_qp(small["asym"]), rel=1e-7)
-    a = agreement(c, run_mcuc(c, x), run_ort(small["asym"], x))
+    a = agreement(c, run_mcuc(c, x), run_ort_unfused(small["asym"], x))
     assert a.argmax >= 0.95 and a.within1 >= 0.99, a
 
 
 def test_default_model_onnxruntime_qdq(tmp_path):
     """The trained default model quantized by onnxruntime (per-channel int8, QDQ) on 120
-    Fashion-MNIST test images. Measured on this slice: argmax agreement 97.5%, 56.2% of
-    logits within 1 LSB, top-1 88.3% (mcuc) vs 89.2% (onnxruntime); 1,000 images in
-    bench/quant.md. mcuc's integer LayerNorm, softmax (1/256 output) and table GELU round
-    differently from onnxruntime's float ops between QDQ pairs, and mcuc fuses a Linear's
-    bias where onnxruntime rounds the product first, so logits drift by a few LSB over six
-    blocks while classes agree; the thresholds leave a little room below the measure."""
+    Fashion-MNIST test images, against the QDQ graph as written (run_ort_unfused).
+    Measured on this slice: argmax agreement 96.7%, 58.5% of logits within 1 LSB, top-1
+    88.3% (mcuc) vs 89.2% (onnxruntime); 1,000 images in bench/quant.md. mcuc fuses a
+    Linear's bias where the model rounds the product first, and its integer LayerNorm
+    differs from the float one by 1 LSB on ~1% of elements; six residual blocks and the
+    final LayerNorm amplify these into a few LSB of logits while classes agree (the
+    bench's step table). The thresholds leave a little room below the measure."""
     model = ort_qdq(DEFAULT_MODEL, tmp_path / "pc.onnx", calibration())
     x, y = load_fashion_mnist("test", limit=120)
     c = compiled(model, calibration())
     assert c.quant["given_weights"] == 26 and c.quant["mcuc_weights"] == 0
-    q, o = run_mcuc(c, x), run_ort(model, x)
+    # 4 Linear layers a block whose MatMul output the quantizer rounds before the bias Add
+    assert sum("24 Linear layers add their bias before rounding" in w
+               for w in c.quant["warnings"]) == 1
+    q, o = run_mcuc(c, x), run_ort_unfused(model, x)
     a = agreement(c, q, o)
     assert a.argmax >= 0.95 and a.within1 >= 0.50, a
     assert np.mean(q.argmax(1) == y) >= np.mean(o.argmax(1) == y) - 0.03

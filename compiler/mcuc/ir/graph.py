@@ -67,13 +67,15 @@ class GivenQuant:
     int8/uint8 constant a DequantizeLinear produced (scale and zero point one value, or one
     per index of `axis`), matched by value after canonicalization (which transposes and
     renames weights). `constants`: float constants whose Q/DQ pair was dropped (used at
-    full precision)."""
+    full precision). `products`: Linear layers whose bias canonicalization fused
+    although the model quantizes the product before adding it (mcuc rounds once)."""
 
     acts: dict[str, tuple[float, int]] = field(default_factory=dict)
     weights: list[tuple[np.ndarray, np.ndarray, np.ndarray, int | None]] = \
         field(default_factory=list)
     uint8: int = 0
     constants: int = 0
+    products: int = 0
 
 
 @dataclass

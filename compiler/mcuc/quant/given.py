@@ -5,9 +5,10 @@ Activations: a tensor the model quantizes gets its (scale, zero point); uint8 be
 int8 with the zero point shifted by -128 (exact). Tensors the model leaves in float --
 the intermediates of what mcuc fuses (GELU's erf chain, LayerNorm's statistics) or ops the
 quantizer skipped -- keep the calibrated parameters they were given before. mcuc's integer
-spec fixes two things a model may state otherwise: Reshape/Transpose/Slice are views,
+spec fixes three things a model may state otherwise: Reshape/Transpose/Slice are views,
 so their output keeps their input's parameters, and Softmax's output is 1/256 with zero
-point -128.
+point -128. A Linear's bias is added before its single rounding, where onnxruntime's
+quantizer rounds the MatMul's product first and then the Add (one warning line).
 
 Weights: a Linear/Conv weight that equals (after the transposes canonicalization
 made) the value of a DequantizeLinear with zero point 0 (int8, or uint8 at 128) and one
@@ -87,6 +88,10 @@ def given_activations(qg: QGraph) -> tuple[dict[str, QParams], list[str], int, i
     if soft:
         notes.append(f"quant: {soft} Softmax outputs use scale 1/256, zero point -128 "
                      "instead of the model's (mcuc's integer softmax)")
+    if given.products:
+        notes.append(f"quant: {given.products} Linear layers add their bias before rounding "
+                     "where the model rounds the product first (MatMul -> QDQ -> Add); "
+                     "mcuc rounds once (1 LSB apart on some outputs)")
     if given.constants:
         notes.append(f"quant: {given.constants} quantized float constants are used at full "
                      "precision (mcuc folds them into integer parameters)")
