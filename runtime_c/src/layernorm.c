@@ -291,39 +291,73 @@ static void ln_row10(const mcuc_layernorm_params_t *p, const int8_t *xr, int8_t 
  * element (ln_one16: the exact formula where u is 0 or 65535). Four elements a step: one
  * word of x, the two pairs (0, 2) and (1, 3) of its byte lanes, one word of y (USAT16,
  * PKHTB). */
-static __attribute__((noinline)) int32_t ln_fast16(const int8_t *x, int8_t *y,
+/* One group of four (ln_fast16's step): 0 where a pair is near a boundary (nothing
+ * written, y not advanced), else 1 with y[0..4) written and x, y, f past the group. */
+/* One word from x, then x += 4, and one word to y, then y += 4, at any alignment (LDR/STR
+ * post-indexed: gcc adds an unrolled loop's pointer steps separately). */
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+#define LN_LDR_POST(w, p) __asm__("ldr %0, [%1], #4" : "=r"(w), "+r"(p) : : "memory")
+#define LN_STR_POST(w, p) __asm__("str %1, [%0], #4" : "+r"(p) : "r"(w) : "memory")
+#else
+#define LN_LDR_POST(w, p)                                                                \
+    do {                                                                                 \
+        (w) = mcuc_read32(p);                                                            \
+        (p) += 4;                                                                        \
+    } while (0)
+#define LN_STR_POST(w, p)                                                                \
+    do {                                                                                 \
+        mcuc_write32(p, w);                                                              \
+        (p) += 4;                                                                        \
+    } while (0)
+#endif
+
+MCUC_ALWAYS_INLINE static int ln_group16(const int8_t **xp, int8_t **yp, const int32_t **fp,
+                                         int32_t k, int32_t c, uint32_t mask)
+{
+    const int32_t one = 65536;
+    uint32_t w;
+    LN_LDR_POST(w, *xp);
+    const uint32_t lo = mcuc_and_lsl8(mask, w); /* lanes x0 2^8, x2 2^8 */
+    const uint32_t hi = w & 0xFF00FF00u;        /* lanes x1 2^8, x3 2^8 */
+    const int32_t *f = *fp;
+    int32_t g0, c0, g1, c1, g2, c2, g3, c3;
+    MCUC_LDRD_POST(g0, c0, f, 8);
+    MCUC_LDRD_POST(g2, c2, f, 8);
+    const uint32_t t0 = (uint32_t)mcuc_smmla(mcuc_smlawb(k, lo, c), g0, c0);
+    const uint32_t t2 = (uint32_t)mcuc_smmla(mcuc_smlawt(k, lo, c), g2, c2);
+    if ((uint32_t)mcuc_smlabb(t0, t2, one) <= 131072u) {
+        return 0;
+    }
+    MCUC_LDRD_POST(g1, c1, f, 8);
+    MCUC_LDRD_POST(g3, c3, f, 8);
+    const uint32_t t1 = (uint32_t)mcuc_smmla(mcuc_smlawb(k, hi, c), g1, c1);
+    const uint32_t t3 = (uint32_t)mcuc_smmla(mcuc_smlawt(k, hi, c), g3, c3);
+    if ((uint32_t)mcuc_smlabb(t1, t3, one) <= 131072u) {
+        return 0;
+    }
+    const uint32_t e = mcuc_usat16_8(mcuc_pkhtb16(t0, t2)); /* bytes 0, 2 */
+    const uint32_t o = mcuc_usat16_8(mcuc_pkhtb16(t1, t3)); /* bytes 1, 3 */
+    mcuc_write32(*yp, (e | o << 8) ^ 0x80808080u);
+    *yp += 4;
+    *fp = f;
+    return 1;
+}
+
+/* The groups of four of y[0..n4 - n4 mod 8) until one has a pair near a boundary;
+ * returns where it stopped. Two groups a loop step, so that the loop's compare and branch
+ * count once per eight elements (ln_rest16 takes a last group of four). */
+static __attribute__((noinline)) int8_t *ln_fast16(const int8_t *x, int8_t *y,
                                                    const int32_t *f, int32_t n4, int32_t k,
                                                    int32_t c)
 {
-    int8_t *const y0 = y, *const y4 = y + n4;
-    const int32_t one = 65536;
+    int8_t *const y8 = y + (n4 & ~7);
     const uint32_t mask = 0xFF00FFFFu;
-    while (y != y4) {
-        const uint32_t w = mcuc_read32(x);
-        const uint32_t lo = mcuc_and_lsl8(mask, w); /* lanes x0 2^8, x2 2^8 */
-        const uint32_t hi = w & 0xFF00FF00u;        /* lanes x1 2^8, x3 2^8 */
-        int32_t g0, c0, g1, c1, g2, c2, g3, c3;
-        x += 4;
-        MCUC_LDRD_POST(g0, c0, f, 8);
-        MCUC_LDRD_POST(g2, c2, f, 8);
-        const uint32_t t0 = (uint32_t)mcuc_smmla(mcuc_smlawb(k, lo, c), g0, c0);
-        const uint32_t t2 = (uint32_t)mcuc_smmla(mcuc_smlawt(k, lo, c), g2, c2);
-        if ((uint32_t)mcuc_smlabb(t0, t2, one) <= 131072u) {
-            break;
+    while (y != y8) {
+        if (!ln_group16(&x, &y, &f, k, c, mask) || !ln_group16(&x, &y, &f, k, c, mask)) {
+            return y;
         }
-        MCUC_LDRD_POST(g1, c1, f, 8);
-        MCUC_LDRD_POST(g3, c3, f, 8);
-        const uint32_t t1 = (uint32_t)mcuc_smmla(mcuc_smlawb(k, hi, c), g1, c1);
-        const uint32_t t3 = (uint32_t)mcuc_smmla(mcuc_smlawt(k, hi, c), g3, c3);
-        if ((uint32_t)mcuc_smlabb(t1, t3, one) <= 131072u) {
-            break;
-        }
-        const uint32_t e = mcuc_usat16_8(mcuc_pkhtb16(t0, t2)); /* bytes 0, 2 */
-        const uint32_t o = mcuc_usat16_8(mcuc_pkhtb16(t1, t3)); /* bytes 1, 3 */
-        mcuc_write32(y, (e | o << 8) ^ 0x80808080u);
-        y += 4;
     }
-    return (int32_t)(y - y0);
+    return y;
 }
 
 /* One element of ln_row16 alone (the last cols mod 4, and the groups ln_fast16 stops
@@ -339,33 +373,45 @@ static int8_t ln_one16(const mcuc_layernorm_params_t *p, const int32_t *f, int32
                                   : (int8_t)((int32_t)mcuc_usat8((int32_t)t >> 16) - 128);
 }
 
-static void ln_row16(const mcuc_layernorm_params_t *p, const int8_t *xr, int8_t *yr,
-                     int32_t sum, uint32_t s)
+/* The rest of a ln_row16 row from element i, where ln_fast16 stopped (at a group with a
+ * pair near a boundary, or at the last cols mod 8): out of line, since it is rare in
+ * rows of a multiple of eight. */
+static __attribute__((noinline)) void ln_rest16(const mcuc_layernorm_params_t *p,
+                                                const int8_t *xr, int8_t *yr, int32_t i,
+                                                int32_t k, int32_t c, int32_t sum,
+                                                uint32_t s)
 {
     const int32_t cols = p->cols, n4 = cols & ~3;
-    int inexact = 0;
-    const int32_t k = (int32_t)div_2p16((uint32_t)cols << 18, s, &inexact);
-    const uint32_t v = div_2p16((sum < 0 ? 0u - (uint32_t)sum : (uint32_t)sum) << 10, s,
-                                &inexact);
-    const int32_t c = (sum >= 0 ? -(int32_t)v - inexact : (int32_t)v) + 1;
     const int32_t *const f = p->fast;
-    int32_t i = 0;
-    for (;;) {
-        i += ln_fast16(xr + i, yr + i, f + 2 * i, n4 - i, k, c);
-        if (i == n4) {
-            break;
-        }
-        /* the group with a pair near a boundary, element by element; within a group the
-         * table holds elements 0, 2, 1, 3 */
-        for (int32_t j = 0; j < 4; ++j) {
-            const int32_t at = i + (j == 1 ? 2 : (j == 2 ? 1 : j));
-            yr[i + j] = ln_one16(p, f + 2 * at, i + j, xr[i + j], k, c, sum, s);
+    while (i < n4) {
+        const int8_t *xg = xr + i;
+        int8_t *yg = yr + i;
+        const int32_t *fg = f + 2 * i;
+        if (!ln_group16(&xg, &yg, &fg, k, c, 0xFF00FFFFu)) {
+            /* a pair near a boundary: the group element by element; within a group the
+             * table holds elements 0, 2, 1, 3 */
+            for (int32_t j = 0; j < 4; ++j) {
+                const int32_t at = i + (j == 1 ? 2 : (j == 2 ? 1 : j));
+                yr[i + j] = ln_one16(p, f + 2 * at, i + j, xr[i + j], k, c, sum, s);
+            }
         }
         i += 4;
+        i = (int32_t)(ln_fast16(xr + i, yr + i, f + 2 * i, n4 - i, k, c) - yr);
     }
     for (; i < cols; ++i) {
         yr[i] = ln_one16(p, f + 2 * i, i, xr[i], k, c, sum, s);
     }
+}
+
+/* ln_row16's per-row constants k and c (ln_fast10's comment): two base-2^16 UDIV pairs. */
+MCUC_ALWAYS_INLINE static int32_t ln_kc16(int32_t cols, int32_t sum, uint32_t s, int32_t *c)
+{
+    int inexact = 0;
+    const int32_t k = (int32_t)div_2p16((uint32_t)cols << 18, s, &inexact);
+    const uint32_t v = div_2p16((sum < 0 ? 0u - (uint32_t)sum : (uint32_t)sum) << 10, s,
+                                &inexact);
+    *c = (sum >= 0 ? -(int32_t)v - inexact : (int32_t)v) + 1;
+    return k;
 }
 
 /* One row given its sum and sigma: the fast loop when the row's constants fit. */
@@ -417,22 +463,25 @@ MCUC_ALWAYS_INLINE static uint32_t ln_stats8(const int8_t *x, int32_t *sq)
 MCUC_ALWAYS_INLINE static int32_t ln_stats(const int8_t *xr, int32_t cols, int32_t *sq_out)
 {
     const uint32_t ones = 0x00010001u;
-    int32_t sum = 0, sq = 0, i = 0;
-    for (; i + 16 <= cols; i += 16) {
-        sum = mcuc_smlad(ln_stats8(xr + i, &sq), ones, sum);
-        sum = mcuc_smlad(ln_stats8(xr + i + 8, &sq), ones, sum);
+    const int8_t *const e16 = xr + (cols & ~15), *const end = xr + cols;
+    int32_t sum = 0, sq = 0;
+    for (; xr != e16; xr += 16) {
+        sum = mcuc_smlad(ln_stats8(xr, &sq), ones, sum);
+        sum = mcuc_smlad(ln_stats8(xr + 8, &sq), ones, sum);
     }
-    for (; i + 4 <= cols; i += 4) {
-        const uint32_t w = mcuc_read32(xr + i);
-        const uint32_t lo = mcuc_sxtb16(w), hi = mcuc_sxtb16_ror8(w);
-        sum = mcuc_smlad(lo, ones, sum);
-        sq = mcuc_smlad(lo, lo, sq);
-        sum = mcuc_smlad(hi, ones, sum);
-        sq = mcuc_smlad(hi, hi, sq);
-    }
-    for (; i < cols; ++i) {
-        sum += xr[i];
-        sq += xr[i] * xr[i];
+    if (xr != end) { /* the last cols mod 16 */
+        for (; end - xr >= 4; xr += 4) {
+            const uint32_t w = mcuc_read32(xr);
+            const uint32_t lo = mcuc_sxtb16(w), hi = mcuc_sxtb16_ror8(w);
+            sum = mcuc_smlad(lo, ones, sum);
+            sq = mcuc_smlad(lo, lo, sq);
+            sum = mcuc_smlad(hi, ones, sum);
+            sq = mcuc_smlad(hi, hi, sq);
+        }
+        for (; xr != end; ++xr) {
+            sum += *xr;
+            sq += *xr * *xr;
+        }
     }
     *sq_out = sq;
     return sum;
@@ -452,15 +501,24 @@ static __attribute__((noinline)) void ln_row_other(const mcuc_layernorm_params_t
 static __attribute__((noinline)) void ln_rows16(const mcuc_layernorm_params_t *p,
                                                 const int8_t *x, int8_t *y)
 {
-    const int32_t cols = p->cols, rows = p->rows;
-    const uint32_t eps = (uint32_t)p->eps_q, s_min = 8u * (uint32_t)cols;
+    const int32_t cols = p->cols, n4 = cols & ~3;
+    const uint32_t eps = (uint32_t)p->eps_q;
+    /* ln_row16's range s > 8 cols, s >= 15, s < 65536 as one unsigned compare */
+    const uint32_t s_lo = 8u * (uint32_t)cols + 1u < 15u ? 15u : 8u * (uint32_t)cols + 1u;
+    const uint32_t s_span = 65536u - s_lo;
+    const int8_t *const x_end = x + (int64_t)p->rows * cols;
     uint32_t s = 0; /* the previous row's sigma: the next one's first guess */
-    for (int32_t r = 0; r < rows; ++r, x += cols, y += cols) {
+    for (; x != x_end; x += cols, y += cols) {
         int32_t sq;
         const int32_t sum = ln_stats(x, cols, &sq);
         s = isqrt_near((uint32_t)cols * (uint32_t)sq - (uint32_t)sum * (uint32_t)sum + eps, s);
-        if (s > s_min && s >= 15 && s < 65536) {
-            ln_row16(p, x, y, sum, s);
+        if (s - s_lo < s_span) { /* ln_row16 */
+            int32_t c;
+            const int32_t k = ln_kc16(cols, sum, s, &c);
+            const int8_t *const stop = ln_fast16(x, y, p->fast, n4, k, c);
+            if (stop != y + cols) {
+                ln_rest16(p, x, y, (int32_t)(stop - y), k, c, sum, s);
+            }
         } else {
             ln_row_other(p, x, y, sum, s);
         }
