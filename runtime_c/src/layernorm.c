@@ -346,9 +346,9 @@ MCUC_ALWAYS_INLINE static int ln_group16(const int8_t **xp, int8_t **yp, const i
 /* The groups of four of y[0..n4 - n4 mod 8) until one has a pair near a boundary;
  * returns where it stopped. Two groups a loop step, so that the loop's compare and branch
  * count once per eight elements (ln_rest16 takes a last group of four). */
-static __attribute__((noinline)) int8_t *ln_fast16(const int8_t *x, int8_t *y,
-                                                   const int32_t *f, int32_t n4, int32_t k,
-                                                   int32_t c)
+MCUC_ALWAYS_INLINE static int8_t *ln_fast16_in(const int8_t *x, int8_t *y,
+                                              const int32_t *f, int32_t n4, int32_t k,
+                                              int32_t c)
 {
     int8_t *const y8 = y + (n4 & ~7);
     const uint32_t mask = 0xFF00FFFFu;
@@ -358,6 +358,36 @@ static __attribute__((noinline)) int8_t *ln_fast16(const int8_t *x, int8_t *y,
         }
     }
     return y;
+}
+
+static __attribute__((noinline)) int8_t *ln_fast16(const int8_t *x, int8_t *y,
+                                                   const int32_t *f, int32_t n4, int32_t k,
+                                                   int32_t c)
+{
+    return ln_fast16_in(x, y, f, n4, k, c);
+}
+
+/* ln_row16's per-row constants k and c (ln_fast10's comment): two base-2^16 UDIV pairs. */
+MCUC_ALWAYS_INLINE static int32_t ln_kc16(int32_t cols, int32_t sum, uint32_t s, int32_t *c)
+{
+    int inexact = 0;
+    const int32_t k = (int32_t)div_2p16((uint32_t)cols << 18, s, &inexact);
+    const uint32_t v = div_2p16((sum < 0 ? 0u - (uint32_t)sum : (uint32_t)sum) << 10, s,
+                                &inexact);
+    *c = (sum >= 0 ? -(int32_t)v - inexact : (int32_t)v) + 1;
+    return k;
+}
+
+/* A ln_row16 row from its start: k and c, then ln_fast16's loop; returns where that
+ * stopped (ln_rest16 goes on from there). Out of line with k and c its own, so that
+ * the row loop keeps few values across the call. */
+static __attribute__((noinline)) int8_t *ln_norm16(const mcuc_layernorm_params_t *p,
+                                                   const int8_t *x, int8_t *y, int32_t sum,
+                                                   uint32_t s)
+{
+    int32_t c;
+    const int32_t k = ln_kc16(p->cols, sum, s, &c);
+    return ln_fast16_in(x, y, p->fast, p->cols, k, c);
 }
 
 /* One element of ln_row16 alone (the last cols mod 4, and the groups ln_fast16 stops
@@ -378,11 +408,12 @@ static int8_t ln_one16(const mcuc_layernorm_params_t *p, const int32_t *f, int32
  * rows of a multiple of eight. */
 static __attribute__((noinline)) void ln_rest16(const mcuc_layernorm_params_t *p,
                                                 const int8_t *xr, int8_t *yr, int32_t i,
-                                                int32_t k, int32_t c, int32_t sum,
-                                                uint32_t s)
+                                                int32_t sum, uint32_t s)
 {
     const int32_t cols = p->cols, n4 = cols & ~3;
     const int32_t *const f = p->fast;
+    int32_t c;
+    const int32_t k = ln_kc16(cols, sum, s, &c);
     while (i < n4) {
         const int8_t *xg = xr + i;
         int8_t *yg = yr + i;
@@ -401,17 +432,6 @@ static __attribute__((noinline)) void ln_rest16(const mcuc_layernorm_params_t *p
     for (; i < cols; ++i) {
         yr[i] = ln_one16(p, f + 2 * i, i, xr[i], k, c, sum, s);
     }
-}
-
-/* ln_row16's per-row constants k and c (ln_fast10's comment): two base-2^16 UDIV pairs. */
-MCUC_ALWAYS_INLINE static int32_t ln_kc16(int32_t cols, int32_t sum, uint32_t s, int32_t *c)
-{
-    int inexact = 0;
-    const int32_t k = (int32_t)div_2p16((uint32_t)cols << 18, s, &inexact);
-    const uint32_t v = div_2p16((sum < 0 ? 0u - (uint32_t)sum : (uint32_t)sum) << 10, s,
-                                &inexact);
-    *c = (sum >= 0 ? -(int32_t)v - inexact : (int32_t)v) + 1;
-    return k;
 }
 
 /* One row given its sum and sigma: the fast loop when the row's constants fit. */
@@ -446,28 +466,52 @@ static void ln_row(const mcuc_layernorm_params_t *p, const int8_t *xr, int8_t *y
     }
 }
 
-/* Eight bytes of a row: their squares added to *sq (SMLAD), their sum returned as two
- * 16-bit lanes (SADD16; each lane sums four bytes). */
-MCUC_ALWAYS_INLINE static uint32_t ln_stats8(const int8_t *x, int32_t *sq)
+/* Eight bytes of a row, w0 and w1: their squares added to *sq (SMLAD), their sum returned
+ * as two 16-bit lanes (SADD16; each lane sums four bytes). */
+MCUC_ALWAYS_INLINE static uint32_t ln_stats8(uint32_t w0, uint32_t w1, int32_t *sq)
 {
-    const uint32_t w0 = mcuc_read32(x), w1 = mcuc_read32(x + 4);
     const uint32_t l0 = mcuc_sxtb16(w0), h0 = mcuc_sxtb16_ror8(w0);
     const uint32_t l1 = mcuc_sxtb16(w1), h1 = mcuc_sxtb16_ror8(w1);
     *sq = mcuc_smlad(h1, h1, mcuc_smlad(l1, l1, mcuc_smlad(h0, h0, mcuc_smlad(l0, l0, *sq))));
     return mcuc_sadd16(mcuc_sadd16(l0, h0), mcuc_sadd16(l1, h1));
 }
 
-/* The sum of a row, and its sum of squares in *sq_out: 16 bytes a step, the sum of each 8
- * as two 16-bit lanes (SADD16, |lane| <= 512), then one SMLAD with ones; the squares by
- * SMLAD on SXTB16 lanes. */
+/* w0, w1 = the two words at p, then p += 8: one post-indexed LDRD, which needs p
+ * word-aligned (any alignment for the portable build's two reads). */
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+#define LN_LDRD8_POST(w0, w1, p)                                                         \
+    __asm__("ldrd %0, %1, [%2], #8" : "=r"(w0), "=r"(w1), "+r"(p) : : "memory")
+#else
+#define LN_LDRD8_POST(w0, w1, p)                                                         \
+    do {                                                                                 \
+        (w0) = mcuc_read32(p);                                                           \
+        (w1) = mcuc_read32((p) + 4);                                                     \
+        (p) += 8;                                                                        \
+    } while (0)
+#endif
+
+/* The sum of a row, and its sum of squares in *sq_out: 16 bytes a step (two LDRDs where
+ * the row is word-aligned), the sum of each 8 as two 16-bit lanes (SADD16, |lane| <= 512),
+ * then one SMLAD with ones; the squares by SMLAD on SXTB16 lanes. */
 MCUC_ALWAYS_INLINE static int32_t ln_stats(const int8_t *xr, int32_t cols, int32_t *sq_out)
 {
     const uint32_t ones = 0x00010001u;
     const int8_t *const e16 = xr + (cols & ~15), *const end = xr + cols;
     int32_t sum = 0, sq = 0;
-    for (; xr != e16; xr += 16) {
-        sum = mcuc_smlad(ln_stats8(xr, &sq), ones, sum);
-        sum = mcuc_smlad(ln_stats8(xr + 8, &sq), ones, sum);
+    if (((uintptr_t)xr & 3u) == 0) {
+        while (xr != e16) {
+            uint32_t w0, w1, w2, w3;
+            LN_LDRD8_POST(w0, w1, xr);
+            LN_LDRD8_POST(w2, w3, xr);
+            sum = mcuc_smlad(ln_stats8(w0, w1, &sq), ones, sum);
+            sum = mcuc_smlad(ln_stats8(w2, w3, &sq), ones, sum);
+        }
+    } else {
+        for (; xr != e16; xr += 16) {
+            sum = mcuc_smlad(ln_stats8(mcuc_read32(xr), mcuc_read32(xr + 4), &sq), ones, sum);
+            sum = mcuc_smlad(ln_stats8(mcuc_read32(xr + 8), mcuc_read32(xr + 12), &sq), ones,
+                             sum);
+        }
     }
     if (xr != end) { /* the last cols mod 16 */
         for (; end - xr >= 4; xr += 4) {
@@ -501,7 +545,7 @@ static __attribute__((noinline)) void ln_row_other(const mcuc_layernorm_params_t
 static __attribute__((noinline)) void ln_rows16(const mcuc_layernorm_params_t *p,
                                                 const int8_t *x, int8_t *y)
 {
-    const int32_t cols = p->cols, n4 = cols & ~3;
+    const int32_t cols = p->cols;
     const uint32_t eps = (uint32_t)p->eps_q;
     /* ln_row16's range s > 8 cols, s >= 15, s < 65536 as one unsigned compare */
     const uint32_t s_lo = 8u * (uint32_t)cols + 1u < 15u ? 15u : 8u * (uint32_t)cols + 1u;
@@ -513,11 +557,9 @@ static __attribute__((noinline)) void ln_rows16(const mcuc_layernorm_params_t *p
         const int32_t sum = ln_stats(x, cols, &sq);
         s = isqrt_near((uint32_t)cols * (uint32_t)sq - (uint32_t)sum * (uint32_t)sum + eps, s);
         if (s - s_lo < s_span) { /* ln_row16 */
-            int32_t c;
-            const int32_t k = ln_kc16(cols, sum, s, &c);
-            const int8_t *const stop = ln_fast16(x, y, p->fast, n4, k, c);
+            const int8_t *const stop = ln_norm16(p, x, y, sum, s);
             if (stop != y + cols) {
-                ln_rest16(p, x, y, (int32_t)(stop - y), k, c, sum, s);
+                ln_rest16(p, x, y, (int32_t)(stop - y), sum, s);
             }
         } else {
             ln_row_other(p, x, y, sum, s);
