@@ -285,36 +285,44 @@ static void ln_row10(const mcuc_layernorm_params_t *p, const int8_t *xr, int8_t 
  * half of t (u = t mod 2^16) is neither 0 nor 65535, T lies strictly inside (M, M + 2^16)
  * with M = t - u: V is not an integer (no tie) and y_zp + 128 + floor(V) = t >> 16, which
  * USAT16 clamps to 0..255 (y + 128). Elements two by two: with f the low half as a signed
- * 16-bit lane, u in {0, 65535} means f in {-1, 0}, so then |f_a f_b| <= 2^15 and SMLABB's
- * 2^16 + f_a f_b lies in [0, 2^17]; a pair in that range (rarely otherwise: about 2^-14
- * of pairs) stops ln_fast16 before its group of four, which ln_row16 takes element by
- * element (ln_one16: the exact formula where u is 0 or 65535). Four elements a step: one
- * word of x, the two pairs (0, 2) and (1, 3) of its byte lanes, one word of y (USAT16,
- * PKHTB). */
-/* One group of four (ln_fast16's step): 0 where a pair is near a boundary (nothing
- * written, y not advanced), else 1 with y[0..4) written and x, y, f past the group. */
-/* One word from x, then x += 4, and one word to y, then y += 4, at any alignment (LDR/STR
- * post-indexed: gcc adds an unrolled loop's pointer steps separately). */
+ * 16-bit lane, u in {0, 65535} means f in {-1, 0}, so then f_a f_b is 0 or -f_b, in
+ * [-32767, 32768], and SMLABB's 32767 + f_a f_b lies in [0, 65535] (its top half is 0); a
+ * group of four with such a pair (rarely otherwise: 3.5e-4 of uniform pairs) stops ln_fast16,
+ * and ln_rest16 takes it element by element (ln_one16: the exact formula where u is 0 or
+ * 65535). Four elements a step: one word of x, the two pairs (0, 2) and (1, 3) of its
+ * byte lanes, one test for both (ln_group16), one word of y (USAT16, PKHTB). */
+/* One word from x, then x += 4, at any alignment (LDR post-indexed: gcc adds an unrolled
+ * loop's pointer steps separately); and SMULTT, the product of two top halves. */
 #if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
 #define LN_LDR_POST(w, p) __asm__("ldr %0, [%1], #4" : "=r"(w), "+r"(p) : : "memory")
-#define LN_STR_POST(w, p) __asm__("str %1, [%0], #4" : "+r"(p) : "r"(w) : "memory")
+static inline int32_t ln_smultt(uint32_t a, uint32_t b)
+{
+    int32_t r;
+    __asm__("smultt %0, %1, %2" : "=r"(r) : "r"(a), "r"(b));
+    return r;
+}
 #else
 #define LN_LDR_POST(w, p)                                                                \
     do {                                                                                 \
         (w) = mcuc_read32(p);                                                            \
         (p) += 4;                                                                        \
     } while (0)
-#define LN_STR_POST(w, p)                                                                \
-    do {                                                                                 \
-        mcuc_write32(p, w);                                                              \
-        (p) += 4;                                                                        \
-    } while (0)
+static inline int32_t ln_smultt(uint32_t a, uint32_t b)
+{
+    return mcuc_lane(a, 1) * mcuc_lane(b, 1);
+}
 #endif
 
+/* One group of four (ln_fast16's step): 0 where a pair may be near a boundary (nothing
+ * written, y not advanced), else 1 with y[0..4) written and x, y, f past the group.
+ * The pairs (0, 2) and (1, 3) in one test: a pair with an element near a boundary has
+ * SMLABB's 32767 + f_a f_b in [0, 65535] (ln_row16's comment; no overflow: |f_a f_b| <=
+ * 2^30), so its top half is 0, and then so is the product of the two pairs' top halves
+ * (SMULTT: two 16-bit factors, the product zero only if one of them is). */
 MCUC_ALWAYS_INLINE static int ln_group16(const int8_t **xp, int8_t **yp, const int32_t **fp,
                                          int32_t k, int32_t c, uint32_t mask)
 {
-    const int32_t one = 65536;
+    const int32_t half = 32767;
     uint32_t w;
     LN_LDR_POST(w, *xp);
     const uint32_t lo = mcuc_and_lsl8(mask, w); /* lanes x0 2^8, x2 2^8 */
@@ -325,17 +333,15 @@ MCUC_ALWAYS_INLINE static int ln_group16(const int8_t **xp, int8_t **yp, const i
     MCUC_LDRD_POST(g2, c2, f, 8);
     const uint32_t t0 = (uint32_t)mcuc_smmla(mcuc_smlawb(k, lo, c), g0, c0);
     const uint32_t t2 = (uint32_t)mcuc_smmla(mcuc_smlawt(k, lo, c), g2, c2);
-    if ((uint32_t)mcuc_smlabb(t0, t2, one) <= 131072u) {
-        return 0;
-    }
+    const uint32_t v02 = (uint32_t)mcuc_smlabb(t0, t2, half);
+    const uint32_t e = mcuc_usat16_8(mcuc_pkhtb16(t0, t2)); /* bytes 0, 2 */
     MCUC_LDRD_POST(g1, c1, f, 8);
     MCUC_LDRD_POST(g3, c3, f, 8);
     const uint32_t t1 = (uint32_t)mcuc_smmla(mcuc_smlawb(k, hi, c), g1, c1);
     const uint32_t t3 = (uint32_t)mcuc_smmla(mcuc_smlawt(k, hi, c), g3, c3);
-    if ((uint32_t)mcuc_smlabb(t1, t3, one) <= 131072u) {
+    if (ln_smultt(v02, (uint32_t)mcuc_smlabb(t1, t3, half)) == 0) {
         return 0;
     }
-    const uint32_t e = mcuc_usat16_8(mcuc_pkhtb16(t0, t2)); /* bytes 0, 2 */
     const uint32_t o = mcuc_usat16_8(mcuc_pkhtb16(t1, t3)); /* bytes 1, 3 */
     mcuc_write32(*yp, (e | o << 8) ^ 0x80808080u);
     *yp += 4;
