@@ -349,19 +349,24 @@ MCUC_ALWAYS_INLINE static int ln_group16(const int8_t **xp, int8_t **yp, const i
     return 1;
 }
 
-/* The groups of four of y[0..n4 - n4 mod 8) until one has a pair near a boundary;
- * returns where it stopped. Two groups a loop step, so that the loop's compare and branch
- * count once per eight elements (ln_rest16 takes a last group of four). */
+/* The groups of four of y[0..n - n mod 8) until one has a pair near a boundary; returns
+ * where it stopped. Four groups a loop step (then two, where n mod 16 >= 8), so that the
+ * loop's compare and branch count once per sixteen elements (ln_rest16 takes a last
+ * group of four). */
 MCUC_ALWAYS_INLINE static int8_t *ln_fast16_in(const int8_t *x, int8_t *y,
-                                              const int32_t *f, int32_t n4, int32_t k,
+                                              const int32_t *f, int32_t n, int32_t k,
                                               int32_t c)
 {
-    int8_t *const y8 = y + (n4 & ~7);
+    int8_t *const y16 = y + (n & ~15);
     const uint32_t mask = 0xFF00FFFFu;
-    while (y != y8) {
-        if (!ln_group16(&x, &y, &f, k, c, mask) || !ln_group16(&x, &y, &f, k, c, mask)) {
+    while (y != y16) {
+        if (!ln_group16(&x, &y, &f, k, c, mask) || !ln_group16(&x, &y, &f, k, c, mask) ||
+            !ln_group16(&x, &y, &f, k, c, mask) || !ln_group16(&x, &y, &f, k, c, mask)) {
             return y;
         }
+    }
+    if ((n & 8) != 0 && ln_group16(&x, &y, &f, k, c, mask)) {
+        (void)ln_group16(&x, &y, &f, k, c, mask);
     }
     return y;
 }
