@@ -353,9 +353,8 @@ MCUC_ALWAYS_INLINE static int ln_group16(const int8_t **xp, int8_t **yp, const i
  * where it stopped. Four groups a loop step (then two, where n mod 16 >= 8), so that the
  * loop's compare and branch count once per sixteen elements (ln_rest16 takes a last
  * group of four). */
-MCUC_ALWAYS_INLINE static int8_t *ln_fast16_in(const int8_t *x, int8_t *y,
-                                              const int32_t *f, int32_t n, int32_t k,
-                                              int32_t c)
+MCUC_ALWAYS_INLINE static int8_t *ln_fast16(const int8_t *x, int8_t *y, const int32_t *f,
+                                           int32_t n, int32_t k, int32_t c)
 {
     int8_t *const y16 = y + (n & ~15);
     const uint32_t mask = 0xFF00FFFFu;
@@ -369,13 +368,6 @@ MCUC_ALWAYS_INLINE static int8_t *ln_fast16_in(const int8_t *x, int8_t *y,
         (void)ln_group16(&x, &y, &f, k, c, mask);
     }
     return y;
-}
-
-static __attribute__((noinline)) int8_t *ln_fast16(const int8_t *x, int8_t *y,
-                                                   const int32_t *f, int32_t n4, int32_t k,
-                                                   int32_t c)
-{
-    return ln_fast16_in(x, y, f, n4, k, c);
 }
 
 /* ln_row16's per-row constants k and c (ln_fast10's comment): two base-2^16 UDIV pairs. */
@@ -398,7 +390,7 @@ static __attribute__((noinline)) int8_t *ln_norm16(const mcuc_layernorm_params_t
 {
     int32_t c;
     const int32_t k = ln_kc16(p->cols, sum, s, &c);
-    return ln_fast16_in(x, y, p->fast, p->cols, k, c);
+    return ln_fast16(x, y, p->fast, p->cols, k, c);
 }
 
 /* One element of ln_row16 alone (the last cols mod 4, and the groups ln_fast16 stops
@@ -415,8 +407,9 @@ static int8_t ln_one16(const mcuc_layernorm_params_t *p, const int32_t *f, int32
 }
 
 /* The rest of a ln_row16 row from element i, where ln_fast16 stopped (at a group with a
- * pair near a boundary, or at the last cols mod 8): out of line, since it is rare in
- * rows of a multiple of eight. */
+ * pair near a boundary, or at the last cols mod 8), a group of four at a time (the
+ * stopped one element by element), then the last cols mod 4: out of line and without
+ * ln_fast16's unrolled loop, since it is rare in rows of a multiple of eight. */
 static __attribute__((noinline)) void ln_rest16(const mcuc_layernorm_params_t *p,
                                                 const int8_t *xr, int8_t *yr, int32_t i,
                                                 int32_t sum, uint32_t s)
@@ -438,7 +431,6 @@ static __attribute__((noinline)) void ln_rest16(const mcuc_layernorm_params_t *p
             }
         }
         i += 4;
-        i = (int32_t)(ln_fast16(xr + i, yr + i, f + 2 * i, n4 - i, k, c) - yr);
     }
     for (; i < cols; ++i) {
         yr[i] = ln_one16(p, f + 2 * i, i, xr[i], k, c, sum, s);
