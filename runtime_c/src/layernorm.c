@@ -381,18 +381,6 @@ MCUC_ALWAYS_INLINE static int32_t ln_kc16(int32_t cols, int32_t sum, uint32_t s,
     return k;
 }
 
-/* A ln_row16 row from its start: k and c, then ln_fast16's loop; returns where that
- * stopped (ln_rest16 goes on from there). Out of line with k and c its own, so that
- * the row loop keeps few values across the call. */
-static __attribute__((noinline)) int8_t *ln_norm16(const mcuc_layernorm_params_t *p,
-                                                   const int8_t *x, int8_t *y, int32_t sum,
-                                                   uint32_t s)
-{
-    int32_t c;
-    const int32_t k = ln_kc16(p->cols, sum, s, &c);
-    return ln_fast16(x, y, p->fast, p->cols, k, c);
-}
-
 /* One element of ln_row16 alone (the last cols mod 4, and the groups ln_fast16 stops
  * at): its t from the table pair at f, the exact formula where the low half of t is 0 or
  * 65535. */
@@ -542,30 +530,55 @@ static __attribute__((noinline)) void ln_row_other(const mcuc_layernorm_params_t
     ln_row(p, xr, yr, sum, s == 0 ? 1 : (int64_t)s, (int64_t)isqrt_u32((uint32_t)p->cols) + 1);
 }
 
-/* Every row of a call that has p->fast and mcuc_layernorm_s8's `small` bounds: the
- * variance in uint32 (exact: it lies in [0, 2^31)), then ln_row16 where its sigma range
- * holds. One lean loop, so that a row costs little beyond its elements. */
+/* A row's sum and sigma (sigma's first guess on entry to ln_row16: the previous row's),
+ * and ln_row16's sigma range s_lo <= s < s_lo + s_span (s > 8 cols, s >= 15, s < 65536). */
+typedef struct {
+    int32_t sum;
+    uint32_t s, s_lo, s_span;
+} ln_row_t;
+
+/* One row of ln_rows16: its statistics, the variance in uint32 (exact: it lies in
+ * [0, 2^31)) and sigma; then, in ln_row16's sigma range, k and c and ln_fast16's loop.
+ * Returns where that stopped, or y outside the range (ln_rows16 tells the two apart by
+ * st->s). Out of line with few arguments, so that each step has the registers to itself
+ * (the row loop around it keeps few values). */
+static __attribute__((noinline)) int8_t *ln_row16(const mcuc_layernorm_params_t *p,
+                                                  const int8_t *x, int8_t *y, ln_row_t *st)
+{
+    const int32_t cols = p->cols;
+    int32_t sq;
+    const int32_t sum = ln_stats(x, cols, &sq);
+    const uint32_t s = isqrt_near((uint32_t)cols * (uint32_t)sq - (uint32_t)sum * (uint32_t)sum +
+                                      (uint32_t)p->eps_q,
+                                  st->s);
+    st->sum = sum;
+    st->s = s;
+    if (s - st->s_lo >= st->s_span) {
+        return y;
+    }
+    int32_t c;
+    const int32_t k = ln_kc16(cols, sum, s, &c);
+    return ln_fast16(x, y, p->fast, cols, k, c);
+}
+
+/* Every row of a call that has p->fast and mcuc_layernorm_s8's `small` bounds: ln_row16,
+ * then ln_rest16 where its loop stopped early or left the last cols mod 8, or the older
+ * row loop where sigma is outside its range. */
 static __attribute__((noinline)) void ln_rows16(const mcuc_layernorm_params_t *p,
                                                 const int8_t *x, int8_t *y)
 {
     const int32_t cols = p->cols;
-    const uint32_t eps = (uint32_t)p->eps_q;
-    /* ln_row16's range s > 8 cols, s >= 15, s < 65536 as one unsigned compare */
     const uint32_t s_lo = 8u * (uint32_t)cols + 1u < 15u ? 15u : 8u * (uint32_t)cols + 1u;
-    const uint32_t s_span = 65536u - s_lo;
+    ln_row_t st = {0, 0, s_lo, 65536u - s_lo};
     const int8_t *const x_end = x + (int64_t)p->rows * cols;
-    uint32_t s = 0; /* the previous row's sigma: the next one's first guess */
     for (; x != x_end; x += cols, y += cols) {
-        int32_t sq;
-        const int32_t sum = ln_stats(x, cols, &sq);
-        s = isqrt_near((uint32_t)cols * (uint32_t)sq - (uint32_t)sum * (uint32_t)sum + eps, s);
-        if (s - s_lo < s_span) { /* ln_row16 */
-            const int8_t *const stop = ln_norm16(p, x, y, sum, s);
-            if (stop != y + cols) {
-                ln_rest16(p, x, y, (int32_t)(stop - y), sum, s);
+        const int8_t *const stop = ln_row16(p, x, y, &st);
+        if (stop != y + cols) {
+            if (st.s - st.s_lo < st.s_span) {
+                ln_rest16(p, x, y, (int32_t)(stop - y), st.sum, st.s);
+            } else {
+                ln_row_other(p, x, y, st.sum, st.s);
             }
-        } else {
-            ln_row_other(p, x, y, sum, s);
         }
     }
 }
