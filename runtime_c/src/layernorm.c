@@ -285,45 +285,100 @@ static void ln_row10(const mcuc_layernorm_params_t *p, const int8_t *xr, int8_t 
  * half of t (u = t mod 2^16) is neither 0 nor 65535, T lies strictly inside (M, M + 2^16)
  * with M = t - u: V is not an integer (no tie) and y_zp + 128 + floor(V) = t >> 16, which
  * USAT16 clamps to 0..255 (y + 128). Elements two by two: with f the low half as a signed
- * 16-bit lane, u in {0, 65535} means f in {-1, 0}, so then |f_a f_b| <= 2^15 and SMLABB's
- * 2^16 + f_a f_b lies in [0, 2^17]; a pair in that range (rarely otherwise: about 2^-14
- * of pairs) stops ln_fast16 before its group of four, which ln_row16 takes element by
- * element (ln_one16: the exact formula where u is 0 or 65535). Four elements a step: one
- * word of x, the two pairs (0, 2) and (1, 3) of its byte lanes, one word of y (USAT16,
- * PKHTB). */
-static __attribute__((noinline)) int32_t ln_fast16(const int8_t *x, int8_t *y,
-                                                   const int32_t *f, int32_t n4, int32_t k,
-                                                   int32_t c)
+ * 16-bit lane, u in {0, 65535} means f in {-1, 0}, so then f_a f_b is 0 or -f_b, in
+ * [-32767, 32768], and SMLABB's 32767 + f_a f_b lies in [0, 65535] (its top half is 0); a
+ * group of four with such a pair (rarely otherwise: 3.5e-4 of uniform pairs) stops ln_fast16,
+ * and ln_rest16 takes it element by element (ln_one16: the exact formula where u is 0 or
+ * 65535). Four elements a step: one word of x, the two pairs (0, 2) and (1, 3) of its
+ * byte lanes, one test for both (ln_group16), one word of y (USAT16, PKHTB). */
+/* One word from x, then x += 4, at any alignment (LDR post-indexed: gcc adds an unrolled
+ * loop's pointer steps separately); and SMULTT, the product of two top halves. */
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+#define LN_LDR_POST(w, p) __asm__("ldr %0, [%1], #4" : "=r"(w), "+r"(p) : : "memory")
+static inline int32_t ln_smultt(uint32_t a, uint32_t b)
 {
-    int8_t *const y0 = y, *const y4 = y + n4;
-    const int32_t one = 65536;
-    const uint32_t mask = 0xFF00FFFFu;
-    while (y != y4) {
-        const uint32_t w = mcuc_read32(x);
-        const uint32_t lo = mcuc_and_lsl8(mask, w); /* lanes x0 2^8, x2 2^8 */
-        const uint32_t hi = w & 0xFF00FF00u;        /* lanes x1 2^8, x3 2^8 */
-        int32_t g0, c0, g1, c1, g2, c2, g3, c3;
-        x += 4;
-        MCUC_LDRD_POST(g0, c0, f, 8);
-        MCUC_LDRD_POST(g2, c2, f, 8);
-        const uint32_t t0 = (uint32_t)mcuc_smmla(mcuc_smlawb(k, lo, c), g0, c0);
-        const uint32_t t2 = (uint32_t)mcuc_smmla(mcuc_smlawt(k, lo, c), g2, c2);
-        if ((uint32_t)mcuc_smlabb(t0, t2, one) <= 131072u) {
-            break;
-        }
-        MCUC_LDRD_POST(g1, c1, f, 8);
-        MCUC_LDRD_POST(g3, c3, f, 8);
-        const uint32_t t1 = (uint32_t)mcuc_smmla(mcuc_smlawb(k, hi, c), g1, c1);
-        const uint32_t t3 = (uint32_t)mcuc_smmla(mcuc_smlawt(k, hi, c), g3, c3);
-        if ((uint32_t)mcuc_smlabb(t1, t3, one) <= 131072u) {
-            break;
-        }
-        const uint32_t e = mcuc_usat16_8(mcuc_pkhtb16(t0, t2)); /* bytes 0, 2 */
-        const uint32_t o = mcuc_usat16_8(mcuc_pkhtb16(t1, t3)); /* bytes 1, 3 */
-        mcuc_write32(y, (e | o << 8) ^ 0x80808080u);
-        y += 4;
+    int32_t r;
+    __asm__("smultt %0, %1, %2" : "=r"(r) : "r"(a), "r"(b));
+    return r;
+}
+#else
+#define LN_LDR_POST(w, p)                                                                \
+    do {                                                                                 \
+        (w) = mcuc_read32(p);                                                            \
+        (p) += 4;                                                                        \
+    } while (0)
+static inline int32_t ln_smultt(uint32_t a, uint32_t b)
+{
+    return mcuc_lane(a, 1) * mcuc_lane(b, 1);
+}
+#endif
+
+/* One group of four (ln_fast16's step): 0 where a pair may be near a boundary (nothing
+ * written, y not advanced), else 1 with y[0..4) written and x, y, f past the group.
+ * The pairs (0, 2) and (1, 3) in one test: a pair with an element near a boundary has
+ * SMLABB's 32767 + f_a f_b in [0, 65535] (ln_row16's comment; no overflow: |f_a f_b| <=
+ * 2^30), so its top half is 0, and then so is the product of the two pairs' top halves
+ * (SMULTT: two 16-bit factors, the product zero only if one of them is). */
+MCUC_ALWAYS_INLINE static int ln_group16(const int8_t **xp, int8_t **yp, const int32_t **fp,
+                                         int32_t k, int32_t c, uint32_t mask)
+{
+    const int32_t half = 32767;
+    uint32_t w;
+    LN_LDR_POST(w, *xp);
+    const uint32_t lo = mcuc_and_lsl8(mask, w); /* lanes x0 2^8, x2 2^8 */
+    const uint32_t hi = w & 0xFF00FF00u;        /* lanes x1 2^8, x3 2^8 */
+    const int32_t *f = *fp;
+    int32_t g0, c0, g1, c1, g2, c2, g3, c3;
+    MCUC_LDRD_POST(g0, c0, f, 8);
+    MCUC_LDRD_POST(g2, c2, f, 8);
+    const uint32_t t0 = (uint32_t)mcuc_smmla(mcuc_smlawb(k, lo, c), g0, c0);
+    const uint32_t t2 = (uint32_t)mcuc_smmla(mcuc_smlawt(k, lo, c), g2, c2);
+    const uint32_t v02 = (uint32_t)mcuc_smlabb(t0, t2, half);
+    const uint32_t e = mcuc_usat16_8(mcuc_pkhtb16(t0, t2)); /* bytes 0, 2 */
+    MCUC_LDRD_POST(g1, c1, f, 8);
+    MCUC_LDRD_POST(g3, c3, f, 8);
+    const uint32_t t1 = (uint32_t)mcuc_smmla(mcuc_smlawb(k, hi, c), g1, c1);
+    const uint32_t t3 = (uint32_t)mcuc_smmla(mcuc_smlawt(k, hi, c), g3, c3);
+    if (ln_smultt(v02, (uint32_t)mcuc_smlabb(t1, t3, half)) == 0) {
+        return 0;
     }
-    return (int32_t)(y - y0);
+    const uint32_t o = mcuc_usat16_8(mcuc_pkhtb16(t1, t3)); /* bytes 1, 3 */
+    mcuc_write32(*yp, (e | o << 8) ^ 0x80808080u);
+    *yp += 4;
+    *fp = f;
+    return 1;
+}
+
+/* The groups of four of y[0..n - n mod 8) until one has a pair near a boundary; returns
+ * where it stopped. Four groups a loop step (then two, where n mod 16 >= 8), so that the
+ * loop's compare and branch count once per sixteen elements (ln_rest16 takes a last
+ * group of four). */
+MCUC_ALWAYS_INLINE static int8_t *ln_fast16(const int8_t *x, int8_t *y, const int32_t *f,
+                                           int32_t n, int32_t k, int32_t c)
+{
+    int8_t *const y16 = y + (n & ~15);
+    const uint32_t mask = 0xFF00FFFFu;
+    while (y != y16) {
+        if (!ln_group16(&x, &y, &f, k, c, mask) || !ln_group16(&x, &y, &f, k, c, mask) ||
+            !ln_group16(&x, &y, &f, k, c, mask) || !ln_group16(&x, &y, &f, k, c, mask)) {
+            return y;
+        }
+    }
+    if ((n & 8) != 0 && ln_group16(&x, &y, &f, k, c, mask)) {
+        (void)ln_group16(&x, &y, &f, k, c, mask);
+    }
+    return y;
+}
+
+/* ln_row16's per-row constants k and c (ln_fast10's comment): two base-2^16 UDIV pairs. */
+MCUC_ALWAYS_INLINE static int32_t ln_kc16(int32_t cols, int32_t sum, uint32_t s, int32_t *c)
+{
+    int inexact = 0;
+    const int32_t k = (int32_t)div_2p16((uint32_t)cols << 18, s, &inexact);
+    const uint32_t v = div_2p16((sum < 0 ? 0u - (uint32_t)sum : (uint32_t)sum) << 10, s,
+                                &inexact);
+    *c = (sum >= 0 ? -(int32_t)v - inexact : (int32_t)v) + 1;
+    return k;
 }
 
 /* One element of ln_row16 alone (the last cols mod 4, and the groups ln_fast16 stops
@@ -339,27 +394,29 @@ static int8_t ln_one16(const mcuc_layernorm_params_t *p, const int32_t *f, int32
                                   : (int8_t)((int32_t)mcuc_usat8((int32_t)t >> 16) - 128);
 }
 
-static void ln_row16(const mcuc_layernorm_params_t *p, const int8_t *xr, int8_t *yr,
-                     int32_t sum, uint32_t s)
+/* The rest of a ln_row16 row from element i, where ln_fast16 stopped (at a group with a
+ * pair near a boundary, or at the last cols mod 8), a group of four at a time (the
+ * stopped one element by element), then the last cols mod 4: out of line and without
+ * ln_fast16's unrolled loop, since it is rare in rows of a multiple of eight. */
+static __attribute__((noinline)) void ln_rest16(const mcuc_layernorm_params_t *p,
+                                                const int8_t *xr, int8_t *yr, int32_t i,
+                                                int32_t sum, uint32_t s)
 {
     const int32_t cols = p->cols, n4 = cols & ~3;
-    int inexact = 0;
-    const int32_t k = (int32_t)div_2p16((uint32_t)cols << 18, s, &inexact);
-    const uint32_t v = div_2p16((sum < 0 ? 0u - (uint32_t)sum : (uint32_t)sum) << 10, s,
-                                &inexact);
-    const int32_t c = (sum >= 0 ? -(int32_t)v - inexact : (int32_t)v) + 1;
     const int32_t *const f = p->fast;
-    int32_t i = 0;
-    for (;;) {
-        i += ln_fast16(xr + i, yr + i, f + 2 * i, n4 - i, k, c);
-        if (i == n4) {
-            break;
-        }
-        /* the group with a pair near a boundary, element by element; within a group the
-         * table holds elements 0, 2, 1, 3 */
-        for (int32_t j = 0; j < 4; ++j) {
-            const int32_t at = i + (j == 1 ? 2 : (j == 2 ? 1 : j));
-            yr[i + j] = ln_one16(p, f + 2 * at, i + j, xr[i + j], k, c, sum, s);
+    int32_t c;
+    const int32_t k = ln_kc16(cols, sum, s, &c);
+    while (i < n4) {
+        const int8_t *xg = xr + i;
+        int8_t *yg = yr + i;
+        const int32_t *fg = f + 2 * i;
+        if (!ln_group16(&xg, &yg, &fg, k, c, 0xFF00FFFFu)) {
+            /* a pair near a boundary: the group element by element; within a group the
+             * table holds elements 0, 2, 1, 3 */
+            for (int32_t j = 0; j < 4; ++j) {
+                const int32_t at = i + (j == 1 ? 2 : (j == 2 ? 1 : j));
+                yr[i + j] = ln_one16(p, f + 2 * at, i + j, xr[i + j], k, c, sum, s);
+            }
         }
         i += 4;
     }
@@ -400,39 +457,66 @@ static void ln_row(const mcuc_layernorm_params_t *p, const int8_t *xr, int8_t *y
     }
 }
 
-/* Eight bytes of a row: their squares added to *sq (SMLAD), their sum returned as two
- * 16-bit lanes (SADD16; each lane sums four bytes). */
-MCUC_ALWAYS_INLINE static uint32_t ln_stats8(const int8_t *x, int32_t *sq)
+/* Eight bytes of a row, w0 and w1: their squares added to *sq (SMLAD), their sum returned
+ * as two 16-bit lanes (SADD16; each lane sums four bytes). */
+MCUC_ALWAYS_INLINE static uint32_t ln_stats8(uint32_t w0, uint32_t w1, int32_t *sq)
 {
-    const uint32_t w0 = mcuc_read32(x), w1 = mcuc_read32(x + 4);
     const uint32_t l0 = mcuc_sxtb16(w0), h0 = mcuc_sxtb16_ror8(w0);
     const uint32_t l1 = mcuc_sxtb16(w1), h1 = mcuc_sxtb16_ror8(w1);
     *sq = mcuc_smlad(h1, h1, mcuc_smlad(l1, l1, mcuc_smlad(h0, h0, mcuc_smlad(l0, l0, *sq))));
     return mcuc_sadd16(mcuc_sadd16(l0, h0), mcuc_sadd16(l1, h1));
 }
 
-/* The sum of a row, and its sum of squares in *sq_out: 16 bytes a step, the sum of each 8
- * as two 16-bit lanes (SADD16, |lane| <= 512), then one SMLAD with ones; the squares by
- * SMLAD on SXTB16 lanes. */
+/* w0, w1 = the two words at p, then p += 8: one post-indexed LDRD, which needs p
+ * word-aligned (any alignment for the portable build's two reads). */
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+#define LN_LDRD8_POST(w0, w1, p)                                                         \
+    __asm__("ldrd %0, %1, [%2], #8" : "=r"(w0), "=r"(w1), "+r"(p) : : "memory")
+#else
+#define LN_LDRD8_POST(w0, w1, p)                                                         \
+    do {                                                                                 \
+        (w0) = mcuc_read32(p);                                                           \
+        (w1) = mcuc_read32((p) + 4);                                                     \
+        (p) += 8;                                                                        \
+    } while (0)
+#endif
+
+/* The sum of a row, and its sum of squares in *sq_out: 16 bytes a step (two LDRDs where
+ * the row is word-aligned), the sum of each 8 as two 16-bit lanes (SADD16, |lane| <= 512),
+ * then one SMLAD with ones; the squares by SMLAD on SXTB16 lanes. */
 MCUC_ALWAYS_INLINE static int32_t ln_stats(const int8_t *xr, int32_t cols, int32_t *sq_out)
 {
     const uint32_t ones = 0x00010001u;
-    int32_t sum = 0, sq = 0, i = 0;
-    for (; i + 16 <= cols; i += 16) {
-        sum = mcuc_smlad(ln_stats8(xr + i, &sq), ones, sum);
-        sum = mcuc_smlad(ln_stats8(xr + i + 8, &sq), ones, sum);
+    const int8_t *const e16 = xr + (cols & ~15), *const end = xr + cols;
+    int32_t sum = 0, sq = 0;
+    if (((uintptr_t)xr & 3u) == 0) {
+        while (xr != e16) {
+            uint32_t w0, w1, w2, w3;
+            LN_LDRD8_POST(w0, w1, xr);
+            LN_LDRD8_POST(w2, w3, xr);
+            sum = mcuc_smlad(ln_stats8(w0, w1, &sq), ones, sum);
+            sum = mcuc_smlad(ln_stats8(w2, w3, &sq), ones, sum);
+        }
+    } else {
+        for (; xr != e16; xr += 16) {
+            sum = mcuc_smlad(ln_stats8(mcuc_read32(xr), mcuc_read32(xr + 4), &sq), ones, sum);
+            sum = mcuc_smlad(ln_stats8(mcuc_read32(xr + 8), mcuc_read32(xr + 12), &sq), ones,
+                             sum);
+        }
     }
-    for (; i + 4 <= cols; i += 4) {
-        const uint32_t w = mcuc_read32(xr + i);
-        const uint32_t lo = mcuc_sxtb16(w), hi = mcuc_sxtb16_ror8(w);
-        sum = mcuc_smlad(lo, ones, sum);
-        sq = mcuc_smlad(lo, lo, sq);
-        sum = mcuc_smlad(hi, ones, sum);
-        sq = mcuc_smlad(hi, hi, sq);
-    }
-    for (; i < cols; ++i) {
-        sum += xr[i];
-        sq += xr[i] * xr[i];
+    if (xr != end) { /* the last cols mod 16 */
+        for (; end - xr >= 4; xr += 4) {
+            const uint32_t w = mcuc_read32(xr);
+            const uint32_t lo = mcuc_sxtb16(w), hi = mcuc_sxtb16_ror8(w);
+            sum = mcuc_smlad(lo, ones, sum);
+            sq = mcuc_smlad(lo, lo, sq);
+            sum = mcuc_smlad(hi, ones, sum);
+            sq = mcuc_smlad(hi, hi, sq);
+        }
+        for (; xr != end; ++xr) {
+            sum += *xr;
+            sq += *xr * *xr;
+        }
     }
     *sq_out = sq;
     return sum;
@@ -446,23 +530,55 @@ static __attribute__((noinline)) void ln_row_other(const mcuc_layernorm_params_t
     ln_row(p, xr, yr, sum, s == 0 ? 1 : (int64_t)s, (int64_t)isqrt_u32((uint32_t)p->cols) + 1);
 }
 
-/* Every row of a call that has p->fast and mcuc_layernorm_s8's `small` bounds: the
- * variance in uint32 (exact: it lies in [0, 2^31)), then ln_row16 where its sigma range
- * holds. One lean loop, so that a row costs little beyond its elements. */
+/* A row's sum and sigma (sigma's first guess on entry to ln_row16: the previous row's),
+ * and ln_row16's sigma range s_lo <= s < s_lo + s_span (s > 8 cols, s >= 15, s < 65536). */
+typedef struct {
+    int32_t sum;
+    uint32_t s, s_lo, s_span;
+} ln_row_t;
+
+/* One row of ln_rows16: its statistics, the variance in uint32 (exact: it lies in
+ * [0, 2^31)) and sigma; then, in ln_row16's sigma range, k and c and ln_fast16's loop.
+ * Returns where that stopped, or y outside the range (ln_rows16 tells the two apart by
+ * st->s). Out of line with few arguments, so that each step has the registers to itself
+ * (the row loop around it keeps few values). */
+static __attribute__((noinline)) int8_t *ln_row16(const mcuc_layernorm_params_t *p,
+                                                  const int8_t *x, int8_t *y, ln_row_t *st)
+{
+    const int32_t cols = p->cols;
+    int32_t sq;
+    const int32_t sum = ln_stats(x, cols, &sq);
+    const uint32_t s = isqrt_near((uint32_t)cols * (uint32_t)sq - (uint32_t)sum * (uint32_t)sum +
+                                      (uint32_t)p->eps_q,
+                                  st->s);
+    st->sum = sum;
+    st->s = s;
+    if (s - st->s_lo >= st->s_span) {
+        return y;
+    }
+    int32_t c;
+    const int32_t k = ln_kc16(cols, sum, s, &c);
+    return ln_fast16(x, y, p->fast, cols, k, c);
+}
+
+/* Every row of a call that has p->fast and mcuc_layernorm_s8's `small` bounds: ln_row16,
+ * then ln_rest16 where its loop stopped early or left the last cols mod 8, or the older
+ * row loop where sigma is outside its range. */
 static __attribute__((noinline)) void ln_rows16(const mcuc_layernorm_params_t *p,
                                                 const int8_t *x, int8_t *y)
 {
-    const int32_t cols = p->cols, rows = p->rows;
-    const uint32_t eps = (uint32_t)p->eps_q, s_min = 8u * (uint32_t)cols;
-    uint32_t s = 0; /* the previous row's sigma: the next one's first guess */
-    for (int32_t r = 0; r < rows; ++r, x += cols, y += cols) {
-        int32_t sq;
-        const int32_t sum = ln_stats(x, cols, &sq);
-        s = isqrt_near((uint32_t)cols * (uint32_t)sq - (uint32_t)sum * (uint32_t)sum + eps, s);
-        if (s > s_min && s >= 15 && s < 65536) {
-            ln_row16(p, x, y, sum, s);
-        } else {
-            ln_row_other(p, x, y, sum, s);
+    const int32_t cols = p->cols;
+    const uint32_t s_lo = 8u * (uint32_t)cols + 1u < 15u ? 15u : 8u * (uint32_t)cols + 1u;
+    ln_row_t st = {0, 0, s_lo, 65536u - s_lo};
+    const int8_t *const x_end = x + (int64_t)p->rows * cols;
+    for (; x != x_end; x += cols, y += cols) {
+        const int8_t *const stop = ln_row16(p, x, y, &st);
+        if (stop != y + cols) {
+            if (st.s - st.s_lo < st.s_span) {
+                ln_rest16(p, x, y, (int32_t)(stop - y), st.sum, st.s);
+            } else {
+                ln_row_other(p, x, y, st.sum, st.s);
+            }
         }
     }
 }
