@@ -102,8 +102,10 @@ typedef char mcuc_att_bound_below_2_30[(65025LL * MCUC_ATT_DSP_MAX_LEN < (1LL <<
  * (inlined into one body, it spilled more: 3.45 against 3.41 instructions per MAC). */
 #ifdef __GNUC__
 #define ATT_NOINLINE __attribute__((noinline))
+#define ATT_ALWAYS_INLINE __attribute__((always_inline))
 #else
 #define ATT_NOINLINE
+#define ATT_ALWAYS_INLINE
 #endif
 
 /* One requantization (mult, shift) with its rounding constants, prepared once per call.
@@ -258,12 +260,16 @@ ATT_NOINLINE static void pv_dsp(const mcuc_attention_params_t *p, const att_rq_t
 #define MCUC_ATT_DSP_PAIR_LEN 256
 #define MCUC_ATT_DSP_VT_BYTES 2048
 
-/* att_out for 1 <= e <= 22 on 2 acc: rdbpot's halves-away-from-zero rounding is
- * floor((t + 2^(e-1) - [t < 0]) / 2^e), and -[t < 0] is t >> 31 (arithmetic; gcc and
- * every ARM compiler define it so); adding zp 2^e inside the floor adds zp outside it,
- * so c = 2^(e-1) + zp 2^e folds the round and the zero point in one add:
- * |t + (t >> 31) + c| < 2^30 + 1 + 2^21 + 2^29 < 2^31 (|t| <= |acc| < 2^30 - 2^15 and
- * |zp| <= 128 as above). Other s_shift take the reference loop, other o_shift pv_dsp. */
+/* att_out for 1 <= e <= 22 on 2 acc and mult >= 0: rdbpot's halves-away-from-zero
+ * rounding is floor((t + 2^(e-1) - [t < 0]) / 2^e); adding zp 2^e inside the floor adds zp
+ * outside it, so c = 2^(e-1) + zp 2^e folds the round and the zero point in one add:
+ * |t - [t < 0] + c| < 2^30 + 1 + 2^21 + 2^29 < 2^31 (|t| <= |acc| < 2^30 - 2^15 and
+ * |zp| <= 128 as above). [t < 0] may be replaced by [acc < 0] (acc2 >> 31, arithmetic;
+ * gcc and every ARM compiler define it so): with mult >= 0, t = floor((2 acc mult + 2^31)
+ * / 2^32) >= 1 needs acc > 0 and t <= -1 needs acc < 0, and where t = 0 the -1 does not
+ * change floor((c - 1) / 2^e) = floor(c / 2^e) = zp (e >= 1). So the epilogue is one add,
+ * one SMMLAR (t + its addend), a shift and a saturation. Other s_shift or a negative s_mult
+ * take the reference loop, other o_shift or a negative o_mult pv_dsp. */
 typedef struct {
     int32_t mult, c, e;
 } att_rq2_t;
@@ -277,13 +283,12 @@ static att_rq2_t att_rq2(int32_t mult, int32_t shift, int32_t zp)
 
 static inline int8_t att_out2(const att_rq2_t *r, int32_t acc2)
 {
-    const int32_t t = mcuc_smmulr(acc2, r->mult);
-    return (int8_t)mcuc_ssat8((t + (t >> 31) + r->c) >> r->e);
+    return (int8_t)mcuc_ssat8(mcuc_smmlar(acc2, r->mult, r->c + (acc2 >> 31)) >> r->e);
 }
 
-static inline int att_rq2_ok(int32_t shift)
+static inline int att_rq2_ok(int32_t mult, int32_t shift)
 {
-    return shift <= -1 && shift >= -22;
+    return mult >= 0 && shift <= -1 && shift >= -22;
 }
 
 /* Rows a and b of q as 2 (q - q_zp) lanes, four d per group of four words (a's d, d + 2;
@@ -320,14 +325,22 @@ static void unpack_pair(const mcuc_attention_params_t *p, const int8_t *qa, cons
     f[1] = -2 * p->k_zp * sb;
 }
 
-/* One step t (0 or 1) of the 2 x 2 block: four d (4 t .. 4 t + 3) of key rows r0 and r1
- * against the words qq[4 t .. 4 t + 3] of query rows a and b (two LDRDs). */
+/* One step t of the 2 x 2 block: four values (4 t .. 4 t + 3) of rows a and b of x (the
+ * words qq[4 t .. 4 t + 3], two LDRDs) against the same four of two rows of m: rows r0 and
+ * r1 (one LDR each), or with `inter` (a constant at each inlined copy) the pair-interleaved
+ * V^T of transpose_v, where r0's word t and r1's word t are adjacent at r0 + 8 t (one LDRD:
+ * 15 instructions per 16 MACs instead of 16). */
 #define ATT_PAIR_STEP(qq, t, r0, r1)                                                     \
     do {                                                                                 \
-        uint32_t qal_, qah_, qbl_, qbh_;                                                 \
+        uint32_t qal_, qah_, qbl_, qbh_, w0, w1;                                         \
         MCUC_LDRD(qal_, qah_, qq, 16 * (t));                                             \
         MCUC_LDRD(qbl_, qbh_, qq, 16 * (t) + 8);                                         \
-        const uint32_t w0 = mcuc_read32((r0) + 4 * (t)), w1 = mcuc_read32((r1) + 4 * (t)); \
+        if (inter) {                                                                     \
+            MCUC_LDRD(w0, w1, (const uint32_t *)(const void *)(r0), 8 * (t));            \
+        } else {                                                                         \
+            w0 = mcuc_read32((r0) + 4 * (t));                                            \
+            w1 = mcuc_read32((r1) + 4 * (t));                                            \
+        }                                                                                \
         uint32_t x0 = mcuc_sxtb16(w0), x1 = mcuc_sxtb16(w1);                             \
         a0 = mcuc_smlad(qal_, x0, a0);                                                   \
         a1 = mcuc_smlad(qal_, x1, a1);                                                   \
@@ -341,61 +354,120 @@ static void unpack_pair(const mcuc_attention_params_t *p, const int8_t *qa, cons
         b1 = mcuc_smlad(qbh_, x1, b1);                                                   \
     } while (0)
 
+/* The last row of an odd n: rows a and b of x against one row r0 of m (rare: cold). */
+ATT_NOINLINE static void dot_pair_last(const uint32_t *qp, const int32_t *qt, int32_t fa,
+                                       int32_t fb, int32_t len, const int8_t *r0,
+                                       const att_rq2_t *rq, int8_t *oa, int8_t *ob)
+{
+    const uint32_t *qend = qp + 4 * (len / 4);
+    int32_t a0 = fa, b0 = fb;
+    for (const uint32_t *qq = qp; qq != qend; qq += 4, r0 += 4) {
+        const uint32_t w0 = mcuc_read32(r0);
+        a0 = mcuc_smlad(qq[0], mcuc_sxtb16(w0), a0);
+        b0 = mcuc_smlad(qq[2], mcuc_sxtb16(w0), b0);
+        a0 = mcuc_smlad(qq[1], mcuc_sxtb16_ror8(w0), a0);
+        b0 = mcuc_smlad(qq[3], mcuc_sxtb16_ror8(w0), b0);
+    }
+    for (int32_t t = 0; t < len % 4; ++t) {
+        a0 += qt[t] * r0[t];
+        b0 += qt[3 + t] * r0[t];
+    }
+    oa[0] = att_out2(rq, a0);
+    ob[0] = att_out2(rq, b0);
+}
+
 /* The 2 x 2 block of both products: rows a and b of x (unpacked by unpack_pair: len
  * values, sums starting at f[0], f[1]) against each of the n rows of m (len bytes from
- * m + r * rs), two rows of m per pass, eight values per step; out_a[r * os] and
- * out_b[r * os] get att_out2 of the sums. Scores: x = q, m = k; P.V: x = p, m = V^T. */
-ATT_NOINLINE static void dot_pair(const uint32_t *qp, const int32_t *qt, const int32_t *f,
-                                  int32_t len, const int8_t *m, int32_t n, int32_t rs,
-                                  const att_rq2_t *rqp, int8_t *oa, int8_t *ob, int32_t os)
+ * m + r * rs), two rows of m per pass; out_a[r * os] and out_b[r * os] get att_out2 of
+ * the sums. Scores: x = q, m = k; P.V: x = p, m = V^T. Inlined into dot_pair twice: with
+ * len32 (a constant 1: len is 32, the commonest head size) the eight steps are written out
+ * (gcc does not unroll at -Os), so a block is its 128 instructions of steps, the epilogue
+ * and the row loop, with no step loop, tail test or accumulator moves (the first SMLADs
+ * read f); else four steps per pass of a loop (about 5 instructions per 64 MACs against
+ * 6 per 32 with two), then single steps and the len % 4 tail. */
+static inline ATT_ALWAYS_INLINE void dot_pair_rows(const uint32_t *qp, const int32_t *qt,
+                                                   const int32_t *f, int32_t len,
+                                                   const int8_t *m, int32_t n, int32_t rs,
+                                                   const att_rq2_t *rqp, int8_t *oa,
+                                                   int8_t *ob, int32_t os, int len32,
+                                                   int inter)
 {
     const att_rq2_t rq_local = *rqp, *rq = &rq_local;
     const int32_t d4 = len / 4, dt = len % 4, fa = f[0], fb = f[1];
-    const uint32_t *q8 = qp + 4 * (d4 & ~1);
-    const int odd4 = d4 & 1;
-    int32_t j = 0;
-    for (; j + 2 <= n; j += 2, oa += 2 * os, ob += 2 * os) {
-        const int8_t *r0 = m + (int64_t)j * rs, *r1 = r0 + rs;
+    const int32_t s8 = d4 % 8, kb = inter ? 8 : 4; /* bytes of a row of m per step */
+    const uint32_t *q32 = qp + 4 * (d4 - s8);
+    const int8_t *r0 = m;
+    for (int32_t pairs = n / 2; pairs > 0; --pairs, oa += 2 * os, ob += 2 * os) {
+        const int8_t *r1 = r0 + rs;
         int32_t a0 = fa, a1 = fa, b0 = fb, b1 = fb;
-        const uint32_t *qq = qp;
-        for (; qq != q8; qq += 8, r0 += 8, r1 += 8) {
-            ATT_PAIR_STEP(qq, 0, r0, r1);
-            ATT_PAIR_STEP(qq, 1, r0, r1);
-        }
-        if (odd4) {
-            ATT_PAIR_STEP(qq, 0, r0, r1);
-            r0 += 4;
-            r1 += 4;
-        }
-        for (int32_t t = 0; t < dt; ++t) {
-            const int32_t k0 = r0[t], k1 = r1[t];
-            a0 += qt[t] * k0;
-            a1 += qt[t] * k1;
-            b0 += qt[3 + t] * k0;
-            b1 += qt[3 + t] * k1;
+        if (len32) {
+            ATT_PAIR_STEP(qp, 0, r0, r1);
+            ATT_PAIR_STEP(qp, 1, r0, r1);
+            ATT_PAIR_STEP(qp, 2, r0, r1);
+            ATT_PAIR_STEP(qp, 3, r0, r1);
+            ATT_PAIR_STEP(qp, 4, r0, r1);
+            ATT_PAIR_STEP(qp, 5, r0, r1);
+            ATT_PAIR_STEP(qp, 6, r0, r1);
+            ATT_PAIR_STEP(qp, 7, r0, r1);
+            r0 += 2 * rs;
+        } else {
+            const uint32_t *qq = qp;
+            const int8_t *next = r0 + 2 * rs;
+            for (; qq != q32; qq += 32, r0 += 8 * kb, r1 += 8 * kb) {
+                ATT_PAIR_STEP(qq, 0, r0, r1);
+                ATT_PAIR_STEP(qq, 1, r0, r1);
+                ATT_PAIR_STEP(qq, 2, r0, r1);
+                ATT_PAIR_STEP(qq, 3, r0, r1);
+                ATT_PAIR_STEP(qq, 4, r0, r1);
+                ATT_PAIR_STEP(qq, 5, r0, r1);
+                ATT_PAIR_STEP(qq, 6, r0, r1);
+                ATT_PAIR_STEP(qq, 7, r0, r1);
+            }
+            /* the last d4 % 8 steps, at negative offsets from their end (no pointer
+             * leaves its array): enter the written-out sequence at its step */
+            qq += 4 * s8;
+            r0 += kb * s8;
+            r1 += kb * s8;
+            switch (s8) {
+            case 7: ATT_PAIR_STEP(qq, -7, r0, r1); /* fall through */
+            case 6: ATT_PAIR_STEP(qq, -6, r0, r1); /* fall through */
+            case 5: ATT_PAIR_STEP(qq, -5, r0, r1); /* fall through */
+            case 4: ATT_PAIR_STEP(qq, -4, r0, r1); /* fall through */
+            case 3: ATT_PAIR_STEP(qq, -3, r0, r1); /* fall through */
+            case 2: ATT_PAIR_STEP(qq, -2, r0, r1); /* fall through */
+            case 1: ATT_PAIR_STEP(qq, -1, r0, r1); /* fall through */
+            default: break;
+            }
+            for (int32_t t = 0; t < dt; ++t) {
+                const int32_t k0 = r0[t], k1 = r1[t];
+                a0 += qt[t] * k0;
+                a1 += qt[t] * k1;
+                b0 += qt[3 + t] * k0;
+                b1 += qt[3 + t] * k1;
+            }
+            r0 = next;
         }
         oa[0] = att_out2(rq, a0);
         oa[os] = att_out2(rq, a1);
         ob[0] = att_out2(rq, b0);
         ob[os] = att_out2(rq, b1);
     }
-    if (j < n) {
-        const int8_t *r0 = m + (int64_t)j * rs;
-        const uint32_t *qend = qp + 4 * d4;
-        int32_t a0 = fa, b0 = fb;
-        for (const uint32_t *qq = qp; qq != qend; qq += 4, r0 += 4) {
-            const uint32_t w0 = mcuc_read32(r0);
-            a0 = mcuc_smlad(qq[0], mcuc_sxtb16(w0), a0);
-            b0 = mcuc_smlad(qq[2], mcuc_sxtb16(w0), b0);
-            a0 = mcuc_smlad(qq[1], mcuc_sxtb16_ror8(w0), a0);
-            b0 = mcuc_smlad(qq[3], mcuc_sxtb16_ror8(w0), b0);
-        }
-        for (int32_t t = 0; t < dt; ++t) {
-            a0 += qt[t] * r0[t];
-            b0 += qt[3 + t] * r0[t];
-        }
-        oa[0] = att_out2(rq, a0);
-        ob[0] = att_out2(rq, b0);
+    if (n & 1) {
+        dot_pair_last(qp, qt, fa, fb, len, r0, rq, oa, ob);
+    }
+}
+
+ATT_NOINLINE static void dot_pair(const uint32_t *qp, const int32_t *qt, const int32_t *f,
+                                  int32_t len, const int8_t *m, int32_t n, int32_t rs,
+                                  const att_rq2_t *rq, int8_t *oa, int8_t *ob, int32_t os,
+                                  int inter)
+{
+    if (inter) {
+        dot_pair_rows(qp, qt, f, len, m, n, rs, rq, oa, ob, os, 0, 1);
+    } else if (len == 32) {
+        dot_pair_rows(qp, qt, f, 32, m, n, rs, rq, oa, ob, os, 1, 0);
+    } else {
+        dot_pair_rows(qp, qt, f, len, m, n, rs, rq, oa, ob, os, 0, 0);
     }
 }
 
@@ -436,18 +508,51 @@ static void unpack_p(const uint8_t *pa, const uint8_t *pb, int32_t n, const int3
     f[1] = -2 * v_zp * p_sum[1];
 }
 
-/* V^T of one head, rows zero padded to n4 = att_pad4(n): vt[c * n4 + j] = v[j][c]. */
-static void transpose_v(const int8_t *vb, int32_t n, int32_t dv, int32_t rs, int8_t *vt)
+/* Byte offset of v[j][c] in transpose_v's V^T (rows of n4 = att_pad4(n) bytes): channels
+ * c and c + 1 (c even) share 2 n4 bytes, word by word (c's bytes 4 g .. 4 g + 3, then
+ * c + 1's), so that dot_pair reads one word of each with one LDRD; the last channel of an
+ * odd dv is a plain row at c n4. */
+static inline int32_t vt_off(int32_t c, int32_t j, int32_t n4, int32_t dv)
 {
-    const int32_t n4 = att_pad4(n);
-    for (int32_t c = 0; c < dv; ++c, vt += n4) {
-        const int8_t *src = vb + c;
-        int32_t j = 0;
-        for (; j < n; ++j, src += rs) {
-            vt[j] = *src;
+    if ((dv & 1) && c == dv - 1) {
+        return c * n4 + j;
+    }
+    return (c & ~1) * n4 + 2 * (j & ~3) + 4 * (c & 1) + (j & 3);
+}
+
+/* V^T of one head in vt_off's layout, zero padded to n4 (the padded terms are 0 * 0).
+ * Four rows by four channels per step: PKHBT/PKHTB pair rows j, j + 2 and j + 1, j + 3
+ * halfword by halfword, UXTB16 then gathers one channel's four bytes (about 26
+ * instructions per 16 bytes against 5 per byte one at a time); channels c, c + 1 land at
+ * vt_off(c, j) and 4 bytes on, c + 2, c + 3 at 2 n4 bytes on (c + 3 < dv & ~3: never an
+ * odd dv's last, plain row). The last, partial group of rows (n % 4) and the channels past
+ * dv & ~3 go one byte at a time. */
+static void transpose_v(const int8_t *vb, int32_t n, int32_t dv, int32_t rs, uint32_t *vt)
+{
+    const int32_t n4 = att_pad4(n), dv4 = dv & ~3, nf = n & ~3;
+    int8_t *vt8 = (int8_t *)vt;
+    for (int32_t j = 0; j < nf; j += 4) {
+        const int8_t *src = vb + (int64_t)j * rs;
+        int8_t *dst = vt8 + 2 * j;
+        for (int32_t c = 0; c < dv4; c += 4, src += 4, dst += 4 * n4) {
+            const uint32_t w0 = mcuc_read32(src), w1 = mcuc_read32(src + rs);
+            const uint32_t w2 = mcuc_read32(src + 2 * (int64_t)rs);
+            const uint32_t w3 = mcuc_read32(src + 3 * (int64_t)rs);
+            const uint32_t lo02 = mcuc_pkhbt16(w0, w2), lo13 = mcuc_pkhbt16(w1, w3);
+            const uint32_t hi02 = mcuc_pkhtb16(w0, w2), hi13 = mcuc_pkhtb16(w1, w3);
+            const uint32_t c0 = mcuc_uxtb16(lo02) | (mcuc_uxtb16(lo13) << 8);
+            const uint32_t c1 = mcuc_uxtb16_ror8(lo02) | (mcuc_uxtb16_ror8(lo13) << 8);
+            const uint32_t c2 = mcuc_uxtb16(hi02) | (mcuc_uxtb16(hi13) << 8);
+            const uint32_t c3 = mcuc_uxtb16_ror8(hi02) | (mcuc_uxtb16_ror8(hi13) << 8);
+            memcpy(dst, &c0, 4);
+            memcpy(dst + 4, &c1, 4);
+            memcpy(dst + 2 * n4, &c2, 4);
+            memcpy(dst + 2 * n4 + 4, &c3, 4);
         }
-        for (; j < n4; ++j) {
-            vt[j] = 0;
+    }
+    for (int32_t c = 0; c < dv; ++c) {
+        for (int32_t j = c < dv4 ? nf : 0; j < n4; ++j) {
+            vt8[vt_off(c, j, n4, dv)] = j < n ? vb[(int64_t)j * rs + c] : 0;
         }
     }
 }
@@ -457,7 +562,7 @@ void mcuc_attention_s8(const mcuc_attention_params_t *p, const int8_t *q, const 
 {
     if (p->q_cs != 1 || p->k_cs != 1 || p->v_cs != 1 || p->q_table || p->k_table
         || p->v_table || p->d > MCUC_ATT_DSP_MAX_D || p->kv_len > MCUC_ATT_DSP_MAX_LEN
-        || !att_rq2_ok(p->s_shift) || p->o_shift > 0 || p->o_shift < -31) {
+        || !att_rq2_ok(p->s_mult, p->s_shift) || p->o_shift > 0 || p->o_shift < -31) {
         attention_ref(p, q, k, v, y, scratch);
         return;
     }
@@ -466,10 +571,10 @@ void mcuc_attention_s8(const mcuc_attention_params_t *p, const int8_t *q, const 
                                                            : MCUC_ATT_DSP_MAX_D];
     int32_t qt[6], f[2], ps[2];
     int8_t s2[MCUC_ATT_DSP_PAIR_LEN];
-    int8_t vt[MCUC_ATT_DSP_VT_BYTES];
+    uint32_t vt[MCUC_ATT_DSP_VT_BYTES / 4];
     const int32_t n = p->kv_len, n4 = att_pad4(n);
     const int two = n <= MCUC_ATT_DSP_PAIR_LEN;
-    const int pv_pair = two && att_rq2_ok(p->o_shift) && p->dv * n4 <= MCUC_ATT_DSP_VT_BYTES;
+    const int pv_pair = two && att_rq2_ok(p->o_mult, p->o_shift) && p->dv * n4 <= MCUC_ATT_DSP_VT_BYTES;
     const att_rq_t o_rq = att_rq(p->o_mult, p->o_shift, p->o_zp);
     const att_rq2_t s_rq2 = att_rq2(p->s_mult, p->s_shift, p->s_zp);
     const att_rq2_t o_rq2 = pv_pair ? att_rq2(p->o_mult, p->o_shift, p->o_zp) : s_rq2;
@@ -489,13 +594,13 @@ void mcuc_attention_s8(const mcuc_attention_params_t *p, const int8_t *q, const 
             const int8_t *qa = qb + (int64_t)i * p->q_rs;
             int8_t *ya = yb + (int64_t)i * p->o_rs, *sb = r ? s2 : scratch;
             unpack_pair(p, qa, qa + r * p->q_rs, qp, qt, f);
-            dot_pair(qp, qt, f, p->d, kb, n, p->k_rs, &s_rq2, scratch, sb, 1);
+            dot_pair(qp, qt, f, p->d, kb, n, p->k_rs, &s_rq2, scratch, sb, 1, 0);
             ps[0] = softmax_dsp(p, (uint8_t *)scratch);
             ps[1] = r ? softmax_dsp(p, (uint8_t *)s2) : ps[0];
             if (pv_pair) {
                 unpack_p((const uint8_t *)scratch, (const uint8_t *)sb, n, ps, p->v_zp, qp, f);
-                dot_pair(qp, qt, f, n4, vt, p->dv, n4, &o_rq2, ya, ya + r * p->o_rs,
-                         p->o_cs);
+                dot_pair(qp, qt, f, n4, (const int8_t *)vt, p->dv, n4, &o_rq2, ya, ya + r * p->o_rs,
+                         p->o_cs, 1);
             } else {
                 pv_dsp(p, &o_rq, (const uint8_t *)scratch, ps[0], vb, ya);
                 if (r) {
