@@ -153,12 +153,19 @@ static int32_t row_max(const int8_t *s, int32_t n)
     return mx;
 }
 
-/* The softmax of the reference, leaving p = s + 128 (0..255) as unsigned bytes in place;
- * returns sum p. The table index mx - s[j] lies in 0..255, so USUB8 forms it four bytes
- * at a time, exactly (modulo 256), and it replaces s[j] for the second pass. r <= 256
- * since exp_table[mx - s[j]] is a term of sum (the uint32 arithmetic is the reference's),
- * so USAT's signed view of r is r and USAT(r, 8) = min(r, 255). */
-ATT_NOINLINE static int32_t softmax_dsp(const mcuc_attention_params_t *p, uint8_t *s)
+/* The softmax of the reference. The table index mx - s[j] lies in 0..255, so USUB8 forms
+ * it four bytes at a time, exactly (modulo 256), and it replaces s[j] for the second pass.
+ * r <= 256 since exp_table[mx - s[j]] is a term of sum (the uint32 arithmetic is the
+ * reference's), so USAT's signed view of r is r and USAT(r, 8) = min(r, 255) = p.
+ * Without pp (a constant at each inlined copy) p = s + 128 (0..255) is left as unsigned
+ * bytes in place and the result is sum p; with pp, p goes straight into the P.V operand
+ * in unpack_pair's layout, as 2 p lanes (pp[4 g], pp[4 g + 1] = (2 p[4 g], 2 p[4 g + 2]),
+ * (2 p[4 g + 1], 2 p[4 g + 3]), zero padded to att_pad4(n)), sparing a pass that reads
+ * the bytes back, and the result is sum 2 p: the two lanes of a sum of those words, each
+ * at most 4 * 255 * n / 4 <= 65,280 (n <= MCUC_ATT_DSP_PAIR_LEN = 256), so no lane
+ * carries into the other. */
+static inline ATT_ALWAYS_INLINE int32_t softmax_rows(const mcuc_attention_params_t *p,
+                                                     uint8_t *s, uint32_t *pp)
 {
     const int32_t n = p->kv_len, mx = row_max((const int8_t *)s, n);
     const uint32_t *tb = p->exp_table, m4 = ((uint32_t)mx & 0xFFu) * 0x01010101u;
@@ -181,9 +188,29 @@ ATT_NOINLINE static int32_t softmax_dsp(const mcuc_attention_params_t *p, uint8_
         const uint32_t p1 = mcuc_usat8((int32_t)((tb[(w >> 8) & 0xFFu] * 256u + half) / sum));
         const uint32_t p2 = mcuc_usat8((int32_t)((tb[(w >> 16) & 0xFFu] * 256u + half) / sum));
         const uint32_t p3 = mcuc_usat8((int32_t)((tb[w >> 24] * 256u + half) / sum));
-        const uint32_t o = p0 | (p1 << 8) | (p2 << 16) | (p3 << 24);
-        memcpy(s + j, &o, sizeof o);
-        p_sum = mcuc_usada8(o, p_sum);
+        if (pp) {
+            const uint32_t e = mcuc_pkhbt16(p0, p2) << 1, o = mcuc_pkhbt16(p1, p3) << 1;
+            pp[j] = e;
+            pp[j + 1] = o;
+            p_sum += e + o;
+        } else {
+            const uint32_t o = p0 | (p1 << 8) | (p2 << 16) | (p3 << 24);
+            memcpy(s + j, &o, sizeof o);
+            p_sum = mcuc_usada8(o, p_sum);
+        }
+    }
+    if (pp) {
+        if (j < n) {
+            uint32_t two_p[4] = {0, 0, 0, 0};
+            for (int32_t t = 0; j + t < n; ++t) {
+                two_p[t] = 2u * mcuc_usat8((int32_t)((tb[s[j + t]] * 256u + half) / sum));
+            }
+            const uint32_t e = two_p[0] | (two_p[2] << 16), o = two_p[1] | (two_p[3] << 16);
+            pp[j] = e;
+            pp[j + 1] = o;
+            p_sum += e + o;
+        }
+        return (int32_t)((p_sum & 0xFFFFu) + (p_sum >> 16));
     }
     for (; j < n; ++j) {
         const uint32_t pj = mcuc_usat8((int32_t)((tb[s[j]] * 256u + half) / sum));
@@ -191,6 +218,19 @@ ATT_NOINLINE static int32_t softmax_dsp(const mcuc_attention_params_t *p, uint8_
         p_sum += pj;
     }
     return (int32_t)p_sum;
+}
+
+/* p as bytes in place (for pv_dsp); returns sum p. */
+ATT_NOINLINE static int32_t softmax_dsp(const mcuc_attention_params_t *p, uint8_t *s)
+{
+    return softmax_rows(p, s, NULL);
+}
+
+/* p as 2 p lanes at pp (one row of the P.V operand); returns sum 2 p. */
+ATT_NOINLINE static int32_t softmax_pairs(const mcuc_attention_params_t *p, uint8_t *s,
+                                          uint32_t *pp)
+{
+    return softmax_rows(p, s, pp);
 }
 
 /* y[c] = requantized sum_j p[j] (v[j][c] - v_zp): four channels by four rows per step.
@@ -478,36 +518,6 @@ static inline int32_t att_pad4(int32_t n)
     return (n + 3) & ~3;
 }
 
-/* Rows a and b of p (bytes 0..255, n of them) as 2 p lanes in unpack_pair's layout, zero
- * padded to att_pad4(n) (no lane crosses: 2 p <= 510 < 2^15); f[0..1] = -2 v_zp sum p,
- * the sums' start. */
-static void unpack_p(const uint8_t *pa, const uint8_t *pb, int32_t n, const int32_t *p_sum,
-                     int32_t v_zp, uint32_t *pp, int32_t *f)
-{
-    const int32_t n4 = n / 4;
-    for (int32_t l = 0; l <= n4; ++l) {
-        uint32_t wa, wb;
-        if (l < n4) {
-            wa = mcuc_read32((const int8_t *)pa + 4 * l);
-            wb = mcuc_read32((const int8_t *)pb + 4 * l);
-        } else if (n % 4) {
-            wa = wb = 0;
-            for (int32_t t = 0; t < n % 4; ++t) {
-                wa |= (uint32_t)pa[4 * n4 + t] << (8 * t);
-                wb |= (uint32_t)pb[4 * n4 + t] << (8 * t);
-            }
-        } else {
-            break;
-        }
-        pp[4 * l] = mcuc_uxtb16(wa) << 1;
-        pp[4 * l + 1] = mcuc_uxtb16_ror8(wa) << 1;
-        pp[4 * l + 2] = mcuc_uxtb16(wb) << 1;
-        pp[4 * l + 3] = mcuc_uxtb16_ror8(wb) << 1;
-    }
-    f[0] = -2 * v_zp * p_sum[0];
-    f[1] = -2 * v_zp * p_sum[1];
-}
-
 /* Byte offset of v[j][c] in transpose_v's V^T (rows of n4 = att_pad4(n) bytes): channels
  * c and c + 1 (c even) share 2 n4 bytes, word by word (c's bytes 4 g .. 4 g + 3, then
  * c + 1's), so that dot_pair reads one word of each with one LDRD; the last channel of an
@@ -595,13 +605,24 @@ void mcuc_attention_s8(const mcuc_attention_params_t *p, const int8_t *q, const 
             int8_t *ya = yb + (int64_t)i * p->o_rs, *sb = r ? s2 : scratch;
             unpack_pair(p, qa, qa + r * p->q_rs, qp, qt, f);
             dot_pair(qp, qt, f, p->d, kb, n, p->k_rs, &s_rq2, scratch, sb, 1, 0);
-            ps[0] = softmax_dsp(p, (uint8_t *)scratch);
-            ps[1] = r ? softmax_dsp(p, (uint8_t *)s2) : ps[0];
             if (pv_pair) {
-                unpack_p((const uint8_t *)scratch, (const uint8_t *)sb, n, ps, p->v_zp, qp, f);
+                /* p's rows straight into the operand (q's unpacked rows are spent);
+                 * a row taken twice is copied to b's words */
+                f[0] = -p->v_zp * softmax_pairs(p, (uint8_t *)scratch, qp);
+                if (r) {
+                    f[1] = -p->v_zp * softmax_pairs(p, (uint8_t *)s2, qp + 2);
+                } else {
+                    f[1] = f[0];
+                    for (int32_t g = 0; g < n4; g += 4) {
+                        qp[g + 2] = qp[g];
+                        qp[g + 3] = qp[g + 1];
+                    }
+                }
                 dot_pair(qp, qt, f, n4, (const int8_t *)vt, p->dv, n4, &o_rq2, ya, ya + r * p->o_rs,
                          p->o_cs, 1);
             } else {
+                ps[0] = softmax_dsp(p, (uint8_t *)scratch);
+                ps[1] = r ? softmax_dsp(p, (uint8_t *)s2) : ps[0];
                 pv_dsp(p, &o_rq, (const uint8_t *)scratch, ps[0], vb, ya);
                 if (r) {
                     pv_dsp(p, &o_rq, (const uint8_t *)s2, ps[1], vb, ya + p->o_rs);
