@@ -331,6 +331,22 @@ static inline int att_rq2_ok(int32_t mult, int32_t shift)
     return mult >= 0 && shift <= -1 && shift >= -22;
 }
 
+/* Both int16 lanes doubled (|2 x| <= 510: no lane overflows): one UADD16 (a lane's sum
+ * modulo 2^16 is its two's complement bits) instead of a shift and a mask. */
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+static inline uint32_t att_dbl16(uint32_t x)
+{
+    uint32_t r;
+    __asm__("uadd16 %0, %1, %1" : "=r"(r) : "r"(x) : "cc");
+    return r;
+}
+#else
+static inline uint32_t att_dbl16(uint32_t x)
+{
+    return (x << 1) & 0xFFFEFFFFu; /* the bit a low lane shifts into the high lane cleared */
+}
+#endif
+
 /* Rows a and b of q as 2 (q - q_zp) lanes, four d per group of four words (a's d, d + 2;
  * a's d + 1, d + 3; then b's), the d % 4 tail in qt[0..2] (a) and qt[3..5] (b); returns
  * the sums' start values -2 k_zp sum (q - q_zp) in f[0..1]. */
@@ -348,11 +364,10 @@ static void unpack_pair(const mcuc_attention_params_t *p, const int8_t *qa, cons
         const uint32_t bo = mcuc_ssub16(mcuc_sxtb16_ror8(wb), qz2);
         sa = mcuc_smlad(ae, ones, mcuc_smlad(ao, ones, sa));
         sb = mcuc_smlad(be, ones, mcuc_smlad(bo, ones, sb));
-        /* lane-wise doubling: the bit a low lane shifts into the high lane is cleared */
-        qp[4 * l] = (ae << 1) & 0xFFFEFFFFu;
-        qp[4 * l + 1] = (ao << 1) & 0xFFFEFFFFu;
-        qp[4 * l + 2] = (be << 1) & 0xFFFEFFFFu;
-        qp[4 * l + 3] = (bo << 1) & 0xFFFEFFFFu;
+        qp[4 * l] = att_dbl16(ae);
+        qp[4 * l + 1] = att_dbl16(ao);
+        qp[4 * l + 2] = att_dbl16(be);
+        qp[4 * l + 3] = att_dbl16(bo);
     }
     for (int32_t t = 0; t < dt; ++t) {
         const int32_t xa = qa[4 * d4 + t] - p->q_zp, xb = qb[4 * d4 + t] - p->q_zp;
@@ -478,7 +493,7 @@ static inline ATT_ALWAYS_INLINE void dot_pair_rows(const uint32_t *qp, const int
             case 1: ATT_PAIR_STEP(qq, -1, r0, r1); /* fall through */
             default: break;
             }
-            for (int32_t t = 0; t < dt; ++t) {
+            for (int32_t t = 0; !inter && t < dt; ++t) { /* inter: len = n4, no tail */
                 const int32_t k0 = r0[t], k1 = r1[t];
                 a0 += qt[t] * k0;
                 a1 += qt[t] * k1;
@@ -505,9 +520,9 @@ ATT_NOINLINE static void dot_pair(const uint32_t *qp, const int32_t *qt, const i
     if (inter) {
         dot_pair_rows(qp, qt, f, len, m, n, rs, rq, oa, ob, os, 0, 1);
     } else if (len == 32) {
-        dot_pair_rows(qp, qt, f, 32, m, n, rs, rq, oa, ob, os, 1, 0);
+        dot_pair_rows(qp, qt, f, 32, m, n, rs, rq, oa, ob, 1, 1, 0);
     } else {
-        dot_pair_rows(qp, qt, f, len, m, n, rs, rq, oa, ob, os, 0, 0);
+        dot_pair_rows(qp, qt, f, len, m, n, rs, rq, oa, ob, 1, 0, 0);
     }
 }
 
@@ -561,8 +576,12 @@ static void transpose_v(const int8_t *vb, int32_t n, int32_t dv, int32_t rs, uin
         }
     }
     for (int32_t c = 0; c < dv; ++c) {
-        for (int32_t j = c < dv4 ? nf : 0; j < n4; ++j) {
-            vt8[vt_off(c, j, n4, dv)] = j < n ? vb[(int64_t)j * rs + c] : 0;
+        for (int32_t j = c < dv4 ? nf : 0; j < n4; j += 4) {
+            uint32_t w = 0;
+            for (int32_t r = 0; r < 4 && j + r < n; ++r) {
+                w |= (uint32_t)(uint8_t)vb[(int64_t)(j + r) * rs + c] << (8 * r);
+            }
+            memcpy(vt8 + vt_off(c, j, n4, dv), &w, sizeof w);
         }
     }
 }
