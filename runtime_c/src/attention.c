@@ -191,7 +191,7 @@ static inline ATT_ALWAYS_INLINE int32_t softmax_rows(const mcuc_attention_params
         if (pp) {
             const uint32_t e = mcuc_pkhbt16(p0, p2) << 1, o = mcuc_pkhbt16(p1, p3) << 1;
             pp[j] = e;
-            pp[j + 1] = o;
+            pp[j + 2] = o;
             p_sum += e + o;
         } else {
             const uint32_t o = p0 | (p1 << 8) | (p2 << 16) | (p3 << 24);
@@ -207,7 +207,7 @@ static inline ATT_ALWAYS_INLINE int32_t softmax_rows(const mcuc_attention_params
             }
             const uint32_t e = two_p[0] | (two_p[2] << 16), o = two_p[1] | (two_p[3] << 16);
             pp[j] = e;
-            pp[j + 1] = o;
+            pp[j + 2] = o;
             p_sum += e + o;
         }
         return (int32_t)((p_sum & 0xFFFFu) + (p_sum >> 16));
@@ -365,8 +365,8 @@ static void unpack_pair(const mcuc_attention_params_t *p, const int8_t *qa, cons
         sa = mcuc_smlad(ae, ones, mcuc_smlad(ao, ones, sa));
         sb = mcuc_smlad(be, ones, mcuc_smlad(bo, ones, sb));
         qp[4 * l] = att_dbl16(ae);
-        qp[4 * l + 1] = att_dbl16(ao);
-        qp[4 * l + 2] = att_dbl16(be);
+        qp[4 * l + 1] = att_dbl16(be);
+        qp[4 * l + 2] = att_dbl16(ao);
         qp[4 * l + 3] = att_dbl16(bo);
     }
     for (int32_t t = 0; t < dt; ++t) {
@@ -388,8 +388,7 @@ static void unpack_pair(const mcuc_attention_params_t *p, const int8_t *qa, cons
 #define ATT_PAIR_STEP(qq, t, r0, r1)                                                     \
     do {                                                                                 \
         uint32_t qal_, qah_, qbl_, qbh_, w0, w1;                                         \
-        MCUC_LDRD(qal_, qah_, qq, 16 * (t));                                             \
-        MCUC_LDRD(qbl_, qbh_, qq, 16 * (t) + 8);                                         \
+        MCUC_LDRD(qal_, qbl_, qq, 16 * (t));                                             \
         if (inter) {                                                                     \
             MCUC_LDRD(w0, w1, (const uint32_t *)(const void *)(r0), 8 * (t));            \
         } else {                                                                         \
@@ -401,6 +400,7 @@ static void unpack_pair(const mcuc_attention_params_t *p, const int8_t *qa, cons
         a1 = mcuc_smlad(qal_, x1, a1);                                                   \
         b0 = mcuc_smlad(qbl_, x0, b0);                                                   \
         b1 = mcuc_smlad(qbl_, x1, b1);                                                   \
+        MCUC_LDRD(qah_, qbh_, qq, 16 * (t) + 8);                                         \
         x0 = mcuc_sxtb16_ror8(w0);                                                       \
         x1 = mcuc_sxtb16_ror8(w1);                                                       \
         a0 = mcuc_smlad(qah_, x0, a0);                                                   \
@@ -419,8 +419,8 @@ ATT_NOINLINE static void dot_pair_last(const uint32_t *qp, const int32_t *qt, in
     for (const uint32_t *qq = qp; qq != qend; qq += 4, r0 += 4) {
         const uint32_t w0 = mcuc_read32(r0);
         a0 = mcuc_smlad(qq[0], mcuc_sxtb16(w0), a0);
-        b0 = mcuc_smlad(qq[2], mcuc_sxtb16(w0), b0);
-        a0 = mcuc_smlad(qq[1], mcuc_sxtb16_ror8(w0), a0);
+        b0 = mcuc_smlad(qq[1], mcuc_sxtb16(w0), b0);
+        a0 = mcuc_smlad(qq[2], mcuc_sxtb16_ror8(w0), a0);
         b0 = mcuc_smlad(qq[3], mcuc_sxtb16_ror8(w0), b0);
     }
     for (int32_t t = 0; t < len % 4; ++t) {
@@ -449,8 +449,8 @@ static inline ATT_ALWAYS_INLINE void dot_pair_rows(const uint32_t *qp, const int
 {
     const att_rq2_t rq_local = *rqp, *rq = &rq_local;
     const int32_t d4 = len / 4, dt = len % 4, fa = f[0], fb = f[1];
-    const int32_t s8 = d4 % 8, kb = inter ? 8 : 4; /* bytes of a row of m per step */
-    const uint32_t *q32 = qp + 4 * (d4 - s8);
+    const int32_t kb = inter ? 8 : 4; /* bytes of a row of m per step */
+    const int32_t chunks = (d4 + 7) / 8, first = d4 - 8 * (chunks - 1) - 8 * (chunks == 0);
     const int8_t *r0 = m;
     for (int32_t pairs = n / 2; pairs > 0; --pairs, oa += 2 * os, ob += 2 * os) {
         const int8_t *r1 = r0 + rs;
@@ -466,32 +466,31 @@ static inline ATT_ALWAYS_INLINE void dot_pair_rows(const uint32_t *qp, const int
             ATT_PAIR_STEP(qp, 7, r0, r1);
             r0 += 2 * rs;
         } else {
-            const uint32_t *qq = qp;
+            /* Duff's device: the first pass runs the last `first` steps of the written-out
+             * eight (offsets from the end of its steps, so no pointer leaves its array),
+             * each later pass all eight */
+            const uint32_t *qe = qp + 4 * first;
             const int8_t *next = r0 + 2 * rs;
-            for (; qq != q32; qq += 32, r0 += 8 * kb, r1 += 8 * kb) {
-                ATT_PAIR_STEP(qq, 0, r0, r1);
-                ATT_PAIR_STEP(qq, 1, r0, r1);
-                ATT_PAIR_STEP(qq, 2, r0, r1);
-                ATT_PAIR_STEP(qq, 3, r0, r1);
-                ATT_PAIR_STEP(qq, 4, r0, r1);
-                ATT_PAIR_STEP(qq, 5, r0, r1);
-                ATT_PAIR_STEP(qq, 6, r0, r1);
-                ATT_PAIR_STEP(qq, 7, r0, r1);
-            }
-            /* the last d4 % 8 steps, at negative offsets from their end (no pointer
-             * leaves its array): enter the written-out sequence at its step */
-            qq += 4 * s8;
-            r0 += kb * s8;
-            r1 += kb * s8;
-            switch (s8) {
-            case 7: ATT_PAIR_STEP(qq, -7, r0, r1); /* fall through */
-            case 6: ATT_PAIR_STEP(qq, -6, r0, r1); /* fall through */
-            case 5: ATT_PAIR_STEP(qq, -5, r0, r1); /* fall through */
-            case 4: ATT_PAIR_STEP(qq, -4, r0, r1); /* fall through */
-            case 3: ATT_PAIR_STEP(qq, -3, r0, r1); /* fall through */
-            case 2: ATT_PAIR_STEP(qq, -2, r0, r1); /* fall through */
-            case 1: ATT_PAIR_STEP(qq, -1, r0, r1); /* fall through */
-            default: break;
+            int32_t left = chunks;
+            r0 += kb * first;
+            r1 += kb * first;
+            switch (first) {
+            default: /* first = 0: len < 4, the tail only */
+                break;
+                do {
+                    qe += 32;
+                    r0 += 8 * kb;
+                    r1 += 8 * kb;
+                    /* fall through */
+                case 8: ATT_PAIR_STEP(qe, -8, r0, r1); /* fall through */
+                case 7: ATT_PAIR_STEP(qe, -7, r0, r1); /* fall through */
+                case 6: ATT_PAIR_STEP(qe, -6, r0, r1); /* fall through */
+                case 5: ATT_PAIR_STEP(qe, -5, r0, r1); /* fall through */
+                case 4: ATT_PAIR_STEP(qe, -4, r0, r1); /* fall through */
+                case 3: ATT_PAIR_STEP(qe, -3, r0, r1); /* fall through */
+                case 2: ATT_PAIR_STEP(qe, -2, r0, r1); /* fall through */
+                case 1: ATT_PAIR_STEP(qe, -1, r0, r1);
+                } while (--left > 0);
             }
             for (int32_t t = 0; !inter && t < dt; ++t) { /* inter: len = n4, no tail */
                 const int32_t k0 = r0[t], k1 = r1[t];
@@ -629,12 +628,12 @@ void mcuc_attention_s8(const mcuc_attention_params_t *p, const int8_t *q, const 
                  * a row taken twice is copied to b's words */
                 f[0] = -p->v_zp * softmax_pairs(p, (uint8_t *)scratch, qp);
                 if (r) {
-                    f[1] = -p->v_zp * softmax_pairs(p, (uint8_t *)s2, qp + 2);
+                    f[1] = -p->v_zp * softmax_pairs(p, (uint8_t *)s2, qp + 1);
                 } else {
                     f[1] = f[0];
                     for (int32_t g = 0; g < n4; g += 4) {
-                        qp[g + 2] = qp[g];
-                        qp[g + 3] = qp[g + 1];
+                        qp[g + 1] = qp[g];
+                        qp[g + 3] = qp[g + 2];
                     }
                 }
                 dot_pair(qp, qt, f, n4, (const int8_t *)vt, p->dv, n4, &o_rq2, ya, ya + r * p->o_rs,
