@@ -153,19 +153,19 @@ static int32_t row_max(const int8_t *s, int32_t n)
     return mx;
 }
 
-/* The softmax of the reference. The table index mx - s[j] lies in 0..255, so USUB8 forms
- * it four bytes at a time, exactly (modulo 256), and it replaces s[j] for the second pass.
- * r <= 256 since exp_table[mx - s[j]] is a term of sum (the uint32 arithmetic is the
- * reference's), so USAT's signed view of r is r and USAT(r, 8) = min(r, 255) = p.
- * Without pp (a constant at each inlined copy) p = s + 128 (0..255) is left as unsigned
- * bytes in place and the result is sum p; with pp, p goes straight into the P.V operand
- * in unpack_pair's layout, as 2 p lanes (pp[4 g], pp[4 g + 1] = (2 p[4 g], 2 p[4 g + 2]),
- * (2 p[4 g + 1], 2 p[4 g + 3]), zero padded to att_pad4(n)), sparing a pass that reads
- * the bytes back, and the result is sum 2 p: the two lanes of a sum of those words, each
- * at most 4 * 255 * n / 4 <= 65,280 (n <= MCUC_ATT_DSP_PAIR_LEN = 256), so no lane
- * carries into the other. */
-static inline ATT_ALWAYS_INLINE int32_t softmax_rows(const mcuc_attention_params_t *p,
-                                                     uint8_t *s, uint32_t *pp)
+/* P.V's rows are padded with zeros to n4 = n rounded up to a multiple of 4 (in p and in
+ * V^T alike, so each padded term is 0 * 0), which spares dot_pair its d % 4 tail. */
+static inline int32_t att_pad4(int32_t n)
+{
+    return (n + 3) & ~3;
+}
+
+/* The softmax of the reference, leaving p = s + 128 (0..255) as unsigned bytes in place;
+ * returns sum p. The table index mx - s[j] lies in 0..255, so USUB8 forms it four bytes
+ * at a time, exactly (modulo 256), and it replaces s[j] for the second pass. r <= 256
+ * since exp_table[mx - s[j]] is a term of sum (the uint32 arithmetic is the reference's),
+ * so USAT's signed view of r is r and USAT(r, 8) = min(r, 255). Used with pv_dsp. */
+ATT_NOINLINE static int32_t softmax_dsp(const mcuc_attention_params_t *p, uint8_t *s)
 {
     const int32_t n = p->kv_len, mx = row_max((const int8_t *)s, n);
     const uint32_t *tb = p->exp_table, m4 = ((uint32_t)mx & 0xFFu) * 0x01010101u;
@@ -188,29 +188,9 @@ static inline ATT_ALWAYS_INLINE int32_t softmax_rows(const mcuc_attention_params
         const uint32_t p1 = mcuc_usat8((int32_t)((tb[(w >> 8) & 0xFFu] * 256u + half) / sum));
         const uint32_t p2 = mcuc_usat8((int32_t)((tb[(w >> 16) & 0xFFu] * 256u + half) / sum));
         const uint32_t p3 = mcuc_usat8((int32_t)((tb[w >> 24] * 256u + half) / sum));
-        if (pp) {
-            const uint32_t e = mcuc_pkhbt16(p0, p2) << 1, o = mcuc_pkhbt16(p1, p3) << 1;
-            pp[j] = e;
-            pp[j + 2] = o;
-            p_sum += e + o;
-        } else {
-            const uint32_t o = p0 | (p1 << 8) | (p2 << 16) | (p3 << 24);
-            memcpy(s + j, &o, sizeof o);
-            p_sum = mcuc_usada8(o, p_sum);
-        }
-    }
-    if (pp) {
-        if (j < n) {
-            uint32_t two_p[4] = {0, 0, 0, 0};
-            for (int32_t t = 0; j + t < n; ++t) {
-                two_p[t] = 2u * mcuc_usat8((int32_t)((tb[s[j + t]] * 256u + half) / sum));
-            }
-            const uint32_t e = two_p[0] | (two_p[2] << 16), o = two_p[1] | (two_p[3] << 16);
-            pp[j] = e;
-            pp[j + 2] = o;
-            p_sum += e + o;
-        }
-        return (int32_t)((p_sum & 0xFFFFu) + (p_sum >> 16));
+        const uint32_t o = p0 | (p1 << 8) | (p2 << 16) | (p3 << 24);
+        memcpy(s + j, &o, sizeof o);
+        p_sum = mcuc_usada8(o, p_sum);
     }
     for (; j < n; ++j) {
         const uint32_t pj = mcuc_usat8((int32_t)((tb[s[j]] * 256u + half) / sum));
@@ -220,17 +200,52 @@ static inline ATT_ALWAYS_INLINE int32_t softmax_rows(const mcuc_attention_params
     return (int32_t)p_sum;
 }
 
-/* p as bytes in place (for pv_dsp); returns sum p. */
-ATT_NOINLINE static int32_t softmax_dsp(const mcuc_attention_params_t *p, uint8_t *s)
+/* The same softmax for the pair path's P.V, with p going straight into its operand: one
+ * row of it, as 2 p lanes in unpack_pair's layout (pp[j], pp[j + 2] = (2 p[j], 2 p[j + 2]),
+ * (2 p[j + 1], 2 p[j + 3]) for j % 4 == 0; row b's words sit one word on), zero padded to
+ * n4 = att_pad4(n); returns sum 2 p. The first pass keeps e[j] = exp_table[mx - s[j]] in
+ * e (n4 words, the padding 0, whose p is floor(half / sum) = 0: sum >= exp_table[0] > 0,
+ * as the reference's division needs), so the second reads one word per p instead of
+ * extracting its index again and loading the table, and neither rewrites s. Sum 2 p is
+ * the two lanes of the sum of the words, each lane at most 2 * 510 * n4 / 4 <= 65,280
+ * (n4 <= MCUC_ATT_DSP_PAIR_LEN / 2 = 128), so no lane carries into the other. */
+ATT_NOINLINE static int32_t softmax_pairs(const mcuc_attention_params_t *p, const uint8_t *s,
+                                          uint32_t *pp, uint32_t *e)
 {
-    return softmax_rows(p, s, NULL);
-}
-
-/* p as 2 p lanes at pp (one row of the P.V operand); returns sum 2 p. */
-ATT_NOINLINE static int32_t softmax_pairs(const mcuc_attention_params_t *p, uint8_t *s,
-                                          uint32_t *pp)
-{
-    return softmax_rows(p, s, pp);
+    const int32_t n = p->kv_len, n4 = att_pad4(n), mx = row_max((const int8_t *)s, n);
+    const uint32_t *tb = p->exp_table, m4 = ((uint32_t)mx & 0xFFu) * 0x01010101u;
+    uint32_t sum = 0;
+    int32_t j = 0;
+    for (; j + 4 <= n; j += 4) {
+        const uint32_t w = mcuc_usub8(m4, mcuc_read32((const int8_t *)s + j));
+        const uint32_t e0 = tb[w & 0xFFu], e1 = tb[(w >> 8) & 0xFFu];
+        const uint32_t e2 = tb[(w >> 16) & 0xFFu], e3 = tb[w >> 24];
+        e[j] = e0;
+        e[j + 1] = e1;
+        e[j + 2] = e2;
+        e[j + 3] = e3;
+        sum += e0 + e1 + e2 + e3;
+    }
+    for (; j < n; ++j) {
+        e[j] = tb[(uint8_t)(mx - (int8_t)s[j])];
+        sum += e[j];
+    }
+    for (; j < n4; ++j) {
+        e[j] = 0;
+    }
+    const uint32_t half = sum / 2u;
+    uint32_t p_sum = 0;
+    for (j = 0; j < n4; j += 4) {
+        const uint32_t p0 = mcuc_usat8((int32_t)((e[j] * 256u + half) / sum));
+        const uint32_t p1 = mcuc_usat8((int32_t)((e[j + 1] * 256u + half) / sum));
+        const uint32_t p2 = mcuc_usat8((int32_t)((e[j + 2] * 256u + half) / sum));
+        const uint32_t p3 = mcuc_usat8((int32_t)((e[j + 3] * 256u + half) / sum));
+        const uint32_t ev = mcuc_pkhbt16(p0, p2) << 1, od = mcuc_pkhbt16(p1, p3) << 1;
+        pp[j] = ev;
+        pp[j + 2] = od;
+        p_sum += ev + od;
+    }
+    return (int32_t)((p_sum & 0xFFFFu) + (p_sum >> 16));
 }
 
 /* y[c] = requantized sum_j p[j] (v[j][c] - v_zp): four channels by four rows per step.
@@ -525,12 +540,6 @@ ATT_NOINLINE static void dot_pair(const uint32_t *qp, const int32_t *qt, const i
     }
 }
 
-/* P.V's rows are padded with zeros to n4 = n rounded up to a multiple of 4 (in p and in
- * V^T alike, so each padded term is 0 * 0), which spares dot_pair its d % 4 tail. */
-static inline int32_t att_pad4(int32_t n)
-{
-    return (n + 3) & ~3;
-}
 
 /* Byte offset of v[j][c] in transpose_v's V^T (rows of n4 = att_pad4(n) bytes): channels
  * c and c + 1 (c even) share 2 n4 bytes, word by word (c's bytes 4 g .. 4 g + 3, then
@@ -602,7 +611,8 @@ void mcuc_attention_s8(const mcuc_attention_params_t *p, const int8_t *q, const 
     uint32_t vt[MCUC_ATT_DSP_VT_BYTES / 4];
     const int32_t n = p->kv_len, n4 = att_pad4(n);
     const int two = n <= MCUC_ATT_DSP_PAIR_LEN;
-    const int pv_pair = two && att_rq2_ok(p->o_mult, p->o_shift) && p->dv * n4 <= MCUC_ATT_DSP_VT_BYTES;
+    const int pv_pair = two && n4 <= MCUC_ATT_DSP_PAIR_LEN / 2 && att_rq2_ok(p->o_mult, p->o_shift)
+                        && p->dv * n4 <= MCUC_ATT_DSP_VT_BYTES;
     const att_rq_t o_rq = att_rq(p->o_mult, p->o_shift, p->o_zp);
     const att_rq2_t s_rq2 = att_rq2(p->s_mult, p->s_shift, p->s_zp);
     const att_rq2_t o_rq2 = pv_pair ? att_rq2(p->o_mult, p->o_shift, p->o_zp) : s_rq2;
@@ -626,9 +636,9 @@ void mcuc_attention_s8(const mcuc_attention_params_t *p, const int8_t *q, const 
             if (pv_pair) {
                 /* p's rows straight into the operand (q's unpacked rows are spent);
                  * a row taken twice is copied to b's words */
-                f[0] = -p->v_zp * softmax_pairs(p, (uint8_t *)scratch, qp);
+                f[0] = -p->v_zp * softmax_pairs(p, (const uint8_t *)scratch, qp, qp + n4);
                 if (r) {
-                    f[1] = -p->v_zp * softmax_pairs(p, (uint8_t *)s2, qp + 1);
+                    f[1] = -p->v_zp * softmax_pairs(p, (const uint8_t *)s2, qp + 1, qp + n4);
                 } else {
                     f[1] = f[0];
                     for (int32_t g = 0; g < n4; g += 4) {
