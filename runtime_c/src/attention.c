@@ -141,8 +141,13 @@ static int32_t row_max(const int8_t *s, int32_t n)
 {
     uint32_t m4 = 0x80808080u;
     int32_t j = 0;
-    for (; j + 4 <= n; j += 4) {
+    for (; j + 8 <= n; j += 8) { /* two words per pass: half the loop's own instructions */
         m4 = mcuc_smax8(mcuc_read32(s + j), m4);
+        m4 = mcuc_smax8(mcuc_read32(s + j + 4), m4);
+    }
+    if (j + 4 <= n) {
+        m4 = mcuc_smax8(mcuc_read32(s + j), m4);
+        j += 4;
     }
     m4 = mcuc_smax8(m4, m4 >> 16);
     m4 = mcuc_smax8(m4, m4 >> 8);
@@ -200,6 +205,22 @@ ATT_NOINLINE static int32_t softmax_dsp(const mcuc_attention_params_t *p, uint8_
     return (int32_t)p_sum;
 }
 
+/* min(x, 255) in each 16-bit lane of lanes 0..256 (USAT16 #8: two saturations in one). */
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+static inline uint32_t att_usat16_8(uint32_t x)
+{
+    uint32_t r;
+    __asm__("usat16 %0, #8, %1" : "=r"(r) : "r"(x) : "cc");
+    return r;
+}
+#else
+static inline uint32_t att_usat16_8(uint32_t x)
+{
+    const uint32_t lo = x & 0xFFFFu, hi = x >> 16;
+    return (lo > 255u ? 255u : lo) | ((hi > 255u ? 255u : hi) << 16);
+}
+#endif
+
 /* The same softmax for the pair path's P.V, with p going straight into its operand: one
  * row of it, as 2 p lanes in unpack_pair's layout (pp[j], pp[j + 2] = (2 p[j], 2 p[j + 2]),
  * (2 p[j + 1], 2 p[j + 3]) for j % 4 == 0; row b's words sit one word on), zero padded to
@@ -236,11 +257,10 @@ ATT_NOINLINE static int32_t softmax_pairs(const mcuc_attention_params_t *p, cons
     const uint32_t half = sum / 2u;
     uint32_t p_sum = 0;
     for (j = 0; j < n4; j += 4) {
-        const uint32_t p0 = mcuc_usat8((int32_t)((e[j] * 256u + half) / sum));
-        const uint32_t p1 = mcuc_usat8((int32_t)((e[j + 1] * 256u + half) / sum));
-        const uint32_t p2 = mcuc_usat8((int32_t)((e[j + 2] * 256u + half) / sum));
-        const uint32_t p3 = mcuc_usat8((int32_t)((e[j + 3] * 256u + half) / sum));
-        const uint32_t ev = mcuc_pkhbt16(p0, p2) << 1, od = mcuc_pkhbt16(p1, p3) << 1;
+        const uint32_t r0 = (e[j] * 256u + half) / sum, r1 = (e[j + 1] * 256u + half) / sum;
+        const uint32_t r2 = (e[j + 2] * 256u + half) / sum, r3 = (e[j + 3] * 256u + half) / sum;
+        const uint32_t ev = att_usat16_8(mcuc_pkhbt16(r0, r2)) << 1;
+        const uint32_t od = att_usat16_8(mcuc_pkhbt16(r1, r3)) << 1;
         pp[j] = ev;
         pp[j + 2] = od;
         p_sum += ev + od;
@@ -526,17 +546,27 @@ static inline ATT_ALWAYS_INLINE void dot_pair_rows(const uint32_t *qp, const int
     }
 }
 
-ATT_NOINLINE static void dot_pair(const uint32_t *qp, const int32_t *qt, const int32_t *f,
-                                  int32_t len, const int8_t *m, int32_t n, int32_t rs,
-                                  const att_rq2_t *rq, int8_t *oa, int8_t *ob, int32_t os,
-                                  int inter)
+/* One product of the pair path, prepared once per call (m once per batch): dot_pair's
+ * operands besides its output rows, behind one pointer (passed one by one, the eleven
+ * cost about 20 instructions of stack traffic per call on each side). */
+typedef struct {
+    const uint32_t *qp;
+    const int32_t *qt, *f;
+    const int8_t *m;
+    int32_t len, n, rs, os, inter;
+    att_rq2_t rq;
+} att_dot_t;
+
+/* The copies of dot_pair_rows: V^T interleaved (P.V), or k rows (scores, os = 1) with
+ * d = 32 written out or any d. */
+ATT_NOINLINE static void dot_pair(const att_dot_t *d, int8_t *oa, int8_t *ob)
 {
-    if (inter) {
-        dot_pair_rows(qp, qt, f, len, m, n, rs, rq, oa, ob, os, 0, 1);
-    } else if (len == 32) {
-        dot_pair_rows(qp, qt, f, 32, m, n, rs, rq, oa, ob, 1, 1, 0);
+    if (d->inter) {
+        dot_pair_rows(d->qp, d->qt, d->f, d->len, d->m, d->n, d->rs, &d->rq, oa, ob, d->os, 0, 1);
+    } else if (d->len == 32) {
+        dot_pair_rows(d->qp, d->qt, d->f, 32, d->m, d->n, d->rs, &d->rq, oa, ob, 1, 1, 0);
     } else {
-        dot_pair_rows(qp, qt, f, len, m, n, rs, rq, oa, ob, 1, 0, 0);
+        dot_pair_rows(d->qp, d->qt, d->f, d->len, d->m, d->n, d->rs, &d->rq, oa, ob, 1, 0, 0);
     }
 }
 
@@ -616,11 +646,14 @@ void mcuc_attention_s8(const mcuc_attention_params_t *p, const int8_t *q, const 
     const att_rq_t o_rq = att_rq(p->o_mult, p->o_shift, p->o_zp);
     const att_rq2_t s_rq2 = att_rq2(p->s_mult, p->s_shift, p->s_zp);
     const att_rq2_t o_rq2 = pv_pair ? att_rq2(p->o_mult, p->o_shift, p->o_zp) : s_rq2;
+    att_dot_t qk = {qp, qt, f, k, p->d, n, p->k_rs, 1, 0, s_rq2};
+    const att_dot_t pv = {qp, qt, f, (const int8_t *)vt, n4, p->dv, n4, p->o_cs, 1, o_rq2};
     for (int32_t b = 0; b < p->batch; ++b) {
         const int8_t *qb = q + p->q_off + (int64_t)b * p->q_bs;
         const int8_t *kb = k + p->k_off + (int64_t)b * p->k_bs;
         const int8_t *vb = v + p->v_off + (int64_t)b * p->v_bs;
         int8_t *yb = y + p->o_off + (int64_t)b * p->o_bs;
+        qk.m = kb;
         if (pv_pair) {
             transpose_v(vb, n, p->dv, p->v_rs, vt);
         }
@@ -632,7 +665,7 @@ void mcuc_attention_s8(const mcuc_attention_params_t *p, const int8_t *q, const 
             const int8_t *qa = qb + (int64_t)i * p->q_rs;
             int8_t *ya = yb + (int64_t)i * p->o_rs, *sb = r ? s2 : scratch;
             unpack_pair(p, qa, qa + r * p->q_rs, qp, qt, f);
-            dot_pair(qp, qt, f, p->d, kb, n, p->k_rs, &s_rq2, scratch, sb, 1, 0);
+            dot_pair(&qk, scratch, sb);
             if (pv_pair) {
                 /* p's rows straight into the operand (q's unpacked rows are spent);
                  * a row taken twice is copied to b's words */
@@ -646,8 +679,7 @@ void mcuc_attention_s8(const mcuc_attention_params_t *p, const int8_t *q, const 
                         qp[g + 3] = qp[g + 2];
                     }
                 }
-                dot_pair(qp, qt, f, n4, (const int8_t *)vt, p->dv, n4, &o_rq2, ya, ya + r * p->o_rs,
-                         p->o_cs, 1);
+                dot_pair(&pv, ya, ya + r * p->o_rs);
             } else {
                 ps[0] = softmax_dsp(p, (uint8_t *)scratch);
                 ps[1] = r ? softmax_dsp(p, (uint8_t *)s2) : ps[0];
