@@ -137,7 +137,7 @@ static inline int8_t att_out(const att_rq_t *r, int32_t acc)
 }
 
 /* max s[j], four bytes per SSUB8/SEL pair. */
-static int32_t row_max(const int8_t *s, int32_t n)
+static inline ATT_ALWAYS_INLINE int32_t row_max(const int8_t *s, int32_t n)
 {
     uint32_t m4 = 0x80808080u;
     int32_t j = 0;
@@ -237,6 +237,11 @@ ATT_NOINLINE static int32_t softmax_pairs(const mcuc_attention_params_t *p, cons
     const uint32_t *tb = p->exp_table, m4 = ((uint32_t)mx & 0xFFu) * 0x01010101u;
     uint32_t sum = 0;
     int32_t j = 0;
+    /* the padding first (n4 >= 4; the first pass rewrites those below n), three stores
+     * where a loop to n4 became a memset call */
+    e[n4 - 3] = 0;
+    e[n4 - 2] = 0;
+    e[n4 - 1] = 0;
     for (; j + 4 <= n; j += 4) {
         const uint32_t w = mcuc_usub8(m4, mcuc_read32((const int8_t *)s + j));
         const uint32_t e0 = tb[w & 0xFFu], e1 = tb[(w >> 8) & 0xFFu];
@@ -250,9 +255,6 @@ ATT_NOINLINE static int32_t softmax_pairs(const mcuc_attention_params_t *p, cons
     for (; j < n; ++j) {
         e[j] = tb[(uint8_t)(mx - (int8_t)s[j])];
         sum += e[j];
-    }
-    for (; j < n4; ++j) {
-        e[j] = 0;
     }
     const uint32_t half = sum / 2u;
     uint32_t p_sum = 0;
@@ -487,7 +489,10 @@ static inline ATT_ALWAYS_INLINE void dot_pair_rows(const uint32_t *qp, const int
     const int32_t kb = inter ? 8 : 4; /* bytes of a row of m per step */
     const int32_t chunks = (d4 + 7) / 8, first = d4 - 8 * (chunks - 1) - 8 * (chunks == 0);
     const int8_t *r0 = m;
-    for (int32_t pairs = n / 2; pairs > 0; --pairs, oa += 2 * os, ob += 2 * os) {
+    /* the pass count: oa itself where os = 1 (os != 0 is known), else a counter */
+    int8_t *const oa_end = inter ? oa : oa + (n & ~1);
+    int32_t pairs = n / 2;
+    for (; inter ? pairs > 0 : oa != oa_end; --pairs, oa += 2 * os, ob += 2 * os) {
         const int8_t *r1 = r0 + rs;
         int32_t a0 = fa, a1 = fa, b0 = fb, b1 = fb;
         if (len32) {
