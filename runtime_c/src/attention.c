@@ -225,10 +225,11 @@ static inline uint32_t att_usat16_8(uint32_t x)
  * row of it, as 2 p lanes in unpack_pair's layout (pp[j], pp[j + 2] = (2 p[j], 2 p[j + 2]),
  * (2 p[j + 1], 2 p[j + 3]) for j % 4 == 0; row b's words sit one word on), zero padded to
  * n4 = att_pad4(n); returns sum 2 p. The first pass keeps e[j] = exp_table[mx - s[j]] in
- * e (n4 words, the padding 0, whose p is floor(half / sum) = 0: sum >= exp_table[0] > 0,
- * as the reference's division needs), so the second reads one word per p instead of
- * extracting its index again and loading the table, and neither rewrites s. Sum 2 p is
- * the two lanes of the sum of the words, each lane at most 2 * 510 * n4 / 4 <= 65,280
+ * e (n4 words, the padding 0, whose p is floor(half / sum) = 0 as half < sum: sum > 0, as
+ * the reference's division needs for n >= 1), so the second reads one word per p instead
+ * of extracting its index again and loading the table, and neither rewrites s. Each r
+ * is at most 256 (see softmax_dsp), so USAT16 saturates two of them at once. Sum 2 p is
+ * the two lanes of the sum of the words, each lane at most 2 * 510 * n4 / 4 <= 32,640
  * (n4 <= MCUC_ATT_DSP_PAIR_LEN / 2 = 128), so no lane carries into the other. */
 ATT_NOINLINE static int32_t softmax_pairs(const mcuc_attention_params_t *p, const uint8_t *s,
                                           uint32_t *pp, uint32_t *e)
@@ -326,14 +327,17 @@ ATT_NOINLINE static void pv_dsp(const mcuc_attention_params_t *p, const att_rq_t
  * loop's own). The second row's scores live in a stack buffer of MCUC_ATT_DSP_PAIR_LEN
  * bytes (the arena's scratch stays one row); longer rows, and the last of an odd q_len,
  * run the same block with both of its q rows the same. P.V takes the same block against
- * V^T of the head (a stack buffer of MCUC_ATT_DSP_VT_BYTES) where kv_len <= PAIR_LEN,
- * dv * kv_len (rounded up to 4) fits and -22 <= o_shift <= -1, else pv_dsp row by row:
+ * V^T of the head (a stack buffer of MCUC_ATT_DSP_VT_BYTES, interleaved by channel pairs:
+ * 15 instructions per 16 MACs) where n4 = kv_len rounded up to 4 is at most PAIR_LEN / 2
+ * (the softmax keeps its exp values beside the two p rows in the q/p buffer),
+ * dv * n4 fits and -22 <= o_shift <= -1 with o_mult >= 0, else pv_dsp row by row:
  * 2 p lies in [0, 510] and the sums start at -2 v_zp sum p, with the bounds below for
- * len = kv_len <= 256 (130,560 * 256 < 2^31, 65,025 * 256 < 2^30 - 2^15). q is unpacked as 2 (q - q_zp) in [-510, 510] (int16 lanes)
- * and each sum starts at -2 k_zp sum (q - q_zp), so it ends at 2 acc, the SMMULR operand
- * of att_out, with no subtraction or doubling per score. Every partial sum is at most
- * 2 * 255 * 128 * d + 2 * 128 * 255 * d = 130,560 d <= 16,711,680 (d <= 128) in
- * magnitude, and the last is 2 acc with |acc| <= 255 * 255 * d: no int32 overflow. */
+ * len = n4 <= 128 (130,560 * 128 < 2^31, 65,025 * 128 < 2^30 - 2^15). q is unpacked as
+ * 2 (q - q_zp) in [-510, 510] (int16 lanes) and each sum starts at -2 k_zp sum (q - q_zp),
+ * so it ends at 2 acc, the SMMLAR operand of att_out2, with no subtraction or doubling per
+ * score. Every partial sum is at most 2 * 255 * 128 * d + 2 * 128 * 255 * d = 130,560 d
+ * <= 16,711,680 (d <= 128) in magnitude, and the last is 2 acc with |acc| <= 255 * 255 * d:
+ * no int32 overflow. */
 #define MCUC_ATT_DSP_PAIR_LEN 256
 #define MCUC_ATT_DSP_VT_BYTES 2048
 
@@ -384,9 +388,11 @@ static inline uint32_t att_dbl16(uint32_t x)
 }
 #endif
 
-/* Rows a and b of q as 2 (q - q_zp) lanes, four d per group of four words (a's d, d + 2;
- * a's d + 1, d + 3; then b's), the d % 4 tail in qt[0..2] (a) and qt[3..5] (b); returns
- * the sums' start values -2 k_zp sum (q - q_zp) in f[0..1]. */
+/* Rows a and b of q as 2 (q - q_zp) lanes, four d per group of four words: (a's d, d + 2),
+ * (b's d, d + 2), (a's d + 1, d + 3), (b's d + 1, d + 3), so that a step's first LDRD feeds
+ * its first four SMLADs before the second is needed (fewer registers live); the d % 4
+ * tail in qt[0..2] (a) and qt[3..5] (b); returns the sums' start values
+ * -2 k_zp sum (q - q_zp) in f[0..1]. */
 static void unpack_pair(const mcuc_attention_params_t *p, const int8_t *qa, const int8_t *qb,
                         uint32_t *qp, int32_t *qt, int32_t *f)
 {
@@ -468,15 +474,17 @@ ATT_NOINLINE static void dot_pair_last(const uint32_t *qp, const int32_t *qt, in
     ob[0] = att_out2(rq, b0);
 }
 
-/* The 2 x 2 block of both products: rows a and b of x (unpacked by unpack_pair: len
- * values, sums starting at f[0], f[1]) against each of the n rows of m (len bytes from
- * m + r * rs), two rows of m per pass; out_a[r * os] and out_b[r * os] get att_out2 of
- * the sums. Scores: x = q, m = k; P.V: x = p, m = V^T. Inlined into dot_pair twice: with
- * len32 (a constant 1: len is 32, the commonest head size) the eight steps are written out
- * (gcc does not unroll at -Os), so a block is its 128 instructions of steps, the epilogue
- * and the row loop, with no step loop, tail test or accumulator moves (the first SMLADs
- * read f); else four steps per pass of a loop (about 5 instructions per 64 MACs against
- * 6 per 32 with two), then single steps and the len % 4 tail. */
+/* The 2 x 2 block of both products: rows a and b of x (unpacked by unpack_pair or
+ * softmax_pairs: len values, sums starting at f[0], f[1]) against each of the n rows of m
+ * (len bytes from m + r * rs; with inter, rows r and r + 1 interleaved in 2 rs bytes from
+ * m + r * rs, r even, as transpose_v lays V^T out), two rows of m per pass; out_a[r * os]
+ * and out_b[r * os] get att_out2 of the sums. Scores: x = q, m = k; P.V: x = p, m = V^T.
+ * Inlined into dot_pair three times (len32, inter and os constant in each): with len32
+ * (len is 32, the commonest head size) the eight steps are written out (gcc does not
+ * unroll at -Os), so a block is its 128 instructions of steps, the epilogue and the row
+ * loop, with no step loop, tail test or accumulator moves (the first SMLADs read f); else
+ * the steps run as Duff's device over eight written out (one jump into the sequence per
+ * block, then eight steps per pass), then the len % 4 tail (none for V^T: len = n4). */
 static inline ATT_ALWAYS_INLINE void dot_pair_rows(const uint32_t *qp, const int32_t *qt,
                                                    const int32_t *f, int32_t len,
                                                    const int8_t *m, int32_t n, int32_t rs,
@@ -638,7 +646,7 @@ void mcuc_attention_s8(const mcuc_attention_params_t *p, const int8_t *q, const 
         attention_ref(p, q, k, v, y, scratch);
         return;
     }
-    /* q: two rows (4 words per 4 d); p: two rows (4 words per 4 j) */
+    /* q: two rows (4 words per 4 d); p: two rows (4 words per 4 j), then exp values (n4) */
     uint32_t qp[MCUC_ATT_DSP_PAIR_LEN > MCUC_ATT_DSP_MAX_D ? MCUC_ATT_DSP_PAIR_LEN
                                                            : MCUC_ATT_DSP_MAX_D];
     int32_t qt[6], f[2], ps[2];
@@ -646,8 +654,8 @@ void mcuc_attention_s8(const mcuc_attention_params_t *p, const int8_t *q, const 
     uint32_t vt[MCUC_ATT_DSP_VT_BYTES / 4];
     const int32_t n = p->kv_len, n4 = att_pad4(n);
     const int two = n <= MCUC_ATT_DSP_PAIR_LEN;
-    const int pv_pair = two && n4 <= MCUC_ATT_DSP_PAIR_LEN / 2 && att_rq2_ok(p->o_mult, p->o_shift)
-                        && p->dv * n4 <= MCUC_ATT_DSP_VT_BYTES;
+    const int pv_pair = two && n >= 1 && n4 <= MCUC_ATT_DSP_PAIR_LEN / 2
+                        && att_rq2_ok(p->o_mult, p->o_shift) && p->dv * n4 <= MCUC_ATT_DSP_VT_BYTES;
     const att_rq_t o_rq = att_rq(p->o_mult, p->o_shift, p->o_zp);
     const att_rq2_t s_rq2 = att_rq2(p->s_mult, p->s_shift, p->s_zp);
     const att_rq2_t o_rq2 = pv_pair ? att_rq2(p->o_mult, p->o_shift, p->o_zp) : s_rq2;
