@@ -197,18 +197,24 @@ def test_pair_path_bounds() -> None:
     assert 4 * 255 * 128 * longest < 2**31 and 2 * 255 < 2**15
     assert 255 * 255 * longest < 2**30 - 2**15
     assert 2**30 + 1 + 2**21 + 128 * 2**22 < 2**31 and vt >= 4
+    # softmax_pairs: sum 2 p in 16-bit lanes, each at most 2 * 510 per 4 of n4 <= PAIR_LEN / 2;
+    # and the exp values fit beside the two p rows in the q/p buffer (PAIR_LEN words)
+    assert 2 * 510 * (pair_len // 2) // 4 < 2**16 and 2 * (pair_len // 2) <= pair_len
 
 
 def test_attention_dsp_pair_path_edges(ck_dsp: CKernels) -> None:
     """Both rows of a pair, an odd last row, kv_len and dv * kv_len (rounded up to 4)
-    at and past the pair path's stack buffers, the shifts at the ends of its epilogue
-    (-1, -22) and just past them (0, -23: s_shift takes the reference loop, o_shift
-    the row-by-row P.V)."""
+    at and past the pair path's stack buffers (and the pair P.V's n4 <= PAIR_LEN / 2),
+    the shifts at the ends of its epilogue (-1, -22) and just past them (0, -23: s_shift
+    takes the reference loop, o_shift the row-by-row P.V)."""
     pair_len, vt = _c_define("MCUC_ATT_DSP_PAIR_LEN"), _c_define("MCUC_ATT_DSP_VT_BYTES")
     shapes = [(2, pair_len, 4, vt // pair_len), (3, pair_len, 5, vt // pair_len + 1),
               (2, pair_len + 1, 3, 1), (4, pair_len - 3, 8, vt // pair_len),
               (2, vt // 8 - 1, 2, 8), (2, vt // 8 + 1, 2, 8), (5, 1, 1, 1), (2, 2, 3, 2),
-              (3, 5, 12, 3), (2, 50, 32, 32), (4, 7, 128, 7), (2, 6, 9, 1), (3, 3, 4, 5)]
+              (3, 5, 12, 3), (2, 50, 32, 32), (4, 7, 128, 7), (2, 6, 9, 1), (3, 3, 4, 5),
+              # the pair P.V's row bound n4 <= PAIR_LEN / 2 (exp values beside p), at and past
+              (2, pair_len // 2, 4, vt // (pair_len // 2)), (3, pair_len // 2 - 3, 32, 16),
+              (2, pair_len // 2 + 1, 5, 15), (2, 64, 64, 31), (3, 33, 16, 33)]
     rng = np.random.default_rng(2326)
     i = 0
     for shape in shapes:
@@ -221,6 +227,27 @@ def test_attention_dsp_pair_path_edges(ck_dsp: CKernels) -> None:
                              case.out_init)
             assert np.array_equal(got, want), f"case {i}: {case.params}"
             i += 1
+
+
+def test_attention_dsp_multiplier_signs(ck_dsp: CKernels) -> None:
+    """The pair path's epilogue takes the sign of the sum for the sign of its product,
+    which holds for mult >= 0 only: a negative s_mult takes the reference loop, a negative
+    o_mult the row-by-row P.V; zero and the extremes of either sign, each shift range."""
+    rng = np.random.default_rng(2327)
+    mults = (0, 1, 1 << 30, 2**31 - 1, -1, -(1 << 30), -(2**31))
+    i = 0
+    for shape in ((2, 50, 32, 32), (3, 7, 9, 5), (2, 1, 4, 2)):
+        for s_mult in mults:
+            for o_mult in mults:
+                case = gen_attention_dsp(rng, shape=shape)
+                case.params.update(s_mult=s_mult, o_mult=o_mult,
+                                   s_shift=int(rng.integers(-22, 0)),
+                                   o_shift=int(rng.integers(-22, 0)))
+                want = expected("attention", case)
+                got = ck_dsp.run("attention", case.params, case.inputs, case.out_size,
+                                 case.out_init)
+                assert np.array_equal(got, want), f"case {i}: {case.params}"
+                i += 1
 
 
 def test_attention_dsp_matches_reference(ck_dsp: CKernels) -> None:

@@ -31,13 +31,14 @@ from mcuc.boards import Board
 
 # Hot kernels, hottest first (by their share of the default model's instructions): the linear
 # core (its dispatcher, the plans a ViT runs: short epilogue with k % 16 == 0, int8 or widened
-# weights) and its dot products, attention (QK^T, softmax, AV), the token-wise block with its
-# fused LayerNorm, then the element-wise and standalone kernels, then the patch embedding (once
-# per inference), then the linear plans other layers take. Names of both kernel variants; a
+# weights) and its dot products, attention (QK^T, softmax: the pair path's, then the row
+# path's, AV), the token-wise block with its fused LayerNorm, then the element-wise and
+# standalone kernels, then the patch embedding (once per inference), then the linear plans
+# other layers take. Names of both kernel variants; a
 # name without a section in the build is skipped.
 ITCM_FUNCTIONS: tuple[str, ...] = (
     "mcuc_linear_planned_s8", "lin_short16", "lin_wide_short16", "dot_pair", "dot1",
-    "mcuc_attention_s8", "softmax_dsp", "pv_dsp",
+    "mcuc_attention_s8", "softmax_pairs", "softmax_dsp", "pv_dsp",
     "mcuc_tokenwise_s8", "ln_fast",
     "mcuc_lut_s8", "mcuc_add_s8", "mcuc_layernorm_s8", "ln_near", "ln_exact",
     "mcuc_linear_s8", "mcuc_requantize", "mcuc_softmax_s8", "mcuc_matmul_s8",
