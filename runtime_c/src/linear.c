@@ -644,20 +644,26 @@ MCUC_ALWAYS_INLINE static void unpacked_rows(const mcuc_linear_params_t *p, cons
         unpack_rows(xr, k, 1 + two, xu);
         const int8_t *wb = p->weights;      /* NULL when wide */
         const int16_t *wb16 = p->weights16; /* NULL when not */
-        for (const int32_t *e = p->rq; e != e4; e += 2 * RQ_PAIR, yo += 4) {
-            if (wide && two) {
-                pre_pair(xu, xu + k, NULL, wb16, e, yo, n, y_c, 1);
-                pre_pair(xu, xu + k, NULL, wb16 + 8, e + RQ_PAIR, yo + 2, n, y_c, 1);
-            } else if (two) {
-                pre_pair(xu, xu + k, wb, NULL, e, yo, n, y_c, 0);
-                pre_pair(xu, xu + k, wb + 8, NULL, e + RQ_PAIR, yo + 2, n, y_c, 0);
-            } else {
-                pre_quad(xu, xu + k / 2, wb, wb16, e, yo, y_c, wide);
+        if (two) { /* the row count's test out of the channel loop: one loop each */
+            for (const int32_t *e = p->rq; e != e4; e += 2 * RQ_PAIR, yo += 4) {
+                if (wide) {
+                    pre_pair(xu, xu + k, NULL, wb16, e, yo, n, y_c, 1);
+                    pre_pair(xu, xu + k, NULL, wb16 + 8, e + RQ_PAIR, yo + 2, n, y_c, 1);
+                    wb16 += 4 * k;
+                } else {
+                    pre_pair(xu, xu + k, wb, NULL, e, yo, n, y_c, 0);
+                    pre_pair(xu, xu + k, wb + 8, NULL, e + RQ_PAIR, yo + 2, n, y_c, 0);
+                    wb += 4 * k;
+                }
             }
-            if (wide) {
-                wb16 += 4 * k;
-            } else {
-                wb += 4 * k;
+        } else {
+            for (const int32_t *e = p->rq; e != e4; e += 2 * RQ_PAIR, yo += 4) {
+                pre_quad(xu, xu + k / 2, wb, wb16, e, yo, y_c, wide);
+                if (wide) {
+                    wb16 += 4 * k;
+                } else {
+                    wb += 4 * k;
+                }
             }
         }
         for (int32_t j = n4; j < n; ++j) {
