@@ -562,9 +562,12 @@ MCUC_ALWAYS_INLINE static void unpack_rows(const int8_t *xa, int32_t k, int32_t 
  * 8 (q % 2) int16s), started at the biases,
  * requantized into yo[0..1] (row u) and yo[n..n+1] (row v) by short_out. */
 MCUC_ALWAYS_INLINE static void pre_pair(const uint32_t *xu, const uint32_t *xe,
-                                        const int8_t *w, const int16_t *w16, const int32_t *e,
-                                        int8_t *yo, int32_t n, int32_t y_c, int wide)
+                                        const int8_t **wp, const int16_t **wp16,
+                                        const int32_t *e, int8_t *yo, int32_t n, int32_t y_c,
+                                        int wide)
 {
+    const int8_t *w = *wp;
+    const int16_t *w16 = *wp16;
     int32_t a00 = e[RQ_BIAS], a01 = e[RQ_BIAS + 1], a10 = a00, a11 = a01;
     const uint32_t *xp = xu;
     do { /* k >= 16 */
@@ -579,6 +582,8 @@ MCUC_ALWAYS_INLINE static void pre_pair(const uint32_t *xu, const uint32_t *xe,
         }
         xp += 16;
     } while (xp != xe);
+    *wp = w;
+    *wp16 = w16;
     const int32_t a[4] = {a00, a01, a10, a11};
     pair_out(e, a, yo, n, 0, y_c, 1);
 }
@@ -645,16 +650,27 @@ MCUC_ALWAYS_INLINE static void unpacked_rows(const mcuc_linear_params_t *p, cons
         const int8_t *wb = p->weights;      /* NULL when wide */
         const int16_t *wb16 = p->weights16; /* NULL when not */
         if (two) { /* the row count's test out of the channel loop: one loop each */
+            /* one weight pointer: a pair's loop leaves it 4 k on (bytes or int16s), at its
+             * next block's word; the block's second pair starts 8 on from the first */
+            const int32_t back = 4 * k - 8;
+            if (wide) {
+                wb16 += 8;
+            } else {
+                wb += 8;
+            }
             for (const int32_t *e = p->rq; e != e4; e += 2 * RQ_PAIR, yo += 4) {
                 if (wide) {
-                    pre_pair(xu, xu + k, NULL, wb16, e, yo, n, y_c, 1);
-                    pre_pair(xu, xu + k, NULL, wb16 + 8, e + RQ_PAIR, yo + 2, n, y_c, 1);
-                    wb16 += 4 * k;
+                    wb16 -= 8;
                 } else {
-                    pre_pair(xu, xu + k, wb, NULL, e, yo, n, y_c, 0);
-                    pre_pair(xu, xu + k, wb + 8, NULL, e + RQ_PAIR, yo + 2, n, y_c, 0);
-                    wb += 4 * k;
+                    wb -= 8;
                 }
+                pre_pair(xu, xu + k, &wb, &wb16, e, yo, n, y_c, wide);
+                if (wide) {
+                    wb16 -= back;
+                } else {
+                    wb -= back;
+                }
+                pre_pair(xu, xu + k, &wb, &wb16, e + RQ_PAIR, yo + 2, n, y_c, wide);
             }
         } else {
             for (const int32_t *e = p->rq; e != e4; e += 2 * RQ_PAIR, yo += 4) {
