@@ -575,9 +575,10 @@ MCUC_ALWAYS_INLINE static void unpack_rows(const int8_t *xa, int32_t k, int32_t 
     } while (0)
 
 /* One channel pair of a row pair: the sums of rows u, v (unpacked at xu, k words) against
- * the pair's words at w (block + 8 (q % 2) bytes) or, when wide, w16 (widened: block +
+ * the pair's words at *wp (block + 8 (q % 2) bytes) or, when wide, *wp16 (widened: block +
  * 8 (q % 2) int16s), started at the biases,
- * requantized into yo[0..1] (row u) and yo[n..n+1] (row v) by short_out. */
+ * requantized into yo[0..1] (row u) and yo[n..n+1] (row v) by short_out. The pointer is
+ * left where the loop ends, 4 k on (bytes or int16s): the same pair of the next block. */
 MCUC_ALWAYS_INLINE static void pre_pair(const uint32_t *xu, const uint32_t *xe,
                                         const int8_t **wp, const int16_t **wp16,
                                         const int32_t *e, int8_t *yo, int32_t n, int32_t y_c,
