@@ -508,20 +508,37 @@ MCUC_ALWAYS_INLINE static int32_t row_pairs(const mcuc_linear_params_t *p, const
  * The buffer takes 4 k bytes (a pair) <= 2 KB, on the stack (tests/test_stack_frames.py). */
 #define MCUC_PRE_MAX_K 512
 
+/* p[off / 4] = lo, p[off / 4 + 1] = hi for a word-aligned uint32_t *p and a constant byte
+ * offset: one STRD (gcc does not pair the two stores by itself). */
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+#define MCUC_STRD(p, off, lo, hi) \
+    __asm__("strd %1, %2, [%0, #%c3]" : : "r"(p), "r"(lo), "r"(hi), "i"(off) : "memory")
+#else
+#define MCUC_STRD(p, off, lo, hi) \
+    do {                          \
+        (p)[(off) / 4] = (lo);    \
+        (p)[(off) / 4 + 1] = (hi); \
+    } while (0)
+#endif
+
 /* `rows` (1 or 2) consecutive rows of x (k bytes each) unpacked: per four inputs i..i+3,
  * each row's lane pairs (x_i, x_i+2) and (x_i+1, x_i+3), the rows side by side (a pair:
- * u's two words then v's two; one row: its two). */
+ * u's two words then v's two; one row: its two). Both rows of a pair in one loop: two
+ * loads, four SXTB16, two STRDs per four inputs. */
 MCUC_ALWAYS_INLINE static void unpack_rows(const int8_t *xa, int32_t k, int32_t rows,
                                            uint32_t *xu)
 {
-    const int32_t step = 2 * rows;
-    for (int32_t t = 0; t < rows; ++t) {
-        const int8_t *xr = xa + (int64_t)t * k;
-        uint32_t *o = xu + 2 * t;
-        for (int32_t i = 0; i < k; i += 4, o += step) {
-            const uint32_t w = mcuc_read32(xr + i);
-            o[0] = mcuc_sxtb16(w);
-            o[1] = mcuc_sxtb16_ror8(w);
+    const int8_t *const xend = xa + k;
+    if (rows == 2) {
+        for (const int8_t *xi = xa; xi != xend; xi += 4, xu += 4) {
+            const uint32_t u = mcuc_read32(xi), v = mcuc_read32(xi + k);
+            MCUC_STRD(xu, 0, mcuc_sxtb16(u), mcuc_sxtb16_ror8(u));
+            MCUC_STRD(xu, 8, mcuc_sxtb16(v), mcuc_sxtb16_ror8(v));
+        }
+    } else {
+        for (const int8_t *xi = xa; xi != xend; xi += 4, xu += 2) {
+            const uint32_t u = mcuc_read32(xi);
+            MCUC_STRD(xu, 0, mcuc_sxtb16(u), mcuc_sxtb16_ror8(u));
         }
     }
 }
@@ -558,13 +575,17 @@ MCUC_ALWAYS_INLINE static void unpack_rows(const int8_t *xa, int32_t k, int32_t 
     } while (0)
 
 /* One channel pair of a row pair: the sums of rows u, v (unpacked at xu, k words) against
- * the pair's words at w (block + 8 (q % 2) bytes) or, when wide, w16 (widened: block +
+ * the pair's words at *wp (block + 8 (q % 2) bytes) or, when wide, *wp16 (widened: block +
  * 8 (q % 2) int16s), started at the biases,
- * requantized into yo[0..1] (row u) and yo[n..n+1] (row v) by short_out. */
+ * requantized into yo[0..1] (row u) and yo[n..n+1] (row v) by short_out. The pointer is
+ * left where the loop ends, 4 k on (bytes or int16s): the same pair of the next block. */
 MCUC_ALWAYS_INLINE static void pre_pair(const uint32_t *xu, const uint32_t *xe,
-                                        const int8_t *w, const int16_t *w16, const int32_t *e,
-                                        int8_t *yo, int32_t n, int32_t y_c, int wide)
+                                        const int8_t **wp, const int16_t **wp16,
+                                        const int32_t *e, int8_t *yo, int32_t n, int32_t y_c,
+                                        int wide)
 {
+    const int8_t *w = *wp;
+    const int16_t *w16 = *wp16;
     int32_t a00 = e[RQ_BIAS], a01 = e[RQ_BIAS + 1], a10 = a00, a11 = a01;
     const uint32_t *xp = xu;
     do { /* k >= 16 */
@@ -579,6 +600,8 @@ MCUC_ALWAYS_INLINE static void pre_pair(const uint32_t *xu, const uint32_t *xe,
         }
         xp += 16;
     } while (xp != xe);
+    *wp = w;
+    *wp16 = w16;
     const int32_t a[4] = {a00, a01, a10, a11};
     pair_out(e, a, yo, n, 0, y_c, 1);
 }
@@ -644,20 +667,37 @@ MCUC_ALWAYS_INLINE static void unpacked_rows(const mcuc_linear_params_t *p, cons
         unpack_rows(xr, k, 1 + two, xu);
         const int8_t *wb = p->weights;      /* NULL when wide */
         const int16_t *wb16 = p->weights16; /* NULL when not */
-        for (const int32_t *e = p->rq; e != e4; e += 2 * RQ_PAIR, yo += 4) {
-            if (wide && two) {
-                pre_pair(xu, xu + k, NULL, wb16, e, yo, n, y_c, 1);
-                pre_pair(xu, xu + k, NULL, wb16 + 8, e + RQ_PAIR, yo + 2, n, y_c, 1);
-            } else if (two) {
-                pre_pair(xu, xu + k, wb, NULL, e, yo, n, y_c, 0);
-                pre_pair(xu, xu + k, wb + 8, NULL, e + RQ_PAIR, yo + 2, n, y_c, 0);
-            } else {
-                pre_quad(xu, xu + k / 2, wb, wb16, e, yo, y_c, wide);
-            }
+        if (two) { /* the row count's test out of the channel loop: one loop each */
+            /* one weight pointer: a pair's loop leaves it 4 k on (bytes or int16s), at its
+             * next block's word; the block's second pair starts 8 on from the first */
+            const int32_t back = 4 * k - 8;
             if (wide) {
-                wb16 += 4 * k;
+                wb16 += 8;
             } else {
-                wb += 4 * k;
+                wb += 8;
+            }
+            for (const int32_t *e = p->rq; e != e4; e += 2 * RQ_PAIR, yo += 4) {
+                if (wide) {
+                    wb16 -= 8;
+                } else {
+                    wb -= 8;
+                }
+                pre_pair(xu, xu + k, &wb, &wb16, e, yo, n, y_c, wide);
+                if (wide) {
+                    wb16 -= back;
+                } else {
+                    wb -= back;
+                }
+                pre_pair(xu, xu + k, &wb, &wb16, e + RQ_PAIR, yo + 2, n, y_c, wide);
+            }
+        } else {
+            for (const int32_t *e = p->rq; e != e4; e += 2 * RQ_PAIR, yo += 4) {
+                pre_quad(xu, xu + k / 2, wb, wb16, e, yo, y_c, wide);
+                if (wide) {
+                    wb16 += 4 * k;
+                } else {
+                    wb += 4 * k;
+                }
             }
         }
         for (int32_t j = n4; j < n; ++j) {
