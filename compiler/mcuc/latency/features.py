@@ -119,9 +119,11 @@ def _add(f: Features, prefix: str, g: dict[str, int], times: int) -> None:
 def add_layernorm(f: Features, rows: int, cols: int, v: Variant, times: int = 1) -> None:
     """`times` mcuc_layernorm_s8 calls of rows x cols."""
     g = {"call": 1, "row": rows, "el": rows * cols}
-    if v.dsp:   # statistics: 16 per step, then 4, then bytes
+    if v.dsp:   # statistics: 16 per step, then 4, then bytes; ln_fast16's loop: 16
+        # per step, then 8, then ln_rest16 for the last cols mod 8
         g.update({"c16": rows * (cols // 16), "c4": rows * ((cols % 16) // 4),
-                  "ct": rows * (cols % 4)})
+                  "ct": rows * (cols % 4), "n8": rows * ((cols % 16) // 8),
+                  "nrest": rows * int(cols % 8 != 0), "nr4": rows * ((cols % 8) // 4)})
     _add(f, "ln_" if v.dsp else "lnr_", g, times)
 
 
@@ -215,10 +217,12 @@ def tokenwise_step(f: Features, p: dict, v: Variant) -> None:
 
 
 def attention_step(f: Features, p: dict, v: Variant) -> None:
-    """attention.c: the DSP pair path (or pv_dsp for P.V), else the reference loop."""
+    """attention.c: the DSP pair path (P.V by the pair block over V^T, its operand written
+    by softmax_pairs, or by pv_dsp after softmax_dsp), else the reference loop."""
     b, q_len, n, d, dv = p["batch"], p["q_len"], p["kv_len"], p["d"], p["dv"]
-    s_ok = -22 <= p["s_shift"] <= -1 if v.exact else True
-    o_ok2 = -22 <= p["o_shift"] <= -1 if v.exact else True
+    # att_rq2_ok: the pair epilogue needs mult >= 0 and -22 <= shift <= -1
+    s_ok = p["s_mult"] >= 0 and -22 <= p["s_shift"] <= -1 if v.exact else True
+    o_ok2 = p["o_mult"] >= 0 and -22 <= p["o_shift"] <= -1 if v.exact else True
     o_ok = -31 <= p["o_shift"] <= 0 if v.exact else True
     tables = any(p.get(t) is not None for t in ("q_table", "k_table", "v_table"))
     unit = p["q_cs"] == 1 and p["k_cs"] == 1 and p["v_cs"] == 1
@@ -234,7 +238,8 @@ def attention_step(f: Features, p: dict, v: Variant) -> None:
         return
     n4 = (n + 3) & ~3
     two = n <= ATT_PAIR_LEN
-    pv_pair = two and o_ok2 and dv * n4 <= ATT_VT_BYTES
+    pv_pair = (two and n >= 1 and n4 <= ATT_PAIR_LEN // 2 and o_ok2
+               and dv * n4 <= ATT_VT_BYTES)
     f["at_call"] += 1
     f["at_batch"] += b
     if pv_pair:
@@ -246,16 +251,19 @@ def attention_step(f: Features, p: dict, v: Variant) -> None:
     f["at_iter"] += iters
     f["at_up_d4"] += iters * (d // 4)
     f["at_up_dt"] += iters * (d % 4)
-    _dot_pair(f, iters, d, n)
-    f["at_sm"] += soft
-    f["at_sm_4"] += soft * (n // 4)
-    f["at_sm_t"] += soft * (n % 4)
-    if pv_pair:
-        f["at_upp"] += iters
-        f["at_upp_4"] += iters * (n // 4)
-        f["at_upp_t"] += iters * (n % 4)
-        _dot_pair(f, iters, n4, dv)
+    _dot_pair(f, iters, d, n, "dpq32_" if d == 32 else "dp_")
+    if pv_pair:   # softmax_pairs per row; a row taken twice copied to b's words
+        f["at_sp"] += soft
+        f["at_sp_4"] += soft * (n // 4)
+        f["at_sp_t"] += soft * (n % 4)
+        single = iters - b * pairs
+        f["at_one"] += single
+        f["at_one_4"] += single * (n4 // 4)
+        _dot_pair(f, iters, n4, dv, "dpv_")
     else:
+        f["at_sm"] += soft
+        f["at_sm_4"] += soft * (n // 4)
+        f["at_sm_t"] += soft * (n % 4)
         c4, ct = dv // 4, dv % 4
         f["pv_call"] += soft
         f["pv_c4"] += soft * c4
@@ -265,15 +273,19 @@ def attention_step(f: Features, p: dict, v: Variant) -> None:
         f["pv_ct_n"] += soft * ct * n
 
 
-def _dot_pair(f: Features, calls: int, length: int, rows: int) -> None:
-    """`calls` dot_pair calls over `rows` rows of `length` values."""
+def _dot_pair(f: Features, calls: int, length: int, rows: int, tag: str) -> None:
+    """`calls` dot_pair calls over `rows` rows of `length` values, by dot_pair_rows' copy
+    (`tag`: dpq32_ scores with length 32, written out; dp_ other scores, Duff's device
+    over eight steps then the length % 4 tail; dpv_ P.V over V^T, no tail): row pairs,
+    their steps of four values (16 instructions each) and passes, then dot_pair_last."""
     d4, dt = length // 4, length % 4
     j2, jo = rows // 2, rows % 2
-    f["dp_call"] += calls
-    f["dp_j2"] += calls * j2
-    f["dp_j2_q8"] += calls * j2 * (d4 // 2)
-    f["dp_j2_o4"] += calls * j2 * (d4 % 2)
-    f["dp_j2_t"] += calls * j2 * dt
+    f[tag + "call"] += calls
+    f[tag + "j2"] += calls * j2
+    f["dp_step"] += calls * j2 * d4
+    if tag != "dpq32_":
+        f[tag + "j2_pass"] += calls * j2 * ((d4 + 7) // 8)
+        f[tag + "j2_t"] += calls * j2 * dt
     f["dp_jo"] += calls * jo
     f["dp_jo_d4"] += calls * jo * d4
     f["dp_jo_t"] += calls * jo * dt
