@@ -451,6 +451,14 @@ static inline uint32_t mcuc_usat16_8(uint32_t w)
     return (uint32_t)__usat16((int16x2_t)w, 8);
 }
 
+/* Both 16-bit lanes doubled, each modulo 2^16 (UADD16 x, x: no carry between lanes). */
+static inline uint32_t mcuc_dbl16(uint32_t x)
+{
+    uint32_t r;
+    __asm__("uadd16 %0, %1, %1" : "=r"(r) : "r"(x) : "cc");
+    return r;
+}
+
 /* m & (w << 8) in one AND with a shifted register (gcc would shift, then BIC). */
 static inline uint32_t mcuc_and_lsl8(uint32_t m, uint32_t w)
 {
@@ -471,6 +479,11 @@ static inline uint32_t mcuc_usat16_8(uint32_t w)
     const int32_t l0 = mcuc_lane(w, 0), l1 = mcuc_lane(w, 1);
     return (uint32_t)(l0 < 0 ? 0 : (l0 > 255 ? 255 : l0)) |
            ((uint32_t)(l1 < 0 ? 0 : (l1 > 255 ? 255 : l1)) << 16);
+}
+
+static inline uint32_t mcuc_dbl16(uint32_t x)
+{
+    return (x << 1) & 0xFFFEFFFFu; /* the bit the low lane shifts into the high one, cleared */
 }
 
 static inline uint32_t mcuc_and_lsl8(uint32_t m, uint32_t w)
