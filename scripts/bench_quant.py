@@ -161,15 +161,9 @@ def run_ort_unfused(model: Path, xs: np.ndarray) -> np.ndarray:
     QLinear kernels whose result depends on the host: on x86 without VNNI, MLAS's u8 x s8
     kernels add pairs of products in saturating int16 (vpmaddubsw), so the first
     QLinearConv of the default model is off by up to 27 LSB on 12% of its elements (20 images)."""
-    import onnxruntime as ort
+    from mcuc.validation import run_float
 
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    sess = ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    return np.stack([np.asarray(sess.run(None, {name: x[None].astype(np.float32)})[0],
-                                dtype=np.float64).reshape(-1) for x in xs])
+    return run_float(model, xs, (1, *xs.shape[1:]), as_written=True)
 
 
 def run_mcuc(c: Compiled, xs: np.ndarray) -> np.ndarray:

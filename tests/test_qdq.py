@@ -18,6 +18,7 @@ from mcuc.cli import main
 from mcuc.datasets import load_fashion_mnist
 from mcuc.kernels import registry
 from mcuc.pipeline import DEFAULT_MODEL, build, compile_graph, load_graph
+from mcuc.validation.results import errors
 
 pytest.importorskip("onnxruntime")
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
@@ -169,6 +170,23 @@ def test_build_and_validate_bit_exact(small, tmp_path):
     np.save(tmp_path / "x.npy", small["x"][:16])
     v = validate(out, str(tmp_path / "x.npy"))
     assert v.mismatches == 0 and v.float_model.agreement >= 0.9
+
+
+def test_validate_runs_the_qdq_graph_as_written(small, tmp_path):
+    """`mcuc validate`'s "float" row for a QDQ model is onnxruntime running the graph as
+    written (run_ort_unfused), not its default session, whose fused u8 x s8 kernels give
+    host-dependent results (on this AVX2 host the per-channel model's logits differ)."""
+    from mcuc.validation import validate
+
+    model, x = small["pc"], small["x"][:32]
+    out = tmp_path / "b"
+    build(model, "host", calib=str(small["calib"]), out_dir=out)
+    np.save(tmp_path / "x.npy", x)
+    v = validate(out, str(tmp_path / "x.npy"))
+    c = compiled(model, np.load(small["calib"]))
+    ref = c.schedule.output_qp.dequantize(run_mcuc(c, x))
+    assert v.mismatches == 0
+    assert v.reference.vs_float == errors(ref, run_ort_unfused(model, x))
 
 
 def test_cli_quant_modes(small, tmp_path, capsys):

@@ -90,7 +90,8 @@ def validate(out_dir: Path | str, data: str = "fashion-mnist:1000",
         f_row.note = "onnxruntime not installed (pip install 'mcuc[search]')"
     else:
         t0 = time.perf_counter()
-        flt = run_float(model_path, xs_f, b.input_shape, progress)
+        flt = run_float(model_path, xs_f, b.input_shape, progress,
+                        as_written=c.graph.given is not None)
         secs["float"] = time.perf_counter() - t0
         if flt.shape[1] != ref_q.shape[1]:
             f_row.note = f"the ONNX model gives {flt.shape[1]} outputs, the build {ref_q.shape[1]}"

@@ -119,12 +119,17 @@ def run_target(b: Build, xs_q: np.ndarray, engine: str | None, progress: bool = 
 
 
 def run_float(model: Path, xs: np.ndarray, input_shape: tuple[int, ...],
-              progress: bool = False) -> np.ndarray:
-    """Float outputs [N, K] of the ONNX model under onnxruntime (ImportError without it)."""
+              progress: bool = False, as_written: bool = False) -> np.ndarray:
+    """Float outputs [N, K] of the ONNX model under onnxruntime (ImportError without it).
+    `as_written` turns onnxruntime's graph optimizations off, so a QDQ model runs op by op
+    as written (float between its Q/DQ pairs): its default session fuses them into QLinear
+    kernels whose results depend on the host (bench/quant.md)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    if as_written:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     sess = ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
     out = []
