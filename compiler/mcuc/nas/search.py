@@ -390,6 +390,16 @@ def family_finalists(candidates: list, k: int) -> list:
     return list(best.values())[:k]
 
 
+def _instructions_part(b: dict) -> str:
+    """The pick's predicted instructions: from its real quantization where the search
+    compiled it (what its build reports), beside the ranking estimate (dummy scales,
+    which cannot show data-dependent loops such as the residual add's path)."""
+    est, real = b["cost"].get("instructions"), b.get("compiled", {}).get("predicted_instructions")
+    if real and est:
+        return f", {real:,} instructions predicted ({est:,} by the search's estimate)"
+    return f", {est:,} instructions predicted" if est else ""
+
+
 def summary_line(summary: dict, result) -> str:
     b = summary["best"]
     acc = b["val_accuracy_finetuned"] or b["val_accuracy_inherited"]
@@ -399,8 +409,7 @@ def summary_line(summary: dict, result) -> str:
             f"{b['cost']['arena_bytes']:,} B, RAM {b['cost']['ram_bytes']:,} / "
             f"{summary['sram_limit']:,} B, flash {b['cost']['flash_bytes']:,} / "
             f"{summary['flash_limit']:,} B, {b['cost']['macs']:,} MACs"
-            + (f", {b['cost']['instructions']:,} instructions predicted"
-               if b["cost"].get("instructions") else "") + "; "
+            + _instructions_part(b) + "; "
             f"{len(result.candidates)} candidates in {summary['search_seconds']:.0f} s "
             f"({result.candidates_per_s:.1f} costed/s)")
 
