@@ -152,10 +152,10 @@ def _retile(s: Schedule) -> Schedule:
     """Tokenwise tiles chosen again for the streamed arena (module doc)."""
     if "token-overwrite" in s.disabled:
         return s
-    from mcuc.schedule.tokenwise import choose_tiles
+    from mcuc.schedule.tokenwise import choose_tiles, mark_free_inputs
 
     alt = choose_tiles(s)
-    return alt if arena(alt) < arena(s) else s
+    return mark_free_inputs(alt) if arena(alt) < arena(s) else s
 
 
 def band_rows(s: Schedule) -> tuple[int, int, int, int]:

@@ -226,7 +226,7 @@ def overwrite_tokens(schedule: Schedule) -> Schedule:
         alt = choose_tiles(patch.separate(s, i))
         if arena(alt) < arena(best):
             best = alt
-    return best if arena(best) <= arena(schedule) else schedule
+    return mark_free_inputs(best) if arena(best) <= arena(schedule) else schedule
 
 
 def _overwrite(w: Edit, i: int) -> None:
@@ -255,7 +255,8 @@ def _with_params(st: Step, p: dict) -> Step:
 
 
 def choose_tiles(s: Schedule) -> Schedule:
-    """Tile sizes by the rule in the module doc; returns a new Schedule."""
+    """Tile sizes by the rule in the module doc; returns a new Schedule. Callers mark
+    x_free (mark_free_inputs) on the one they keep: it depends on the final buffers."""
     tw = [i for i, st in enumerate(s.steps) if st.kernel == "tokenwise"]
     if not tw:
         return s
@@ -283,7 +284,7 @@ def choose_tiles(s: Schedule) -> Schedule:
             break
         chosen[i] = steps[i]
         out = replace(s, steps=list(chosen))
-    return mark_free_inputs(out)
+    return out
 
 
 def mark_free_inputs(s: Schedule) -> Schedule:
