@@ -39,6 +39,8 @@ def gen_linear_dsp(rng: np.random.Generator) -> Case:
     k = int(rng.choice([1, 2, 3, 4, 5, 7, 8, 16, 64, int(rng.integers(1, 80)),
                         int(rng.integers(150, 400)), PRE_MAX_K, PRE_MAX_K + 16]))
     mult, shift = rand_requant(rng, n, fit=70 * 70 * math.sqrt(k))
+    if rng.random() < 0.3:  # every multiplier in [2^30, 2^31), as the short epilogue needs
+        mult = ((np.abs(mult.astype(np.int64)) | (1 << 30)) & (2**31 - 1)).astype(np.int32)
     w = rand_s8(rng, n * k)
     if rng.random() < 0.2:
         w = np.full(n * k, -128, np.int8)
@@ -97,11 +99,12 @@ def test_int32_bound_constant_matches_c() -> None:
 
 def short_epilogue(p: dict) -> bool:
     """linear.c's plan: the short epilogue for a folded zero point when every shift is in
-    [-31, -1] and the accumulators stay below 2^30 (short_epilogue_ok)."""
+    [-31, -1], every multiplier in [2^30, 2^31) and the accumulators stay below 2^30
+    (short_epilogue_ok)."""
     bias = 0 if p["bias"] is None else int(np.abs(np.asarray(p["bias"], np.int64)).max())
-    shift = np.asarray(p["shift"])
+    shift, mult = np.asarray(p["shift"]), np.asarray(p["mult"], np.int64)
     return (p["x_zp"] == 0 and bool(((shift >= -31) & (shift <= -1)).all())
-            and 255 * 128 * p["k"] + bias < 2**30)
+            and bool((mult >= 2**30).all()) and 255 * 128 * p["k"] + bias < 2**30)
 
 
 def gen_short_edge(rng: np.random.Generator) -> Case:
@@ -109,12 +112,16 @@ def gen_short_edge(rng: np.random.Generator) -> Case:
     2^30 (or just outside), extreme multipliers, shifts -1 and -31."""
     k, n, rows = int(rng.integers(1, 70)), int(rng.integers(1, 10)), int(rng.integers(1, 5))
     if rng.random() < 0.3:  # k % 16 == 0: the loops without tails (unpacked_rows for rows >= 2)
-        k = 16 * int(rng.integers(1, 5))
+        k = int(rng.choice([16, 32, 48, 64, PRE_MAX_K + 16]))  # + 16: past the unpacked loops
     c = worst_case(k, n, 0, int(rng.choice([-1, 1])))
     edge = 2**30 - 1 - 255 * 128 * k + int(rng.choice([0, 0, 0, 1]))  # 1: the general path
     bias = rng.choice([edge, -edge, 0, int(rng.integers(-edge, edge))], n).astype(np.int32)
-    mult = rng.choice([INT32_MIN, INT32_MAX, 1 << 30, int(rng.integers(INT32_MIN, INT32_MAX))],
-                      n).astype(np.int32)
+    if rng.random() < 0.6:  # normal form (quantize_multiplier's): the short epilogue's
+        mult = rng.choice([INT32_MAX, 1 << 30, int(rng.integers(1 << 30, 2**31))], n)
+    else:  # any, 2^30 - 1 (just below it) and the negative extreme included
+        mult = rng.choice([INT32_MIN, INT32_MAX, (1 << 30) - 1, 0,
+                           int(rng.integers(INT32_MIN, INT32_MAX))], n)
+    mult = mult.astype(np.int32)
     shift = rng.choice([-1, -31, int(rng.integers(-31, 0))], n).astype(np.int32)
     p = dict(c.params, rows=rows, bias=bias, mult=mult, shift=shift, y_zp=zp(rng))
     if rng.random() < 0.7:  # a folded zero point: the short epilogue's loops

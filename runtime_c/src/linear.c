@@ -23,9 +23,15 @@
  * exactly the reference's saturated int64 sum. The compiler folds the input zero point
  * into the bias where it can (fold_zero_point), and the loop for x_zp == 0 skips the
  * subtraction. When the whole call's accumulators stay below 2^30 and its shifts are
- * right shifts (short_epilogue_ok, checked once per call), the accumulators start at the
- * bias and each output is requantized in a few instructions (short_out); otherwise each
- * output takes the general epilogue (with_bias). */
+ * right shifts and its multipliers are in [2^30, 2^31) (short_epilogue_ok: the compiler's
+ * short_ok, linear.py), the accumulators start at the bias and each output is requantized
+ * in a few instructions (short_out); otherwise each output takes the general epilogue
+ * (general_out).
+ *
+ * The rq words hold each channel's multiplier and shift in the form short_out reads them
+ * (kernels.h; linear.py requant_words): m2 = 2 mult mod 2^32 (a negative int32 exactly
+ * when mult is in [2^30, 2^31)), and t = ~shift in its low byte with mult's sign in bit
+ * 31 (so that both decode losslessly: rq_mult, rq_shift). */
 #include <string.h>
 
 /* gcc's scheduling before register allocation hoists the blocks' loads and then spills:
@@ -40,18 +46,30 @@
 /* Where a channel's words sit in its pair's six (see mcuc_linear_params_t): + lane. */
 enum { RQ_BIAS = 0, RQ_MULT = 2, RQ_SHIFT = 4, RQ_PAIR = 6 };
 
-/* Channel j's bias, multiplier or shift (field RQ_BIAS, RQ_MULT or RQ_SHIFT). */
+/* Channel j's stored bias, m2 or t word (field RQ_BIAS, RQ_MULT or RQ_SHIFT). */
 static inline int32_t rq_of(const int32_t *rq, int32_t j, int32_t field)
 {
     return rq[RQ_PAIR * (j >> 1) + field + (j & 1)];
 }
 
+/* The multiplier of the stored words m2 = 2 mult mod 2^32 and t (mult's sign in bit 31). */
+static inline int32_t rq_mult(int32_t m2, int32_t t)
+{
+    return (int32_t)(((uint32_t)m2 >> 1) | ((uint32_t)t & 0x80000000u));
+}
+
+/* The shift of the stored word t (~shift, as int8, in its low byte). */
+static inline int32_t rq_shift(int32_t t)
+{
+    return ~((((int32_t)((uint32_t)t & 0xFFu)) ^ 0x80) - 0x80);
+}
+
 /* The reference's epilogue: saturate the exact sum, requantize, add y_zp, clamp. */
 static int8_t ref_out(const mcuc_linear_params_t *p, int32_t j, int64_t acc)
 {
-    const int32_t a = mcuc_sat_s32(acc);
-    const int64_t v = (int64_t)p->y_zp + mcuc_requantize(a, rq_of(p->rq, j, RQ_MULT),
-                                                         rq_of(p->rq, j, RQ_SHIFT));
+    const int32_t a = mcuc_sat_s32(acc), t = rq_of(p->rq, j, RQ_SHIFT);
+    const int64_t v = (int64_t)p->y_zp
+                      + mcuc_requantize(a, rq_mult(rq_of(p->rq, j, RQ_MULT), t), rq_shift(t));
     return mcuc_clamp_s8(v);
 }
 
@@ -284,31 +302,34 @@ static int32_t dot1(const int8_t *xr, const int8_t *wj, const int16_t *wj16, int
 MCUC_ALWAYS_INLINE static int8_t general_out(const int32_t *e, int32_t lane, int32_t y_zp,
                                              int32_t sum)
 {
-    const int32_t acc = mcuc_qadd(e[RQ_BIAS + lane], sum);
-    return mcuc_out_s8(y_zp, mcuc_requantize_fast(acc, e[RQ_MULT + lane], e[RQ_SHIFT + lane]));
+    const int32_t acc = mcuc_qadd(e[RQ_BIAS + lane], sum), t = e[RQ_SHIFT + lane];
+    return mcuc_out_s8(y_zp, mcuc_requantize_fast(acc, rq_mult(e[RQ_MULT + lane], t),
+                                                  rq_shift(t)));
 }
 
 /* The short epilogue, for calls where every accumulator (bias included) is below 2^30 in
- * magnitude and every shift is in [-31, -1] (short_epilogue_ok). c = 2 y_zp + 1, once
- * per call (short_c). Bit for bit mcuc_requantize(acc, mult, shift) then y_zp and the
- * clamp, because:
+ * magnitude, every shift is in [-31, -1] and every multiplier in [2^30, 2^31)
+ * (short_epilogue_ok). It takes the stored words m2 = 2 mult - 2^32 and t = ~shift = e - 1
+ * (e = -shift) as they are; c = 2 y_zp + 1, once per call (short_c). Bit for bit
+ * mcuc_requantize(acc, mult, shift) then y_zp and the clamp, because:
  * - srdhm(acc, mult) = floor((acc * mult + 2^30) / 2^31) (see mcuc_requantize_fast)
- *   = floor((2 acc * mult + 2^31) / 2^32) = SMMULR(2 acc, mult); 2 acc fits int32, and
- *   acc = mult = INT32_MIN (srdhm's saturating case) cannot occur;
- * - with q = that result (|q| < 2^30) and e = -shift in [1, 31], write q = d 2^e + r,
+ *   = floor((2 acc * mult + 2^31) / 2^32) = SMMULR(2 acc, mult), and SMMLAR(acc, m2, acc)
+ *   = floor((acc 2^32 + acc (2 mult - 2^32) + 2^31) / 2^32) is that same value (|2 acc
+ *   mult| < 2^61: the 64-bit sum cannot wrap); acc = mult = INT32_MIN (srdhm's saturating
+ *   case) cannot occur;
+ * - with q = that result (|q| < 2^30) and e in [1, 31], write q = d 2^e + r,
  *   0 <= r < 2^e: mcuc_rdbpot adds 1 to d exactly when r > 2^(e-1) - 1 + (q < 0), and
  *   floor((s + 2^(e-1)) / 2^e) = d + [r + 2^(e-1) - (q < 0) >= 2^e] is the same test,
  *   where s = q - (q < 0) = q + (q >> 31);
  * - floor((s + 2^(e-1)) / 2^e) = floor((floor(s / 2^(e-1)) + 1) / 2) (for any real z,
  *   floor((z + 1) / 2) = floor((floor(z) + 1) / 2)), and adding the even 2 y_zp inside
- *   the last floor adds y_zp: y_zp + rounded = ((s >> (e - 1)) + c) >> 1, with
- *   e - 1 = ~shift in [0, 30]; |s >> (e - 1)| <= 2^30 and |c| <= 255, so nothing
- *   overflows, and the halving folds into the clamp (SSAT with ASR #1). */
-MCUC_ALWAYS_INLINE static int8_t short_out(int32_t acc, int32_t mult, int32_t shift,
-                                           int32_t c)
+ *   the last floor adds y_zp: y_zp + rounded = ((s >> t) + c) >> 1, with t = e - 1 in
+ *   [0, 30]; |s >> t| <= 2^30 and |c| <= 255, so nothing overflows, and the halving
+ *   folds into the clamp (SSAT with ASR #1). */
+MCUC_ALWAYS_INLINE static int8_t short_out(int32_t acc, int32_t m2, int32_t t, int32_t c)
 {
-    const int32_t q = mcuc_smmulr(acc * 2, mult);
-    return (int8_t)mcuc_ssat8((((q + (q >> 31)) >> ~shift) + c) >> 1);
+    const int32_t q = mcuc_smmlar(acc, m2, acc);
+    return (int8_t)mcuc_ssat8((((q + (q >> 31)) >> t) + c) >> 1);
 }
 
 /* The short epilogue's per-call constant (see short_out). */
@@ -317,14 +338,19 @@ static inline int32_t short_c(int32_t y_zp)
     return 2 * y_zp + 1;
 }
 
-/* Whether short_out serves every output of this call: one pass over the n channels'
- * shifts and biases, against rows * n outputs it then shortens. */
+/* Whether short_out serves every output of a call with these params: the contract of the
+ * params' short_ok, which the compiler computes (linear.py short_epilogue_ok, its twin:
+ * tests/test_linear_short_ok.py checks the two agree) so that no call pays this pass over
+ * the n channels. Not called by the kernel. */
+#if defined(__GNUC__)
+__attribute__((unused))
+#endif
 static int short_epilogue_ok(const mcuc_linear_params_t *p)
 {
     int64_t bias_max = 0;
     for (int32_t j = 0; j < p->n; ++j) {
-        const int32_t s = rq_of(p->rq, j, RQ_SHIFT), b = rq_of(p->rq, j, RQ_BIAS);
-        if (s > -1 || s < -31) {
+        const int32_t t = rq_of(p->rq, j, RQ_SHIFT), b = rq_of(p->rq, j, RQ_BIAS);
+        if (t < 0 || t > 30 || rq_of(p->rq, j, RQ_MULT) >= 0) { /* mult < 2^30, shift */
             return 0;
         }
         const int64_t mag = b < 0 ? -(int64_t)b : b;
@@ -521,19 +547,31 @@ MCUC_ALWAYS_INLINE static int32_t row_pairs(const mcuc_linear_params_t *p, const
     } while (0)
 #endif
 
-/* `rows` (1 or 2) consecutive rows of x (k bytes each) unpacked: per four inputs i..i+3,
- * each row's lane pairs (x_i, x_i+2) and (x_i+1, x_i+3), the rows side by side (a pair:
- * u's two words then v's two; one row: its two). Both rows of a pair in one loop: two
- * loads, four SXTB16, two STRDs per four inputs. */
+/* Four inputs of a row pair at xi (rows u, v; v k bytes on) unpacked to the four words at
+ * byte off of xu: two loads, four SXTB16, two STRDs. */
+#define MCUC_UNPACK2(xi, k, xu, off)                                             \
+    do {                                                                         \
+        const uint32_t u_ = mcuc_read32((xi) + (off) / 4);                       \
+        const uint32_t v_ = mcuc_read32((xi) + (off) / 4 + (k));                 \
+        MCUC_STRD(xu, off, mcuc_sxtb16(u_), mcuc_sxtb16_ror8(u_));               \
+        MCUC_STRD(xu, (off) + 8, mcuc_sxtb16(v_), mcuc_sxtb16_ror8(v_));         \
+    } while (0)
+
+/* `rows` (1 or 2) consecutive rows of x (k bytes each, k % 16 == 0) unpacked: per four
+ * inputs i..i+3, each row's lane pairs (x_i, x_i+2) and (x_i+1, x_i+3), the rows side by
+ * side (a pair: u's two words then v's two; one row: its two). Both rows of a pair in one
+ * loop, sixteen inputs per step (the step of four cost 12 instructions, a third of them
+ * the loop's own: 127,000 per inference of the default model). */
 MCUC_ALWAYS_INLINE static void unpack_rows(const int8_t *xa, int32_t k, int32_t rows,
                                            uint32_t *xu)
 {
     const int8_t *const xend = xa + k;
     if (rows == 2) {
-        for (const int8_t *xi = xa; xi != xend; xi += 4, xu += 4) {
-            const uint32_t u = mcuc_read32(xi), v = mcuc_read32(xi + k);
-            MCUC_STRD(xu, 0, mcuc_sxtb16(u), mcuc_sxtb16_ror8(u));
-            MCUC_STRD(xu, 8, mcuc_sxtb16(v), mcuc_sxtb16_ror8(v));
+        for (const int8_t *xi = xa; xi != xend; xi += 16, xu += 16) {
+            MCUC_UNPACK2(xi, k, xu, 0);
+            MCUC_UNPACK2(xi, k, xu, 16);
+            MCUC_UNPACK2(xi, k, xu, 32);
+            MCUC_UNPACK2(xi, k, xu, 48);
         }
     } else {
         for (const int8_t *xi = xa; xi != xend; xi += 4, xu += 2) {
@@ -574,6 +612,21 @@ MCUC_ALWAYS_INLINE static void unpack_rows(const int8_t *xa, int32_t k, int32_t 
         a11 = mcuc_smlad(vh_, wh_, mcuc_smlad(vl_, wl_, a11));                   \
     } while (0)
 
+/* lo = p[off / 4], hi = p[off / 4 + 1] for a word-aligned const int32_t *p (constant
+ * flash), as an LDRD that gcc may not merge with an identical one: pre_pair loads the
+ * biases once per row, and two LDRDs take one instruction fewer than one LDRD and the two
+ * MOVs gcc otherwise emits to copy them (15,216 pairs per inference of the default model). */
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+#define MCUC_LDRD_AGAIN(lo, hi, p, off) \
+    __asm__ volatile("ldrd %0, %1, [%2, #%c3]" : "=r"(lo), "=r"(hi) : "r"(p), "i"(off))
+#else
+#define MCUC_LDRD_AGAIN(lo, hi, p, off) \
+    do {                                \
+        (lo) = (p)[(off) / 4];          \
+        (hi) = (p)[(off) / 4 + 1];      \
+    } while (0)
+#endif
+
 /* One channel pair of a row pair: the sums of rows u, v (unpacked at xu, k words) against
  * the pair's words at *wp (block + 8 (q % 2) bytes) or, when wide, *wp16 (widened: block +
  * 8 (q % 2) int16s), started at the biases,
@@ -586,7 +639,9 @@ MCUC_ALWAYS_INLINE static void pre_pair(const uint32_t *xu, const uint32_t *xe,
 {
     const int8_t *w = *wp;
     const int16_t *w16 = *wp16;
-    int32_t a00 = e[RQ_BIAS], a01 = e[RQ_BIAS + 1], a10 = a00, a11 = a01;
+    int32_t a00, a01, a10, a11;
+    MCUC_LDRD_AGAIN(a00, a01, e, RQ_BIAS * 4);
+    MCUC_LDRD_AGAIN(a10, a11, e, RQ_BIAS * 4); /* both rows start at the biases */
     const uint32_t *xp = xu;
     do { /* k >= 16 */
         MCUC_2X2P_STEP(xp, w, w16, 0);
@@ -794,7 +849,7 @@ int32_t mcuc_linear_plan(const mcuc_linear_params_t *p)
         return PLAN_REF;
     }
     const int32_t wide = p->weights16 ? PLAN_WIDE : 0;
-    if (p->x_zp != 0 || !short_epilogue_ok(p)) {
+    if (p->x_zp != 0 || !p->short_ok) {
         return wide + PLAN_DSP;
     }
     return wide + ((p->k & 15) == 0 && p->k <= MCUC_PRE_MAX_K ? PLAN_SHORT16 : PLAN_SHORT);
