@@ -23,6 +23,7 @@ from ckernels import INCLUDE, ROOT, fill_struct, gcc
 
 SHIM = r"""
 #include "linear.c"
+#include "lut.c" /* linear.c calls mcuc_lut_s8 */
 
 int c_short_ok(const mcuc_linear_params_t *p)
 {

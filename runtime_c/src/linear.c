@@ -326,10 +326,16 @@ MCUC_ALWAYS_INLINE static int8_t general_out(const int32_t *e, int32_t lane, int
  *   the last floor adds y_zp: y_zp + rounded = ((s >> t) + c) >> 1, with t = e - 1 in
  *   [0, 30]; |s >> t| <= 2^30 and |c| <= 255, so nothing overflows, and the halving
  *   folds into the clamp (SSAT with ASR #1). */
-MCUC_ALWAYS_INLINE static int8_t short_out(int32_t acc, int32_t m2, int32_t t, int32_t c)
+MCUC_ALWAYS_INLINE static int32_t short_raw(int32_t acc, int32_t m2, int32_t t, int32_t c)
 {
     const int32_t q = mcuc_smmlar(acc, m2, acc);
-    return (int8_t)mcuc_ssat8((((q + (q >> 31)) >> t) + c) >> 1);
+    return mcuc_ssat8((((q + (q >> 31)) >> t) + c) >> 1);
+}
+
+/* short_raw as the int8 it is (its int32 indexes a table without a sign extension). */
+MCUC_ALWAYS_INLINE static int8_t short_out(int32_t acc, int32_t m2, int32_t t, int32_t c)
+{
+    return (int8_t)short_raw(acc, m2, t, c);
 }
 
 /* The short epilogue's per-call constant (see short_out). */
@@ -359,6 +365,13 @@ static int short_epilogue_ok(const mcuc_linear_params_t *p)
     return 255LL * 128 * p->k + bias_max < (1LL << 30);
 }
 
+/* v, or tab[v] where the call applies a table in its epilogue (lut, a constant at each
+ * call: mcuc_linear_lut_planned_s8; tab is the table + 128). */
+MCUC_ALWAYS_INLINE static int8_t lut_of(int lut, const int8_t *tab, int32_t v)
+{
+    return lut ? tab[v] : (int8_t)v;
+}
+
 /* Output channel j of one row from its sum (a channel past the blocks of four). */
 MCUC_ALWAYS_INLINE static int8_t chan_out(const int32_t *rq, int32_t j, int32_t sum,
                                           int32_t y_zp, int32_t y_c, int short_epi)
@@ -372,20 +385,30 @@ MCUC_ALWAYS_INLINE static int8_t chan_out(const int32_t *rq, int32_t j, int32_t 
 
 /* Channels j..j+3 of one row (y) from their sums a[0..3]; e: the block's first pair. With
  * short_epi the sums started at the bias. */
-MCUC_ALWAYS_INLINE static void quad_out(const int32_t *e, const int32_t *a, int8_t *y,
-                                        int32_t y_zp, int32_t y_c, int short_epi)
+MCUC_ALWAYS_INLINE static void quad_out_lut(const int32_t *e, const int32_t *a, int8_t *y,
+                                            int32_t y_zp, int32_t y_c, int short_epi,
+                                            int lut, const int8_t *tab)
 {
     if (short_epi) { /* written out: gcc keeps a loop over c, with its address arithmetic */
-        y[0] = short_out(a[0], e[RQ_MULT], e[RQ_SHIFT], y_c);
-        y[1] = short_out(a[1], e[RQ_MULT + 1], e[RQ_SHIFT + 1], y_c);
-        y[2] = short_out(a[2], e[RQ_PAIR + RQ_MULT], e[RQ_PAIR + RQ_SHIFT], y_c);
-        y[3] = short_out(a[3], e[RQ_PAIR + RQ_MULT + 1], e[RQ_PAIR + RQ_SHIFT + 1], y_c);
+        y[0] = lut_of(lut, tab, short_raw(a[0], e[RQ_MULT], e[RQ_SHIFT], y_c));
+        y[1] = lut_of(lut, tab, short_raw(a[1], e[RQ_MULT + 1], e[RQ_SHIFT + 1], y_c));
+        y[2] = lut_of(lut, tab, short_raw(a[2], e[RQ_PAIR + RQ_MULT], e[RQ_PAIR + RQ_SHIFT],
+                                          y_c));
+        y[3] = lut_of(lut, tab, short_raw(a[3], e[RQ_PAIR + RQ_MULT + 1],
+                                          e[RQ_PAIR + RQ_SHIFT + 1], y_c));
     } else {
         y[0] = general_out(e, 0, y_zp, a[0]);
         y[1] = general_out(e, 1, y_zp, a[1]);
         y[2] = general_out(e + RQ_PAIR, 0, y_zp, a[2]);
         y[3] = general_out(e + RQ_PAIR, 1, y_zp, a[3]);
     }
+}
+
+/* quad_out without a table. */
+MCUC_ALWAYS_INLINE static void quad_out(const int32_t *e, const int32_t *a, int8_t *y,
+                                        int32_t y_zp, int32_t y_c, int short_epi)
+{
+    quad_out_lut(e, a, y, y_zp, y_c, short_epi, 0, NULL);
 }
 
 /* A quad's sums start at its biases with the short epilogue, else at 0. */
@@ -467,22 +490,30 @@ MCUC_ALWAYS_INLINE static void wide_rows(const mcuc_linear_params_t *p, const in
 
 /* Rows r and r + 1's outputs of the channel pair whose words are at e (yo: row r's first
  * of the two), from the sums a[0..1] (row r) and a[2..3] (row r + 1). */
-MCUC_ALWAYS_INLINE static void pair_out(const int32_t *e, const int32_t *a, int8_t *yo,
-                                        int32_t n, int32_t y_zp, int32_t y_c, int short_epi)
+MCUC_ALWAYS_INLINE static void pair_out_lut(const int32_t *e, const int32_t *a, int8_t *yo,
+                                            int32_t n, int32_t y_zp, int32_t y_c, int short_epi,
+                                            int lut, const int8_t *tab)
 {
     if (short_epi) { /* each channel's multiplier and shift serve both rows */
         const int32_t m0 = e[RQ_MULT], m1 = e[RQ_MULT + 1];
         const int32_t s0 = e[RQ_SHIFT], s1 = e[RQ_SHIFT + 1];
-        yo[0] = short_out(a[0], m0, s0, y_c);
-        yo[1] = short_out(a[1], m1, s1, y_c);
-        yo[n] = short_out(a[2], m0, s0, y_c);
-        yo[n + 1] = short_out(a[3], m1, s1, y_c);
+        yo[0] = lut_of(lut, tab, short_raw(a[0], m0, s0, y_c));
+        yo[1] = lut_of(lut, tab, short_raw(a[1], m1, s1, y_c));
+        yo[n] = lut_of(lut, tab, short_raw(a[2], m0, s0, y_c));
+        yo[n + 1] = lut_of(lut, tab, short_raw(a[3], m1, s1, y_c));
     } else {
         yo[0] = general_out(e, 0, y_zp, a[0]);
         yo[1] = general_out(e, 1, y_zp, a[1]);
         yo[n] = general_out(e, 0, y_zp, a[2]);
         yo[n + 1] = general_out(e, 1, y_zp, a[3]);
     }
+}
+
+/* pair_out without a table. */
+MCUC_ALWAYS_INLINE static void pair_out(const int32_t *e, const int32_t *a, int8_t *yo,
+                                        int32_t n, int32_t y_zp, int32_t y_c, int short_epi)
+{
+    pair_out_lut(e, a, yo, n, y_zp, y_c, short_epi, 0, NULL);
 }
 
 /* The row pairs over int8 weights; returns the rows done (all but an odd count's last).
@@ -635,7 +666,7 @@ MCUC_ALWAYS_INLINE static void unpack_rows(const int8_t *xa, int32_t k, int32_t 
 MCUC_ALWAYS_INLINE static void pre_pair(const uint32_t *xu, const uint32_t *xe,
                                         const int8_t **wp, const int16_t **wp16,
                                         const int32_t *e, int8_t *yo, int32_t n, int32_t y_c,
-                                        int wide)
+                                        int wide, int lut, const int8_t *tab)
 {
     const int8_t *w = *wp;
     const int16_t *w16 = *wp16;
@@ -658,7 +689,7 @@ MCUC_ALWAYS_INLINE static void pre_pair(const uint32_t *xu, const uint32_t *xe,
     *wp = w;
     *wp16 = w16;
     const int32_t a[4] = {a00, a01, a10, a11};
-    pair_out(e, a, yo, n, 0, y_c, 1);
+    pair_out_lut(e, a, yo, n, 0, y_c, 1, lut, tab);
 }
 
 /* acc c += channel c's words (MCUC_PAIR_W: w + off + 4 c, or w16 + off + 4 c) against
@@ -686,7 +717,8 @@ MCUC_ALWAYS_INLINE static void pre_pair(const uint32_t *xu, const uint32_t *xe,
  * as in pre_pair, the block's start), started at the biases, into yo[0..3]. */
 MCUC_ALWAYS_INLINE static void pre_quad(const uint32_t *xu, const uint32_t *xe,
                                         const int8_t *w, const int16_t *w16, const int32_t *e,
-                                        int8_t *yo, int32_t y_c, int wide)
+                                        int8_t *yo, int32_t y_c, int wide, int lut,
+                                        const int8_t *tab)
 {
     int32_t a0 = e[RQ_BIAS], a1 = e[RQ_BIAS + 1];
     int32_t a2 = e[RQ_PAIR + RQ_BIAS], a3 = e[RQ_PAIR + RQ_BIAS + 1];
@@ -704,13 +736,14 @@ MCUC_ALWAYS_INLINE static void pre_quad(const uint32_t *xu, const uint32_t *xe,
         xp += 8;
     } while (xp != xe);
     const int32_t a[4] = {a0, a1, a2, a3};
-    quad_out(e, a, yo, 0, y_c, 1);
+    quad_out_lut(e, a, yo, 0, y_c, 1, lut, tab);
 }
 
-/* Every row of the plans lin_short16 (wide = 0) and lin_wide_short16 (wide = 1): row
- * pairs, then a last odd row; the channels past the blocks of four by dot1. */
+/* Every row of the plans lin_short16 (wide = 0) and lin_wide_short16 (wide = 1), and of
+ * their _lut twins (lut = 1: each output y becomes tab[y], tab a table + 128): row pairs,
+ * then a last odd row; the channels past the blocks of four by dot1. */
 MCUC_ALWAYS_INLINE static void unpacked_rows(const mcuc_linear_params_t *p, const int8_t *x,
-                                             int8_t *y, int wide)
+                                             int8_t *y, int wide, int lut, const int8_t *tab)
 {
     const int32_t k = p->k, n = p->n, n4 = n & ~3, y_c = short_c(p->y_zp);
     const int32_t *const e4 = p->rq + RQ_PAIR * (n4 / 2); /* past the blocks' pairs */
@@ -737,17 +770,18 @@ MCUC_ALWAYS_INLINE static void unpacked_rows(const mcuc_linear_params_t *p, cons
                 } else {
                     wb -= 8;
                 }
-                pre_pair(xu, xu + k, &wb, &wb16, e, yo, n, y_c, wide);
+                pre_pair(xu, xu + k, &wb, &wb16, e, yo, n, y_c, wide, lut, tab);
                 if (wide) {
                     wb16 -= back;
                 } else {
                     wb -= back;
                 }
-                pre_pair(xu, xu + k, &wb, &wb16, e + RQ_PAIR, yo + 2, n, y_c, wide);
+                pre_pair(xu, xu + k, &wb, &wb16, e + RQ_PAIR, yo + 2, n, y_c, wide, lut,
+                         tab);
             }
         } else {
             for (const int32_t *e = p->rq; e != e4; e += 2 * RQ_PAIR, yo += 4) {
-                pre_quad(xu, xu + k / 2, wb, wb16, e, yo, y_c, wide);
+                pre_quad(xu, xu + k / 2, wb, wb16, e, yo, y_c, wide, lut, tab);
                 if (wide) {
                     wb16 += 4 * k;
                 } else {
@@ -760,7 +794,8 @@ MCUC_ALWAYS_INLINE static void unpacked_rows(const mcuc_linear_params_t *p, cons
             const int16_t *wt16 = wide ? p->weights16 + (int64_t)j * k : NULL;
             for (int32_t t = 0; t <= two; ++t) {
                 const int32_t sum = dot1(xr + t * k, wt, wt16, k, 0);
-                y[(int64_t)(r + t) * n + j] = chan_out(p->rq, j, sum, p->y_zp, y_c, 1);
+                y[(int64_t)(r + t) * n + j] =
+                    lut_of(lut, tab, chan_out(p->rq, j, sum, p->y_zp, y_c, 1));
             }
         }
     }
@@ -793,9 +828,13 @@ MCUC_ALWAYS_INLINE static void last_rows(const mcuc_linear_params_t *p, const in
 /* Each plan's loops as a function of its own, so that only the ones a model runs are hot
  * (mcuc/tcm.py puts them in ITCM by name, hottest first; inlined into one dispatcher they
  * made it 12 KB, most of the F746's 16 KB ITCM). has_zp and short_epi are
- * constants in each. The general epilogue's plans (a layer that keeps its input zero
- * point, i.e. has no bias to fold it into, or a shift outside [-31, -1]) are built for
- * size: 6.5 KB at -O2, for layers a ViT rarely has. */
+ * constants in each; lin_short16_lut and lin_wide_short16_lut are lin_short16 and
+ * lin_wide_short16 with a table applied to each output before it is stored
+ * (mcuc_linear_lut_planned_s8: a token-wise block's fc1 -> GELU, one load per output
+ * instead of mcuc_lut_s8's pass of about four). The general epilogue's plans (a layer
+ * that keeps its input zero point, i.e. has no bias to fold it into, or a multiplier or
+ * shift out of short_ok's ranges) are built for size: 6.5 KB at -O2, for layers a ViT
+ * rarely has. */
 #ifdef __GNUC__
 #define LIN_PLAN static __attribute__((noinline))
 #define LIN_PLAN_COLD static __attribute__((noinline, cold))
@@ -806,7 +845,14 @@ MCUC_ALWAYS_INLINE static void last_rows(const mcuc_linear_params_t *p, const in
 
 LIN_PLAN void lin_short16(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y)
 {
-    unpacked_rows(p, x, y, 0);
+    unpacked_rows(p, x, y, 0, 0, NULL);
+}
+
+/* lin_short16 with a table applied in its epilogue (tab: the table + 128). */
+LIN_PLAN void lin_short16_lut(const mcuc_linear_params_t *p, const int8_t *tab,
+                              const int8_t *x, int8_t *y)
+{
+    unpacked_rows(p, x, y, 0, 1, tab);
 }
 
 LIN_PLAN void lin_short(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y)
@@ -821,7 +867,14 @@ LIN_PLAN_COLD void lin_general(const mcuc_linear_params_t *p, const int8_t *x, i
 
 LIN_PLAN void lin_wide_short16(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y)
 {
-    unpacked_rows(p, x, y, 1);
+    unpacked_rows(p, x, y, 1, 0, NULL);
+}
+
+/* lin_wide_short16 with a table applied in its epilogue (tab: the table + 128). */
+LIN_PLAN void lin_wide_short16_lut(const mcuc_linear_params_t *p, const int8_t *tab,
+                                   const int8_t *x, int8_t *y)
+{
+    unpacked_rows(p, x, y, 1, 1, tab);
 }
 
 LIN_PLAN void lin_wide_short(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y)
@@ -882,6 +935,20 @@ void mcuc_linear_planned_s8(const mcuc_linear_params_t *p, int32_t plan, const i
         break;
     }
 }
+/* The plans whose epilogue applies the table; any other runs, then the table's pass. */
+void mcuc_linear_lut_planned_s8(const mcuc_linear_params_t *p, int32_t plan,
+                                const int8_t *table, const int8_t *x, int8_t *y)
+{
+    if (plan == PLAN_SHORT16) {
+        lin_short16_lut(p, table + 128, x, y);
+    } else if (plan == PLAN_WIDE + PLAN_SHORT16) {
+        lin_wide_short16_lut(p, table + 128, x, y);
+    } else {
+        const mcuc_lut_params_t lp = {p->rows * p->n, table};
+        mcuc_linear_planned_s8(p, plan, x, y);
+        mcuc_lut_s8(&lp, y, y);
+    }
+}
 #else /* the portable build has one loop */
 
 int32_t mcuc_linear_plan(const mcuc_linear_params_t *p)
@@ -895,6 +962,15 @@ void mcuc_linear_planned_s8(const mcuc_linear_params_t *p, int32_t plan, const i
 {
     (void)plan;
     linear_ref(p, x, y);
+}
+
+void mcuc_linear_lut_planned_s8(const mcuc_linear_params_t *p, int32_t plan,
+                                const int8_t *table, const int8_t *x, int8_t *y)
+{
+    const mcuc_lut_params_t lp = {p->rows * p->n, table};
+    (void)plan;
+    linear_ref(p, x, y);
+    mcuc_lut_s8(&lp, y, y);
 }
 #endif /* MCUC_ARM_DSP */
 

@@ -127,6 +127,17 @@ def add_layernorm(f: Features, rows: int, cols: int, v: Variant, times: int = 1)
     _add(f, "ln_" if v.dsp else "lnr_", g, times)
 
 
+def add_linear_lut(f: Features, plan: str, k: int, size: int, v: Variant,
+                   times: int = 1) -> None:
+    """The table after a linear stage (mcuc_linear_lut_planned_s8): in the epilogue of the
+    unpacked short plans (lin_short16, lin_wide_short16: one load per output, `lp_lut`),
+    else mcuc_lut_s8's pass over its size bytes."""
+    if v.dsp and plan == "s" and k % 16 == 0 and k <= PRE_MAX_K:
+        f["lp_lut"] += size * times
+    else:
+        add_lut(f, size, times)
+
+
 def add_lut(f: Features, size: int, times: int = 1) -> None:
     """`times` mcuc_lut_s8 calls over size bytes (four per step, then the tail)."""
     _add(f, "lut_", {"call": 1, "4": size // 4, "t": size % 4}, times)
@@ -180,7 +191,7 @@ def tokenwise_step(f: Features, p: dict, v: Variant) -> None:
         add_layernorm(f, 2, k, v, pairs)
         add_linear(f, 2, k, h, plan1, v, pairs)
         if has_lut:
-            add_lut(f, 2 * n, pairs)
+            add_linear_lut(f, plan1, k, 2 * n, v, pairs)
         r0 = 2 * pairs
     if (r0 == 0 and p.get("x_free") and tile <= 1 and not has_ln and not has_l2 and has_res
             and not p["x_wide"] and rows >= 4 and (k if x_rs > k else 0) + n <= x_rs):
@@ -190,7 +201,7 @@ def tokenwise_step(f: Features, p: dict, v: Variant) -> None:
             _add(f, "memcpy_", {"call": 1, "b": k}, 2 * pairs)
         add_linear(f, 2, k, h, plan1, v, pairs)
         if has_lut:
-            add_lut(f, 2 * h, pairs)
+            add_linear_lut(f, plan1, k, 2 * h, v, pairs)
         add_add(f, dict(p["add"], size=2 * n, b_size=2 * n), v, pairs)
         r0 = 2 * pairs          # the tile loop's rows below: the same count
     f_is_y = k_tw.layout(p)["final"] == "Y"
@@ -207,7 +218,7 @@ def tokenwise_step(f: Features, p: dict, v: Variant) -> None:
         else:
             add_linear(f, 1, k, h, plan1, v, count * t)
         if has_lut:
-            add_lut(f, t * h, count)
+            add_linear_lut(f, plan1, k, t * h, v, count)
         if has_l2:
             add_linear(f, t, h, n, plan2, v, count)
         if has_res:   # tokenwise.c: size = b_size = t * n (its operand swap keeps the path)

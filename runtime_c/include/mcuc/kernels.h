@@ -70,6 +70,12 @@ void mcuc_linear_s8(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y);
 int32_t mcuc_linear_plan(const mcuc_linear_params_t *p);
 void mcuc_linear_planned_s8(const mcuc_linear_params_t *p, int32_t plan, const int8_t *x,
                             int8_t *y);
+/* mcuc_linear_planned_s8, then y[i] = table[y[i] + 128] over its rows * n outputs (as
+ * mcuc_lut_s8 would, bytes for bytes): the plans for k % 16 == 0 with the short epilogue
+ * apply the table in their epilogue instead of a second pass (tokenwise_s8's linear ->
+ * table stages, e.g. fc1 -> GELU). table: 256 entries, mcuc_lut_params_t's. */
+void mcuc_linear_lut_planned_s8(const mcuc_linear_params_t *p, int32_t plan,
+                                const int8_t *table, const int8_t *x, int8_t *y);
 
 /* Batched product of two activations: a [batch][m][k], b [batch][k][n], y [batch][m][n].
  * acc = sum_i (a - a_zp) * (b - b_zp); y = clamp(y_zp + requantize(acc, mult, shift)). */
