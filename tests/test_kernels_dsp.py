@@ -12,6 +12,7 @@ instructions in the emulator.
 
 from __future__ import annotations
 
+import ctypes
 import math
 import re
 from pathlib import Path
@@ -25,7 +26,7 @@ from mcuc.schedule.widen import widen_params
 from test_kernels import Case, gen_add, rand_bias, rand_requant, rand_s8, zp
 from test_tokenwise import call_in_arena, gen_tokenwise, tokenwise_params
 
-from ckernels import ROOT, CKernels, run_sanitized
+from ckernels import ROOT, CKernels, fill_struct, run_sanitized
 
 DSP = ("-DMCUC_ARM_DSP",)
 # linear.c unpacks the x rows of a pair once (unpacked_rows) up to this k
@@ -39,6 +40,8 @@ def gen_linear_dsp(rng: np.random.Generator) -> Case:
     k = int(rng.choice([1, 2, 3, 4, 5, 7, 8, 16, 64, int(rng.integers(1, 80)),
                         int(rng.integers(150, 400)), PRE_MAX_K, PRE_MAX_K + 16]))
     mult, shift = rand_requant(rng, n, fit=70 * 70 * math.sqrt(k))
+    if rng.random() < 0.3:  # every multiplier in [2^30, 2^31), as the short epilogue needs
+        mult = ((np.abs(mult.astype(np.int64)) | (1 << 30)) & (2**31 - 1)).astype(np.int32)
     w = rand_s8(rng, n * k)
     if rng.random() < 0.2:
         w = np.full(n * k, -128, np.int8)
@@ -97,11 +100,12 @@ def test_int32_bound_constant_matches_c() -> None:
 
 def short_epilogue(p: dict) -> bool:
     """linear.c's plan: the short epilogue for a folded zero point when every shift is in
-    [-31, -1] and the accumulators stay below 2^30 (short_epilogue_ok)."""
+    [-31, -1], every multiplier in [2^30, 2^31) and the accumulators stay below 2^30
+    (short_epilogue_ok)."""
     bias = 0 if p["bias"] is None else int(np.abs(np.asarray(p["bias"], np.int64)).max())
-    shift = np.asarray(p["shift"])
+    shift, mult = np.asarray(p["shift"]), np.asarray(p["mult"], np.int64)
     return (p["x_zp"] == 0 and bool(((shift >= -31) & (shift <= -1)).all())
-            and 255 * 128 * p["k"] + bias < 2**30)
+            and bool((mult >= 2**30).all()) and 255 * 128 * p["k"] + bias < 2**30)
 
 
 def gen_short_edge(rng: np.random.Generator) -> Case:
@@ -109,12 +113,16 @@ def gen_short_edge(rng: np.random.Generator) -> Case:
     2^30 (or just outside), extreme multipliers, shifts -1 and -31."""
     k, n, rows = int(rng.integers(1, 70)), int(rng.integers(1, 10)), int(rng.integers(1, 5))
     if rng.random() < 0.3:  # k % 16 == 0: the loops without tails (unpacked_rows for rows >= 2)
-        k = 16 * int(rng.integers(1, 5))
+        k = int(rng.choice([16, 32, 48, 64, PRE_MAX_K + 16]))  # + 16: past the unpacked loops
     c = worst_case(k, n, 0, int(rng.choice([-1, 1])))
     edge = 2**30 - 1 - 255 * 128 * k + int(rng.choice([0, 0, 0, 1]))  # 1: the general path
     bias = rng.choice([edge, -edge, 0, int(rng.integers(-edge, edge))], n).astype(np.int32)
-    mult = rng.choice([INT32_MIN, INT32_MAX, 1 << 30, int(rng.integers(INT32_MIN, INT32_MAX))],
-                      n).astype(np.int32)
+    if rng.random() < 0.6:  # normal form (quantize_multiplier's): the short epilogue's
+        mult = rng.choice([INT32_MAX, 1 << 30, int(rng.integers(1 << 30, 2**31))], n)
+    else:  # any, 2^30 - 1 (just below it) and the negative extreme included
+        mult = rng.choice([INT32_MIN, INT32_MAX, (1 << 30) - 1, 0,
+                           int(rng.integers(INT32_MIN, INT32_MAX))], n)
+    mult = mult.astype(np.int32)
     shift = rng.choice([-1, -31, int(rng.integers(-31, 0))], n).astype(np.int32)
     p = dict(c.params, rows=rows, bias=bias, mult=mult, shift=shift, y_zp=zp(rng))
     if rng.random() < 0.7:  # a folded zero point: the short epilogue's loops
@@ -285,6 +293,80 @@ def test_tokenwise_dsp_matches_reference(ck_dsp: CKernels) -> None:
         assert np.array_equal(got, want), f"case {i}"
 
 
+def short16(rng: np.random.Generator, p: dict) -> dict:
+    """Linear params p made to take the short epilogue (x_zp 0, multipliers in [2^30,
+    2^31), shifts in [-31, -1], small biases): with k % 16 == 0 and k <= MCUC_PRE_MAX_K,
+    the plans lin_short16 / lin_wide_short16 and their _lut twins."""
+    n = p["n"]
+    q = dict(p, x_zp=0, mult=rng.integers(1 << 30, 2**31, n).astype(np.int32),
+             shift=rng.integers(-31, 0, n).astype(np.int32),
+             bias=rng.integers(-(1 << 20), 1 << 20, n).astype(np.int32))
+    if rng.random() < 0.5:  # near the output range: tables see every index
+        q["shift"] = rng.integers(-8, -2, n).astype(np.int32)
+    assert linear.derived(q)["short_ok"] == 1
+    return q
+
+
+def test_linear_lut_planned_matches_linear_then_table(ck_dsp: CKernels) -> None:
+    """mcuc_linear_lut_planned_s8 (the table in the epilogue of the unpacked short plans,
+    else a pass after the others) equals the spec's linear, then table[y + 128]: row pairs,
+    a last odd row and plain channels past the blocks of four, int8 and widened weights,
+    and the plans without the fused epilogue."""
+    rng = np.random.default_rng(232)
+    lib = ck_dsp.lib
+    lib.mcuc_linear_plan.restype = ctypes.c_int32
+    fused = {False: 0, True: 0}
+    for i in range(300):
+        case = gen_linear_dsp(rng) if i % 3 else gen_short_edge(rng)
+        p = case.params
+        if i % 2:
+            k = int(rng.choice([16, 32, 48, 64, PRE_MAX_K]))
+            rows = int(rng.integers(1, 6))
+            p = short16(rng, dict(p, k=k, rows=rows, weights=rand_s8(rng, p["n"] * k),
+                                  weights16=None))
+            if rng.random() < 0.4:
+                p = linear.widen(p)
+            x = [rand_s8(rng, rows * k)]
+        else:
+            x = case.inputs
+        table = rng.integers(-128, 128, 256).astype(np.int8)
+        want = table[linear.ref(p, *x).astype(np.int64) + 128]
+        keep: list = []
+        st = fill_struct(REGISTRY["linear"], p, keep)
+        plan = lib.mcuc_linear_plan(ctypes.byref(st))
+        xa = np.ascontiguousarray(x[0], np.int8)
+        y = np.zeros(p["rows"] * p["n"], np.int8)
+        lib.mcuc_linear_lut_planned_s8(ctypes.byref(st), ctypes.c_int32(plan),
+                                       ctypes.c_void_p(table.ctypes.data),
+                                       ctypes.c_void_p(xa.ctypes.data),
+                                       ctypes.c_void_p(y.ctypes.data))
+        assert np.array_equal(y, want), f"case {i}: {p}"
+        fused[plan in (3, 6)] += 1  # PLAN_SHORT16, PLAN_WIDE + PLAN_SHORT16
+    assert min(fused.values()) > 60, fused
+
+
+def gen_tokenwise_short16(rng: np.random.Generator) -> Case:
+    """Tokenwise blocks whose first linear takes the unpacked short plan with a table."""
+    k = int(rng.choice([16, 32, 48]))
+    p = tokenwise_params(rng, rows=int(rng.integers(1, 10)), k=k, has_lut=1)
+    p["l1"] = short16(rng, p["l1"])
+    if rng.random() < 0.4:
+        p = widen_params("tokenwise", p)
+    inputs = [rand_s8(rng, (p["rows"] - 1) * p["x_rs"] + k), rand_s8(rng, p["rows"] * p["n"])]
+    return Case(p, inputs, p["rows"] * p["n"])
+
+
+def test_tokenwise_table_in_the_epilogue(ck_dsp: CKernels) -> None:
+    """tokenwise.c's linear -> table stages through mcuc_linear_lut_planned_s8's fused
+    plans, every tile and path, equal the spec."""
+    rng = np.random.default_rng(233)
+    for i in range(150):
+        case = gen_tokenwise_short16(rng)
+        want = REGISTRY["tokenwise"].ref(case.params, *case.inputs)
+        got = ck_dsp.run("tokenwise", case.params, case.inputs, case.out_size)
+        assert np.array_equal(got, want), f"case {i}"
+
+
 def test_tokenwise_ln_pairs_in_y(ck_dsp: CKernels, tmp_path: Path) -> None:
     """LayerNorm -> linear [-> table] at tile 1 with a free y and n >= 2 k (the qkv step at
     the arena's peak): tokenwise.c runs row pairs with the two normalised rows in y's last
@@ -375,6 +457,10 @@ def test_sanitizers_dsp(tmp_path: Path) -> None:
         cases.append(("add", c.params, c.inputs, REGISTRY["add"].ref(c.params, *c.inputs)))
     for _ in range(12):
         c = gen_tokenwise(rng)
+        cases.append(("tokenwise", c.params, c.inputs,
+                      REGISTRY["tokenwise"].ref(c.params, *c.inputs)))
+    for _ in range(12):
+        c = gen_tokenwise_short16(rng)
         cases.append(("tokenwise", c.params, c.inputs,
                       REGISTRY["tokenwise"].ref(c.params, *c.inputs)))
     for sign in (1, -1):  # the largest int32 sum: UBSan reports any overflow

@@ -108,25 +108,26 @@ def test_prediction_is_a_small_part_of_the_search_cost() -> None:
 
 
 def test_linear_plan_follows_linear_c() -> None:
-    """mcuc_linear_plan: the short epilogue needs x_zp 0, shifts in [-31, -1] and small
-    sums; the search's dummy params are read by the bias rule instead."""
+    """mcuc_linear_plan: the short epilogue needs x_zp 0, shifts in [-31, -1], multipliers
+    in [2^30, 2^31) and small sums; the search's dummy params are read by the bias rule."""
     dsp = Variant(dsp=True, wide=False)
-    shift = np.full(8, -5, np.int32)
-    assert linear_plan(0, None, shift, 64, dsp) == "s"
-    assert linear_plan(3, np.zeros(8, np.int32), shift, 64, dsp) == "z"
-    assert linear_plan(0, None, np.full(8, 0, np.int32), 64, dsp) == "z"
-    assert not short_epilogue(np.full(8, 1 << 30, np.int32), shift, 64)
-    assert linear_plan(0, None, shift, 64, Variant(dsp=False, wide=False)) == "ref"
+    shift, mult = np.full(8, -5, np.int32), np.full(8, 1 << 30, np.int32)
+    assert linear_plan(0, None, mult, shift, 64, dsp) == "s"
+    assert linear_plan(3, np.zeros(8, np.int32), mult, shift, 64, dsp) == "z"
+    assert linear_plan(0, None, mult, np.full(8, 0, np.int32), 64, dsp) == "z"
+    assert linear_plan(0, None, np.full(8, (1 << 30) - 1, np.int32), shift, 64, dsp) == "z"
+    assert not short_epilogue(np.full(8, 1 << 30, np.int32), mult, shift, 64)
+    assert linear_plan(0, None, mult, shift, 64, Variant(dsp=False, wide=False)) == "ref"
     guess = Variant(dsp=True, wide=False, exact=False)
-    assert linear_plan(0, np.zeros(8, np.int32), None, 64, guess) == "s"
-    assert linear_plan(0, None, None, 64, guess) == "z"
+    assert linear_plan(0, np.zeros(8, np.int32), None, None, 64, guess) == "s"
+    assert linear_plan(0, None, None, None, 64, guess) == "z"
 
 
 def test_linear_features_count_row_pairs_and_remainders() -> None:
     """17 rows x k 44 x n 10 on the DSP loop: 8 row pairs, one odd row; two blocks of
     four channels plus two plain rows; k = 5 x 8 + 4."""
     p = {"rows": 17, "k": 44, "n": 10, "x_zp": 0, "bias": None,
-         "shift": np.full(10, -4, np.int32)}
+         "mult": np.full(10, 1 << 30, np.int32), "shift": np.full(10, -4, np.int32)}
     f = step_features("linear", p, 0, 170, Variant(dsp=True, wide=False))
     assert (f["ls_pair"], f["ls_odd"], f["ls_b2"], f["ls_b4"]) == (8, 1, 32, 2)
     assert (f["ls_b2_k8"], f["ls_b2_s4"], f["ls_b2_kt"]) == (32 * 5, 32, 0)
@@ -140,7 +141,7 @@ def test_linear_features_of_the_unpacked_pairs() -> None:
     assert f"#define MCUC_PRE_MAX_K {PRE_MAX_K}\n" in src
     for k, prefix in ((64, "lp_"), (PRE_MAX_K, "lp_"), (PRE_MAX_K + 16, "ls_")):
         p = {"rows": 17, "k": k, "n": 10, "x_zp": 0, "bias": None,
-             "shift": np.full(10, -4, np.int32)}
+             "mult": np.full(10, 1 << 30, np.int32), "shift": np.full(10, -4, np.int32)}
         f = step_features("linear", p, 0, 17 * k * 10, Variant(dsp=True, wide=False))
         assert (f[prefix + "pair"], f[prefix + "odd"], f[prefix + "d1"]) == (8, 1, 17 * 2)
         if prefix == "lp_":

@@ -32,7 +32,9 @@ from mcuc.boards import Board
 # Hot kernels, hottest first (by their share of the default model's instructions): the linear
 # core (its dispatcher, the plans a ViT runs: short epilogue with k % 16 == 0, int8 or widened
 # weights) and its dot products, attention (QK^T, softmax: the pair path's, then the row
-# path's, AV), the token-wise block with its fused LayerNorm, then the element-wise and
+# path's, AV), the token-wise block with its fused LayerNorm, then the linear plans with a
+# table in their epilogue (hot too, but the F746's 16 KB ITCM then has no room left for the
+# token-wise block: those go where the room allows), then the element-wise and
 # standalone kernels, then the patch embedding (once per inference), then the linear plans
 # other layers take. Names of both kernel variants; a
 # name without a section in the build is skipped.
@@ -40,6 +42,7 @@ ITCM_FUNCTIONS: tuple[str, ...] = (
     "mcuc_linear_planned_s8", "lin_short16", "lin_wide_short16", "dot_pair", "dot1",
     "mcuc_attention_s8", "softmax_pairs", "softmax_dsp", "pv_dsp",
     "mcuc_tokenwise_s8", "ln_fast",
+    "lin_short16_lut", "lin_wide_short16_lut", "mcuc_linear_lut_planned_s8",
     "mcuc_lut_s8", "mcuc_add_s8", "mcuc_layernorm_s8", "ln_near", "ln_exact",
     "mcuc_linear_s8", "mcuc_requantize", "mcuc_softmax_s8", "mcuc_matmul_s8",
     "mcuc_patch_embed_s8", "pe_wide16", "fill_patch", "pe_large_fast", "dot_rows2",

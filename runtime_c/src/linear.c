@@ -23,9 +23,15 @@
  * exactly the reference's saturated int64 sum. The compiler folds the input zero point
  * into the bias where it can (fold_zero_point), and the loop for x_zp == 0 skips the
  * subtraction. When the whole call's accumulators stay below 2^30 and its shifts are
- * right shifts (short_epilogue_ok, checked once per call), the accumulators start at the
- * bias and each output is requantized in a few instructions (short_out); otherwise each
- * output takes the general epilogue (with_bias). */
+ * right shifts and its multipliers are in [2^30, 2^31) (short_epilogue_ok: the compiler's
+ * short_ok, linear.py), the accumulators start at the bias and each output is requantized
+ * in a few instructions (short_out); otherwise each output takes the general epilogue
+ * (general_out).
+ *
+ * The rq words hold each channel's multiplier and shift in the form short_out reads them
+ * (kernels.h; linear.py requant_words): m2 = 2 mult mod 2^32 (a negative int32 exactly
+ * when mult is in [2^30, 2^31)), and t = ~shift in its low byte with mult's sign in bit
+ * 31 (so that both decode losslessly: rq_mult, rq_shift). */
 #include <string.h>
 
 /* gcc's scheduling before register allocation hoists the blocks' loads and then spills:
@@ -40,18 +46,30 @@
 /* Where a channel's words sit in its pair's six (see mcuc_linear_params_t): + lane. */
 enum { RQ_BIAS = 0, RQ_MULT = 2, RQ_SHIFT = 4, RQ_PAIR = 6 };
 
-/* Channel j's bias, multiplier or shift (field RQ_BIAS, RQ_MULT or RQ_SHIFT). */
+/* Channel j's stored bias, m2 or t word (field RQ_BIAS, RQ_MULT or RQ_SHIFT). */
 static inline int32_t rq_of(const int32_t *rq, int32_t j, int32_t field)
 {
     return rq[RQ_PAIR * (j >> 1) + field + (j & 1)];
 }
 
+/* The multiplier of the stored words m2 = 2 mult mod 2^32 and t (mult's sign in bit 31). */
+static inline int32_t rq_mult(int32_t m2, int32_t t)
+{
+    return (int32_t)(((uint32_t)m2 >> 1) | ((uint32_t)t & 0x80000000u));
+}
+
+/* The shift of the stored word t (~shift, as int8, in its low byte). */
+static inline int32_t rq_shift(int32_t t)
+{
+    return ~((((int32_t)((uint32_t)t & 0xFFu)) ^ 0x80) - 0x80);
+}
+
 /* The reference's epilogue: saturate the exact sum, requantize, add y_zp, clamp. */
 static int8_t ref_out(const mcuc_linear_params_t *p, int32_t j, int64_t acc)
 {
-    const int32_t a = mcuc_sat_s32(acc);
-    const int64_t v = (int64_t)p->y_zp + mcuc_requantize(a, rq_of(p->rq, j, RQ_MULT),
-                                                         rq_of(p->rq, j, RQ_SHIFT));
+    const int32_t a = mcuc_sat_s32(acc), t = rq_of(p->rq, j, RQ_SHIFT);
+    const int64_t v = (int64_t)p->y_zp
+                      + mcuc_requantize(a, rq_mult(rq_of(p->rq, j, RQ_MULT), t), rq_shift(t));
     return mcuc_clamp_s8(v);
 }
 
@@ -284,31 +302,40 @@ static int32_t dot1(const int8_t *xr, const int8_t *wj, const int16_t *wj16, int
 MCUC_ALWAYS_INLINE static int8_t general_out(const int32_t *e, int32_t lane, int32_t y_zp,
                                              int32_t sum)
 {
-    const int32_t acc = mcuc_qadd(e[RQ_BIAS + lane], sum);
-    return mcuc_out_s8(y_zp, mcuc_requantize_fast(acc, e[RQ_MULT + lane], e[RQ_SHIFT + lane]));
+    const int32_t acc = mcuc_qadd(e[RQ_BIAS + lane], sum), t = e[RQ_SHIFT + lane];
+    return mcuc_out_s8(y_zp, mcuc_requantize_fast(acc, rq_mult(e[RQ_MULT + lane], t),
+                                                  rq_shift(t)));
 }
 
 /* The short epilogue, for calls where every accumulator (bias included) is below 2^30 in
- * magnitude and every shift is in [-31, -1] (short_epilogue_ok). c = 2 y_zp + 1, once
- * per call (short_c). Bit for bit mcuc_requantize(acc, mult, shift) then y_zp and the
- * clamp, because:
+ * magnitude, every shift is in [-31, -1] and every multiplier in [2^30, 2^31)
+ * (short_epilogue_ok). It takes the stored words m2 = 2 mult - 2^32 and t = ~shift = e - 1
+ * (e = -shift) as they are; c = 2 y_zp + 1, once per call (short_c). Bit for bit
+ * mcuc_requantize(acc, mult, shift) then y_zp and the clamp, because:
  * - srdhm(acc, mult) = floor((acc * mult + 2^30) / 2^31) (see mcuc_requantize_fast)
- *   = floor((2 acc * mult + 2^31) / 2^32) = SMMULR(2 acc, mult); 2 acc fits int32, and
- *   acc = mult = INT32_MIN (srdhm's saturating case) cannot occur;
- * - with q = that result (|q| < 2^30) and e = -shift in [1, 31], write q = d 2^e + r,
+ *   = floor((2 acc * mult + 2^31) / 2^32) = SMMULR(2 acc, mult), and SMMLAR(acc, m2, acc)
+ *   = floor((acc 2^32 + acc (2 mult - 2^32) + 2^31) / 2^32) is that same value (|2 acc
+ *   mult| < 2^61: the 64-bit sum cannot wrap); acc = mult = INT32_MIN (srdhm's saturating
+ *   case) cannot occur;
+ * - with q = that result (|q| < 2^30) and e in [1, 31], write q = d 2^e + r,
  *   0 <= r < 2^e: mcuc_rdbpot adds 1 to d exactly when r > 2^(e-1) - 1 + (q < 0), and
  *   floor((s + 2^(e-1)) / 2^e) = d + [r + 2^(e-1) - (q < 0) >= 2^e] is the same test,
  *   where s = q - (q < 0) = q + (q >> 31);
  * - floor((s + 2^(e-1)) / 2^e) = floor((floor(s / 2^(e-1)) + 1) / 2) (for any real z,
  *   floor((z + 1) / 2) = floor((floor(z) + 1) / 2)), and adding the even 2 y_zp inside
- *   the last floor adds y_zp: y_zp + rounded = ((s >> (e - 1)) + c) >> 1, with
- *   e - 1 = ~shift in [0, 30]; |s >> (e - 1)| <= 2^30 and |c| <= 255, so nothing
- *   overflows, and the halving folds into the clamp (SSAT with ASR #1). */
-MCUC_ALWAYS_INLINE static int8_t short_out(int32_t acc, int32_t mult, int32_t shift,
-                                           int32_t c)
+ *   the last floor adds y_zp: y_zp + rounded = ((s >> t) + c) >> 1, with t = e - 1 in
+ *   [0, 30]; |s >> t| <= 2^30 and |c| <= 255, so nothing overflows, and the halving
+ *   folds into the clamp (SSAT with ASR #1). */
+MCUC_ALWAYS_INLINE static int32_t short_raw(int32_t acc, int32_t m2, int32_t t, int32_t c)
 {
-    const int32_t q = mcuc_smmulr(acc * 2, mult);
-    return (int8_t)mcuc_ssat8((((q + (q >> 31)) >> ~shift) + c) >> 1);
+    const int32_t q = mcuc_smmlar(acc, m2, acc);
+    return mcuc_ssat8((((q + (q >> 31)) >> t) + c) >> 1);
+}
+
+/* short_raw as the int8 it is (its int32 indexes a table without a sign extension). */
+MCUC_ALWAYS_INLINE static int8_t short_out(int32_t acc, int32_t m2, int32_t t, int32_t c)
+{
+    return (int8_t)short_raw(acc, m2, t, c);
 }
 
 /* The short epilogue's per-call constant (see short_out). */
@@ -317,20 +344,32 @@ static inline int32_t short_c(int32_t y_zp)
     return 2 * y_zp + 1;
 }
 
-/* Whether short_out serves every output of this call: one pass over the n channels'
- * shifts and biases, against rows * n outputs it then shortens. */
+/* Whether short_out serves every output of a call with these params: the contract of the
+ * params' short_ok, which the compiler computes (linear.py short_epilogue_ok, its twin:
+ * tests/test_linear_short_ok.py checks the two agree) so that no call pays this pass over
+ * the n channels. Not called by the kernel. */
+#if defined(__GNUC__)
+__attribute__((unused))
+#endif
 static int short_epilogue_ok(const mcuc_linear_params_t *p)
 {
     int64_t bias_max = 0;
     for (int32_t j = 0; j < p->n; ++j) {
-        const int32_t s = rq_of(p->rq, j, RQ_SHIFT), b = rq_of(p->rq, j, RQ_BIAS);
-        if (s > -1 || s < -31) {
+        const int32_t t = rq_of(p->rq, j, RQ_SHIFT), b = rq_of(p->rq, j, RQ_BIAS);
+        if (t < 0 || t > 30 || rq_of(p->rq, j, RQ_MULT) >= 0) { /* mult < 2^30, shift */
             return 0;
         }
         const int64_t mag = b < 0 ? -(int64_t)b : b;
         bias_max = mag > bias_max ? mag : bias_max;
     }
     return 255LL * 128 * p->k + bias_max < (1LL << 30);
+}
+
+/* v, or tab[v] where the call applies a table in its epilogue (lut, a constant at each
+ * call: mcuc_linear_lut_planned_s8; tab is the table + 128). */
+MCUC_ALWAYS_INLINE static int8_t lut_of(int lut, const int8_t *tab, int32_t v)
+{
+    return lut ? tab[v] : (int8_t)v;
 }
 
 /* Output channel j of one row from its sum (a channel past the blocks of four). */
@@ -346,20 +385,30 @@ MCUC_ALWAYS_INLINE static int8_t chan_out(const int32_t *rq, int32_t j, int32_t 
 
 /* Channels j..j+3 of one row (y) from their sums a[0..3]; e: the block's first pair. With
  * short_epi the sums started at the bias. */
-MCUC_ALWAYS_INLINE static void quad_out(const int32_t *e, const int32_t *a, int8_t *y,
-                                        int32_t y_zp, int32_t y_c, int short_epi)
+MCUC_ALWAYS_INLINE static void quad_out_lut(const int32_t *e, const int32_t *a, int8_t *y,
+                                            int32_t y_zp, int32_t y_c, int short_epi,
+                                            int lut, const int8_t *tab)
 {
     if (short_epi) { /* written out: gcc keeps a loop over c, with its address arithmetic */
-        y[0] = short_out(a[0], e[RQ_MULT], e[RQ_SHIFT], y_c);
-        y[1] = short_out(a[1], e[RQ_MULT + 1], e[RQ_SHIFT + 1], y_c);
-        y[2] = short_out(a[2], e[RQ_PAIR + RQ_MULT], e[RQ_PAIR + RQ_SHIFT], y_c);
-        y[3] = short_out(a[3], e[RQ_PAIR + RQ_MULT + 1], e[RQ_PAIR + RQ_SHIFT + 1], y_c);
+        y[0] = lut_of(lut, tab, short_raw(a[0], e[RQ_MULT], e[RQ_SHIFT], y_c));
+        y[1] = lut_of(lut, tab, short_raw(a[1], e[RQ_MULT + 1], e[RQ_SHIFT + 1], y_c));
+        y[2] = lut_of(lut, tab, short_raw(a[2], e[RQ_PAIR + RQ_MULT], e[RQ_PAIR + RQ_SHIFT],
+                                          y_c));
+        y[3] = lut_of(lut, tab, short_raw(a[3], e[RQ_PAIR + RQ_MULT + 1],
+                                          e[RQ_PAIR + RQ_SHIFT + 1], y_c));
     } else {
         y[0] = general_out(e, 0, y_zp, a[0]);
         y[1] = general_out(e, 1, y_zp, a[1]);
         y[2] = general_out(e + RQ_PAIR, 0, y_zp, a[2]);
         y[3] = general_out(e + RQ_PAIR, 1, y_zp, a[3]);
     }
+}
+
+/* quad_out without a table. */
+MCUC_ALWAYS_INLINE static void quad_out(const int32_t *e, const int32_t *a, int8_t *y,
+                                        int32_t y_zp, int32_t y_c, int short_epi)
+{
+    quad_out_lut(e, a, y, y_zp, y_c, short_epi, 0, NULL);
 }
 
 /* A quad's sums start at its biases with the short epilogue, else at 0. */
@@ -441,22 +490,30 @@ MCUC_ALWAYS_INLINE static void wide_rows(const mcuc_linear_params_t *p, const in
 
 /* Rows r and r + 1's outputs of the channel pair whose words are at e (yo: row r's first
  * of the two), from the sums a[0..1] (row r) and a[2..3] (row r + 1). */
-MCUC_ALWAYS_INLINE static void pair_out(const int32_t *e, const int32_t *a, int8_t *yo,
-                                        int32_t n, int32_t y_zp, int32_t y_c, int short_epi)
+MCUC_ALWAYS_INLINE static void pair_out_lut(const int32_t *e, const int32_t *a, int8_t *yo,
+                                            int32_t n, int32_t y_zp, int32_t y_c, int short_epi,
+                                            int lut, const int8_t *tab)
 {
     if (short_epi) { /* each channel's multiplier and shift serve both rows */
         const int32_t m0 = e[RQ_MULT], m1 = e[RQ_MULT + 1];
         const int32_t s0 = e[RQ_SHIFT], s1 = e[RQ_SHIFT + 1];
-        yo[0] = short_out(a[0], m0, s0, y_c);
-        yo[1] = short_out(a[1], m1, s1, y_c);
-        yo[n] = short_out(a[2], m0, s0, y_c);
-        yo[n + 1] = short_out(a[3], m1, s1, y_c);
+        yo[0] = lut_of(lut, tab, short_raw(a[0], m0, s0, y_c));
+        yo[1] = lut_of(lut, tab, short_raw(a[1], m1, s1, y_c));
+        yo[n] = lut_of(lut, tab, short_raw(a[2], m0, s0, y_c));
+        yo[n + 1] = lut_of(lut, tab, short_raw(a[3], m1, s1, y_c));
     } else {
         yo[0] = general_out(e, 0, y_zp, a[0]);
         yo[1] = general_out(e, 1, y_zp, a[1]);
         yo[n] = general_out(e, 0, y_zp, a[2]);
         yo[n + 1] = general_out(e, 1, y_zp, a[3]);
     }
+}
+
+/* pair_out without a table. */
+MCUC_ALWAYS_INLINE static void pair_out(const int32_t *e, const int32_t *a, int8_t *yo,
+                                        int32_t n, int32_t y_zp, int32_t y_c, int short_epi)
+{
+    pair_out_lut(e, a, yo, n, y_zp, y_c, short_epi, 0, NULL);
 }
 
 /* The row pairs over int8 weights; returns the rows done (all but an odd count's last).
@@ -521,19 +578,31 @@ MCUC_ALWAYS_INLINE static int32_t row_pairs(const mcuc_linear_params_t *p, const
     } while (0)
 #endif
 
-/* `rows` (1 or 2) consecutive rows of x (k bytes each) unpacked: per four inputs i..i+3,
- * each row's lane pairs (x_i, x_i+2) and (x_i+1, x_i+3), the rows side by side (a pair:
- * u's two words then v's two; one row: its two). Both rows of a pair in one loop: two
- * loads, four SXTB16, two STRDs per four inputs. */
+/* Four inputs of a row pair at xi (rows u, v; v k bytes on) unpacked to the four words at
+ * byte off of xu: two loads, four SXTB16, two STRDs. */
+#define MCUC_UNPACK2(xi, k, xu, off)                                             \
+    do {                                                                         \
+        const uint32_t u_ = mcuc_read32((xi) + (off) / 4);                       \
+        const uint32_t v_ = mcuc_read32((xi) + (off) / 4 + (k));                 \
+        MCUC_STRD(xu, off, mcuc_sxtb16(u_), mcuc_sxtb16_ror8(u_));               \
+        MCUC_STRD(xu, (off) + 8, mcuc_sxtb16(v_), mcuc_sxtb16_ror8(v_));         \
+    } while (0)
+
+/* `rows` (1 or 2) consecutive rows of x (k bytes each, k % 16 == 0) unpacked: per four
+ * inputs i..i+3, each row's lane pairs (x_i, x_i+2) and (x_i+1, x_i+3), the rows side by
+ * side (a pair: u's two words then v's two; one row: its two). Both rows of a pair in one
+ * loop, sixteen inputs per step (the step of four cost 12 instructions, a third of them
+ * the loop's own: 127,000 per inference of the default model). */
 MCUC_ALWAYS_INLINE static void unpack_rows(const int8_t *xa, int32_t k, int32_t rows,
                                            uint32_t *xu)
 {
     const int8_t *const xend = xa + k;
     if (rows == 2) {
-        for (const int8_t *xi = xa; xi != xend; xi += 4, xu += 4) {
-            const uint32_t u = mcuc_read32(xi), v = mcuc_read32(xi + k);
-            MCUC_STRD(xu, 0, mcuc_sxtb16(u), mcuc_sxtb16_ror8(u));
-            MCUC_STRD(xu, 8, mcuc_sxtb16(v), mcuc_sxtb16_ror8(v));
+        for (const int8_t *xi = xa; xi != xend; xi += 16, xu += 16) {
+            MCUC_UNPACK2(xi, k, xu, 0);
+            MCUC_UNPACK2(xi, k, xu, 16);
+            MCUC_UNPACK2(xi, k, xu, 32);
+            MCUC_UNPACK2(xi, k, xu, 48);
         }
     } else {
         for (const int8_t *xi = xa; xi != xend; xi += 4, xu += 2) {
@@ -574,6 +643,21 @@ MCUC_ALWAYS_INLINE static void unpack_rows(const int8_t *xa, int32_t k, int32_t 
         a11 = mcuc_smlad(vh_, wh_, mcuc_smlad(vl_, wl_, a11));                   \
     } while (0)
 
+/* lo = p[off / 4], hi = p[off / 4 + 1] for a word-aligned const int32_t *p (constant
+ * flash), as an LDRD that gcc may not merge with an identical one: pre_pair loads the
+ * biases once per row, and two LDRDs take one instruction fewer than one LDRD and the two
+ * MOVs gcc otherwise emits to copy them (15,216 pairs per inference of the default model). */
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+#define MCUC_LDRD_AGAIN(lo, hi, p, off) \
+    __asm__ volatile("ldrd %0, %1, [%2, #%c3]" : "=r"(lo), "=r"(hi) : "r"(p), "i"(off))
+#else
+#define MCUC_LDRD_AGAIN(lo, hi, p, off) \
+    do {                                \
+        (lo) = (p)[(off) / 4];          \
+        (hi) = (p)[(off) / 4 + 1];      \
+    } while (0)
+#endif
+
 /* One channel pair of a row pair: the sums of rows u, v (unpacked at xu, k words) against
  * the pair's words at *wp (block + 8 (q % 2) bytes) or, when wide, *wp16 (widened: block +
  * 8 (q % 2) int16s), started at the biases,
@@ -582,11 +666,13 @@ MCUC_ALWAYS_INLINE static void unpack_rows(const int8_t *xa, int32_t k, int32_t 
 MCUC_ALWAYS_INLINE static void pre_pair(const uint32_t *xu, const uint32_t *xe,
                                         const int8_t **wp, const int16_t **wp16,
                                         const int32_t *e, int8_t *yo, int32_t n, int32_t y_c,
-                                        int wide)
+                                        int wide, int lut, const int8_t *tab)
 {
     const int8_t *w = *wp;
     const int16_t *w16 = *wp16;
-    int32_t a00 = e[RQ_BIAS], a01 = e[RQ_BIAS + 1], a10 = a00, a11 = a01;
+    int32_t a00, a01, a10, a11;
+    MCUC_LDRD_AGAIN(a00, a01, e, RQ_BIAS * 4);
+    MCUC_LDRD_AGAIN(a10, a11, e, RQ_BIAS * 4); /* both rows start at the biases */
     const uint32_t *xp = xu;
     do { /* k >= 16 */
         MCUC_2X2P_STEP(xp, w, w16, 0);
@@ -603,7 +689,7 @@ MCUC_ALWAYS_INLINE static void pre_pair(const uint32_t *xu, const uint32_t *xe,
     *wp = w;
     *wp16 = w16;
     const int32_t a[4] = {a00, a01, a10, a11};
-    pair_out(e, a, yo, n, 0, y_c, 1);
+    pair_out_lut(e, a, yo, n, 0, y_c, 1, lut, tab);
 }
 
 /* acc c += channel c's words (MCUC_PAIR_W: w + off + 4 c, or w16 + off + 4 c) against
@@ -631,7 +717,8 @@ MCUC_ALWAYS_INLINE static void pre_pair(const uint32_t *xu, const uint32_t *xe,
  * as in pre_pair, the block's start), started at the biases, into yo[0..3]. */
 MCUC_ALWAYS_INLINE static void pre_quad(const uint32_t *xu, const uint32_t *xe,
                                         const int8_t *w, const int16_t *w16, const int32_t *e,
-                                        int8_t *yo, int32_t y_c, int wide)
+                                        int8_t *yo, int32_t y_c, int wide, int lut,
+                                        const int8_t *tab)
 {
     int32_t a0 = e[RQ_BIAS], a1 = e[RQ_BIAS + 1];
     int32_t a2 = e[RQ_PAIR + RQ_BIAS], a3 = e[RQ_PAIR + RQ_BIAS + 1];
@@ -649,13 +736,14 @@ MCUC_ALWAYS_INLINE static void pre_quad(const uint32_t *xu, const uint32_t *xe,
         xp += 8;
     } while (xp != xe);
     const int32_t a[4] = {a0, a1, a2, a3};
-    quad_out(e, a, yo, 0, y_c, 1);
+    quad_out_lut(e, a, yo, 0, y_c, 1, lut, tab);
 }
 
-/* Every row of the plans lin_short16 (wide = 0) and lin_wide_short16 (wide = 1): row
- * pairs, then a last odd row; the channels past the blocks of four by dot1. */
+/* Every row of the plans lin_short16 (wide = 0) and lin_wide_short16 (wide = 1), and of
+ * their _lut twins (lut = 1: each output y becomes tab[y], tab a table + 128): row pairs,
+ * then a last odd row; the channels past the blocks of four by dot1. */
 MCUC_ALWAYS_INLINE static void unpacked_rows(const mcuc_linear_params_t *p, const int8_t *x,
-                                             int8_t *y, int wide)
+                                             int8_t *y, int wide, int lut, const int8_t *tab)
 {
     const int32_t k = p->k, n = p->n, n4 = n & ~3, y_c = short_c(p->y_zp);
     const int32_t *const e4 = p->rq + RQ_PAIR * (n4 / 2); /* past the blocks' pairs */
@@ -682,17 +770,18 @@ MCUC_ALWAYS_INLINE static void unpacked_rows(const mcuc_linear_params_t *p, cons
                 } else {
                     wb -= 8;
                 }
-                pre_pair(xu, xu + k, &wb, &wb16, e, yo, n, y_c, wide);
+                pre_pair(xu, xu + k, &wb, &wb16, e, yo, n, y_c, wide, lut, tab);
                 if (wide) {
                     wb16 -= back;
                 } else {
                     wb -= back;
                 }
-                pre_pair(xu, xu + k, &wb, &wb16, e + RQ_PAIR, yo + 2, n, y_c, wide);
+                pre_pair(xu, xu + k, &wb, &wb16, e + RQ_PAIR, yo + 2, n, y_c, wide, lut,
+                         tab);
             }
         } else {
             for (const int32_t *e = p->rq; e != e4; e += 2 * RQ_PAIR, yo += 4) {
-                pre_quad(xu, xu + k / 2, wb, wb16, e, yo, y_c, wide);
+                pre_quad(xu, xu + k / 2, wb, wb16, e, yo, y_c, wide, lut, tab);
                 if (wide) {
                     wb16 += 4 * k;
                 } else {
@@ -705,7 +794,8 @@ MCUC_ALWAYS_INLINE static void unpacked_rows(const mcuc_linear_params_t *p, cons
             const int16_t *wt16 = wide ? p->weights16 + (int64_t)j * k : NULL;
             for (int32_t t = 0; t <= two; ++t) {
                 const int32_t sum = dot1(xr + t * k, wt, wt16, k, 0);
-                y[(int64_t)(r + t) * n + j] = chan_out(p->rq, j, sum, p->y_zp, y_c, 1);
+                y[(int64_t)(r + t) * n + j] =
+                    lut_of(lut, tab, chan_out(p->rq, j, sum, p->y_zp, y_c, 1));
             }
         }
     }
@@ -738,9 +828,13 @@ MCUC_ALWAYS_INLINE static void last_rows(const mcuc_linear_params_t *p, const in
 /* Each plan's loops as a function of its own, so that only the ones a model runs are hot
  * (mcuc/tcm.py puts them in ITCM by name, hottest first; inlined into one dispatcher they
  * made it 12 KB, most of the F746's 16 KB ITCM). has_zp and short_epi are
- * constants in each. The general epilogue's plans (a layer that keeps its input zero
- * point, i.e. has no bias to fold it into, or a shift outside [-31, -1]) are built for
- * size: 6.5 KB at -O2, for layers a ViT rarely has. */
+ * constants in each; lin_short16_lut and lin_wide_short16_lut are lin_short16 and
+ * lin_wide_short16 with a table applied to each output before it is stored
+ * (mcuc_linear_lut_planned_s8: a token-wise block's fc1 -> GELU, one load per output
+ * instead of mcuc_lut_s8's pass of about four). The general epilogue's plans (a layer
+ * that keeps its input zero point, i.e. has no bias to fold it into, or a multiplier or
+ * shift out of short_ok's ranges) are built for size: 6.5 KB at -O2, for layers a ViT
+ * rarely has. */
 #ifdef __GNUC__
 #define LIN_PLAN static __attribute__((noinline))
 #define LIN_PLAN_COLD static __attribute__((noinline, cold))
@@ -751,7 +845,14 @@ MCUC_ALWAYS_INLINE static void last_rows(const mcuc_linear_params_t *p, const in
 
 LIN_PLAN void lin_short16(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y)
 {
-    unpacked_rows(p, x, y, 0);
+    unpacked_rows(p, x, y, 0, 0, NULL);
+}
+
+/* lin_short16 with a table applied in its epilogue (tab: the table + 128). */
+LIN_PLAN void lin_short16_lut(const mcuc_linear_params_t *p, const int8_t *tab,
+                              const int8_t *x, int8_t *y)
+{
+    unpacked_rows(p, x, y, 0, 1, tab);
 }
 
 LIN_PLAN void lin_short(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y)
@@ -766,7 +867,14 @@ LIN_PLAN_COLD void lin_general(const mcuc_linear_params_t *p, const int8_t *x, i
 
 LIN_PLAN void lin_wide_short16(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y)
 {
-    unpacked_rows(p, x, y, 1);
+    unpacked_rows(p, x, y, 1, 0, NULL);
+}
+
+/* lin_wide_short16 with a table applied in its epilogue (tab: the table + 128). */
+LIN_PLAN void lin_wide_short16_lut(const mcuc_linear_params_t *p, const int8_t *tab,
+                                   const int8_t *x, int8_t *y)
+{
+    unpacked_rows(p, x, y, 1, 1, tab);
 }
 
 LIN_PLAN void lin_wide_short(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y)
@@ -794,7 +902,7 @@ int32_t mcuc_linear_plan(const mcuc_linear_params_t *p)
         return PLAN_REF;
     }
     const int32_t wide = p->weights16 ? PLAN_WIDE : 0;
-    if (p->x_zp != 0 || !short_epilogue_ok(p)) {
+    if (p->x_zp != 0 || !p->short_ok) {
         return wide + PLAN_DSP;
     }
     return wide + ((p->k & 15) == 0 && p->k <= MCUC_PRE_MAX_K ? PLAN_SHORT16 : PLAN_SHORT);
@@ -827,6 +935,20 @@ void mcuc_linear_planned_s8(const mcuc_linear_params_t *p, int32_t plan, const i
         break;
     }
 }
+/* The plans whose epilogue applies the table; any other runs, then the table's pass. */
+void mcuc_linear_lut_planned_s8(const mcuc_linear_params_t *p, int32_t plan,
+                                const int8_t *table, const int8_t *x, int8_t *y)
+{
+    if (plan == PLAN_SHORT16) {
+        lin_short16_lut(p, table + 128, x, y);
+    } else if (plan == PLAN_WIDE + PLAN_SHORT16) {
+        lin_wide_short16_lut(p, table + 128, x, y);
+    } else {
+        const mcuc_lut_params_t lp = {p->rows * p->n, table};
+        mcuc_linear_planned_s8(p, plan, x, y);
+        mcuc_lut_s8(&lp, y, y);
+    }
+}
 #else /* the portable build has one loop */
 
 int32_t mcuc_linear_plan(const mcuc_linear_params_t *p)
@@ -840,6 +962,15 @@ void mcuc_linear_planned_s8(const mcuc_linear_params_t *p, int32_t plan, const i
 {
     (void)plan;
     linear_ref(p, x, y);
+}
+
+void mcuc_linear_lut_planned_s8(const mcuc_linear_params_t *p, int32_t plan,
+                                const int8_t *table, const int8_t *x, int8_t *y)
+{
+    const mcuc_lut_params_t lp = {p->rows * p->n, table};
+    (void)plan;
+    linear_ref(p, x, y);
+    mcuc_lut_s8(&lp, y, y);
 }
 #endif /* MCUC_ARM_DSP */
 

@@ -7,6 +7,18 @@
 
 #include "mcuc/kernels.h"
 
+/* The first linear stage, with the table when there is one (in its epilogue where the
+ * plan allows: mcuc_linear_lut_planned_s8). */
+static void linear_stage(const mcuc_tokenwise_params_t *p, const mcuc_linear_params_t *l1,
+                         int32_t l1_plan, const int8_t *x, int8_t *y)
+{
+    if (p->has_lut) {
+        mcuc_linear_lut_planned_s8(l1, l1_plan, p->lut.table, x, y);
+    } else {
+        mcuc_linear_planned_s8(l1, l1_plan, x, y);
+    }
+}
+
 /* Row pairs for a LayerNorm -> linear [-> table] chain whose tile is one row (the
  * planned scratch holds one normalised row, e.g. before qkv at the arena's peak): the
  * pair's two normalised rows are kept in the output's last row, which no pair before
@@ -24,18 +36,13 @@ static int32_t ln_pairs_in_y(const mcuc_tokenwise_params_t *p, int32_t tile, int
     int8_t *const pair = y + (int64_t)(p->rows - 1) * n;
     mcuc_layernorm_params_t lp = p->ln;
     mcuc_linear_params_t l1 = p->l1;
-    mcuc_lut_params_t up = p->lut;
     lp.rows = 2;
     l1.rows = 2;
-    up.size = 2 * n;
     int32_t r0 = 0;
     for (; r0 + 2 < p->rows; r0 += 2) {
         int8_t *yt = y + (int64_t)r0 * n;
         mcuc_layernorm_s8(&lp, x + (int64_t)r0 * k, pair);
-        mcuc_linear_planned_s8(&l1, l1_plan, pair, yt);
-        if (p->has_lut) {
-            mcuc_lut_s8(&up, yt, yt);
-        }
+        linear_stage(p, &l1, l1_plan, pair, yt);
     }
     return r0;
 }
@@ -103,12 +110,7 @@ static void run_tile(const mcuc_tokenwise_params_t *p, int32_t l1_plan, int32_t 
     mcuc_linear_params_t l1 = p->l1;
     l1.rows = in1_rs == k ? t : 1;
     for (int32_t c = 0; c < l1_calls; ++c) {
-        mcuc_linear_planned_s8(&l1, l1_plan, in1 + (int64_t)c * in1_rs, f + (int64_t)c * h);
-    }
-    if (p->has_lut) {
-        mcuc_lut_params_t up = p->lut;
-        up.size = t * h;
-        mcuc_lut_s8(&up, f, f);
+        linear_stage(p, &l1, l1_plan, in1 + (int64_t)c * in1_rs, f + (int64_t)c * h);
     }
     if (p->has_l2) {
         int8_t *dst = place(p->l2_to, yt, scratch, p->b_offset);
@@ -147,9 +149,7 @@ static int32_t res_pairs_over_x(const mcuc_tokenwise_params_t *p, int32_t l1_pla
     /* x is free (the compiler's x_free): writing over its consumed rows is the plan. */
     int8_t *const xw = (int8_t *)(uintptr_t)x;
     mcuc_linear_params_t l1 = p->l1;
-    mcuc_lut_params_t up = p->lut;
     l1.rows = 2;
-    up.size = 2 * p->h;
     int32_t r0 = 2;
     for (; r0 + 2 <= p->rows; r0 += 2) {
         int8_t *stage = xw + (int64_t)(r0 - 2) * x_rs;
@@ -160,10 +160,7 @@ static int32_t res_pairs_over_x(const mcuc_tokenwise_params_t *p, int32_t l1_pla
             xin = stage;
         }
         int8_t *f = stage + 2 * gap;
-        mcuc_linear_planned_s8(&l1, l1_plan, xin, f);
-        if (p->has_lut) {
-            mcuc_lut_s8(&up, f, f);
-        }
+        linear_stage(p, &l1, l1_plan, xin, f);
         add_rows(p, 2, r + (int64_t)r0 * n, f, y + (int64_t)r0 * n);
     }
     return r0;

@@ -65,8 +65,8 @@ static void fill(void)
     }
     for (int32_t j = 0; j < MAX_N; ++j) { /* kernels.h: six words per pair (j, j + 1) */
         rq[6 * (j / 2) + j % 2] = bias[j];
-        rq[6 * (j / 2) + 2 + j % 2] = mult[j];
-        rq[6 * (j / 2) + 4 + j % 2] = shift[j];
+        rq[6 * (j / 2) + 2 + j % 2] = (int32_t)((uint32_t)mult[j] << 1); /* m2 */
+        rq[6 * (j / 2) + 4 + j % 2] = (int32_t)((uint32_t)~shift[j] & 0xFFu); /* t (mult > 0) */
     }
 }
 
@@ -83,7 +83,9 @@ static void cmsis_fc(int32_t rows, int32_t k, int32_t n)
 
 static void mcuc_fc(int32_t rows, int32_t k, int32_t n, int wide)
 {
-    const mcuc_linear_params_t p = {rows, k, n, 0, -3, wide ? NULL : w8, wide ? w16 : NULL, rq};
+    /* short_ok (kernels.h): mult in [2^30, 2^31), shift -8, 255 * 128 * k + 4095 < 2^30 */
+    const mcuc_linear_params_t p = {rows, k, n, 0, -3, wide ? NULL : w8, wide ? w16 : NULL, rq,
+                                    255 * 128 * k + 4095 < (1 << 30)};
     mcuc_linear_s8(&p, x, y);
 }
 

@@ -111,22 +111,49 @@ def fold_zero_point(p: dict) -> dict:
 
 def requant_words(p: dict) -> np.ndarray:
     """bias, mult and shift as linear.c reads them (`rq`): for each pair of output channels
-    (j, j + 1), j even, the six words bias_j, bias_j+1, mult_j, mult_j+1, shift_j,
-    shift_j+1 (a missing bias is 0, which adds nothing; an odd n's last pair is padded
-    with zeros). Why: the epilogue of a block of channels then reads its constants through
-    one pointer (three 8-byte loads per pair), not three arrays that stay live, and spill,
-    around the inner loop; the flash is the same three words per channel."""
+    (j, j + 1), j even, the six words bias_j, bias_j+1, m2_j, m2_j+1, t_j, t_j+1 (a missing
+    bias is 0, which adds nothing; an odd n's last pair is padded with zeros). Why one
+    pointer: the epilogue of a block of channels then reads its constants with three 8-byte
+    loads per pair, not from three arrays that stay live, and spill, around the inner loop;
+    the flash is the same three words per channel. Why m2 = 2 mult mod 2^32 and t = ~shift
+    (low byte) with mult's sign bit in bit 31: the short epilogue's SMMLAR takes m2 and its
+    shift takes t as stored (linear.c short_out), and both decode losslessly for the others
+    (linear.c rq_mult, rq_shift). Raises ValueError for a shift outside [-128, 127]."""
     n = p["n"]
     bias = p.get("bias")
-    cols = [np.zeros(n, np.int64) if bias is None else np.asarray(bias, np.int64),
-            np.asarray(p["mult"], np.int64), np.asarray(p["shift"], np.int64)]
+    mult = np.asarray(p["mult"], np.int64).reshape(-1)
+    shift = np.asarray(p["shift"], np.int64).reshape(-1)
+    if shift.size and (shift.min() < -128 or shift.max() > 127):
+        raise ValueError("linear: a requantization shift outside [-128, 127]")
+    m2 = (2 * mult) & 0xFFFFFFFF
+    t = (~shift & 0xFF) | (mult & 0x80000000)
+    cols = [np.zeros(n, np.int64) if bias is None else np.asarray(bias, np.int64), m2, t]
     pairs = (n + 1) // 2
     out = np.zeros((pairs, 3, 2), np.int64)
     for f, col in enumerate(cols):
         padded = np.zeros(2 * pairs, np.int64)
         padded[:n] = col.reshape(-1)
         out[:, f, :] = padded.reshape(pairs, 2)
-    return out.reshape(-1).astype(np.int32)
+    return out.reshape(-1).astype(np.uint32).view(np.int32)
+
+
+def short_epilogue_ok(bias, mult, shift, k: int) -> bool:
+    """linear.c short_epilogue_ok on the spec's params (the C struct's short_ok): every
+    multiplier in [2^30, 2^31), every shift in [-31, -1] and 255 * 128 * k + max |bias|
+    < 2^30. Computed here once per layer so that the firmware does not loop over the
+    channels per call; tests/test_linear_short_ok.py checks it against the C."""
+    m, s = np.asarray(mult, np.int64), np.asarray(shift, np.int64)
+    if m.size and (m.min() < 2**30 or s.max() > -1 or s.min() < -31):
+        return False
+    b = None if bias is None else np.asarray(bias, np.int64)
+    bias_max = int(np.abs(b).max()) if b is not None and b.size else 0
+    return 255 * 128 * k + bias_max < 2**30
+
+
+def derived(p: dict) -> dict:
+    """The C struct's fields computed from the spec's params: rq and short_ok."""
+    ok = short_epilogue_ok(p.get("bias"), p["mult"], p["shift"], p["k"])
+    return {"rq": requant_words(p), "short_ok": int(ok)}
 
 
 def make_requant(s_x: float, s_w: np.ndarray, s_y: float) -> tuple[np.ndarray, np.ndarray]:
@@ -146,10 +173,11 @@ KERNEL = register(
             Field("weights16", "int16[]", nullable=True,
                   layout=lambda p, w: widen_layout(w, p["n"], p["k"])),
             Field("rq", "int32[]"),
+            Field("short_ok", "int32"),
         ),
         n_inputs=1,
         ref=ref,
-        derived=lambda p: {"rq": requant_words(p)},
+        derived=derived,
         spec_only=(("bias", True), ("mult", False), ("shift", False)),
         macs=lambda p: p["rows"] * p["k"] * p["n"],
         variants=("MCUC_ARM_DSP",),

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mcuc.kernels import add as k_add
+from mcuc.kernels import linear as k_linear
 from mcuc.kernels import patch_embed as k_patch
 from mcuc.kernels import tokenwise as k_tw
 
@@ -46,17 +47,16 @@ def _arr(v) -> np.ndarray | None:
     return None if v is None else np.asarray(v)
 
 
-def short_epilogue(bias, shift, k: int) -> bool:
-    """linear.c short_epilogue_ok: every shift in [-31, -1] and the sums below 2^30."""
-    s = _arr(shift)
-    if s is None or s.size == 0 or s.max() > -1 or s.min() < -31:
+def short_epilogue(bias, mult, shift, k: int) -> bool:
+    """linear.c's short_ok (linear.py short_epilogue_ok): every multiplier in [2^30, 2^31),
+    every shift in [-31, -1] and the sums below 2^30; False without real multipliers."""
+    m, s = _arr(mult), _arr(shift)
+    if m is None or s is None or s.size == 0:
         return False
-    b = _arr(bias)
-    bias_max = int(np.abs(b.astype(np.int64)).max()) if b is not None and b.size else 0
-    return 255 * 128 * k + bias_max < (1 << 30)
+    return k_linear.short_epilogue_ok(bias, m, s, k)
 
 
-def linear_plan(x_zp: int, bias, shift, k: int, v: Variant) -> str:
+def linear_plan(x_zp: int, bias, mult, shift, k: int, v: Variant) -> str:
     """linear.c mcuc_linear_plan: "ref", "s" (folded zero point, short epilogue) or "z"
     (general epilogue). Without real quantization (the search's dummy params), a layer
     with a bias is taken to fold its zero point and one without to keep it (linear.py
@@ -65,13 +65,13 @@ def linear_plan(x_zp: int, bias, shift, k: int, v: Variant) -> str:
         return "ref"
     if not v.exact:
         return "s" if bias is not None else "z"
-    return "s" if x_zp == 0 and short_epilogue(bias, shift, k) else "z"
+    return "s" if x_zp == 0 and short_epilogue(bias, mult, shift, k) else "z"
 
 
 def add_plan_check(f: Features, n: int, plan: str) -> None:
-    """mcuc_linear_plan's pass over the n channels (only taken for x_zp == 0)."""
-    if plan == "s":
-        f["lin_check"] += n
+    """mcuc_linear_plan: a few tests of the params (short_ok is the compiler's, so no pass
+    over the n channels any more: lin_check stays 0 and its fitted coefficient unused)."""
+    del n, plan
     f["lin_plan"] += 1
 
 
@@ -127,6 +127,17 @@ def add_layernorm(f: Features, rows: int, cols: int, v: Variant, times: int = 1)
     _add(f, "ln_" if v.dsp else "lnr_", g, times)
 
 
+def add_linear_lut(f: Features, plan: str, k: int, size: int, v: Variant,
+                   times: int = 1) -> None:
+    """The table after a linear stage (mcuc_linear_lut_planned_s8): in the epilogue of the
+    unpacked short plans (lin_short16, lin_wide_short16: one load per output, `lp_lut`),
+    else mcuc_lut_s8's pass over its size bytes."""
+    if v.dsp and plan == "s" and k % 16 == 0 and k <= PRE_MAX_K:
+        f["lp_lut"] += size * times
+    else:
+        add_lut(f, size, times)
+
+
 def add_lut(f: Features, size: int, times: int = 1) -> None:
     """`times` mcuc_lut_s8 calls over size bytes (four per step, then the tail)."""
     _add(f, "lut_", {"call": 1, "4": size // 4, "t": size % 4}, times)
@@ -154,7 +165,7 @@ def add_add(f: Features, p: dict, v: Variant, times: int = 1) -> None:
 
 def linear_step(f: Features, p: dict, v: Variant) -> None:
     """mcuc_linear_s8: the plan, then the call."""
-    plan = linear_plan(p["x_zp"], p.get("bias"), p.get("shift"), p["k"], v)
+    plan = linear_plan(p["x_zp"], p.get("bias"), p.get("mult"), p.get("shift"), p["k"], v)
     add_plan_check(f, p["n"], plan)
     add_linear(f, p["rows"], p["k"], p["n"], plan, v)
 
@@ -166,11 +177,11 @@ def tokenwise_step(f: Features, p: dict, v: Variant) -> None:
     y_free, x_rs = p["y_free"], p["x_rs"]
     f["tw_call"] += 1
     l1, l2 = p["l1"], p.get("l2")   # the stages' own params (kernels/tokenwise.py)
-    plan1 = linear_plan(l1["x_zp"], l1.get("bias"), l1.get("shift"), k, v)
+    plan1 = linear_plan(l1["x_zp"], l1.get("bias"), l1.get("mult"), l1.get("shift"), k, v)
     add_plan_check(f, h, plan1)
     plan2 = ""
     if has_l2:
-        plan2 = linear_plan(l2["x_zp"], l2.get("bias"), l2.get("shift"), h, v)
+        plan2 = linear_plan(l2["x_zp"], l2.get("bias"), l2.get("mult"), l2.get("shift"), h, v)
         add_plan_check(f, n, plan2)
     r0 = 0
     if (has_ln and not has_l2 and not has_res and y_free and tile <= 1 and x_rs == k
@@ -180,7 +191,7 @@ def tokenwise_step(f: Features, p: dict, v: Variant) -> None:
         add_layernorm(f, 2, k, v, pairs)
         add_linear(f, 2, k, h, plan1, v, pairs)
         if has_lut:
-            add_lut(f, 2 * n, pairs)
+            add_linear_lut(f, plan1, k, 2 * n, v, pairs)
         r0 = 2 * pairs
     if (r0 == 0 and p.get("x_free") and tile <= 1 and not has_ln and not has_l2 and has_res
             and not p["x_wide"] and rows >= 4 and (k if x_rs > k else 0) + n <= x_rs):
@@ -190,7 +201,7 @@ def tokenwise_step(f: Features, p: dict, v: Variant) -> None:
             _add(f, "memcpy_", {"call": 1, "b": k}, 2 * pairs)
         add_linear(f, 2, k, h, plan1, v, pairs)
         if has_lut:
-            add_lut(f, 2 * h, pairs)
+            add_linear_lut(f, plan1, k, 2 * h, v, pairs)
         add_add(f, dict(p["add"], size=2 * n, b_size=2 * n), v, pairs)
         r0 = 2 * pairs          # the tile loop's rows below: the same count
     f_is_y = k_tw.layout(p)["final"] == "Y"
@@ -207,7 +218,7 @@ def tokenwise_step(f: Features, p: dict, v: Variant) -> None:
         else:
             add_linear(f, 1, k, h, plan1, v, count * t)
         if has_lut:
-            add_lut(f, t * h, count)
+            add_linear_lut(f, plan1, k, t * h, v, count)
         if has_l2:
             add_linear(f, t, h, n, plan2, v, count)
         if has_res:   # tokenwise.c: size = b_size = t * n (its operand swap keeps the path)

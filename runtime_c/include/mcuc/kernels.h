@@ -48,23 +48,34 @@ void mcuc_conv2d_s8(const mcuc_conv2d_params_t *p, const int8_t *x, int8_t *y);
  * The weights come in one of two layouts (linear.c): packed int8 (weights), or the same
  * widened to int16 for speed (weights16, 8-byte aligned); the other pointer is NULL.
  * bias, mult and shift are interleaved in rq, six words per pair of channels (j, j + 1),
- * j even: bias_j, bias_j+1, mult_j, mult_j+1, shift_j, shift_j+1 (kernels/linear.py
- * requant_words; no bias is a bias of 0; an odd n's last pair is padded). */
+ * j even: bias_j, bias_j+1, m2_j, m2_j+1, t_j, t_j+1 (kernels/linear.py requant_words; no
+ * bias is a bias of 0; an odd n's last pair is padded), where m2 = 2 mult mod 2^32 and
+ * t = ~shift (as int8) in bits 0..7 with mult's sign bit in bit 31: the forms linear.c's
+ * short epilogue reads. short_ok is 1 when that epilogue serves every output (every
+ * shift in [-31, -1], every mult in [2^30, 2^31), 255 * 128 * k + max |bias| < 2^30),
+ * else 0: computed by the compiler (linear.py short_epilogue_ok), trusted by the kernel. */
 typedef struct {
     int32_t rows, k, n;
     int32_t x_zp, y_zp;
     const int8_t *weights;
     const int16_t *weights16;
     const int32_t *rq;
+    int32_t short_ok;
 } mcuc_linear_params_t;
 void mcuc_linear_s8(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y);
 /* mcuc_linear_s8 in two parts, for callers that run the same layer row by row
- * (tokenwise_s8 with tiles of one row): the plan depends on k, n, x_zp, bias and shift
- * only (not on rows or the data) and costs a pass over the n channels, so it is made
- * once per layer; mcuc_linear_planned_s8 with that plan gives mcuc_linear_s8's bytes. */
+ * (tokenwise_s8 with tiles of one row): the plan depends on k, x_zp, the weight layout
+ * and short_ok only (not on rows or the data), so it is made once per layer;
+ * mcuc_linear_planned_s8 with that plan gives mcuc_linear_s8's bytes. */
 int32_t mcuc_linear_plan(const mcuc_linear_params_t *p);
 void mcuc_linear_planned_s8(const mcuc_linear_params_t *p, int32_t plan, const int8_t *x,
                             int8_t *y);
+/* mcuc_linear_planned_s8, then y[i] = table[y[i] + 128] over its rows * n outputs (as
+ * mcuc_lut_s8 would, bytes for bytes): the plans for k % 16 == 0 with the short epilogue
+ * apply the table in their epilogue instead of a second pass (tokenwise_s8's linear ->
+ * table stages, e.g. fc1 -> GELU). table: 256 entries, mcuc_lut_params_t's. */
+void mcuc_linear_lut_planned_s8(const mcuc_linear_params_t *p, int32_t plan,
+                                const int8_t *table, const int8_t *x, int8_t *y);
 
 /* Batched product of two activations: a [batch][m][k], b [batch][k][n], y [batch][m][n].
  * acc = sum_i (a - a_zp) * (b - b_zp); y = clamp(y_zp + requantize(acc, mult, shift)). */
