@@ -220,6 +220,22 @@ def test_add_exact_matches_reference(ck_dsp: CKernels) -> None:
     assert min(taken) > 300, taken
 
 
+def test_add_tab_matches_reference(ck_dsp: CKernels) -> None:
+    """add_tab (the compiler's tables: add.with_tables) equals the spec on add_exact's
+    cases and on add_fast's, eight-element steps and tails, broadcasts included; it is
+    taken many times, and where with_tables gives no tables the old paths still are."""
+    rng = np.random.default_rng(234)
+    taken = {"tab": 0, "other": 0}
+    for i in range(1500):
+        case = (gen_add_exact if i % 2 else gen_add_dsp)(rng)
+        p = add.with_tables(case.params)
+        want = REGISTRY["add"].ref(case.params, *case.inputs)
+        got = ck_dsp.run("add", p, case.inputs, case.out_size)
+        assert np.array_equal(got, want), f"case {i}: {case.params}"
+        taken["tab" if add.dsp_path(p) == "tab" else "other"] += 1
+    assert min(taken.values()) > 300, taken
+
+
 def test_zero_point_fold_is_exact() -> None:
     """fold_zero_point moves x_zp into the bias: the reference gives the same bytes, and a
     fold whose bias would leave int32 is refused."""
@@ -275,14 +291,20 @@ def test_packed_weights_layout() -> None:
 
 def test_tokenwise_dsp_matches_reference(ck_dsp: CKernels) -> None:
     rng = np.random.default_rng(230)
+    tabs = 0
     for i in range(200):
         case = gen_tokenwise(rng)
         if i % 2:  # --optimize speed
             case = Case(widen_params("tokenwise", case.params), case.inputs, case.out_size)
             assert case.params["l1"]["weights16"] is not None
+        if i % 4 >= 2 and case.params["add"] is not None:  # the residual add's tables
+            case = Case(dict(case.params, add=add.with_tables(case.params["add"])),
+                        case.inputs, case.out_size)
+            tabs += add.dsp_path(case.params["add"]) == "tab"
         want = REGISTRY["tokenwise"].ref(case.params, *case.inputs)
         got = ck_dsp.run("tokenwise", case.params, case.inputs, case.out_size)
         assert np.array_equal(got, want), f"case {i}"
+    assert tabs > 10, tabs
 
 
 def test_tokenwise_ln_pairs_in_y(ck_dsp: CKernels, tmp_path: Path) -> None:
