@@ -7,7 +7,8 @@ multipliers > 1/2, which make_params never produces) so that C has no overflow.
 av depends on one byte a[i] only (and bv on b's byte), so on ARMv7E-M the compiler may
 hand add.c each side as a 256-entry table (`a_tab`, `b_tab`: `tables`, computed here by
 the reference's own functions, stored in flash; ref never reads them): the loop then
-reads s = a_tab[a] + b_tab[b] and does the output step only.
+reads s = a_tab[a] + b_tab[b] (or, with one table, a 2^19 + b_tab[b]) and does the
+output step only.
 """
 
 from __future__ import annotations
@@ -70,15 +71,24 @@ TAB_BOUND = 1 << 29   # add.c add_tab: |a_tab[a] + b_tab[b]| < 2^29 (no saturati
 
 
 def tables(p: dict) -> dict | None:
-    """{"a_tab", "b_tab"} (int32, 256 entries each) for add.c's add_tab loop, or None where
-    its preconditions fail (the output step's, or a sum that could reach 2^29): every add
-    whose tables this returns takes that loop on ARMv7E-M, whatever its input sides."""
+    """The tables (int32, 256 entries each) for add.c's add_tab loop, or None where its
+    preconditions fail (the output step's, or a sum that could reach 2^29): every add
+    whose tables this returns takes that loop on ARMv7E-M, whatever its input sides.
+    Where one input's term is (v - zp) 2^19 for every byte v (add_exact's e: multiplier
+    1/2) and b is not broadcast, only the other input's table, less that zp 2^19 (add.c
+    then adds v 2^19: one load fewer per element, half the flash); else both tables."""
     if not _out_ok(p) or p["size"] <= 0 or p["b_size"] <= 0:
         return None
     ta = side_table(p["a_zp"], p["a_mult"], p["a_shift"])
     tb = side_table(p["b_zp"], p["b_mult"], p["b_shift"])
     if int(np.abs(ta).max()) + int(np.abs(tb).max()) >= TAB_BOUND:
         return None
+    v19 = np.arange(-128, 128, dtype=np.int64) << 19
+    if p["b_size"] == p["size"]:
+        if np.array_equal(ta, v19 - (p["a_zp"] << 19)):
+            return {"b_tab": (tb - (p["a_zp"] << 19)).astype(np.int32)}
+        if np.array_equal(tb, v19 - (p["b_zp"] << 19)):
+            return {"a_tab": (ta - (p["b_zp"] << 19)).astype(np.int32)}
     return {"a_tab": ta.astype(np.int32), "b_tab": tb.astype(np.int32)}
 
 
@@ -90,13 +100,14 @@ def with_tables(p: dict) -> dict:
 
 def dsp_path(p: dict) -> str:
     """Which loop add.c's MCUC_ARM_DSP mcuc_add_s8 runs for params p: "tab" (the compiler
-    gave both tables: `tables`), "exact" (add_exact's preconditions hold), "fast" (every
-    shift in [-31, 0]) or "ref". The latency model counts each path's elements apart
-    (they cost differently); tests/test_add_path.py checks this against the C dispatch.
-    Without MCUC_ARM_DSP the C is the reference."""
-    if (p.get("a_tab") is not None and p.get("b_tab") is not None and p["size"] > 0
-            and p["b_size"] > 0 and _out_ok(p)):
-        return "tab"
+    gave both tables: `tables`), "tab1" (one table), "exact" (add_exact's preconditions
+    hold), "fast" (every shift in [-31, 0]) or "ref". The latency model counts each
+    path's elements apart (they cost differently); tests/test_add_path.py checks this
+    against the C dispatch. Without MCUC_ARM_DSP the C is the reference."""
+    n_tabs = (p.get("a_tab") is not None) + (p.get("b_tab") is not None)
+    if (n_tabs and p["size"] > 0 and p["b_size"] > 0 and _out_ok(p)
+            and (n_tabs == 2 or p["b_size"] == p["size"])):
+        return "tab" if n_tabs == 2 else "tab1"
     a_ex = p["a_mult"] == 1 << 30 and p["a_shift"] == 0
     b_ex = p["b_mult"] == 1 << 30 and p["b_shift"] == 0
     if a_ex or b_ex:

@@ -40,9 +40,9 @@ from mcuc.boards import Board
 # since the same session's LayerNorm row function (ln_row16, +~1,000 B), tokenwise's row
 # pairs over consumed x (res_pairs_over_x, +~700 B) and linear.c's pair unpacking came
 # 1,248 B over 26 KB on the same ELF (278,312 B). 30 KB since add.c's add_tab (the adds'
-# tables: eight elements a step, the output shift inlined for 18, 19 and 20 as in
-# add_exact; 2,136 B) came 744 B over 28 KB on the same ELF (307,264 B, its 26 KB of tables
-# counted as weights); 2 KB keeps about the margin the ELF had before.
+# tables: eight elements a step, its one-table loop with the output shift inlined for 18,
+# 19 and 20 as in add_exact; 2,442 B) came 1,056 B over 28 KB on the same ELF (294,264 B,
+# its 13 KB of tables counted as weights); 2 KB keeps about the margin it had before.
 CODE_BASE_BYTES = 11 * 1024
 
 
