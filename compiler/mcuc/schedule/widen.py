@@ -83,9 +83,10 @@ def layernorm_tables(s: Schedule) -> Schedule:
 
 
 def add_tables(s: Schedule) -> Schedule:
-    """Every add (alone or as a token-wise step's residual stage) with the two 1 KB tables
-    of the ARMv7E-M variant's add_tab loop where it can take them (kernels/add.py
-    `tables`); for boards with the variant only, since the portable loop never reads them."""
+    """Every add (alone or as a token-wise step's residual stage) with the 1 KB tables (one,
+    or two where neither input is at multiplier 1/2) of the ARMv7E-M variant's add_tab
+    loop where it can take them (kernels/add.py `tables`; 13 KB of flash on the default
+    model); for boards with the variant only, since the portable loop never reads them."""
     steps = []
     for st in s.steps:
         p = st.params
