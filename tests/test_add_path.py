@@ -1,12 +1,13 @@
 """kernels.add.dsp_path (the latency model's add path) against add.c's own dispatch.
 
-The latency model prices an add by the loop its params send it to (add_exact, add_fast
-or add_ref: their per-element costs differ), so the Python predicate must pick what the
+The latency model prices an add by the loop its params send it to (add_tab, add_exact,
+add_fast or add_ref: their per-element costs differ), so the Python predicate must pick what the
 C picks. The C is not mocked: add.c, built for the host with MCUC_ARM_DSP (simd.h's
 portable definitions) and -finstrument-functions, records which of its static functions
 each mcuc_add_s8 call entered; a small shim includes add.c so that it can compare the
-entered addresses with add_fast's and add_ref's. The cases sit on both sides of every
-precondition of add_exact and of add_fast's shift range, plus make_params' own adds.
+entered addresses with add_exact's, add_fast's and add_ref's. The cases sit on both sides
+of every precondition of add_tab (with the compiler's tables), of add_exact and of
+add_fast's shift range, plus make_params' own adds with and without tables.
 """
 
 from __future__ import annotations
@@ -17,14 +18,14 @@ import numpy as np
 import pytest
 
 from mcuc.kernels import REGISTRY, add
-from mcuc.kernels.fixedpoint import INT32_MAX, INT32_MIN
+from mcuc.kernels.fixedpoint import INT32_MAX, INT32_MIN, clamp_s8, requantize
 
 from ckernels import INCLUDE, ROOT, fill_struct, gcc
 
 SHIM = r"""
 #include "add.c"
 
-static int entered; /* bit 0: add_fast, bit 1: add_ref */
+static int entered; /* bit 0: add_fast, bit 1: add_ref, bit 2: add_exact */
 
 /* hidden: the library's own hooks, not any the process already has */
 #define HOOK __attribute__((no_instrument_function, visibility("hidden"))) void
@@ -36,6 +37,8 @@ HOOK __cyg_profile_func_enter(void *fn, void *site)
         entered |= 1;
     } else if (fn == (void *)add_ref) {
         entered |= 2;
+    } else if (fn == (void *)add_exact) {
+        entered |= 4;
     }
 }
 
@@ -44,17 +47,19 @@ HOOK __cyg_profile_func_exit(void *fn, void *site)
     (void)fn, (void)site;
 }
 
-/* 0: add_exact ran the add, 1: add_fast, 2: add_ref (3 would be a bug of the test). */
+/* 0: add_tab ran the add with two tables, 8: with one (add_exact not tried: which of
+ * add_tab's two loops ran is its own test of p->a_tab && p->b_tab), 4: add_exact ran it,
+ * 5: add_fast, 6: add_ref (add_exact tried first); anything else would be a bug. */
 __attribute__((no_instrument_function)) int add_path(const mcuc_add_params_t *p,
                                                      const int8_t *a, const int8_t *b,
                                                      int8_t *y)
 {
     entered = 0;
     mcuc_add_s8(p, a, b, y);
-    return entered;
+    return entered == 0 && !(p->a_tab && p->b_tab) ? 8 : entered;
 }
 """
-PATHS = {0: "exact", 1: "fast", 2: "ref"}
+PATHS = {0: "tab", 8: "tab1", 4: "exact", 5: "fast", 6: "ref"}
 
 
 @pytest.fixture(scope="module")
@@ -123,23 +128,63 @@ def _edges() -> list[tuple[str, dict]]:
     return [(what, dict(BASE, **ch)) for what, ch in cases]
 
 
+def _forced_tables(p: dict) -> dict:
+    """p with both sides' tables whatever add.tables would say (the path only: where the
+    sum could reach 2^29 the bytes are not add_tab's to get right)."""
+    return dict(p, a_tab=add.side_table(p["a_zp"], p["a_mult"], p["a_shift"]).astype(np.int32),
+                b_tab=add.side_table(p["b_zp"], p["b_mult"], p["b_shift"]).astype(np.int32))
+
+
 def test_dsp_path_is_the_c_dispatch_at_every_edge(c_path) -> None:
     rng = np.random.default_rng(26)
-    seen = {"exact": 0, "fast": 0, "ref": 0}
-    for what, p in _edges():
-        a = rng.integers(-128, 128, max(1, p["size"])).astype(np.int8)
-        b = rng.integers(-128, 128, max(1, p["b_size"])).astype(np.int8)
-        got, _ = c_path(p, a, b)
-        assert add.dsp_path(p) == got, (what, p)
-        seen[got] += 1
+    seen = {"tab": 0, "tab1": 0, "exact": 0, "fast": 0, "ref": 0}
+    for what, p0 in _edges():
+        two = _forced_tables(p0)
+        for p in (p0, two, dict(two, b_tab=None), dict(two, a_tab=None)):
+            a = rng.integers(-128, 128, max(1, p["size"])).astype(np.int8)
+            b = rng.integers(-128, 128, max(1, p["b_size"])).astype(np.int8)
+            got, _ = c_path(p, a, b)
+            assert add.dsp_path(p) == got, (what, p)
+            seen[got] += 1
     assert min(seen.values()) >= 5, seen   # each path is met on both sides of its edges
+
+
+def _term(t: dict, side: str, v: np.ndarray) -> np.ndarray:
+    """One input's part of add_tab's sum: its table's entry, or v 2^19 (no table)."""
+    tab = t.get(f"{side}_tab")
+    v = v.astype(np.int64)
+    return v << 19 if tab is None else tab[v + 128].astype(np.int64)
+
+
+def test_tables_are_the_reference_terms() -> None:
+    """add.tables: add_tab's sum is ref's sum before the output step for every byte pair
+    (one table where an input is at multiplier 1/2, on either side; two otherwise or where
+    b is broadcast), and no tables where add_tab's bound or output step fails."""
+    a, b = np.meshgrid(np.arange(-128, 128), np.arange(-128, 128))
+    a, b = a.reshape(-1).astype(np.int8), b.reshape(-1).astype(np.int8)
+    swap = dict(BASE, a_mult=BASE["b_mult"], a_shift=BASE["b_shift"], b_mult=1 << 30,
+                b_shift=0)
+    for p, keys in ((BASE, {"b_tab"}), (swap, {"a_tab"}), (dict(BASE, a_mult=7), None),
+                    (dict(BASE, b_size=6), None)):
+        t = add.tables(p)
+        assert t is not None and set(t) == (keys or {"a_tab", "b_tab"}), p
+        assert all(x.dtype == np.int32 and x.shape == (256,) for x in t.values())
+        s = _term(t, "a", a) + _term(t, "b", b)
+        assert int(np.abs(s).max()) < add.TAB_BOUND
+        y = clamp_s8(p["y_zp"] + requantize(s, p["y_mult"], p["y_shift"]))
+        assert np.array_equal(y, add.ref(dict(p, size=a.size, b_size=a.size), a, b)), p
+    assert add.tables(dict(BASE, y_shift=0)) is None
+    assert add.tables(dict(BASE, b_mult=INT32_MAX, b_shift=2)) is None   # |bv| above 2^29
+    assert add.tables(dict(BASE, size=0, b_size=0)) is None
+    t = add.tables(BASE)
+    assert "b_tab" not in add.with_tables(dict(BASE, y_shift=0, **t))
 
 
 def test_dsp_path_on_make_params_adds(c_path) -> None:
     """The compiler's own adds (make_params over scales of several orders, zero points
     anywhere in int8): the predicate and the C agree, and the bytes equal the spec."""
     rng = np.random.default_rng(2026)
-    seen = {"exact": 0, "fast": 0, "ref": 0}
+    seen = {"tab": 0, "tab1": 0, "exact": 0, "fast": 0, "ref": 0}
     for _ in range(400):
         size = int(rng.integers(1, 40))
         s = 10.0 ** rng.uniform(-3, 0, 3)
@@ -153,9 +198,11 @@ def test_dsp_path_on_make_params_adds(c_path) -> None:
                  y_zp=int(rng.integers(-128, 128)))
         a = rng.integers(-128, 128, size).astype(np.int8)
         b = rng.integers(-128, 128, p["b_size"]).astype(np.int8)
-        got, y = c_path(p, a, b)
-        assert add.dsp_path(p) == got, p
-        assert np.array_equal(y, add.ref(p, a, b)), p
-        seen[got] += 1
+        for q in (p, add.with_tables(p)):
+            got, y = c_path(q, a, b)
+            assert add.dsp_path(q) == got, q
+            assert np.array_equal(y, add.ref(q, a, b)), q
+            seen[got] += 1
     assert seen["exact"] > 100 and seen["fast"] > 30, seen
+    assert seen["tab1"] > 200 and seen["tab"] > 30, seen
 

@@ -228,6 +228,23 @@ def test_add_exact_matches_reference(ck_dsp: CKernels) -> None:
     assert min(taken) > 300, taken
 
 
+def test_add_tab_matches_reference(ck_dsp: CKernels) -> None:
+    """add_tab (the compiler's tables: add.with_tables), with one table and with two,
+    equals the spec on add_exact's cases and on add_fast's, eight-element steps and
+    tails, broadcasts included; each is taken many times, and where with_tables gives
+    no tables the old paths still are."""
+    rng = np.random.default_rng(234)
+    taken = {"tab": 0, "tab1": 0, "other": 0}
+    for i in range(1500):
+        case = (gen_add_exact if i % 2 else gen_add_dsp)(rng)
+        p = add.with_tables(case.params)
+        want = REGISTRY["add"].ref(case.params, *case.inputs)
+        got = ck_dsp.run("add", p, case.inputs, case.out_size)
+        assert np.array_equal(got, want), f"case {i}: {case.params}"
+        taken[add.dsp_path(p) if add.dsp_path(p) in ("tab", "tab1") else "other"] += 1
+    assert min(taken.values()) > 150, taken
+
+
 def test_zero_point_fold_is_exact() -> None:
     """fold_zero_point moves x_zp into the bias: the reference gives the same bytes, and a
     fold whose bias would leave int32 is refused."""
@@ -283,14 +300,20 @@ def test_packed_weights_layout() -> None:
 
 def test_tokenwise_dsp_matches_reference(ck_dsp: CKernels) -> None:
     rng = np.random.default_rng(230)
+    tabs = 0
     for i in range(200):
         case = gen_tokenwise(rng)
         if i % 2:  # --optimize speed
             case = Case(widen_params("tokenwise", case.params), case.inputs, case.out_size)
             assert case.params["l1"]["weights16"] is not None
+        if i % 4 >= 2 and case.params["add"] is not None:  # the residual add's tables
+            case = Case(dict(case.params, add=add.with_tables(case.params["add"])),
+                        case.inputs, case.out_size)
+            tabs += add.dsp_path(case.params["add"]) in ("tab", "tab1")
         want = REGISTRY["tokenwise"].ref(case.params, *case.inputs)
         got = ck_dsp.run("tokenwise", case.params, case.inputs, case.out_size)
         assert np.array_equal(got, want), f"case {i}"
+    assert tabs > 10, tabs
 
 
 def short16(rng: np.random.Generator, p: dict) -> dict:
@@ -455,10 +478,16 @@ def test_sanitizers_dsp(tmp_path: Path) -> None:
     for _ in range(80):
         c = gen_add_exact(rng)
         cases.append(("add", c.params, c.inputs, REGISTRY["add"].ref(c.params, *c.inputs)))
-    for _ in range(12):
+        for g in (gen_add_exact, gen_add_dsp):   # add_tab, one table and two
+            c = g(rng)
+            cases.append(("add", add.with_tables(c.params), c.inputs,
+                          REGISTRY["add"].ref(c.params, *c.inputs)))
+    for i in range(12):
         c = gen_tokenwise(rng)
-        cases.append(("tokenwise", c.params, c.inputs,
-                      REGISTRY["tokenwise"].ref(c.params, *c.inputs)))
+        q = c.params
+        if i % 2 and q["add"] is not None:   # the residual add's tables
+            q = dict(q, add=add.with_tables(q["add"]))
+        cases.append(("tokenwise", q, c.inputs, REGISTRY["tokenwise"].ref(c.params, *c.inputs)))
     for _ in range(12):
         c = gen_tokenwise_short16(rng)
         cases.append(("tokenwise", c.params, c.inputs,

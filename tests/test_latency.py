@@ -206,8 +206,9 @@ EXACT_ADD = dict(FAST_ADD, b_shift=-4)
 def test_add_features_count_elements_by_path() -> None:
     """Every add counts add_call / add_el; one that add.c sends to add_fast (or add_ref,
     or add_exact's loop for an output shift it does not inline) also counts that path's
-    extra, by kernels.add.dsp_path; the portable build and the search's dummy params
-    count none."""
+    extra, by kernels.add.dsp_path; the portable build counts none, and on the DSP build
+    the search's dummy params (a guess) and an add with the compiler's tables add_tab's."""
+    from mcuc.kernels import add
     from mcuc.kernels.add import dsp_path
 
     dsp, portable = Variant(dsp=True, wide=False), Variant(dsp=False, wide=False)
@@ -221,9 +222,20 @@ def test_add_features_count_elements_by_path() -> None:
     assert (f["add_el"], f["add_ev_el"], f["add_fast_el"]) == (1088, 1088, 0)
     f = step_features("add", dict(FAST_ADD, y_shift=1), 0, 1088, dsp)
     assert (f["add_ref_call"], f["add_ref_el"], f["add_fast_el"]) == (1, 1088, 0)
-    for v in (portable, guess):
-        assert dict(step_features("add", FAST_ADD, 0, 1088, v)) == {"add_call": 1,
-                                                                     "add_el": 1088}
+    assert dict(step_features("add", FAST_ADD, 0, 1088, portable)) == {"add_call": 1,
+                                                                        "add_el": 1088}
+    tab1 = {"add_call": 1, "add_el": 1088, "add_tab1_call": 1, "add_tab1_el": 1088}
+    assert dict(step_features("add", FAST_ADD, 0, 1088, guess)) == tab1   # DSP: add_tab
+    for p in (FAST_ADD, EXACT_ADD):   # with the compiler's tables, both take add_tab
+        assert dict(step_features("add", add.with_tables(p), 0, 1088, dsp)) == tab1
+        assert dict(step_features("add", add.with_tables(p), 0, 1088, portable)) == {
+            "add_call": 1, "add_el": 1088}
+    two = add.with_tables(dict(EXACT_ADD, a_mult=1 << 29))   # neither input at 1/2
+    assert dict(step_features("add", two, 0, 1088, dsp)) == {
+        "add_call": 1, "add_el": 1088, "add_tab_call": 1, "add_tab_el": 1088}
+    f = step_features("add", add.with_tables(dict(EXACT_ADD, y_shift=-21, y_zp=0)), 0, 1088,
+                      dsp)
+    assert (f["add_tab1_el"], f["add_ev_el"]) == (1088, 1088)
 
 
 def test_tokenwise_residual_add_takes_its_path_per_tile() -> None:

@@ -9,7 +9,10 @@
  *   - |av|, |bv| <= |x| < 2^29 (a multiplier below 1 and a right shift only shrink), so
  *     av + bv needs no saturation and 2 (av + bv) fits int32: the output's srdhm is one
  *     SMMULR too;
- *   - the rounding right shifts are one add of constants computed once per call (rshift). */
+ *   - the rounding right shifts are one add of constants computed once per call (rshift).
+ * Before both, add_tab takes every call whose params carry the compiler's tables (a_tab,
+ * b_tab: the inputs' terms for each byte, kernels.h) and whose output step add_exact
+ * could do: then the inputs cost one or two table reads per element. */
 #include "mcuc/kernels.h"
 
 #ifdef MCUC_ARM_DSP
@@ -184,9 +187,111 @@ static __attribute__((noinline)) int add_exact(const mcuc_add_params_t *p, const
     return 1;
 }
 
+/* add_tab: where the compiler gave tables (kernels.h; kernels/add.py tables, which emits
+ * them only when every sum below is under 2^29 in magnitude), s is av + bv exactly, needs
+ * no saturation, and the output step is add_exact's (its comment: SMMLAR with m2 and cy,
+ * then one SSAT), under the same checks of y_mult, ey and y_zp. With both tables, s =
+ * a_tab[a] + b_tab[b]. With one (b_size = size only; the compiler gives one where the
+ * other input's term is (v - zp) 2^19 for every byte v, add_exact's e, and folds that
+ * input's -zp 2^19 into the table), s = e 2^19 + tab[o]: one load fewer per element,
+ * and the output shift inlined for add_exact's usual shifts. Eight elements a step; b's
+ * broadcast (two tables) is a loop over chunks of b_size. */
+MCUC_ALWAYS_INLINE static int8_t add_tab_out(int32_t s, int32_t cy, int32_t m2, int32_t ey)
+{
+    return (int8_t)mcuc_ssat8(mcuc_smmlar(s, m2, s + cy + (s >> 31)) >> ey);
+}
+
+typedef struct {
+    const int32_t *ta, *tb; /* the tables' entries for byte 0 (ta unused when one) */
+    int32_t cy, m2;
+} add_tab_t;
+
+/* The term of a's byte v: its table's, or (one) v 2^19. */
+#define ADD_TAB_S(i) ((one ? a[i] * (1 << 19) : ta[a[i]]) + tb[b[i]])
+
+MCUC_ALWAYS_INLINE static void add_tab_run(const int8_t *a, const int8_t *b, int8_t *y,
+                                           int32_t n, add_tab_t k, int32_t ey, int one)
+{
+    const int32_t *const ta = k.ta, *const tb = k.tb;
+    for (int32_t i = n >> 3; i > 0; --i) { /* a count, not an end pointer: GCC then keeps
+                                              no copies of the pointers in the loop */
+        y[0] = add_tab_out(ADD_TAB_S(0), k.cy, k.m2, ey);
+        y[1] = add_tab_out(ADD_TAB_S(1), k.cy, k.m2, ey);
+        y[2] = add_tab_out(ADD_TAB_S(2), k.cy, k.m2, ey);
+        y[3] = add_tab_out(ADD_TAB_S(3), k.cy, k.m2, ey);
+        y[4] = add_tab_out(ADD_TAB_S(4), k.cy, k.m2, ey);
+        y[5] = add_tab_out(ADD_TAB_S(5), k.cy, k.m2, ey);
+        y[6] = add_tab_out(ADD_TAB_S(6), k.cy, k.m2, ey);
+        y[7] = add_tab_out(ADD_TAB_S(7), k.cy, k.m2, ey);
+        a += 8, b += 8, y += 8;
+    }
+    for (int32_t i = n & 7; i > 0; --i) {
+        *y++ = add_tab_out(ADD_TAB_S(0), k.cy, k.m2, ey);
+        ++a, ++b;
+    }
+}
+#undef ADD_TAB_S
+
+/* The whole call: b restarts every b_size elements; ey and one are constants where
+ * inlined. */
+MCUC_ALWAYS_INLINE static void add_tab_loop(const int8_t *a, const int8_t *b, int8_t *y,
+                                            int32_t size, int32_t b_size, add_tab_t k,
+                                            int32_t ey, int one)
+{
+    for (int32_t i = 0; i < size; i += b_size) {
+        const int32_t n = size - i < b_size ? size - i : b_size;
+        add_tab_run(a + i, b, y + i, n, k, ey, one);
+    }
+}
+
+/* add_tab_loop with the output shift inlined for add_exact's usual shifts. */
+MCUC_ALWAYS_INLINE static void add_tab_shifts(const int8_t *a, const int8_t *b, int8_t *y,
+                                              int32_t size, int32_t b_size, add_tab_t k,
+                                              int32_t ey, int one)
+{
+    switch (ey) {
+    case 18:
+        add_tab_loop(a, b, y, size, b_size, k, 18, one);
+        break;
+    case 19:
+        add_tab_loop(a, b, y, size, b_size, k, 19, one);
+        break;
+    case 20:
+        add_tab_loop(a, b, y, size, b_size, k, 20, one);
+        break;
+    default:
+        add_tab_loop(a, b, y, size, b_size, k, ey, one);
+        break;
+    }
+}
+
+/* add_tab's preconditions (its comment); returns 0 when they fail. */
+static __attribute__((noinline)) int add_tab(const mcuc_add_params_t *p, const int8_t *a,
+                                             const int8_t *b, int8_t *y)
+{
+    const int32_t ey = -p->y_shift, y_zp = p->y_zp, size = p->size, b_size = p->b_size;
+    const int both = p->a_tab && p->b_tab;
+    if ((!p->a_tab && !p->b_tab) || size <= 0 || b_size <= 0 ||
+        (!both && b_size != size) || p->y_mult < (1 << 30) || ey < 1 || ey > 31 ||
+        !fits30(y_zp, ey, ey)) {
+        return 0;
+    }
+    const int32_t cy = (int32_t)((1u << (ey - 1)) + ((uint32_t)y_zp << ey));
+    const int32_t m2 = (int32_t)((uint32_t)p->y_mult * 2u);
+    if (both) { /* the rarer case (neither input at 2^19): the output shift variable */
+        const add_tab_t k = {p->a_tab + 128, p->b_tab + 128, cy, m2};
+        add_tab_loop(a, b, y, size, b_size, k, ey, 0);
+    } else { /* e: the input at 2^19, o: the other (the operands may swap: b_size = size) */
+        const int8_t *const e = p->b_tab ? a : b, *const o = p->b_tab ? b : a;
+        const add_tab_t k = {0, (p->b_tab ? p->b_tab : p->a_tab) + 128, cy, m2};
+        add_tab_shifts(e, o, y, size, size, k, ey, 1);
+    }
+    return 1;
+}
+
 void mcuc_add_s8(const mcuc_add_params_t *p, const int8_t *a, const int8_t *b, int8_t *y)
 {
-    if (add_exact(p, a, b, y)) {
+    if (add_tab(p, a, b, y) || add_exact(p, a, b, y)) {
         return;
     }
     if (p->a_shift <= 0 && p->b_shift <= 0 && p->y_shift <= 0 && p->a_shift >= -31 &&

@@ -64,7 +64,7 @@ static void add_rows(const mcuc_tokenwise_params_t *p, int32_t t, const int8_t *
     if (f == yt) {
         const mcuc_add_params_t sw = {ap.size, ap.b_size, ap.b_zp, ap.a_zp, ap.y_zp,
                                       ap.b_mult, ap.b_shift, ap.a_mult, ap.a_shift,
-                                      ap.y_mult, ap.y_shift};
+                                      ap.y_mult, ap.y_shift, ap.b_tab, ap.a_tab};
         mcuc_add_s8(&sw, f, rt, yt);
     } else {
         mcuc_add_s8(&ap, rt, f, yt);

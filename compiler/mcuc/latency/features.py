@@ -146,21 +146,22 @@ def add_lut(f: Features, size: int, times: int = 1) -> None:
 def add_add(f: Features, p: dict, v: Variant, times: int = 1) -> None:
     """`times` mcuc_add_s8 calls with params p. Every call counts add_call and add_el;
     on the DSP build, a call that add.c sends to another loop than add_exact's with the
-    output shift inlined (k_add.dsp_path) also counts its extra: add_fast_* or add_ref_*
-    (add_fast, add_ref: ~29 instructions more per element), or add_ev_el (add_exact's
-    loop for an output shift outside EXACT_SHIFTS, taken as a variable). Without real
-    quantization (the search's dummy params: equal scales, which add_exact refuses) the
-    add is taken to be exact, as the compiler's adds usually are."""
+    output shift inlined (k_add.dsp_path) also counts its extra: add_tab1_* (add_tab with
+    one table: fewer instructions per element), add_tab_* (two tables, the output shift
+    variable), add_fast_* or add_ref_* (add_fast, add_ref: ~29 instructions more per
+    element), or add_ev_el (add_exact's or add_tab's one-table loop for an output shift
+    outside EXACT_SHIFTS, taken as a variable). Without real quantization (the search's
+    dummy params: equal scales) the add is taken to take add_tab with one table, as the
+    DSP build's adds with an input at multiplier 1/2 do (schedule/widen.py add_tables)."""
     size = p["size"]
     _add(f, "add_", {"call": 1, "el": size}, times)
-    if not v.dsp or not v.exact:
+    if not v.dsp:
         return
-    path = k_add.dsp_path(p)
-    if path == "exact":
-        if -p["y_shift"] not in k_add.EXACT_SHIFTS:
-            _add(f, "add_ev_", {"el": size}, times)
-        return
-    _add(f, f"add_{path}_", {"call": 1, "el": size}, times)
+    path = k_add.dsp_path(p) if v.exact else "tab1"
+    if path in ("exact", "tab1") and v.exact and -p["y_shift"] not in k_add.EXACT_SHIFTS:
+        _add(f, "add_ev_", {"el": size}, times)   # both loops inline the same shifts
+    if path != "exact":
+        _add(f, f"add_{path}_", {"call": 1, "el": size}, times)
 
 
 def linear_step(f: Features, p: dict, v: Variant) -> None:

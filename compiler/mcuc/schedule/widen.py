@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from mcuc import McucError
+from mcuc.kernels import add as k_add
 from mcuc.kernels import layernorm as k_layernorm
 from mcuc.kernels import linear as k_linear
 from mcuc.kernels import patch_embed as k_patch
@@ -81,14 +82,30 @@ def layernorm_tables(s: Schedule) -> Schedule:
     return replace(s, steps=steps)
 
 
+def add_tables(s: Schedule) -> Schedule:
+    """Every add (alone or as a token-wise step's residual stage) with the 1 KB tables (one,
+    or two where neither input is at multiplier 1/2) of the ARMv7E-M variant's add_tab
+    loop where it can take them (kernels/add.py `tables`; 13 KB of flash on the default
+    model); for boards with the variant only, since the portable loop never reads them."""
+    steps = []
+    for st in s.steps:
+        p = st.params
+        if st.kernel == "add":
+            p = k_add.with_tables(p)
+        elif st.kernel == "tokenwise" and p.get("add") is not None:
+            p = {**p, "add": k_add.with_tables(p["add"])}
+        steps.append(st if p is st.params else replace(st, params=p))
+    return replace(s, steps=steps)
+
+
 def for_board(s: Schedule, dsp: bool, optimize: str = "size") -> Schedule:
     """The constants the build prepares for its kernels, in one place for the compiler and
     the search's cost model (so the flash the search predicts is the build's): `--optimize
     speed`'s int16 linear weights; with the ARMv7E-M variants (Board.dsp) the widened patch
-    embedding and LayerNorm's table."""
+    embedding, LayerNorm's table and the adds' tables."""
     check_optimize(optimize)
     if optimize == "speed":
         s = widen_weights(s)
     if dsp:
-        s = layernorm_tables(widen_patch_embed(s))
+        s = add_tables(layernorm_tables(widen_patch_embed(s)))
     return s

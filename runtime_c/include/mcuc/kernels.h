@@ -90,11 +90,16 @@ void mcuc_matmul_s8(const mcuc_matmul_params_t *p, const int8_t *a, const int8_t
  *   av = requantize((a[i] - a_zp) << 20, a_mult, a_shift)
  *   bv = requantize((b[i % b_size] - b_zp) << 20, b_mult, b_shift)
  *   y[i] = clamp(y_zp + requantize(sat_int32(av + bv), y_mult, y_shift))
- * y may alias a (in place). */
+ * y may alias a (in place). a_tab, b_tab (NULL, or 256 entries each, index v + 128): av
+ * and bv for every byte v, as the compiler computes them (kernels/add.py tables), which
+ * the MCUC_ARM_DSP variant reads instead of computing them; with one table, the other
+ * input's term is (v - zp) 2^19 and the table holds its own term less that zp 2^19. The
+ * portable code ignores them. */
 typedef struct {
     int32_t size, b_size;
     int32_t a_zp, b_zp, y_zp;
     int32_t a_mult, a_shift, b_mult, b_shift, y_mult, y_shift;
+    const int32_t *a_tab, *b_tab;
 } mcuc_add_params_t;
 void mcuc_add_s8(const mcuc_add_params_t *p, const int8_t *a, const int8_t *b, int8_t *y);
 
