@@ -320,108 +320,6 @@ ATT_NOINLINE static void pv_dsp(const mcuc_attention_params_t *p, const att_rq_t
     }
 }
 
-/* P.V of two rows a and b at once where V^T does not fit the pair path's buffer (or the
- * P.V epilogue's shift does not suit att_out2): pv_dsp's sums, each unpacked pair of V
- * lanes feeding two SMLADs (one per row) instead of one. p's rows come as pack_p2 lays
- * them in pp (per four j: (a's p[j], p[j+2]), (b's), (a's p[j+1], p[j+3]), (b's): one LDRD
- * per half step) and as bytes in pa, pb for the n % 4 tail; the sums are pv_dsp's exactly
- * (same terms, same int32 bound), so is each output. */
-static void pack_p2(const uint8_t *pa, const uint8_t *pb, int32_t n, uint32_t *pp);
-
-/* Softmax of score rows a (pa) and b (pb), then pv_dsp2's sums into output rows ya and
- * ya + o_rs (one call from mcuc_attention_s8, whose frame stays as it was). */
-ATT_NOINLINE static void pv_dsp2(const mcuc_attention_params_t *p, uint32_t *pp, uint8_t *pa,
-                                 uint8_t *pb, const int8_t *vb, int8_t *ya)
-{
-    const int32_t fa = p->v_zp * softmax_dsp(p, pa), fb = p->v_zp * softmax_dsp(p, pb);
-    const att_rq_t rq_local = att_rq(p->o_mult, p->o_shift, p->o_zp), *rq = &rq_local;
-    const int32_t n = p->kv_len, nf = n & ~3, dv = p->dv, rs = p->v_rs, os = p->o_cs;
-    int8_t *const yb = ya + p->o_rs;
-    pack_p2(pa, pb, n, pp);
-    const uint32_t *pend = pp + nf;
-    int32_t c = 0;
-    for (; c + 4 <= dv; c += 4) {
-        int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, b0 = 0, b1 = 0, b2 = 0, b3 = 0;
-        const int8_t *vr = vb + c;
-        for (const uint32_t *pg = pp; pg != pend; pg += 4, vr += 4 * (int64_t)rs) {
-            uint32_t pe, qe, x;
-            MCUC_LDRD(pe, qe, pg, 0);
-            const uint32_t w0 = mcuc_read32(vr), w2 = mcuc_read32(vr + 2 * (int64_t)rs);
-            const uint32_t lo02 = mcuc_pkhbt16(w0, w2), hi02 = mcuc_pkhtb16(w0, w2);
-            x = mcuc_sxtb16(lo02);
-            a0 = mcuc_smlad(pe, x, a0);
-            b0 = mcuc_smlad(qe, x, b0);
-            x = mcuc_sxtb16_ror8(lo02);
-            a1 = mcuc_smlad(pe, x, a1);
-            b1 = mcuc_smlad(qe, x, b1);
-            x = mcuc_sxtb16(hi02);
-            a2 = mcuc_smlad(pe, x, a2);
-            b2 = mcuc_smlad(qe, x, b2);
-            x = mcuc_sxtb16_ror8(hi02);
-            a3 = mcuc_smlad(pe, x, a3);
-            b3 = mcuc_smlad(qe, x, b3);
-            MCUC_LDRD(pe, qe, pg, 8);
-            const uint32_t w1 = mcuc_read32(vr + rs), w3 = mcuc_read32(vr + 3 * (int64_t)rs);
-            const uint32_t lo13 = mcuc_pkhbt16(w1, w3), hi13 = mcuc_pkhtb16(w1, w3);
-            x = mcuc_sxtb16(lo13);
-            a0 = mcuc_smlad(pe, x, a0);
-            b0 = mcuc_smlad(qe, x, b0);
-            x = mcuc_sxtb16_ror8(lo13);
-            a1 = mcuc_smlad(pe, x, a1);
-            b1 = mcuc_smlad(qe, x, b1);
-            x = mcuc_sxtb16(hi13);
-            a2 = mcuc_smlad(pe, x, a2);
-            b2 = mcuc_smlad(qe, x, b2);
-            x = mcuc_sxtb16_ror8(hi13);
-            a3 = mcuc_smlad(pe, x, a3);
-            b3 = mcuc_smlad(qe, x, b3);
-        }
-        for (int32_t j = nf; j < n; ++j, vr += rs) {
-            const int32_t pj = pa[j], qj = pb[j];
-            a0 += pj * vr[0];
-            a1 += pj * vr[1];
-            a2 += pj * vr[2];
-            a3 += pj * vr[3];
-            b0 += qj * vr[0];
-            b1 += qj * vr[1];
-            b2 += qj * vr[2];
-            b3 += qj * vr[3];
-        }
-        ya[(int64_t)c * os] = att_out(rq, a0 - fa);
-        ya[(int64_t)(c + 1) * os] = att_out(rq, a1 - fa);
-        ya[(int64_t)(c + 2) * os] = att_out(rq, a2 - fa);
-        ya[(int64_t)(c + 3) * os] = att_out(rq, a3 - fa);
-        yb[(int64_t)c * os] = att_out(rq, b0 - fb);
-        yb[(int64_t)(c + 1) * os] = att_out(rq, b1 - fb);
-        yb[(int64_t)(c + 2) * os] = att_out(rq, b2 - fb);
-        yb[(int64_t)(c + 3) * os] = att_out(rq, b3 - fb);
-    }
-    for (; c < dv; ++c) {
-        int32_t a = 0, b = 0;
-        for (int32_t j = 0; j < n; ++j) {
-            const int32_t vj = vb[(int64_t)j * rs + c];
-            a += (int32_t)pa[j] * vj;
-            b += (int32_t)pb[j] * vj;
-        }
-        ya[(int64_t)c * os] = att_out(rq, a - fa);
-        yb[(int64_t)c * os] = att_out(rq, b - fb);
-    }
-}
-
-/* pv_dsp2's operand: rows a and b of p (softmax_dsp's bytes, n & ~3 of them) as UXTB16
- * lanes in the layout that pv_dsp2 reads (n & ~3 words: at most MCUC_ATT_DSP_PAIR_LEN). */
-static void pack_p2(const uint8_t *pa, const uint8_t *pb, int32_t n, uint32_t *pp)
-{
-    for (int32_t j = 0; j + 4 <= n; j += 4) {
-        const uint32_t wa = mcuc_read32((const int8_t *)pa + j);
-        const uint32_t wb = mcuc_read32((const int8_t *)pb + j);
-        pp[j] = mcuc_uxtb16(wa);
-        pp[j + 1] = mcuc_uxtb16(wb);
-        pp[j + 2] = mcuc_uxtb16_ror8(wa);
-        pp[j + 3] = mcuc_uxtb16_ror8(wb);
-    }
-}
-
 /* The pair path: two query rows per pass over k, so that each unpacked word of k feeds
  * two SMLADs (a 2 x 2 block of q rows by k rows: 16 instructions per 16 MACs before the
  * loop's own). The second row's scores live in a stack buffer of MCUC_ATT_DSP_PAIR_LEN
@@ -472,6 +370,12 @@ static inline int att_rq2_ok(int32_t mult, int32_t shift)
     return mult >= 0 && shift <= -1 && shift >= -22;
 }
 
+/* P.V of two rows a and b at once where V^T does not fit the pair path's buffer (or the
+ * P.V epilogue's shift does not suit att_out2): pv_dsp's sums, each unpacked pair of V
+ * lanes feeding two SMLADs (one per row) instead of one. p's rows come as pack_p2 lays
+ * them in pp (per four j: (a's p[j], p[j+2]), (b's), (a's p[j+1], p[j+3]), (b's): one LDRD
+ * per half step) and as bytes in pa, pb for the n % 4 tail; the sums are pv_dsp's exactly
+ * (same terms, same int32 bound), so is each output. */
 /* Rows a and b of q as 2 (q - q_zp) lanes, four d per group of four words: (a's d, d + 2),
  * (b's d, d + 2), (a's d + 1, d + 3), (b's d + 1, d + 3), so that a step's first LDRD feeds
  * its first four SMLADs before the second is needed (fewer registers live); the d % 4
@@ -721,6 +625,102 @@ static void transpose_v(const int8_t *vb, int32_t n, int32_t dv, int32_t rs, uin
     }
 }
 
+static void pack_p2(const uint8_t *pa, const uint8_t *pb, int32_t n, uint32_t *pp);
+
+/* Softmax of score rows a (pa) and b (pb), then pv_dsp2's sums into output rows ya and
+ * ya + o_rs (one call from mcuc_attention_s8, whose frame stays as it was). */
+ATT_NOINLINE static void pv_dsp2(const mcuc_attention_params_t *p, uint32_t *pp, uint8_t *pa,
+                                 uint8_t *pb, const int8_t *vb, int8_t *ya)
+{
+    const int32_t fa = -2 * p->v_zp * softmax_dsp(p, pa), fb = -2 * p->v_zp * softmax_dsp(p, pb);
+    const att_rq2_t rq_local = att_rq2(p->o_mult, p->o_shift, p->o_zp), *rq = &rq_local;
+    const int32_t n = p->kv_len, nf = n & ~3, dv = p->dv, rs = p->v_rs, os = p->o_cs;
+    int8_t *const yb = ya + p->o_rs;
+    pack_p2(pa, pb, n, pp);
+    const uint32_t *pend = pp + nf;
+    int32_t c = 0;
+    for (; c + 4 <= dv; c += 4) {
+        int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, b0 = 0, b1 = 0, b2 = 0, b3 = 0;
+        const int8_t *vr = vb + c;
+        for (const uint32_t *pg = pp; pg != pend; pg += 4, vr += 4 * (int64_t)rs) {
+            uint32_t pe, qe, x;
+            MCUC_LDRD(pe, qe, pg, 0);
+            const uint32_t w0 = mcuc_read32(vr), w2 = mcuc_read32(vr + 2 * (int64_t)rs);
+            const uint32_t lo02 = mcuc_pkhbt16(w0, w2), hi02 = mcuc_pkhtb16(w0, w2);
+            x = mcuc_sxtb16(lo02);
+            a0 = mcuc_smlad(pe, x, a0);
+            b0 = mcuc_smlad(qe, x, b0);
+            x = mcuc_sxtb16_ror8(lo02);
+            a1 = mcuc_smlad(pe, x, a1);
+            b1 = mcuc_smlad(qe, x, b1);
+            x = mcuc_sxtb16(hi02);
+            a2 = mcuc_smlad(pe, x, a2);
+            b2 = mcuc_smlad(qe, x, b2);
+            x = mcuc_sxtb16_ror8(hi02);
+            a3 = mcuc_smlad(pe, x, a3);
+            b3 = mcuc_smlad(qe, x, b3);
+            MCUC_LDRD(pe, qe, pg, 8);
+            const uint32_t w1 = mcuc_read32(vr + rs), w3 = mcuc_read32(vr + 3 * (int64_t)rs);
+            const uint32_t lo13 = mcuc_pkhbt16(w1, w3), hi13 = mcuc_pkhtb16(w1, w3);
+            x = mcuc_sxtb16(lo13);
+            a0 = mcuc_smlad(pe, x, a0);
+            b0 = mcuc_smlad(qe, x, b0);
+            x = mcuc_sxtb16_ror8(lo13);
+            a1 = mcuc_smlad(pe, x, a1);
+            b1 = mcuc_smlad(qe, x, b1);
+            x = mcuc_sxtb16(hi13);
+            a2 = mcuc_smlad(pe, x, a2);
+            b2 = mcuc_smlad(qe, x, b2);
+            x = mcuc_sxtb16_ror8(hi13);
+            a3 = mcuc_smlad(pe, x, a3);
+            b3 = mcuc_smlad(qe, x, b3);
+        }
+        for (int32_t j = nf; j < n; ++j, vr += rs) {
+            const int32_t pj = 2 * pa[j], qj = 2 * pb[j];
+            a0 += pj * vr[0];
+            a1 += pj * vr[1];
+            a2 += pj * vr[2];
+            a3 += pj * vr[3];
+            b0 += qj * vr[0];
+            b1 += qj * vr[1];
+            b2 += qj * vr[2];
+            b3 += qj * vr[3];
+        }
+        ya[(int64_t)c * os] = att_out2(rq, a0 + fa);
+        ya[(int64_t)(c + 1) * os] = att_out2(rq, a1 + fa);
+        ya[(int64_t)(c + 2) * os] = att_out2(rq, a2 + fa);
+        ya[(int64_t)(c + 3) * os] = att_out2(rq, a3 + fa);
+        yb[(int64_t)c * os] = att_out2(rq, b0 + fb);
+        yb[(int64_t)(c + 1) * os] = att_out2(rq, b1 + fb);
+        yb[(int64_t)(c + 2) * os] = att_out2(rq, b2 + fb);
+        yb[(int64_t)(c + 3) * os] = att_out2(rq, b3 + fb);
+    }
+    for (; c < dv; ++c) {
+        int32_t a = fa, b = fb;
+        for (int32_t j = 0; j < n; ++j) {
+            const int32_t vj = vb[(int64_t)j * rs + c];
+            a += 2 * (int32_t)pa[j] * vj;
+            b += 2 * (int32_t)pb[j] * vj;
+        }
+        ya[(int64_t)c * os] = att_out2(rq, a);
+        yb[(int64_t)c * os] = att_out2(rq, b);
+    }
+}
+
+/* pv_dsp2's operand: rows a and b of p (softmax_dsp's bytes, n & ~3 of them) as UXTB16
+ * lanes in the layout that pv_dsp2 reads (n & ~3 words: at most MCUC_ATT_DSP_PAIR_LEN). */
+static void pack_p2(const uint8_t *pa, const uint8_t *pb, int32_t n, uint32_t *pp)
+{
+    for (int32_t j = 0; j + 4 <= n; j += 4) {
+        const uint32_t wa = mcuc_read32((const int8_t *)pa + j);
+        const uint32_t wb = mcuc_read32((const int8_t *)pb + j);
+        pp[j] = mcuc_uxtb16(wa) << 1;
+        pp[j + 1] = mcuc_uxtb16(wb) << 1;
+        pp[j + 2] = mcuc_uxtb16_ror8(wa) << 1;
+        pp[j + 3] = mcuc_uxtb16_ror8(wb) << 1;
+    }
+}
+
 void mcuc_attention_s8(const mcuc_attention_params_t *p, const int8_t *q, const int8_t *k,
                        const int8_t *v, int8_t *y, int8_t *scratch)
 {
@@ -777,12 +777,14 @@ void mcuc_attention_s8(const mcuc_attention_params_t *p, const int8_t *q, const 
                     }
                 }
                 dot_pair(&pv, ya, ya + r * p->o_rs);
+            } else if (r && att_rq2_ok(p->o_mult, p->o_shift)) { /* both rows, one pass */
+                pv_dsp2(p, qp, (uint8_t *)scratch, (uint8_t *)s2, vb, ya);
             } else {
-                if (r) { /* both rows per pass over V (q's unpacked rows are spent) */
-                    pv_dsp2(p, qp, (uint8_t *)scratch, (uint8_t *)s2, vb, ya);
-                } else {
-                    const int32_t ps = softmax_dsp(p, (uint8_t *)scratch);
-                    pv_dsp(p, &o_rq, (const uint8_t *)scratch, ps, vb, ya);
+                const int32_t ps0 = softmax_dsp(p, (uint8_t *)scratch);
+                const int32_t ps1 = r ? softmax_dsp(p, (uint8_t *)s2) : ps0;
+                pv_dsp(p, &o_rq, (const uint8_t *)scratch, ps0, vb, ya);
+                if (r) {
+                    pv_dsp(p, &o_rq, (const uint8_t *)s2, ps1, vb, ya + p->o_rs);
                 }
             }
             i += 1 + r;
