@@ -467,17 +467,18 @@ ATT_NOINLINE static void dot_pair_last(const uint32_t *qp, const int32_t *qt, in
  * (len bytes from m + r * rs; with inter, rows r and r + 1 interleaved in 2 rs bytes from
  * m + r * rs, r even, as transpose_v lays V^T out), two rows of m per pass; out_a[r * os]
  * and out_b[r * os] get att_out2 of the sums. Scores: x = q, m = k; P.V: x = p, m = V^T.
- * Inlined into dot_pair three times (len32, inter and os constant in each): with len32
- * (len is 32, the commonest head size) the eight steps are written out (gcc does not
- * unroll at -Os), so a block is its 128 instructions of steps, the epilogue and the row
- * loop, with no step loop, tail test or accumulator moves (the first SMLADs read f); else
+ * Inlined into dot_pair four times (wsteps, inter and os constant in each): with wsteps
+ * = len / 4 (8 for len 32, the commonest head size, 16 for len 64, the head size of issue
+ * 23's larger shapes) the steps are written out (gcc does not unroll at -Os), so a block is
+ * its 16 wsteps instructions of steps, the epilogue and the row loop, with no step loop,
+ * tail test or accumulator moves (the first SMLADs read f); else
  * the steps run as Duff's device over eight written out (one jump into the sequence per
  * block, then eight steps per pass), then the len % 4 tail (none for V^T: len = n4). */
 static inline ATT_ALWAYS_INLINE void dot_pair_rows(const uint32_t *qp, const int32_t *qt,
                                                    const int32_t *f, int32_t len,
                                                    const int8_t *m, int32_t n, int32_t rs,
                                                    const att_rq2_t *rqp, int8_t *oa,
-                                                   int8_t *ob, int32_t os, int len32,
+                                                   int8_t *ob, int32_t os, int wsteps,
                                                    int inter)
 {
     const att_rq2_t rq_local = *rqp, *rq = &rq_local;
@@ -491,7 +492,7 @@ static inline ATT_ALWAYS_INLINE void dot_pair_rows(const uint32_t *qp, const int
     for (; inter ? pairs > 0 : oa != oa_end; --pairs, oa += 2 * os, ob += 2 * os) {
         const int8_t *r1 = r0 + rs;
         int32_t a0 = fa, a1 = fa, b0 = fb, b1 = fb;
-        if (len32) {
+        if (wsteps) {
             ATT_PAIR_STEP(qp, 0, r0, r1);
             ATT_PAIR_STEP(qp, 1, r0, r1);
             ATT_PAIR_STEP(qp, 2, r0, r1);
@@ -500,6 +501,16 @@ static inline ATT_ALWAYS_INLINE void dot_pair_rows(const uint32_t *qp, const int
             ATT_PAIR_STEP(qp, 5, r0, r1);
             ATT_PAIR_STEP(qp, 6, r0, r1);
             ATT_PAIR_STEP(qp, 7, r0, r1);
+            if (wsteps == 16) {
+                ATT_PAIR_STEP(qp, 8, r0, r1);
+                ATT_PAIR_STEP(qp, 9, r0, r1);
+                ATT_PAIR_STEP(qp, 10, r0, r1);
+                ATT_PAIR_STEP(qp, 11, r0, r1);
+                ATT_PAIR_STEP(qp, 12, r0, r1);
+                ATT_PAIR_STEP(qp, 13, r0, r1);
+                ATT_PAIR_STEP(qp, 14, r0, r1);
+                ATT_PAIR_STEP(qp, 15, r0, r1);
+            }
             r0 += 2 * rs;
         } else {
             /* Duff's device: the first pass runs the last `first` steps of the written-out
@@ -559,13 +570,15 @@ typedef struct {
 } att_dot_t;
 
 /* The copies of dot_pair_rows: V^T interleaved (P.V), or k rows (scores, os = 1) with
- * d = 32 written out or any d. */
+ * d = 32 or 64 written out or any d. */
 ATT_NOINLINE static void dot_pair(const att_dot_t *d, int8_t *oa, int8_t *ob)
 {
     if (d->inter) {
         dot_pair_rows(d->qp, d->qt, d->f, d->len, d->m, d->n, d->rs, &d->rq, oa, ob, d->os, 0, 1);
     } else if (d->len == 32) {
-        dot_pair_rows(d->qp, d->qt, d->f, 32, d->m, d->n, d->rs, &d->rq, oa, ob, 1, 1, 0);
+        dot_pair_rows(d->qp, d->qt, d->f, 32, d->m, d->n, d->rs, &d->rq, oa, ob, 1, 8, 0);
+    } else if (d->len == 64) {
+        dot_pair_rows(d->qp, d->qt, d->f, 64, d->m, d->n, d->rs, &d->rq, oa, ob, 1, 16, 0);
     } else {
         dot_pair_rows(d->qp, d->qt, d->f, d->len, d->m, d->n, d->rs, &d->rq, oa, ob, 1, 0, 0);
     }
