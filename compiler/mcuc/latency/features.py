@@ -218,7 +218,9 @@ def tokenwise_step(f: Features, p: dict, v: Variant) -> None:
 
 def attention_step(f: Features, p: dict, v: Variant) -> None:
     """attention.c: the DSP pair path (P.V by the pair block over V^T, its operand written
-    by softmax_pairs, or by pv_dsp after softmax_dsp), else the reference loop."""
+    by softmax_pairs, or after softmax_dsp by pv_dsp2, both rows of a pair at once, and
+    pv_dsp for the others), else the reference loop. The pv2_ features are new: the tables
+    give them no weight until they are refitted."""
     b, q_len, n, d, dv = p["batch"], p["q_len"], p["kv_len"], p["d"], p["dv"]
     # att_rq2_ok: the pair epilogue needs mult >= 0 and -22 <= shift <= -1
     s_ok = p["s_mult"] >= 0 and -22 <= p["s_shift"] <= -1 if v.exact else True
@@ -251,7 +253,7 @@ def attention_step(f: Features, p: dict, v: Variant) -> None:
     f["at_iter"] += iters
     f["at_up_d4"] += iters * (d // 4)
     f["at_up_dt"] += iters * (d % 4)
-    _dot_pair(f, iters, d, n, "dpq32_" if d == 32 else "dp_")
+    _dot_pair(f, iters, d, n, "dpq32_" if d in (32, 64) else "dp_")
     if pv_pair:   # softmax_pairs per row; a row taken twice copied to b's words
         f["at_sp"] += soft
         f["at_sp_4"] += soft * (n // 4)
@@ -265,17 +267,27 @@ def attention_step(f: Features, p: dict, v: Variant) -> None:
         f["at_sm_4"] += soft * (n // 4)
         f["at_sm_t"] += soft * (n % 4)
         c4, ct = dv // 4, dv % 4
-        f["pv_call"] += soft
-        f["pv_c4"] += soft * c4
-        f["pv_c4_n4"] += soft * c4 * (n // 4)
-        f["pv_c4_nt"] += soft * c4 * (n % 4)
-        f["pv_ct"] += soft * ct
-        f["pv_ct_n"] += soft * ct * n
+        # pv_dsp2 takes both rows of a pair (o_shift within att_out2's range), pv_dsp the rest
+        two_rows = b * pairs if o_ok2 else 0
+        rows = soft - 2 * two_rows
+        f["pv2_call"] += two_rows
+        f["pv2_pk"] += two_rows * (n // 4)
+        f["pv2_c4"] += two_rows * c4
+        f["pv2_c4_n4"] += two_rows * c4 * (n // 4)
+        f["pv2_c4_nt"] += two_rows * c4 * (n % 4)
+        f["pv2_ct"] += two_rows * ct
+        f["pv2_ct_n"] += two_rows * ct * n
+        f["pv_call"] += rows
+        f["pv_c4"] += rows * c4
+        f["pv_c4_n4"] += rows * c4 * (n // 4)
+        f["pv_c4_nt"] += rows * c4 * (n % 4)
+        f["pv_ct"] += rows * ct
+        f["pv_ct_n"] += rows * ct * n
 
 
 def _dot_pair(f: Features, calls: int, length: int, rows: int, tag: str) -> None:
     """`calls` dot_pair calls over `rows` rows of `length` values, by dot_pair_rows' copy
-    (`tag`: dpq32_ scores with length 32, written out; dp_ other scores, Duff's device
+    (`tag`: dpq32_ scores with length 32 or 64, written out; dp_ other scores, Duff's device
     over eight steps then the length % 4 tail; dpv_ P.V over V^T, no tail): row pairs,
     their steps of four values (16 instructions each) and passes, then dot_pair_last."""
     d4, dt = length // 4, length % 4
