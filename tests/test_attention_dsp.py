@@ -200,6 +200,9 @@ def test_pair_path_bounds() -> None:
     # softmax_pairs: sum 2 p in 16-bit lanes, each at most 2 * 510 per 4 of n4 <= PAIR_LEN / 2;
     # and the exp values fit beside the two p rows in the q/p buffer (PAIR_LEN words)
     assert 2 * 510 * (pair_len // 2) // 4 < 2**16 and 2 * (pair_len // 2) <= pair_len
+    # pv_dsp2 (both rows of a pair from V, kv_len <= PAIR_LEN): 2 p v partial sums, then
+    # 2 acc for att_out2; its lanes (pack_p2) fill at most PAIR_LEN words of the q/p buffer
+    assert 510 * 128 * pair_len < 2**31 and 255 * 255 * pair_len < 2**30 - 2**15
 
 
 def test_attention_dsp_pair_path_edges(ck_dsp: CKernels) -> None:

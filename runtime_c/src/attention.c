@@ -328,7 +328,9 @@ ATT_NOINLINE static void pv_dsp(const mcuc_attention_params_t *p, const att_rq_t
  * V^T of the head (a stack buffer of MCUC_ATT_DSP_VT_BYTES, interleaved by channel pairs:
  * 15 instructions per 16 MACs) where n4 = kv_len rounded up to 4 is at most PAIR_LEN / 2
  * (the softmax keeps its exp values beside the two p rows in the q/p buffer),
- * dv * n4 fits and -22 <= o_shift <= -1 with o_mult >= 0, else pv_dsp row by row:
+ * dv * n4 fits and -22 <= o_shift <= -1 with o_mult >= 0; else, with that o_shift and
+ * o_mult, pv_dsp2 takes both rows of a pair from V in place, and pv_dsp the other rows.
+ * The pair block's P.V:
  * 2 p lies in [0, 510] and the sums start at -2 v_zp sum p, with the bounds below for
  * len = n4 <= 128 (130,560 * 128 < 2^31, 65,025 * 128 < 2^30 - 2^15). q is unpacked as
  * 2 (q - q_zp) in [-510, 510] (int16 lanes) and each sum starts at -2 k_zp sum (q - q_zp),
@@ -370,12 +372,6 @@ static inline int att_rq2_ok(int32_t mult, int32_t shift)
     return mult >= 0 && shift <= -1 && shift >= -22;
 }
 
-/* P.V of two rows a and b at once where V^T does not fit the pair path's buffer (or the
- * P.V epilogue's shift does not suit att_out2): pv_dsp's sums, each unpacked pair of V
- * lanes feeding two SMLADs (one per row) instead of one. p's rows come as pack_p2 lays
- * them in pp (per four j: (a's p[j], p[j+2]), (b's), (a's p[j+1], p[j+3]), (b's): one LDRD
- * per half step) and as bytes in pa, pb for the n % 4 tail; the sums are pv_dsp's exactly
- * (same terms, same int32 bound), so is each output. */
 /* Rows a and b of q as 2 (q - q_zp) lanes, four d per group of four words: (a's d, d + 2),
  * (b's d, d + 2), (a's d + 1, d + 3), (b's d + 1, d + 3), so that a step's first LDRD feeds
  * its first four SMLADs before the second is needed (fewer registers live); the d % 4
@@ -638,10 +634,30 @@ static void transpose_v(const int8_t *vb, int32_t n, int32_t dv, int32_t rs, uin
     }
 }
 
-static void pack_p2(const uint8_t *pa, const uint8_t *pb, int32_t n, uint32_t *pp);
+/* pv_dsp2's operand: rows a and b of p (softmax_dsp's bytes, n & ~3 of them) as UXTB16
+ * lanes in the layout that pv_dsp2 reads (n & ~3 words: at most MCUC_ATT_DSP_PAIR_LEN). */
+static void pack_p2(const uint8_t *pa, const uint8_t *pb, int32_t n, uint32_t *pp)
+{
+    for (int32_t j = 0; j + 4 <= n; j += 4) {
+        const uint32_t wa = mcuc_read32((const int8_t *)pa + j);
+        const uint32_t wb = mcuc_read32((const int8_t *)pb + j);
+        pp[j] = mcuc_uxtb16(wa) << 1;
+        pp[j + 1] = mcuc_uxtb16(wb) << 1;
+        pp[j + 2] = mcuc_uxtb16_ror8(wa) << 1;
+        pp[j + 3] = mcuc_uxtb16_ror8(wb) << 1;
+    }
+}
 
-/* Softmax of score rows a (pa) and b (pb), then pv_dsp2's sums into output rows ya and
- * ya + o_rs (one call from mcuc_attention_s8, whose frame stays as it was). */
+/* P.V of two rows a and b at once where the pair block's V^T does not fit its buffer (or
+ * n4 > PAIR_LEN / 2): each unpacked pair of V lanes (pv_dsp's four channels by four rows)
+ * feeds two SMLADs, one per row, instead of one. p's rows come as pack_p2 lays them in pp
+ * (per four j: (a's 2 p[j], 2 p[j+2]), (b's), (a's 2 p[j+1], 2 p[j+3]), (b's): one LDRD
+ * per half step) and as bytes in pa, pb for the n % 4 tail; each sum plus -2 v_zp sum p
+ * is 2 acc, att_out2's operand (mcuc_attention_s8 calls this only where att_rq2_ok holds
+ * for o_shift, o_mult). For n <= MCUC_ATT_DSP_PAIR_LEN = 256: a partial sum is at most
+ * 510 * 128 * n <= 16,711,680 and the last 2 acc has |acc| <= 255 * 255 * n = 16,646,400
+ * < 2^30 - 2^15 in magnitude, as att_out2 needs. The softmax of both rows runs here
+ * (softmax_dsp), so mcuc_attention_s8 passes six arguments and its frame stays as it was. */
 ATT_NOINLINE static void pv_dsp2(const mcuc_attention_params_t *p, uint32_t *pp, uint8_t *pa,
                                  uint8_t *pb, const int8_t *vb, int8_t *ya)
 {
@@ -720,19 +736,6 @@ ATT_NOINLINE static void pv_dsp2(const mcuc_attention_params_t *p, uint32_t *pp,
     }
 }
 
-/* pv_dsp2's operand: rows a and b of p (softmax_dsp's bytes, n & ~3 of them) as UXTB16
- * lanes in the layout that pv_dsp2 reads (n & ~3 words: at most MCUC_ATT_DSP_PAIR_LEN). */
-static void pack_p2(const uint8_t *pa, const uint8_t *pb, int32_t n, uint32_t *pp)
-{
-    for (int32_t j = 0; j + 4 <= n; j += 4) {
-        const uint32_t wa = mcuc_read32((const int8_t *)pa + j);
-        const uint32_t wb = mcuc_read32((const int8_t *)pb + j);
-        pp[j] = mcuc_uxtb16(wa) << 1;
-        pp[j + 1] = mcuc_uxtb16(wb) << 1;
-        pp[j + 2] = mcuc_uxtb16_ror8(wa) << 1;
-        pp[j + 3] = mcuc_uxtb16_ror8(wb) << 1;
-    }
-}
 
 void mcuc_attention_s8(const mcuc_attention_params_t *p, const int8_t *q, const int8_t *k,
                        const int8_t *v, int8_t *y, int8_t *scratch)
