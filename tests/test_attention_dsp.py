@@ -220,7 +220,11 @@ def test_attention_dsp_pair_path_edges(ck_dsp: CKernels) -> None:
               (2, pair_len // 2 + 1, 5, 15), (2, 64, 64, 31), (3, 33, 16, 33),
               # both rows per pass over V (pv_dsp2: V^T past its buffer or n4 past
               # PAIR_LEN / 2), n % 4 and dv % 4 tails, the longest rows of a pair
-              (2, 65, 64, 64), (3, 145, 64, 66), (2, pair_len, 63, 7), (4, 130, 65, 5)]
+              (2, 65, 64, 64), (3, 145, 64, 66), (2, pair_len, 63, 7), (4, 130, 65, 5),
+              # V^T of some channels (an odd count too) and pv_rows2 for the rest, from
+              # softmax_pairs' lanes: n % 4 of 0 to 3
+              (3, 65, 16, 35), (2, 128, 8, 17), (2, 125, 8, 18), (3, 66, 5, 40),
+              (2, 67, 3, 40)]
     rng = np.random.default_rng(2326)
     i = 0
     for shape in shapes:

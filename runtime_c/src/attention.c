@@ -272,10 +272,10 @@ ATT_NOINLINE static int32_t softmax_pairs(const mcuc_attention_params_t *p, cons
 /* y[c] = requantized sum_j p[j] (v[j][c] - v_zp): four channels by four rows per step.
  * Rows j and j + 2 (and j + 1, j + 3) are merged halfword by halfword so that SXTB16
  * gives (v[j][c], v[j+2][c]) lanes, matched by UXTB16's (p[j], p[j+2]). */
-ATT_NOINLINE static void pv_dsp(const mcuc_attention_params_t *p, const att_rq_t *rqp,
-                                const uint8_t *pr, int32_t p_sum, const int8_t *vb, int8_t *yo)
+ATT_NOINLINE static void pv_dsp(const mcuc_attention_params_t *p, const uint8_t *pr,
+                                int32_t p_sum, const int8_t *vb, int8_t *yo)
 {
-    const att_rq_t rq_local = *rqp, *rq = &rq_local;
+    const att_rq_t rq_local = att_rq(p->o_mult, p->o_shift, p->o_zp), *rq = &rq_local;
     const int32_t n = p->kv_len, n4 = n / 4, dv = p->dv;
     const int32_t rs = p->v_rs, fold = p->v_zp * p_sum;
     const uint8_t *pend = pr + 4 * n4;
@@ -327,10 +327,10 @@ ATT_NOINLINE static void pv_dsp(const mcuc_attention_params_t *p, const att_rq_t
  * run the same block with both of its q rows the same. P.V takes the same block against
  * V^T of the head (a stack buffer of MCUC_ATT_DSP_VT_BYTES, interleaved by channel pairs:
  * 15 instructions per 16 MACs) where n4 = kv_len rounded up to 4 is at most PAIR_LEN / 2
- * (the softmax keeps its exp values beside the two p rows in the q/p buffer),
- * dv * n4 fits and -22 <= o_shift <= -1 with o_mult >= 0; else, with that o_shift and
- * o_mult, pv_dsp2 takes both rows of a pair from V in place, and pv_dsp the other rows.
- * The pair block's P.V:
+ * (the softmax keeps its exp values beside the two p rows in the q/p buffer) and
+ * -22 <= o_shift <= -1 with o_mult >= 0, for as many channels as V^T fits (pv_rows2 the
+ * others, from the same p lanes); else, with that o_shift and o_mult, pv_dsp2 takes both
+ * rows of a pair from V in place, and pv_dsp the other rows. The pair block's P.V:
  * 2 p lies in [0, 510] and the sums start at -2 v_zp sum p, with the bounds below for
  * len = n4 <= 128 (130,560 * 128 < 2^31, 65,025 * 128 < 2^30 - 2^15). q is unpacked as
  * 2 (q - q_zp) in [-510, 510] (int16 lanes) and each sum starts at -2 k_zp sum (q - q_zp),
@@ -634,13 +634,25 @@ static void transpose_v(const int8_t *vb, int32_t n, int32_t dv, int32_t rs, uin
     }
 }
 
-/* pv_dsp2's operand: rows a and b of p (softmax_dsp's bytes, n & ~3 of them) as UXTB16
- * lanes in the layout that pv_dsp2 reads (n & ~3 words: at most MCUC_ATT_DSP_PAIR_LEN). */
+/* pv_rows2's operand from rows a and b of p (softmax_dsp's bytes): the layout that
+ * softmax_pairs writes (2 p lanes, n4 = att_pad4(n) words, the padding 0), so that
+ * pv_rows2 reads either. The last, partial group is gathered byte by byte (pa and pb hold
+ * n bytes). */
 static void pack_p2(const uint8_t *pa, const uint8_t *pb, int32_t n, uint32_t *pp)
 {
-    for (int32_t j = 0; j + 4 <= n; j += 4) {
-        const uint32_t wa = mcuc_read32((const int8_t *)pa + j);
-        const uint32_t wb = mcuc_read32((const int8_t *)pb + j);
+    int32_t j = 0;
+    uint32_t wa = 0, wb = 0;
+    for (; j < n; j += 4) {
+        if (j + 4 <= n) {
+            wa = mcuc_read32((const int8_t *)pa + j);
+            wb = mcuc_read32((const int8_t *)pb + j);
+        } else {
+            wa = wb = 0;
+            for (int32_t t = 0; j + t < n; ++t) {
+                wa |= (uint32_t)pa[j + t] << (8 * t);
+                wb |= (uint32_t)pb[j + t] << (8 * t);
+            }
+        }
         pp[j] = mcuc_uxtb16(wa) << 1;
         pp[j + 1] = mcuc_uxtb16(wb) << 1;
         pp[j + 2] = mcuc_uxtb16_ror8(wa) << 1;
@@ -648,26 +660,32 @@ static void pack_p2(const uint8_t *pa, const uint8_t *pb, int32_t n, uint32_t *p
     }
 }
 
-/* P.V of two rows a and b at once where the pair block's V^T does not fit its buffer (or
- * n4 > PAIR_LEN / 2): each unpacked pair of V lanes (pv_dsp's four channels by four rows)
- * feeds two SMLADs, one per row, instead of one. p's rows come as pack_p2 lays them in pp
- * (per four j: (a's 2 p[j], 2 p[j+2]), (b's), (a's 2 p[j+1], 2 p[j+3]), (b's): one LDRD
- * per half step) and as bytes in pa, pb for the n % 4 tail; each sum plus -2 v_zp sum p
- * is 2 acc, att_out2's operand (mcuc_attention_s8 calls this only where att_rq2_ok holds
- * for o_shift, o_mult). For n <= MCUC_ATT_DSP_PAIR_LEN = 256: a partial sum is at most
- * 510 * 128 * n <= 16,711,680 and the last 2 acc has |acc| <= 255 * 255 * n = 16,646,400
- * < 2^30 - 2^15 in magnitude, as att_out2 needs. The softmax of both rows runs here
- * (softmax_dsp), so mcuc_attention_s8 passes six arguments and its frame stays as it was. */
-ATT_NOINLINE static void pv_dsp2(const mcuc_attention_params_t *p, uint32_t *pp, uint8_t *pa,
-                                 uint8_t *pb, const int8_t *vb, int8_t *ya)
+/* 2 p[j] of row b (0: a, 1: b) from pv_rows2's operand. */
+static inline int32_t att_lane2(const uint32_t *pp, int32_t j, int32_t b)
 {
-    const int32_t fa = -2 * p->v_zp * softmax_dsp(p, pa), fb = -2 * p->v_zp * softmax_dsp(p, pb);
-    const att_rq2_t rq_local = att_rq2(p->o_mult, p->o_shift, p->o_zp), *rq = &rq_local;
+    return (int32_t)((pp[(j & ~3) + 2 * (j & 1) + b] >> (8 * (j & 2))) & 0xFFFFu);
+}
+
+/* P.V of two rows a and b at once from V in place, channels d->n .. dv - 1 (those whose
+ * V^T did not fit the pair block's buffer, or all of them: pv_dsp2): each unpacked pair
+ * of V lanes (pv_dsp's four channels by four rows) feeds two SMLADs, one per row, instead
+ * of one. p's rows are d->qp in softmax_pairs' layout (per four j: (a's 2 p[j], 2 p[j+2]),
+ * (b's), (a's 2 p[j+1], 2 p[j+3]), (b's): one LDRD per half step; the n % 4 tail from the
+ * same lanes), written by softmax_pairs or pack_p2; each sum plus d->f = -2 v_zp sum p is
+ * 2 acc, att_out2's operand (d->rq: called only where att_rq2_ok holds for o_shift,
+ * o_mult). For n <= MCUC_ATT_DSP_PAIR_LEN = 256: a partial sum is at most 510 * 128 * n
+ * <= 16,711,680 and the last 2 acc has |acc| <= 255 * 255 * n = 16,646,400 < 2^30 - 2^15
+ * in magnitude, as att_out2 needs. Rows a and b may be the same row (the last of an odd
+ * q_len), ya and yb then the same output row, written twice alike. */
+ATT_NOINLINE static void pv_rows2(const mcuc_attention_params_t *p, const att_dot_t *d,
+                                  const int8_t *vb, int8_t *ya, int8_t *yb)
+{
+    const att_rq2_t rq_local = d->rq, *rq = &rq_local;
+    const uint32_t *pp = d->qp;
+    const int32_t fa = d->f[0], fb = d->f[1];
     const int32_t n = p->kv_len, nf = n & ~3, dv = p->dv, rs = p->v_rs, os = p->o_cs;
-    int8_t *const yb = ya + p->o_rs;
-    pack_p2(pa, pb, n, pp);
     const uint32_t *pend = pp + nf;
-    int32_t c = 0;
+    int32_t c = d->n;
     for (; c + 4 <= dv; c += 4) {
         int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, b0 = 0, b1 = 0, b2 = 0, b3 = 0;
         const int8_t *vr = vb + c;
@@ -705,7 +723,7 @@ ATT_NOINLINE static void pv_dsp2(const mcuc_attention_params_t *p, uint32_t *pp,
             b3 = mcuc_smlad(qe, x, b3);
         }
         for (int32_t j = nf; j < n; ++j, vr += rs) {
-            const int32_t pj = 2 * pa[j], qj = 2 * pb[j];
+            const int32_t pj = att_lane2(pp, j, 0), qj = att_lane2(pp, j, 1);
             a0 += pj * vr[0];
             a1 += pj * vr[1];
             a2 += pj * vr[2];
@@ -728,12 +746,23 @@ ATT_NOINLINE static void pv_dsp2(const mcuc_attention_params_t *p, uint32_t *pp,
         int32_t a = fa, b = fb;
         for (int32_t j = 0; j < n; ++j) {
             const int32_t vj = vb[(int64_t)j * rs + c];
-            a += 2 * (int32_t)pa[j] * vj;
-            b += 2 * (int32_t)pb[j] * vj;
+            a += att_lane2(pp, j, 0) * vj;
+            b += att_lane2(pp, j, 1) * vj;
         }
         ya[(int64_t)c * os] = att_out2(rq, a);
         yb[(int64_t)c * os] = att_out2(rq, b);
     }
+}
+
+/* Rows a and b (scores in pa, pb) past the pair block's P.V: their softmax (softmax_dsp),
+ * then pv_rows2 over every channel into output rows ya and ya + o_rs. */
+ATT_NOINLINE static void pv_dsp2(const mcuc_attention_params_t *p, uint32_t *pp, uint8_t *pa,
+                                 uint8_t *pb, const int8_t *vb, int8_t *ya)
+{
+    const int32_t f[2] = {-2 * p->v_zp * softmax_dsp(p, pa), -2 * p->v_zp * softmax_dsp(p, pb)};
+    att_dot_t d = {pp, NULL, f, NULL, 0, 0, 0, 0, 0, att_rq2(p->o_mult, p->o_shift, p->o_zp)};
+    pack_p2(pa, pb, p->kv_len, pp);
+    pv_rows2(p, &d, vb, ya, ya + p->o_rs);
 }
 
 
@@ -755,12 +784,16 @@ void mcuc_attention_s8(const mcuc_attention_params_t *p, const int8_t *q, const 
     const int32_t n = p->kv_len, n4 = att_pad4(n);
     const int two = n <= MCUC_ATT_DSP_PAIR_LEN;
     const int pv_pair = two && n >= 1 && n4 <= MCUC_ATT_DSP_PAIR_LEN / 2
-                        && att_rq2_ok(p->o_mult, p->o_shift) && p->dv * n4 <= MCUC_ATT_DSP_VT_BYTES;
-    const att_rq_t o_rq = att_rq(p->o_mult, p->o_shift, p->o_zp);
+                        && att_rq2_ok(p->o_mult, p->o_shift);
+
     const att_rq2_t s_rq2 = att_rq2(p->s_mult, p->s_shift, p->s_zp);
     const att_rq2_t o_rq2 = pv_pair ? att_rq2(p->o_mult, p->o_shift, p->o_zp) : s_rq2;
     att_dot_t qk = {qp, qt, f, k, p->d, n, p->k_rs, 1, 0, s_rq2};
-    const att_dot_t pv = {qp, qt, f, (const int8_t *)vt, n4, p->dv, n4, p->o_cs, 1, o_rq2};
+    /* the channels whose V^T fits its buffer: all, or as many as fit less (that - dv) % 4
+     * (at least 16 - 3 for n4 <= 128), so that pv_rows2 takes the rest in fours */
+    const int32_t vfit = MCUC_ATT_DSP_VT_BYTES / n4;
+    const int32_t cvt = p->dv <= vfit ? p->dv : vfit - ((vfit - p->dv) & 3);
+    const att_dot_t pv = {qp, qt, f, (const int8_t *)vt, n4, cvt, n4, p->o_cs, 1, o_rq2};
     for (int32_t b = 0; b < p->batch; ++b) {
         const int8_t *qb = q + p->q_off + (int64_t)b * p->q_bs;
         const int8_t *kb = k + p->k_off + (int64_t)b * p->k_bs;
@@ -768,7 +801,7 @@ void mcuc_attention_s8(const mcuc_attention_params_t *p, const int8_t *q, const 
         int8_t *yb = y + p->o_off + (int64_t)b * p->o_bs;
         qk.m = kb;
         if (pv_pair) {
-            transpose_v(vb, n, p->dv, p->v_rs, vt);
+            transpose_v(vb, n, cvt, p->v_rs, vt);
         }
         /* Rows i and i + 1, or i twice (the last of an odd q_len, or every row when the
          * second score row does not fit s2): both q rows are read before either output
@@ -793,14 +826,17 @@ void mcuc_attention_s8(const mcuc_attention_params_t *p, const int8_t *q, const 
                     }
                 }
                 dot_pair(&pv, ya, ya + r * p->o_rs);
+                if (cvt < p->dv) {
+                    pv_rows2(p, &pv, vb, ya, ya + r * p->o_rs);
+                }
             } else if (r && att_rq2_ok(p->o_mult, p->o_shift)) { /* both rows, one pass */
                 pv_dsp2(p, qp, (uint8_t *)scratch, (uint8_t *)s2, vb, ya);
             } else {
                 const int32_t ps0 = softmax_dsp(p, (uint8_t *)scratch);
                 const int32_t ps1 = r ? softmax_dsp(p, (uint8_t *)s2) : ps0;
-                pv_dsp(p, &o_rq, (const uint8_t *)scratch, ps0, vb, ya);
+                pv_dsp(p, (const uint8_t *)scratch, ps0, vb, ya);
                 if (r) {
-                    pv_dsp(p, &o_rq, (const uint8_t *)s2, ps1, vb, ya + p->o_rs);
+                    pv_dsp(p, (const uint8_t *)s2, ps1, vb, ya + p->o_rs);
                 }
             }
             i += 1 + r;
