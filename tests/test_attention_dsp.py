@@ -69,7 +69,7 @@ def gen_attention_dsp(rng: np.random.Generator, *, fallback: bool = False,
     """A case for the fast path (unit column strides, no tables), or with `fallback` one
     that breaks exactly one of its preconditions; `shape` = (q_len, kv_len, d, dv)."""
     bt, m = int(rng.integers(1, 4)), int(rng.integers(1, 5))
-    d = int(rng.choice([1, 2, 3, 4, 5, 7, 8, 9, 31, 32, 33, int(rng.integers(1, 129))]))
+    d = int(rng.choice([1, 2, 3, 4, 5, 7, 8, 9, 31, 32, 33, 64, int(rng.integers(1, 129))]))
     n = int(rng.choice([1, 2, 3, 4, 5, 6, 7, 8, 50, int(rng.integers(1, 80))]))
     dv = int(rng.choice([1, 2, 3, 4, 5, 7, 8, 9, 32, int(rng.integers(1, 40))]))
     if shape is not None:
@@ -200,6 +200,9 @@ def test_pair_path_bounds() -> None:
     # softmax_pairs: sum 2 p in 16-bit lanes, each at most 2 * 510 per 4 of n4 <= PAIR_LEN / 2;
     # and the exp values fit beside the two p rows in the q/p buffer (PAIR_LEN words)
     assert 2 * 510 * (pair_len // 2) // 4 < 2**16 and 2 * (pair_len // 2) <= pair_len
+    # pv_dsp2 (both rows of a pair from V, kv_len <= PAIR_LEN): 2 p v partial sums, then
+    # 2 acc for att_out2; its lanes (pack_p2) fill at most PAIR_LEN words of the q/p buffer
+    assert 510 * 128 * pair_len < 2**31 and 255 * 255 * pair_len < 2**30 - 2**15
 
 
 def test_attention_dsp_pair_path_edges(ck_dsp: CKernels) -> None:
@@ -214,7 +217,14 @@ def test_attention_dsp_pair_path_edges(ck_dsp: CKernels) -> None:
               (3, 5, 12, 3), (2, 50, 32, 32), (4, 7, 128, 7), (2, 6, 9, 1), (3, 3, 4, 5),
               # the pair P.V's row bound n4 <= PAIR_LEN / 2 (exp values beside p), at and past
               (2, pair_len // 2, 4, vt // (pair_len // 2)), (3, pair_len // 2 - 3, 32, 16),
-              (2, pair_len // 2 + 1, 5, 15), (2, 64, 64, 31), (3, 33, 16, 33)]
+              (2, pair_len // 2 + 1, 5, 15), (2, 64, 64, 31), (3, 33, 16, 33),
+              # both rows per pass over V (pv_dsp2: V^T past its buffer or n4 past
+              # PAIR_LEN / 2), n % 4 and dv % 4 tails, the longest rows of a pair
+              (2, 65, 64, 64), (3, 145, 64, 66), (2, pair_len, 63, 7), (4, 130, 65, 5),
+              # V^T of some channels (an odd count too) and pv_rows2 for the rest, from
+              # softmax_pairs' lanes: n % 4 of 0 to 3
+              (3, 65, 16, 35), (2, 128, 8, 17), (2, 125, 8, 18), (3, 66, 5, 40),
+              (2, 67, 3, 40)]
     rng = np.random.default_rng(2326)
     i = 0
     for shape in shapes:
@@ -236,7 +246,7 @@ def test_attention_dsp_multiplier_signs(ck_dsp: CKernels) -> None:
     rng = np.random.default_rng(2327)
     mults = (0, 1, 1 << 30, 2**31 - 1, -1, -(1 << 30), -(2**31))
     i = 0
-    for shape in ((2, 50, 32, 32), (3, 7, 9, 5), (2, 1, 4, 2)):
+    for shape in ((2, 50, 32, 32), (3, 7, 9, 5), (2, 1, 4, 2), (2, 69, 64, 33)):
         for s_mult in mults:
             for o_mult in mults:
                 case = gen_attention_dsp(rng, shape=shape)

@@ -40,7 +40,7 @@ from mcuc.boards import Board
 # name without a section in the build is skipped.
 ITCM_FUNCTIONS: tuple[str, ...] = (
     "mcuc_linear_planned_s8", "lin_short16", "lin_wide_short16", "dot_pair", "dot1",
-    "mcuc_attention_s8", "softmax_pairs", "softmax_dsp", "pv_dsp",
+    "mcuc_attention_s8", "softmax_pairs", "softmax_dsp", "pv_rows2", "pv_dsp2", "pv_dsp",
     "mcuc_tokenwise_s8", "ln_fast",
     "lin_short16_lut", "lin_wide_short16_lut", "mcuc_linear_lut_planned_s8",
     "mcuc_lut_s8", "mcuc_add_s8", "mcuc_layernorm_s8", "ln_near", "ln_exact",

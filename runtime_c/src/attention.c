@@ -272,10 +272,10 @@ ATT_NOINLINE static int32_t softmax_pairs(const mcuc_attention_params_t *p, cons
 /* y[c] = requantized sum_j p[j] (v[j][c] - v_zp): four channels by four rows per step.
  * Rows j and j + 2 (and j + 1, j + 3) are merged halfword by halfword so that SXTB16
  * gives (v[j][c], v[j+2][c]) lanes, matched by UXTB16's (p[j], p[j+2]). */
-ATT_NOINLINE static void pv_dsp(const mcuc_attention_params_t *p, const att_rq_t *rqp,
-                                const uint8_t *pr, int32_t p_sum, const int8_t *vb, int8_t *yo)
+ATT_NOINLINE static void pv_dsp(const mcuc_attention_params_t *p, const uint8_t *pr,
+                                int32_t p_sum, const int8_t *vb, int8_t *yo)
 {
-    const att_rq_t rq_local = *rqp, *rq = &rq_local;
+    const att_rq_t rq_local = att_rq(p->o_mult, p->o_shift, p->o_zp), *rq = &rq_local;
     const int32_t n = p->kv_len, n4 = n / 4, dv = p->dv;
     const int32_t rs = p->v_rs, fold = p->v_zp * p_sum;
     const uint8_t *pend = pr + 4 * n4;
@@ -327,8 +327,10 @@ ATT_NOINLINE static void pv_dsp(const mcuc_attention_params_t *p, const att_rq_t
  * run the same block with both of its q rows the same. P.V takes the same block against
  * V^T of the head (a stack buffer of MCUC_ATT_DSP_VT_BYTES, interleaved by channel pairs:
  * 15 instructions per 16 MACs) where n4 = kv_len rounded up to 4 is at most PAIR_LEN / 2
- * (the softmax keeps its exp values beside the two p rows in the q/p buffer),
- * dv * n4 fits and -22 <= o_shift <= -1 with o_mult >= 0, else pv_dsp row by row:
+ * (the softmax keeps its exp values beside the two p rows in the q/p buffer) and
+ * -22 <= o_shift <= -1 with o_mult >= 0, for as many channels as V^T fits (pv_rows2 the
+ * others, from the same p lanes); else, with that o_shift and o_mult, pv_dsp2 takes both
+ * rows of a pair from V in place, and pv_dsp the other rows. The pair block's P.V:
  * 2 p lies in [0, 510] and the sums start at -2 v_zp sum p, with the bounds below for
  * len = n4 <= 128 (130,560 * 128 < 2^31, 65,025 * 128 < 2^30 - 2^15). q is unpacked as
  * 2 (q - q_zp) in [-510, 510] (int16 lanes) and each sum starts at -2 k_zp sum (q - q_zp),
@@ -461,17 +463,18 @@ ATT_NOINLINE static void dot_pair_last(const uint32_t *qp, const int32_t *qt, in
  * (len bytes from m + r * rs; with inter, rows r and r + 1 interleaved in 2 rs bytes from
  * m + r * rs, r even, as transpose_v lays V^T out), two rows of m per pass; out_a[r * os]
  * and out_b[r * os] get att_out2 of the sums. Scores: x = q, m = k; P.V: x = p, m = V^T.
- * Inlined into dot_pair three times (len32, inter and os constant in each): with len32
- * (len is 32, the commonest head size) the eight steps are written out (gcc does not
- * unroll at -Os), so a block is its 128 instructions of steps, the epilogue and the row
- * loop, with no step loop, tail test or accumulator moves (the first SMLADs read f); else
+ * Inlined into dot_pair four times (wsteps, inter and os constant in each): with wsteps
+ * = len / 4 (8 for len 32, the commonest head size, 16 for len 64, the head size of issue
+ * 23's larger shapes) the steps are written out (gcc does not unroll at -Os), so a block is
+ * its 16 wsteps instructions of steps, the epilogue and the row loop, with no step loop,
+ * tail test or accumulator moves (the first SMLADs read f); else
  * the steps run as Duff's device over eight written out (one jump into the sequence per
  * block, then eight steps per pass), then the len % 4 tail (none for V^T: len = n4). */
 static inline ATT_ALWAYS_INLINE void dot_pair_rows(const uint32_t *qp, const int32_t *qt,
                                                    const int32_t *f, int32_t len,
                                                    const int8_t *m, int32_t n, int32_t rs,
                                                    const att_rq2_t *rqp, int8_t *oa,
-                                                   int8_t *ob, int32_t os, int len32,
+                                                   int8_t *ob, int32_t os, int wsteps,
                                                    int inter)
 {
     const att_rq2_t rq_local = *rqp, *rq = &rq_local;
@@ -485,7 +488,7 @@ static inline ATT_ALWAYS_INLINE void dot_pair_rows(const uint32_t *qp, const int
     for (; inter ? pairs > 0 : oa != oa_end; --pairs, oa += 2 * os, ob += 2 * os) {
         const int8_t *r1 = r0 + rs;
         int32_t a0 = fa, a1 = fa, b0 = fb, b1 = fb;
-        if (len32) {
+        if (wsteps) {
             ATT_PAIR_STEP(qp, 0, r0, r1);
             ATT_PAIR_STEP(qp, 1, r0, r1);
             ATT_PAIR_STEP(qp, 2, r0, r1);
@@ -494,6 +497,16 @@ static inline ATT_ALWAYS_INLINE void dot_pair_rows(const uint32_t *qp, const int
             ATT_PAIR_STEP(qp, 5, r0, r1);
             ATT_PAIR_STEP(qp, 6, r0, r1);
             ATT_PAIR_STEP(qp, 7, r0, r1);
+            if (wsteps == 16) {
+                ATT_PAIR_STEP(qp, 8, r0, r1);
+                ATT_PAIR_STEP(qp, 9, r0, r1);
+                ATT_PAIR_STEP(qp, 10, r0, r1);
+                ATT_PAIR_STEP(qp, 11, r0, r1);
+                ATT_PAIR_STEP(qp, 12, r0, r1);
+                ATT_PAIR_STEP(qp, 13, r0, r1);
+                ATT_PAIR_STEP(qp, 14, r0, r1);
+                ATT_PAIR_STEP(qp, 15, r0, r1);
+            }
             r0 += 2 * rs;
         } else {
             /* Duff's device: the first pass runs the last `first` steps of the written-out
@@ -553,13 +566,15 @@ typedef struct {
 } att_dot_t;
 
 /* The copies of dot_pair_rows: V^T interleaved (P.V), or k rows (scores, os = 1) with
- * d = 32 written out or any d. */
+ * d = 32 or 64 written out or any d. */
 ATT_NOINLINE static void dot_pair(const att_dot_t *d, int8_t *oa, int8_t *ob)
 {
     if (d->inter) {
         dot_pair_rows(d->qp, d->qt, d->f, d->len, d->m, d->n, d->rs, &d->rq, oa, ob, d->os, 0, 1);
     } else if (d->len == 32) {
-        dot_pair_rows(d->qp, d->qt, d->f, 32, d->m, d->n, d->rs, &d->rq, oa, ob, 1, 1, 0);
+        dot_pair_rows(d->qp, d->qt, d->f, 32, d->m, d->n, d->rs, &d->rq, oa, ob, 1, 8, 0);
+    } else if (d->len == 64) {
+        dot_pair_rows(d->qp, d->qt, d->f, 64, d->m, d->n, d->rs, &d->rq, oa, ob, 1, 16, 0);
     } else {
         dot_pair_rows(d->qp, d->qt, d->f, d->len, d->m, d->n, d->rs, &d->rq, oa, ob, 1, 0, 0);
     }
@@ -619,6 +634,138 @@ static void transpose_v(const int8_t *vb, int32_t n, int32_t dv, int32_t rs, uin
     }
 }
 
+/* pv_rows2's operand from rows a and b of p (softmax_dsp's bytes): the layout that
+ * softmax_pairs writes (2 p lanes, n4 = att_pad4(n) words, the padding 0), so that
+ * pv_rows2 reads either. The last, partial group is gathered byte by byte (pa and pb hold
+ * n bytes). */
+static void pack_p2(const uint8_t *pa, const uint8_t *pb, int32_t n, uint32_t *pp)
+{
+    int32_t j = 0;
+    uint32_t wa = 0, wb = 0;
+    for (; j < n; j += 4) {
+        if (j + 4 <= n) {
+            wa = mcuc_read32((const int8_t *)pa + j);
+            wb = mcuc_read32((const int8_t *)pb + j);
+        } else {
+            wa = wb = 0;
+            for (int32_t t = 0; j + t < n; ++t) {
+                wa |= (uint32_t)pa[j + t] << (8 * t);
+                wb |= (uint32_t)pb[j + t] << (8 * t);
+            }
+        }
+        pp[j] = mcuc_uxtb16(wa) << 1;
+        pp[j + 1] = mcuc_uxtb16(wb) << 1;
+        pp[j + 2] = mcuc_uxtb16_ror8(wa) << 1;
+        pp[j + 3] = mcuc_uxtb16_ror8(wb) << 1;
+    }
+}
+
+/* 2 p[j] of row b (0: a, 1: b) from pv_rows2's operand. */
+static inline int32_t att_lane2(const uint32_t *pp, int32_t j, int32_t b)
+{
+    return (int32_t)((pp[(j & ~3) + 2 * (j & 1) + b] >> (8 * (j & 2))) & 0xFFFFu);
+}
+
+/* P.V of two rows a and b at once from V in place, channels d->n .. dv - 1 (those whose
+ * V^T did not fit the pair block's buffer, or all of them: pv_dsp2): each unpacked pair
+ * of V lanes (pv_dsp's four channels by four rows) feeds two SMLADs, one per row, instead
+ * of one. p's rows are d->qp in softmax_pairs' layout (per four j: (a's 2 p[j], 2 p[j+2]),
+ * (b's), (a's 2 p[j+1], 2 p[j+3]), (b's): one LDRD per half step; the n % 4 tail from the
+ * same lanes), written by softmax_pairs or pack_p2; each sum plus d->f = -2 v_zp sum p is
+ * 2 acc, att_out2's operand (d->rq: called only where att_rq2_ok holds for o_shift,
+ * o_mult). For n <= MCUC_ATT_DSP_PAIR_LEN = 256: a partial sum is at most 510 * 128 * n
+ * <= 16,711,680 and the last 2 acc has |acc| <= 255 * 255 * n = 16,646,400 < 2^30 - 2^15
+ * in magnitude, as att_out2 needs. Rows a and b may be the same row (the last of an odd
+ * q_len), ya and yb then the same output row, written twice alike. */
+ATT_NOINLINE static void pv_rows2(const mcuc_attention_params_t *p, const att_dot_t *d,
+                                  const int8_t *vb, int8_t *ya, int8_t *yb)
+{
+    const att_rq2_t rq_local = d->rq, *rq = &rq_local;
+    const uint32_t *pp = d->qp;
+    const int32_t fa = d->f[0], fb = d->f[1];
+    const int32_t n = p->kv_len, nf = n & ~3, dv = p->dv, rs = p->v_rs, os = p->o_cs;
+    const uint32_t *pend = pp + nf;
+    int32_t c = d->n;
+    for (; c + 4 <= dv; c += 4) {
+        int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, b0 = 0, b1 = 0, b2 = 0, b3 = 0;
+        const int8_t *vr = vb + c;
+        for (const uint32_t *pg = pp; pg != pend; pg += 4, vr += 4 * (int64_t)rs) {
+            uint32_t pe, qe, x;
+            MCUC_LDRD(pe, qe, pg, 0);
+            const uint32_t w0 = mcuc_read32(vr), w2 = mcuc_read32(vr + 2 * (int64_t)rs);
+            const uint32_t lo02 = mcuc_pkhbt16(w0, w2), hi02 = mcuc_pkhtb16(w0, w2);
+            x = mcuc_sxtb16(lo02);
+            a0 = mcuc_smlad(pe, x, a0);
+            b0 = mcuc_smlad(qe, x, b0);
+            x = mcuc_sxtb16_ror8(lo02);
+            a1 = mcuc_smlad(pe, x, a1);
+            b1 = mcuc_smlad(qe, x, b1);
+            x = mcuc_sxtb16(hi02);
+            a2 = mcuc_smlad(pe, x, a2);
+            b2 = mcuc_smlad(qe, x, b2);
+            x = mcuc_sxtb16_ror8(hi02);
+            a3 = mcuc_smlad(pe, x, a3);
+            b3 = mcuc_smlad(qe, x, b3);
+            MCUC_LDRD(pe, qe, pg, 8);
+            const uint32_t w1 = mcuc_read32(vr + rs), w3 = mcuc_read32(vr + 3 * (int64_t)rs);
+            const uint32_t lo13 = mcuc_pkhbt16(w1, w3), hi13 = mcuc_pkhtb16(w1, w3);
+            x = mcuc_sxtb16(lo13);
+            a0 = mcuc_smlad(pe, x, a0);
+            b0 = mcuc_smlad(qe, x, b0);
+            x = mcuc_sxtb16_ror8(lo13);
+            a1 = mcuc_smlad(pe, x, a1);
+            b1 = mcuc_smlad(qe, x, b1);
+            x = mcuc_sxtb16(hi13);
+            a2 = mcuc_smlad(pe, x, a2);
+            b2 = mcuc_smlad(qe, x, b2);
+            x = mcuc_sxtb16_ror8(hi13);
+            a3 = mcuc_smlad(pe, x, a3);
+            b3 = mcuc_smlad(qe, x, b3);
+        }
+        for (int32_t j = nf; j < n; ++j, vr += rs) {
+            const int32_t pj = att_lane2(pp, j, 0), qj = att_lane2(pp, j, 1);
+            a0 += pj * vr[0];
+            a1 += pj * vr[1];
+            a2 += pj * vr[2];
+            a3 += pj * vr[3];
+            b0 += qj * vr[0];
+            b1 += qj * vr[1];
+            b2 += qj * vr[2];
+            b3 += qj * vr[3];
+        }
+        ya[(int64_t)c * os] = att_out2(rq, a0 + fa);
+        ya[(int64_t)(c + 1) * os] = att_out2(rq, a1 + fa);
+        ya[(int64_t)(c + 2) * os] = att_out2(rq, a2 + fa);
+        ya[(int64_t)(c + 3) * os] = att_out2(rq, a3 + fa);
+        yb[(int64_t)c * os] = att_out2(rq, b0 + fb);
+        yb[(int64_t)(c + 1) * os] = att_out2(rq, b1 + fb);
+        yb[(int64_t)(c + 2) * os] = att_out2(rq, b2 + fb);
+        yb[(int64_t)(c + 3) * os] = att_out2(rq, b3 + fb);
+    }
+    for (; c < dv; ++c) {
+        int32_t a = fa, b = fb;
+        for (int32_t j = 0; j < n; ++j) {
+            const int32_t vj = vb[(int64_t)j * rs + c];
+            a += att_lane2(pp, j, 0) * vj;
+            b += att_lane2(pp, j, 1) * vj;
+        }
+        ya[(int64_t)c * os] = att_out2(rq, a);
+        yb[(int64_t)c * os] = att_out2(rq, b);
+    }
+}
+
+/* Rows a and b (scores in pa, pb) past the pair block's P.V: their softmax (softmax_dsp),
+ * then pv_rows2 over every channel into output rows ya and ya + o_rs. */
+ATT_NOINLINE static void pv_dsp2(const mcuc_attention_params_t *p, uint32_t *pp, uint8_t *pa,
+                                 uint8_t *pb, const int8_t *vb, int8_t *ya)
+{
+    const int32_t f[2] = {-2 * p->v_zp * softmax_dsp(p, pa), -2 * p->v_zp * softmax_dsp(p, pb)};
+    att_dot_t d = {pp, NULL, f, NULL, 0, 0, 0, 0, 0, att_rq2(p->o_mult, p->o_shift, p->o_zp)};
+    pack_p2(pa, pb, p->kv_len, pp);
+    pv_rows2(p, &d, vb, ya, ya + p->o_rs);
+}
+
+
 void mcuc_attention_s8(const mcuc_attention_params_t *p, const int8_t *q, const int8_t *k,
                        const int8_t *v, int8_t *y, int8_t *scratch)
 {
@@ -631,18 +778,22 @@ void mcuc_attention_s8(const mcuc_attention_params_t *p, const int8_t *q, const 
     /* q: two rows (4 words per 4 d); p: two rows (4 words per 4 j), then exp values (n4) */
     uint32_t qp[MCUC_ATT_DSP_PAIR_LEN > MCUC_ATT_DSP_MAX_D ? MCUC_ATT_DSP_PAIR_LEN
                                                            : MCUC_ATT_DSP_MAX_D];
-    int32_t qt[6], f[2], ps[2];
+    int32_t qt[6], f[2];
     int8_t s2[MCUC_ATT_DSP_PAIR_LEN];
     uint32_t vt[MCUC_ATT_DSP_VT_BYTES / 4];
     const int32_t n = p->kv_len, n4 = att_pad4(n);
     const int two = n <= MCUC_ATT_DSP_PAIR_LEN;
     const int pv_pair = two && n >= 1 && n4 <= MCUC_ATT_DSP_PAIR_LEN / 2
-                        && att_rq2_ok(p->o_mult, p->o_shift) && p->dv * n4 <= MCUC_ATT_DSP_VT_BYTES;
-    const att_rq_t o_rq = att_rq(p->o_mult, p->o_shift, p->o_zp);
+                        && att_rq2_ok(p->o_mult, p->o_shift);
+
     const att_rq2_t s_rq2 = att_rq2(p->s_mult, p->s_shift, p->s_zp);
     const att_rq2_t o_rq2 = pv_pair ? att_rq2(p->o_mult, p->o_shift, p->o_zp) : s_rq2;
     att_dot_t qk = {qp, qt, f, k, p->d, n, p->k_rs, 1, 0, s_rq2};
-    const att_dot_t pv = {qp, qt, f, (const int8_t *)vt, n4, p->dv, n4, p->o_cs, 1, o_rq2};
+    /* the channels whose V^T fits its buffer: all, or as many as fit less (that - dv) % 4
+     * (at least 16 - 3 for n4 <= 128), so that pv_rows2 takes the rest in fours */
+    const int32_t vfit = MCUC_ATT_DSP_VT_BYTES / n4;
+    const int32_t cvt = p->dv <= vfit ? p->dv : vfit - ((vfit - p->dv) & 3);
+    const att_dot_t pv = {qp, qt, f, (const int8_t *)vt, n4, cvt, n4, p->o_cs, 1, o_rq2};
     for (int32_t b = 0; b < p->batch; ++b) {
         const int8_t *qb = q + p->q_off + (int64_t)b * p->q_bs;
         const int8_t *kb = k + p->k_off + (int64_t)b * p->k_bs;
@@ -650,7 +801,7 @@ void mcuc_attention_s8(const mcuc_attention_params_t *p, const int8_t *q, const 
         int8_t *yb = y + p->o_off + (int64_t)b * p->o_bs;
         qk.m = kb;
         if (pv_pair) {
-            transpose_v(vb, n, p->dv, p->v_rs, vt);
+            transpose_v(vb, n, cvt, p->v_rs, vt);
         }
         /* Rows i and i + 1, or i twice (the last of an odd q_len, or every row when the
          * second score row does not fit s2): both q rows are read before either output
@@ -675,12 +826,17 @@ void mcuc_attention_s8(const mcuc_attention_params_t *p, const int8_t *q, const 
                     }
                 }
                 dot_pair(&pv, ya, ya + r * p->o_rs);
+                if (cvt < p->dv) {
+                    pv_rows2(p, &pv, vb, ya, ya + r * p->o_rs);
+                }
+            } else if (r && att_rq2_ok(p->o_mult, p->o_shift)) { /* both rows, one pass */
+                pv_dsp2(p, qp, (uint8_t *)scratch, (uint8_t *)s2, vb, ya);
             } else {
-                ps[0] = softmax_dsp(p, (uint8_t *)scratch);
-                ps[1] = r ? softmax_dsp(p, (uint8_t *)s2) : ps[0];
-                pv_dsp(p, &o_rq, (const uint8_t *)scratch, ps[0], vb, ya);
+                const int32_t ps0 = softmax_dsp(p, (uint8_t *)scratch);
+                const int32_t ps1 = r ? softmax_dsp(p, (uint8_t *)s2) : ps0;
+                pv_dsp(p, (const uint8_t *)scratch, ps0, vb, ya);
                 if (r) {
-                    pv_dsp(p, &o_rq, (const uint8_t *)s2, ps[1], vb, ya + p->o_rs);
+                    pv_dsp(p, (const uint8_t *)s2, ps1, vb, ya + p->o_rs);
                 }
             }
             i += 1 + r;

@@ -230,7 +230,10 @@ def tokenwise_step(f: Features, p: dict, v: Variant) -> None:
 
 def attention_step(f: Features, p: dict, v: Variant) -> None:
     """attention.c: the DSP pair path (P.V by the pair block over V^T, its operand written
-    by softmax_pairs, or by pv_dsp after softmax_dsp), else the reference loop."""
+    by softmax_pairs, for the channels whose V^T fits its buffer, pv_rows2 for the rest;
+    or after softmax_dsp by pv_dsp2, both rows of a pair at once, and pv_dsp for the
+    others), else the reference loop. The pv2_ features are new: the tables give them no
+    weight until they are refitted."""
     b, q_len, n, d, dv = p["batch"], p["q_len"], p["kv_len"], p["d"], p["dv"]
     # att_rq2_ok: the pair epilogue needs mult >= 0 and -22 <= shift <= -1
     s_ok = p["s_mult"] >= 0 and -22 <= p["s_shift"] <= -1 if v.exact else True
@@ -250,44 +253,63 @@ def attention_step(f: Features, p: dict, v: Variant) -> None:
         return
     n4 = (n + 3) & ~3
     two = n <= ATT_PAIR_LEN
-    pv_pair = (two and n >= 1 and n4 <= ATT_PAIR_LEN // 2 and o_ok2
-               and dv * n4 <= ATT_VT_BYTES)
+    pv_pair = two and n >= 1 and n4 <= ATT_PAIR_LEN // 2 and o_ok2
     f["at_call"] += 1
     f["at_batch"] += b
-    if pv_pair:
-        f["at_tv"] += b * dv
-        f["at_tv_n"] += b * dv * n4
     pairs = q_len // 2 if two else 0
     iters = b * (pairs + (q_len - 2 * pairs))
     soft = iters + b * pairs
     f["at_iter"] += iters
     f["at_up_d4"] += iters * (d // 4)
     f["at_up_dt"] += iters * (d % 4)
-    _dot_pair(f, iters, d, n, "dpq32_" if d == 32 else "dp_")
+    _dot_pair(f, iters, d, n, "dpq32_" if d in (32, 64) else "dp_")
     if pv_pair:   # softmax_pairs per row; a row taken twice copied to b's words
+        fit = ATT_VT_BYTES // n4   # mcuc_attention_s8's cvt
+        cvt = dv if dv <= fit else fit - ((fit - dv) & 3)
+        f["at_tv"] += b * cvt
+        f["at_tv_n"] += b * cvt * n4
         f["at_sp"] += soft
         f["at_sp_4"] += soft * (n // 4)
         f["at_sp_t"] += soft * (n % 4)
         single = iters - b * pairs
         f["at_one"] += single
         f["at_one_4"] += single * (n4 // 4)
-        _dot_pair(f, iters, n4, dv, "dpv_")
+        _dot_pair(f, iters, n4, cvt, "dpv_")
+        if cvt < dv:
+            _pv_rows2(f, iters, n, dv - cvt)
     else:
         f["at_sm"] += soft
         f["at_sm_4"] += soft * (n // 4)
         f["at_sm_t"] += soft * (n % 4)
+        # pv_dsp2 takes both rows of a pair (o_shift within att_out2's range), pv_dsp the rest
+        two_rows = b * pairs if o_ok2 else 0
+        rows = soft - 2 * two_rows
+        f["pv2_pk"] += two_rows * n4 // 4
+        _pv_rows2(f, two_rows, n, dv)
         c4, ct = dv // 4, dv % 4
-        f["pv_call"] += soft
-        f["pv_c4"] += soft * c4
-        f["pv_c4_n4"] += soft * c4 * (n // 4)
-        f["pv_c4_nt"] += soft * c4 * (n % 4)
-        f["pv_ct"] += soft * ct
-        f["pv_ct_n"] += soft * ct * n
+        f["pv_call"] += rows
+        f["pv_c4"] += rows * c4
+        f["pv_c4_n4"] += rows * c4 * (n // 4)
+        f["pv_c4_nt"] += rows * c4 * (n % 4)
+        f["pv_ct"] += rows * ct
+        f["pv_ct_n"] += rows * ct * n
+
+
+def _pv_rows2(f: Features, calls: int, n: int, channels: int) -> None:
+    """`calls` pv_rows2 calls over `channels` channels of n rows of V: groups of four
+    channels by steps of four rows and the n % 4 tail, then the channels left one by one."""
+    c4, ct = channels // 4, channels % 4
+    f["pv2_call"] += calls
+    f["pv2_c4"] += calls * c4
+    f["pv2_c4_n4"] += calls * c4 * (n // 4)
+    f["pv2_c4_nt"] += calls * c4 * (n % 4)
+    f["pv2_ct"] += calls * ct
+    f["pv2_ct_n"] += calls * ct * n
 
 
 def _dot_pair(f: Features, calls: int, length: int, rows: int, tag: str) -> None:
     """`calls` dot_pair calls over `rows` rows of `length` values, by dot_pair_rows' copy
-    (`tag`: dpq32_ scores with length 32, written out; dp_ other scores, Duff's device
+    (`tag`: dpq32_ scores with length 32 or 64, written out; dp_ other scores, Duff's device
     over eight steps then the length % 4 tail; dpv_ P.V over V^T, no tail): row pairs,
     their steps of four values (16 instructions each) and passes, then dot_pair_last."""
     d4, dt = length // 4, length % 4
