@@ -186,8 +186,8 @@ def emit_case(i: int, name: str, params: dict, inputs: list[np.ndarray],
             inits.append(f".{path} = {cname}")
     g.append(f"static const {kdef.c_params_type} c{i}_p = {{{', '.join(inits)}}};")
     args = []
-    for j, x in enumerate(inputs):
-        g.append(f"static const int8_t c{i}_in{j}[{max(x.size, 1)}] = {_arr_lit(x)};")
+    for j, x in enumerate(inputs):  # writable: a tokenwise step with x_free writes over x
+        g.append(f"static int8_t c{i}_in{j}[{max(x.size, 1)}] = {_arr_lit(x)};")
         args.append(f"c{i}_in{j}")
     n = max(expected.size, 1)
     init = out_init if out_init is not None else np.zeros(expected.size, np.int8)
