@@ -29,9 +29,9 @@ from test_tokenwise import call_in_arena, gen_tokenwise, tokenwise_params
 from ckernels import ROOT, CKernels, fill_struct, run_sanitized
 
 DSP = ("-DMCUC_ARM_DSP",)
-# linear.c unpacks the x rows of a pair once (unpacked_rows) up to this k
+# linear_dsp.c unpacks the x rows of a pair once (unpacked_rows) up to this k
 PRE_MAX_K = int(re.search(r"#define MCUC_PRE_MAX_K (\d+)",
-                          (ROOT / "runtime_c/src/linear.c").read_text()).group(1))
+                          (ROOT / "runtime_c/src/linear_internal.h").read_text()).group(1))
 
 
 def gen_linear_dsp(rng: np.random.Generator) -> Case:
@@ -87,12 +87,12 @@ def ck_dsp(tmp_path_factory: pytest.TempPathFactory) -> CKernels:
 def test_variants_are_declared() -> None:
     assert {k for k, v in REGISTRY.items() if "MCUC_ARM_DSP" in v.variants} == {
         "add", "attention", "layernorm", "linear", "patch_embed", "tokenwise"}
-    src = (ROOT / "runtime_c" / "src" / "linear.c").read_text()
-    assert "#ifdef MCUC_ARM_DSP" in src
+    for name in ("linear.c", "linear_dsp.c"):
+        assert "#ifdef MCUC_ARM_DSP" in (ROOT / "runtime_c" / "src" / name).read_text()
 
 
 def test_int32_bound_constant_matches_c() -> None:
-    src = (ROOT / "runtime_c" / "src" / "linear.c").read_text()
+    src = (ROOT / "runtime_c" / "src" / "linear_internal.h").read_text()
     c_max = int(re.search(r"#define MCUC_DSP_MAX_K (\d+)", src).group(1))
     assert c_max == linear.DSP_MAX_K == 65793
     assert 255 * 128 * linear.DSP_MAX_K <= INT32_MAX < 255 * 128 * (linear.DSP_MAX_K + 1)
