@@ -30,7 +30,8 @@ from test_kernels import Case, expected, rand_requant, rand_s8, zp
 from ckernels import ROOT, CKernels, run_sanitized
 
 DSP = ("-DMCUC_ARM_DSP",)
-SRC = ROOT / "runtime_c" / "src" / "attention.c"
+# the ARMv7E-M variant's bounds (its code: attention_dsp.c, attention_pair.c)
+SRC = ROOT / "runtime_c" / "src" / "attention_internal.h"
 
 
 def _unit_view(rng: np.random.Generator, bt: int, rows: int, cols: int) -> tuple:
@@ -173,7 +174,8 @@ def ck_dsp(tmp_path_factory: pytest.TempPathFactory) -> CKernels:
 
 def test_variant_is_declared() -> None:
     assert "MCUC_ARM_DSP" in REGISTRY["attention"].variants
-    assert "#ifdef MCUC_ARM_DSP" in SRC.read_text()
+    for name in ("attention.c", "attention_dsp.c", "attention_pair.c"):
+        assert "#ifdef MCUC_ARM_DSP" in (ROOT / "runtime_c" / "src" / name).read_text()
 
 
 def test_int32_bound_constants_match_c() -> None:
@@ -189,7 +191,7 @@ def _c_define(name: str) -> int:
 
 
 def test_pair_path_bounds() -> None:
-    # The pair path's int32 proof (attention.c): q and p unpacked doubled (|2 x| <= 510 in
+    # The pair path's int32 proof (attention_pair.c): q and p unpacked doubled (|2 x| <= 510 in
     # an int16 lane), partial sums at most 4 * 255 * 128 * len, the last 2 acc with
     # |acc| <= 255 * 255 * len < 2^30 - 2^15; and att_out2's one add for 1 <= e <= 22.
     pair_len, vt = _c_define("MCUC_ATT_DSP_PAIR_LEN"), _c_define("MCUC_ATT_DSP_VT_BYTES")

@@ -8,7 +8,7 @@ runtime_c/src/ (keep them in step): which loop variant runs (the DSP row pairs, 
 widened rows of --optimize speed, or the portable reference), how k, n and the rows split
 into blocks of 8 / 4 and remainders, and how tokenwise.c splits its rows into tiles and
 calls the unfused kernels. What data alone decides (the short epilogue of linear.c,
-attention.c's fast path, the LayerNorm and Add paths) is taken from the parameters where
+attention_dsp.c's fast path, the LayerNorm and Add paths) is taken from the parameters where
 they are the real ones (`exact`), else assumed as quantization usually has it.
 """
 
@@ -26,12 +26,12 @@ from mcuc.kernels import tokenwise as k_tw
 
 Features = dict[str, float]
 
-DSP_MAX_K = 65793          # linear.c MCUC_DSP_MAX_K
-PRE_MAX_K = 512            # linear.c MCUC_PRE_MAX_K
-ATT_MAX_D = 128            # attention.c MCUC_ATT_DSP_MAX_D
-ATT_MAX_LEN = 16512        # attention.c MCUC_ATT_DSP_MAX_LEN
-ATT_PAIR_LEN = 256         # attention.c MCUC_ATT_DSP_PAIR_LEN
-ATT_VT_BYTES = 2048        # attention.c MCUC_ATT_DSP_VT_BYTES
+DSP_MAX_K = 65793          # linear_internal.h MCUC_DSP_MAX_K
+PRE_MAX_K = 512            # linear_internal.h MCUC_PRE_MAX_K
+ATT_MAX_D = 128            # attention_internal.h MCUC_ATT_DSP_MAX_D
+ATT_MAX_LEN = 16512        # attention_internal.h MCUC_ATT_DSP_MAX_LEN
+ATT_PAIR_LEN = 256         # attention_internal.h MCUC_ATT_DSP_PAIR_LEN
+ATT_VT_BYTES = 2048        # attention_internal.h MCUC_ATT_DSP_VT_BYTES
 
 
 @dataclass(frozen=True)
@@ -229,7 +229,7 @@ def tokenwise_step(f: Features, p: dict, v: Variant) -> None:
 
 
 def attention_step(f: Features, p: dict, v: Variant) -> None:
-    """attention.c: the DSP pair path (P.V by the pair block over V^T, its operand written
+    """attention_dsp.c: the DSP pair path (P.V by the pair block over V^T, its operand written
     by softmax_pairs, for the channels whose V^T fits its buffer, pv_rows2 for the rest;
     or after softmax_dsp by pv_dsp2, both rows of a pair at once, and pv_dsp for the
     others), else the reference loop. The pv2_ features are new: the tables give them no
