@@ -319,7 +319,7 @@ def test_tokenwise_dsp_matches_reference(ck_dsp: CKernels) -> None:
 def short16(rng: np.random.Generator, p: dict) -> dict:
     """Linear params p made to take the short epilogue (x_zp 0, multipliers in [2^30,
     2^31), shifts in [-31, -1], small biases): with k % 16 == 0 and k <= MCUC_PRE_MAX_K,
-    the plans lin_short16 / lin_wide_short16 and their _lut twins."""
+    the plans mcuc_lin_short16 / mcuc_lin_wide_short16 and their _lut twins."""
     n = p["n"]
     q = dict(p, x_zp=0, mult=rng.integers(1 << 30, 2**31, n).astype(np.int32),
              shift=rng.integers(-31, 0, n).astype(np.int32),

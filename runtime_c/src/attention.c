@@ -20,7 +20,7 @@ static inline int32_t load(const int8_t *x, int64_t i, const int8_t *table)
 #ifdef __GNUC__
 __attribute__((cold, noinline))
 #endif
-void attention_ref(const mcuc_attention_params_t *p, const int8_t *q, const int8_t *k,
+void mcuc_attention_ref(const mcuc_attention_params_t *p, const int8_t *q, const int8_t *k,
                    const int8_t *v, int8_t *y, int8_t *scratch)
 #else
 void mcuc_attention_s8(const mcuc_attention_params_t *p, const int8_t *q, const int8_t *k,

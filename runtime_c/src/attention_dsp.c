@@ -1,7 +1,7 @@
 /* The ARMv7E-M variant of fused attention (MCUC_ARM_DSP): mcuc_attention_s8, which takes
  * the reference loop (attention.c) for operands it does not handle and the pair path
  * (attention_pair.c) where it can, and the row path's stages: the softmax of one score
- * row (softmax_dsp), the pair path's softmax into its P.V operand (softmax_pairs), one
+ * row (mcuc_att_softmax_dsp), the pair path's softmax into its P.V operand (softmax_pairs), one
  * row's P.V (pv_dsp). The int32 bounds are attention_internal.h's. */
 #include "attention_internal.h"
 
@@ -62,7 +62,7 @@ static inline ATT_ALWAYS_INLINE int32_t row_max(const int8_t *s, int32_t n)
  * at a time, exactly (modulo 256), and it replaces s[j] for the second pass. r <= 256
  * since exp_table[mx - s[j]] is a term of sum (the uint32 arithmetic is the reference's),
  * so USAT's signed view of r is r and USAT(r, 8) = min(r, 255). Used with pv_dsp. */
-ATT_NOINLINE int32_t softmax_dsp(const mcuc_attention_params_t *p, uint8_t *s)
+ATT_NOINLINE int32_t mcuc_att_softmax_dsp(const mcuc_attention_params_t *p, uint8_t *s)
 {
     const int32_t n = p->kv_len, mx = row_max((const int8_t *)s, n);
     const uint32_t *tb = p->exp_table, m4 = ((uint32_t)mx & 0xFFu) * 0x01010101u;
@@ -118,7 +118,7 @@ static inline uint32_t att_usat16_8(uint32_t x)
  * e (n4 words, the padding 0, whose p is floor(half / sum) = 0 as half < sum: sum > 0, as
  * the reference's division needs for n >= 1), so the second reads one word per p instead
  * of extracting its index again and loading the table, and neither rewrites s. Each r
- * is at most 256 (see softmax_dsp), so USAT16 saturates two of them at once. Sum 2 p is
+ * is at most 256 (see mcuc_att_softmax_dsp), so USAT16 saturates two of them at once. Sum 2 p is
  * the two lanes of the sum of the words, each lane at most 2 * 510 * n4 / 4 <= 32,640
  * (n4 <= MCUC_ATT_DSP_PAIR_LEN / 2 = 128), so no lane carries into the other. */
 ATT_NOINLINE static int32_t softmax_pairs(const mcuc_attention_params_t *p, const uint8_t *s,
@@ -249,7 +249,7 @@ static void unpack_pair(const mcuc_attention_params_t *p, const int8_t *qa, cons
 
 /* Byte offset of v[j][c] in transpose_v's V^T (rows of n4 = att_pad4(n) bytes): channels
  * c and c + 1 (c even) share 2 n4 bytes, word by word (c's bytes 4 g .. 4 g + 3, then
- * c + 1's), so that dot_pair reads one word of each with one LDRD; the last channel of an
+ * c + 1's), so that mcuc_att_dot_pair reads one word of each with one LDRD; the last channel of an
  * odd dv is a plain row at c n4. */
 static inline int32_t vt_off(int32_t c, int32_t j, int32_t n4, int32_t dv)
 {
@@ -306,7 +306,7 @@ void mcuc_attention_s8(const mcuc_attention_params_t *p, const int8_t *q, const 
     if (p->q_cs != 1 || p->k_cs != 1 || p->v_cs != 1 || p->q_table || p->k_table
         || p->v_table || p->d > MCUC_ATT_DSP_MAX_D || p->kv_len > MCUC_ATT_DSP_MAX_LEN
         || !att_rq2_ok(p->s_mult, p->s_shift) || p->o_shift > 0 || p->o_shift < -31) {
-        attention_ref(p, q, k, v, y, scratch);
+        mcuc_attention_ref(p, q, k, v, y, scratch);
         return;
     }
     /* q: two rows (4 words per 4 d); p: two rows (4 words per 4 j), then exp values (n4) */
@@ -324,7 +324,7 @@ void mcuc_attention_s8(const mcuc_attention_params_t *p, const int8_t *q, const 
     const att_rq2_t o_rq2 = pv_pair ? att_rq2(p->o_mult, p->o_shift, p->o_zp) : s_rq2;
     att_dot_t qk = {qp, qt, f, k, p->d, n, p->k_rs, 1, 0, s_rq2};
     /* the channels whose V^T fits its buffer: all, or as many as fit less (that - dv) % 4
-     * (at least 16 - 3 for n4 <= 128), so that pv_rows2 takes the rest in fours */
+     * (at least 16 - 3 for n4 <= 128), so that mcuc_att_pv_rows2 takes the rest in fours */
     const int32_t vfit = MCUC_ATT_DSP_VT_BYTES / n4;
     const int32_t cvt = p->dv <= vfit ? p->dv : vfit - ((vfit - p->dv) & 3);
     const att_dot_t pv = {qp, qt, f, (const int8_t *)vt, n4, cvt, n4, p->o_cs, 1, o_rq2};
@@ -345,7 +345,7 @@ void mcuc_attention_s8(const mcuc_attention_params_t *p, const int8_t *q, const 
             const int8_t *qa = qb + (int64_t)i * p->q_rs;
             int8_t *ya = yb + (int64_t)i * p->o_rs, *sb = r ? s2 : scratch;
             unpack_pair(p, qa, qa + r * p->q_rs, qp, qt, f);
-            dot_pair(&qk, scratch, sb);
+            mcuc_att_dot_pair(&qk, scratch, sb);
             if (pv_pair) {
                 /* p's rows straight into the operand (q's unpacked rows are spent);
                  * a row taken twice is copied to b's words */
@@ -359,15 +359,15 @@ void mcuc_attention_s8(const mcuc_attention_params_t *p, const int8_t *q, const 
                         qp[g + 3] = qp[g + 2];
                     }
                 }
-                dot_pair(&pv, ya, ya + r * p->o_rs);
+                mcuc_att_dot_pair(&pv, ya, ya + r * p->o_rs);
                 if (cvt < p->dv) {
-                    pv_rows2(p, &pv, vb, ya, ya + r * p->o_rs);
+                    mcuc_att_pv_rows2(p, &pv, vb, ya, ya + r * p->o_rs);
                 }
             } else if (r && att_rq2_ok(p->o_mult, p->o_shift)) { /* both rows, one pass */
-                pv_dsp2(p, qp, (uint8_t *)scratch, (uint8_t *)s2, vb, ya);
+                mcuc_att_pv_dsp2(p, qp, (uint8_t *)scratch, (uint8_t *)s2, vb, ya);
             } else {
-                const int32_t ps0 = softmax_dsp(p, (uint8_t *)scratch);
-                const int32_t ps1 = r ? softmax_dsp(p, (uint8_t *)s2) : ps0;
+                const int32_t ps0 = mcuc_att_softmax_dsp(p, (uint8_t *)scratch);
+                const int32_t ps1 = r ? mcuc_att_softmax_dsp(p, (uint8_t *)s2) : ps0;
                 pv_dsp(p, (const uint8_t *)scratch, ps0, vb, ya);
                 if (r) {
                     pv_dsp(p, (const uint8_t *)s2, ps1, vb, ya + p->o_rs);

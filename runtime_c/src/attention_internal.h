@@ -41,7 +41,7 @@ typedef char mcuc_att_bound_below_2_30[(65025LL * MCUC_ATT_DSP_MAX_LEN < (1LL <<
 #endif
 
 /* P.V's rows are padded with zeros to n4 = n rounded up to a multiple of 4 (in p and in
- * V^T alike, so each padded term is 0 * 0), which spares dot_pair its d % 4 tail. */
+ * V^T alike, so each padded term is 0 * 0), which spares mcuc_att_dot_pair its d % 4 tail. */
 static inline int32_t att_pad4(int32_t n)
 {
     return (n + 3) & ~3;
@@ -83,7 +83,7 @@ static inline int att_rq2_ok(int32_t mult, int32_t shift)
 }
 
 
-/* One product of the pair path, prepared once per call (m once per batch): dot_pair's
+/* One product of the pair path, prepared once per call (m once per batch): mcuc_att_dot_pair's
  * operands besides its output rows, behind one pointer (passed one by one, the eleven
  * cost about 20 instructions of stack traffic per call on each side). */
 typedef struct {
@@ -98,15 +98,15 @@ typedef struct {
 #ifdef __GNUC__
 __attribute__((cold))
 #endif
-void attention_ref(const mcuc_attention_params_t *p, const int8_t *q, const int8_t *k,
+void mcuc_attention_ref(const mcuc_attention_params_t *p, const int8_t *q, const int8_t *k,
                    const int8_t *v, int8_t *y, int8_t *scratch);
 /* attention_dsp.c */
-int32_t softmax_dsp(const mcuc_attention_params_t *p, uint8_t *s);
+int32_t mcuc_att_softmax_dsp(const mcuc_attention_params_t *p, uint8_t *s);
 /* attention_pair.c */
-void dot_pair(const att_dot_t *d, int8_t *oa, int8_t *ob);
-void pv_rows2(const mcuc_attention_params_t *p, const att_dot_t *d, const int8_t *vb,
+void mcuc_att_dot_pair(const att_dot_t *d, int8_t *oa, int8_t *ob);
+void mcuc_att_pv_rows2(const mcuc_attention_params_t *p, const att_dot_t *d, const int8_t *vb,
               int8_t *ya, int8_t *yb);
-void pv_dsp2(const mcuc_attention_params_t *p, uint32_t *pp, uint8_t *pa, uint8_t *pb,
+void mcuc_att_pv_dsp2(const mcuc_attention_params_t *p, uint32_t *pp, uint8_t *pa, uint8_t *pb,
              const int8_t *vb, int8_t *ya);
 #endif /* MCUC_ARM_DSP */
 

@@ -7,8 +7,8 @@
  * V^T of the head (a stack buffer of MCUC_ATT_DSP_VT_BYTES, interleaved by channel pairs:
  * 15 instructions per 16 MACs) where n4 = kv_len rounded up to 4 is at most PAIR_LEN / 2
  * (the softmax keeps its exp values beside the two p rows in the q/p buffer) and
- * -22 <= o_shift <= -1 with o_mult >= 0, for as many channels as V^T fits (pv_rows2 the
- * others, from the same p lanes); else, with that o_shift and o_mult, pv_dsp2 takes both
+ * -22 <= o_shift <= -1 with o_mult >= 0, for as many channels as V^T fits (mcuc_att_pv_rows2 the
+ * others, from the same p lanes); else, with that o_shift and o_mult, mcuc_att_pv_dsp2 takes both
  * rows of a pair from V in place, and pv_dsp the other rows. The pair block's P.V:
  * 2 p lies in [0, 510] and the sums start at -2 v_zp sum p, with the bounds below for
  * len = n4 <= 128 (130,560 * 128 < 2^31, 65,025 * 128 < 2^30 - 2^15). q is unpacked as
@@ -77,7 +77,7 @@ ATT_NOINLINE static void dot_pair_last(const uint32_t *qp, const int32_t *qt, in
  * (len bytes from m + r * rs; with inter, rows r and r + 1 interleaved in 2 rs bytes from
  * m + r * rs, r even, as transpose_v lays V^T out), two rows of m per pass; out_a[r * os]
  * and out_b[r * os] get att_out2 of the sums. Scores: x = q, m = k; P.V: x = p, m = V^T.
- * Inlined into dot_pair four times (wsteps, inter and os constant in each): with wsteps
+ * Inlined into mcuc_att_dot_pair four times (wsteps, inter and os constant in each): with wsteps
  * = len / 4 (8 for len 32, the commonest head size, 16 for len 64, the head size of issue
  * 23's larger shapes) the steps are written out (gcc does not unroll at -Os), so a block is
  * its 16 wsteps instructions of steps, the epilogue and the row loop, with no step loop,
@@ -170,7 +170,7 @@ static inline ATT_ALWAYS_INLINE void dot_pair_rows(const uint32_t *qp, const int
 
 /* The copies of dot_pair_rows: V^T interleaved (P.V), or k rows (scores, os = 1) with
  * d = 32 or 64 written out or any d. */
-ATT_NOINLINE void dot_pair(const att_dot_t *d, int8_t *oa, int8_t *ob)
+ATT_NOINLINE void mcuc_att_dot_pair(const att_dot_t *d, int8_t *oa, int8_t *ob)
 {
     if (d->inter) {
         dot_pair_rows(d->qp, d->qt, d->f, d->len, d->m, d->n, d->rs, &d->rq, oa, ob, d->os, 0, 1);
@@ -183,9 +183,9 @@ ATT_NOINLINE void dot_pair(const att_dot_t *d, int8_t *oa, int8_t *ob)
     }
 }
 
-/* pv_rows2's operand from rows a and b of p (softmax_dsp's bytes): the layout that
+/* mcuc_att_pv_rows2's operand from rows a and b of p (mcuc_att_softmax_dsp's bytes): the layout that
  * softmax_pairs writes (2 p lanes, n4 = att_pad4(n) words, the padding 0), so that
- * pv_rows2 reads either. The last, partial group is gathered byte by byte (pa and pb hold
+ * mcuc_att_pv_rows2 reads either. The last, partial group is gathered byte by byte (pa and pb hold
  * n bytes). */
 static void pack_p2(const uint8_t *pa, const uint8_t *pb, int32_t n, uint32_t *pp)
 {
@@ -209,14 +209,14 @@ static void pack_p2(const uint8_t *pa, const uint8_t *pb, int32_t n, uint32_t *p
     }
 }
 
-/* 2 p[j] of row b (0: a, 1: b) from pv_rows2's operand. */
+/* 2 p[j] of row b (0: a, 1: b) from mcuc_att_pv_rows2's operand. */
 static inline int32_t att_lane2(const uint32_t *pp, int32_t j, int32_t b)
 {
     return (int32_t)((pp[(j & ~3) + 2 * (j & 1) + b] >> (8 * (j & 2))) & 0xFFFFu);
 }
 
 /* P.V of two rows a and b at once from V in place, channels d->n .. dv - 1 (those whose
- * V^T did not fit the pair block's buffer, or all of them: pv_dsp2): each unpacked pair
+ * V^T did not fit the pair block's buffer, or all of them: mcuc_att_pv_dsp2): each unpacked pair
  * of V lanes (pv_dsp's four channels by four rows) feeds two SMLADs, one per row, instead
  * of one. p's rows are d->qp in softmax_pairs' layout (per four j: (a's 2 p[j], 2 p[j+2]),
  * (b's), (a's 2 p[j+1], 2 p[j+3]), (b's): one LDRD per half step; the n % 4 tail from the
@@ -226,7 +226,7 @@ static inline int32_t att_lane2(const uint32_t *pp, int32_t j, int32_t b)
  * <= 16,711,680 and the last 2 acc has |acc| <= 255 * 255 * n = 16,646,400 < 2^30 - 2^15
  * in magnitude, as att_out2 needs. Rows a and b may be the same row (the last of an odd
  * q_len), ya and yb then the same output row, written twice alike. */
-ATT_NOINLINE void pv_rows2(const mcuc_attention_params_t *p, const att_dot_t *d,
+ATT_NOINLINE void mcuc_att_pv_rows2(const mcuc_attention_params_t *p, const att_dot_t *d,
                            const int8_t *vb, int8_t *ya, int8_t *yb)
 {
     const att_rq2_t rq_local = d->rq, *rq = &rq_local;
@@ -303,15 +303,15 @@ ATT_NOINLINE void pv_rows2(const mcuc_attention_params_t *p, const att_dot_t *d,
     }
 }
 
-/* Rows a and b (scores in pa, pb) past the pair block's P.V: their softmax (softmax_dsp),
- * then pv_rows2 over every channel into output rows ya and ya + o_rs. */
-ATT_NOINLINE void pv_dsp2(const mcuc_attention_params_t *p, uint32_t *pp, uint8_t *pa,
+/* Rows a and b (scores in pa, pb) past the pair block's P.V: their softmax (mcuc_att_softmax_dsp),
+ * then mcuc_att_pv_rows2 over every channel into output rows ya and ya + o_rs. */
+ATT_NOINLINE void mcuc_att_pv_dsp2(const mcuc_attention_params_t *p, uint32_t *pp, uint8_t *pa,
                           uint8_t *pb, const int8_t *vb, int8_t *ya)
 {
-    const int32_t f[2] = {-2 * p->v_zp * softmax_dsp(p, pa), -2 * p->v_zp * softmax_dsp(p, pb)};
+    const int32_t f[2] = {-2 * p->v_zp * mcuc_att_softmax_dsp(p, pa), -2 * p->v_zp * mcuc_att_softmax_dsp(p, pb)};
     att_dot_t d = {pp, NULL, f, NULL, 0, 0, 0, 0, 0, att_rq2(p->o_mult, p->o_shift, p->o_zp)};
     pack_p2(pa, pb, p->kv_len, pp);
-    pv_rows2(p, &d, vb, ya, ya + p->o_rs);
+    mcuc_att_pv_rows2(p, &d, vb, ya, ya + p->o_rs);
 }
 #else
 typedef int mcuc_attention_pair_empty; /* ISO C wants a declaration in every file */

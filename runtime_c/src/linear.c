@@ -119,22 +119,22 @@ void mcuc_linear_planned_s8(const mcuc_linear_params_t *p, int32_t plan, const i
 {
     switch (plan) {
     case PLAN_SHORT16:
-        lin_short16(p, x, y);
+        mcuc_lin_short16(p, x, y);
         break;
     case PLAN_SHORT:
-        lin_short(p, x, y);
+        mcuc_lin_short(p, x, y);
         break;
     case PLAN_DSP:
-        lin_general(p, x, y);
+        mcuc_lin_general(p, x, y);
         break;
     case PLAN_WIDE + PLAN_SHORT16:
-        lin_wide_short16(p, x, y);
+        mcuc_lin_wide_short16(p, x, y);
         break;
     case PLAN_WIDE + PLAN_SHORT:
-        lin_wide_short(p, x, y);
+        mcuc_lin_wide_short(p, x, y);
         break;
     case PLAN_WIDE + PLAN_DSP:
-        lin_wide_general(p, x, y);
+        mcuc_lin_wide_general(p, x, y);
         break;
     default:
         linear_ref(p, x, y);
@@ -146,9 +146,9 @@ void mcuc_linear_lut_planned_s8(const mcuc_linear_params_t *p, int32_t plan,
                                 const int8_t *table, const int8_t *x, int8_t *y)
 {
     if (plan == PLAN_SHORT16) {
-        lin_short16_lut(p, table + 128, x, y);
+        mcuc_lin_short16_lut(p, table + 128, x, y);
     } else if (plan == PLAN_WIDE + PLAN_SHORT16) {
-        lin_wide_short16_lut(p, table + 128, x, y);
+        mcuc_lin_wide_short16_lut(p, table + 128, x, y);
     } else {
         const mcuc_lut_params_t lp = {p->rows * p->n, table};
         mcuc_linear_planned_s8(p, plan, x, y);

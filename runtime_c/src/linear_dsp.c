@@ -3,7 +3,7 @@
  * portable reference are in linear.c. Two private headers hold parts of this file's
  * translation unit, included here only: linear_epi.h (the epilogues) and linear_pre.h (the
  * loops over x unpacked once); as files of their own, compiled apart, they changed gcc's
- * register allocation of the hot plans (lin_short16) and the code of others (lin_short).
+ * register allocation of the hot plans (mcuc_lin_short16) and the code of others (mcuc_lin_short).
  *
  * With MCUC_ARM_DSP (boards whose board.toml says [cpu] dsp = true; see mcuc/simd.h) the
  * rows go through SMLAD loops instead of the reference's (two rows against two output
@@ -362,8 +362,8 @@ MCUC_ALWAYS_INLINE static void last_rows(const mcuc_linear_params_t *p, const in
 /* Each plan's loops as a function of its own, so that only the ones a model runs are hot
  * (mcuc/tcm.py puts them in ITCM by name, hottest first; inlined into one dispatcher they
  * made it 12 KB, most of the F746's 16 KB ITCM). has_zp and short_epi are
- * constants in each; lin_short16_lut and lin_wide_short16_lut are lin_short16 and
- * lin_wide_short16 with a table applied to each output before it is stored
+ * constants in each; mcuc_lin_short16_lut and mcuc_lin_wide_short16_lut are mcuc_lin_short16 and
+ * mcuc_lin_wide_short16 with a table applied to each output before it is stored
  * (mcuc_linear_lut_planned_s8: a token-wise block's fc1 -> GELU, one load per output
  * instead of mcuc_lut_s8's pass of about four). The general epilogue's plans (a layer
  * that keeps its input zero point, i.e. has no bias to fold it into, or a multiplier or
@@ -377,46 +377,46 @@ MCUC_ALWAYS_INLINE static void last_rows(const mcuc_linear_params_t *p, const in
 #define LIN_PLAN_COLD
 #endif
 
-LIN_PLAN void lin_short16(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y)
+LIN_PLAN void mcuc_lin_short16(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y)
 {
     unpacked_rows(p, x, y, 0, 0, NULL);
 }
 
-/* lin_short16 with a table applied in its epilogue (tab: the table + 128). */
-LIN_PLAN void lin_short16_lut(const mcuc_linear_params_t *p, const int8_t *tab,
+/* mcuc_lin_short16 with a table applied in its epilogue (tab: the table + 128). */
+LIN_PLAN void mcuc_lin_short16_lut(const mcuc_linear_params_t *p, const int8_t *tab,
                               const int8_t *x, int8_t *y)
 {
     unpacked_rows(p, x, y, 0, 1, tab);
 }
 
-LIN_PLAN void lin_short(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y)
+LIN_PLAN void mcuc_lin_short(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y)
 {
     last_rows(p, x, y, row_pairs(p, x, y, 0, 1), 0, 1);
 }
 
-LIN_PLAN_COLD void lin_general(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y)
+LIN_PLAN_COLD void mcuc_lin_general(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y)
 {
     last_rows(p, x, y, row_pairs(p, x, y, 1, 0), 1, 0);
 }
 
-LIN_PLAN void lin_wide_short16(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y)
+LIN_PLAN void mcuc_lin_wide_short16(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y)
 {
     unpacked_rows(p, x, y, 1, 0, NULL);
 }
 
-/* lin_wide_short16 with a table applied in its epilogue (tab: the table + 128). */
-LIN_PLAN void lin_wide_short16_lut(const mcuc_linear_params_t *p, const int8_t *tab,
+/* mcuc_lin_wide_short16 with a table applied in its epilogue (tab: the table + 128). */
+LIN_PLAN void mcuc_lin_wide_short16_lut(const mcuc_linear_params_t *p, const int8_t *tab,
                                    const int8_t *x, int8_t *y)
 {
     unpacked_rows(p, x, y, 1, 1, tab);
 }
 
-LIN_PLAN void lin_wide_short(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y)
+LIN_PLAN void mcuc_lin_wide_short(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y)
 {
     wide_rows(p, x, y, 0, 1);
 }
 
-LIN_PLAN_COLD void lin_wide_general(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y)
+LIN_PLAN_COLD void mcuc_lin_wide_general(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y)
 {
     wide_rows(p, x, y, 1, 0);
 }

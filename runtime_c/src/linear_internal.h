@@ -51,16 +51,16 @@ typedef char mcuc_dsp_k_bound_fits_int32[(255LL * 128 * MCUC_DSP_MAX_K <= INT32_
 #else
 #define LIN_PLAN_COLD_ATTR
 #endif
-void lin_short16(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y);
-void lin_short16_lut(const mcuc_linear_params_t *p, const int8_t *tab, const int8_t *x,
+void mcuc_lin_short16(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y);
+void mcuc_lin_short16_lut(const mcuc_linear_params_t *p, const int8_t *tab, const int8_t *x,
                      int8_t *y);
-void lin_short(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y);
-LIN_PLAN_COLD_ATTR void lin_general(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y);
-void lin_wide_short16(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y);
-void lin_wide_short16_lut(const mcuc_linear_params_t *p, const int8_t *tab, const int8_t *x,
+void mcuc_lin_short(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y);
+LIN_PLAN_COLD_ATTR void mcuc_lin_general(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y);
+void mcuc_lin_wide_short16(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y);
+void mcuc_lin_wide_short16_lut(const mcuc_linear_params_t *p, const int8_t *tab, const int8_t *x,
                           int8_t *y);
-void lin_wide_short(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y);
-LIN_PLAN_COLD_ATTR void lin_wide_general(const mcuc_linear_params_t *p, const int8_t *x,
+void mcuc_lin_wide_short(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y);
+LIN_PLAN_COLD_ATTR void mcuc_lin_wide_general(const mcuc_linear_params_t *p, const int8_t *x,
                                          int8_t *y);
 #endif /* MCUC_ARM_DSP */
 

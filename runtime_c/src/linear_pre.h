@@ -1,12 +1,12 @@
 /* Private to linear_dsp.c, which includes it once: the loops over x unpacked once per row
- * pair (unpacked_rows: the plans lin_short16 and lin_wide_short16 and their _lut twins), as
+ * pair (unpacked_rows: the plans mcuc_lin_short16 and mcuc_lin_wide_short16 and their _lut twins), as
  * always-inline functions of that translation unit. What they use of linear_dsp.c (dot1,
  * MCUC_LDRD_WIDE, linear_epi.h's epilogues) is defined before the include. */
 #ifndef MCUC_LINEAR_PRE_H
 #define MCUC_LINEAR_PRE_H
 
 /* x unpacked once (k % 16 == 0, short epilogue, k <= MCUC_PRE_MAX_K: the plans
- * lin_short16 and lin_wide_short16; x_zp is folded, 0). Each row pair's x is unpacked
+ * mcuc_lin_short16 and mcuc_lin_wide_short16; x_zp is folded, 0). Each row pair's x is unpacked
  * into SXTB16 lane pairs in a stack buffer (unpack_rows), so each word of x is loaded with an LDRD
  * per channel pair instead of loaded and unpacked (two SXTB16) again for every pair:
  * 68 instructions per 64 MACs over int8 weights, 52 over widened ones. A last odd row
@@ -188,7 +188,7 @@ MCUC_ALWAYS_INLINE static void pre_quad(const uint32_t *xu, const uint32_t *xe,
     quad_out_lut(e, a, yo, 0, y_c, 1, lut, tab);
 }
 
-/* Every row of the plans lin_short16 (wide = 0) and lin_wide_short16 (wide = 1), and of
+/* Every row of the plans mcuc_lin_short16 (wide = 0) and mcuc_lin_wide_short16 (wide = 1), and of
  * their _lut twins (lut = 1: each output y becomes tab[y], tab a table + 128): row pairs,
  * then a last odd row; the channels past the blocks of four by dot1. */
 MCUC_ALWAYS_INLINE static void unpacked_rows(const mcuc_linear_params_t *p, const int8_t *x,
