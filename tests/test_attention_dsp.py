@@ -30,7 +30,8 @@ from test_kernels import Case, expected, rand_requant, rand_s8, zp
 from ckernels import ROOT, CKernels, run_sanitized
 
 DSP = ("-DMCUC_ARM_DSP",)
-SRC = ROOT / "runtime_c" / "src" / "attention.c"
+# the ARMv7E-M variant's bounds (its code: attention_dsp.c, attention_pair.c)
+SRC = ROOT / "runtime_c" / "src" / "attention_internal.h"
 
 
 def _unit_view(rng: np.random.Generator, bt: int, rows: int, cols: int) -> tuple:
@@ -173,7 +174,8 @@ def ck_dsp(tmp_path_factory: pytest.TempPathFactory) -> CKernels:
 
 def test_variant_is_declared() -> None:
     assert "MCUC_ARM_DSP" in REGISTRY["attention"].variants
-    assert "#ifdef MCUC_ARM_DSP" in SRC.read_text()
+    for name in ("attention.c", "attention_dsp.c", "attention_pair.c"):
+        assert "#ifdef MCUC_ARM_DSP" in (ROOT / "runtime_c" / "src" / name).read_text()
 
 
 def test_int32_bound_constants_match_c() -> None:
@@ -189,7 +191,7 @@ def _c_define(name: str) -> int:
 
 
 def test_pair_path_bounds() -> None:
-    # The pair path's int32 proof (attention.c): q and p unpacked doubled (|2 x| <= 510 in
+    # The pair path's int32 proof (attention_pair.c): q and p unpacked doubled (|2 x| <= 510 in
     # an int16 lane), partial sums at most 4 * 255 * 128 * len, the last 2 acc with
     # |acc| <= 255 * 255 * len < 2^30 - 2^15; and att_out2's one add for 1 <= e <= 22.
     pair_len, vt = _c_define("MCUC_ATT_DSP_PAIR_LEN"), _c_define("MCUC_ATT_DSP_VT_BYTES")
@@ -200,7 +202,7 @@ def test_pair_path_bounds() -> None:
     # softmax_pairs: sum 2 p in 16-bit lanes, each at most 2 * 510 per 4 of n4 <= PAIR_LEN / 2;
     # and the exp values fit beside the two p rows in the q/p buffer (PAIR_LEN words)
     assert 2 * 510 * (pair_len // 2) // 4 < 2**16 and 2 * (pair_len // 2) <= pair_len
-    # pv_dsp2 (both rows of a pair from V, kv_len <= PAIR_LEN): 2 p v partial sums, then
+    # mcuc_att_pv_dsp2 (both rows of a pair from V, kv_len <= PAIR_LEN): 2 p v partial sums, then
     # 2 acc for att_out2; its lanes (pack_p2) fill at most PAIR_LEN words of the q/p buffer
     assert 510 * 128 * pair_len < 2**31 and 255 * 255 * pair_len < 2**30 - 2**15
 
@@ -218,10 +220,10 @@ def test_attention_dsp_pair_path_edges(ck_dsp: CKernels) -> None:
               # the pair P.V's row bound n4 <= PAIR_LEN / 2 (exp values beside p), at and past
               (2, pair_len // 2, 4, vt // (pair_len // 2)), (3, pair_len // 2 - 3, 32, 16),
               (2, pair_len // 2 + 1, 5, 15), (2, 64, 64, 31), (3, 33, 16, 33),
-              # both rows per pass over V (pv_dsp2: V^T past its buffer or n4 past
+              # both rows per pass over V (mcuc_att_pv_dsp2: V^T past its buffer or n4 past
               # PAIR_LEN / 2), n % 4 and dv % 4 tails, the longest rows of a pair
               (2, 65, 64, 64), (3, 145, 64, 66), (2, pair_len, 63, 7), (4, 130, 65, 5),
-              # V^T of some channels (an odd count too) and pv_rows2 for the rest, from
+              # V^T of some channels (an odd count too) and mcuc_att_pv_rows2 for the rest, from
               # softmax_pairs' lanes: n % 4 of 0 to 3
               (3, 65, 16, 35), (2, 128, 8, 17), (2, 125, 8, 18), (3, 66, 5, 40),
               (2, 67, 3, 40)]

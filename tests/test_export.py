@@ -112,8 +112,14 @@ def test_export_contents(tmp_path) -> None:
     assert not [f for f in files if f.startswith("board/") or f in ("main.c", "linker.ld")
                 or "samples" in f or "startup" in f]
     kernels = json.loads((lib / EXPORT_META).read_text())["kernels"]
-    assert sorted(f[len("mcuc/src/"):-2] for f in files if f.startswith("mcuc/src/")) == kernels
+    src = sorted(f[len("mcuc/src/"):] for f in files if f.startswith("mcuc/src/"))
+    assert [f[:-2] for f in src if f.endswith(".c")] == kernels
     assert "linear" in kernels and "conv2d" not in kernels   # what the model calls, only
+    # a kernel split over files comes whole: linear_dsp.c and the private linear_internal.h
+    assert "linear_dsp" in kernels and "linear_internal.h" in src
+    assert {f for f in src if f.endswith(".h")} == {
+        h.name for h in (runtime_dir() / "src").glob("*.h")
+        if any(h.name.startswith(f"{k}_") for k in kernels)}
     assert (lib / "kws.c").read_bytes() == (tmp_path / "b" / "kws.c").read_bytes()
     pio = json.loads((lib / "library.json").read_text())
     assert pio["name"] == "kws" and "-DMCUC_ARM_DSP" in pio["build"]["flags"]

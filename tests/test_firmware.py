@@ -70,7 +70,7 @@ def test_report_has_elf_sizes_stack_and_instructions(f746) -> None:
     # Issue 23 wants no scratch hidden on the stack. The DSP patch embedding keeps none
     # (its buffers once raised the high-water mark to 4,636 B); the DSP attention still
     # keeps up to 3.1 KB there (a head's V^T <= 2 KB, q/p pairs 1 KB, a score row 256 B,
-    # bounded in attention.c): 3,848 B measured, 720 B without it. The bound holds it
+    # bounded in attention_internal.h): 3,848 B measured, 720 B without it. The bound holds it
     # there until that scratch moves (an open item of issue 23).
     assert report["stack_bytes"] <= 4096
     if unicorn_available():

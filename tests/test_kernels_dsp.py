@@ -29,9 +29,9 @@ from test_tokenwise import call_in_arena, gen_tokenwise, tokenwise_params
 from ckernels import ROOT, CKernels, fill_struct, run_sanitized
 
 DSP = ("-DMCUC_ARM_DSP",)
-# linear.c unpacks the x rows of a pair once (unpacked_rows) up to this k
+# linear_dsp.c unpacks the x rows of a pair once (unpacked_rows) up to this k
 PRE_MAX_K = int(re.search(r"#define MCUC_PRE_MAX_K (\d+)",
-                          (ROOT / "runtime_c/src/linear.c").read_text()).group(1))
+                          (ROOT / "runtime_c/src/linear_internal.h").read_text()).group(1))
 
 
 def gen_linear_dsp(rng: np.random.Generator) -> Case:
@@ -87,12 +87,12 @@ def ck_dsp(tmp_path_factory: pytest.TempPathFactory) -> CKernels:
 def test_variants_are_declared() -> None:
     assert {k for k, v in REGISTRY.items() if "MCUC_ARM_DSP" in v.variants} == {
         "add", "attention", "layernorm", "linear", "patch_embed", "tokenwise"}
-    src = (ROOT / "runtime_c" / "src" / "linear.c").read_text()
-    assert "#ifdef MCUC_ARM_DSP" in src
+    for name in ("linear.c", "linear_dsp.c"):
+        assert "#ifdef MCUC_ARM_DSP" in (ROOT / "runtime_c" / "src" / name).read_text()
 
 
 def test_int32_bound_constant_matches_c() -> None:
-    src = (ROOT / "runtime_c" / "src" / "linear.c").read_text()
+    src = (ROOT / "runtime_c" / "src" / "linear_internal.h").read_text()
     c_max = int(re.search(r"#define MCUC_DSP_MAX_K (\d+)", src).group(1))
     assert c_max == linear.DSP_MAX_K == 65793
     assert 255 * 128 * linear.DSP_MAX_K <= INT32_MAX < 255 * 128 * (linear.DSP_MAX_K + 1)
@@ -319,7 +319,7 @@ def test_tokenwise_dsp_matches_reference(ck_dsp: CKernels) -> None:
 def short16(rng: np.random.Generator, p: dict) -> dict:
     """Linear params p made to take the short epilogue (x_zp 0, multipliers in [2^30,
     2^31), shifts in [-31, -1], small biases): with k % 16 == 0 and k <= MCUC_PRE_MAX_K,
-    the plans lin_short16 / lin_wide_short16 and their _lut twins."""
+    the plans mcuc_lin_short16 / mcuc_lin_wide_short16 and their _lut twins."""
     n = p["n"]
     q = dict(p, x_zp=0, mult=rng.integers(1 << 30, 2**31, n).astype(np.int32),
              shift=rng.integers(-31, 0, n).astype(np.int32),

@@ -135,9 +135,10 @@ def test_linear_features_count_row_pairs_and_remainders() -> None:
 
 
 def test_linear_features_of_the_unpacked_pairs() -> None:
-    """k % 16 == 0 up to linear.c's MCUC_PRE_MAX_K takes unpacked_rows (x unpacked once per
+    """k % 16 == 0 up to linear_internal.h's MCUC_PRE_MAX_K takes unpacked_rows (x unpacked once per
     row pair, sixteen inputs per step); one step more of k takes the loops above."""
-    src = (Path(__file__).resolve().parent.parent / "runtime_c/src/linear.c").read_text()
+    src = (Path(__file__).resolve().parent.parent
+           / "runtime_c/src/linear_internal.h").read_text()
     assert f"#define MCUC_PRE_MAX_K {PRE_MAX_K}\n" in src
     for k, prefix in ((64, "lp_"), (PRE_MAX_K, "lp_"), (PRE_MAX_K + 16, "ls_")):
         p = {"rows": 17, "k": k, "n": 10, "x_zp": 0, "bias": None,

@@ -34,7 +34,7 @@ pytestmark = [
 ]
 
 # The hottest kernels of the default model (DSP variants): on every TCM board in ITCM.
-HOT = ("mcuc_linear_planned_s8", "dot_pair", "mcuc_attention_s8", "mcuc_tokenwise_s8")
+HOT = ("mcuc_linear_planned_s8", "mcuc_att_dot_pair", "mcuc_attention_s8", "mcuc_tokenwise_s8")
 TCM_BOARDS = ("stm32f746", "stm32h743")
 
 
@@ -114,7 +114,7 @@ def test_too_small_tcms_fall_back_to_ram_and_flash(built, default_model, tmp_pat
     arena stays in AXI SRAM, the rest of the code in flash, and the firmware is bit-exact."""
     c = default_model
     full = ElfImage(built["stm32h743"] / "firmware.elf").symbols
-    first, second = (full[n][1] for n in ("mcuc_linear_planned_s8", "lin_short16"))
+    first, second = (full[n][1] for n in ("mcuc_linear_planned_s8", "mcuc_lin_short16"))
     # room for the first kernel in priority order and its veneers, not for the second
     itcm = (first + 256 + 7) & ~7
     assert second > 256
@@ -126,7 +126,7 @@ def test_too_small_tcms_fall_back_to_ram_and_flash(built, default_model, tmp_pat
     img = ElfImage(elf)
     addr, _ = img.symbols["model_arena"]
     assert _in(addr, b.ram_origin, b.sram_bytes)
-    lin, _ = img.symbols["lin_short16"]   # does not fit beside the dispatcher
+    lin, _ = img.symbols["mcuc_lin_short16"]   # does not fit beside the dispatcher
     assert _in(lin, b.flash_origin, b.flash_bytes)
     sizes = elf_sizes(elf, b)
     assert 0 < sizes["itcm_bytes"] <= itcm and sizes["dtcm_bytes"] == 0

@@ -43,7 +43,8 @@ _COMMENT = re.compile(r"/\*.*?\*/|//[^\n]*", re.S)
 def kernel_sources(model_c: Path, src: Path) -> list[str]:
     """Stems of the runtime files `model_c` needs, following calls between kernels
     (tokenwise calls linear, layernorm, ...): a file is needed when needed code names one
-    of its `mcuc_<stem>_...` functions. Comments are ignored."""
+    of its `mcuc_<stem>_...` functions, and with it the parts of that kernel split over
+    files of its own (linear_dsp.c: kernel_parts). Comments are ignored."""
     stems = sorted(p.stem for p in src.glob("*.c"))
     texts = {s: _COMMENT.sub("", (src / f"{s}.c").read_text()) for s in stems}
     need: list[str] = []
@@ -52,9 +53,16 @@ def kernel_sources(model_c: Path, src: Path) -> list[str]:
         text = todo.pop()
         for s in stems:
             if s not in need and re.search(rf"\bmcuc_{s}_\w+\s*\(", text):
-                need.append(s)
-                todo.append(texts[s])
+                for part in (s, *kernel_parts(s, stems)):
+                    need.append(part)
+                    todo.append(texts[part])
     return sorted(need)
+
+
+def kernel_parts(stem: str, names: list[str]) -> list[str]:
+    """The names among `names` (file stems or names) of kernel `stem`'s other files:
+    <stem>_<part> (linear_dsp.c, linear_internal.h), which only its own files use."""
+    return [n for n in names if n.startswith(f"{stem}_")]
 
 
 def core_flags(board: Board) -> list[str]:
@@ -104,8 +112,11 @@ def export_library(build_dir: Path | str, dest: Path | str | None = None) -> Pat
         for h in sorted((rt / "include" / "mcuc").glob("*.h")):
             shutil.copyfile(h, inc / h.name)
         (tmp / "mcuc" / "src").mkdir()
+        headers = sorted(h.name for h in (rt / "src").glob("*.h"))
         for k in kernels:
             shutil.copyfile(rt / "src" / f"{k}.c", tmp / "mcuc" / "src" / f"{k}.c")
+            for h in kernel_parts(k, headers):
+                shutil.copyfile(rt / "src" / h, tmp / "mcuc" / "src" / h)
         for rel, tpl in _TEMPLATES.items():
             target = tmp / rel.format(p=b.name)
             target.parent.mkdir(parents=True, exist_ok=True)

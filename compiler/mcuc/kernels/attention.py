@@ -40,7 +40,7 @@ from mcuc.kernels.registry import Field, KernelDef, register
 
 P_ZP = -128  # softmax_s8's output zero point
 
-# The int32 bound of the ARMv7E-M variant (MCUC_ATT_DSP_MAX_LEN in attention.c): the
+# The int32 bound of the ARMv7E-M variant (MCUC_ATT_DSP_MAX_LEN, attention_internal.h): the
 # largest d and kv_len for which 255 * 255 * n < 2^30; and its q-row buffer's size.
 ATT_DSP_MAX_LEN = (2**30 - 1) // (255 * 255)
 ATT_DSP_MAX_D = 128

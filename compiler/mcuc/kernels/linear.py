@@ -29,7 +29,7 @@ from mcuc.kernels.fixedpoint import (
 from mcuc.kernels.registry import Field, KernelDef, register
 from mcuc.quant.qparams import quantize_bias  # noqa: F401  (one definition; re-exported)
 
-# Largest k whose sum of (x - x_zp) * w provably fits int32 (MCUC_DSP_MAX_K in linear.c).
+# Largest k whose sum of (x - x_zp) * w provably fits int32 (MCUC_DSP_MAX_K, linear_internal.h).
 DSP_MAX_K = (2**31 - 1) // (255 * 128)
 
 

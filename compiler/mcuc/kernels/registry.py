@@ -7,7 +7,8 @@ read kernels from here, so they need no change for a new kernel: what they must 
 of one kernel is a hook here (`writes_through`, `bands`). What does change, by hand: the
 module in this package and its import in kernels/__init__.py, the struct and prototype in
 runtime_c/include/mcuc/kernels.h (a test checks its layout against the fields), the C
-file runtime_c/src/<name>.c, the lowering rule or schedule pass that emits it, and its
+file runtime_c/src/<name>.c (a long variant may take files <name>_<part>.c of its own:
+mcuc.library.kernel_parts), the lowering rule or schedule pass that emits it, and its
 generator in tests/test_kernels.py. docs/add-a-kernel.md lists every step.
 """
 

@@ -8,7 +8,7 @@ runtime_c/src/ (keep them in step): which loop variant runs (the DSP row pairs, 
 widened rows of --optimize speed, or the portable reference), how k, n and the rows split
 into blocks of 8 / 4 and remainders, and how tokenwise.c splits its rows into tiles and
 calls the unfused kernels. What data alone decides (the short epilogue of linear.c,
-attention.c's fast path, the LayerNorm and Add paths) is taken from the parameters where
+attention_dsp.c's fast path, the LayerNorm and Add paths) is taken from the parameters where
 they are the real ones (`exact`), else assumed as quantization usually has it.
 """
 
@@ -26,12 +26,12 @@ from mcuc.kernels import tokenwise as k_tw
 
 Features = dict[str, float]
 
-DSP_MAX_K = 65793          # linear.c MCUC_DSP_MAX_K
-PRE_MAX_K = 512            # linear.c MCUC_PRE_MAX_K
-ATT_MAX_D = 128            # attention.c MCUC_ATT_DSP_MAX_D
-ATT_MAX_LEN = 16512        # attention.c MCUC_ATT_DSP_MAX_LEN
-ATT_PAIR_LEN = 256         # attention.c MCUC_ATT_DSP_PAIR_LEN
-ATT_VT_BYTES = 2048        # attention.c MCUC_ATT_DSP_VT_BYTES
+DSP_MAX_K = 65793          # linear_internal.h MCUC_DSP_MAX_K
+PRE_MAX_K = 512            # linear_internal.h MCUC_PRE_MAX_K
+ATT_MAX_D = 128            # attention_internal.h MCUC_ATT_DSP_MAX_D
+ATT_MAX_LEN = 16512        # attention_internal.h MCUC_ATT_DSP_MAX_LEN
+ATT_PAIR_LEN = 256         # attention_internal.h MCUC_ATT_DSP_PAIR_LEN
+ATT_VT_BYTES = 2048        # attention_internal.h MCUC_ATT_DSP_VT_BYTES
 
 
 @dataclass(frozen=True)
@@ -130,7 +130,7 @@ def add_layernorm(f: Features, rows: int, cols: int, v: Variant, times: int = 1)
 def add_linear_lut(f: Features, plan: str, k: int, size: int, v: Variant,
                    times: int = 1) -> None:
     """The table after a linear stage (mcuc_linear_lut_planned_s8): in the epilogue of the
-    unpacked short plans (lin_short16, lin_wide_short16: one load per output, `lp_lut`),
+    unpacked short plans (mcuc_lin_short16, mcuc_lin_wide_short16: one load per output, `lp_lut`),
     else mcuc_lut_s8's pass over its size bytes."""
     if v.dsp and plan == "s" and k % 16 == 0 and k <= PRE_MAX_K:
         f["lp_lut"] += size * times
@@ -229,11 +229,10 @@ def tokenwise_step(f: Features, p: dict, v: Variant) -> None:
 
 
 def attention_step(f: Features, p: dict, v: Variant) -> None:
-    """attention.c: the DSP pair path (P.V by the pair block over V^T, its operand written
-    by softmax_pairs, for the channels whose V^T fits its buffer, pv_rows2 for the rest;
-    or after softmax_dsp by pv_dsp2, both rows of a pair at once, and pv_dsp for the
-    others), else the reference loop. The pv2_ features are new: the tables give them no
-    weight until they are refitted."""
+    """attention_dsp.c: the DSP pair path (P.V by the pair block over V^T, its operand
+    written by softmax_pairs, for the channels whose V^T fits its buffer, mcuc_att_pv_rows2
+    for the rest; or after mcuc_att_softmax_dsp by mcuc_att_pv_dsp2, both rows of a pair at
+    once, and pv_dsp for the others), else the reference loop."""
     b, q_len, n, d, dv = p["batch"], p["q_len"], p["kv_len"], p["d"], p["dv"]
     # att_rq2_ok: the pair epilogue needs mult >= 0 and -22 <= shift <= -1
     s_ok = p["s_mult"] >= 0 and -22 <= p["s_shift"] <= -1 if v.exact else True
@@ -281,7 +280,8 @@ def attention_step(f: Features, p: dict, v: Variant) -> None:
         f["at_sm"] += soft
         f["at_sm_4"] += soft * (n // 4)
         f["at_sm_t"] += soft * (n % 4)
-        # pv_dsp2 takes both rows of a pair (o_shift within att_out2's range), pv_dsp the rest
+        # mcuc_att_pv_dsp2 takes both rows of a pair (o_shift within att_out2's range),
+        # pv_dsp the rest
         two_rows = b * pairs if o_ok2 else 0
         rows = soft - 2 * two_rows
         f["pv2_pk"] += two_rows * n4 // 4
@@ -296,7 +296,7 @@ def attention_step(f: Features, p: dict, v: Variant) -> None:
 
 
 def _pv_rows2(f: Features, calls: int, n: int, channels: int) -> None:
-    """`calls` pv_rows2 calls over `channels` channels of n rows of V: groups of four
+    """`calls` mcuc_att_pv_rows2 calls over `channels` channels of n rows of V: groups of four
     channels by steps of four rows and the n % 4 tail, then the channels left one by one."""
     c4, ct = channels // 4, channels % 4
     f["pv2_call"] += calls
@@ -308,7 +308,7 @@ def _pv_rows2(f: Features, calls: int, n: int, channels: int) -> None:
 
 
 def _dot_pair(f: Features, calls: int, length: int, rows: int, tag: str) -> None:
-    """`calls` dot_pair calls over `rows` rows of `length` values, by dot_pair_rows' copy
+    """`calls` mcuc_att_dot_pair calls over `rows` rows of `length` values, by dot_pair_rows' copy
     (`tag`: dpq32_ scores with length 32 or 64, written out; dp_ other scores, Duff's device
     over eight steps then the length % 4 tail; dpv_ P.V over V^T, no tail): row pairs,
     their steps of four values (16 instructions each) and passes, then dot_pair_last."""

@@ -40,12 +40,13 @@ from mcuc.boards import Board
 # since the same session's LayerNorm row function (ln_row16, +~1,000 B), tokenwise's row
 # pairs over consumed x (res_pairs_over_x, +~700 B) and linear.c's pair unpacking came
 # 1,248 B over 26 KB on the same ELF (278,312 B). 37 KB since this session's linear.c
-# plans with a table in their epilogue (lin_short16_lut, lin_wide_short16_lut: both
+# plans with a table in their epilogue (mcuc_lin_short16_lut, mcuc_lin_wide_short16_lut: both
 # linked, the dispatcher names them; 2,776 B over 28 KB on their own), add.c's add_tab
 # (the adds' tables, 2,442 B; 1,056 B over 28 KB on its own, its 13 KB of tables counted
-# as weights) and attention.c's pv_dsp2 / pv_rows2 with the d = 64 scores written out
-# (+2,288 B; 704 B over 28 KB on its own); with all three, the default model's ELF is
-# 301,040 B, 1,384 B under the estimate; the speed build 473,712 B, the same margin.
+# as weights) and attention's pv_dsp2 / pv_rows2 (now mcuc_att_*) with the d = 64
+# scores written out (+2,288 B; 704 B over 28 KB on its own); with all three, the default
+# model's ELF is 301,040 B, 1,384 B under the estimate; the speed build 473,712 B, the same
+# margin.
 CODE_BASE_BYTES = 11 * 1024
 
 
