@@ -183,8 +183,8 @@ ATT_NOINLINE void mcuc_att_dot_pair(const att_dot_t *d, int8_t *oa, int8_t *ob)
     }
 }
 
-/* mcuc_att_pv_rows2's operand from rows a and b of p (mcuc_att_softmax_dsp's bytes): the layout that
- * softmax_pairs writes (2 p lanes, n4 = att_pad4(n) words, the padding 0), so that
+/* mcuc_att_pv_rows2's operand from rows a and b of p (mcuc_att_softmax_dsp's bytes): the
+ * layout that softmax_pairs writes (2 p lanes, n4 = att_pad4(n) words, the padding 0), so that
  * mcuc_att_pv_rows2 reads either. The last, partial group is gathered byte by byte (pa and pb hold
  * n bytes). */
 static void pack_p2(const uint8_t *pa, const uint8_t *pb, int32_t n, uint32_t *pp)
@@ -215,6 +215,29 @@ static inline int32_t att_lane2(const uint32_t *pp, int32_t j, int32_t b)
     return (int32_t)((pp[(j & ~3) + 2 * (j & 1) + b] >> (8 * (j & 2))) & 0xFFFFu);
 }
 
+/* Half a step of mcuc_att_pv_rows2 (in its scope: pg, a0..a3, b0..b3): both rows' p lanes
+ * at byte off of pg (one LDRD) against four channels of V rows va and vb (lanes paired by
+ * PKHBT / PKHTB, then unpacked), two SMLADs per unpacked pair. */
+#define PV2_HALF(off, va, vb)                                                    \
+    do {                                                                         \
+        uint32_t pe_, qe_, x_;                                                   \
+        MCUC_LDRD(pe_, qe_, pg, off);                                            \
+        const uint32_t wa_ = mcuc_read32(va), wb_ = mcuc_read32(vb);             \
+        const uint32_t lo_ = mcuc_pkhbt16(wa_, wb_), hi_ = mcuc_pkhtb16(wa_, wb_); \
+        x_ = mcuc_sxtb16(lo_);                                                   \
+        a0 = mcuc_smlad(pe_, x_, a0);                                            \
+        b0 = mcuc_smlad(qe_, x_, b0);                                            \
+        x_ = mcuc_sxtb16_ror8(lo_);                                              \
+        a1 = mcuc_smlad(pe_, x_, a1);                                            \
+        b1 = mcuc_smlad(qe_, x_, b1);                                            \
+        x_ = mcuc_sxtb16(hi_);                                                   \
+        a2 = mcuc_smlad(pe_, x_, a2);                                            \
+        b2 = mcuc_smlad(qe_, x_, b2);                                            \
+        x_ = mcuc_sxtb16_ror8(hi_);                                              \
+        a3 = mcuc_smlad(pe_, x_, a3);                                            \
+        b3 = mcuc_smlad(qe_, x_, b3);                                            \
+    } while (0)
+
 /* P.V of two rows a and b at once from V in place, channels d->n .. dv - 1 (those whose
  * V^T did not fit the pair block's buffer, or all of them: mcuc_att_pv_dsp2): each unpacked pair
  * of V lanes (pv_dsp's four channels by four rows) feeds two SMLADs, one per row, instead
@@ -227,7 +250,7 @@ static inline int32_t att_lane2(const uint32_t *pp, int32_t j, int32_t b)
  * in magnitude, as att_out2 needs. Rows a and b may be the same row (the last of an odd
  * q_len), ya and yb then the same output row, written twice alike. */
 ATT_NOINLINE void mcuc_att_pv_rows2(const mcuc_attention_params_t *p, const att_dot_t *d,
-                           const int8_t *vb, int8_t *ya, int8_t *yb)
+                                    const int8_t *vb, int8_t *ya, int8_t *yb)
 {
     const att_rq2_t rq_local = d->rq, *rq = &rq_local;
     const uint32_t *pp = d->qp;
@@ -239,37 +262,8 @@ ATT_NOINLINE void mcuc_att_pv_rows2(const mcuc_attention_params_t *p, const att_
         int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, b0 = 0, b1 = 0, b2 = 0, b3 = 0;
         const int8_t *vr = vb + c;
         for (const uint32_t *pg = pp; pg != pend; pg += 4, vr += 4 * (int64_t)rs) {
-            uint32_t pe, qe, x;
-            MCUC_LDRD(pe, qe, pg, 0);
-            const uint32_t w0 = mcuc_read32(vr), w2 = mcuc_read32(vr + 2 * (int64_t)rs);
-            const uint32_t lo02 = mcuc_pkhbt16(w0, w2), hi02 = mcuc_pkhtb16(w0, w2);
-            x = mcuc_sxtb16(lo02);
-            a0 = mcuc_smlad(pe, x, a0);
-            b0 = mcuc_smlad(qe, x, b0);
-            x = mcuc_sxtb16_ror8(lo02);
-            a1 = mcuc_smlad(pe, x, a1);
-            b1 = mcuc_smlad(qe, x, b1);
-            x = mcuc_sxtb16(hi02);
-            a2 = mcuc_smlad(pe, x, a2);
-            b2 = mcuc_smlad(qe, x, b2);
-            x = mcuc_sxtb16_ror8(hi02);
-            a3 = mcuc_smlad(pe, x, a3);
-            b3 = mcuc_smlad(qe, x, b3);
-            MCUC_LDRD(pe, qe, pg, 8);
-            const uint32_t w1 = mcuc_read32(vr + rs), w3 = mcuc_read32(vr + 3 * (int64_t)rs);
-            const uint32_t lo13 = mcuc_pkhbt16(w1, w3), hi13 = mcuc_pkhtb16(w1, w3);
-            x = mcuc_sxtb16(lo13);
-            a0 = mcuc_smlad(pe, x, a0);
-            b0 = mcuc_smlad(qe, x, b0);
-            x = mcuc_sxtb16_ror8(lo13);
-            a1 = mcuc_smlad(pe, x, a1);
-            b1 = mcuc_smlad(qe, x, b1);
-            x = mcuc_sxtb16(hi13);
-            a2 = mcuc_smlad(pe, x, a2);
-            b2 = mcuc_smlad(qe, x, b2);
-            x = mcuc_sxtb16_ror8(hi13);
-            a3 = mcuc_smlad(pe, x, a3);
-            b3 = mcuc_smlad(qe, x, b3);
+            PV2_HALF(0, vr, vr + 2 * (int64_t)rs);
+            PV2_HALF(8, vr + rs, vr + 3 * (int64_t)rs);
         }
         for (int32_t j = nf; j < n; ++j, vr += rs) {
             const int32_t pj = att_lane2(pp, j, 0), qj = att_lane2(pp, j, 1);
@@ -305,10 +299,11 @@ ATT_NOINLINE void mcuc_att_pv_rows2(const mcuc_attention_params_t *p, const att_
 
 /* Rows a and b (scores in pa, pb) past the pair block's P.V: their softmax (mcuc_att_softmax_dsp),
  * then mcuc_att_pv_rows2 over every channel into output rows ya and ya + o_rs. */
-ATT_NOINLINE void mcuc_att_pv_dsp2(const mcuc_attention_params_t *p, uint32_t *pp, uint8_t *pa,
-                          uint8_t *pb, const int8_t *vb, int8_t *ya)
+ATT_NOINLINE void mcuc_att_pv_dsp2(const mcuc_attention_params_t *p, uint32_t *pp,
+                                   uint8_t *pa, uint8_t *pb, const int8_t *vb, int8_t *ya)
 {
-    const int32_t f[2] = {-2 * p->v_zp * mcuc_att_softmax_dsp(p, pa), -2 * p->v_zp * mcuc_att_softmax_dsp(p, pb)};
+    const int32_t f[2] = {-2 * p->v_zp * mcuc_att_softmax_dsp(p, pa),
+                          -2 * p->v_zp * mcuc_att_softmax_dsp(p, pb)};
     att_dot_t d = {pp, NULL, f, NULL, 0, 0, 0, 0, 0, att_rq2(p->o_mult, p->o_shift, p->o_zp)};
     pack_p2(pa, pb, p->kv_len, pp);
     mcuc_att_pv_rows2(p, &d, vb, ya, ya + p->o_rs);

@@ -384,7 +384,7 @@ LIN_PLAN void mcuc_lin_short16(const mcuc_linear_params_t *p, const int8_t *x, i
 
 /* mcuc_lin_short16 with a table applied in its epilogue (tab: the table + 128). */
 LIN_PLAN void mcuc_lin_short16_lut(const mcuc_linear_params_t *p, const int8_t *tab,
-                              const int8_t *x, int8_t *y)
+                                   const int8_t *x, int8_t *y)
 {
     unpacked_rows(p, x, y, 0, 1, tab);
 }
@@ -406,7 +406,7 @@ LIN_PLAN void mcuc_lin_wide_short16(const mcuc_linear_params_t *p, const int8_t 
 
 /* mcuc_lin_wide_short16 with a table applied in its epilogue (tab: the table + 128). */
 LIN_PLAN void mcuc_lin_wide_short16_lut(const mcuc_linear_params_t *p, const int8_t *tab,
-                                   const int8_t *x, int8_t *y)
+                                        const int8_t *x, int8_t *y)
 {
     unpacked_rows(p, x, y, 1, 1, tab);
 }

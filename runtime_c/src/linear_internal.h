@@ -61,7 +61,7 @@ void mcuc_lin_wide_short16_lut(const mcuc_linear_params_t *p, const int8_t *tab,
                           int8_t *y);
 void mcuc_lin_wide_short(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y);
 LIN_PLAN_COLD_ATTR void mcuc_lin_wide_general(const mcuc_linear_params_t *p, const int8_t *x,
-                                         int8_t *y);
+                                              int8_t *y);
 #endif /* MCUC_ARM_DSP */
 
 #endif /* MCUC_LINEAR_INTERNAL_H */

@@ -1,7 +1,8 @@
 /* Private to linear_dsp.c, which includes it once: the loops over x unpacked once per row
- * pair (unpacked_rows: the plans mcuc_lin_short16 and mcuc_lin_wide_short16 and their _lut twins), as
- * always-inline functions of that translation unit. What they use of linear_dsp.c (dot1,
- * MCUC_LDRD_WIDE, linear_epi.h's epilogues) is defined before the include. */
+ * pair (unpacked_rows: the plans mcuc_lin_short16 and mcuc_lin_wide_short16 and their _lut
+ * twins), as always-inline functions of that translation unit. What they use of
+ * linear_dsp.c (dot1, MCUC_LDRD_WIDE, linear_epi.h's epilogues) is defined before the
+ * include. */
 #ifndef MCUC_LINEAR_PRE_H
 #define MCUC_LINEAR_PRE_H
 

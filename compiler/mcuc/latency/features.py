@@ -286,25 +286,25 @@ def attention_step(f: Features, p: dict, v: Variant) -> None:
         rows = soft - 2 * two_rows
         f["pv2_pk"] += two_rows * n4 // 4
         _pv_rows2(f, two_rows, n, dv)
-        c4, ct = dv // 4, dv % 4
-        f["pv_call"] += rows
-        f["pv_c4"] += rows * c4
-        f["pv_c4_n4"] += rows * c4 * (n // 4)
-        f["pv_c4_nt"] += rows * c4 * (n % 4)
-        f["pv_ct"] += rows * ct
-        f["pv_ct_n"] += rows * ct * n
+        _pv_channels(f, "pv_", rows, n, dv)
 
 
 def _pv_rows2(f: Features, calls: int, n: int, channels: int) -> None:
-    """`calls` mcuc_att_pv_rows2 calls over `channels` channels of n rows of V: groups of four
-    channels by steps of four rows and the n % 4 tail, then the channels left one by one."""
+    """`calls` mcuc_att_pv_rows2 calls over `channels` channels of n rows of V."""
+    _pv_channels(f, "pv2_", calls, n, channels)
+
+
+def _pv_channels(f: Features, tag: str, calls: int, n: int, channels: int) -> None:
+    """A P.V loop's counts (pv_dsp: tag pv_, mcuc_att_pv_rows2: pv2_): per call, groups of
+    four channels by steps of four rows and the n % 4 tail, then the channels left one by
+    one."""
     c4, ct = channels // 4, channels % 4
-    f["pv2_call"] += calls
-    f["pv2_c4"] += calls * c4
-    f["pv2_c4_n4"] += calls * c4 * (n // 4)
-    f["pv2_c4_nt"] += calls * c4 * (n % 4)
-    f["pv2_ct"] += calls * ct
-    f["pv2_ct_n"] += calls * ct * n
+    f[tag + "call"] += calls
+    f[tag + "c4"] += calls * c4
+    f[tag + "c4_n4"] += calls * c4 * (n // 4)
+    f[tag + "c4_nt"] += calls * c4 * (n % 4)
+    f[tag + "ct"] += calls * ct
+    f[tag + "ct_n"] += calls * ct * n
 
 
 def _dot_pair(f: Features, calls: int, length: int, rows: int, tag: str) -> None:
