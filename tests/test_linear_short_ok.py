@@ -1,12 +1,13 @@
 """kernels.linear.short_epilogue_ok (the params' short_ok) and the rq words against linear.c.
 
-The compiler decides once per layer whether linear.c's short epilogue serves every output
+The compiler decides once per layer whether the DSP short epilogue serves every output
 and stores that as short_ok; the kernel trusts it. So the Python twin must say what the
-C statement of the contract (linear.c's short_epilogue_ok, which the kernel no longer
-calls) says, for params on both sides of each precondition: multiplier 2^30 - 1 / 2^30
+C statement of the contract (linear_dsp.c's short_epilogue_ok, which the kernel no
+longer calls) says, for params on both sides of each precondition: multiplier 2^30 - 1 / 2^30
 (and 0, negative), shift 0 / -1 and -31 / -32, 255 * 128 * k + max |bias| at 2^30 - 1 /
-2^30. And the rq words must decode (linear.c rq_mult, rq_shift) to the spec's multiplier
-and shift for any int32 multiplier. A shim includes linear.c to reach its statics.
+2^30. And the rq words must decode (linear_internal.h rq_mult, rq_shift) to the spec's multiplier
+and shift for any int32 multiplier. A shim includes linear.c and linear_dsp.c to reach
+their statics.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from ckernels import INCLUDE, ROOT, fill_struct, gcc
 
 SHIM = r"""
 #include "linear.c"
+#include "linear_dsp.c" /* short_epilogue_ok sits with the DSP loops */
 #include "lut.c" /* linear.c calls mcuc_lut_s8 */
 
 int c_short_ok(const mcuc_linear_params_t *p)
