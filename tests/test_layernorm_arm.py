@@ -20,7 +20,7 @@ import pytest
 from mcuc.kernels import layernorm
 from mcuc.sim.unicorn_m7 import run_elf
 from test_kernels import Case
-from test_layernorm_dsp import gen_edges, gen_fast, gen_ln10
+from test_layernorm_dsp import gen_edges, gen_fast, gen_ln10, gen_sqrt_edges
 from test_unicorn import GCC, build
 
 pytestmark = pytest.mark.skipif(GCC is None, reason="needs arm-none-eabi-gcc")
@@ -32,7 +32,7 @@ MAX_COLS = 256  # keeps every case within the firmware's 2 KB buffers
 def cases(seed: int, n: int) -> list[Case]:
     """n cases from the host test's generators, in turn, widths up to MAX_COLS."""
     rng = np.random.default_rng(seed)
-    gens = (gen_fast, gen_fast, gen_ln10, gen_edges)
+    gens = (gen_fast, gen_fast, gen_ln10, gen_edges, gen_sqrt_edges, gen_sqrt_edges)
     out: list[Case] = []
     while len(out) < n:
         c = gens[len(out) % len(gens)](rng)
@@ -91,6 +91,14 @@ def run_cases(tmp_path: Path, cs: list[Case], wants: list[np.ndarray]) -> int:
 def test_layernorm_arm_matches_reference(tmp_path: Path) -> None:
     cs = cases(23, 48)
     assert sum(c.params.get("fast") is not None for c in cs) > 10
+    assert run_cases(tmp_path, cs, [layernorm.ref(c.params, *c.inputs) for c in cs]) == 0
+
+
+def test_layernorm_arm_sqrt_edges(tmp_path: Path) -> None:
+    """Variances at and next to perfect squares up to the 31-bit limit (gen_sqrt_edges):
+    sigma by VSQRT and its fix-up, as the FPU computes it."""
+    rng = np.random.default_rng(46340)
+    cs = [gen_sqrt_edges(rng) for _ in range(100)]
     assert run_cases(tmp_path, cs, [layernorm.ref(c.params, *c.inputs) for c in cs]) == 0
 
 

@@ -258,6 +258,56 @@ def gen_fast(rng: np.random.Generator) -> Case:
     return Case(p, [x], rows * cols)
 
 
+def gen_sqrt_edges(rng: np.random.Generator) -> Case:
+    """Rows whose variance is a perfect square n^2, or n^2 - 1, or (n + 1)^2 - 1 (eps_q
+    sets it: equal rows share cols Q - S^2), n from 1 to the top of the 31-bit range that
+    the compiler's-table path takes: where sigma's square root (VSQRT and its one-step
+    fix-up on the FPU, the UDIV iteration elsewhere) could be one off. With the table,
+    moderate gamma so the outputs depend on sigma."""
+    cols = int(rng.choice([3, 8, 63, 64, 100, 224]))
+    rows = int(rng.integers(1, 4))
+    std = float(rng.choice([0.5, 3.0, 30.0, 127.0]))
+    row = np.clip(np.rint(rng.normal(0, std, cols)), -128, 127).astype(np.int64)
+    v0 = cols * int((row * row).sum()) - int(row.sum()) ** 2
+    lo = int(np.ceil(np.sqrt(v0))) + 1
+    hi = int(np.floor(np.sqrt(v0 + 2**30)))
+    big = int(rng.integers(max(lo, 4097), hi + 1)) if hi > 4097 else hi  # v > 2^24
+    n = int(rng.choice([lo, hi, int(rng.integers(lo, hi + 1)), min(lo + 7, hi), big, big]))
+    var = n * n + int(rng.choice([0, -1, 2 * n]))
+    eps = int(np.clip(var - v0, 0, 2**30))
+    # |d| is about sqrt(v0): outputs of about 60 steps where eps_q does not dominate
+    scale = min(60 * 2**16 * n / max(np.sqrt(v0), 1.0), 2**24)
+    g = rng.normal(0, scale, cols).clip(-(2**25 - 1), 2**25 - 1).astype(np.int64)
+    b = rng.normal(0, 2**18, cols).astype(np.int64)
+    y_zp = int(rng.integers(-20, 20))
+    p = dict(rows=rows, cols=cols, y_zp=y_zp, eps_q=eps,
+             gamma_q=g.astype(np.int32), beta_q=b.astype(np.int32))
+    p["fast"] = layernorm.fast_table(p["gamma_q"], p["beta_q"], y_zp)
+    return Case(p, [np.tile(row, rows).astype(np.int8)], rows * cols)
+
+
+def test_sqrt_edges_match_reference(ck_dsp: CKernels) -> None:
+    """gen_sqrt_edges' rows equal the spec (in place too); and the cases see sigma: in a
+    good share of them (not all: constant rows, or an eps_q that dwarfs the spread, give
+    outputs that do not move) the spec's output changes with eps_q one less or one more,
+    which moves var across a square and sigma by one, so a square root one off in either
+    direction would fail them."""
+    rng = np.random.default_rng(3141)
+    sensitive = 0
+    for i in range(300):
+        case = gen_sqrt_edges(rng)
+        want = layernorm.ref(case.params, *case.inputs)
+        eps = case.params["eps_q"]
+        sensitive += any(not np.array_equal(layernorm.ref(dict(case.params, eps_q=e),
+                                                          *case.inputs), want)
+                         for e in (max(eps - 1, 0), eps + 1))
+        got = ck_dsp.run("layernorm", case.params, case.inputs, case.out_size)
+        assert np.array_equal(got, want), f"case {i}: {case.params}"
+        got = ck_dsp.run("layernorm", case.params, case.inputs, case.out_size, inplace=True)
+        assert np.array_equal(got, want), f"case {i} in place"
+    assert sensitive > 60, sensitive  # 87 of 300 when written
+
+
 def ln16_rows_and_ties(case: Case) -> tuple[int, int]:
     """Rows that take ln_row16 (a table, the per-call bounds, the sigma range), and their
     elements whose V is an integer (exact ties among them), which only ln_exact gets."""

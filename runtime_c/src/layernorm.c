@@ -84,26 +84,26 @@ static uint32_t isqrt_u32(uint32_t v)
     return x;
 }
 
-/* isqrt31(v, g): floor(sqrt(v)) for v < 2^31, g a guess (the previous row's sigma).
- * With an FPU (every DSP board here has one), by VSQRT, the guess unused: about 12
- * instructions instead of the UDIV loop's 25. Exact: (float)v = v (1 + e1) and VSQRT
- * rounds correctly (1 + e2), so s_f = sqrt(v) (1 + e) with |e1|, |e2| <= 2^-24 and |e| <
- * 2^-23; sqrt(v) < 2^15.5 makes |s_f - sqrt(v)| < 2^-7, so its truncation s lies within
- * one of floor(sqrt(v)), which one comparison either way settles (s <= 46340, so (s +
- * 1)^2 < 2^32: no overflow). */
+/* isqrt31(v, g): floor(sqrt(v)) = n for v < 2^31, g a guess (the previous row's sigma).
+ * With an FPU (every DSP board here has one), by VSQRT, the guess unused: about 9
+ * instructions instead of the UDIV loop's 25. Its truncation s is n or n + 1:
+ *  - s <= n + 1: (float)v = v (1 + e1) and VSQRT rounds correctly (1 + e2), |e1|, |e2| <=
+ *    2^-24, so s_f = sqrt(v) (1 + e), |e| < 2^-23, and sqrt(v) < 2^15.5 gives |s_f -
+ *    sqrt(v)| < 2^-7 (so s <= 46340 and s^2 fits 32 bits).
+ *  - s >= n: rounding is monotone, so s_f >= sqrtf(fl(n^2)). For 2^e < n < 2^(e + 1)
+ *    (n = 2^e and n^2 < 2^24 are exact), fl(n^2) = n^2 - delta with |delta| <= 2^(2e - 23)
+ *    (half a float step below 2^(2e + 2)), and sqrt(n^2 - delta) >= n - delta / (2n -
+ *    delta / n) > n - 2^(e - 24) (as n >= 2^e + 1): nearer n than the float below it,
+ *    n - 2^(e - 23), so VSQRT returns at least n.
+ * One comparison settles it. */
 #if defined(__ARM_FP) && (__ARM_FP & 4)
 MCUC_ALWAYS_INLINE static uint32_t isqrt31(uint32_t v, uint32_t g)
 {
     (void)g;
     float f = (float)v;
     __asm__("vsqrt.f32 %0, %0" : "+t"(f));
-    uint32_t s = (uint32_t)f;
-    if (s * s > v) {
-        --s;
-    } else if ((s + 1) * (s + 1) <= v) {
-        ++s;
-    }
-    return s;
+    const uint32_t s = (uint32_t)f;
+    return s * s > v ? s - 1 : s;
 }
 #else
 /* Without one: isqrt_u32(v) by the same iteration from the guess g, brought
