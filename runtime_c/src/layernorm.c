@@ -338,6 +338,30 @@ static inline int32_t ln_smultt(uint32_t a, uint32_t b)
 }
 #endif
 
+/* a, b, c, d = the four words at p, then p += 16: one LDMIA (the registers pinned in
+ * ascending order, as LDM loads them). */
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+#define LN_LDM4_POST(a, b, c, d, p)                                                      \
+    do {                                                                                 \
+        register int32_t a_ __asm__("r4");                                               \
+        register int32_t b_ __asm__("r5");                                               \
+        register int32_t c_ __asm__("r6");                                               \
+        register int32_t d_ __asm__("r7");                                               \
+        __asm__("ldmia %4!, {%0, %1, %2, %3}"                                            \
+                : "=r"(a_), "=r"(b_), "=r"(c_), "=r"(d_), "+r"(p) : : "memory");         \
+        (a) = a_;                                                                        \
+        (b) = b_;                                                                        \
+        (c) = c_;                                                                        \
+        (d) = d_;                                                                        \
+    } while (0)
+#else
+#define LN_LDM4_POST(a, b, c, d, p)                                                      \
+    do {                                                                                 \
+        MCUC_LDRD_POST(a, b, p, 8);                                                      \
+        MCUC_LDRD_POST(c, d, p, 8);                                                      \
+    } while (0)
+#endif
+
 /* One group of four (ln_fast16's step): 0 where a pair may be near a boundary (nothing
  * written, y not advanced), else 1 with y[0..4) written and x, y, f past the group.
  * The pairs (0, 2) and (1, 3) in one test: a pair with an element near a boundary has
@@ -354,14 +378,12 @@ MCUC_ALWAYS_INLINE static int ln_group16(const int8_t **xp, int8_t **yp, const i
     const uint32_t hi = w & 0xFF00FF00u;        /* lanes x1 2^8, x3 2^8 */
     const int32_t *f = *fp;
     int32_t g0, c0, g1, c1, g2, c2, g3, c3;
-    MCUC_LDRD_POST(g0, c0, f, 8);
-    MCUC_LDRD_POST(g2, c2, f, 8);
+    LN_LDM4_POST(g0, c0, g2, c2, f);
     const uint32_t t0 = (uint32_t)mcuc_smmla(mcuc_smlawb(k, lo, c), g0, c0);
     const uint32_t t2 = (uint32_t)mcuc_smmla(mcuc_smlawt(k, lo, c), g2, c2);
     const uint32_t v02 = (uint32_t)mcuc_smlabb(t0, t2, half);
     const uint32_t e = mcuc_usat16_8(mcuc_pkhtb16(t0, t2)); /* bytes 0, 2 */
-    MCUC_LDRD_POST(g1, c1, f, 8);
-    MCUC_LDRD_POST(g3, c3, f, 8);
+    LN_LDM4_POST(g1, c1, g3, c3, f);
     const uint32_t t1 = (uint32_t)mcuc_smmla(mcuc_smlawb(k, hi, c), g1, c1);
     const uint32_t t3 = (uint32_t)mcuc_smmla(mcuc_smlawt(k, hi, c), g3, c3);
     if (ln_smultt(v02, (uint32_t)mcuc_smlabb(t1, t3, half)) == 0) {
