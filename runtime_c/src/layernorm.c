@@ -528,7 +528,19 @@ MCUC_ALWAYS_INLINE static uint32_t ln_stats8(uint32_t w0, uint32_t w1, int32_t *
     } while (0)
 #endif
 
-/* The sum of a row, and its sum of squares in *sq_out: 16 bytes a step (two LDRDs where
+/* w0..w3 = the four words at p, then p += 16: one LDMIA (LN_LDM4_POST), which needs p
+ * word-aligned (the portable build: two LN_LDRD8_POSTs). */
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+#define LN_LDM16_POST(w0, w1, w2, w3, p) LN_LDM4_POST(w0, w1, w2, w3, p)
+#else
+#define LN_LDM16_POST(w0, w1, w2, w3, p)                                                 \
+    do {                                                                                 \
+        LN_LDRD8_POST(w0, w1, p);                                                        \
+        LN_LDRD8_POST(w2, w3, p);                                                        \
+    } while (0)
+#endif
+
+/* The sum of a row, and its sum of squares in *sq_out: 16 bytes a step (one LDMIA where
  * the row is word-aligned), the sum of each 8 as two 16-bit lanes (SADD16, |lane| <= 512),
  * then one SMLAD with ones; the squares by SMLAD on SXTB16 lanes. */
 MCUC_ALWAYS_INLINE static int32_t ln_stats(const int8_t *xr, int32_t cols, int32_t *sq_out)
@@ -539,8 +551,7 @@ MCUC_ALWAYS_INLINE static int32_t ln_stats(const int8_t *xr, int32_t cols, int32
     if (((uintptr_t)xr & 3u) == 0) {
         while (xr != e16) {
             uint32_t w0, w1, w2, w3;
-            LN_LDRD8_POST(w0, w1, xr);
-            LN_LDRD8_POST(w2, w3, xr);
+            LN_LDM16_POST(w0, w1, w2, w3, xr);
             sum = mcuc_smlad(ln_stats8(w0, w1, &sq), ones, sum);
             sum = mcuc_smlad(ln_stats8(w2, w3, &sq), ones, sum);
         }
