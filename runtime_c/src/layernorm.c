@@ -339,14 +339,14 @@ static inline int32_t ln_smultt(uint32_t a, uint32_t b)
 #endif
 
 /* a, b, c, d = the four words at p, then p += 16: one LDMIA (the registers pinned in
- * ascending order, as LDM loads them). */
+ * ascending order, as LDM loads them; not r7, Thumb's frame pointer at -O0). */
 #if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
 #define LN_LDM4_POST(a, b, c, d, p)                                                      \
     do {                                                                                 \
         register int32_t a_ __asm__("r4");                                               \
         register int32_t b_ __asm__("r5");                                               \
         register int32_t c_ __asm__("r6");                                               \
-        register int32_t d_ __asm__("r7");                                               \
+        register int32_t d_ __asm__("r8");                                               \
         __asm__("ldmia %4!, {%0, %1, %2, %3}"                                            \
                 : "=r"(a_), "=r"(b_), "=r"(c_), "=r"(d_), "+r"(p) : : "memory");         \
         (a) = a_;                                                                        \
