@@ -619,12 +619,23 @@ static __attribute__((noinline)) int8_t *ln_row16(const mcuc_layernorm_params_t 
     return ln_fast16(x, y, p->fast, cols, k, c);
 }
 
-/* Every row of a call that has p->fast and mcuc_layernorm_s8's `small` bounds: ln_row16,
- * then ln_rest16 where its loop stopped early or left the last cols mod 8, or the older
- * row loop where sigma is outside its range. */
+static __attribute__((noinline)) void ln_rows(const mcuc_layernorm_params_t *p,
+                                              const int8_t *x, int8_t *y);
+
+/* Every call (mcuc_layernorm_s8 is this): those without p->fast or outside ln_rows'
+ * `small` bounds go to ln_rows; the others, row by row, to ln_row16, then ln_rest16 where
+ * its loop stopped early or left the last cols mod 8, or the older row loop where sigma
+ * is outside its range. The checks live here rather than in mcuc_layernorm_s8, so that a
+ * call of a few rows (the token-wise kernel's tiles) pays one function entry. */
+
 static __attribute__((noinline)) void ln_rows16(const mcuc_layernorm_params_t *p,
                                                 const int8_t *x, int8_t *y)
 {
+    if (!(p->fast != NULL && p->rows > 0 && p->cols > 0 && p->cols <= 224 && p->eps_q >= 0 &&
+          p->eps_q <= (1 << 30) && p->y_zp > -32768 && p->y_zp < 32768)) {
+        ln_rows(p, x, y);
+        return;
+    }
     const int32_t cols = p->cols;
     const uint32_t s_lo = 8u * (uint32_t)cols + 1u < 15u ? 15u : 8u * (uint32_t)cols + 1u;
     ln_row_t st = {0, 0, s_lo, 65536u - s_lo};
@@ -683,15 +694,9 @@ static __attribute__((noinline)) void ln_rows(const mcuc_layernorm_params_t *p,
     }
 }
 
-/* A call with the compiler's table and `small`'s bounds (ln_rows' comment) goes straight
- * to ln_rows16, so that a call of a few rows (the token-wise kernel's tiles) costs little. */
+/* ln_rows16 (its comment). */
 void mcuc_layernorm_s8(const mcuc_layernorm_params_t *p, const int8_t *x, int8_t *y)
 {
-    if (p->fast != NULL && p->rows > 0 && p->cols > 0 && p->cols <= 224 && p->eps_q >= 0 &&
-        p->eps_q <= (1 << 30) && p->y_zp > -32768 && p->y_zp < 32768) {
-        ln_rows16(p, x, y);
-    } else {
-        ln_rows(p, x, y);
-    }
+    ln_rows16(p, x, y);
 }
 #endif /* MCUC_ARM_DSP */
