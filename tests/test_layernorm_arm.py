@@ -2,12 +2,12 @@
 
 Why: test_layernorm_dsp.py runs the variant on the host through mcuc/simd.h's portable
 twins, and the firmware tests only see the default model's data; the inline assembly of
-layernorm.c (post-indexed LDR/LDRD of x, SMULTT) has no host twin to test. Here a small
-firmware holds test_layernorm_dsp.py's edge cases (the compiler's table, ln_row10's
-range, widths 1..224 and not multiples of 4, ties, value limits) and their expected
-outputs, runs mcuc_layernorm_s8 in the Unicorn engine with x at each byte alignment (the
-statistics' LDRD path and its unaligned fallback) and in place, and exits with the number
-of mismatches.
+layernorm.c and layernorm_row16.c (post-indexed LDR/LDRD/LDMIA of x, SMULTT) has no host
+twin to test. Here a small firmware holds test_layernorm_dsp.py's edge cases (the
+compiler's table, ln_row10's range, widths 1..224 and not multiples of 4, ties, value
+limits) and their expected outputs, runs mcuc_layernorm_s8 in the Unicorn engine with x
+at each byte alignment (the statistics' LDRD path and its unaligned fallback) and in
+place, and exits with the number of mismatches.
 """
 
 from __future__ import annotations
@@ -81,7 +81,8 @@ def firmware_source(cs: list[Case], wants: list[np.ndarray]) -> str:
 
 def run_cases(tmp_path: Path, cs: list[Case], wants: list[np.ndarray]) -> int:
     extra = ["-nostartfiles", "-std=c99", "-Wextra", "-DMCUC_ARM_DSP",
-             f"-I{ROOT / 'runtime_c/include'}", str(ROOT / "runtime_c/src/layernorm.c")]
+             f"-I{ROOT / 'runtime_c/include'}", str(ROOT / "runtime_c/src/layernorm.c"),
+             str(ROOT / "runtime_c/src/layernorm_row16.c")]
     elf = build(tmp_path, "ln", firmware_source(cs, wants), extra=extra)
     res = run_elf(elf, max_instructions=2_000_000_000)
     assert res.stopped_by == "exit", res.stopped_by

@@ -1,14 +1,14 @@
 """The ARMv7E-M LayerNorm variant (MCUC_ARM_DSP) against the numpy reference, on the host.
 
-The variant (runtime_c/src/layernorm.c) takes the statistics with SMLAD and normalizes
-with SMMUL/SMMLA and a per-row reciprocal, falling back to the exact int64 formula for
-near-ties; its instructions have portable C twins in mcuc/simd.h, so the same code runs
-here. Cases: random rows (the generator of test_kernels.py), rows of -128 / 127 / one
-constant, extreme zero points, gamma and beta at the int32 limits, cols 1 and odd, ties
-(multiples of 2^15), huge eps_q, and many rows of the default model's shape (64 columns,
-where the near-tie fallback is exercised and counted); cases with the compiler's `fast`
-table (ln_row16); then ASan/UBSan builds.
-The firmware tests run the real instructions in the emulator.
+The variant (runtime_c/src/layernorm.c, layernorm_row16.c) takes the statistics with
+SMLAD and normalizes with SMMUL/SMMLA and a per-row reciprocal, falling back to the
+exact int64 formula for near-ties; its instructions have portable C twins in
+mcuc/simd.h, so the same code runs here. Cases: random rows (the generator of
+test_kernels.py), rows of -128 / 127 / one constant, extreme zero points, gamma and beta
+at the int32 limits, cols 1 and odd, ties (multiples of 2^15), huge eps_q, and many rows
+of the default model's shape (64 columns, where the near-tie fallback is exercised and
+counted); cases with the compiler's `fast` table (ln_row16); then ASan/UBSan builds. The
+firmware tests run the real instructions in the emulator.
 """
 
 from __future__ import annotations
