@@ -87,7 +87,7 @@ def ck_dsp(tmp_path_factory: pytest.TempPathFactory) -> CKernels:
 def test_variants_are_declared() -> None:
     assert {k for k, v in REGISTRY.items() if "MCUC_ARM_DSP" in v.variants} == {
         "add", "attention", "layernorm", "linear", "patch_embed", "tokenwise"}
-    for name in ("linear.c", "linear_dsp.c"):
+    for name in ("linear.c", "linear_dsp.c", "layernorm.c", "layernorm_row16.c"):
         assert "#ifdef MCUC_ARM_DSP" in (ROOT / "runtime_c" / "src" / name).read_text()
 
 
