@@ -122,6 +122,7 @@ MCUC_ALWAYS_INLINE static int32_t ln_stats(const int8_t *xr, int32_t cols, int32
     *sq_out = sq;
     return sum;
 }
+
 /* layernorm.c's entry points for layernorm_row16.c (each its comment there). mcuc_ln_exact
  * only reads memory: declared pure, as gcc found it when it was static beside ln_rest16
  * (without that, gcc 12 allocates ln_rest16's registers otherwise: another firmware). */
