@@ -180,7 +180,15 @@ void mcuc_linear_lut_planned_s8(const mcuc_linear_params_t *p, int32_t plan,
 }
 #endif /* MCUC_ARM_DSP */
 
+/* A call of one row takes linear_row1.c's loop where it can (a classifier head); the
+ * planned calls (tokenwise_s8's, whose plans do not depend on rows) never do. */
 void mcuc_linear_s8(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y)
 {
+#ifdef MCUC_ARM_DSP
+    if (p->rows == 1 && mcuc_lin_row1_ok(p)) {
+        mcuc_lin_row1(p, x, y);
+        return;
+    }
+#endif
     mcuc_linear_planned_s8(p, mcuc_linear_plan(p), x, y);
 }

@@ -62,6 +62,10 @@ void mcuc_lin_wide_short16_lut(const mcuc_linear_params_t *p, const int8_t *tab,
 void mcuc_lin_wide_short(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y);
 LIN_PLAN_COLD_ATTR void mcuc_lin_wide_general(const mcuc_linear_params_t *p, const int8_t *x,
                                               int8_t *y);
+/* Widened weights, x_zp == 0, short_ok, n >= 4, k % 16 == 0, k <= MCUC_PRE_MAX_K
+ * (mcuc_lin_row1_ok): mcuc_linear_s8's path for a call of one row (linear_row1.c). */
+int mcuc_lin_row1_ok(const mcuc_linear_params_t *p);
+void mcuc_lin_row1(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y);
 #endif /* MCUC_ARM_DSP */
 
 #endif /* MCUC_LINEAR_INTERNAL_H */
