@@ -185,7 +185,7 @@ void mcuc_linear_lut_planned_s8(const mcuc_linear_params_t *p, int32_t plan,
 void mcuc_linear_s8(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y)
 {
 #ifdef MCUC_ARM_DSP
-    if (p->rows == 1 && mcuc_lin_row1_ok(p)) {
+    if (p->rows == 1 && lin_row1_ok(p)) {
         mcuc_lin_row1(p, x, y);
         return;
     }

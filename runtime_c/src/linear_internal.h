@@ -8,6 +8,8 @@
 #ifndef MCUC_LINEAR_INTERNAL_H
 #define MCUC_LINEAR_INTERNAL_H
 
+#include <stddef.h> /* NULL */
+
 #include "mcuc/kernels.h"
 
 
@@ -62,8 +64,14 @@ void mcuc_lin_wide_short16_lut(const mcuc_linear_params_t *p, const int8_t *tab,
 void mcuc_lin_wide_short(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y);
 LIN_PLAN_COLD_ATTR void mcuc_lin_wide_general(const mcuc_linear_params_t *p, const int8_t *x,
                                               int8_t *y);
-/* Widened weights, x_zp == 0, short_ok, n >= 4, k % 16 == 0, k <= MCUC_PRE_MAX_K
- * (mcuc_lin_row1_ok): mcuc_linear_s8's path for a call of one row (linear_row1.c). */
+/* Whether a call of one row with these params takes mcuc_lin_row1 (linear_row1.c):
+ * widened weights, x_zp == 0, short_ok, n >= 4, k % 16 == 0, 0 < k <= MCUC_PRE_MAX_K.
+ * Inline in mcuc_linear_s8; mcuc_lin_row1_ok is the same, for the tests. */
+static inline int lin_row1_ok(const mcuc_linear_params_t *p)
+{
+    return p->weights16 != NULL && p->x_zp == 0 && p->short_ok && p->n >= 4 &&
+           (p->k & 15) == 0 && (uint32_t)p->k - 16u <= (uint32_t)(MCUC_PRE_MAX_K - 16);
+}
 int mcuc_lin_row1_ok(const mcuc_linear_params_t *p);
 void mcuc_lin_row1(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y);
 #endif /* MCUC_ARM_DSP */

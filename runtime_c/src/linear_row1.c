@@ -22,14 +22,21 @@
 #include "mcuc/simd.h"
 
 #ifdef MCUC_ARM_DSP
-#include "linear_epi.h" /* quad_out, chan_out, short_c */
+#include "linear_epi.h" /* short_out, short_c */
 
-/* lo, hi = the two words of the widened weights at w + off (int16s; w 8-aligned there: a
- * block's words and the k4 part of a plain row, k % 4 == 0), one LDRD; flash constants,
- * so the asm reads no memory the compiler could have changed. */
+/* lo, hi = the two words of the widened weights at w + off (int16s, off may be negative;
+ * w 8-aligned there: a block's words and a plain row's, k % 16 == 0), one LDRD; the _POST
+ * form reads at w and then advances w by step int16s (the loops' pointer increments ride
+ * on their first loads). Flash constants: the asm reads no memory the compiler could have
+ * changed. */
 #if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
 #define R1_LDRD_W(lo, hi, w, off) \
-    __asm__("ldrd %0, %1, [%2, #(" #off ") * 2]" : "=r"(lo), "=r"(hi) : "r"(w))
+    __asm__("ldrd %0, %1, [%2, #%c3]" : "=r"(lo), "=r"(hi) : "r"(w), "i"(2 * (off)))
+#define R1_LDRD_W_POST(lo, hi, w, step) \
+    __asm__("ldrd %0, %1, [%2], #%c3" : "=r"(lo), "=r"(hi), "+r"(w) : "i"(2 * (step)))
+/* x's word at xi, then xi += step bytes (an unaligned LDR, post-indexed). */
+#define R1_LDR_X_POST(v, xi, step) __asm__("ldr %0, [%1], #%c2" : "=r"(v), "+r"(xi) : "i"(step))
+#define R1_LDR_X(v, xi, off) (v) = mcuc_read32((xi) + (off))
 #else
 #define R1_LDRD_W(lo, hi, w, off)          \
     do {                                   \
@@ -38,52 +45,102 @@
         (lo) = v_[0];                      \
         (hi) = v_[1];                      \
     } while (0)
+#define R1_LDRD_W_POST(lo, hi, w, step)    \
+    do {                                   \
+        R1_LDRD_W(lo, hi, w, 0);           \
+        (w) += (step);                     \
+    } while (0)
+#define R1_LDR_X_POST(v, xi, step)         \
+    do {                                   \
+        (v) = mcuc_read32(xi);             \
+        (xi) += (step);                    \
+    } while (0)
+#define R1_LDR_X(v, xi, off) (v) = mcuc_read32((xi) + (off))
 #endif
 
-/* p[off / 4] = lo, p[off / 4 + 1] = hi (uint32_t *p, constant byte offset): one STRD. */
+/* p[off / 4] = lo, p[off / 4 + 1] = hi (uint32_t *p, constant byte offset, may be
+ * negative): one STRD; the _POST form stores at p, then advances p by step bytes. */
 #if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
 #define R1_STRD(p, off, lo, hi) \
     __asm__("strd %1, %2, [%0, #%c3]" : : "r"(p), "r"(lo), "r"(hi), "i"(off) : "memory")
+#define R1_STRD_POST(p, step, lo, hi) \
+    __asm__("strd %1, %2, [%0], #%c3" : "+r"(p) : "r"(lo), "r"(hi), "i"(step) : "memory")
 #else
 #define R1_STRD(p, off, lo, hi)    \
     do {                           \
         (p)[(off) / 4] = (lo);     \
         (p)[(off) / 4 + 1] = (hi); \
     } while (0)
+#define R1_STRD_POST(p, step, lo, hi) \
+    do {                              \
+        R1_STRD(p, 0, lo, hi);        \
+        (p) += (step) / 4;            \
+    } while (0)
 #endif
 
+/* acc += the lane pairs xl (x0, x2), xh (x1, x3) times a widened weight word (lo, hi). */
+#define R1_MAC(acc, xl, xh, lo, hi) acc = mcuc_smlad(xh, hi, mcuc_smlad(xl, lo, acc))
+
 /* a0..a3 += the block's four channels' words for four inputs (at w + off, int16s: four
- * words, 4 int16s apart) against the input lane pairs xl (x0, x2) and xh (x1, x3). */
+ * words 4 int16s apart) against xl, xh; _POST: at w, then w advances by the loop step's
+ * 64 int16s. */
 #define R1_QUAD(xl, xh, w, off)                                                  \
     do {                                                                         \
         uint32_t lo_, hi_;                                                       \
         R1_LDRD_W(lo_, hi_, w, off);                                             \
-        a0 = mcuc_smlad(xh, hi_, mcuc_smlad(xl, lo_, a0));                       \
+        R1_MAC(a0, xl, xh, lo_, hi_);                                            \
         R1_LDRD_W(lo_, hi_, w, (off) + 4);                                       \
-        a1 = mcuc_smlad(xh, hi_, mcuc_smlad(xl, lo_, a1));                       \
+        R1_MAC(a1, xl, xh, lo_, hi_);                                            \
         R1_LDRD_W(lo_, hi_, w, (off) + 8);                                       \
-        a2 = mcuc_smlad(xh, hi_, mcuc_smlad(xl, lo_, a2));                       \
+        R1_MAC(a2, xl, xh, lo_, hi_);                                            \
         R1_LDRD_W(lo_, hi_, w, (off) + 12);                                      \
-        a3 = mcuc_smlad(xh, hi_, mcuc_smlad(xl, lo_, a3));                       \
+        R1_MAC(a3, xl, xh, lo_, hi_);                                            \
     } while (0)
-
-/* Inputs i..i+3 (i = off / 4 past xi) unpacked, stored at xo (8 bytes per four inputs)
- * and multiplied into the block (weights 16 int16s per four inputs). */
-#define R1_FIRST_STEP(xi, xo, w, off)                                            \
+#define R1_QUAD_POST(xl, xh, w)                                                  \
     do {                                                                         \
-        const uint32_t xw_ = mcuc_read32((xi) + (off));                          \
-        const uint32_t xl_ = mcuc_sxtb16(xw_), xh_ = mcuc_sxtb16_ror8(xw_);      \
-        R1_STRD(xo, 2 * (off), xl_, xh_);                                        \
-        R1_QUAD(xl_, xh_, w, 4 * (off));                                         \
+        uint32_t lo_, hi_;                                                       \
+        R1_LDRD_W_POST(lo_, hi_, w, 64);                                         \
+        R1_MAC(a0, xl, xh, lo_, hi_);                                            \
+        R1_LDRD_W(lo_, hi_, w, -60);                                             \
+        R1_MAC(a1, xl, xh, lo_, hi_);                                            \
+        R1_LDRD_W(lo_, hi_, w, -56);                                             \
+        R1_MAC(a2, xl, xh, lo_, hi_);                                            \
+        R1_LDRD_W(lo_, hi_, w, -52);                                             \
+        R1_MAC(a3, xl, xh, lo_, hi_);                                            \
     } while (0)
 
-/* The same from the unpacked inputs at xp. */
-#define R1_STEP(xp, w, off)                                                      \
+/* Inputs 4 t..4 t+3 of a loop step (t = 1, 2, 3; xi, xo and w already advanced by the
+ * step's 16 bytes, 64 bytes and 64 int16s) unpacked, stored and multiplied in. */
+#define R1_FIRST_STEP(xi, xo, w, t)                                              \
+    do {                                                                         \
+        uint32_t xw_;                                                            \
+        R1_LDR_X(xw_, xi, 4 * (t) - 16);                                         \
+        const uint32_t xl_ = mcuc_sxtb16(xw_), xh_ = mcuc_sxtb16_ror8(xw_);      \
+        R1_STRD(xo, 8 * (t) - 32, xl_, xh_);                                     \
+        R1_QUAD(xl_, xh_, w, 16 * (t) - 64);                                     \
+    } while (0)
+
+/* The same from the unpacked inputs at xp (advanced by the step's 32 bytes). */
+#define R1_STEP(xp, w, t)                                                        \
     do {                                                                         \
         uint32_t xl_, xh_;                                                       \
-        MCUC_LDRD(xl_, xh_, xp, 2 * (off));                                      \
-        R1_QUAD(xl_, xh_, w, 4 * (off));                                         \
+        MCUC_LDRD(xl_, xh_, xp, 8 * (t) - 32);                                   \
+        R1_QUAD(xl_, xh_, w, 16 * (t) - 64);                                     \
     } while (0)
+
+/* y[0], y[1] from the sums of the channel pair whose rq words are at e (short_out; the
+ * sums started at the biases): one LDRD for the pair's m2 words, one for its t words. */
+MCUC_ALWAYS_INLINE static void row1_out2(const int32_t *e, int32_t s0, int32_t s1, int8_t *y,
+                                         int32_t y_c, int two)
+{
+    int32_t m0, m1, t0, t1;
+    MCUC_LDRD(m0, m1, e, 4 * RQ_MULT);
+    MCUC_LDRD(t0, t1, e, 4 * RQ_SHIFT);
+    y[0] = short_out(s0, m0, t0, y_c);
+    if (two) {
+        y[1] = short_out(s1, m1, t1, y_c);
+    }
+}
 
 /* One block of four channels (weights w: the block's start; e: its first rq pair) into
  * y[0..3]; first: x is read and unpacked into xu on the way, else read from xu. */
@@ -91,77 +148,75 @@ MCUC_ALWAYS_INLINE static void row1_quad(const int8_t *x, uint32_t *xu, int32_t 
                                          const int16_t *w, const int32_t *e, int8_t *y,
                                          int32_t y_c, int first)
 {
-    int32_t a0 = e[RQ_BIAS], a1 = e[RQ_BIAS + 1];
-    int32_t a2 = e[RQ_PAIR + RQ_BIAS], a3 = e[RQ_PAIR + RQ_BIAS + 1];
+    int32_t a0, a1, a2, a3;
+    MCUC_LDRD(a0, a1, e, 4 * RQ_BIAS);
+    MCUC_LDRD(a2, a3, e, 4 * (RQ_PAIR + RQ_BIAS));
     const int8_t *xi = x;
     uint32_t *xp = xu;
-    uint32_t *const xend = xu + k / 2;
-    do { /* k % 16 == 0, k >= 16 */
+    const uint32_t *const xend = xu + k / 2;
+    do { /* k % 16 == 0, k >= 16: sixteen inputs per step */
         if (first) {
-            R1_FIRST_STEP(xi, xp, w, 0);
-            R1_FIRST_STEP(xi, xp, w, 4);
-            R1_FIRST_STEP(xi, xp, w, 8);
-            R1_FIRST_STEP(xi, xp, w, 12);
+            uint32_t xw;
+            R1_LDR_X_POST(xw, xi, 16);
+            const uint32_t xl = mcuc_sxtb16(xw), xh = mcuc_sxtb16_ror8(xw);
+            R1_STRD_POST(xp, 32, xl, xh);
+            R1_QUAD_POST(xl, xh, w);
+            R1_FIRST_STEP(xi, xp, w, 1);
+            R1_FIRST_STEP(xi, xp, w, 2);
+            R1_FIRST_STEP(xi, xp, w, 3);
         } else {
-            R1_STEP(xp, w, 0);
-            R1_STEP(xp, w, 4);
-            R1_STEP(xp, w, 8);
-            R1_STEP(xp, w, 12);
+            uint32_t xl, xh;
+            MCUC_LDRD_POST(xl, xh, xp, 32);
+            R1_QUAD_POST(xl, xh, w);
+            R1_STEP(xp, w, 1);
+            R1_STEP(xp, w, 2);
+            R1_STEP(xp, w, 3);
         }
-        xp += 8;
-        xi += 16;
-        w += 64;
     } while (xp != xend);
-    const int32_t a[4] = {a0, a1, a2, a3};
-    quad_out(e, a, y, 0, y_c, 1);
+    row1_out2(e, a0, a1, y, y_c, 1);
+    row1_out2(e + RQ_PAIR, a2, a3, y + 2, y_c, 1);
 }
 
-/* acc += plain row's word at w + off (int16s) against the lane pairs xl, xh. */
-#define R1_ROW(acc, w, off, xl, xh)                                              \
+/* Four unpacked inputs (t-th of a loop step, xp and w0, w1 advanced by the step) against
+ * two plain rows. */
+#define R1_ROWS_STEP(xp, t)                                                      \
     do {                                                                         \
-        uint32_t lo_, hi_;                                                       \
-        R1_LDRD_W(lo_, hi_, w, off);                                             \
-        acc = mcuc_smlad(xh, hi_, mcuc_smlad(xl, lo_, acc));                     \
+        uint32_t xl_, xh_, lo_, hi_;                                             \
+        MCUC_LDRD(xl_, xh_, xp, 8 * (t) - 32);                                   \
+        R1_LDRD_W(lo_, hi_, w0, 4 * (t) - 16);                                   \
+        R1_MAC(s0, xl_, xh_, lo_, hi_);                                          \
+        R1_LDRD_W(lo_, hi_, w1, 4 * (t) - 16);                                   \
+        R1_MAC(s1, xl_, xh_, lo_, hi_);                                          \
     } while (0)
 
-/* Four unpacked inputs (at xp + off / 2 words) against two plain rows. */
-#define R1_ROWS_STEP(xp, off)                                                    \
-    do {                                                                         \
-        uint32_t xl_, xh_;                                                       \
-        MCUC_LDRD(xl_, xh_, xp, 2 * (off));                                      \
-        R1_ROW(s0, w0, off, xl_, xh_);                                           \
-        R1_ROW(s1, w1, off, xl_, xh_);                                           \
-    } while (0)
-
-/* Channels j and j + 1 past the blocks of four (plain rows of widened weights w0 and w1)
- * from the unpacked xu into y[j] and, when two, y[j + 1] (else w1 is w0 again, its sum
- * unused: a last odd channel). */
+/* Channels j and j + 1 past the blocks of four (plain rows of widened weights w0 and w1;
+ * e: their rq pair) from the unpacked xu into y[0] and, when two, y[1] (else w1 is w0
+ * again, its sum unused: a last odd channel). */
 MCUC_ALWAYS_INLINE static void row1_rows(const uint32_t *xu, int32_t k, const int16_t *w0,
-                                         const int16_t *w1, const int32_t *rq, int32_t j,
-                                         int8_t *y, int32_t y_c, int two)
+                                         const int16_t *w1, const int32_t *e, int8_t *y,
+                                         int32_t y_c, int two)
 {
-    int32_t s0 = 0, s1 = 0;
+    int32_t s0, s1;
+    MCUC_LDRD(s0, s1, e, 4 * RQ_BIAS);
     const uint32_t *xp = xu;
     const uint32_t *const xend = xu + k / 2;
     do { /* k % 16 == 0, k >= 16 */
-        R1_ROWS_STEP(xp, 0);
-        R1_ROWS_STEP(xp, 4);
-        R1_ROWS_STEP(xp, 8);
-        R1_ROWS_STEP(xp, 12);
-        xp += 8;
-        w0 += 16;
-        w1 += 16;
+        uint32_t xl, xh, lo, hi;
+        MCUC_LDRD_POST(xl, xh, xp, 32);
+        R1_LDRD_W_POST(lo, hi, w0, 16);
+        R1_MAC(s0, xl, xh, lo, hi);
+        R1_LDRD_W_POST(lo, hi, w1, 16);
+        R1_MAC(s1, xl, xh, lo, hi);
+        R1_ROWS_STEP(xp, 1);
+        R1_ROWS_STEP(xp, 2);
+        R1_ROWS_STEP(xp, 3);
     } while (xp != xend);
-    y[j] = chan_out(rq, j, s0, 0, y_c, 1);
-    if (two) {
-        y[j + 1] = chan_out(rq, j + 1, s1, 0, y_c, 1);
-    }
+    row1_out2(e, s0, s1, y, y_c, two);
 }
 
 int mcuc_lin_row1_ok(const mcuc_linear_params_t *p)
 {
-    return p->weights16 != NULL && p->x_zp == 0 && p->short_ok && p->n >= 4 &&
-           (p->k & 15) == 0 && p->k != 0 && p->k <= MCUC_PRE_MAX_K;
+    return lin_row1_ok(p);
 }
 
 /* The row of a call of one row (p->rows is not read: mcuc_linear_s8 checks it). */
@@ -179,9 +234,9 @@ void mcuc_lin_row1(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y)
     for (w += 4 * k, e += 2 * RQ_PAIR; j < n4; j += 4, w += 4 * k, e += 2 * RQ_PAIR) {
         row1_quad(x, xu, k, w, e, y + j, y_c, 0);
     }
-    for (; j < n; j += 2, w += 2 * k) { /* one loop for pairs and a last odd channel */
+    for (; j < n; j += 2, w += 2 * k, e += RQ_PAIR) { /* pairs, then a last odd channel */
         const int two = j + 1 < n;
-        row1_rows(xu, k, w, two ? w + k : w, p->rq, j, y, y_c, two);
+        row1_rows(xu, k, w, two ? w + k : w, e, y + j, y_c, two);
     }
 }
 #else
