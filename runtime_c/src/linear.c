@@ -102,6 +102,11 @@ static void linear_ref(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y
  * weights. */
 enum { PLAN_REF = 0, PLAN_DSP = 1, PLAN_SHORT = 2, PLAN_SHORT16 = 3, PLAN_WIDE = 3 };
 
+/* Not inlined into mcuc_linear_s8: the one-row test before it then saves fewer registers
+ * (1 instruction per call) and the plan's code is not there twice (-120 B). */
+#ifdef __GNUC__
+__attribute__((noinline))
+#endif
 int32_t mcuc_linear_plan(const mcuc_linear_params_t *p)
 {
     if (p->k > MCUC_DSP_MAX_K) {

@@ -42,8 +42,11 @@ static inline int32_t rq_shift(int32_t t)
 /* The int32 bound above, as a compile-time check (a negative array size fails). */
 typedef char mcuc_dsp_k_bound_fits_int32[(255LL * 128 * MCUC_DSP_MAX_K <= INT32_MAX) ? 1 : -1];
 
-/* The largest k whose row pair of x unpacked_rows unpacks once on the stack (linear_dsp.c). */
+/* The largest k whose row pair of x unpacked_rows unpacks once on the stack (linear_dsp.c);
+ * a power of two (lin_row1_ok's test of k relies on it). */
 #define MCUC_PRE_MAX_K 512
+typedef char mcuc_pre_max_k_is_a_power_of_two[(MCUC_PRE_MAX_K & (MCUC_PRE_MAX_K - 1)) == 0 ? 1
+                                                                                         : -1];
 
 /* Each plan's loops (linear_dsp.c), as functions of their own: only the ones a model runs
  * are hot, and mcuc/tcm.py puts them in ITCM by name. The general epilogue's plans are
@@ -69,8 +72,9 @@ LIN_PLAN_COLD_ATTR void mcuc_lin_wide_general(const mcuc_linear_params_t *p, con
  * Inline in mcuc_linear_s8; mcuc_lin_row1_ok is the same, for the tests. */
 static inline int lin_row1_ok(const mcuc_linear_params_t *p)
 {
+    /* k - 16 in {0, 16, .., MCUC_PRE_MAX_K - 16} (MCUC_PRE_MAX_K a power of two) */
     return p->weights16 != NULL && p->x_zp == 0 && p->short_ok && p->n >= 4 &&
-           (p->k & 15) == 0 && (uint32_t)p->k - 16u <= (uint32_t)(MCUC_PRE_MAX_K - 16);
+           (((uint32_t)p->k - 16u) & ~(uint32_t)(MCUC_PRE_MAX_K - 16)) == 0;
 }
 int mcuc_lin_row1_ok(const mcuc_linear_params_t *p);
 void mcuc_lin_row1(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y);

@@ -128,32 +128,33 @@
         R1_QUAD(xl_, xh_, w, 16 * (t) - 64);                                     \
     } while (0)
 
-/* y[0], y[1] from the sums of the channel pair whose rq words are at e (short_out; the
- * sums started at the biases): one LDRD for the pair's m2 words, one for its t words. */
-MCUC_ALWAYS_INLINE static void row1_out2(const int32_t *e, int32_t s0, int32_t s1, int8_t *y,
-                                         int32_t y_c, int two)
+/* y0 = output of the pair's first channel, y1 = its second's, from their sums (short_out;
+ * the sums started at the biases): one LDRD for the pair's m2 words, one for its t words.
+ * y1 is stored first: a last odd channel passes y1 = y0, its padded lane's byte then
+ * overwritten. */
+MCUC_ALWAYS_INLINE static void row1_out2(const int32_t *e, int32_t s0, int32_t s1, int8_t *y0,
+                                         int8_t *y1, int32_t y_c)
 {
     int32_t m0, m1, t0, t1;
     MCUC_LDRD(m0, m1, e, 4 * RQ_MULT);
     MCUC_LDRD(t0, t1, e, 4 * RQ_SHIFT);
-    y[0] = short_out(s0, m0, t0, y_c);
-    if (two) {
-        y[1] = short_out(s1, m1, t1, y_c);
-    }
+    *y1 = short_out(s1, m1, t1, y_c);
+    *y0 = short_out(s0, m0, t0, y_c);
 }
 
 /* One block of four channels (weights w: the block's start; e: its first rq pair) into
- * y[0..3]; first: x is read and unpacked into xu on the way, else read from xu. */
-MCUC_ALWAYS_INLINE static void row1_quad(const int8_t *x, uint32_t *xu, int32_t k,
-                                         const int16_t *w, const int32_t *e, int8_t *y,
-                                         int32_t y_c, int first)
+ * y[0..3]; first: x is read and unpacked into xu (up to xend: k / 2 words) on the way,
+ * else read from xu. Returns w past the block: the next block's start. */
+MCUC_ALWAYS_INLINE static const int16_t *row1_quad(const int8_t *x, uint32_t *xu,
+                                                   const uint32_t *xend, const int16_t *w,
+                                                   const int32_t *e, int8_t *y, int32_t y_c,
+                                                   int first)
 {
     int32_t a0, a1, a2, a3;
     MCUC_LDRD(a0, a1, e, 4 * RQ_BIAS);
     MCUC_LDRD(a2, a3, e, 4 * (RQ_PAIR + RQ_BIAS));
     const int8_t *xi = x;
     uint32_t *xp = xu;
-    const uint32_t *const xend = xu + k / 2;
     do { /* k % 16 == 0, k >= 16: sixteen inputs per step */
         if (first) {
             uint32_t xw;
@@ -173,8 +174,9 @@ MCUC_ALWAYS_INLINE static void row1_quad(const int8_t *x, uint32_t *xu, int32_t 
             R1_STEP(xp, w, 3);
         }
     } while (xp != xend);
-    row1_out2(e, a0, a1, y, y_c, 1);
-    row1_out2(e + RQ_PAIR, a2, a3, y + 2, y_c, 1);
+    row1_out2(e, a0, a1, y, y + 1, y_c);
+    row1_out2(e + RQ_PAIR, a2, a3, y + 2, y + 3, y_c);
+    return w;
 }
 
 /* Four unpacked inputs (t-th of a loop step, xp and w0, w1 advanced by the step) against
@@ -190,16 +192,17 @@ MCUC_ALWAYS_INLINE static void row1_quad(const int8_t *x, uint32_t *xu, int32_t 
     } while (0)
 
 /* Channels j and j + 1 past the blocks of four (plain rows of widened weights w0 and w1;
- * e: their rq pair) from the unpacked xu into y[0] and, when two, y[1] (else w1 is w0
- * again, its sum unused: a last odd channel). */
-MCUC_ALWAYS_INLINE static void row1_rows(const uint32_t *xu, int32_t k, const int16_t *w0,
-                                         const int16_t *w1, const int32_t *e, int8_t *y,
-                                         int32_t y_c, int two)
+ * e: their rq pair) from the unpacked xu (up to xend) into *y0 and *y1 (a last odd
+ * channel: w1 = w0 and y1 = y0, see row1_out2). Returns w1 past its row: the next pair's
+ * first row. */
+MCUC_ALWAYS_INLINE static const int16_t *row1_rows(const uint32_t *xu, const uint32_t *xend,
+                                                   const int16_t *w0, const int16_t *w1,
+                                                   const int32_t *e, int8_t *y0, int8_t *y1,
+                                                   int32_t y_c)
 {
     int32_t s0, s1;
     MCUC_LDRD(s0, s1, e, 4 * RQ_BIAS);
     const uint32_t *xp = xu;
-    const uint32_t *const xend = xu + k / 2;
     do { /* k % 16 == 0, k >= 16 */
         uint32_t xl, xh, lo, hi;
         MCUC_LDRD_POST(xl, xh, xp, 32);
@@ -211,7 +214,8 @@ MCUC_ALWAYS_INLINE static void row1_rows(const uint32_t *xu, int32_t k, const in
         R1_ROWS_STEP(xp, 2);
         R1_ROWS_STEP(xp, 3);
     } while (xp != xend);
-    row1_out2(e, s0, s1, y, y_c, two);
+    row1_out2(e, s0, s1, y0, y1, y_c);
+    return w1;
 }
 
 int mcuc_lin_row1_ok(const mcuc_linear_params_t *p)
@@ -225,18 +229,19 @@ __attribute__((noinline))
 #endif
 void mcuc_lin_row1(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y)
 {
-    const int32_t k = p->k, n = p->n, n4 = n & ~3, y_c = short_c(p->y_zp);
+    const int32_t k = p->k, y_c = short_c(p->y_zp);
     uint32_t xu[MCUC_PRE_MAX_K / 2];
-    const int16_t *w = p->weights16;
+    const uint32_t *const xend = xu + (k >> 1); /* k > 0 */
+    int8_t *const yq = y + (p->n & ~3), *const yn = y + p->n; /* past the blocks, the end */
     const int32_t *e = p->rq;
-    row1_quad(x, xu, k, w, e, y, y_c, 1); /* n >= 4 */
-    int32_t j = 4;
-    for (w += 4 * k, e += 2 * RQ_PAIR; j < n4; j += 4, w += 4 * k, e += 2 * RQ_PAIR) {
-        row1_quad(x, xu, k, w, e, y + j, y_c, 0);
+    /* each loop leaves w at the next block's or row pair's start */
+    const int16_t *w = row1_quad(x, xu, xend, p->weights16, e, y, y_c, 1); /* n >= 4 */
+    for (y += 4, e += 2 * RQ_PAIR; y != yq; y += 4, e += 2 * RQ_PAIR) {
+        w = row1_quad(x, xu, xend, w, e, y, y_c, 0);
     }
-    for (; j < n; j += 2, w += 2 * k, e += RQ_PAIR) { /* pairs, then a last odd channel */
-        const int two = j + 1 < n;
-        row1_rows(xu, k, w, two ? w + k : w, e, y + j, y_c, two);
+    for (; y < yn; y += 2, e += RQ_PAIR) { /* pairs, then a last odd channel */
+        const int32_t two = y + 1 != yn;
+        w = row1_rows(xu, xend, w, w + (k & -two), e, y, y + two, y_c);
     }
 }
 #else
