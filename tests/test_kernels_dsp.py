@@ -22,7 +22,8 @@ import pytest
 
 from mcuc.kernels import REGISTRY, add, linear
 from mcuc.kernels.fixedpoint import INT32_MAX, INT32_MIN
-from mcuc.schedule.widen import widen_params
+from mcuc.schedule.schedule import Schedule, Step
+from mcuc.schedule.widen import for_board, widen_params
 from test_kernels import Case, gen_add, rand_bias, rand_requant, rand_s8, zp
 from test_tokenwise import call_in_arena, gen_tokenwise, tokenwise_params
 
@@ -428,6 +429,39 @@ def test_linear_row1_matches_reference(ck_dsp: CKernels) -> None:
             missed += 1
     assert len(taken) == 4 and min(taken.values()) > 30, taken
     assert missed > 60, missed
+
+
+def test_widen_heads_takes_one_row_linears_within_the_bound(ck_dsp: CKernels) -> None:
+    """for_board on a DSP board widens a one-row linear's weights when n * k <= 4 KB (or
+    when --optimize speed did already), folds a kept zero point into a bias of zeros, and
+    leaves other steps alone; the result takes linear_row1.c's path and equals the spec of
+    the original params. A portable board changes nothing."""
+    rng = np.random.default_rng(2302)
+
+    def head(rows: int, k: int, n: int, bias: bool, x_zp: int) -> dict:
+        return short16(rng, dict(rows=rows, k=k, n=n, x_zp=0, y_zp=zp(rng),
+                                 weights=rand_s8(rng, n * k))) | dict(
+            x_zp=x_zp, bias=rng.integers(-(1 << 20), 1 << 20, n).astype(np.int32) if bias
+            else None)
+
+    params = [head(1, 64, 10, True, 0), head(1, 128, 10, False, 3), head(1, 512, 9, True, 0),
+              head(2, 64, 10, True, 0), linear.widen(head(1, 512, 9, False, -7))]
+    steps = [Step(f"s{i}", "linear", p, [], "y", "Gemm") for i, p in enumerate(params)]
+    s = Schedule(steps, {}, {}, "x", "y", (1,), (1,), None, None)  # type: ignore[arg-type]
+    assert for_board(s, dsp=False).steps == steps
+    got = for_board(s, dsp=True).steps
+    assert got[2] is steps[2] and got[3] is steps[3]  # 4,608 B extra; two rows
+    lib = ck_dsp.lib
+    lib.mcuc_lin_row1_ok.restype = ctypes.c_int
+    for i in (0, 1, 4):
+        q, p = got[i].params, params[i]
+        assert q["weights16"] is not None and q["x_zp"] == 0 and q["bias"] is not None
+        x = rand_s8(rng, p["k"])
+        want = linear.ref(p, x)
+        assert np.array_equal(linear.ref(q, x), want)
+        assert np.array_equal(ck_dsp.run("linear", q, [x], p["n"]), want)
+        keep: list = []
+        assert lib.mcuc_lin_row1_ok(ctypes.byref(fill_struct(REGISTRY["linear"], q, keep)))
 
 
 def gen_tokenwise_short16(rng: np.random.Generator) -> Case:

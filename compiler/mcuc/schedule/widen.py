@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
+
 from mcuc import McucError
 from mcuc.kernels import add as k_add
 from mcuc.kernels import layernorm as k_layernorm
@@ -69,17 +71,31 @@ def widen_patch_embed(s: Schedule) -> Schedule:
 HEAD_WIDEN_MAX_BYTES = 4096
 
 
+def _head(p: dict) -> dict:
+    """A one-row linear's params for linear_row1.c: weights as int16 (if not yet), and an
+    input zero point that lowering kept (a layer without a bias: linear.py
+    fold_zero_point) folded into a bias of zeros. That costs no flash: the rq words hold
+    a bias per channel either way (zeros without one); the fold is exact, and refused
+    where a folded bias would leave int32."""
+    if p["x_zp"] != 0 and p.get("bias") is None:
+        folded = k_linear.fold_zero_point({**p, "bias": np.zeros(p["n"], np.int32)})
+        p = folded if folded["x_zp"] == 0 else p
+    return k_linear.widen(p)
+
+
 def widen_heads(s: Schedule) -> Schedule:
     """Every linear step of one row (a classifier head) with its weights as int16 when the
-    extra flash (n * k bytes) is at most HEAD_WIDEN_MAX_BYTES: linear_row1.c's loop then
-    serves it without unpacking the weights (SXTB16 alone would cost 0.5 instructions per
-    MAC); for boards with the ARMv7E-M variant. Returns s itself when no step changes."""
+    extra flash (n * k bytes) is at most HEAD_WIDEN_MAX_BYTES, its zero point folded
+    (_head): linear_row1.c's loop then serves it without unpacking the weights (SXTB16
+    alone would cost 0.5 instructions per MAC); for boards with the ARMv7E-M variant.
+    Returns s itself when no step changes."""
     steps, changed = [], False
     for st in s.steps:
         p = st.params
-        if (st.kernel == "linear" and p["rows"] == 1 and p.get("weights") is not None
-                and p["n"] * p["k"] <= HEAD_WIDEN_MAX_BYTES):
-            p = k_linear.widen(p)
+        if st.kernel == "linear" and p["rows"] == 1 and (
+                p.get("weights16") is not None  # --optimize speed widened it already
+                or p["n"] * p["k"] <= HEAD_WIDEN_MAX_BYTES):
+            p = _head(p)
         changed |= p is not st.params
         steps.append(st if p is st.params else replace(st, params=p))
     return replace(s, steps=steps) if changed else s
