@@ -1,23 +1,23 @@
 /* The token-wise linear layer's one-row loop (MCUC_ARM_DSP): mcuc_lin_row1, which
  * mcuc_linear_s8 (linear.c) calls for a call of one row whose weights are widened, whose
  * zero point is folded (x_zp == 0) and whose outputs all take the short epilogue
- * (short_ok), with n >= 4, k % 16 == 0 and k <= MCUC_PRE_MAX_K (mcuc_lin_row1_ok). That
- * is a ViT's classifier head (one pooled token: k = 64, n = 10 on the default model),
- * whose weights the compiler widens in every DSP build when that costs little flash
- * (schedule/widen.py widen_heads).
+ * (short_ok), with n >= 4, k % 16 == 0 and k <= MCUC_PRE_MAX_K (lin_row1_ok). That is a
+ * ViT's classifier head (one pooled token: k = 64, n = 10 on the default model), whose
+ * weights the compiler widens, and whose kept zero point it folds into a bias of zeros,
+ * in every DSP build when the widening costs at most 4 KB (schedule/widen.py widen_heads).
  *
  * Why a loop of its own: the plans of linear_dsp.c serve row pairs; a call of one row
  * paid their fixed costs (unpack_rows' loop of its own, dot1's generic loop for the
- * channels past the blocks of four, the plan's dispatch) and, over int8 weights, the
- * SXTB16 unpacking of every weight word that no second row shared: 2.8 instructions per
- * MAC on the head. Here the first block of four channels unpacks x into SXTB16 lane pairs
- * while it multiplies, storing them for the next blocks: 17 instructions per four inputs
- * of the block (one LDR, two SXTB16, one STRD, four LDRDs of weights, eight SMLADs, and a
- * quarter of the loop's five), then 14 for each further block (one LDRD of x instead of
- * LDR, SXTB16s and STRD) and 8 per four inputs of a pair of the channels past the blocks
- * (plain rows); sixteen inputs per loop step. The sums start at the biases (the pairs':
- * at 0, chan_out adds them) and end in short_out (linear_epi.h). The buffer (2 k bytes <=
- * 1 KB) is on the stack, as unpacked_rows' is (tests/test_stack_frames.py). */
+ * channels past the blocks of four) and, over int8 weights, the SXTB16 unpacking of every
+ * weight word that no second row shared: 2.8 instructions per MAC on the head, 1.2 here.
+ * The first block of four channels unpacks x into SXTB16 lane pairs while it multiplies,
+ * storing them for the next blocks: per sixteen inputs (one loop step) 66 instructions
+ * (four LDRs of x, eight SXTB16, four STRDs, sixteen LDRDs of weights, 32 SMLADs, the
+ * loop's compare and branch: the pointer steps ride on post-indexed loads and stores),
+ * then 54 for each further block (four LDRDs of unpacked x instead) and 30 for a pair of
+ * the channels past the blocks (plain rows; a last odd channel goes through the same loop).
+ * The sums start at the biases and end in short_out (linear_epi.h). The buffer (2 k bytes
+ * <= 1 KB) is on the stack, as unpacked_rows' is (tests/test_stack_frames.py). */
 #include "linear_internal.h"
 #include "mcuc/simd.h"
 
