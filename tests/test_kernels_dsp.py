@@ -22,7 +22,8 @@ import pytest
 
 from mcuc.kernels import REGISTRY, add, linear
 from mcuc.kernels.fixedpoint import INT32_MAX, INT32_MIN
-from mcuc.schedule.widen import widen_params
+from mcuc.schedule.schedule import Schedule, Step
+from mcuc.schedule.widen import for_board, widen_params
 from test_kernels import Case, gen_add, rand_bias, rand_requant, rand_s8, zp
 from test_tokenwise import call_in_arena, gen_tokenwise, tokenwise_params
 
@@ -368,6 +369,101 @@ def test_linear_lut_planned_matches_linear_then_table(ck_dsp: CKernels) -> None:
     assert min(fused.values()) > 60, fused
 
 
+def row1_path(p: dict) -> bool:
+    """Whether mcuc_linear_s8 takes linear_row1.c's loop (mcuc_lin_row1_ok, rows == 1)."""
+    return (p["rows"] == 1 and p.get("weights16") is not None and p["x_zp"] == 0
+            and bool(linear.derived(p)["short_ok"]) and p["n"] >= 4 and p["k"] % 16 == 0
+            and 0 < p["k"] <= PRE_MAX_K)
+
+
+def gen_row1(rng: np.random.Generator) -> Case:
+    """One-row calls (a classifier head) around linear_row1.c's path: k % 16 == 0 up to
+    MCUC_PRE_MAX_K, n from 1 (odd tails: 1, 2, 3 channels past the blocks of four), widened
+    weights with the short epilogue; and calls that just miss it (k % 16 != 0, k past
+    the bound, n < 4, int8 weights, x_zp != 0, short_ok false)."""
+    k = int(rng.choice([16, 32, 48, 64, 128, 192, PRE_MAX_K]))
+    n = int(rng.choice([4, 5, 6, 7, 8, 10, 13, int(rng.integers(1, 40))]))
+    w = rand_s8(rng, n * k)
+    if rng.random() < 0.15:
+        w = np.full(n * k, rng.choice([-128, 127]), np.int8)
+    p = short16(rng, dict(rows=1, k=k, n=n, x_zp=0, y_zp=zp(rng), weights=w))
+    x = rand_s8(rng, k)
+    if rng.random() < 0.15:  # |x| = 128 against w = -128: the largest short sums
+        x = np.full(k, -128, np.int8)
+    miss = rng.random()
+    if miss < 0.1:
+        k2 = int(rng.choice([4, 8, 20, 36, 72, PRE_MAX_K + 16]))
+        p = short16(rng, dict(p, k=k2, weights=rand_s8(rng, n * k2)))
+        x = rand_s8(rng, k2)
+    elif miss < 0.15:
+        p["x_zp"] = zp(rng)
+    elif miss < 0.2:
+        p["shift"] = np.zeros(n, np.int32)  # short_ok false: the general epilogue
+    if rng.random() < 0.9:
+        p = linear.widen(p)
+    return Case(p, [x], n)
+
+
+def test_linear_row1_matches_reference(ck_dsp: CKernels) -> None:
+    """linear_row1.c (mcuc_linear_s8 with one row) equals the spec byte for byte, with
+    every block count and 0 to 3 channels past the blocks of four; C's mcuc_lin_row1_ok
+    agrees with row1_path, the path is taken in most cases, and the cases that miss it
+    equal the spec too."""
+    rng = np.random.default_rng(2301)
+    lib = ck_dsp.lib
+    lib.mcuc_lin_row1_ok.restype = ctypes.c_int
+    taken: dict[int, int] = {}
+    missed = 0
+    for i in range(600):
+        case = gen_row1(rng)
+        p = case.params
+        want = linear.ref(p, *case.inputs)
+        got = ck_dsp.run("linear", p, case.inputs, case.out_size)
+        assert np.array_equal(got, want), f"case {i}: {p}"
+        keep: list = []
+        ok = lib.mcuc_lin_row1_ok(ctypes.byref(fill_struct(REGISTRY["linear"], p, keep)))
+        assert bool(ok) == row1_path(p), f"case {i}: {p}"
+        if ok:
+            taken[p["n"] % 4] = taken.get(p["n"] % 4, 0) + 1
+        else:
+            missed += 1
+    assert len(taken) == 4 and min(taken.values()) > 30, taken
+    assert missed > 60, missed
+
+
+def test_widen_heads_takes_one_row_linears_within_the_bound(ck_dsp: CKernels) -> None:
+    """for_board on a DSP board widens a one-row linear's weights when n * k <= 4 KB (or
+    when --optimize speed did already), folds a kept zero point into a bias of zeros, and
+    leaves other steps alone; the result takes linear_row1.c's path and equals the spec of
+    the original params. A portable board changes nothing."""
+    rng = np.random.default_rng(2302)
+
+    def head(rows: int, k: int, n: int, bias: bool, x_zp: int) -> dict:
+        return short16(rng, dict(rows=rows, k=k, n=n, x_zp=0, y_zp=zp(rng),
+                                 weights=rand_s8(rng, n * k))) | dict(
+            x_zp=x_zp, bias=rng.integers(-(1 << 20), 1 << 20, n).astype(np.int32) if bias
+            else None)
+
+    params = [head(1, 64, 10, True, 0), head(1, 128, 10, False, 3), head(1, 512, 9, True, 0),
+              head(2, 64, 10, True, 0), linear.widen(head(1, 512, 9, False, -7))]
+    steps = [Step(f"s{i}", "linear", p, [], "y", "Gemm") for i, p in enumerate(params)]
+    s = Schedule(steps, {}, {}, "x", "y", (1,), (1,), None, None)  # type: ignore[arg-type]
+    assert for_board(s, dsp=False).steps == steps
+    got = for_board(s, dsp=True).steps
+    assert got[2] is steps[2] and got[3] is steps[3]  # 4,608 B extra; two rows
+    lib = ck_dsp.lib
+    lib.mcuc_lin_row1_ok.restype = ctypes.c_int
+    for i in (0, 1, 4):
+        q, p = got[i].params, params[i]
+        assert q["weights16"] is not None and q["x_zp"] == 0 and q["bias"] is not None
+        x = rand_s8(rng, p["k"])
+        want = linear.ref(p, x)
+        assert np.array_equal(linear.ref(q, x), want)
+        assert np.array_equal(ck_dsp.run("linear", q, [x], p["n"]), want)
+        keep: list = []
+        assert lib.mcuc_lin_row1_ok(ctypes.byref(fill_struct(REGISTRY["linear"], q, keep)))
+
+
 def gen_tokenwise_short16(rng: np.random.Generator) -> Case:
     """Tokenwise blocks whose first linear takes the unpacked short plan with a table."""
     k = int(rng.choice([16, 32, 48]))
@@ -492,6 +588,9 @@ def test_sanitizers_dsp(tmp_path: Path) -> None:
         c = gen_tokenwise_short16(rng)
         cases.append(("tokenwise", c.params, c.inputs,
                       REGISTRY["tokenwise"].ref(c.params, *c.inputs)))
+    for _ in range(40):  # linear_row1.c's one-row loop
+        c = gen_row1(rng)
+        cases.append(("linear", c.params, c.inputs, linear.ref(c.params, *c.inputs)))
     for sign in (1, -1):  # the largest int32 sum: UBSan reports any overflow
         c = worst_case(linear.DSP_MAX_K, 5, INT32_MIN if sign > 0 else INT32_MAX, sign)
         cases.append(("linear", c.params, c.inputs, linear.ref(c.params, *c.inputs)))

@@ -25,6 +25,7 @@ from ckernels import INCLUDE, ROOT, fill_struct, gcc
 SHIM = r"""
 #include "linear.c"
 #include "linear_dsp.c" /* short_epilogue_ok sits with the DSP loops */
+#include "linear_row1.c" /* mcuc_linear_s8 calls mcuc_lin_row1 */
 #include "lut.c" /* linear.c calls mcuc_lut_s8 */
 
 int c_short_ok(const mcuc_linear_params_t *p)

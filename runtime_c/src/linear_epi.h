@@ -1,8 +1,8 @@
-/* Private to linear_dsp.c, which includes it once: the DSP loops' epilogues, the general
- * one (general_out) and the short one (short_out, with its proof), with a table applied
- * or without, for one channel, a block of four or a channel pair of two rows; all
- * always-inline functions of linear_dsp.c's translation unit (linear_pre.h's loops use
- * them too). */
+/* Private to linear_dsp.c and linear_row1.c, which include it once each: the DSP loops'
+ * epilogues, the general one (general_out) and the short one (short_out, with its proof),
+ * with a table applied or without, for one channel, a block of four or a channel pair of
+ * two rows; all always-inline functions of the including translation unit (linear_pre.h's
+ * loops use them too). */
 #ifndef MCUC_LINEAR_EPI_H
 #define MCUC_LINEAR_EPI_H
 

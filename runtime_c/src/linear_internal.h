@@ -8,6 +8,8 @@
 #ifndef MCUC_LINEAR_INTERNAL_H
 #define MCUC_LINEAR_INTERNAL_H
 
+#include <stddef.h> /* NULL */
+
 #include "mcuc/kernels.h"
 
 
@@ -40,8 +42,11 @@ static inline int32_t rq_shift(int32_t t)
 /* The int32 bound above, as a compile-time check (a negative array size fails). */
 typedef char mcuc_dsp_k_bound_fits_int32[(255LL * 128 * MCUC_DSP_MAX_K <= INT32_MAX) ? 1 : -1];
 
-/* The largest k whose row pair of x unpacked_rows unpacks once on the stack (linear_dsp.c). */
+/* The largest k whose row pair of x unpacked_rows unpacks once on the stack (linear_dsp.c);
+ * a power of two (lin_row1_ok's test of k relies on it). */
 #define MCUC_PRE_MAX_K 512
+typedef char mcuc_pre_max_k_is_a_power_of_two[(MCUC_PRE_MAX_K & (MCUC_PRE_MAX_K - 1)) == 0 ? 1
+                                                                                         : -1];
 
 /* Each plan's loops (linear_dsp.c), as functions of their own: only the ones a model runs
  * are hot, and mcuc/tcm.py puts them in ITCM by name. The general epilogue's plans are
@@ -62,6 +67,17 @@ void mcuc_lin_wide_short16_lut(const mcuc_linear_params_t *p, const int8_t *tab,
 void mcuc_lin_wide_short(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y);
 LIN_PLAN_COLD_ATTR void mcuc_lin_wide_general(const mcuc_linear_params_t *p, const int8_t *x,
                                               int8_t *y);
+/* Whether a call of one row with these params takes mcuc_lin_row1 (linear_row1.c):
+ * widened weights, x_zp == 0, short_ok, n >= 4, k % 16 == 0, 0 < k <= MCUC_PRE_MAX_K.
+ * Inline in mcuc_linear_s8; mcuc_lin_row1_ok is the same, for the tests. */
+static inline int lin_row1_ok(const mcuc_linear_params_t *p)
+{
+    /* k - 16 in {0, 16, .., MCUC_PRE_MAX_K - 16} (MCUC_PRE_MAX_K a power of two) */
+    return p->weights16 != NULL && p->x_zp == 0 && p->short_ok && p->n >= 4 &&
+           (((uint32_t)p->k - 16u) & ~(uint32_t)(MCUC_PRE_MAX_K - 16)) == 0;
+}
+int mcuc_lin_row1_ok(const mcuc_linear_params_t *p);
+void mcuc_lin_row1(const mcuc_linear_params_t *p, const int8_t *x, int8_t *y);
 #endif /* MCUC_ARM_DSP */
 
 #endif /* MCUC_LINEAR_INTERNAL_H */

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
+
 from mcuc import McucError
 from mcuc.kernels import add as k_add
 from mcuc.kernels import layernorm as k_layernorm
@@ -62,6 +64,43 @@ def widen_patch_embed(s: Schedule) -> Schedule:
     return replace(s, steps=steps) if changed else s
 
 
+# The most flash widen_heads spends on one layer: its n * k extra bytes (the default
+# model's head: 640 B). A ViT's classifier head is a few KB at most; a larger one-row
+# linear keeps its int8 weights (the row-pair plans serve it, at about 2.8 instructions
+# per MAC instead of 1.2).
+HEAD_WIDEN_MAX_BYTES = 4096
+
+
+def _head(p: dict) -> dict:
+    """A one-row linear's params for linear_row1.c: weights as int16 (if not yet), and an
+    input zero point that lowering kept (a layer without a bias: linear.py
+    fold_zero_point) folded into a bias of zeros. That costs no flash: the rq words hold
+    a bias per channel either way (zeros without one); the fold is exact, and refused
+    where a folded bias would leave int32."""
+    if p["x_zp"] != 0 and p.get("bias") is None:
+        folded = k_linear.fold_zero_point({**p, "bias": np.zeros(p["n"], np.int32)})
+        p = folded if folded["x_zp"] == 0 else p
+    return k_linear.widen(p)
+
+
+def widen_heads(s: Schedule) -> Schedule:
+    """Every linear step of one row (a classifier head) with its weights as int16 when the
+    extra flash (n * k bytes) is at most HEAD_WIDEN_MAX_BYTES, its zero point folded
+    (_head): linear_row1.c's loop then serves it without unpacking the weights (SXTB16
+    alone would cost 0.5 instructions per MAC); for boards with the ARMv7E-M variant.
+    Returns s itself when no step changes."""
+    steps, changed = [], False
+    for st in s.steps:
+        p = st.params
+        if st.kernel == "linear" and p["rows"] == 1 and (
+                p.get("weights16") is not None  # --optimize speed widened it already
+                or p["n"] * p["k"] <= HEAD_WIDEN_MAX_BYTES):
+            p = _head(p)
+        changed |= p is not st.params
+        steps.append(st if p is st.params else replace(st, params=p))
+    return replace(s, steps=steps) if changed else s
+
+
 def _ln_fast(p: dict) -> dict:
     """LayerNorm params with the ARMv7E-M loop's table (kernels/layernorm.py fast_table)."""
     return {**p, "fast": k_layernorm.fast_table(p["gamma_q"], p["beta_q"], p["y_zp"])}
@@ -102,10 +141,11 @@ def for_board(s: Schedule, dsp: bool, optimize: str = "size") -> Schedule:
     """The constants the build prepares for its kernels, in one place for the compiler and
     the search's cost model (so the flash the search predicts is the build's): `--optimize
     speed`'s int16 linear weights; with the ARMv7E-M variants (Board.dsp) the widened patch
-    embedding, LayerNorm's table and the adds' tables."""
+    embedding, a classifier head's int16 weights (widen_heads), LayerNorm's table and the
+    adds' tables."""
     check_optimize(optimize)
     if optimize == "speed":
         s = widen_weights(s)
     if dsp:
-        s = add_tables(layernorm_tables(widen_patch_embed(s)))
+        s = add_tables(layernorm_tables(widen_heads(widen_patch_embed(s))))
     return s
