@@ -42,13 +42,15 @@ ITCM_FUNCTIONS: tuple[str, ...] = (
     "mcuc_linear_planned_s8", "mcuc_lin_short16", "mcuc_lin_wide_short16",
     "mcuc_att_dot_pair", "dot1", "mcuc_attention_s8", "softmax_pairs", "mcuc_att_softmax_dsp",
     "mcuc_att_pv_rows2", "mcuc_att_pv_dsp2", "pv_dsp",
-    "mcuc_tokenwise_s8", "ln_fast",
+    "mcuc_tokenwise_s8", "ln_rows16", "ln_row16",
     "mcuc_lin_short16_lut", "mcuc_lin_wide_short16_lut", "mcuc_linear_lut_planned_s8",
-    "mcuc_lut_s8", "mcuc_add_s8", "mcuc_layernorm_s8", "ln_near", "ln_exact",
+    "mcuc_lut_s8", "mcuc_add_s8", "add_tab", "mcuc_layernorm_s8", "ln_near", "mcuc_ln_exact",
+    "ln_rest16", "ln_fast",
     "mcuc_linear_s8", "mcuc_requantize", "mcuc_softmax_s8", "mcuc_matmul_s8",
     "mcuc_patch_embed_s8", "pe_wide16", "fill_patch", "pe_large_fast", "dot_rows2",
     "dot_rows1", "pe_large_any", "out_any",
     "mcuc_lin_short", "mcuc_lin_wide_short", "mcuc_lin_general", "mcuc_lin_wide_general",
+    "mcuc_lin_row1",
 )
 VENEER_BYTES = 8          # Thumb-2 long branch: ldr.w pc, [pc, #-0]; .word target
 SECTION_ALIGN = 8         # .itcm_text's own alignment at its start and end

@@ -46,11 +46,12 @@ from mcuc.boards import Board
 # as weights) and attention's pv_dsp2 / pv_rows2 (now mcuc_att_*) with the d = 64
 # scores written out (+2,288 B; 704 B over 28 KB on its own); with all three, the default
 # model's ELF is 301,040 B, 1,384 B under the estimate; the speed build 473,712 B, the same
-# margin.
+# margin. 38 KB since linear_row1.c (mcuc_lin_row1, the classifier head's loop: 1,052 B),
+# which left the stm32f427 default build's ELF 264 B under 37 KB's estimate.
 CODE_BASE_BYTES = 11 * 1024
 
 
-CODE_DSP_EXTRA_BYTES = 37 * 1024
+CODE_DSP_EXTRA_BYTES = 38 * 1024
 
 
 CODE_PER_STEP_BYTES = 160
