@@ -49,12 +49,13 @@ def commit_of(cmsis: Path) -> str:
 
 
 def build(cmsis: Path, out: Path) -> Path:
-    """The harness ELF: CMSIS-NN's two sources, mcuc's linear.c (DSP variant), the driver."""
+    """The harness ELF: CMSIS-NN's two sources, mcuc's linear*.c (DSP variant), the driver."""
     sources = [cmsis / s for s in CMSIS_SOURCES]
     missing = [str(s) for s in sources if not s.is_file()]
     if missing:
         sys.exit(f"bench_vs_cmsis: not a CMSIS-NN checkout (missing {missing[0]})")
-    sources += [ROOT / "runtime_c" / "src" / "linear.c", HARNESS / "harness.c"]
+    # linear.c dispatches to the plans of linear_dsp.c and linear_row1.c: every file of it
+    sources += [*sorted((ROOT / "runtime_c" / "src").glob("linear*.c")), HARNESS / "harness.c"]
     elf = out / "harness.elf"
     cmd = ["arm-none-eabi-gcc", *CFLAGS, "-DMCUC_ARM_DSP", f"-I{cmsis / 'Include'}",
            f"-I{ROOT / 'runtime_c' / 'include'}", *map(str, sources), "-nostartfiles",

@@ -15,7 +15,7 @@ they are the real ones (`exact`), else assumed as quantization usually has it.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -164,11 +164,29 @@ def add_add(f: Features, p: dict, v: Variant, times: int = 1) -> None:
         _add(f, f"add_{path}_", {"call": 1, "el": size}, times)
 
 
+def add_row1(f: Features, k: int, n: int) -> None:
+    """linear_row1.c mcuc_lin_row1: the first block of four channels (it unpacks x), the
+    other blocks, then the channel pairs past them (a last odd channel as a pair), each
+    k / 16 loop steps."""
+    quads, pairs, k16 = n // 4 - 1, (n % 4 + 1) // 2, k // 16
+    _add(f, "r1_", {"call": 1, "first_k16": k16, "quad": quads, "quad_k16": quads * k16,
+                    "pair": pairs, "pair_k16": pairs * k16}, 1)
+
+
 def linear_step(f: Features, p: dict, v: Variant) -> None:
-    """mcuc_linear_s8: the plan, then the call."""
-    plan = linear_plan(p["x_zp"], p.get("bias"), p.get("mult"), p.get("shift"), p["k"], v)
-    add_plan_check(f, p["n"], plan)
-    add_linear(f, p["rows"], p["k"], p["n"], plan, v)
+    """mcuc_linear_s8: linear_row1.c's loop for one row (linear_internal.h lin_row1_ok),
+    else the plan, then the call. A step's own int16 weights (schedule/widen.py
+    widen_heads, in every DSP build) make it take the widened plans whatever the build."""
+    if p.get("weights16") is not None:
+        v = replace(v, wide=True)
+    k, n = p["k"], p["n"]
+    plan = linear_plan(p["x_zp"], p.get("bias"), p.get("mult"), p.get("shift"), k, v)
+    if v.dsp and v.wide and plan == "s" and p["rows"] == 1 and n >= 4 and k % 16 == 0 \
+            and 16 <= k <= PRE_MAX_K:
+        add_row1(f, k, n)
+        return
+    add_plan_check(f, n, plan)
+    add_linear(f, p["rows"], k, n, plan, v)
 
 
 def tokenwise_step(f: Features, p: dict, v: Variant) -> None:
