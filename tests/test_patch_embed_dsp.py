@@ -25,10 +25,9 @@ from mcuc.kernels import patch_embed
 from mcuc.kernels.fixedpoint import INT32_MAX, INT32_MIN
 from mcuc.schedule import patch
 from test_kernels import Case, rand_bias, rand_requant, rand_s8, zp
-from test_kernels_dsp import DSP
 from test_tokenwise import call_in_arena
 
-from ckernels import ROOT, CKernels, run_sanitized
+from ckernels import DSP, ROOT, CKernels, run_sanitized
 
 
 def taps(p: dict) -> int:
