@@ -4,13 +4,12 @@ host (see test_kernels_dsp.py for how a variant is built here), the fallbacks in
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from mcuc.kernels import REGISTRY, add
 from mcuc.kernels.fixedpoint import INT32_MAX, INT32_MIN
 from test_kernels import Case, gen_add, rand_s8, zp
 
-from ckernels import DSP, CKernels
+from ckernels import CKernels
 
 
 def gen_add_dsp(rng: np.random.Generator) -> Case:
@@ -27,11 +26,6 @@ def gen_add_dsp(rng: np.random.Generator) -> Case:
     elif u < 0.4:
         p["y_shift"] = 1
     return Case(p, c.inputs, c.out_size)
-
-
-@pytest.fixture(scope="module")
-def ck_dsp(tmp_path_factory: pytest.TempPathFactory) -> CKernels:
-    return CKernels(tmp_path_factory.mktemp("ck_dsp"), DSP)
 
 
 def test_add_dsp_matches_reference(ck_dsp: CKernels) -> None:

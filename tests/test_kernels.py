@@ -312,11 +312,6 @@ def expected(name: str, case: Case) -> np.ndarray:
     return ref(case.params, *case.inputs)
 
 
-@pytest.fixture(scope="module")
-def ck(tmp_path_factory: pytest.TempPathFactory) -> CKernels:
-    return CKernels(tmp_path_factory.mktemp("ck"))
-
-
 # --------------------------------------------------------------------------- C vs numpy
 
 def test_every_kernel_has_a_generator_and_a_source() -> None:

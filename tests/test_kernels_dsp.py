@@ -17,7 +17,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from mcuc.kernels import REGISTRY, add, linear
 from mcuc.kernels.fixedpoint import INT32_MAX, INT32_MIN
@@ -28,11 +27,6 @@ from test_linear_dsp import gen_linear_dsp, gen_row1, short16, worst_case
 from test_tokenwise import call_in_arena, gen_tokenwise, tokenwise_params
 
 from ckernels import DSP, ROOT, CKernels, run_sanitized
-
-
-@pytest.fixture(scope="module")
-def ck_dsp(tmp_path_factory: pytest.TempPathFactory) -> CKernels:
-    return CKernels(tmp_path_factory.mktemp("ck_dsp"), DSP)
 
 
 def test_variants_are_declared() -> None:

@@ -18,7 +18,7 @@ from mcuc.schedule.schedule import Schedule, Step
 from mcuc.schedule.widen import for_board
 from test_kernels import Case, rand_bias, rand_requant, rand_s8, zp
 
-from ckernels import DSP, ROOT, CKernels, fill_struct
+from ckernels import ROOT, CKernels, fill_struct
 
 # linear_dsp.c unpacks the x rows of a pair once (unpacked_rows) up to this k
 PRE_MAX_K = int(re.search(r"#define MCUC_PRE_MAX_K (\d+)",
@@ -52,11 +52,6 @@ def worst_case(k: int, n: int, bias: int, sign: int) -> Case:
              bias=np.full(n, bias, np.int32), mult=np.full(n, 1 << 30, np.int32),
              shift=np.full(n, -30, np.int32))
     return Case(p, [np.full(k, x_val, np.int8)], n)
-
-
-@pytest.fixture(scope="module")
-def ck_dsp(tmp_path_factory: pytest.TempPathFactory) -> CKernels:
-    return CKernels(tmp_path_factory.mktemp("ck_dsp"), DSP)
 
 
 def test_int32_bound_constant_matches_c() -> None:

@@ -126,11 +126,6 @@ def edge_cases() -> list[Case]:
 
 
 @pytest.fixture(scope="module")
-def ck_dsp(tmp_path_factory: pytest.TempPathFactory) -> CKernels:
-    return CKernels(tmp_path_factory.mktemp("ck_pe_dsp"), DSP)
-
-
-@pytest.fixture(scope="module")
 def ck_port(tmp_path_factory: pytest.TempPathFactory) -> CKernels:
     return CKernels(tmp_path_factory.mktemp("ck_pe_port"))
 
