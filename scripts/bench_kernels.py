@@ -34,7 +34,7 @@ from mcuc.boards import load_board  # noqa: E402
 
 # functions whose hot loop is a matrix product (per-MAC figures make sense)
 MATRIX_FUNCS = ("mcuc_linear", "mcuc_lin_", "mcuc_att_dot_pair", "mcuc_att_pv", "pv_dsp",
-                "block_fast", "mcuc_patch_embed", "pe_wide16", "pe16_")
+                "block_fast", "mcuc_patch_embed", "mcuc_pe_wide16", "pe16_")
 # build name -> the mcuc.pipeline.build options that make it
 VARIANTS: dict[str, dict[str, str]] = {"portable": {"kernels": "portable"}, "optimized": {},
                                        "speed": {"optimize": "speed"}}

@@ -31,6 +31,7 @@ _SCALAR = {"int32": ctypes.c_int32, "int64": ctypes.c_int64}
 _ARRAY = {"int8[]": (np.int8, "int8_t"), "int16[]": (np.int16, "int16_t"),
           "int32[]": (np.int32, "int32_t"), "uint32[]": (np.uint32, "uint32_t")}
 GUARD = 64  # sentinel bytes after every output buffer
+DSP = ("-DMCUC_ARM_DSP",)  # the defines of an ARMv7E-M board's build (the DSP variants)
 
 
 def gcc(args: list[str]) -> None:

@@ -31,11 +31,6 @@ from helpers import compile_random, random_inputs, write_c
 SEEDS = list(range(12))
 
 
-@pytest.fixture(scope="module")
-def ck(tmp_path_factory: pytest.TempPathFactory) -> CKernels:
-    return CKernels(tmp_path_factory.mktemp("ck_att"))
-
-
 # --------------------------------------------------------------------------- kernel
 
 def _chain(p: dict, q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:

@@ -167,11 +167,6 @@ def _worst(d: int, n: int, sign: int) -> Case:
     return Case(p, ins, 10)
 
 
-@pytest.fixture(scope="module")
-def ck_dsp(tmp_path_factory: pytest.TempPathFactory) -> CKernels:
-    return CKernels(tmp_path_factory.mktemp("ck_att_dsp"), DSP)
-
-
 def test_variant_is_declared() -> None:
     assert "MCUC_ARM_DSP" in REGISTRY["attention"].variants
     for name in ("attention.c", "attention_dsp.c", "attention_pair.c"):

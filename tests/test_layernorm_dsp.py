@@ -63,11 +63,6 @@ def gen_model_shape(rng: np.random.Generator, rows: int = 50) -> Case:
     return Case(p, [x], rows * cols)
 
 
-@pytest.fixture(scope="module")
-def ck_dsp(tmp_path_factory: pytest.TempPathFactory) -> CKernels:
-    return CKernels(tmp_path_factory.mktemp("ck_ln_dsp"), DSP)
-
-
 @pytest.mark.parametrize("gen", [gen_layernorm, gen_edges, gen_model_shape])
 def test_layernorm_dsp_matches_reference(ck_dsp: CKernels, gen) -> None:
     rng = np.random.default_rng(2323)

@@ -1,4 +1,4 @@
-"""The ARMv7E-M patch embedding (MCUC_ARM_DSP in patch_embed.c) against the numpy spec.
+"""The ARMv7E-M patch embedding (MCUC_ARM_DSP: patch_embed_dsp.c) against the numpy spec.
 
 Why a file of its own: the variant has paths the random models rarely reach (the
 reference fallback for patches of more taps than it takes, the general epilogue for
@@ -25,10 +25,9 @@ from mcuc.kernels import patch_embed
 from mcuc.kernels.fixedpoint import INT32_MAX, INT32_MIN
 from mcuc.schedule import patch
 from test_kernels import Case, rand_bias, rand_requant, rand_s8, zp
-from test_kernels_dsp import DSP
 from test_tokenwise import call_in_arena
 
-from ckernels import ROOT, CKernels, run_sanitized
+from ckernels import DSP, ROOT, CKernels, run_sanitized
 
 
 def taps(p: dict) -> int:
@@ -127,17 +126,12 @@ def edge_cases() -> list[Case]:
 
 
 @pytest.fixture(scope="module")
-def ck_dsp(tmp_path_factory: pytest.TempPathFactory) -> CKernels:
-    return CKernels(tmp_path_factory.mktemp("ck_pe_dsp"), DSP)
-
-
-@pytest.fixture(scope="module")
 def ck_port(tmp_path_factory: pytest.TempPathFactory) -> CKernels:
     return CKernels(tmp_path_factory.mktemp("ck_pe_port"))
 
 
 def test_taps_bound_constant_matches_c() -> None:
-    src = (ROOT / "runtime_c" / "src" / "patch_embed.c").read_text()
+    src = (ROOT / "runtime_c" / "src" / "patch_embed_internal.h").read_text()
     assert int(re.search(r"#define MCUC_PE_MAX_TAPS (\d+)", src).group(1)) == \
         patch_embed.DSP_MAX_TAPS
     # The sums (|w| <= 128, |x - x_zp| <= 255) fit int32 at the largest taps, and the fast
@@ -230,18 +224,20 @@ def test_dsp_variant_keeps_no_buffers_on_the_stack(tmp_path: Path) -> None:
     """Issue 23 (extra scratch is planned, never hidden on the stack): the variant's
     frames, as gcc lays them out for Cortex-M7 at -O2 (-fstack-usage), stay small. The
     buffers it had (4,416 B in one frame) would fail both bounds; the sum bounds any call
-    chain through the file."""
+    chain through the files (patch_embed.c, patch_embed_dsp.c)."""
     if shutil.which("arm-none-eabi-gcc") is None:
         pytest.skip("arm-none-eabi-gcc is not installed")
-    obj = tmp_path / "patch_embed.o"
-    subprocess.run(["arm-none-eabi-gcc", "-std=c99", f"-I{ROOT / 'runtime_c' / 'include'}",
-                    "-mcpu=cortex-m7", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv5-d16",
-                    "-O2", "-DMCUC_ARM_DSP", "-fstack-usage", "-c",
-                    str(ROOT / "runtime_c" / "src" / "patch_embed.c"), "-o", str(obj)],
-                   check=True)
-    frames = {line.split("\t")[0].rsplit(":", 1)[-1]: int(line.split("\t")[1])
-              for line in obj.with_suffix(".su").read_text().splitlines()}
-    assert "pe_wide16" in frames and "mcuc_patch_embed_s8" in frames, frames
+    frames: dict[str, int] = {}
+    for name in ("patch_embed", "patch_embed_dsp"):
+        obj = tmp_path / f"{name}.o"
+        subprocess.run(["arm-none-eabi-gcc", "-std=c99", f"-I{ROOT / 'runtime_c' / 'include'}",
+                        "-mcpu=cortex-m7", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv5-d16",
+                        "-O2", "-DMCUC_ARM_DSP", "-fstack-usage", "-c",
+                        str(ROOT / "runtime_c" / "src" / f"{name}.c"), "-o", str(obj)],
+                       check=True)
+        frames |= {line.split("\t")[0].rsplit(":", 1)[-1]: int(line.split("\t")[1])
+                   for line in obj.with_suffix(".su").read_text().splitlines()}
+    assert "mcuc_pe_wide16" in frames and "mcuc_patch_embed_s8" in frames, frames
     assert max(frames.values()) <= 320, frames
     assert sum(frames.values()) <= 1200, frames
 

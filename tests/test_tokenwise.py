@@ -157,11 +157,6 @@ def gen_patch_embed(rng: np.random.Generator) -> Case:
 
 # --------------------------------------------------------------------------- C vs numpy
 
-@pytest.fixture(scope="module")
-def ck(tmp_path_factory: pytest.TempPathFactory) -> CKernels:
-    return CKernels(tmp_path_factory.mktemp("ck_tokenwise"))
-
-
 def call_in_arena(ck: CKernels, name: str, params: dict, arena: np.ndarray,
                   in_offs: list[int], out_off: int) -> None:
     """Run a kernel on pointers into one arena (so inputs and output may overlap)."""

@@ -49,8 +49,9 @@ def ref(p: dict, x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(chw.T).reshape(-1)
 
 
-# Most taps (c_in * ph * pw) the DSP variant takes (MCUC_PE_MAX_TAPS in C); its int32
-# sums, 255 * 128 * taps, fit easily, and the fast epilogue's bias bound stays positive.
+# Most taps (c_in * ph * pw) the DSP variant takes (MCUC_PE_MAX_TAPS in C,
+# patch_embed_internal.h); its int32 sums, 255 * 128 * taps, fit easily, and the fast
+# epilogue's bias bound stays positive.
 DSP_MAX_TAPS = 4096
 
 
@@ -104,7 +105,7 @@ def fast_epilogue(p: dict) -> bool:
 
 def epilogue_words(p: dict) -> np.ndarray:
     """Per channel pair (o, o + 1) eight int32 words: 2 b0, 2 b1, m0, m1, k0, k1, e0, e1,
-    with e = -shift and k = (2 y_zp + 1) << (e - 1) (patch_embed.c's module comment: the
+    with e = -shift and k = (2 y_zp + 1) << (e - 1) (patch_embed_dsp.c's opening comment: the
     sums start from the doubled bias, y = SSAT8(SMMLAR(A, m, k - [A < 0]) >> e)). For a
     `fast_epilogue` p with an even d, where every word fits int32."""
     d = p["d"]
