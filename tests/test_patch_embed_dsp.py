@@ -282,7 +282,7 @@ def test_widen_takes_only_what_the_widened_loop_takes() -> None:
 
 
 def test_latency_features_follow_the_widened_loop() -> None:
-    """latency/features.py counts pe_wide16's loops for widened params: tokens, token
+    """latency/features.py counts mcuc_pe_wide16's loops for widened params: tokens, token
     pairs, and channel pairs against two tokens or the last odd one."""
     from mcuc.latency.features import Variant, step_features
 

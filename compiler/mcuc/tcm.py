@@ -47,8 +47,8 @@ ITCM_FUNCTIONS: tuple[str, ...] = (
     "mcuc_lut_s8", "mcuc_add_s8", "add_tab", "mcuc_layernorm_s8", "ln_near", "mcuc_ln_exact",
     "ln_rest16", "ln_fast",
     "mcuc_linear_s8", "mcuc_requantize", "mcuc_softmax_s8", "mcuc_matmul_s8",
-    "mcuc_patch_embed_s8", "pe_wide16", "fill_patch", "pe_large_fast", "dot_rows2",
-    "dot_rows1", "pe_large_any", "out_any",
+    "mcuc_patch_embed_s8", "mcuc_pe_wide16", "fill_patch", "mcuc_pe_large_fast", "dot_rows2",
+    "dot_rows1", "mcuc_pe_large_any", "out_any",
     "mcuc_lin_short", "mcuc_lin_wide_short", "mcuc_lin_general", "mcuc_lin_wide_general",
     "mcuc_lin_row1",
 )

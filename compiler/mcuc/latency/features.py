@@ -344,8 +344,9 @@ def _dot_pair(f: Features, calls: int, length: int, rows: int, tag: str) -> None
 
 
 def patch_embed_step(f: Features, p: dict, v: Variant) -> None:
-    """patch_embed.c: per patch and output channel, the taps by image row (words of
-    four, then bytes); widened 16-tap weights (patch_embed.widen) have their own loops."""
+    """patch_embed.c, patch_embed_dsp.c: per patch and output channel, the taps by image
+    row (words of four, then bytes); widened 16-tap weights (patch_embed.widen) have their
+    own loops."""
     c_in, ph, pw, d = p["c_in"], p["ph"], p["pw"], p["d"]
     patches = p["hp"] * p["wp"]
     taps = c_in * ph * pw
@@ -353,7 +354,7 @@ def patch_embed_step(f: Features, p: dict, v: Variant) -> None:
     # (a 16-tap patch with an even d; the fast epilogue is the usual case).
     wide = v.dsp and taps == 16 and d % 2 == 0 and (
         p.get("weights16") is not None and k_patch.fast_epilogue(p) if v.exact else True)
-    if wide:  # pe_wide16: per token fill_patch; per token pair, then per channel pair
+    if wide:  # mcuc_pe_wide16: per token fill_patch; per token pair, then per channel pair
         f["pew_call"] += 1
         f["pew_d"] += d  # all_fast
         f["pew_token"] += patches
