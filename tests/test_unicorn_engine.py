@@ -57,6 +57,16 @@ def _qemu(elf: Path, cwd: Path) -> tuple[str, int]:
     return proc.stdout.decode(), proc.returncode
 
 
+def _qemu_agrees(elf: Path, cwd: Path, data: bytes, r) -> None:
+    """QEMU, given the same input.bin, prints what Unicorn printed and exits the same way
+    (skipped, after the Unicorn-only checks, where QEMU is not installed)."""
+    if QEMU is None:
+        pytest.skip("qemu-system-arm not installed: Unicorn-only check done")
+    (cwd / "input.bin").write_bytes(data)
+    out, rc = _qemu(elf, cwd)
+    assert out == r.stdout and rc == r.exit_code
+
+
 def test_semihosting_and_qemu_agree(tmp_path):
     elf = build(tmp_path, "semi", SEMIHOST_PROG, layout="mps2")
     data = b"abcdef-hello-semihosting\n"
@@ -67,11 +77,7 @@ def test_semihosting_and_qemu_agree(tmp_path):
     assert r.exit_code == 3 and r.stopped_by == "exit"
     missing = run_elf(elf)
     assert missing.stdout.endswith("open failed\n") and missing.exit_code == 9
-    if QEMU is None:
-        pytest.skip("qemu-system-arm not installed: Unicorn-only check done")
-    (tmp_path / "input.bin").write_bytes(data)
-    out, rc = _qemu(elf, tmp_path)
-    assert out == r.stdout and rc == r.exit_code
+    _qemu_agrees(elf, tmp_path, data, r)
 
 
 RDIMON_PROG = r"""
@@ -109,11 +115,7 @@ def test_newlib_rdimon_program_matches_qemu(tmp_path):
     # newlib's printf/stdio: plenty of IT blocks and semihosting traps mid-program
     code = run_elf(elf, semihost_files={"input.bin": data}, count_mode="code")
     assert code.total_instructions == r.total_instructions
-    if QEMU is None:
-        pytest.skip("qemu-system-arm not installed")
-    (tmp_path / "input.bin").write_bytes(data)
-    out, rc = _qemu(elf, tmp_path)
-    assert out == r.stdout and rc == r.exit_code
+    _qemu_agrees(elf, tmp_path, data, r)
 
 
 # ----------------------------------------------------------------------------- (5) VFP

@@ -81,32 +81,34 @@
 /* acc += the lane pairs xl (x0, x2), xh (x1, x3) times a widened weight word (lo, hi). */
 #define R1_MAC(acc, xl, xh, lo, hi) acc = mcuc_smlad(xh, hi, mcuc_smlad(xl, lo, acc))
 
-/* a0..a3 += the block's four channels' words for four inputs (at w + off, int16s: four
- * words 4 int16s apart) against xl, xh; _POST: at w, then w advances by the loop step's
- * 64 int16s. */
-#define R1_QUAD(xl, xh, w, off)                                                  \
+/* a1..a3 += the block's last three channels' words for four inputs (at w + off, int16s:
+ * words 4 int16s apart) against xl, xh. */
+#define R1_QUAD3(xl, xh, w, off)                                                 \
     do {                                                                         \
         uint32_t lo_, hi_;                                                       \
         R1_LDRD_W(lo_, hi_, w, off);                                             \
-        R1_MAC(a0, xl, xh, lo_, hi_);                                            \
-        R1_LDRD_W(lo_, hi_, w, (off) + 4);                                       \
         R1_MAC(a1, xl, xh, lo_, hi_);                                            \
-        R1_LDRD_W(lo_, hi_, w, (off) + 8);                                       \
+        R1_LDRD_W(lo_, hi_, w, (off) + 4);                                       \
         R1_MAC(a2, xl, xh, lo_, hi_);                                            \
-        R1_LDRD_W(lo_, hi_, w, (off) + 12);                                      \
+        R1_LDRD_W(lo_, hi_, w, (off) + 8);                                       \
         R1_MAC(a3, xl, xh, lo_, hi_);                                            \
+    } while (0)
+
+/* a0..a3 += the block's four channels' words for four inputs (at w + off) against xl, xh;
+ * _POST: at w, then w advances by the loop step's 64 int16s. */
+#define R1_QUAD(xl, xh, w, off)                                                  \
+    do {                                                                         \
+        uint32_t lo0_, hi0_;                                                     \
+        R1_LDRD_W(lo0_, hi0_, w, off);                                           \
+        R1_MAC(a0, xl, xh, lo0_, hi0_);                                          \
+        R1_QUAD3(xl, xh, w, (off) + 4);                                          \
     } while (0)
 #define R1_QUAD_POST(xl, xh, w)                                                  \
     do {                                                                         \
-        uint32_t lo_, hi_;                                                       \
-        R1_LDRD_W_POST(lo_, hi_, w, 64);                                         \
-        R1_MAC(a0, xl, xh, lo_, hi_);                                            \
-        R1_LDRD_W(lo_, hi_, w, -60);                                             \
-        R1_MAC(a1, xl, xh, lo_, hi_);                                            \
-        R1_LDRD_W(lo_, hi_, w, -56);                                             \
-        R1_MAC(a2, xl, xh, lo_, hi_);                                            \
-        R1_LDRD_W(lo_, hi_, w, -52);                                             \
-        R1_MAC(a3, xl, xh, lo_, hi_);                                            \
+        uint32_t lo0_, hi0_;                                                     \
+        R1_LDRD_W_POST(lo0_, hi0_, w, 64);                                       \
+        R1_MAC(a0, xl, xh, lo0_, hi0_);                                          \
+        R1_QUAD3(xl, xh, w, -60);                                                \
     } while (0)
 
 /* Inputs 4 t..4 t+3 of a loop step (t = 1, 2, 3; xi, xo and w already advanced by the
